@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Create .venv with Python 3.12 and install dpot (editable) with its test extras.
+# Finds Python 3.12 wherever it is: $PYTHON, a plain python3.12, or pyenv's shim (PYENV_VERSION=3.12.x).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+find_python() {
+    if [ -n "${PYTHON:-}" ]; then echo "$PYTHON"; return; fi
+    if command -v python3.12 >/dev/null 2>&1 && python3.12 -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then
+        command -v python3.12; return
+    fi
+    if command -v pyenv >/dev/null 2>&1; then
+        local v
+        v=$(pyenv versions --bare 2>/dev/null | grep -E '^3\.12(\.|$)' | sort -V | tail -n 1 || true)
+        if [ -n "$v" ]; then echo "$(pyenv root)/versions/$v/bin/python3.12"; return; fi
+    fi
+    for p in /usr/bin/python3.12 /usr/local/bin/python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python3.12; do
+        if [ -x "$p" ]; then echo "$p"; return; fi
+    done
+    echo "error: Python 3.12 not found: install it (e.g. 'pyenv install 3.12') or set PYTHON=/path/to/python3.12" >&2
+    exit 2
+}
+
+stamp=.venv/.dpot-installed
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then
+    py=$(find_python)
+    echo "[setup] creating .venv with $py"
+    rm -rf .venv
+    "$py" -m venv .venv
+fi
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "[setup] installing dpot and its dependencies into .venv (first time: a few minutes)"
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e ".[test]"
+    touch "$stamp"
+fi
+# Headless rendering for MuJoCo: EGL (Mesa) first, OSMesa as fallback; install the system libraries when missing.
+if ! ldconfig -p 2>/dev/null | grep -q 'libEGL.so.1' || ! ldconfig -p 2>/dev/null | grep -q 'libOSMesa' || ! ldconfig -p 2>/dev/null | grep -q 'libavutil.so'; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        echo "[setup] installing headless GL libraries (EGL, OSMesa, FFmpeg for video decoding)"
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libosmesa6 ffmpeg >/dev/null) \
+            || echo "[setup] warning: could not install GL libraries; rendering tests may fail" >&2
+    fi
+fi
+echo "[setup] ready: .venv/bin/dpot"

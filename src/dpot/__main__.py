@@ -1,0 +1,5 @@
+import sys
+
+from dpot.cli import main
+
+sys.exit(main())

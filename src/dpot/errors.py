@@ -1,0 +1,25 @@
+"""User-facing errors: bad config, dataset, run id or CLI arguments.
+
+Raise ``UserError("<field or path>: <what is wrong and how to fix it>")`` anywhere; the ``dpot`` CLI prints
+``error: <message>`` as one line on stderr and exits with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """An error caused by the user's input. Its message is one line, ready to print after ``error: ``."""
+
+    exit_code = 2
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices`` to ``name``, or ``""`` when none is close."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
