@@ -1,0 +1,136 @@
+"""Diffusion loss + per-camera image embeddings + denoised estimate from ONE forward pass.
+
+LeRobot's ``DiffusionModel.compute_loss`` returns only a scalar; the per-camera encoder outputs exist only inside
+``_prepare_global_conditioning``. :func:`diffusion_loss_with_features` re-implements those ~15 lines with the
+policy's own modules (``rgb_encoder``, ``unet``, ``noise_scheduler``), so the OT loss uses exactly the embeddings
+that condition the U-Net (gradients flow into the encoders) and no second encoder pass is made.
+
+Checked against LeRobot 0.6.1 (`tests/train/test_policy_hook.py` compares with ``DiffusionModel.compute_loss``
+under the same noise and timesteps).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import einops
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+OBS_STATE = "observation.state"
+OBS_IMAGES = "observation.images"
+OBS_ENV_STATE = "observation.environment_state"
+ACTION = "action"
+
+
+@dataclass
+class DiffusionStepOutput:
+    """What one training forward returns.
+
+    loss: LeRobot's diffusion loss (MSE of the U-Net target, mean over the batch) — a scalar.
+    per_item_loss: ``[B]`` the same MSE averaged per item (for per-domain logging).
+    embeds: camera name (the part after ``observation.images.``) -> ``[B, n_obs_steps * D]`` encoder features.
+    action: ``[B, horizon, action_dim]`` the normalized ground-truth action chunk (the label).
+    x0_hat: ``[B, horizon, action_dim]`` the model's one-step denoised estimate of the chunk:
+        ``x0_hat = (x_t - sqrt(1 - abar_t) * eps_hat) / sqrt(abar_t)`` for "epsilon", ``pred`` for "sample".
+    """
+
+    loss: Tensor
+    per_item_loss: Tensor
+    embeds: dict[str, Tensor]
+    action: Tensor
+    x0_hat: Tensor
+
+
+def stack_cameras(batch: dict[str, Tensor], image_keys: list[str], n_obs_steps: int) -> dict[str, Tensor]:
+    """Return a shallow copy of ``batch`` with ``observation.images`` = ``[B, S, n_cams, C, H, W]`` (LeRobot's layout)."""
+    batch = dict(batch)
+    if image_keys:
+        ims = []
+        for key in image_keys:
+            x = batch[key]
+            if n_obs_steps == 1 and x.ndim == 4:
+                x = x.unsqueeze(1)
+            ims.append(x)
+        batch[OBS_IMAGES] = torch.stack(ims, dim=-4)
+    return batch
+
+
+def _encode_per_camera(model, images: Tensor) -> list[Tensor]:
+    """Per-camera features ``[B, S, D]`` from ``images`` ``[B, S, n, C, H, W]`` with the model's own encoder(s)."""
+    b, s, n = images.shape[:3]
+    if model.config.use_separate_rgb_encoder_per_camera:
+        per_cam = einops.rearrange(images, "b s n ... -> n (b s) ...")
+        return [enc(x).view(b, s, -1) for enc, x in zip(model.rgb_encoder, per_cam, strict=True)]
+    feats = model.rgb_encoder(einops.rearrange(images, "b s n ... -> (b s n) ..."))
+    feats = einops.rearrange(feats, "(b s n) d -> n b s d", b=b, s=s, n=n)
+    return list(feats)
+
+
+def diffusion_loss_with_features(
+    policy,
+    batch: dict[str, Tensor],
+    *,
+    noise: Tensor | None = None,
+    timesteps: Tensor | None = None,
+) -> DiffusionStepOutput:
+    """Compute LeRobot's diffusion loss and return the per-camera embeddings and ``x0_hat`` of the same pass.
+
+    ``policy`` is a (possibly DDP-unwrapped) ``DiffusionPolicy``; ``batch`` is the *normalized* batch (after the
+    preprocessor) with one key per camera. ``noise`` (``[B, horizon, action_dim]``) and ``timesteps`` (``[B]``)
+    default to fresh samples from the global RNG exactly as ``compute_loss`` draws them; the trainer passes
+    them explicitly (drawn from a per-step generator) so runs are reproducible across resume and process counts.
+
+    global_cond = flatten_{s}([state_s, f_cam1_s, ..., f_camN_s, env_state_s]), identical to
+    ``DiffusionModel._prepare_global_conditioning``; loss = mean((unet(x_t, t, global_cond) - target)^2), masked by
+    ``action_is_pad`` when ``do_mask_loss_for_padding``.
+    """
+    cfg = policy.config
+    model = policy.diffusion
+    image_keys = list(cfg.image_features) if cfg.image_features else []
+    batch = stack_cameras(batch, image_keys, cfg.n_obs_steps)
+    state = batch[OBS_STATE]
+    bsz, n_obs = state.shape[:2]
+    cond = [state]
+    embeds: dict[str, Tensor] = {}
+    if image_keys:
+        feats = _encode_per_camera(model, batch[OBS_IMAGES])
+        for key, f in zip(image_keys, feats, strict=True):
+            embeds[key.removeprefix(OBS_IMAGES + ".")] = f.flatten(1)
+        cond.append(torch.cat(feats, dim=-1))
+    if cfg.env_state_feature:
+        cond.append(batch[OBS_ENV_STATE])
+    global_cond = torch.cat(cond, dim=-1).flatten(start_dim=1)
+
+    trajectory = batch[ACTION]
+    if noise is None:
+        noise = torch.randn(trajectory.shape, device=trajectory.device)
+    if timesteps is None:
+        timesteps = torch.randint(0, model.noise_scheduler.config.num_train_timesteps, (bsz,),
+                                  device=trajectory.device).long()
+    noise = noise.to(trajectory.device, trajectory.dtype)
+    timesteps = timesteps.to(trajectory.device).long()
+    noisy = model.noise_scheduler.add_noise(trajectory, noise, timesteps)
+    pred = model.unet(noisy, timesteps, global_cond=global_cond)
+
+    if cfg.prediction_type == "epsilon":
+        target = noise
+        abar = model.noise_scheduler.alphas_cumprod.to(trajectory.device)[timesteps].view(-1, 1, 1).to(pred.dtype)
+        x0_hat = (noisy - (1 - abar).sqrt() * pred) / abar.sqrt()
+    elif cfg.prediction_type == "sample":
+        target = trajectory
+        x0_hat = pred
+    else:
+        raise ValueError(f"Unsupported prediction type {cfg.prediction_type}")
+
+    err = F.mse_loss(pred, target, reduction="none")
+    if cfg.do_mask_loss_for_padding and "action_is_pad" in batch:
+        mask = (~batch["action_is_pad"]).unsqueeze(-1).to(err.dtype)
+        loss = (err * mask).sum() / (mask.sum() * err.shape[-1]).clamp_min(1)
+        per_item = (err * mask).sum((1, 2)) / (mask.sum((1, 2)) * err.shape[-1]).clamp_min(1)
+    else:
+        loss = err.mean()
+        per_item = err.mean((1, 2))
+    return DiffusionStepOutput(loss=loss, per_item_loss=per_item.detach(), embeds=embeds, action=trajectory,
+                               x0_hat=x0_hat)

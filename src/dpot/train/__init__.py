@@ -1,0 +1,1 @@
+"""DP+OT co-training trainer: ``dpot train`` (see :mod:`dpot.train.loop`)."""

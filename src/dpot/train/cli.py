@@ -1,0 +1,30 @@
+"""``dpot train --config_path=cfg.json [--a.b=c ...]`` (also ``python -m dpot.train`` under ``accelerate launch``).
+
+Multi-process: ``accelerate launch --num_processes N -m dpot.train --config_path=cfg.json``; ``batch_size`` is
+per process (the global batch is N * batch_size) and the OT loss is computed on the all-gathered batch
+(:mod:`dpot.train.distributed`). Resume: ``dpot train --config_path=<run>/train_config.json --resume=true``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+USAGE = ("usage: dpot train --config_path=cfg.json [--dotted.key=value ...]\n"
+         "       dpot train --config_path=<run>/train_config.json --resume=true\n"
+         "multi-process: accelerate launch --num_processes N -m dpot.train --config_path=cfg.json")
+
+
+def main(argv: list[str] | None = None, command: str = "train") -> int:
+    """Parse the config (UserError on bad input), train, return 0."""
+    from dpot.config import parse_train_args
+    from dpot.train.loop import train
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE)
+        return 0
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    cfg = parse_train_args(argv)
+    train(cfg)
+    return 0

@@ -1,0 +1,147 @@
+"""Open and check the two datasets of a run; combine their normalization stats.
+
+Everything here runs before anything is written to ``output_dir``: each problem is a one-line UserError.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dpot.errors import UserError
+
+IMG_PREFIX = "observation.images."
+
+
+@dataclass
+class RunInputs:
+    """Both datasets' metadata + the resolved camera map (full source key -> full target key)."""
+
+    src_meta: object
+    tgt_meta: object
+    camera_map: dict[str, str]
+    src_root: Path
+    tgt_root: Path
+
+
+def _full_cam(key: str) -> str:
+    return key if key.startswith(IMG_PREFIX) else IMG_PREFIX + key
+
+
+def dataset_root(ds_cfg, field: str) -> Path:
+    """Local root of a dataset config (``root``, or LeRobot's cache dir for ``repo_id``); must hold a LeRobot dataset."""
+    from lerobot.utils.constants import HF_LEROBOT_HOME
+
+    if not ds_cfg.repo_id:
+        raise UserError(f"{field}.repo_id: missing; give a name such as local/sim and {field}.root=PATH")
+    root = Path(ds_cfg.root) if ds_cfg.root else Path(HF_LEROBOT_HOME) / ds_cfg.repo_id
+    if not root.exists():
+        raise UserError(f"{field}.root: {root} does not exist; generate the dataset first or fix the path")
+    if not (root / "meta" / "info.json").is_file():
+        raise UserError(f"{field}.root: {root} is not a LeRobot dataset (no meta/info.json)")
+    return root
+
+
+def open_meta(ds_cfg, field: str):
+    """``LeRobotDatasetMetadata`` of a local dataset (no hub access); UserError when unreadable."""
+    from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
+
+    root = dataset_root(ds_cfg, field)
+    try:
+        meta = LeRobotDatasetMetadata(ds_cfg.repo_id, root=root)
+    except Exception as err:  # noqa: BLE001 - any failure to read is a bad dataset
+        raise UserError(f"{field}.root: {root} is not a readable LeRobot dataset ({type(err).__name__}: "
+                        f"{str(err).splitlines()[0] if str(err) else ''})") from None
+    return meta, root
+
+
+def check_inputs(cfg) -> RunInputs:
+    """Open both datasets' metadata and check: action/state dims agree, cameras map onto each other, OT cameras
+    exist, ``dim_slice`` fits the action dim, target has >= 2 episodes when a validation split is asked for."""
+    tgt_meta, tgt_root = open_meta(cfg.dataset, "dataset")
+    src_meta, src_root = open_meta(cfg.source_dataset, "source_dataset")
+    for key in ("action", "observation.state"):
+        if key not in tgt_meta.features:
+            raise UserError(f"dataset: {tgt_root} has no '{key}' feature; the diffusion policy needs it")
+        if key not in src_meta.features:
+            raise UserError(f"source_dataset: {src_root} has no '{key}' feature; the diffusion policy needs it")
+        s, t = tuple(src_meta.features[key]["shape"]), tuple(tgt_meta.features[key]["shape"])
+        if s != t:
+            raise UserError(f"source_dataset: '{key}' has shape {list(s)} but the target dataset's is {list(t)}; "
+                            "source and target must share the action and state spaces")
+    tgt_cams, src_cams = list(tgt_meta.camera_keys), list(src_meta.camera_keys)
+    if not tgt_cams:
+        raise UserError(f"dataset: {tgt_root} has no camera (observation.images.*) feature")
+    cam_map: dict[str, str] = {}
+    for s_key, t_key in (cfg.camera_map or {}).items():
+        fs, ft = _full_cam(s_key), _full_cam(t_key)
+        if fs not in src_cams:
+            raise UserError(f"camera_map: source camera '{s_key}' is not in source_dataset (has "
+                            f"{[c.removeprefix(IMG_PREFIX) for c in src_cams]})")
+        if ft not in tgt_cams:
+            raise UserError(f"camera_map: target camera '{t_key}' is not in dataset (has "
+                            f"{[c.removeprefix(IMG_PREFIX) for c in tgt_cams]})")
+        cam_map[fs] = ft
+    mapped_targets = set(cam_map.values())
+    for t in tgt_cams:
+        if t in mapped_targets:
+            continue
+        if t not in src_cams:
+            raise UserError(f"camera_map: target camera '{t.removeprefix(IMG_PREFIX)}' has no source camera; "
+                            f"source_dataset has {[c.removeprefix(IMG_PREFIX) for c in src_cams]}: add "
+                            f"--camera_map='{{\"<source cam>\": \"{t.removeprefix(IMG_PREFIX)}\"}}'")
+        cam_map.setdefault(t, t)
+    inv = {v: k for k, v in cam_map.items()}
+    for t in tgt_cams:
+        s = inv[t]
+        if tuple(src_meta.features[s]["shape"]) != tuple(tgt_meta.features[t]["shape"]):
+            raise UserError(f"camera_map: source '{s}' is {list(src_meta.features[s]['shape'])} but target "
+                            f"'{t}' is {list(tgt_meta.features[t]['shape'])}; the policy needs one image shape "
+                            "(regenerate at the same size)")
+    action_dim = int(tgt_meta.features["action"]["shape"][0])
+    short = [c.removeprefix(IMG_PREFIX) for c in tgt_cams]
+    for i, feat in enumerate(cfg.ot.features):
+        if feat.type == "embed" and feat.cameras:
+            for cam in feat.cameras:
+                if cam.removeprefix(IMG_PREFIX) not in short:
+                    raise UserError(f"ot.features[{i}].cameras: '{cam}' is not a target camera; one of {short}")
+        if feat.type == "label":
+            if feat.key != "action":
+                raise UserError(f"ot.features[{i}].key: only 'action' is supported, got '{feat.key}'")
+            if feat.dim_slice is not None and feat.dim_slice[1] > action_dim:
+                raise UserError(f"ot.features[{i}].dim_slice: {feat.dim_slice} goes beyond the action dim "
+                                f"{action_dim}; use a stop <= {action_dim}")
+    if cfg.eval.val_episodes is not None:
+        bad = [e for e in cfg.eval.val_episodes if not 0 <= int(e) < tgt_meta.total_episodes]
+        if bad:
+            raise UserError(f"eval.val_episodes: {bad} not in the target dataset (0..{tgt_meta.total_episodes - 1})")
+        if len(set(cfg.eval.val_episodes)) >= tgt_meta.total_episodes:
+            raise UserError("eval.val_episodes: holds out every target episode; keep at least one for training")
+    return RunInputs(src_meta, tgt_meta, cam_map, src_root, tgt_root)
+
+
+def combined_stats(inputs: RunInputs, keys: list[str], use_imagenet_stats: bool) -> dict[str, dict[str, np.ndarray]]:
+    """One set of normalization stats for both domains (so an action means the same number in both).
+
+    ``aggregate_stats([source (cameras renamed to target keys), target])`` from LeRobot: count-weighted pooled
+    mean/std, min over mins and max over maxes (the union of ranges), restricted to ``keys``. Camera mean/std
+    are then replaced by ImageNet's when ``use_imagenet_stats`` (as LeRobot's ``make_dataset`` does).
+    """
+    from lerobot.datasets.compute_stats import aggregate_stats
+    from lerobot.utils.constants import IMAGENET_STATS
+
+    inv = {v: k for k, v in inputs.camera_map.items()}
+    src_stats = {k: dict(inputs.src_meta.stats[inv.get(k, k)]) for k in keys}
+    tgt_stats = {k: dict(inputs.tgt_meta.stats[k]) for k in keys}
+    as_np = lambda d: {k: {s: np.asarray(v) for s, v in d[k].items()} for k in d}  # noqa: E731
+    stats = aggregate_stats([as_np(src_stats), as_np(tgt_stats)])
+    if use_imagenet_stats:
+        for k in keys:
+            if k.startswith(IMG_PREFIX):
+                for name, val in IMAGENET_STATS.items():
+                    stats[k][name] = np.asarray(val, dtype=np.float32)
+    return {k: {s: torch.as_tensor(np.asarray(v), dtype=torch.float32) if s != "count" else np.asarray(v)
+                for s, v in d.items()} for k, d in stats.items()}

@@ -1,0 +1,130 @@
+"""Metric sinks: ``metrics.jsonl`` (always), W&B (``wandb.enable``) and TensorBoard (``tensorboard``).
+
+All sinks receive the same flat dict with the full keys of DESIGN.md §3 (``train/loss``, ``eval/offline_eval/
+avg_loss``, ...) and the step, so the W&B / TensorBoard keys equal the JSONL keys.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import warnings
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class JsonlSink:
+    """Append ``{"step": s, **metrics}`` lines to ``path``, flushed at once (readable while the run is alive)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        row = {"step": int(step)}
+        row.update({k: _jsonable(v) for k, v in metrics.items()})
+        self._fh.write(json.dumps(row) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def _jsonable(v):
+    v = float(v)
+    return v if math.isfinite(v) else str(v)
+
+
+def truncate_jsonl(path: str | Path, max_step: int) -> None:
+    """Drop lines with ``step > max_step`` (written by a killed run after its last checkpoint) before resuming."""
+    path = Path(path)
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if int(json.loads(line)["step"]) <= max_step:
+                keep.append(line)
+        except (ValueError, KeyError, json.JSONDecodeError):
+            continue  # a torn last line from SIGKILL
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class WandbSink:
+    """W&B through LeRobot's ``WandBLogger`` (run dir ``<output_dir>/wandb``).
+
+    ``WANDB_MODE=offline|disabled`` in the environment is honoured: LeRobot passes ``mode="online"`` whenever
+    ``wandb.mode`` is unset, which would override the variable, so the variable is copied into ``wandb.mode``
+    first. Any failure to start (no API key, no network) becomes a warning and the run goes on with local logs.
+    """
+
+    def __init__(self, cfg):
+        self.run = None
+        self.error: str | None = None
+        env_mode = os.environ.get("WANDB_MODE")
+        if cfg.wandb.mode not in ("online", "offline", "disabled") and env_mode in ("online", "offline", "disabled"):
+            cfg.wandb.mode = env_mode
+        os.environ.setdefault("WANDB_INIT_TIMEOUT", "30")
+        try:
+            from lerobot.common.wandb_utils import WandBLogger
+
+            self._logger = WandBLogger(cfg)
+            self._wandb = self._logger._wandb
+            self.run = self._wandb.run
+        except Exception as err:  # noqa: BLE001 - W&B problems must never stop training
+            self.error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            warnings.warn(f"W&B logging disabled ({self.error}); metrics still go to metrics.jsonl", stacklevel=2)
+            log.warning("W&B logging disabled (%s); metrics still go to metrics.jsonl", self.error)
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        if self.run is None:
+            return
+        try:
+            self._wandb.log({k: float(v) for k, v in metrics.items()}, step=int(step))
+        except Exception as err:  # noqa: BLE001
+            log.warning("W&B log failed at step %s: %s", step, err)
+
+    def close(self) -> None:
+        if self.run is not None:
+            try:
+                self._wandb.finish()
+            except Exception as err:  # noqa: BLE001
+                log.warning("W&B finish failed: %s", err)
+
+
+class TensorBoardSink:
+    """TensorBoard scalars under ``<output_dir>/tensorboard`` (same keys as the JSONL)."""
+
+    def __init__(self, log_dir: str | Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer = SummaryWriter(log_dir=str(log_dir))
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        for k, v in metrics.items():
+            self._writer.add_scalar(k, float(v), global_step=int(step))
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class Sinks:
+    """Fan-out to every enabled sink."""
+
+    def __init__(self, sinks: list):
+        self.sinks = sinks
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        for s in self.sinks:
+            s.log(step, metrics)
+
+    def close(self) -> None:
+        for s in self.sinks:
+            s.close()
