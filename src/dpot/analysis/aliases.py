@@ -1,0 +1,98 @@
+"""Metric-name normalization: every logged key variant maps to one canonical key (DESIGN.md §3).
+
+Canonical keys are the exact keys of the run-directory contract (``train/loss``, ``train/ot_pi_diag``,
+``eval/offline_eval/avg_loss``, ...). The seed's variants (``ot_pi_diag``, ``train/ot_ot_pi_diag``,
+``eval/avg_loss``) and plain ``lerobot-train``'s keys (``eval/eval_loss``) are folded onto them.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Canonical key -> (short label, direction: "min" | "max" | None when neither is "better").
+CANONICAL: dict[str, tuple[str, str | None]] = {
+    "train/loss": ("train loss", "min"),
+    "train/l1_loss": ("train L1", "min"),
+    "train/grad_norm": ("grad norm", "min"),
+    "train/lr": ("learning rate", None),
+    "train/update_s": ("update s/step", "min"),
+    "train/dataloading_s": ("data s/step", "min"),
+    "train/samples_per_s": ("samples/s", "max"),
+    "train/ot_loss": ("OT loss (scaled)", None),
+    "train/ot_pi_sum": ("pi_sum", None),
+    "train/ot_pi_diag": ("pi_diag", None),
+    "train/ot_pi_diag_frac": ("pi_diag/pi_sum", None),
+    "train/ot_skipped": ("OT skipped", "min"),
+    "eval/offline_eval/avg_loss": ("eval loss", "min"),
+    "eval/offline_eval/eval_s": ("eval s", "min"),
+}
+COST_PREFIXES = ("train/ot_cost/", "train/ot_cost_mean/")
+
+# Explicit aliases (lower-cased). Anything else goes through the generic rules in ``canonical_key``.
+ALIASES: dict[str, str] = {
+    "eval/avg_loss": "eval/offline_eval/avg_loss",
+    "eval/eval_loss": "eval/offline_eval/avg_loss",          # plain lerobot-train held-out loss
+    "eval/offline_eval/l1": "eval/offline_eval/avg_loss",
+    "offline_eval/avg_loss": "eval/offline_eval/avg_loss",
+    "eval_loss": "eval/offline_eval/avg_loss",
+    "avg_loss": "eval/offline_eval/avg_loss",
+    "eval/eval_s": "eval/offline_eval/eval_s",
+    "eval_s": "eval/offline_eval/eval_s",
+    "train/l1": "train/l1_loss",
+    "l1": "train/l1_loss",
+    "train/ot_ot_loss": "train/ot_loss",
+}
+
+_TRAIN_BASES = {k.split("/", 1)[1] for k in CANONICAL if k.startswith("train/")}
+
+
+def canonical_key(raw: str) -> str:
+    """Return the canonical key for a logged key; unknown keys come back unchanged (still usable)."""
+    key = raw.strip()
+    low = key.lower()
+    if low in ALIASES:
+        return ALIASES[low]
+    if low in CANONICAL:
+        return low
+    low = re.sub(r"^train/ot_ot_", "train/ot_", low)
+    low = re.sub(r"^ot_ot_", "ot_", low)
+    if low.startswith(("ot_cost/", "ot_cost_mean/")):
+        low = "train/" + low
+    m = re.match(r"^train/ot_(cost|cost_mean)/(.+)$", low)
+    if m:
+        return f"train/ot_{m.group(1)}/{key.split('/')[-1]}"
+    if low in CANONICAL:
+        return low
+    if "/" not in low and low in _TRAIN_BASES:
+        return "train/" + low
+    return key
+
+
+def direction(key: str) -> str | None:
+    """'min' when lower is better, 'max' when higher is better, None when neither (lr, pi_*, costs)."""
+    if key in CANONICAL:
+        return CANONICAL[key][1]
+    if key.startswith(COST_PREFIXES):
+        return None
+    low = key.lower()
+    if "loss" in low:
+        return "min"
+    if "success" in low or "reward" in low:
+        return "max"
+    return None
+
+
+def label(key: str) -> str:
+    """Short human label for a canonical key."""
+    if key in CANONICAL:
+        return CANONICAL[key][0]
+    for prefix, name in (("train/ot_cost_mean/", "mean cost"), ("train/ot_cost/", "cost")):
+        if key.startswith(prefix):
+            return f"{name} {key[len(prefix):]}"
+    return key
+
+
+def cost_terms(keys, mean: bool = False) -> list[str]:
+    """The OT cost term names (``img_top``, ``action_lbl``, ...) present among canonical ``keys``."""
+    prefix = COST_PREFIXES[1] if mean else COST_PREFIXES[0]
+    return sorted(k[len(prefix):] for k in keys if k.startswith(prefix))

@@ -1,0 +1,120 @@
+"""``dpot report | compare | propose``: argument parsing and file output for dpot.analysis.
+
+    dpot report RUN [--out DIR] [--lang en|zh] [--json] [--rules PATH] [--parent RUN]
+    dpot compare RUN RUN... [--out DIR] [--json] [--rules PATH]
+    dpot propose RUN --out DIR [--rules PATH] [--parent RUN] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dpot.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 through UserError
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _parser(command: str) -> argparse.ArgumentParser:
+    p = _Parser(prog=f"dpot {command}", description=__doc__)
+    if command == "compare":
+        p.add_argument("runs", nargs="+", metavar="RUN")
+    else:
+        p.add_argument("run", metavar="RUN")
+        p.add_argument("--parent", help="parent run for the rollback check (default: the recorded parent)")
+    p.add_argument("--out", help="output directory")
+    p.add_argument("--rules", help="TOML file overriding rule thresholds (see dpot/analysis/rules.toml)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    p.add_argument("--lang", default="en", help="report language: en | zh")
+    return p
+
+
+def _default_out(run) -> Path:
+    if run.local_dir is not None:
+        return Path(run.local_dir)
+    return Path("reports") / run.run_id
+
+
+def _report(args) -> int:
+    from dpot.analysis.analyze import analyze
+    from dpot.analysis.atomic import write_bytes, write_text
+    from dpot.analysis.i18n import check_lang
+    from dpot.analysis.plots import make_plots
+    from dpot.analysis.render_html import render_html
+    from dpot.analysis.render_md import render_markdown, to_json
+    from dpot.analysis.rules import load_rules
+
+    lang = check_lang(args.lang)
+    a = analyze(args.run, load_rules(args.rules), parent=args.parent)
+    out = Path(args.out) if args.out else _default_out(a.run)
+    md = render_markdown(a, lang)
+    plots = make_plots(a.run, a.summaries, a.rules)
+    page = render_html(md, plots, f"dpot report {a.run.run_id}", lang)
+    data = to_json(a)
+    data["files"] = {"markdown": str(out / "report.md"), "html": str(out / "report.html"),
+                     "plots": [str(out / n) for n in plots]}
+    for name, png in plots.items():
+        write_bytes(out / name, png)
+    write_text(out / "report.html", page)
+    write_text(out / "report.json", json.dumps(data, indent=2, default=str) + "\n")
+    write_text(out / "report.md", md)
+    print(json.dumps(data, indent=2, default=str) if args.json else md)
+    print(f"wrote {out / 'report.md'} and {out / 'report.html'}", file=sys.stderr)
+    return 0
+
+
+def _compare(args) -> int:
+    from dpot.analysis.analyze import analyze
+    from dpot.analysis.atomic import write_text
+    from dpot.analysis.compare import compare, render_compare_md
+    from dpot.analysis.rules import load_rules
+
+    rules = load_rules(args.rules)
+    analyses = [analyze(r, rules) for r in args.runs]
+    data = compare(analyses, rules)
+    md = render_compare_md(data)
+    if args.out:
+        write_text(Path(args.out) / "compare.json", json.dumps(data, indent=2, default=str) + "\n")
+        write_text(Path(args.out) / "compare.md", md)
+    print(json.dumps(data, indent=2, default=str) if args.json else md)
+    return 0
+
+
+def _propose(args) -> int:
+    from dpot.analysis.analyze import analyze
+    from dpot.analysis.propose import write_proposals
+    from dpot.analysis.rules import load_rules
+
+    if not args.out:
+        raise UserError("dpot propose: --out DIR is required (where the next configs are written)")
+    a = analyze(args.run, load_rules(args.rules), parent=args.parent)
+    if not a.run.config:
+        raise UserError(f"{args.run}: no resolved config found (train_config.json or W&B config); "
+                        f"cannot derive next configs")
+    spec = str(Path(args.run).resolve()) if Path(args.run).exists() else args.run
+    paths = write_proposals(a.proposals, Path(args.out), spec)
+    if args.json:
+        print(json.dumps([p.as_dict() for p in a.proposals], indent=2, default=str))
+        return 0
+    if not a.proposals:
+        print("no proposal: no rule triggered a change and the run is not improving any more")
+    for p, path in zip(a.proposals, paths):
+        print(f"{path}: {p.title} — {p.rationale}")
+        print(f"    monitors: {', '.join(p.monitors)}")
+        print(f"    rollback: {p.rollback_triggers[0]}")
+        for n in p.notes:
+            print(f"    note: {n}")
+    return 0
+
+
+def main(argv: list[str] | None = None, command: str = "report") -> int:
+    """Entry point used by ``dpot.cli``: ``command`` is report | compare | propose; returns the exit code."""
+    if command not in ("report", "compare", "propose"):
+        raise UserError(f"dpot.analysis: unknown command {command}")
+    args = _parser(command).parse_args(list(argv or []))
+    return {"report": _report, "compare": _compare, "propose": _propose}[command](args)

@@ -1,0 +1,124 @@
+"""Runs side by side: key metrics (last/best), which run wins each, config keys that differ, rollback check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dpot.analysis import cfgkeys
+from dpot.analysis.aliases import direction
+from dpot.analysis.render_md import fmt, seen_keys
+
+KEY_METRICS = ["train/loss", "eval/offline_eval/avg_loss", "train/l1_loss", "train/grad_norm",
+               "train/ot_pi_sum", "train/ot_pi_diag", "train/ot_loss", "train/update_s"]
+_IGNORED = ("output_dir", "job_name", "wandb.run_id", "wandb.notes", "checkpoint_path", "resume")
+
+
+def _same(spec: str | None, run) -> bool:
+    if not spec:
+        return False
+    p = Path(spec).expanduser()
+    if p.exists() and run.local_dir is not None:
+        return p.resolve() == Path(run.local_dir).resolve() or p.resolve() == Path(run.location).resolve()
+    return spec.rstrip("/").split("/")[-1] == run.run_id
+
+
+def _score(summary, key):
+    """Value a run is judged on for ``key``: best for eval losses, smoothed last otherwise."""
+    if summary is None:
+        return None
+    return summary.best if key.startswith("eval/") and summary.best is not None else summary.smoothed_last
+
+
+def compare(analyses, rules) -> dict:
+    """Comparison data: per-metric cells and winners, differing config keys, rollback checks."""
+    rows = []
+    for key in KEY_METRICS:
+        cells, scores = [], []
+        for a in analyses:
+            s = a.summaries.get(key)
+            if s is None:
+                cells.append({"logged": False, "seen": seen_keys(a.run)})
+                scores.append(None)
+            else:
+                cells.append({"logged": True, "last": s.last, "best": s.best, "best_step": s.best_step,
+                              "source": a.run.sources.get(key, key)})
+                scores.append(_score(s, key))
+        d = direction(key)
+        winner = None
+        valid = [(v, i) for i, v in enumerate(scores) if v is not None]
+        if d and len(valid) >= 2:
+            best = (min(valid) if d == "min" else max(valid))[0]
+            idx = [i for v, i in valid if v == best]
+            winner = idx[0] if len(idx) == 1 else "tie"
+        rows.append({"metric": key, "cells": cells, "winner": winner})
+    flats = [cfgkeys.flatten(a.run.config) for a in analyses]
+    keys = sorted(set().union(*flats))
+    diffs = {k: [f.get(k) for f in flats] for k in keys
+             if not k.startswith(_IGNORED) and len({json.dumps(f.get(k), sort_keys=True) for f in flats}) > 1}
+    checks = []
+    thr = rules["rollback"]["max_regression"]
+    for i, a in enumerate(analyses):
+        parents = [j for j, b in enumerate(analyses) if j != i and _same(a.run.parent, b.run)]
+        if not parents and i > 0:
+            parents, how = [0], "baseline (first run)"
+        else:
+            how = "recorded parent"
+        for j in parents:
+            pa, ch = analyses[j].summaries.get("eval/offline_eval/avg_loss"), a.summaries.get("eval/offline_eval/avg_loss")
+            if pa is None or ch is None or pa.best is None or ch.best is None:
+                checks.append({"child": a.run.run_id, "parent": analyses[j].run.run_id, "how": how,
+                               "status": "unchecked: eval loss not logged in both"})
+                continue
+            reg = (ch.best - pa.best) / abs(pa.best) if pa.best else 0.0
+            checks.append({"child": a.run.run_id, "parent": analyses[j].run.run_id, "how": how,
+                           "child_best": ch.best, "parent_best": pa.best, "regression_pct": 100 * reg,
+                           "status": "ROLLBACK" if reg > thr else "ok"})
+    return {"runs": [{"id": a.run.run_id, "kind": a.run.kind, "location": a.run.location,
+                      "policy": cfgkeys.policy_type(a.run.config), "last_step": a.run.last_step}
+                     for a in analyses],
+            "rows": rows, "config_diffs": diffs, "rollback_checks": checks,
+            "findings": {a.run.run_id: [f.id for f in a.findings] for a in analyses}}
+
+
+def render_compare_md(data: dict) -> str:
+    """Markdown for :func:`compare`'s data."""
+    runs = data["runs"]
+    names = [f"{chr(65 + i)} [{r['id']}]" for i, r in enumerate(runs)]
+    L = ["# Run Comparison", ""]
+    for n, r in zip(names, runs):
+        L.append(f"- Run {n} — {r['policy']} | {r['kind']} | {r['location']} | steps {r['last_step']}")
+    L += ["", "## Key metrics (last / best@step)", "", "| metric | " + " | ".join(names) + " | wins |",
+          "|---|" + "---|" * len(names) + "---|"]
+    footnotes = {}
+    for row in data["rows"]:
+        cells = []
+        for i, c in enumerate(row["cells"]):
+            if not c["logged"]:
+                cells.append("not logged (seen: see below)")
+                footnotes[names[i]] = c["seen"]
+            else:
+                best = f" / {fmt(c['best'])}@{c['best_step']}" if c["best"] is not None else ""
+                cells.append(f"{fmt(c['last'])}{best}")
+        win = {None: "—", "tie": "tie"}.get(row["winner"]) or names[row["winner"]]
+        L.append(f"| {row['metric']} | " + " | ".join(cells) + f" | {win} |")
+    for n, seen in footnotes.items():
+        L.append(f"\n- {n} not logged metrics — seen: {seen}")
+    L += ["", "## Config keys that differ"]
+    if data["config_diffs"]:
+        L += ["", "| key | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for k, vals in data["config_diffs"].items():
+            L.append(f"| `{k}` | " + " | ".join(json.dumps(v) for v in vals) + " |")
+    else:
+        L.append("- none")
+    L += ["", "## Rollback check"]
+    for c in data["rollback_checks"] or []:
+        if "regression_pct" in c:
+            L.append(f"- {c['child']} vs {c['parent']} ({c['how']}): eval best {fmt(c['child_best'])} vs "
+                     f"{fmt(c['parent_best'])} ({c['regression_pct']:+.1f}%) → {c['status']}")
+        else:
+            L.append(f"- {c['child']} vs {c['parent']} ({c['how']}): {c['status']}")
+    if not data["rollback_checks"]:
+        L.append("- single run: nothing to check")
+    L += ["", "## Findings per run"] + [f"- {k}: {', '.join(v) or 'no alarm'}" for k, v in data["findings"].items()]
+    return "\n".join(L) + "\n"

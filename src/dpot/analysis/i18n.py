@@ -1,0 +1,134 @@
+"""Report prose in English and Chinese (``--lang en|zh``): section titles and one message per rule."""
+
+from __future__ import annotations
+
+from dpot.errors import UserError
+
+LANGS = ("en", "zh")
+
+TEXT = {
+    "en": {
+        "title": "DP+OT Experiment Evaluation (run: {run_id})",
+        "overview": "Overview", "curves": "Curves (summary)", "assessment": "Quick Assessment",
+        "risks": "Bottlenecks / Risks", "plan": "Iteration Plan", "monitors": "Verification & Monitors",
+        "rollback": "Rollback Triggers", "appendix": "Appendix — Key Config (for traceability)",
+        "notes": "Reader notes", "throughput": "Throughput", "not_logged": "not logged (seen: {seen})",
+        "no_findings": "No rule triggered: no alarm.", "best": "best", "trend": "trend over last {w} points",
+        "spikes": "spikes", "evidence": "evidence", "changes": "changes",
+        "convergence": "Convergence", "stability": "Stability", "ot_signal": "OT signal", "lr": "LR scheduling",
+        "compare": "Run Comparison", "winner": "wins", "differs": "Config keys that differ",
+        "no_proposals": "No config change proposed: keep the current settings and extend the run if it is still improving.",
+        "rollback_check": "Rollback check", "run": "run", "metric": "metric",
+    },
+    "zh": {
+        "title": "DP+OT 实验评估（run: {run_id}）",
+        "overview": "概览", "curves": "曲线摘要", "assessment": "快速评估",
+        "risks": "瓶颈 / 风险", "plan": "迭代计划", "monitors": "验证与监控",
+        "rollback": "回滚条件", "appendix": "附录 — 关键配置（便于追溯）",
+        "notes": "读取说明", "throughput": "吞吐", "not_logged": "未记录（已见：{seen}）",
+        "no_findings": "没有规则被触发：无告警。", "best": "最佳", "trend": "最近 {w} 个点的趋势",
+        "spikes": "尖峰", "evidence": "证据", "changes": "修改",
+        "convergence": "收敛", "stability": "稳定性", "ot_signal": "OT 信号", "lr": "学习率调度",
+        "compare": "运行对比", "winner": "胜出", "differs": "不同的配置键",
+        "no_proposals": "不建议修改配置：保持当前设置；若仍在改善，可延长训练。",
+        "rollback_check": "回滚检查", "run": "运行", "metric": "指标",
+    },
+}
+
+FINDINGS = {
+    "lr_flat": {
+        "en": "Logged train/lr is flat at {lr_max} over {points} points (steps {steps}) while the scheduler is "
+              "{scheduler}: switch to an explicit AdamW + diffuser cosine schedule and check train/lr varies.",
+        "zh": "train/lr 在 {points} 个点（步 {steps}）上恒为 {lr_max}，而调度器为 {scheduler}："
+              "改用显式 AdamW + diffuser cosine，并确认 train/lr 随步数变化。"},
+    "lr_low": {
+        "en": "Base LR {lr} is below the usual range {usual_range} for {policy}: learning is underpowered.",
+        "zh": "基础学习率 {lr} 低于 {policy} 的常用范围 {usual_range}：学习偏慢。"},
+    "data_bound": {
+        "en": "Data-bound loop: dataloading takes {data_share:.0%} of each step ({dataloading_s} s vs update "
+              "{update_s} s, num_workers={num_workers}).",
+        "zh": "数据加载成为瓶颈：每步 {data_share:.0%} 的时间在加载数据（{dataloading_s} s，对比更新 {update_s} s，"
+              "num_workers={num_workers}）。"},
+    "eval_too_frequent": {
+        "en": "Eval too frequent: {evals} evals over {steps} steps; eval time share {eval_share}.",
+        "zh": "评估过于频繁：{steps} 步内评估 {evals} 次；评估耗时占比 {eval_share}。"},
+    "ot_weak": {
+        "en": "OT coupling weak: median pi_diag {pi_diag_median} < {threshold} (steps {window_steps}; "
+              "after step {after_step}: {reached_after_step}). Strengthen OT: raise lambda_ot, sharpen reg.",
+        "zh": "OT 耦合偏弱：pi_diag 中位数 {pi_diag_median} < {threshold}（步 {window_steps}；"
+              "已过 {after_step} 步：{reached_after_step}）。可增大 lambda_ot、减小 reg。"},
+    "ot_mass_destroyed": {
+        "en": "OT mass is being destroyed: median pi_sum {pi_sum_median} < {threshold} (reg={reg}, tau_src={tau_src}, "
+              "tau_tgt={tau_tgt}; implied cost {implied_cost}, mass = exp(-c/(reg+tau_src+tau_tgt))). Raise tau "
+              "or normalize the costs.",
+        "zh": "OT 质量被大量销毁：pi_sum 中位数 {pi_sum_median} < {threshold}（reg={reg}，tau_src={tau_src}，"
+              "tau_tgt={tau_tgt}；对应代价约 {implied_cost}，质量 = exp(-c/(reg+tau_src+tau_tgt))）。增大 tau 或归一化代价。"},
+    "ot_strong": {
+        "en": "OT coupling too strong: pi_diag {pi_diag_median} (above {max_pi_diag} in {frac_above:.0%} of the last "
+              "window), pi_diag/pi_sum={pi_diag_over_pi_sum}: alignment may mask the BC signal.",
+        "zh": "OT 耦合过强：pi_diag {pi_diag_median}（最近窗口中 {frac_above:.0%} 的点高于 {max_pi_diag}），"
+              "pi_diag/pi_sum={pi_diag_over_pi_sum}：对齐可能掩盖 BC 信号。"},
+    "cost_dominance": {
+        "en": "Cost term {dominant} dominates: {dominant_cost} vs {next} {next_cost} ({ratio}×, {metric}). "
+              "Rebalance the weights.",
+        "zh": "代价项 {dominant} 占主导：{dominant_cost}，对比 {next} {next_cost}（{ratio} 倍，{metric}）。"
+              "请重新平衡权重。"},
+    "ot_skipped": {
+        "en": "OT term skipped {ot_skipped} times (non-finite cost or plan), last at step {last_step}.",
+        "zh": "OT 项被跳过 {ot_skipped} 次（代价或传输计划非有限值），最近一次在步 {last_step}。"},
+    "instability": {
+        "en": "Instability: {detail}.",
+        "zh": "训练不稳定：{detail}。"},
+    "plateau": {
+        "en": "Diminishing returns on {metric}: gain {first_half_gain} in the first half vs {second_half_gain} in "
+              "the second (steps {steps}).",
+        "zh": "{metric} 收益递减：前半程下降 {first_half_gain}，后半程仅 {second_half_gain}（步 {steps}）。"},
+    "rollback": {
+        "en": "ROLLBACK: eval loss {child_eval} is {regression_pct}% worse than parent {parent} ({parent_eval}); "
+              "threshold {threshold_pct}%.",
+        "zh": "需要回滚：eval loss {child_eval} 比父运行 {parent}（{parent_eval}）差 {regression_pct}%；"
+              "阈值 {threshold_pct}%。"},
+    "rollback_unchecked": {
+        "en": "Rollback not checked against parent {parent}: {metric} not logged in both runs.",
+        "zh": "无法与父运行 {parent} 做回滚检查：两者未都记录 {metric}。"},
+}
+
+
+def check_lang(lang: str) -> str:
+    """Validate ``--lang``."""
+    if lang not in LANGS:
+        raise UserError(f"--lang {lang}: unknown language; use one of {', '.join(LANGS)}")
+    return lang
+
+
+def t(lang: str, key: str, **kw) -> str:
+    """Section/label text in ``lang``."""
+    return TEXT[lang][key].format(**kw) if kw else TEXT[lang][key]
+
+
+class _Safe(dict):
+    def __missing__(self, key):
+        return "n/a"
+
+
+def finding_text(lang: str, finding) -> str:
+    """One sentence for a finding, with its evidence numbers filled in."""
+    ev = dict(finding.evidence)
+    if finding.id == "instability":
+        parts = []
+        if "grad_norm_spikes" in ev:
+            parts.append(f"{ev['grad_norm_spikes']} grad_norm spikes, e.g. step/value/median {ev['spike_examples']}")
+        if "loss_oscillation" in ev:
+            parts.append(f"train/loss oscillation {ev['loss_oscillation']}")
+        if "non_finite_loss" in ev:
+            parts.append(f"{ev['non_finite_loss']} non-finite train/loss values")
+        ev["detail"] = "; ".join(parts)
+    if finding.id == "eval_too_frequent" and isinstance(ev.get("eval_share"), float):
+        ev["eval_share"] = f"{ev['eval_share']:.0%}"
+    for k, v in list(ev.items()):
+        if v is None:
+            ev[k] = "n/a"
+    try:
+        return FINDINGS[finding.id][lang].format_map(_Safe(ev))
+    except (ValueError, TypeError):   # a format spec applied to 'n/a'
+        return FINDINGS[finding.id][lang].replace(":.0%", "").format_map(_Safe(ev))

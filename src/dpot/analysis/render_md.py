@@ -1,0 +1,204 @@
+"""Markdown report (the seed's sections) and the machine-readable JSON of an analysis."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from dpot.analysis import cfgkeys
+from dpot.analysis.aliases import label
+from dpot.analysis.i18n import finding_text, t
+
+CORE = ["train/loss", "train/l1_loss", "train/grad_norm", "eval/offline_eval/avg_loss", "train/lr"]
+OT_KEYS = ["train/ot_loss", "train/ot_pi_sum", "train/ot_pi_diag", "train/ot_pi_diag_frac", "train/ot_skipped"]
+
+
+def fmt(x) -> str:
+    """Compact number: 4 significant digits, 'n/a' for None/NaN."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return str(x)
+
+
+def seen_keys(run, limit: int = 14) -> str:
+    """The raw keys the run logged, for 'not logged (seen: ...)'."""
+    keys = [k for k in run.raw_keys if not k.startswith("_")]
+    more = f", … +{len(keys) - limit}" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more if keys else "no metric at all"
+
+
+def metric_line(run, summaries, key: str, lang: str = "en") -> str:
+    """``key: first → last (±x%), best v@step, smoothed, trend`` or ``not logged (seen: ...)``."""
+    s = summaries.get(key)
+    if s is None:
+        return f"{key}: {t(lang, 'not_logged', seen=seen_keys(run))}"
+    src = run.sources.get(key, key)
+    alias = f" [logged as `{src}`]" if src != key else ""
+    parts = [f"{fmt(s.first)} → {fmt(s.last)}"]
+    if s.change_pct is not None:
+        parts[0] += f" ({s.change_pct:+.1f}%)"
+    if s.best is not None:
+        parts.append(f"{t(lang, 'best')} {fmt(s.best)}@{s.best_step}")
+    parts.append(f"smoothed {fmt(s.smoothed_last)}")
+    if s.trend_pct is not None:
+        parts.append(f"{t(lang, 'trend', w=s.window)} {s.trend_pct:+.1f}%")
+    if s.spikes:
+        parts.append(f"{len(s.spikes)} {t(lang, 'spikes')} (first @{s.spikes[0][0]})")
+    if s.non_finite:
+        parts.append(f"{s.non_finite} non-finite")
+    return f"{key}{alias}: " + ", ".join(parts) + f" [steps {s.first_step}–{s.last_step}, n={s.n}]"
+
+
+def _overview(run) -> list[str]:
+    c = run.config
+    g = lambda k: cfgkeys.get(c, k)  # noqa: E731
+    lines = [f"- Source: {run.kind} — {run.location}", f"- Steps logged: {run.last_step}"
+             + (f" of {c['steps']} planned" if c.get("steps") else "")]
+    if not c:
+        return lines + ["- Config: not available (no train_config.json / W&B config)"]
+    lines.append(f"- Policy: {g('policy.type')} (n_obs_steps={g('policy.n_obs_steps')}, "
+                 f"n_action_steps={g('policy.n_action_steps')}, horizon={g('policy.horizon')})")
+    lines.append(f"- Dataset: {g('dataset.repo_id')} (bs={c.get('batch_size')}, steps={c.get('steps')})"
+                 + (f"; source: {g('source_dataset.repo_id')}" if g("source_dataset.repo_id") else ""))
+    sch = cfgkeys.schedule(c)
+    preset = c.get("use_policy_training_preset")
+    lr_obs = ""
+    lr = run.history.get("train/lr")
+    if lr:
+        vals = [v for _, v in lr]
+        lr_obs = " [lr observed constant]" if max(vals) == min(vals) else f" [lr observed {fmt(min(vals))}–{fmt(max(vals))}]"
+    lines.append(f"- Optim: {'policy presets' if preset else 'explicit'}, lr={fmt(cfgkeys.base_lr(c))} "
+                 f"({g('optimizer.type')}), "
+                 + (f"{sch['name'] or sch['type']} sched (warmup={sch['warmup']})" if sch else "no scheduler")
+                 + lr_obs)
+    ot = c.get("ot")
+    if isinstance(ot, dict):
+        feats = []
+        for f in ot.get("features") or []:
+            if f.get("type") == "embed":
+                feats.append(f"images embed: use_learned_embed={f.get('use_learned_embed')}, weight_embed={f.get('weight_embed')}")
+            else:
+                feats.append(f"{f.get('key', 'action')} label: dim_slice={f.get('dim_slice')}, weight_label={f.get('weight_label')}")
+        lines.append("- OT setup:")
+        lines += [f"  - {x}" for x in feats]
+        lines.append(f"  - reg={ot.get('reg')}, tau_src={ot.get('tau_src')}, tau_tgt={ot.get('tau_tgt')}, "
+                     f"heuristic={ot.get('heuristic')}")
+        lines.append(f"  - lambda_ot={ot.get('lambda_ot')}, batch_ratio={ot.get('batch_ratio')}, "
+                     f"window_size={ot.get('window_size')}")
+    else:
+        lines.append("- OT setup: none (not a dpot run: plain LeRobot training)")
+    return lines
+
+
+def _assessment(a, lang) -> list[str]:
+    ids = {f.id: f for f in a.findings}
+    s = a.summaries
+    out = []
+    ev = s.get("eval/offline_eval/avg_loss") or s.get("train/loss")
+    if ev:
+        conv = f"{ev.key} {fmt(ev.first)} → {fmt(ev.last)}"
+        if ev.change_pct is not None:
+            conv += f" ({ev.change_pct:+.1f}%)"
+        conv += "; diminishing returns" if "plateau" in ids else (
+            "; still improving" if (ev.trend_pct or 0) < -1 else "; flat over the last window")
+        out.append(f"- {t(lang, 'convergence')}: {conv}")
+    if "instability" in ids:
+        out.append(f"- {t(lang, 'stability')}: {finding_text(lang, ids['instability'])}")
+    elif "train/grad_norm" in s:
+        g = s["train/grad_norm"]
+        out.append(f"- {t(lang, 'stability')}: grad_norm {fmt(g.first)} → {fmt(g.last)}, no spikes")
+    if "train/ot_pi_sum" in s or "train/ot_pi_diag" in s:
+        ps, pd = s.get("train/ot_pi_sum"), s.get("train/ot_pi_diag")
+        txt = f"pi_sum {fmt(ps.smoothed_last) if ps else 'n/a'}, pi_diag {fmt(pd.smoothed_last) if pd else 'n/a'}"
+        flags = [i for i in ("ot_weak", "ot_mass_destroyed", "ot_strong", "cost_dominance") if i in ids]
+        out.append(f"- {t(lang, 'ot_signal')}: {txt}" + (f" — {', '.join(flags)}" if flags else " — in range"))
+    if "lr_flat" in ids:
+        out.append(f"- {t(lang, 'lr')}: {finding_text(lang, ids['lr_flat'])}")
+    elif "train/lr" in s:
+        out.append(f"- {t(lang, 'lr')}: train/lr {fmt(s['train/lr'].min)} → {fmt(s['train/lr'].max)} (varies)")
+    return out
+
+
+def render_markdown(a, lang: str = "en", proposal_paths: dict | None = None) -> str:
+    """The report of one analysis, in the seed's sections."""
+    run = a.run
+    L = [f"# {t(lang, 'title', run_id=run.run_id)}", "", f"## {t(lang, 'overview')}", *_overview(run), ""]
+    L += [f"## {t(lang, 'curves')}"]
+    keys = list(CORE)
+    has_ot = isinstance(run.config.get("ot"), dict) or any(k.startswith("train/ot_") for k in run.history)
+    if has_ot:
+        keys += OT_KEYS + sorted(k for k in run.history if k.startswith(("train/ot_cost/", "train/ot_cost_mean/")))
+    L += [f"- {metric_line(run, a.summaries, k, lang)}" for k in keys]
+    tp = a.throughput
+    if tp.get("update_s") is not None:
+        line = (f"- {t(lang, 'throughput')}: update_s {fmt(tp['first_update_s'])} → median {fmt(tp['update_s'])} s; "
+                f"dataloading_s {fmt(tp['first_dataloading_s'])} → median {fmt(tp['dataloading_s'])} s; "
+                f"data-wait share {tp['data_share']:.0%}")
+        if tp.get("eval_share") is not None:
+            line += f"; eval time share {tp['eval_share']:.0%} ({tp['eval_share_source']})"
+        L.append(line)
+    else:
+        L.append(f"- {t(lang, 'throughput')}: train/update_s {t(lang, 'not_logged', seen=seen_keys(run))}")
+    L += ["", f"## {t(lang, 'assessment')}", *_assessment(a, lang), "", f"## {t(lang, 'risks')}"]
+    if a.findings:
+        for f in a.findings:
+            ev = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in f.evidence.items())
+            L.append(f"- **[{f.severity}] {f.id}** — {finding_text(lang, f)}")
+            L.append(f"  - {t(lang, 'evidence')}: {ev}")
+    else:
+        L.append(f"- {t(lang, 'no_findings')}")
+    L += ["", f"## {t(lang, 'plan')}"]
+    if not a.proposals:
+        L.append(f"- {t(lang, 'no_proposals')}")
+    for p in a.proposals:
+        L += ["", f"### {p.name} — {p.title}", f"- {p.rationale}"]
+        if proposal_paths and p.name in proposal_paths:
+            L.append(f"- config: `{proposal_paths[p.name]}` (`dpot train --config_path={proposal_paths[p.name]}`)")
+        L.append(f"- {t(lang, 'changes')}:")
+        for k, v in p.changes.items():
+            L.append(f"  - `{k}`: {json.dumps(cfgkeys.get(run.config, k))} → {json.dumps(v)}")
+        L += [f"- triggered by: {', '.join(p.findings) or '—'}"] + [f"- note: {n}" for n in p.notes]
+    monitors = []
+    for p in a.proposals:
+        monitors += [m for m in p.monitors if m not in monitors]
+    for f in a.findings:
+        monitors += [m for m in f.monitors if m not in monitors]
+    monitors = monitors or ["train/loss", "eval/offline_eval/avg_loss"]
+    L += ["", f"## {t(lang, 'monitors')}"] + [f"- {m}" + ("" if m in run.history else
+                                                      f" — {t(lang, 'not_logged', seen='…')}") for m in monitors]
+    L += ["", f"## {t(lang, 'rollback')}"]
+    trig = a.proposals[0].rollback_triggers if a.proposals else [
+        f"eval/offline_eval/avg_loss > {1 + a.rules['rollback']['max_regression']:.2f} × this run's best → roll back"]
+    L += [f"- {x}" for x in trig]
+    if a.parent is not None:
+        rb = [f for f in a.findings if f.id in ("rollback", "rollback_unchecked")]
+        L.append(f"- {t(lang, 'rollback_check')} vs parent {a.parent.run_id}: "
+                 + (finding_text(lang, rb[0]) if rb else "OK (within threshold)"))
+    L += ["", f"## {t(lang, 'appendix')}"]
+    flat = cfgkeys.flatten(run.config)
+    for k in ("batch_size", "steps", "seed", "use_policy_training_preset", "policy.optimizer_lr", "optimizer.type",
+              "optimizer.lr", "scheduler.type", "scheduler.name", "scheduler.num_warmup_steps", "eval_freq",
+              "eval_steps", "log_freq", "save_freq", "num_workers"):
+        if k in flat:
+            L.append(f"- {k}={json.dumps(flat[k])}")
+    for k in sorted(x for x in flat if x.startswith("ot.")):
+        L.append(f"- {k}={json.dumps(flat[k])}")
+    if a.notes:
+        L += ["", f"## {t(lang, 'notes')}"] + [f"- {n}" for n in a.notes]
+    return "\n".join(L) + "\n"
+
+
+def to_json(a) -> dict:
+    """Machine-readable analysis (``--json``)."""
+    return {
+        "run": {"id": a.run.run_id, "kind": a.run.kind, "location": a.run.location, "last_step": a.run.last_step,
+                "parent": a.run.parent, "raw_keys": a.run.raw_keys, "sources": a.run.sources},
+        "summaries": {k: v.as_dict() for k, v in a.summaries.items()},
+        "not_logged": [k for k in CORE if k not in a.summaries],
+        "throughput": a.throughput,
+        "findings": [f.as_dict() for f in a.findings],
+        "proposals": [p.as_dict() for p in a.proposals],
+        "notes": a.notes,
+    }
