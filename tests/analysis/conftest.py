@@ -1,0 +1,117 @@
+"""Session fixtures: toy datasets, real lerobot-train / dpot train runs (started once, in parallel), and
+GENERATED dpot-format runs (see runmaker.py) for OT regimes that need >10k steps."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import runmaker  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def dpot_cli(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess:
+    """Run the ``dpot`` console script; returns the completed process (text)."""
+    return subprocess.run([str(runmaker.VENV_BIN / "dpot"), *args], capture_output=True, text=True, cwd=cwd,
+                          env={**runmaker.ENV, **(env or {})}, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("analysis")
+
+
+@pytest.fixture(scope="session")
+def toy(work):
+    """Source and target toy datasets (one 32 px camera, 4 episodes each)."""
+    from dpot.data.toy import make_toy_dataset
+
+    roots = {}
+    for dom in ("source", "target"):
+        roots[dom] = work / f"ds_{dom}"
+        make_toy_dataset(roots[dom], dom, episodes=4, image_size=32, cameras=("top",))
+    return roots
+
+
+@pytest.fixture(scope="session")
+def real_runs(work, toy):
+    """Three real runs, trained in parallel once per session:
+
+    * ``healthy``: plain lerobot-train, diffusion presets (lr 1e-4, cosine warmup), eval every 5 steps;
+    * ``planted``: plain lerobot-train with a constant schedule, lr 1e-5 and an eval at every step;
+    * ``dpot_label``: ``dpot train`` with a huge ``weight_label`` (1000), which makes the label cost dominate.
+    """
+    runs = {"healthy": work / "lr_healthy", "planted": work / "lr_planted", "dpot_label": work / "dpot_label"}
+    procs = [
+        runmaker.lerobot_train(toy["target"], runs["healthy"], "--steps=8", "--eval_steps=4"),
+        runmaker.lerobot_train(toy["target"], runs["planted"], "--steps=8", "--eval_steps=1",
+                               "--policy.scheduler_name=constant", "--policy.optimizer_lr=1e-5"),
+    ]
+    cfg = runmaker.dpot_config(toy["source"], toy["target"], runs["dpot_label"], steps=6, eval_freq=3,
+                               ot={"features": [{"type": "embed", "use_learned_embed": True, "weight_embed": 1.0},
+                                                {"type": "label", "key": "action", "dim_slice": [0, 2],
+                                                 "weight_label": 1000.0}]})
+    procs.append(runmaker.dpot_train(cfg, work / "dpot_label.json"))
+    for name, p in zip(runs, procs):
+        rc = p.wait(timeout=600)
+        log = Path(str(runs[name]) + ".log") if name != "dpot_label" else work / "dpot_label.json.log"
+        assert rc == 0, f"{name} training failed (rc={rc}):\n{log.read_text()[-3000:]}"
+    return runs
+
+
+@pytest.fixture(scope="session")
+def gen_base(work, toy):
+    """A real resolved dpot config (``dpot.config``) for generated 12k-step runs."""
+    cfg = runmaker.dpot_config(toy["source"], toy["target"], work / "unused", steps=12000, log_freq=200,
+                               eval_freq=1000)
+    return runmaker.resolved_config(cfg, work)
+
+
+def _gen(work, toy, base, name, ot=None, **kw) -> Path:
+    cfg = copy.deepcopy(base)
+    cfg["ot"].update(ot or {})
+    cfg["output_dir"] = str(work / "gen" / name)
+    return runmaker.generate_dpot_run(work / "gen" / name, toy["source"], toy["target"], cfg, **kw)
+
+
+def _feats(w_label, w_embed=1.0):
+    return [{"type": "embed", "use_learned_embed": True, "weight_embed": w_embed},
+            {"type": "label", "key": "action", "dim_slice": [0, 2], "weight_label": w_label}]
+
+
+@pytest.fixture(scope="session")
+def gen_runs(work, toy, gen_base):
+    """GENERATED dpot runs (12k steps; OT metrics from the real solver on real toy costs)."""
+    g = lambda name, **kw: _gen(work, toy, gen_base, name, **kw)  # noqa: E731
+    return {
+        "healthy": g("healthy", ot={"features": _feats(0.1)}, align=(1.0, 0.1)),
+        "weak": g("weak", ot={"heuristic": False, "features": _feats(0.1)}, align=(1.0, 1.0)),
+        "strong": g("strong", ot={"tau_src": 0.1, "tau_tgt": 0.1, "features": _feats(0.1)}, align=(0.05, 0.0)),
+        "tiny_tau": g("tiny_tau", ot={"tau_src": 1e-4, "tau_tgt": 1e-4, "features": _feats(0.1)}),
+        "huge_label": g("huge_label", ot={"features": _feats(500.0)}),
+        "spiky": g("spiky", ot={"features": _feats(0.1)}, align=(1.0, 0.1), grad_spikes=(4000, 4200, 8000)),
+        "still_writing": g("still_writing", ot={"features": _feats(0.1)}, align=(1.0, 0.1), partial_tail=True),
+    }
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.fail("headless Chromium is required for the HTML test: apt-get install -y chromium")
+
+
+def read_json(p: Path):
+    return json.loads(Path(p).read_text())

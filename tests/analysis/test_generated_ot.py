@@ -1,0 +1,61 @@
+"""OT regimes on GENERATED 12k-step dpot runs (OT metrics from the real solver on real toy costs; see
+runmaker.py for what is synthetic)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dpot.analysis import analyze, load_rules
+
+
+def _found(path):
+    a = analyze(str(path), load_rules())
+    return a, {f.id: f for f in a.findings}
+
+
+def test_healthy_ot_run_raises_nothing(gen_runs):
+    a, found = _found(gen_runs["healthy"])
+    assert found == {}, [(f.id, f.evidence) for f in a.findings]
+    assert 0.1 <= a.summaries["train/ot_pi_diag"].smoothed_last <= 0.4
+
+
+def test_weak_coupling_after_10k(gen_runs):
+    a, found = _found(gen_runs["weak"])
+    ev = found["ot_weak"].evidence
+    assert ev["pi_diag_median"] < 0.10 and ev["reached_after_step"] is True
+    assert found["ot_weak"].severity == "warn"
+    assert found["ot_weak"].changes == {"ot.lambda_ot": 0.2, "ot.reg": 0.01}
+
+
+def test_tiny_tau_destroys_mass(gen_runs):
+    a, found = _found(gen_runs["tiny_tau"])
+    ev = found["ot_mass_destroyed"].evidence
+    assert ev["pi_sum_median"] < 0.05 and ev["tau_src"] == 1e-4
+    assert found["ot_mass_destroyed"].changes == {"ot.tau_src": 2e-4, "ot.tau_tgt": 2e-4}
+
+
+def test_huge_label_weight_dominates_and_kills_mass(gen_runs):
+    a, found = _found(gen_runs["huge_label"])
+    assert found["cost_dominance"].evidence["dominant"] == "action_lbl"
+    assert found["ot_mass_destroyed"].severity == "alarm"
+    assert found["ot_mass_destroyed"].evidence["mean_cost_total"] > 10
+
+
+def test_strong_coupling(gen_runs):
+    a, found = _found(gen_runs["strong"])
+    ev = found["ot_strong"].evidence
+    assert ev["pi_diag_median"] > 0.4 and ev["frac_above"] >= 0.8 and ev["pi_diag_over_pi_sum"] > 0.8
+    assert found["ot_strong"].changes["ot.features.1.weight_label"] == pytest.approx(0.01)
+
+
+def test_grad_norm_spikes(gen_runs):
+    a, found = _found(gen_runs["spiky"])
+    ev = found["instability"].evidence
+    assert ev["grad_norm_spikes"] == 3 and [s[0] for s in ev["spike_examples"]] == [4000, 4200, 8000]
+
+
+def test_rules_override_file(gen_runs, tmp_path):
+    p = tmp_path / "r.toml"
+    p.write_text("[ot_weak]\nmin_pi_diag = 0.5\n")
+    a = analyze(str(gen_runs["healthy"]), load_rules(p))
+    assert any(f.id == "ot_weak" and f.evidence["threshold"] == 0.5 for f in a.findings)
