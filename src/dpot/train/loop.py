@@ -265,6 +265,10 @@ def train(cfg, *, accelerator=None) -> Path:
     grad_clip = float(getattr(cfg.optimizer, "grad_clip_norm", 0.0) or 0.0)
 
     step = start_step
+    if main:
+        print(f"dpot train: {world} process(es), {n_src} source + {n_tgt} target items per process "
+              f"(global batch {world * cfg.batch_size}), OT {'on' if use_ot else 'off'}, "
+              f"{'resuming at step ' + str(start_step) if start_step else 'from scratch'} -> {out_dir}", flush=True)
     data_iter = iter(loader)
     bar = tqdm(total=cfg.steps, initial=start_step, disable=not main, dynamic_ncols=True, desc="dpot train")
     policy.train()
