@@ -74,21 +74,25 @@ class DomainEnv:
         self.steps = 0
 
     # ---------------------------------------------------------------- episode
-    def reset(self, seed: int) -> dict:
+    def reset(self, seed: int, render: bool = True) -> dict:
         """Start an episode; the same ``seed`` gives the same object and goal layout in every domain."""
         self.env.seed(int(seed))
         self._obs, _ = self.env.reset()
         self._pending = deque(np.zeros(4) for _ in range(self.spec.action_latency))
         self.steps = 0
-        return self.observation()
+        return self.observation() if render else {"images": {}, "state": self.state()}
 
-    def step(self, action) -> tuple[dict, bool, dict]:
-        """Apply ``action`` (clipped to [-1, 1]; delayed by ``action_latency``); returns (obs, success, info)."""
+    def step(self, action, render: bool = True) -> tuple[dict, bool, dict]:
+        """Apply ``action`` (clipped to [-1, 1]; delayed by ``action_latency``); returns (obs, success, info).
+
+        With ``render=False`` the observation holds no images (faster, for expert checks).
+        """
         action = np.clip(np.asarray(action, dtype=np.float64).reshape(4), -1.0, 1.0)
         self._pending.append(action)
         self._obs, _, _, _, info = self.env.step(self._pending.popleft())
         self.steps += 1
-        return self.observation(), bool(info["success"]), info
+        obs = self.observation() if render else {"images": {}, "state": self.state()}
+        return obs, bool(info["success"]), info
 
     @property
     def raw_obs(self) -> np.ndarray:

@@ -26,7 +26,7 @@ def make_expert(task: str):
 
 
 def rollout_expert(env: DomainEnv, seed: int, *, noise: float = 0.05, extra_frames: int = 5,
-                   max_steps: int = 150) -> dict:
+                   max_steps: int = 150, record: bool = True) -> dict:
     """Run the expert for one seeded episode with Gaussian action noise (std ``noise``).
 
     Records each frame's observation and the commanded action; stops ``extra_frames`` steps after the first
@@ -35,7 +35,7 @@ def rollout_expert(env: DomainEnv, seed: int, *, noise: float = 0.05, extra_fram
     """
     expert = make_expert(env.task)
     rng = np.random.default_rng([int(seed), 7])
-    obs = env.reset(seed)
+    obs = env.reset(seed, render=record)
     images = {c: [] for c in env.cameras}
     states, actions = [], []
     success_at = None
@@ -44,15 +44,15 @@ def rollout_expert(env: DomainEnv, seed: int, *, noise: float = 0.05, extra_fram
             warnings.simplefilter("ignore")
             action = expert.get_action(env.raw_obs)
         action = np.clip(action + rng.normal(0.0, noise, 4), -1.0, 1.0).astype(np.float32)
-        for c in env.cameras:
+        for c in (env.cameras if record else ()):
             images[c].append(obs["images"][c])
         states.append(obs["state"])
         actions.append(action)
-        obs, success, _ = env.step(action)
+        obs, success, _ = env.step(action, render=record)
         if success and success_at is None:
             success_at = t
         if success_at is not None and t >= success_at + extra_frames:
             break
     return {"success": success_at is not None, "length": len(actions),
-            "images": {c: np.stack(v) for c, v in images.items()},
+            "images": {c: np.stack(v) for c, v in images.items() if v},
             "state": np.stack(states), "action": np.stack(actions)}
