@@ -17,6 +17,7 @@ an interrupted run never leaves a dataset that loads as if complete.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -162,6 +163,7 @@ def generate_dataset(task: str, domain="source", episodes: int = 50, out: str | 
     t0 = time.perf_counter()
     kept = attempts = frames = 0
     lengths = []
+    ds = None
     try:
         ds = LeRobotDataset.create(repo_id=f"local/{task}_{spec.name}", fps=FPS,
                                    features=_features(cameras, image_size, use_videos), root=tmp,
@@ -199,6 +201,10 @@ def generate_dataset(task: str, domain="source", episodes: int = 50, out: str | 
         (tmp / META_FILE).write_text(json.dumps({"settings": settings, "summary": summary}, indent=2))
         os.replace(tmp, out)
     finally:
-        if tmp.exists():
+        if tmp.exists():  # interrupted or failed: close LeRobot's writers (they flush on GC) and drop the folder
+            if ds is not None:
+                with contextlib.suppress(Exception):
+                    ds.finalize()
+            del ds
             shutil.rmtree(tmp, ignore_errors=True)
     return summary
