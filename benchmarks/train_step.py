@@ -1,0 +1,175 @@
+"""Step time of ``dpot train`` with OT on vs OT off vs LeRobot's own ``lerobot-train`` (same target dataset,
+same model size, same batch size, run back to back in this process's machine).
+
+    .venv/bin/python benchmarks/train_step.py [--steps 30] [--warmup 5] [--batch_size 8] [--num_workers 2]
+        [--source DIR --target DIR] [--image_size 64] [--write docs/benchmarks.md]
+
+Reports per run: median ``update_s``, median ``dataloading_s``, steps/s (1 / (update + data)), data wait share
+(data / (update + data)); for dpot the extra cost of OT (OT on vs off) and the time of one offline eval
+(``eval.n_batches=20``, full diffusion sampling) and its share of wall time at the default ``eval_freq=1000``.
+Without ``--source/--target`` it writes 64 px toy datasets (20 source + 5 target episodes) to a temp dir.
+``--write`` replaces only the ``## Trainer (dpot train)`` section of the given Markdown file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PY = sys.executable
+BIN = Path(sys.executable).parent
+SECTION = "## Trainer (dpot train)"
+POLICY = {"type": "diffusion", "device": "cpu", "push_to_hub": False, "pretrained_backbone_weights": None,
+          "use_group_norm": True, "use_separate_rgb_encoder_per_camera": False, "down_dims": [32, 64, 128],
+          "n_obs_steps": 2, "horizon": 16, "n_action_steps": 8, "diffusion_step_embed_dim": 64,
+          "noise_scheduler_type": "DDIM", "num_inference_steps": 10}
+
+
+def _dpot_run(tmp: Path, name: str, src: Path, tgt: Path, args, lambda_ot: float, eval_freq: int) -> dict:
+    out = tmp / name
+    cfg = {"dataset": {"repo_id": "local/target", "root": str(tgt)},
+           "source_dataset": {"repo_id": "local/source", "root": str(src)},
+           "policy": POLICY, "batch_size": args.batch_size, "steps": args.steps, "log_freq": 1,
+           "save_checkpoint": False, "eval_freq": eval_freq, "num_workers": args.num_workers,
+           "eval": {"n_batches": 20, "val_fraction": 0.2}, "ot": {"lambda_ot": lambda_ot},
+           "wandb": {"enable": False}, "env_eval_freq": 0, "seed": 0}
+    cfg_path = tmp / f"{name}.json"
+    cfg_path.write_text(json.dumps(cfg))
+    t0 = time.perf_counter()
+    r = subprocess.run([PY, "-m", "dpot.train", f"--config_path={cfg_path}", f"--output_dir={out}"],
+                       capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"dpot train failed:\n{r.stderr[-3000:]}")
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if "train/update_s" in r][args.warmup:]
+    evals = [r["eval/offline_eval/eval_s"] for r in rows if "eval/offline_eval/eval_s" in r]
+    return {"update_s": [r["train/update_s"] for r in train], "data_s": [r["train/dataloading_s"] for r in train],
+            "eval_s": evals, "wall_s": wall}
+
+
+def _lerobot_run(tmp: Path, tgt: Path, args) -> dict:
+    out = tmp / "lerobot"
+    p = POLICY
+    cmd = [str(BIN / "lerobot-train"), "--dataset.repo_id=local/target", f"--dataset.root={tgt}",
+           "--policy.type=diffusion", "--policy.device=cpu", "--policy.push_to_hub=false",
+           "--policy.pretrained_backbone_weights=null", "--policy.use_group_norm=true",
+           "--policy.use_separate_rgb_encoder_per_camera=false", f"--policy.down_dims={p['down_dims']}",
+           "--policy.n_obs_steps=2", "--policy.horizon=16", "--policy.n_action_steps=8",
+           "--policy.diffusion_step_embed_dim=64", f"--batch_size={args.batch_size}", f"--steps={args.steps}",
+           "--log_freq=1", "--save_checkpoint=false", f"--num_workers={args.num_workers}", "--wandb.enable=false",
+           "--env_eval_freq=0", f"--output_dir={out}", "--seed=0"]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"lerobot-train failed:\n{r.stderr[-3000:]}")
+    text = r.stdout + r.stderr
+    upd = [float(x) for x in re.findall(r"updt_s:([\d.]+)", text)][args.warmup:]
+    dat = [float(x) for x in re.findall(r"data_s:([\d.]+)", text)][args.warmup:]
+    return {"update_s": upd, "data_s": dat, "eval_s": [], "wall_s": wall}
+
+
+def _summary(r: dict) -> dict:
+    u, d = statistics.median(r["update_s"]), statistics.median(r["data_s"])
+    return {"update_s": u, "data_s": d, "steps_per_s": 1.0 / (u + d), "data_share": d / (u + d),
+            "eval_s": statistics.median(r["eval_s"]) if r["eval_s"] else None, "wall_s": r["wall_s"],
+            "n": len(r["update_s"])}
+
+
+def _datasets(args, tmp: Path) -> tuple[Path, Path]:
+    if args.source and args.target:
+        return Path(args.source), Path(args.target)
+    from dpot.data.toy import make_toy_dataset
+
+    make_toy_dataset(tmp / "src", "source", episodes=20, image_size=args.image_size, seed=0)
+    make_toy_dataset(tmp / "tgt", "target", episodes=5, image_size=args.image_size, seed=0)
+    return tmp / "src", tmp / "tgt"
+
+
+def render(res: dict, args, data_desc: str) -> str:
+    on, off, lr = _summary(res["ot_on"]), _summary(res["ot_off"]), _summary(res["lerobot"])
+    step_on = 1 / on["steps_per_s"]
+    step_off = 1 / off["steps_per_s"]
+    ot_extra = (on["update_s"] - off["update_s"]) / off["update_s"]
+    eval_share = on["eval_s"] / (1000 * step_on + on["eval_s"]) if on["eval_s"] else float("nan")
+    lines = [
+        SECTION, "",
+        f"`benchmarks/train_step.py` ({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} CPU cores "
+        f"shared with other jobs, torch CPU). Data: {data_desc}. Policy: diffusion, 2 cameras at "
+        f"{args.image_size} px, one shared ResNet18 (no pretrained weights, GroupNorm), U-Net down_dims "
+        f"{POLICY['down_dims']}, n_obs 2 / horizon 16; batch {args.batch_size} (dpot: half source, half "
+        f"target; lerobot-train: target only), num_workers {args.num_workers}. Medians over steps "
+        f"{args.warmup + 1}..{args.steps} of each run; runs back to back.", "",
+        "| run | update_s | dataloading_s | steps/s | data wait share |",
+        "|---|---|---|---|---|",
+    ]
+    for name, s in (("dpot train, OT on (lambda_ot=0.1)", on), ("dpot train, OT off (lambda_ot=0)", off),
+                    ("lerobot-train (target only)", lr)):
+        lines.append(f"| {name} | {s['update_s']:.3f} | {s['data_s']:.4f} | {s['steps_per_s']:.2f} | "
+                     f"{100 * s['data_share']:.1f} % |")
+    lines += [
+        "",
+        f"- OT extra step time (update_s on vs off): **{100 * ot_extra:+.1f} %** (target <= 5 %).",
+        f"- Data wait share with OT on: **{100 * on['data_share']:.1f} %** of step time (target <= 5 %).",
+        f"- dpot (OT on) vs lerobot-train step time: {step_on:.3f} s vs {1 / lr['steps_per_s']:.3f} s "
+        f"({100 * (step_on / (1 / lr['steps_per_s']) - 1):+.1f} %).",
+        (f"- One offline eval (20 batches x {args.batch_size}, DDIM 10 steps): {on['eval_s']:.1f} s, i.e. "
+         f"**{100 * eval_share:.2f} %** of wall time at the default `eval_freq=1000` (target <= 5 %)."
+         if on["eval_s"] else "- offline eval not measured"),
+        f"- Wall time of each run incl. start-up: OT on {on['wall_s']:.0f} s, OT off {off['wall_s']:.0f} s, "
+        f"lerobot-train {lr['wall_s']:.0f} s.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_section(path: Path, text: str) -> None:
+    """Replace (or append) only the ``## Trainer (dpot train)`` section of ``path``."""
+    old = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    start = old.find(SECTION)
+    if start < 0:
+        new = old.rstrip() + "\n\n" + text
+    else:
+        nxt = old.find("\n## ", start + len(SECTION))
+        new = old[:start] + text + ("\n" + old[nxt + 1:] if nxt >= 0 else "")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(new.rstrip() + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--batch_size", type=int, default=8)
+    ap.add_argument("--num_workers", type=int, default=2)
+    ap.add_argument("--image_size", type=int, default=64)
+    ap.add_argument("--source")
+    ap.add_argument("--target")
+    ap.add_argument("--write")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="dpot-bench-") as d:
+        tmp = Path(d)
+        src, tgt = _datasets(args, tmp)
+        data_desc = (f"`{src}` / `{tgt}`" if args.source else
+                     f"toy datasets (20 source + 5 target episodes, {args.image_size} px)")
+        res = {"ot_on": _dpot_run(tmp, "ot_on", src, tgt, args, 0.1, eval_freq=args.steps),
+               "ot_off": _dpot_run(tmp, "ot_off", src, tgt, args, 0.0, eval_freq=0),
+               "lerobot": _lerobot_run(tmp, tgt, args)}
+    text = render(res, args, data_desc)
+    print(text)
+    if args.write:
+        write_section(Path(args.write), text)
+
+
+if __name__ == "__main__":
+    main()

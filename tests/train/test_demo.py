@@ -1,0 +1,27 @@
+"""``dpot demo`` end to end with toy data and a couple of steps: data, run dir, metrics, checkpoint, printout."""
+
+from __future__ import annotations
+
+import json
+
+from dpot.cli import main as dpot_main
+
+
+def test_demo_smoke(tmp_path, capsys):
+    out = tmp_path / "demo"
+    rc = dpot_main(["demo", f"--output_dir={out}", "--data=toy", "--steps=2", "--batch_size=4", "--num_workers=0"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    (run,) = list((out / "runs").iterdir())
+    assert f"demo: metrics    {run / 'metrics.jsonl'}" in printed
+    assert f"demo: checkpoint {run / 'checkpoints' / 'last' / 'pretrained_model'}" in printed
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval/offline_eval/avg_loss" in r for r in rows)
+    assert (run / "checkpoints" / "last" / "pretrained_model" / "model.safetensors").is_file()
+    assert (out / "data" / "toy_source" / "meta" / "info.json").is_file()
+
+
+def test_demo_bad_option(capsys):
+    assert dpot_main(["demo", "--stpes=3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --stpes")
