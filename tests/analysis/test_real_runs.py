@@ -41,7 +41,10 @@ def test_dpot_train_huge_weight_label(real_runs):
     assert a.run.kind == "dpot"
     found = {f.id: f for f in a.findings}
     dom = found["cost_dominance"].evidence
-    assert dom["dominant"] == "action_lbl" and dom["ratio"] > 100
+    assert dom["dominant"] == "action_lbl" and (dom["ratio"] == "inf" or dom["ratio"] > 100)
+    assert dom["dominant_cost"] > 100 * dom["next_cost"]
+    mass = found["ot_mass_destroyed"]
+    assert mass.severity == "alarm" and mass.evidence["pi_sum_median"] < 0.005
     assert "ot.features.1.weight_label" in found["cost_dominance"].changes
     assert found["cost_dominance"].changes["ot.features.1.weight_label"] == 100.0
 

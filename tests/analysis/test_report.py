@@ -112,6 +112,7 @@ def test_propose_from_plain_lerobot_run_adds_neutral_ot(real_runs, tmp_path):
     assert r.returncode == 0, r.stderr
     cfg = read_json(out / "iter2a.json")
     assert cfg["ot"] == NEUTRAL_OT and "neutral OT block" in r.stdout
+    assert cfg["source_dataset"] == cfg["dataset"] and "placeholder" in r.stdout
     assert cfg["use_policy_training_preset"] is False and cfg["optimizer"]["type"] == "adamw"
     assert cfg["scheduler"] == {"type": "diffuser", "name": "cosine", "num_warmup_steps": 1000}
     load_train_config(out / "iter2a.json")

@@ -66,8 +66,11 @@ def _base_config(run) -> tuple[dict, list[str]]:
         raise ValueError("run has no resolved config")
     if not isinstance(cfg.get("ot"), dict):
         cfg["ot"] = copy.deepcopy(NEUTRAL_OT)
-        notes.append("parent is not a dpot run: added a neutral OT block (ot.lambda_ot=0); set "
-                     "source_dataset and ot.lambda_ot>0 to co-train")
+        msg = "parent is not a dpot run: added a neutral OT block (ot.lambda_ot=0)"
+        if not cfg.get("source_dataset") and isinstance(cfg.get("dataset"), dict):
+            cfg["source_dataset"] = copy.deepcopy(cfg["dataset"])
+            msg += " and source_dataset = the target dataset (a placeholder: point it at the sim data)"
+        notes.append(msg + "; set ot.lambda_ot>0 to co-train")
     for k in _DROP:
         if k in cfg:
             cfg[k] = False if k == "resume" else None

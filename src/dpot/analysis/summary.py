@@ -99,16 +99,17 @@ def _median_of(history, key) -> float | None:
 
 def _wall_clock_eval_share(history, times, step_s) -> float | None:
     """Share of wall time spent in evals, from logged timestamps: the gap after each eval step minus the
-    median gap of the other steps, summed, over the wall time (the final step, with its checkpoint, is left out).
+    median gap of the other steps (or the logged update+data time when every step has an eval), summed, over
+    the wall time (the final step, with its checkpoint, is left out).
     """
     evals = {s for s, _ in history.get("eval/offline_eval/avg_loss", [])}
     if len(times) < 4 or not evals:
         return None
     gaps = {s: (t2 - t1) / max(1, s2 - s) for (s, t1), (s2, t2) in zip(times, times[1:])}
     plain = [g for s, g in gaps.items() if s not in evals]
-    if not plain or not any(s in gaps for s in evals):
+    if not any(s in gaps for s in evals) or (not plain and step_s is None):
         return None
-    ref = median(plain)
+    ref = median(plain) if plain else step_s   # eval at every step: compare with the logged step time
     wall = times[-1][1] - times[0][1]
     if wall <= 0:
         return None
