@@ -98,7 +98,9 @@ def test_propose_writes_loadable_complete_configs(gen_runs, tmp_path):
         intended = set(read_json(out / "lineage.json")[name]["changes"]) | {"output_dir", "job_name"}
         assert changed <= intended, changed - intended
     a = read_json(out / "iter2a.json")
-    assert a["ot"]["features"][1]["weight_label"] == 50.0
+    ratio = {f.id: f for f in analyze(str(gen_runs["huge_label"]), load_rules()).findings}["cost_dominance"]
+    assert a["ot"]["features"][1]["weight_label"] == float(f"{500.0 * 10 / ratio.evidence['ratio']:.2g}")
+    assert 5 < a["ot"]["features"][1]["weight_label"] < 20
     b = read_json(out / "iter2b.json")
     assert b["ot"]["tau_src"] == 0.02 and b["ot"]["lambda_ot"] == 0.2
     assert "monitors:" in r.stdout and "rollback:" in r.stdout

@@ -105,8 +105,11 @@ def rule_eval_too_frequent(run, sums, thr, ctx):
     share = tp.get("eval_share")
     if n_evals <= thr["max_evals"] and (share is None or share <= thr["max_eval_share"]):
         return []
-    new = max(freq, int(math.ceil(steps / thr["max_evals"] / 100.0) * 100) if steps >= 100 * thr["max_evals"]
-              else int(math.ceil(steps / thr["max_evals"])))
+    need = steps / thr["max_evals"]
+    if share is not None and share > thr["max_eval_share"]:   # share ~ 1/eval_freq
+        need = max(need, freq * share * (1 - thr["max_eval_share"]) / (thr["max_eval_share"] * (1 - share)))
+    new = int(math.ceil(need / 100.0) * 100) if need >= 100 else int(math.ceil(need))
+    new = max(new, freq + 1)
     key = "eval_freq" if "eval_freq" in run.config or "eval_steps" not in run.config else "eval_steps"
     ev = {key: freq, "steps": steps, "evals": int(n_evals), "eval_share": _r(share, 3) if share is not None else None}
     return [Finding("eval_too_frequent", "warn", ev, {key: new}, "optim", ["train/update_s"])]
@@ -210,18 +213,17 @@ def rule_cost_dominance(run, sums, thr, ctx):
     ratio = a / b if b > 0 else math.inf
     if ratio <= thr["max_ratio"]:
         return []
+    # bring the dominant term to ~10x the next one (or, next one ~0, its mean cost to ~0.1); at most /1000
+    factor = ratio / 10 if math.isfinite(ratio) else a / 0.1
+    factor = min(max(factor, 10.0), 1000.0)
     changes = {}
     label_dominant = "lbl" in top or "label" in top or "action" in top
-    if label_dominant:
-        for i, f in cfgkeys.label_features(run.config):
-            w = f.get("weight_label")
-            if isinstance(w, (int, float)) and w > 0:
-                changes[f"ot.features.{i}.weight_label"] = _r(w / 10)
-    else:
-        for i, f in cfgkeys.embed_features(run.config):
-            w = f.get("weight_embed")
-            if isinstance(w, (int, float)) and w > 0:
-                changes[f"ot.features.{i}.weight_embed"] = _r(w / 10)
+    feats = cfgkeys.label_features(run.config) if label_dominant else cfgkeys.embed_features(run.config)
+    wkey = "weight_label" if label_dominant else "weight_embed"
+    for i, f in feats:
+        w = f.get(wkey)
+        if isinstance(w, (int, float)) and w > 0:
+            changes[f"ot.features.{i}.{wkey}"] = float(f"{w / factor:.2g}")
     ev = {"dominant": top, "dominant_cost": _r(a), "next": second, "next_cost": _r(b),
           "ratio": _r(ratio, 3) if math.isfinite(ratio) else "inf", "metric": prefix.rstrip("/"),
           "levels": {t: _r(v) for t, v in levels.items()}}

@@ -132,3 +132,31 @@ def finding_text(lang: str, finding) -> str:
         return FINDINGS[finding.id][lang].format_map(_Safe(ev))
     except (ValueError, TypeError):   # a format spec applied to 'n/a'
         return FINDINGS[finding.id][lang].replace(":.0%", "").format_map(_Safe(ev))
+
+
+PHRASES_ZH = {
+    "optimisation and logging hygiene (low risk)": "优化与日志规范（低风险）",
+    "OT coupling adjustment": "OT 耦合调整",
+    "longer training": "更长训练",
+    "rollback": "回滚",
+    "roll back to the parent config": "回滚到父运行的配置",
+    "halve the LR and retry": "学习率减半后重试",
+    "lower ot.lambda_ot or raise ot.reg": "减小 ot.lambda_ot 或增大 ot.reg",
+    "spikes or train/loss oscillation": "出现尖峰或 train/loss 振荡",
+    "sustained": "持续",
+    "parent's best": "父运行最佳值",
+    "still improving": "仍在改善",
+    "no rule triggered: same settings, longer": "没有规则触发：保持设置，延长训练",
+    "triggered by": "触发规则",
+    "note": "备注",
+    "not logged": "未记录",
+}
+
+
+def prose(lang: str, text: str) -> str:
+    """Translate the fixed English phrases of proposals and triggers (numbers and keys stay as they are)."""
+    if lang != "zh":
+        return text
+    for en, zh in sorted(PHRASES_ZH.items(), key=lambda kv: -len(kv[0])):
+        text = text.replace(en, zh)
+    return text

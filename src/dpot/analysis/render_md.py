@@ -7,7 +7,7 @@ import math
 
 from dpot.analysis import cfgkeys
 from dpot.analysis.aliases import label
-from dpot.analysis.i18n import finding_text, t
+from dpot.analysis.i18n import finding_text, prose, t
 
 CORE = ["train/loss", "train/l1_loss", "train/grad_norm", "eval/offline_eval/avg_loss", "train/lr"]
 OT_KEYS = ["train/ot_loss", "train/ot_pi_sum", "train/ot_pi_diag", "train/ot_pi_diag_frac", "train/ot_skipped"]
@@ -153,13 +153,14 @@ def render_markdown(a, lang: str = "en", proposal_paths: dict | None = None) -> 
     if not a.proposals:
         L.append(f"- {t(lang, 'no_proposals')}")
     for p in a.proposals:
-        L += ["", f"### {p.name} — {p.title}", f"- {p.rationale}"]
+        L += ["", f"### {p.name} — {prose(lang, p.title)}", f"- {prose(lang, p.rationale)}"]
         if proposal_paths and p.name in proposal_paths:
             L.append(f"- config: `{proposal_paths[p.name]}` (`dpot train --config_path={proposal_paths[p.name]}`)")
         L.append(f"- {t(lang, 'changes')}:")
         for k, v in p.changes.items():
             L.append(f"  - `{k}`: {json.dumps(cfgkeys.get(run.config, k))} → {json.dumps(v)}")
-        L += [f"- triggered by: {', '.join(p.findings) or '—'}"] + [f"- note: {n}" for n in p.notes]
+        L += [prose(lang, f"- triggered by: {', '.join(p.findings) or '—'}")]
+        L += [prose(lang, f"- note: ") + n for n in p.notes]
     monitors = []
     for p in a.proposals:
         monitors += [m for m in p.monitors if m not in monitors]
@@ -171,7 +172,7 @@ def render_markdown(a, lang: str = "en", proposal_paths: dict | None = None) -> 
     L += ["", f"## {t(lang, 'rollback')}"]
     trig = a.proposals[0].rollback_triggers if a.proposals else [
         f"eval/offline_eval/avg_loss > {1 + a.rules['rollback']['max_regression']:.2f} × this run's best → roll back"]
-    L += [f"- {x}" for x in trig]
+    L += [f"- {prose(lang, x)}" for x in trig]
     if a.parent is not None:
         rb = [f for f in a.findings if f.id in ("rollback", "rollback_unchecked")]
         L.append(f"- {t(lang, 'rollback_check')} vs parent {a.parent.run_id}: "
