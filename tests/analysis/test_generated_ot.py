@@ -59,3 +59,45 @@ def test_rules_override_file(gen_runs, tmp_path):
     p.write_text("[ot_weak]\nmin_pi_diag = 0.5\n")
     a = analyze(str(gen_runs["healthy"]), load_rules(p))
     assert any(f.id == "ot_weak" and f.evidence["threshold"] == 0.5 for f in a.findings)
+
+
+def _edited(src, dst, edit):
+    """A copy of a GENERATED run whose metrics.jsonl records are changed by ``edit(rec)``."""
+    import json
+    import shutil
+
+    shutil.copytree(src, dst)
+    recs = [json.loads(x) for x in (dst / "metrics.jsonl").read_text().splitlines()]
+    (dst / "metrics.jsonl").write_text("".join(json.dumps(edit(r)) + "\n" for r in recs))
+    return dst
+
+
+def test_lr_flat_although_cosine_configured(gen_runs, tmp_path):
+    run = _edited(gen_runs["healthy"], tmp_path / "r", lambda r: {**r, "train/lr": 1e-4})
+    a, found = _found(run)
+    f = found["lr_flat"]
+    assert f.severity == "warn" and f.evidence["configured_varies"] is True
+    assert f.evidence["scheduler"].startswith("diffuser/cosine") and f.evidence["lr_max"] == 1e-4
+    assert f.changes["scheduler"] == {"type": "diffuser", "name": "cosine", "num_warmup_steps": 1000}
+    assert f.changes["use_policy_training_preset"] is False and f.changes["optimizer"]["type"] == "adamw"
+
+
+def test_data_bound_loop(gen_runs, tmp_path):
+    run = _edited(gen_runs["healthy"], tmp_path / "r", lambda r: {**r, "train/dataloading_s": 0.3})
+    a, found = _found(run)
+    ev = found["data_bound"].evidence
+    assert ev["data_share"] > 0.6 and ev["dataloading_s"] == 0.3
+    assert found["data_bound"].changes == {"num_workers": 4}
+
+
+def test_plateau(gen_runs, tmp_path):
+    def flat_late(r):
+        r = dict(r)
+        if "eval/offline_eval/avg_loss" in r and r["step"] > 4000:
+            r["eval/offline_eval/avg_loss"] = 0.3
+        if r["step"] > 4000:
+            r["train/loss"] = 0.3
+        return r
+    a, found = _found(_edited(gen_runs["healthy"], tmp_path / "r", flat_late))
+    assert found["plateau"].evidence["second_half_gain"] < 0.1 * found["plateau"].evidence["first_half_gain"]
+    assert not any(p.title == "longer training" for p in a.proposals)
