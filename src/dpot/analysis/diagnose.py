@@ -47,6 +47,7 @@ def _r(x, nd=4):
 # ------------------------------------------------------------------ optimisation rules
 
 def rule_lr_flat(run, sums, thr, ctx):
+    """train/lr constant over the run (warn when a varying schedule is configured or none is)."""
     lr = _vals(run.history, "train/lr")
     if len(lr) < thr["min_points"]:
         return []
@@ -67,6 +68,7 @@ def rule_lr_flat(run, sums, thr, ctx):
 
 
 def rule_lr_low(run, sums, thr, ctx):
+    """Configured base LR below the usual range for the policy type."""
     lr = cfgkeys.base_lr(run.config)
     if lr is None:
         return []
@@ -84,6 +86,7 @@ def rule_lr_low(run, sums, thr, ctx):
 
 
 def rule_data_bound(run, sums, thr, ctx):
+    """Dataloading share of the step time above the threshold."""
     tp = ctx["throughput"]
     share = tp.get("data_share")
     if share is None or share <= thr["max_data_share"]:
@@ -96,6 +99,7 @@ def rule_data_bound(run, sums, thr, ctx):
 
 
 def rule_eval_too_frequent(run, sums, thr, ctx):
+    """Too many evals for the run length, or too much wall time in eval."""
     tp = ctx["throughput"]
     freq = tp.get("eval_freq")
     steps = run.config.get("steps") or run.last_step
@@ -127,6 +131,7 @@ def _ot_window(run, key, thr_after):
 
 
 def rule_ot_weak(run, sums, thr, ctx):
+    """Median pi_diag of the last window below the threshold (warn once past after_step)."""
     win, _, mature = _ot_window(run, "train/ot_pi_diag", thr["after_step"])
     if win is None:
         return []
@@ -150,6 +155,7 @@ def rule_ot_weak(run, sums, thr, ctx):
 
 
 def rule_ot_mass_destroyed(run, sums, thr, ctx):
+    """Median pi_sum below the threshold: the unbalanced marginals destroy the mass."""
     win, _, _ = _ot_window(run, "train/ot_pi_sum", 0)
     if win is None:
         return []
@@ -173,6 +179,7 @@ def rule_ot_mass_destroyed(run, sums, thr, ctx):
 
 
 def rule_ot_strong(run, sums, thr, ctx):
+    """pi_diag above the threshold in most of the last window, or pi_diag ≈ pi_sum."""
     diag = _vals(run.history, "train/ot_pi_diag")
     if not diag:
         return []
@@ -203,6 +210,7 @@ def rule_ot_strong(run, sums, thr, ctx):
 
 
 def rule_cost_dominance(run, sums, thr, ctx):
+    """Largest per-term cost more than max_ratio × the next one."""
     prefix = "train/ot_cost_mean/" if any(k.startswith("train/ot_cost_mean/") for k in run.history) else "train/ot_cost/"
     terms = {k[len(prefix):]: _vals(run.history, k) for k in run.history if k.startswith(prefix)}
     levels = {t: median(abs(v) for _, v in _last_window(s)) for t, s in terms.items() if s}
@@ -231,6 +239,7 @@ def rule_cost_dominance(run, sums, thr, ctx):
 
 
 def rule_ot_skipped(run, sums, thr, ctx):
+    """OT term skipped (non-finite cost or plan) more often than allowed."""
     sk = _vals(run.history, "train/ot_skipped")
     if not sk:
         return []
@@ -244,6 +253,7 @@ def rule_ot_skipped(run, sums, thr, ctx):
 # ------------------------------------------------------------------ dynamics rules
 
 def rule_instability(run, sums, thr, ctx):
+    """grad_norm spikes, train/loss oscillation around its EMA, or non-finite loss."""
     ev, sev = {}, None
     gn = sums.get("train/grad_norm")
     if gn and len(gn.spikes) >= thr["min_spikes"]:
@@ -279,6 +289,7 @@ def rule_instability(run, sums, thr, ctx):
 
 
 def rule_plateau(run, sums, thr, ctx):
+    """Diminishing returns: the second half gains far less than the first half."""
     key = "eval/offline_eval/avg_loss" if len(run.history.get("eval/offline_eval/avg_loss", [])) >= thr["min_points"] \
         else "train/loss"
     series = _vals(run.history, key)
@@ -297,6 +308,7 @@ def rule_plateau(run, sums, thr, ctx):
 
 
 def rule_rollback(run, sums, thr, ctx):
+    """Eval loss worse than the parent run's by more than max_regression."""
     parent = ctx.get("parent_run")
     if parent is None:
         return []

@@ -6,7 +6,6 @@ import json
 import math
 
 from dpot.analysis import cfgkeys
-from dpot.analysis.aliases import label
 from dpot.analysis.i18n import finding_text, prose, t
 
 CORE = ["train/loss", "train/l1_loss", "train/grad_norm", "eval/offline_eval/avg_loss", "train/lr"]
