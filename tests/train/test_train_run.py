@@ -114,11 +114,12 @@ def test_checkpoint_is_a_plain_lerobot_policy(run):
     assert "api_key" not in (run / "train_config.json").read_text().lower()
 
 
-def test_lambda_zero_is_plain_cotraining(toy_data, tmp_path):
-    cfg = tiny_config(toy_data, steps=2, ot={"lambda_ot": 0.0})
+def test_lambda_zero_is_plain_cotraining_and_dtw_pairing_runs(toy_data, tmp_path):
+    cfg = tiny_config(toy_data, steps=2, ot={"lambda_ot": 0.0, "alignment": "dtw"})
     out = tmp_path / "out"
     assert dpot_main(["train", f"--config_path={write_config(tmp_path / 'c.json', cfg)}",
                       f"--output_dir={out}"]) == 0
     for r in read_metrics(out):
         assert r["train/loss"] == pytest.approx(r["train/bc_loss"])
         assert r["train/ot_loss"] == 0.0 and "train/ot_pi_sum" not in r
+    assert (out / "dtw_cache.npz").is_file()  # DTW pairing (ot.alignment=dtw) cached next to the run
