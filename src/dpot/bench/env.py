@@ -40,7 +40,7 @@ class DomainEnv:
     """A MetaWorld task (goal observable, randomized layouts) with a domain spec applied."""
 
     def __init__(self, task: str, domain: str | DomainSpec | dict = "source", *, image_size: int = 96,
-                 cameras: tuple[str, ...] = DEFAULT_CAMERAS, fast_render: bool = True, max_steps: int = 150):
+                 cameras: tuple[str, ...] = DEFAULT_CAMERAS, fast_render: bool = True):
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE
 
         self.task = check_task(task)
@@ -51,13 +51,12 @@ class DomainEnv:
         if not 16 <= int(image_size) <= 480:
             raise UserError(f"image_size: must be between 16 and 480, got {image_size}")
         self.image_size = int(image_size)
-        self.max_steps = int(max_steps)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.env = ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE[f"{task}-goal-observable"]()
         self.env._freeze_rand_vec = False
         self.env.seeded_rand_vec = True
-        self.env.max_path_length = 10**6  # this wrapper enforces its own step budget
+        self.env.max_path_length = 10**6  # callers enforce their own step budget (150 by default)
         self.model, self.data = self.env.model, self.env.data
         apply_model_spec(self.model, self.spec)
         self._base_action_scale = float(self.env.action_scale)

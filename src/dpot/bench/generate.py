@@ -147,6 +147,10 @@ def generate_dataset(task: str, domain="source", episodes: int = 50, out: str | 
     if episodes < 1:
         raise UserError(f"--episodes: must be >= 1, got {episodes}")
     out = Path(out)
+    with contextlib.suppress(Exception):
+        import datasets
+
+        datasets.disable_progress_bars()  # LeRobot's per-episode "Map" bars would drown our tqdm bar
     settings = {"task": task, "spec": spec.to_dict(), "episodes": int(episodes), "image_size": int(image_size),
                 "cameras": list(cameras), "seed": int(seed), "noise": float(noise),
                 "extra_frames": int(extra_frames), "max_steps": int(max_steps), "use_videos": bool(use_videos),
