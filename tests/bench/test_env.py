@@ -124,3 +124,17 @@ def test_expert_succeeds_in_both_domains(task):
         with DomainEnv(task, domain, image_size=16, cameras=("gripperPOV",)) as env:
             results = [rollout_expert(env, seed, record=False)["success"] for seed in range(5)]
         assert sum(results) / len(results) >= 0.9, f"{task} [{domain}]: expert success {results}"
+
+
+def test_gap_png_shows_both_domains(tmp_path):
+    import imageio.v2 as imageio
+
+    from dpot.cli import main as dpot_main
+
+    out = tmp_path / "gap.png"
+    assert dpot_main(["bench", "gap", "--task", "push-v3", "--cameras", "corner4,gripperPOV",
+                      "--image-size", "32", "--out", str(out)]) == 0
+    img = imageio.imread(out)
+    assert img.shape[:2] == (18 + 32 + 6 + 32, 90 + 32 + 6 + 32)
+    left, right = img[18:50, 90:122].astype(int), img[18:50, 128:160].astype(int)
+    assert np.abs(left - right).mean() > 10

@@ -15,16 +15,17 @@ def gap_image(task: str, source="source", target="target", cameras: tuple[str, .
     """One uint8 image: a row per camera, source on the left and target on the right (same seed, same layout)."""
     check_task(task)
     cameras = tuple(check_camera(c) for c in cameras)
+    specs = (resolve_spec(source), resolve_spec(target))
     columns = []
-    for domain in (source, target):
-        with DomainEnv(task, resolve_spec(domain), image_size=image_size, cameras=cameras) as env:
+    for spec in specs:
+        with DomainEnv(task, spec, image_size=image_size, cameras=cameras) as env:
             images = env.reset(seed)["images"]
         columns.append([images[c] for c in cameras])
     gap = np.full((image_size, 6, 3), 255, np.uint8)
     rows = [np.concatenate([src, gap, tgt], axis=1) for src, tgt in zip(*columns)]
     sep = np.full((6, rows[0].shape[1], 3), 255, np.uint8)
     body = np.concatenate([x for r in rows for x in (r, sep)][:-1], axis=0)
-    return _label(body, image_size, cameras, (str(getattr(source, "name", source)), str(getattr(target, "name", target))))
+    return _label(body, image_size, cameras, tuple(s.name for s in specs))
 
 
 def _label(body: np.ndarray, size: int, cameras, names) -> np.ndarray:
