@@ -119,3 +119,15 @@ def test_eval_cli(tiny_policy, tmp_path, capsys):
     res = json.loads((tmp_path / "r.json").read_text())
     assert res["domain"] == "target" and res["episodes_detail"][0] == {"seed": 7, "success": False, "length": 4}
     assert "success 0/1" in capsys.readouterr().out
+
+
+def test_eval_refuses_a_policy_with_other_inputs(tiny_policy, tmp_path):
+    import shutil
+
+    bad = tmp_path / "pretrained_model"
+    shutil.copytree(tiny_policy, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["input_features"]["observation.state"]["shape"] = [4]
+    (bad / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UserError, match="observation.state of shape"):
+        evaluate_policy(bad, "push-v3", "target", episodes=1)

@@ -57,6 +57,20 @@ def _load(policy_dir: Path, device: str):
     return policy, pre, post
 
 
+def _check_policy_features(policy_dir: Path) -> None:
+    """Fail early (UserError) if the policy's inputs do not match this benchmark's observations."""
+    feats = json.loads((policy_dir / "config.json").read_text()).get("input_features", {})
+    state = feats.get("observation.state", {}).get("shape")
+    if state is not None and list(state) != [7]:
+        raise UserError(f"--policy {policy_dir}: expects observation.state of shape {state}; "
+                        f"dpot bench provides 7 (hand xyz, gripper, goal xyz)")
+    cams = [k.split(".", 2)[2] for k in feats if k.startswith("observation.images.")]
+    if not cams:
+        raise UserError(f"--policy {policy_dir}: has no observation.images.<camera> inputs")
+    for cam in cams:
+        check_camera(cam, where=f"--policy {policy_dir}")
+
+
 def policy_cameras(config) -> tuple[tuple[str, ...], int]:
     """Cameras (``observation.images.<cam>`` input features) and image size a policy config expects."""
     cams, size = [], None
@@ -125,6 +139,7 @@ def evaluate_policy(policy_path: str | Path, task: str, domain="target", episode
     policy_dir = _policy_dir(policy_path)
     if episodes < 1:
         raise UserError(f"--episodes: must be >= 1, got {episodes}")
+    _check_policy_features(policy_dir)
     if device is None:
         import torch
 
