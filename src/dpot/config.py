@@ -1,0 +1,421 @@
+"""Typed configuration of a DP+OT co-training run (draccus dataclasses extending LeRobot's train config).
+
+``DpotTrainConfig`` is LeRobot's ``TrainPipelineConfig`` (``dataset`` is the *target* / real dataset, and all
+optimizer, scheduler, policy, logging and checkpoint keys keep LeRobot's names) plus:
+
+- ``source_dataset``: the *source* (simulation) dataset,
+- ``camera_map``: source camera key -> target camera key, when the two datasets name cameras differently,
+- ``ot``: the OT alignment (the seed's keys: ``lambda_ot``, ``reg``, ``tau_src``, ``tau_tgt``, ``heuristic``,
+  ``batch_ratio``, ``window_size``, ``features``),
+- ``eval``: offline evaluation on held-out target episodes (``n_batches``, ``val_episodes``), ``eval_freq``.
+
+Configs load from a JSON file plus LeRobot-style ``--a.b=c`` overrides (:func:`load_train_config`). Every
+error is a :class:`~dpot.errors.UserError` whose message is ``<field>: <what is wrong and how to fix it>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import draccus
+from lerobot.configs.default import DatasetConfig, EvalConfig
+from lerobot.configs.train import TrainPipelineConfig
+
+from dpot.errors import UserError, did_you_mean
+
+__all__ = [
+    "OTFeatureConfig",
+    "OTConfig",
+    "DpotEvalConfig",
+    "DpotTrainConfig",
+    "load_train_config",
+    "parse_train_args",
+    "save_train_config",
+    "validate_config",
+]
+
+FEATURE_TYPES = ("embed", "label")
+ALIGNMENTS = ("phase", "dtw")
+COST_NORMS = ("dim", "median", "none")
+
+
+@dataclass
+class OTFeatureConfig:
+    """One OT cost term.
+
+    ``type="embed"``: the policy's learned image embedding, one cost term per camera (``cameras``: None = all),
+    weighted by ``weight_embed``; ``use_learned_embed=false`` detaches it (the plan is computed, no gradient
+    reaches the encoder). ``type="label"``: the normalized ``key`` chunk (``action``) restricted to the
+    half-open range ``dim_slice=[lo, hi)`` of its last dimension (None = all), weighted by ``weight_label``.
+    """
+
+    type: str = "embed"
+    use_learned_embed: bool = True
+    weight_embed: float = 1.0
+    cameras: list[str] | None = None
+    key: str = "action"
+    dim_slice: list[int] | None = None
+    weight_label: float = 0.05
+
+    @property
+    def weight(self) -> float:
+        return self.weight_embed if self.type == "embed" else self.weight_label
+
+
+def _default_features() -> list[OTFeatureConfig]:
+    return [OTFeatureConfig(type="embed", use_learned_embed=True, weight_embed=1.0),
+            OTFeatureConfig(type="label", key="action", dim_slice=None, weight_label=0.05)]
+
+
+@dataclass
+class OTConfig:
+    """Unbalanced OT alignment between the source and target items of each batch (DESIGN.md §1).
+
+    ``tau_*`` follow POT's ``reg_m`` convention: larger = marginals held tighter. With uniform marginals and a
+    constant cost ``c`` the plan's mass is ``exp(-c / (reg + tau_src + tau_tgt))``: keep costs O(0.1).
+    ``cost_norm``: ``dim`` divides each squared distance by the feature dimension; ``median`` additionally
+    divides each term by its detached batch median (costs O(1) whatever the embedding scale); ``none`` keeps
+    raw squared distances. ``heuristic``: temporally paired batches and the temporal prior
+    ``K_ij ∝ a_i b_j exp(-|t_i - t_j| / prior_sigma)`` (t = aligned phase in [0, 1]; ``alignment`` =
+    ``phase`` (frame / episode length) or ``dtw`` (DTW of the state trajectories)) as the entropic reference.
+    """
+
+    lambda_ot: float = 0.1
+    reg: float = 0.02
+    tau_src: float = 0.01
+    tau_tgt: float = 0.01
+    heuristic: bool = True
+    batch_ratio: float = 0.5
+    window_size: int = 20
+    features: list[OTFeatureConfig] = field(default_factory=_default_features)
+    alignment: str = "phase"
+    prior_sigma: float = 0.05
+    cost_norm: str = "dim"
+    max_iters: int = 200
+    tol: float = 1e-5
+
+
+@dataclass
+class DpotEvalConfig(EvalConfig):
+    """LeRobot's EvalConfig plus offline evaluation on held-out target episodes.
+
+    ``val_episodes``: target episodes held out of training (resolved from ``val_fraction`` at the first run and
+    recorded in the saved config, so a resumed or repeated run holds out the same ones). ``n_batches``: batches
+    of full diffusion sampling per offline eval (``eval/offline_eval/avg_loss`` = mean L1 over them).
+    """
+
+    n_batches: int = 20
+    val_episodes: list[int] | None = None
+    val_fraction: float = 0.1
+
+
+@dataclass
+class DpotTrainConfig(TrainPipelineConfig):
+    """A DP+OT co-training run. ``dataset`` = target (real), ``source_dataset`` = source (sim)."""
+
+    source_dataset: DatasetConfig | None = None
+    camera_map: dict[str, str] = field(default_factory=dict)
+    ot: OTConfig = field(default_factory=OTConfig)
+    eval: DpotEvalConfig = field(default_factory=DpotEvalConfig)
+    eval_freq: int = 1000
+    tensorboard: bool = False
+    num_workers: int = 2
+
+
+# --------------------------------------------------------------------------------------------- validation
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _strip_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _check_leaf(path: str, value: Any, tp: Any) -> None:
+    """Raise UserError when a JSON value cannot be the annotated type (only for simple, decidable types)."""
+    tp, optional = _strip_optional(tp)
+    if value is None:
+        if not optional and tp in (int, float, bool, str):
+            raise UserError(f"{path}: null is not allowed; give a {_type_name(tp)}")
+        return
+    ok = True
+    if tp is bool:
+        ok = isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif tp is str or tp is Path:
+        ok = isinstance(value, str)
+    elif typing.get_origin(tp) in (list, tuple, Sequence):
+        ok = isinstance(value, list)
+    elif typing.get_origin(tp) is dict:
+        ok = isinstance(value, dict)
+    if not ok:
+        raise UserError(f"{path}: expected {_type_name(tp)}, got {json.dumps(value)} ({type(value).__name__})")
+
+
+def _choice_class(base: Any, value: dict, path: str) -> Any:
+    """Resolve a draccus ChoiceRegistry subclass (e.g. ``policy``, ``optimizer``) from its ``type`` key."""
+    if not hasattr(base, "get_known_choices"):
+        return base
+    choices = base.get_known_choices()
+    name = value.get("type")
+    if name is None:
+        default = getattr(base, "default_choice_name", lambda: None)()
+        if default is None:
+            raise UserError(f"{path}.type: missing; one of {sorted(choices)}")
+        name = default
+    if name not in choices:
+        raise UserError(f"{path}.type: unknown '{name}'{did_you_mean(name, choices)}; one of {sorted(choices)}")
+    return choices[name]
+
+
+def _check_tree(path: str, value: Any, tp: Any) -> None:
+    """Walk raw JSON against the dataclass tree: unknown keys (with a suggestion) and wrong leaf types."""
+    declared = tp
+    tp, _ = _strip_optional(tp)
+    if _is_dataclass_type(tp):
+        if value is None:
+            return
+        if not isinstance(value, dict):
+            raise UserError(f"{path}: expected an object with fields of {tp.__name__}, got {json.dumps(value)}")
+        tp = _choice_class(tp, value, path)
+        hints = typing.get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp) if f.init}
+        derived = {f.name for f in dataclasses.fields(tp) if not f.init}
+        for key in [k for k in value if k in derived]:
+            del value[key]  # derived fields (e.g. checkpoint_path) are recomputed, never read back
+        for key, sub in value.items():
+            if key == "type" and hasattr(tp, "get_known_choices"):
+                continue
+            sub_path = f"{path}.{key}" if path else key
+            if key not in names:
+                raise UserError(f"{sub_path}: unknown key{did_you_mean(key, names)}; remove it or fix its name")
+            _check_tree(sub_path, sub, hints[key])
+        return
+    origin = typing.get_origin(tp)
+    if origin is list and isinstance(value, list):
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        for i, item in enumerate(value):
+            _check_tree(f"{path}[{i}]", item, item_tp)
+        return
+    _check_leaf(path, value, declared)
+
+
+def _err(field_: str, msg: str) -> UserError:
+    return UserError(f"{field_}: {msg}")
+
+
+def validate_config(cfg: DpotTrainConfig) -> None:
+    """Check value ranges and cross-field rules that need no dataset (raises UserError).
+
+    Dataset-dependent checks (action dims, camera keys, ``dim_slice`` beyond the action dim) are done by the
+    trainer once the datasets are open.
+    """
+    ot = cfg.ot
+    if not ot.reg > 0:
+        raise _err("ot.reg", f"must be > 0 (entropic regularization), got {ot.reg}; try 0.02")
+    for name in ("tau_src", "tau_tgt"):
+        if getattr(ot, name) < 0:
+            raise _err(f"ot.{name}", f"must be >= 0 (KL marginal penalty), got {getattr(ot, name)}; try 0.01")
+    if ot.lambda_ot < 0:
+        raise _err("ot.lambda_ot", f"must be >= 0, got {ot.lambda_ot}; 0 disables the OT loss")
+    if not 0 < ot.batch_ratio < 1:
+        raise _err("ot.batch_ratio", f"must be in (0, 1) (share of source items per batch), got {ot.batch_ratio}")
+    if ot.window_size < 0:
+        raise _err("ot.window_size", f"must be >= 0 frames, got {ot.window_size}")
+    if ot.alignment not in ALIGNMENTS:
+        raise _err("ot.alignment", f"unknown '{ot.alignment}'{did_you_mean(ot.alignment, ALIGNMENTS)}; "
+                                   f"one of {list(ALIGNMENTS)}")
+    if ot.cost_norm not in COST_NORMS:
+        raise _err("ot.cost_norm", f"unknown '{ot.cost_norm}'{did_you_mean(ot.cost_norm, COST_NORMS)}; "
+                                   f"one of {list(COST_NORMS)}")
+    if not ot.prior_sigma > 0:
+        raise _err("ot.prior_sigma", f"must be > 0 (phase units), got {ot.prior_sigma}")
+    if ot.max_iters < 1:
+        raise _err("ot.max_iters", f"must be >= 1, got {ot.max_iters}")
+    if not ot.tol > 0:
+        raise _err("ot.tol", f"must be > 0, got {ot.tol}")
+    if ot.lambda_ot > 0 and not ot.features:
+        raise _err("ot.features", "is empty while ot.lambda_ot > 0; add an embed and/or a label term, "
+                                  "or set ot.lambda_ot=0 for plain co-training")
+    for i, feat in enumerate(ot.features):
+        where = f"ot.features[{i}]"
+        if feat.type not in FEATURE_TYPES:
+            raise _err(f"{where}.type", f"unknown '{feat.type}'{did_you_mean(feat.type, FEATURE_TYPES)}; "
+                                        f"one of {list(FEATURE_TYPES)}")
+        if feat.weight_embed < 0:
+            raise _err(f"{where}.weight_embed", f"must be >= 0, got {feat.weight_embed}")
+        if feat.weight_label < 0:
+            raise _err(f"{where}.weight_label", f"must be >= 0, got {feat.weight_label}")
+        if feat.dim_slice is not None:
+            ds = feat.dim_slice
+            if len(ds) != 2 or any(not isinstance(x, int) for x in ds):
+                raise _err(f"{where}.dim_slice", f"must be two integers [start, stop], got {ds}")
+            if ds[0] < 0 or ds[1] <= ds[0]:
+                raise _err(f"{where}.dim_slice", f"must satisfy 0 <= start < stop, got {ds}")
+    if cfg.source_dataset is None:
+        raise _err("source_dataset", "missing; give the sim dataset, e.g. "
+                                     '"source_dataset": {"repo_id": "local/sim", "root": "data/sim"}')
+    for name in ("steps", "batch_size", "log_freq"):
+        if getattr(cfg, name) < 1:
+            raise _err(name, f"must be >= 1, got {getattr(cfg, name)}")
+    if cfg.batch_size < 2:
+        raise _err("batch_size", f"must be >= 2 to hold one source and one target item, got {cfg.batch_size}")
+    n_src = round(ot.batch_ratio * cfg.batch_size)
+    if n_src < 1 or n_src > cfg.batch_size - 1:
+        raise _err("batch_size", f"{cfg.batch_size} with ot.batch_ratio={ot.batch_ratio} gives {n_src} source and "
+                                 f"{cfg.batch_size - n_src} target items; each domain needs at least one: "
+                                 "raise batch_size or move batch_ratio toward 0.5")
+    if cfg.eval_freq < 0 or cfg.save_freq < 1:
+        raise _err("eval_freq" if cfg.eval_freq < 0 else "save_freq", "must be >= 0 (eval) / >= 1 (save)")
+    if cfg.eval.n_batches < 1:
+        raise _err("eval.n_batches", f"must be >= 1, got {cfg.eval.n_batches}")
+    if not 0 <= cfg.eval.val_fraction < 1:
+        raise _err("eval.val_fraction", f"must be in [0, 1), got {cfg.eval.val_fraction}")
+    if cfg.policy is None:
+        raise _err("policy", 'missing; e.g. "policy": {"type": "diffusion", "pretrained_backbone_weights": null}')
+    if not cfg.use_policy_training_preset and (cfg.optimizer is None or cfg.scheduler is None):
+        missing = "optimizer" if cfg.optimizer is None else "scheduler"
+        raise _err(missing, "missing while use_policy_training_preset=false; give both optimizer and scheduler "
+                            '(e.g. "optimizer": {"type": "adamw", "lr": 3e-4}) or set use_policy_training_preset=true')
+
+
+# ------------------------------------------------------------------------------------------ load / save
+
+
+def _split_override(arg: str) -> tuple[str, str]:
+    if not arg.startswith("--") or "=" not in arg:
+        raise UserError(f"{arg}: overrides look like --a.b=value")
+    key, value = arg[2:].split("=", 1)
+    return key, value
+
+
+def _check_override_key(key: str, raw: dict) -> None:
+    """Check that a dotted override key names an existing field (with a suggestion when it does not)."""
+    tp: Any = DpotTrainConfig
+    node: Any = raw
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        tp, _ = _strip_optional(tp)
+        if not _is_dataclass_type(tp):
+            return  # inside a dict/list-valued field: draccus decides
+        if hasattr(tp, "get_known_choices") and isinstance(node, dict):
+            if part == "type":
+                return
+            tp = _choice_class(tp, node, ".".join(parts[:depth]))
+        names = {f.name for f in dataclasses.fields(tp) if f.init} | {"path"}
+        if part not in names:
+            prefix = ".".join(parts[:depth])
+            where = f"{prefix}.{part}" if prefix else part
+            raise UserError(f"--{where}: unknown key{did_you_mean(part, names)}; see the config reference in "
+                            "docs/architecture.md or a saved train_config.json")
+        if part == "path":
+            return
+        tp = typing.get_type_hints(tp)[part]
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+
+
+def load_train_config(config_path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> DpotTrainConfig:
+    """Load a run config: JSON file (may be None) + ``--a.b=c`` overrides, then :func:`validate_config`.
+
+    Raises UserError (one line naming the field) for a missing/unreadable file, invalid JSON, unknown keys,
+    wrong types and invalid values.
+    """
+    import lerobot.policies  # noqa: F401  (registers policy config choices such as "diffusion")
+
+    raw: dict = {}  # edited in place by _check_tree (derived keys dropped), then handed to draccus
+    if config_path is not None:
+        path = Path(config_path)
+        if not path.is_file():
+            raise UserError(f"--config_path: {path} does not exist; give the path of a JSON config file")
+        try:
+            raw = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise UserError(f"--config_path: {path} is not valid JSON ({err.msg} at line {err.lineno}, "
+                            f"column {err.colno})") from None
+        if not isinstance(raw, dict):
+            raise UserError(f"--config_path: {path} must hold a JSON object")
+        _check_tree("", raw, DpotTrainConfig)
+    for arg in overrides:
+        key, _ = _split_override(arg)
+        _check_override_key(key, raw)
+    if "dataset" not in raw and not any(a.startswith("--dataset.") for a in overrides):
+        raise UserError('dataset: missing; give the target dataset, e.g. "dataset": {"repo_id": "local/real", '
+                        '"root": "data/real"} or --dataset.repo_id=... --dataset.root=...')
+    try:
+        with tempfile.TemporaryDirectory(prefix="dpot-config-") as tmp:
+            cleaned = Path(tmp) / "config.json"
+            cleaned.write_text(json.dumps(raw))
+            cfg = draccus.parse(DpotTrainConfig, config_path=str(cleaned), args=list(overrides))
+    except SystemExit as err:  # draccus/argparse report and exit on bad CLI values
+        raise UserError(f"invalid arguments {list(overrides)}: check the values' types (exit {err.code})") from None
+    except Exception as err:  # draccus DecodingError and friends: keep their message, on one line
+        raise UserError(_one_line_draccus_error(err)) from None
+    validate_config(cfg)
+    return cfg
+
+
+def _one_line_draccus_error(err: Exception) -> str:
+    msg = " ".join(str(err).split())
+    # draccus: "`ot`: The fields `x` are not valid for OTConfig" / "`ot.reg`: Couldn't parse 'abc' ..."
+    if msg.startswith("`") and "`:" in msg:
+        field_, rest = msg[1:].split("`:", 1)
+        return f"{field_}: {rest.strip()}"
+    return f"config: {msg}"
+
+
+def parse_train_args(argv: Sequence[str]) -> DpotTrainConfig:
+    """Parse ``dpot train`` arguments: ``--config_path=PATH`` (optional) plus ``--a.b=c`` overrides."""
+    config_path = None
+    overrides: list[str] = []
+    for arg in argv:
+        if arg.startswith("--config_path="):
+            config_path = arg.split("=", 1)[1]
+        elif arg == "--config_path":
+            raise UserError("--config_path: write it as --config_path=PATH")
+        else:
+            overrides.append(arg)
+    return load_train_config(config_path, overrides)
+
+
+def config_to_dict(cfg: DpotTrainConfig) -> dict:
+    """The resolved config as plain JSON data (draccus encoding, the format :func:`load_train_config` reads)."""
+    data = json.loads(json.dumps(draccus.encode(cfg), default=str))
+    for f in dataclasses.fields(cfg):
+        if not f.init:
+            data.pop(f.name, None)
+    return data
+
+
+def save_train_config(cfg: DpotTrainConfig, path: str | os.PathLike) -> Path:
+    """Write the resolved config as JSON atomically (temp file + rename). Secrets never enter the config."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(config_to_dict(cfg), indent=2, sort_keys=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text + "\n")
+    os.replace(tmp, path)
+    return path
