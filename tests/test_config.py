@@ -1,0 +1,103 @@
+"""Typed config: JSON + --a.b=c overrides, round trip, and one-line errors through the CLI (exit 2)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from dpot.config import config_to_dict, load_train_config, save_train_config
+from dpot.errors import UserError
+
+BASE = {
+    "dataset": {"repo_id": "local/real", "root": "data/real"},
+    "source_dataset": {"repo_id": "local/sim", "root": "data/sim"},
+    "policy": {"type": "diffusion", "pretrained_backbone_weights": None, "down_dims": [64, 128],
+               "push_to_hub": False},
+    "ot": {"lambda_ot": 0.1, "reg": 0.02, "tau_src": 0.01, "tau_tgt": 0.01, "heuristic": True, "batch_ratio": 0.5,
+           "window_size": 20,
+           "features": [{"type": "embed", "use_learned_embed": True, "weight_embed": 1.0},
+                        {"type": "label", "key": "action", "dim_slice": [0, 8], "weight_label": 0.05}]},
+    "batch_size": 16, "steps": 100,
+}
+
+
+def _write(tmp_path, cfg):
+    p = tmp_path / "cfg.json"
+    p.write_text(json.dumps(cfg))
+    return p
+
+
+def test_seed_keys_load_and_override(tmp_path):
+    cfg = load_train_config(_write(tmp_path, BASE), ["--ot.reg=0.01", "--ot.lambda_ot=0.2", "--steps=7"])
+    assert (cfg.ot.reg, cfg.ot.lambda_ot, cfg.steps) == (0.01, 0.2, 7)
+    assert cfg.ot.features[1].dim_slice == [0, 8] and cfg.ot.features[1].weight_label == 0.05
+    assert cfg.policy.type == "diffusion" and tuple(cfg.policy.down_dims) == (64, 128)
+    assert cfg.policy.pretrained_backbone_weights is None
+    assert cfg.source_dataset.repo_id == "local/sim"
+
+
+def test_saved_config_loads_back_identically(tmp_path):
+    cfg = load_train_config(_write(tmp_path, BASE), ["--ot.tau_tgt=0.02"])
+    out = save_train_config(cfg, tmp_path / "run" / "train_config.json")
+    again = load_train_config(out)
+    assert again.ot == cfg.ot and again.steps == cfg.steps
+    assert config_to_dict(again) == config_to_dict(cfg)  # every key survives the round trip
+    assert json.loads(out.read_text())["ot"]["tau_tgt"] == 0.02
+
+
+@pytest.mark.parametrize("mutate,override,expected", [
+    (lambda c: c["ot"].update(lamda_ot=1), None, "ot.lamda_ot: unknown key (did you mean 'lambda_ot'?)"),
+    (lambda c: c["ot"].update(reg="abc"), None, "ot.reg: expected float"),
+    (lambda c: c["ot"].update(reg=0), None, "ot.reg: must be > 0"),
+    (lambda c: c["ot"].update(tau_src=-0.1), None, "ot.tau_src: must be >= 0"),
+    (lambda c: c["ot"].update(batch_ratio=1.0), None, "ot.batch_ratio: must be in (0, 1)"),
+    (lambda c: c["ot"].update(batch_ratio=0.0), None, "ot.batch_ratio: must be in (0, 1)"),
+    (lambda c: c["ot"]["features"][1].update(dim_slice=[8, 0]), None, "ot.features[1].dim_slice"),
+    (lambda c: c["ot"]["features"][1].update(dim_slice=[-1, 3]), None, "ot.features[1].dim_slice"),
+    (lambda c: c["ot"]["features"][0].update(weight_embed=-1), None, "ot.features[0].weight_embed: must be >= 0"),
+    (lambda c: c["ot"]["features"][1].update(weight_label=-1), None, "ot.features[1].weight_label: must be >= 0"),
+    (lambda c: c["ot"]["features"][0].update(type="embedding"), None, "ot.features[0].type: unknown 'embedding'"),
+    (lambda c: c["ot"].update(features=[]), None, "ot.features: is empty while ot.lambda_ot > 0"),
+    (lambda c: c["policy"].update(type="difusion"), None, "policy.type: unknown 'difusion' (did you mean 'diffusion'?)"),
+    (lambda c: c.update(batch_size=1), None, "batch_size: must be >= 2"),
+    (lambda c: c.update(steps="ten"), None, "steps: expected int"),
+    (lambda c: c.pop("source_dataset"), None, "source_dataset: missing"),
+    (None, "--ot.lamda=3", "--ot.lamda: unknown key (did you mean 'lambda_ot'?)"),
+    (None, "--ot.reg=abc", "ot.reg:"),
+])
+def test_bad_config_one_line_error(tmp_path, mutate, override, expected):
+    cfg = json.loads(json.dumps(BASE))
+    if mutate:
+        mutate(cfg)
+    with pytest.raises(UserError) as err:
+        load_train_config(_write(tmp_path, cfg), [override] if override else [])
+    assert str(err.value).startswith(expected), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_empty_features_allowed_without_ot(tmp_path):
+    cfg = json.loads(json.dumps(BASE))
+    cfg["ot"].update(lambda_ot=0.0, features=[])
+    assert load_train_config(_write(tmp_path, cfg)).ot.features == []
+
+
+def test_cli_bad_config_exit_2_one_line_no_traceback(tmp_path):
+    cfg = json.loads(json.dumps(BASE))
+    cfg["ot"]["tau_tgt"] = -1
+    path = _write(tmp_path, cfg)
+    proc = subprocess.run([sys.executable, "-m", "dpot", "train", f"--config_path={path}",
+                           f"--output_dir={tmp_path / 'out'}"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines[-1].startswith("error: ot.tau_tgt: must be >= 0"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_cli_missing_config_file_and_unknown_command(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "dpot", "train", f"--config_path={tmp_path / 'nope.json'}"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "error: --config_path:" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "dpot", "trian"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "did you mean 'train'" in proc.stderr

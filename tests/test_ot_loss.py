@@ -1,0 +1,133 @@
+"""OTAlignmentLoss: metrics, gradients into the features, temporal prior, skipping non-finite steps."""
+
+import math
+
+import pytest
+import torch
+
+from dpot.config import OTConfig, OTFeatureConfig
+from dpot.ot import DomainFeatures, OTAlignmentLoss, label_features, prior_cost_shift, sq_euclidean_cost
+
+
+def _features(n=8, d=16, horizon=4, adim=6, seed=0, noise=0.05):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(n, d, generator=g)
+    src = DomainFeatures(embeds={"top": base.clone().requires_grad_(True),
+                                 "wrist": torch.randn(n, d, generator=g).requires_grad_(True)},
+                         labels={"action": torch.randn(n, horizon, adim, generator=g)},
+                         phase=torch.linspace(0, 1, n))
+    tgt = DomainFeatures(embeds={"top": (base + noise * torch.randn(n, d, generator=g)).requires_grad_(True),
+                                 "wrist": torch.randn(n, d, generator=g).requires_grad_(True)},
+                         labels={"action": torch.randn(n, horizon, adim, generator=g)},
+                         phase=torch.linspace(0, 1, n))
+    return src, tgt
+
+
+def _cfg(**kw):
+    kw.setdefault("features", [OTFeatureConfig(type="embed", weight_embed=1.0),
+                               OTFeatureConfig(type="label", key="action", dim_slice=[0, 4], weight_label=0.05)])
+    kw.setdefault("max_iters", 500)
+    return OTConfig(**kw)
+
+
+def test_metrics_keys_finite_and_consistent():
+    src, tgt = _features()
+    out = OTAlignmentLoss(_cfg(reg=0.05, tau_src=0.05, tau_tgt=0.05))(src, tgt)
+    m = out.metrics
+    expected = {"ot_loss", "ot_pi_sum", "ot_pi_diag", "ot_pi_diag_frac", "ot_skipped", "ot_cost/img_top",
+                "ot_cost/img_wrist", "ot_cost/action_lbl", "ot_cost_mean/img_top", "ot_cost_mean/img_wrist",
+                "ot_cost_mean/action_lbl"}
+    assert expected <= set(m)
+    assert all(math.isfinite(v) for v in m.values())
+    assert m["ot_skipped"] == 0.0
+    assert m["ot_loss"] == pytest.approx(0.1 * sum(m[f"ot_cost/{t}"] for t in ("img_top", "img_wrist", "action_lbl")),
+                                         rel=1e-5)
+    assert m["ot_pi_sum"] == pytest.approx(float(out.plan.sum()))
+    assert m["ot_pi_diag_frac"] == pytest.approx(m["ot_pi_diag"] / m["ot_pi_sum"])
+    assert out.loss.item() == pytest.approx(m["ot_loss"], rel=1e-6)
+    # the top camera's embeddings are paired on the diagonal: far more diagonal mass than random (1/n)
+    assert m["ot_pi_diag_frac"] > 3 / 8
+
+
+def test_gradients_flow_into_embeddings_only_when_learned():
+    src, tgt = _features()
+    OTAlignmentLoss(_cfg())(src, tgt).loss.backward()
+    assert src.embeds["top"].grad is not None and src.embeds["top"].grad.abs().sum() > 0
+    assert tgt.embeds["wrist"].grad.abs().sum() > 0
+
+    src, tgt = _features()
+    frozen = _cfg(features=[OTFeatureConfig(type="embed", use_learned_embed=False),
+                            OTFeatureConfig(type="label", weight_label=0.05)])
+    out = OTAlignmentLoss(frozen)(src, tgt)
+    assert not out.loss.requires_grad  # plan and metrics computed, no gradient to the encoder
+    assert out.metrics["ot_pi_sum"] > 0
+
+
+def test_lambda_scales_loss_and_zero_weight_removes_term():
+    src, tgt = _features()
+    a = OTAlignmentLoss(_cfg(lambda_ot=0.1))(src, tgt)
+    b = OTAlignmentLoss(_cfg(lambda_ot=0.3))(src, tgt)
+    assert b.loss.item() == pytest.approx(3 * a.loss.item(), rel=1e-5)
+    no_label = OTAlignmentLoss(_cfg(features=[OTFeatureConfig(type="embed"),
+                                              OTFeatureConfig(type="label", weight_label=0.0)]))(src, tgt)
+    assert no_label.metrics["ot_cost/action_lbl"] == 0.0
+
+
+def test_temporal_prior_moves_mass_to_the_diagonal():
+    src, tgt = _features(noise=3.0)  # embeddings barely related: without a prior the plan is spread
+    # costs here are O(5): reg and tau on that scale keep the plan's mass (see the closed-form test)
+    scale = dict(reg=1.0, tau_src=2.0, tau_tgt=2.0)
+    no_prior = OTAlignmentLoss(_cfg(heuristic=False, **scale))(src, tgt).metrics
+    prior = OTAlignmentLoss(_cfg(heuristic=True, prior_sigma=0.02, **scale))(src, tgt).metrics
+    assert no_prior["ot_pi_sum"] > 1e-3
+    assert prior["ot_pi_diag_frac"] > no_prior["ot_pi_diag_frac"] + 0.2
+
+
+def test_prior_shift_is_normalized_reference():
+    t = torch.linspace(0, 1, 5)
+    shift = prior_cost_shift(t, t, sigma=0.1)
+    w = torch.exp(-shift)
+    assert float((w / 25).sum()) == pytest.approx(1.0, rel=1e-5)  # sum_ij a_i b_j w_ij = 1
+    assert torch.argmin(shift, dim=1).tolist() == list(range(5))
+
+
+def test_constant_cost_mass_matches_closed_form_through_the_loss():
+    """The metric users read (pi_sum) follows exp(-c / (reg + 2 tau)): costs ~1 leave little mass."""
+    n = 6
+    src = DomainFeatures(labels={"action": torch.zeros(n, 1, 1)})
+    for c in (0.05, 0.5):
+        tgt = DomainFeatures(labels={"action": torch.full((n, 1, 1), math.sqrt(c))})
+        cfg = _cfg(features=[OTFeatureConfig(type="label", weight_label=1.0)], heuristic=False, tol=1e-9)
+        m = OTAlignmentLoss(cfg)(src, tgt).metrics
+        assert m["ot_pi_sum"] == pytest.approx(math.exp(-c / 0.04), rel=1e-4)
+
+
+def test_non_finite_inputs_skip_the_step_without_nan():
+    src, tgt = _features()
+    with torch.no_grad():
+        src.embeds["top"][0, 0] = float("nan")
+    out = OTAlignmentLoss(_cfg())(src, tgt)
+    assert out.metrics["ot_skipped"] == 1.0
+    assert torch.isfinite(out.loss) and out.loss.item() == 0.0
+    assert all(math.isfinite(v) for v in out.metrics.values())
+    src, tgt = _features()
+    with torch.no_grad():
+        tgt.embeds["wrist"][1] = float("inf")
+    assert OTAlignmentLoss(_cfg())(src, tgt).metrics["ot_skipped"] == 1.0
+
+
+def test_cost_helpers():
+    x, y = torch.randn(4, 3), torch.randn(5, 3)
+    assert torch.allclose(sq_euclidean_cost(x, y), torch.cdist(x, y) ** 2, atol=1e-5)
+    lab = torch.arange(2 * 3 * 8, dtype=torch.float32).reshape(2, 3, 8)
+    assert label_features(lab, [0, 2]).shape == (2, 6)
+    with pytest.raises(ValueError, match="beyond"):
+        label_features(lab, [0, 9])
+
+
+def test_autocast_does_not_reach_the_solver():
+    src, tgt = _features()
+    ref = OTAlignmentLoss(_cfg())(src, tgt).metrics
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = OTAlignmentLoss(_cfg())(src, tgt).metrics
+    assert under["ot_pi_sum"] == pytest.approx(ref["ot_pi_sum"], rel=1e-6)
