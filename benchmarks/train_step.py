@@ -79,6 +79,56 @@ def _lerobot_run(tmp: Path, tgt: Path, args) -> dict:
     return {"update_s": upd, "data_s": dat, "eval_s": [], "wall_s": wall}
 
 
+def interleaved_ot_cost(tgt: Path, args, reps: int) -> dict:
+    """In-process A/B of one full training step (forward, [OT], backward, AdamW step) with OT off / on,
+    alternated ``reps`` times on the same batch, so load from other jobs hits both arms alike."""
+    import torch
+    from lerobot.configs.types import FeatureType
+    from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
+    from lerobot.policies.factory import make_policy
+
+    from dpot.config import OTConfig
+    from dpot.ot.loss import DomainFeatures, OTAlignmentLoss
+    from dpot.policy.features import diffusion_loss_with_features
+    from lerobot.configs.policies import PreTrainedConfig
+
+    meta = LeRobotDatasetMetadata("local/target", root=tgt)
+    pcfg = PreTrainedConfig.get_choice_class("diffusion")(**{k: v for k, v in POLICY.items() if k != "type"})
+    policy = make_policy(pcfg, ds_meta=meta)
+    opt = torch.optim.AdamW(policy.parameters(), lr=1e-4)
+    b = args.batch_size
+    batch = {k: torch.rand(b, 2, *f.shape) for k, f in policy.config.input_features.items()
+             if f.type is FeatureType.VISUAL}
+    state_dim = policy.config.input_features["observation.state"].shape[0]
+    batch["observation.state"] = torch.rand(b, 2, state_dim)
+    batch["action"] = torch.rand(b, 16, policy.config.output_features["action"].shape[0]) * 2 - 1
+    batch["action_is_pad"] = torch.zeros(b, 16, dtype=torch.bool)
+    ot = OTAlignmentLoss(OTConfig())
+    n = b // 2
+    phase = torch.linspace(0, 1, n)
+
+    def step(use_ot: bool) -> float:
+        t0 = time.perf_counter()
+        out = diffusion_loss_with_features(policy, batch)
+        loss = out.loss
+        if use_ot:
+            f = lambda sl: DomainFeatures(embeds={k: v[sl] for k, v in out.embeds.items()},  # noqa: E731
+                                          labels={"action": out.action[sl]}, phase=phase)
+            loss = loss + ot(f(slice(0, n)), f(slice(n, None))).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - t0
+
+    step(False), step(True)  # warm-up
+    off, on = [], []
+    for _ in range(reps):
+        off.append(step(False))
+        on.append(step(True))
+    return {"off": statistics.median(off), "on": statistics.median(on), "reps": reps,
+            "ratio_median": statistics.median([a / b for a, b in zip(on, off)])}
+
+
 def _summary(r: dict) -> dict:
     u, d = statistics.median(r["update_s"]), statistics.median(r["data_s"])
     return {"update_s": u, "data_s": d, "steps_per_s": 1.0 / (u + d), "data_share": d / (u + d),
@@ -102,6 +152,7 @@ def render(res: dict, args, data_desc: str) -> str:
     step_off = 1 / off["steps_per_s"]
     ot_extra = (on["update_s"] - off["update_s"]) / off["update_s"]
     eval_share = on["eval_s"] / (1000 * step_on + on["eval_s"]) if on["eval_s"] else float("nan")
+    ab = res.get("ab")
     lines = [
         SECTION, "",
         f"`benchmarks/train_step.py` ({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} CPU cores "
@@ -120,6 +171,10 @@ def render(res: dict, args, data_desc: str) -> str:
     lines += [
         "",
         f"- OT extra step time (update_s on vs off): **{100 * ot_extra:+.1f} %** (target <= 5 %).",
+        (f"- **Interleaved A/B in one process** (same batch, OT off/on alternated {ab['reps']}x, so other jobs' "
+         f"load hits both alike): full step {ab['off']:.3f} s without OT vs {ab['on']:.3f} s with OT; median "
+         f"per-pair ratio **{100 * (ab['ratio_median'] - 1):+.1f} %** (target <= 5 %). This is the reliable OT "
+         "cost number; the end-to-end runs above ran at different times under changing load." if ab else ""),
         f"- Data wait share with OT on: **{100 * on['data_share']:.1f} %** of step time (target <= 5 %).",
         f"- dpot (OT on) vs lerobot-train step time: {step_on:.3f} s vs {1 / lr['steps_per_s']:.3f} s "
         f"({100 * (step_on / (1 / lr['steps_per_s']) - 1):+.1f} %).",
@@ -156,15 +211,21 @@ def main() -> None:
     ap.add_argument("--source")
     ap.add_argument("--target")
     ap.add_argument("--write")
+    ap.add_argument("--ab_reps", type=int, default=15, help="interleaved in-process OT on/off pairs (0 = skip)")
+    ap.add_argument("--ab_only", action="store_true", help="only the interleaved A/B (no end-to-end runs)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="dpot-bench-") as d:
         tmp = Path(d)
         src, tgt = _datasets(args, tmp)
+        if args.ab_only:
+            print(json.dumps(interleaved_ot_cost(tgt, args, args.ab_reps)))
+            return
         data_desc = (f"`{src}` / `{tgt}`" if args.source else
                      f"toy datasets (20 source + 5 target episodes, {args.image_size} px)")
         res = {"ot_on": _dpot_run(tmp, "ot_on", src, tgt, args, 0.1, eval_freq=args.steps),
                "ot_off": _dpot_run(tmp, "ot_off", src, tgt, args, 0.0, eval_freq=0),
                "lerobot": _lerobot_run(tmp, tgt, args)}
+        res["ab"] = interleaved_ot_cost(tgt, args, args.ab_reps) if args.ab_reps > 0 else None
     text = render(res, args, data_desc)
     print(text)
     if args.write:
