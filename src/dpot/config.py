@@ -30,6 +30,7 @@ import draccus
 from lerobot.configs.default import DatasetConfig, EvalConfig
 from lerobot.configs.train import TrainPipelineConfig
 
+from dpot.atomic import write_text
 from dpot.errors import UserError, did_you_mean
 
 __all__ = [
@@ -411,11 +412,4 @@ def config_to_dict(cfg: DpotTrainConfig) -> dict:
 
 def save_train_config(cfg: DpotTrainConfig, path: str | os.PathLike) -> Path:
     """Write the resolved config as JSON atomically (temp file + rename). Secrets never enter the config."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(config_to_dict(cfg), indent=2, sort_keys=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, json.dumps(config_to_dict(cfg), indent=2) + "\n")

@@ -42,7 +42,7 @@ def _default_out(run) -> Path:
 
 def _report(args) -> int:
     from dpot.analysis.analyze import analyze
-    from dpot.analysis.atomic import write_bytes, write_text
+    from dpot.atomic import write_bytes, write_text
     from dpot.analysis.i18n import check_lang
     from dpot.analysis.plots import make_plots
     from dpot.analysis.render_html import render_html
@@ -70,7 +70,7 @@ def _report(args) -> int:
 
 def _compare(args) -> int:
     from dpot.analysis.analyze import analyze
-    from dpot.analysis.atomic import write_text
+    from dpot.atomic import write_text
     from dpot.analysis.compare import compare, render_compare_md
     from dpot.analysis.rules import load_rules
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dpot.analysis import cfgkeys
-from dpot.analysis.atomic import write_text
+from dpot.atomic import write_text
 
 # A dpot OT block that changes nothing (lambda_ot=0): added when the parent is a plain lerobot-train run.
 NEUTRAL_OT = {"lambda_ot": 0.0, "reg": 0.02, "tau_src": 0.01, "tau_tgt": 0.01, "heuristic": True,
