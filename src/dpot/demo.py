@@ -1,4 +1,5 @@
-"""``dpot demo [--output_dir=DIR] [--steps=N] [--data=metaworld|toy] [--device=cpu]`` — the README's main job.
+"""``dpot demo [--output_dir=DIR] [--steps=N] [--data=metaworld|toy] [--batch_size=8] [--num_workers=2]
+[--device=cpu] [--report=true|false]`` — the README's main job.
 
 1. Generates (or reuses) a small source and target dataset under ``DIR/data``: MetaWorld
    ``button-press-topdown-v3`` at 64 px, 20 source + 5 target episodes (``dpot.bench.generate``), or the
@@ -27,7 +28,8 @@ TASK = "button-press-topdown-v3"
 
 def _parse(argv: list[str]) -> dict:
     opts = {"output_dir": "outputs/demo", "steps": "300", "data": "metaworld", "device": "cpu",
-            "batch_size": "8", "num_workers": "2"}
+            "batch_size": "8", "num_workers": "2",
+            "report": "true"}
     for arg in argv:
         if arg in ("-h", "--help"):
             opts["help"] = True
@@ -37,8 +39,10 @@ def _parse(argv: list[str]) -> dict:
         key, value = arg[2:].split("=", 1)
         if key not in opts:
             raise UserError(f"--{key}: unknown demo option; use --output_dir, --steps, --data, --device, "
-                            "--batch_size or --num_workers")
+                            "--batch_size, --num_workers or --report")
         opts[key] = value
+    if opts["report"] not in ("true", "false"):
+        raise UserError(f"--report: must be true or false, got {opts['report']!r}")
     if opts["data"] not in ("metaworld", "toy"):
         raise UserError(f"--data: must be metaworld or toy, got {opts['data']!r}")
     for k in ("steps", "batch_size", "num_workers"):
@@ -130,6 +134,8 @@ def main(argv: list[str] | None = None, command: str = "demo") -> int:
     t_train = time.perf_counter() - t1
     report = None
     try:
+        if opts["report"] == "false":
+            raise ImportError
         from dpot.analysis.cli import main as report_main
 
         if report_main([str(run_dir)], command="report") == 0:

@@ -9,7 +9,8 @@ from dpot.cli import main as dpot_main
 
 def test_demo_smoke(tmp_path, capsys):
     out = tmp_path / "demo"
-    rc = dpot_main(["demo", f"--output_dir={out}", "--data=toy", "--steps=2", "--batch_size=4", "--num_workers=0"])
+    rc = dpot_main(["demo", f"--output_dir={out}", "--data=toy", "--steps=2", "--batch_size=4", "--num_workers=0",
+                   "--report=false"])
     assert rc == 0
     printed = capsys.readouterr().out
     (run,) = list((out / "runs").iterdir())
