@@ -135,3 +135,6 @@ def main(argv: list[str] | None = None, command: str = "bench") -> int:
                         f"choose from {', '.join(SUBCOMMANDS)}")
     args = parser.parse_args(argv)
     return int(SUBCOMMANDS[args.sub][2](args) or 0)
+
+
+import dpot.bench.study  # noqa: E402,F401  (registers the "study" subcommand)

@@ -1,0 +1,160 @@
+"""Declarative settings of the sim->real co-training study (``dpot bench study``): presets and methods.
+
+A :class:`Preset` fixes the scale of a study (task, dataset sizes, image size, cameras, policy size, training
+budget, evaluation episodes); a :class:`Method` fixes what one run trains on and how (which dataset plays the
+source and which the target role, and the OT settings). Every method of a study gets the same preset, the same
+budget and the same seeds.
+
+How the baselines are expressed with the co-training trainer (which always mixes a "source" and a "target"
+dataset, ``n_src = round(batch_ratio * batch_size)`` items from the first):
+
+* ``target-only``: both roles are the *target* dataset, ``lambda_ot=0``, ``heuristic=false`` (uniform sampling).
+  Every item of every batch is then a uniformly drawn target frame: plain behaviour cloning on the target demos
+  with the full batch size, normalization stats of the target data. ``source-only`` is the same with the
+  source dataset (evaluated in both domains; its target-domain score measures the raw domain gap).
+* ``naive-cotrain``: the seed's batches (``batch_ratio=0.5``, temporally paired sampling) with ``lambda_ot=0``:
+  exactly DP+OT minus the OT loss.
+* ``dp-ot``: the seed's OT settings (``lambda_ot=0.1, reg=0.02, tau=0.01, heuristic=true, batch_ratio=0.5,
+  window_size=20``, features: learned embedding weight 1.0 + action label weight 0.05). The seed's label term
+  used ``dim_slice=[0, 8]`` of its robot's action; the benchmark's action is 4-d, so the label term uses the
+  whole action (``dim_slice=null``).
+* ``dp-ot-noheur``: ``dp-ot`` with ``heuristic=false`` (random pairing, no temporal prior).
+* sweeps: ``dp-ot-lam0.05`` / ``dp-ot-lam0.2`` (with ``naive-cotrain`` = 0 and ``dp-ot`` = 0.1 they make the
+  lambda_ot sweep {0, 0.05, 0.1, 0.2}) and two further (reg, tau) settings.
+
+In all study runs ``eval.val_fraction=0`` and ``eval_freq=0``: every target demo is used for training (a held-out
+episode would otherwise leak into ``target-only``'s "source" half) and closed-loop success is the measure.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from dpot.errors import UserError, did_you_mean
+
+SEED_OT = {"lambda_ot": 0.1, "reg": 0.02, "tau_src": 0.01, "tau_tgt": 0.01, "heuristic": True,
+           "batch_ratio": 0.5, "window_size": 20,
+           "features": [{"type": "embed", "use_learned_embed": True, "weight_embed": 1.0},
+                        {"type": "label", "key": "action", "dim_slice": None, "weight_label": 0.05}]}
+
+
+@dataclass(frozen=True)
+class Method:
+    """One arm of the study: ``source``/``target`` name the datasets ("source" or "target" data) that fill the
+    trainer's two roles; ``ot`` overrides the seed's OT settings; ``group`` orders the plan (0 = core first)."""
+
+    name: str
+    source: str
+    target: str
+    ot: dict
+    group: int
+    help: str
+
+    def ot_config(self) -> dict:
+        """The full ``ot`` section of the run's train config."""
+        return {**json.loads(json.dumps(SEED_OT)), **self.ot}
+
+
+METHODS: dict[str, Method] = {m.name: m for m in [
+    Method("target-only", "target", "target", {"lambda_ot": 0.0, "heuristic": False}, 0,
+           "BC on the target demos only"),
+    Method("naive-cotrain", "source", "target", {"lambda_ot": 0.0}, 0, "co-training, lambda_ot=0"),
+    Method("dp-ot", "source", "target", {}, 0, "DP+OT, the seed's OT settings"),
+    Method("source-only", "source", "source", {"lambda_ot": 0.0, "heuristic": False}, 1,
+           "BC on the source demos only"),
+    Method("dp-ot-noheur", "source", "target", {"heuristic": False}, 1, "DP+OT with heuristic=false"),
+    Method("dp-ot-lam0.05", "source", "target", {"lambda_ot": 0.05}, 2, "lambda_ot sweep"),
+    Method("dp-ot-lam0.2", "source", "target", {"lambda_ot": 0.2}, 2, "lambda_ot sweep"),
+    Method("dp-ot-reg0.05-tau0.05", "source", "target", {"reg": 0.05, "tau_src": 0.05, "tau_tgt": 0.05}, 2,
+           "reg/tau sweep: looser plan"),
+    Method("dp-ot-reg0.1-tau1", "source", "target", {"reg": 0.1, "tau_src": 1.0, "tau_tgt": 1.0}, 2,
+           "reg/tau sweep: near-balanced plan"),
+]}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """The scale of a study. ``policy`` is merged into the policy section of the demo's CPU config
+    (:func:`dpot.demo.demo_config`); ``save_every`` = checkpoint interval (each intermediate checkpoint gets a
+    target-domain evaluation of ``curve_episodes`` episodes: the learning curve); ``eval_episodes`` per domain
+    for the final checkpoint; ``tasks``: the first is the default, the others are allowed."""
+
+    name: str
+    tasks: tuple[str, ...]
+    source_episodes: int
+    target_episodes: int
+    image_size: int
+    cameras: tuple[str, ...]
+    steps: int
+    batch_size: int
+    save_every: int
+    policy: dict
+    eval_episodes: int
+    curve_episodes: int
+    eval_max_steps: int = 150
+    num_workers: int = 2
+    eval_workers: int | None = None
+    device: str | None = None
+    seeds: int = 3
+    warmup_steps: int = 50
+    log_freq: int = 10
+    note: str = ""
+    eval_domains: tuple[str, ...] = ("target", "source")
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-ready copy (recorded in ``study.json`` so a study is never continued with other settings)."""
+        return json.loads(json.dumps(asdict(self)))
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in [
+    Preset("micro", ("button-press-topdown-v3",), source_episodes=2, target_episodes=2, image_size=32,
+           cameras=("corner4", "gripperPOV"), steps=4, batch_size=4, save_every=2,
+           policy={"down_dims": [16, 32], "horizon": 8, "n_action_steps": 4, "diffusion_step_embed_dim": 32,
+                   "num_inference_steps": 2, "spatial_softmax_num_keypoints": 8},
+           eval_episodes=1, curve_episodes=1, eval_max_steps=12, num_workers=0, eval_workers=1, device="cpu",
+           seeds=1, warmup_steps=1, log_freq=1, note="for tests: seconds per job, no learning"),
+    Preset("cpu-small", ("button-press-topdown-v3",), source_episodes=100, target_episodes=20, image_size=64,
+           cameras=("corner4", "gripperPOV"), steps=1500, batch_size=32, save_every=500,
+           policy={"down_dims": [64, 128, 256], "resize_shape": [64, 64], "crop_ratio": 0.875,
+                   "use_separate_rgb_encoder_per_camera": False, "num_inference_steps": 10},
+           eval_episodes=50, curve_episodes=20, num_workers=2, eval_workers=2, device="cpu", seeds=3,
+           note="2 CPU cores: ~0.9 s/step at 64 px (docs/results.md), ~23 min training + ~7 min evaluation per run"),
+    Preset("gpu-full", ("push-v3", "pick-place-v3", "button-press-topdown-v3"), source_episodes=200,
+           target_episodes=20, image_size=96, cameras=("corner4", "gripperPOV", "topview"), steps=30000,
+           batch_size=64, save_every=5000,
+           policy={"down_dims": [512, 1024, 2048], "resize_shape": [96, 96], "crop_ratio": 0.875,
+                   "use_separate_rgb_encoder_per_camera": True, "diffusion_step_embed_dim": 128,
+                   "noise_scheduler_type": "DDIM", "num_inference_steps": 10},
+           eval_episodes=100, curve_episodes=50, num_workers=8, eval_workers=8, device=None, seeds=3,
+           warmup_steps=500, log_freq=50, note="one GPU; seed scale"),
+]}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name`` (UserError with a suggestion otherwise)."""
+    if name not in PRESETS:
+        raise UserError(f"--preset: unknown '{name}'{did_you_mean(name, PRESETS)}; one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def parse_methods(text: str | None) -> list[Method]:
+    """Methods named in a comma-separated ``--only`` list (all methods when empty), in plan order."""
+    if not text:
+        return sorted(METHODS.values(), key=lambda m: m.group)
+    out = []
+    for name in (x.strip() for x in text.split(",")):
+        if not name:
+            continue
+        if name not in METHODS:
+            raise UserError(f"--only: unknown method '{name}'{did_you_mean(name, METHODS)}; "
+                            f"one of {', '.join(METHODS)}")
+        if METHODS[name] not in out:
+            out.append(METHODS[name])
+    if not out:
+        raise UserError("--only: no method given; e.g. --only target-only,dp-ot")
+    return sorted(out, key=lambda m: (m.group, list(METHODS).index(m.name)))
+
+
+__all__ = ["Method", "Preset", "METHODS", "PRESETS", "SEED_OT", "get_preset", "parse_methods"]

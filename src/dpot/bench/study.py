@@ -1,0 +1,449 @@
+"""``dpot bench study``: the sim->real co-training study (target-only vs naive co-training vs DP+OT, ...).
+
+``dpot bench study --preset cpu-small|gpu-full|micro [--task T] [--dir D] [--seeds N] [--only m1,m2]
+[--max-jobs K] [--plan]`` generates the source and target datasets, trains every (method, seed) job of the plan
+with the same preset budget (:mod:`dpot.bench.presets`), evaluates each final checkpoint closed-loop in the
+target and the source domain and each intermediate checkpoint in the target domain (the learning curve), and
+writes ``results.json`` / ``results.md`` / ``curves.png``.
+
+Study directory::
+
+    D/study.json                          preset + task (a study is never continued with other settings)
+    D/data/<task>_{source,target}/        LeRobotDatasets (reused when identical)
+    D/configs/<job>.json                  the train config a job started from
+    D/runs/<job>/                         a normal dpot run dir (train_config.json, metrics.jsonl, checkpoints/)
+    D/logs/<job>.log                      the trainer's output
+    D/evals/<job>-<domain>.json           final-checkpoint evaluation; <job>-target-step<NNNNNN>.json: curve
+    D/done/<job>.json                     written last, atomically: the job is finished
+    D/results.json, results.md, curves.png
+
+``<job>`` = ``<method>-seed<k>``. Resume: a job with a ``done/`` marker is skipped; otherwise each stage is
+redone only if its output is missing: training resumes from ``checkpoints/last`` (``--resume=true``; a run dir
+without any checkpoint holds nothing to keep and is started again), and every evaluation whose JSON exists is
+kept. Jobs run in plan order: core methods (target-only, naive-cotrain, dp-ot) for all seeds first, seed by
+seed, then the other baselines, then the sweeps. Training runs in a subprocess (``python -m dpot.train``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dpot.bench.cli import register
+from dpot.bench.presets import METHODS, Method, Preset, get_preset, parse_methods
+from dpot.errors import UserError
+
+CURVE_FILE = "{job}-target-step{step:06d}.json"
+OT_KEYS = ("train/ot_pi_sum", "train/ot_pi_diag", "train/ot_pi_diag_frac", "train/ot_loss", "train/ot_skipped",
+           "train/loss", "train/bc_loss_src", "train/bc_loss_tgt")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (method, seed) run of the study."""
+
+    method: Method
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.method.name}-seed{self.seed}"
+
+
+def plan_jobs(methods: list[Method], seeds: int) -> list[Job]:
+    """Jobs in execution order: by method group (core first), then seed, then method order."""
+    order = list(METHODS)
+    jobs = [Job(m, s) for m in methods for s in range(seeds)]
+    return sorted(jobs, key=lambda j: (j.method.group, j.seed, order.index(j.method.name)))
+
+
+def write_json(path: Path, obj) -> Path:
+    """Write JSON atomically (temp file + rename): readers see the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+class Study:
+    """A study directory for one preset and task; every method is idempotent (skips what is on disk)."""
+
+    def __init__(self, root: str | Path, preset: Preset, task: str, *, device: str | None = None,
+                 eval_workers: int | None = None, progress: bool = True):
+        if task not in preset.tasks:
+            raise UserError(f"--task: '{task}' is not a task of preset {preset.name}; one of {', '.join(preset.tasks)}")
+        self.root, self.preset, self.task, self.progress = Path(root), preset, task, progress
+        self.device = device or preset.device
+        self.eval_workers = eval_workers or preset.eval_workers
+
+    # -------------------------------------------------------------- layout
+    def run_dir(self, job: Job) -> Path:
+        return self.root / "runs" / job.id
+
+    def eval_path(self, job: Job, domain: str) -> Path:
+        return self.root / "evals" / f"{job.id}-{domain}.json"
+
+    def done_path(self, job: Job) -> Path:
+        return self.root / "done" / f"{job.id}.json"
+
+    def final_checkpoint(self, job: Job) -> Path:
+        from dpot.train.checkpoint import step_dir_name
+
+        return self.run_dir(job) / "checkpoints" / step_dir_name(self.preset.steps, self.preset.steps)
+
+    def is_done(self, job: Job) -> bool:
+        """Finished: the done marker, the final checkpoint and every final evaluation are on disk."""
+        return (self.done_path(job).is_file()
+                and (self.final_checkpoint(job) / "pretrained_model" / "model.safetensors").is_file()
+                and all(self.eval_path(job, d).is_file() for d in self.preset.eval_domains))
+
+    def open(self) -> None:
+        """Create the directory or check that it holds a study with the same preset and task."""
+        record = {"preset": self.preset.to_dict(), "task": self.task}
+        path = self.root / "study.json"
+        if path.is_file():
+            old = json.loads(path.read_text())
+            if old.get("task") != self.task or old.get("preset") != record["preset"]:
+                raise UserError(f"--dir {self.root}: holds a study of preset '{old.get('preset', {}).get('name')}' "
+                                f"on task '{old.get('task')}' with other settings; choose another --dir")
+            return
+        write_json(path, {**record, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+    # -------------------------------------------------------------- data
+    def datasets(self) -> dict[str, dict]:
+        """Generate (or reuse) the source and target datasets; returns DatasetConfig dicts by domain."""
+        from dpot.bench.generate import generate_dataset
+
+        p, out = self.preset, {}
+        for domain, n, seed in (("source", p.source_episodes, 0), ("target", p.target_episodes, 50_000)):
+            root = self.root / "data" / f"{self.task}_{domain}"
+            generate_dataset(self.task, domain, n, root, image_size=p.image_size, cameras=p.cameras, seed=seed,
+                             progress=self.progress)
+            out[domain] = {"repo_id": f"local/{self.task}_{domain}", "root": str(root)}
+        return out
+
+    # -------------------------------------------------------------- training
+    def job_config(self, job: Job, data: dict[str, dict]) -> dict:
+        """The train config of a job: the demo's CPU config (:func:`dpot.demo.demo_config`) at the preset's scale."""
+        from dpot.demo import demo_config
+
+        p = self.preset
+        cfg = demo_config(data[job.method.source], data[job.method.target], self.run_dir(job), steps=p.steps,
+                          batch_size=p.batch_size, num_workers=p.num_workers, device=self.device or "cuda")
+        cfg["policy"].update(p.policy)
+        cfg["policy"]["scheduler_warmup_steps"] = p.warmup_steps
+        if p.num_workers == 0:
+            cfg.pop("dataloader_multiprocessing_context", None)
+            cfg.pop("prefetch_factor", None)
+        cfg.update({"job_name": f"study-{job.id}", "seed": job.seed, "save_freq": p.save_every, "eval_freq": 0,
+                    "log_freq": p.log_freq, "ot": job.method.ot_config()})
+        cfg["eval"] = {**cfg.get("eval", {}), "val_fraction": 0.0}
+        return cfg
+
+    def train(self, job: Job, data: dict[str, dict]) -> str:
+        """Train the job (fresh, or resumed from its last checkpoint); returns "done", "resumed" or "fresh"."""
+        run = self.run_dir(job)
+        if (self.final_checkpoint(job) / "pretrained_model" / "model.safetensors").is_file():
+            return "done"
+        last = run / "checkpoints" / "last"
+        if last.exists() and (last / "training_state" / "training_step.json").is_file():
+            args, mode = [f"--config_path={run / 'train_config.json'}", "--resume=true"], "resumed"
+        else:
+            if run.exists():
+                shutil.rmtree(run)  # no checkpoint yet: nothing to keep
+            cfg_path = write_json(self.root / "configs" / f"{job.id}.json", self.job_config(job, data))
+            args, mode = [f"--config_path={cfg_path}"], "fresh"
+        log = self.root / "logs" / f"{job.id}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "PYTHONUNBUFFERED": "1"}
+        with log.open("a") as fh:
+            fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {mode}: {' '.join(args)}\n")
+            fh.flush()
+            rc = subprocess.run([sys.executable, "-m", "dpot.train", *args], stdout=fh, stderr=subprocess.STDOUT,
+                                env=env).returncode
+        if rc != 0:
+            tail = log.read_text().strip().splitlines()[-1:] or [""]
+            raise UserError(f"study job {job.id}: training exited with code {rc} ({tail[0][:200]}); see {log}")
+        return mode
+
+    # -------------------------------------------------------------- evaluation
+    def evaluate(self, job: Job, ckpt: Path, domain: str, episodes: int, path: Path) -> dict:
+        """Closed-loop evaluation of one checkpoint (kept if its JSON exists); compact result dict."""
+        if path.is_file():
+            return json.loads(path.read_text())
+        from dpot.bench.evaluate import EVAL_SEED, evaluate_policy
+
+        r = evaluate_policy(ckpt / "pretrained_model", self.task, domain, episodes, EVAL_SEED,
+                            max_steps=self.preset.eval_max_steps, workers=self.eval_workers, device=self.device)
+        detail = r.pop("episodes_detail", [])
+        r.update({"job": job.id, "method": job.method.name, "seed": job.seed, "step": _ckpt_step(ckpt),
+                  "episode_success": "".join("1" if e["success"] else "0" for e in detail)})
+        write_json(path, r)
+        return r
+
+    def curve(self, job: Job) -> list[dict]:
+        """Evaluate each intermediate checkpoint in the target domain (the learning curve)."""
+        out = []
+        ckpts = sorted(d for d in (self.run_dir(job) / "checkpoints").iterdir() if d.name.isdigit())
+        for ckpt in ckpts:
+            step = int(ckpt.name)
+            if step >= self.preset.steps:
+                continue
+            path = self.root / "evals" / CURVE_FILE.format(job=job.id, step=step)
+            r = self.evaluate(job, ckpt, "target", self.preset.curve_episodes, path)
+            out.append({"step": step, "successes": r["successes"], "episodes": r["episodes"]})
+        return out
+
+    # -------------------------------------------------------------- one job
+    def run_job(self, job: Job, data: dict[str, dict]) -> dict:
+        """Train, evaluate (curve + final, both domains) and write the done marker; returns the marker."""
+        mode = self.train(job, data)
+        curve = self.curve(job)
+        final = self.final_checkpoint(job)
+        evals = {}
+        for domain in self.preset.eval_domains:
+            r = self.evaluate(job, final, domain, self.preset.eval_episodes, self.eval_path(job, domain))
+            evals[domain] = {k: r[k] for k in ("successes", "episodes", "success_rate", "ci95", "mean_length")}
+        curve.append({"step": self.preset.steps, **{k: evals["target"][k] for k in ("successes", "episodes")}}
+                     if "target" in evals else {"step": self.preset.steps})
+        marker = {"job": job.id, "method": job.method.name, "seed": job.seed, "steps": self.preset.steps,
+                  "train": mode, "evals": evals, "curve": curve, "ot": ot_metrics(self.run_dir(job)),
+                  "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        write_json(self.done_path(job), marker)
+        return marker
+
+    def run(self, jobs: list[Job], max_jobs: int | None = None) -> dict:
+        """Run the unfinished jobs of ``jobs`` in order (at most ``max_jobs``), then write the results."""
+        from tqdm.auto import tqdm
+
+        self.open()
+        todo = [j for j in jobs if not self.is_done(j)]
+        skipped = len(jobs) - len(todo)
+        if max_jobs is not None:
+            todo = todo[:max_jobs]
+        print(f"dpot bench study: {self.preset.name} on {self.task} in {self.root}: {len(jobs)} jobs, "
+              f"{skipped} already done, running {len(todo)}", flush=True)
+        if todo:
+            data = self.datasets()
+            bar = tqdm(todo, desc="study", unit="job", disable=not self.progress, dynamic_ncols=True)
+            for job in bar:
+                bar.set_postfix_str(job.id)
+                t0 = time.perf_counter()
+                m = self.run_job(job, data)
+                ev = "  ".join(f"{d} {e['successes']}/{e['episodes']}" for d, e in m["evals"].items())
+                bar.write(f"study: {job.id} done ({m['train']}, {time.perf_counter() - t0:.0f} s): {ev}")
+        return write_results(self)
+
+
+def _ckpt_step(ckpt: Path) -> int | None:
+    name = Path(ckpt).resolve().name
+    return int(name) if name.isdigit() else None
+
+
+def ot_metrics(run_dir: Path) -> dict:
+    """Last logged OT and loss metrics of a run (``dpot.analysis`` reader): pi_sum, pi_diag, per-term costs..."""
+    from dpot.analysis.readers import open_run
+
+    try:
+        run = open_run(str(run_dir))
+    except UserError as err:
+        return {"error": str(err)}
+    out = {}
+    for key, series in run.history.items():
+        if series and (key in OT_KEYS or key.startswith("train/ot_cost/")):
+            out[key] = series[-1][1]
+    out["last_step"] = run.last_step
+    return out
+
+
+# ------------------------------------------------------------------ results
+def aggregate(markers: list[dict]) -> dict:
+    """Per method: pooled success per domain over all episodes of all seeds (Wilson 95%), per-seed values,
+    the learning curve (pooled target success per step) and the OT metrics of each run."""
+    from dpot.bench.evaluate import wilson_interval
+
+    methods: dict[str, dict] = {}
+    order = list(METHODS)
+    for m in sorted(markers, key=lambda m: (order.index(m["method"]) if m["method"] in order else 99, m["seed"])):
+        entry = methods.setdefault(m["method"], {"seeds": [], "domains": {}, "curve": {}, "runs": {}})
+        entry["seeds"].append(m["seed"])
+        for domain, e in m["evals"].items():
+            d = entry["domains"].setdefault(domain, {"successes": 0, "episodes": 0, "per_seed": []})
+            d["successes"] += e["successes"]
+            d["episodes"] += e["episodes"]
+            d["per_seed"].append({"seed": m["seed"], "successes": e["successes"], "episodes": e["episodes"],
+                                  "success_rate": e["success_rate"]})
+        for point in m["curve"]:
+            if "successes" in point:
+                c = entry["curve"].setdefault(str(point["step"]), {"successes": 0, "episodes": 0, "seeds": 0})
+                c["successes"] += point["successes"]
+                c["episodes"] += point["episodes"]
+                c["seeds"] += 1
+        entry["runs"][m["job"]] = m["ot"]
+    for entry in methods.values():
+        for d in list(entry["domains"].values()) + list(entry["curve"].values()):
+            d["success_rate"] = d["successes"] / max(d["episodes"], 1)
+            d["ci95"] = list(wilson_interval(d["successes"], d["episodes"]))
+        for d in entry["domains"].values():
+            rates = [s["success_rate"] for s in d["per_seed"]]
+            mean = sum(rates) / len(rates)
+            d["seed_mean"] = mean
+            d["seed_std"] = (sum((r - mean) ** 2 for r in rates) / (len(rates) - 1)) ** 0.5 if len(rates) > 1 else None
+    return methods
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("dpot", "lerobot", "metaworld", "mujoco", "torch"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def write_results(study: Study) -> dict:
+    """Collect every done marker of the study into ``results.json``, ``results.md`` and ``curves.png``."""
+    markers = [json.loads(p.read_text()) for p in sorted((study.root / "done").glob("*.json"))]
+    results = {"preset": study.preset.name, "task": study.task, "steps": study.preset.steps,
+               "eval_episodes": study.preset.eval_episodes, "curve_episodes": study.preset.curve_episodes,
+               "jobs_done": sorted(m["job"] for m in markers), "versions": _versions(),
+               "methods": aggregate(markers)}
+    write_json(study.root / "results.json", results)
+    png = _plot_curves(results, study.root / "curves.png")
+    (study.root / "results.md").write_text(render_markdown(results, png.name if png else None))
+    return results
+
+
+def _pct(d: dict) -> str:
+    lo, hi = d["ci95"]
+    return f"{d['successes']}/{d['episodes']} = {100 * d['success_rate']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
+
+
+def render_markdown(results: dict, curves_png: str | None = None) -> str:
+    """The results page of a study: success table, learning curves, OT metrics per run."""
+    lines = [f"# Study: {results['preset']} on {results['task']}", "",
+             f"{results['steps']} training steps per run; {results['eval_episodes']} closed-loop episodes per "
+             f"domain per run (final checkpoint), {results['curve_episodes']} target episodes per intermediate "
+             "checkpoint. Success: pooled over all episodes of all seeds, 95% Wilson interval in brackets "
+             "(treats episodes of different seeds as independent; per-seed values beside it).", "",
+             "| method | seeds | target success | per seed | source success | per seed |", "|---|---|---|---|---|---|"]
+    for name, m in results["methods"].items():
+        cells = []
+        for domain in ("target", "source"):
+            d = m["domains"].get(domain)
+            cells += [_pct(d), ", ".join(f"{s['successes']}/{s['episodes']}" for s in d["per_seed"])] if d else ["–", "–"]
+        lines.append(f"| {name} | {len(m['seeds'])} | " + " | ".join(cells) + " |")
+    lines += ["", "## Learning curves (target success per checkpoint, pooled over seeds)", ""]
+    if curves_png:
+        lines += [f"![curves]({curves_png})", ""]
+    for name, m in results["methods"].items():
+        pts = ", ".join(f"{s}: {100 * c['success_rate']:.0f}% ({c['successes']}/{c['episodes']})"
+                        for s, c in sorted(m["curve"].items(), key=lambda kv: int(kv[0])))
+        lines.append(f"- {name}: {pts}")
+    lines += ["", "## OT metrics (last logged value per run)", ""]
+    keys = sorted({k for m in results["methods"].values() for r in m["runs"].values() for k in r if k != "last_step"})
+    short = [k.replace("train/", "") for k in keys]
+    lines += ["| run | " + " | ".join(short) + " |", "|---|" + "---|" * len(keys)]
+    for m in results["methods"].values():
+        for job, r in m["runs"].items():
+            lines.append(f"| {job} | " + " | ".join(_fmt(r.get(k)) for k in keys) + " |")
+    v = results["versions"]
+    lines += ["", "Versions: " + ", ".join(f"{k} {x}" for k, x in v.items()), ""]
+    return "\n".join(lines)
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.3g}" if isinstance(x, float) else str(x)
+
+
+def _plot_curves(results: dict, path: Path) -> Path | None:
+    """Target success vs training step per method (pooled over seeds, Wilson band); None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, m in results["methods"].items():
+        pts = sorted((int(s), c) for s, c in m["curve"].items())
+        if not pts:
+            continue
+        xs = [s for s, _ in pts]
+        ax.plot(xs, [c["success_rate"] for _, c in pts], marker="o", label=f"{name} ({len(m['seeds'])} seeds)")
+        ax.fill_between(xs, [c["ci95"][0] for _, c in pts], [c["ci95"][1] for _, c in pts], alpha=0.15)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("target-domain success")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{results['task']} ({results['preset']})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------ CLI
+def run_study(preset: str, *, task: str | None = None, root: str | Path | None = None, seeds: int | None = None,
+              only: str | None = None, max_jobs: int | None = None, device: str | None = None,
+              eval_workers: int | None = None, progress: bool = True) -> dict:
+    """Python entry point of ``dpot bench study``; returns the results dict (see :func:`aggregate`)."""
+    p = get_preset(preset)
+    task = task or p.tasks[0]
+    if seeds is not None and seeds < 1:
+        raise UserError(f"--seeds: must be >= 1, got {seeds}")
+    if max_jobs is not None and max_jobs < 0:
+        raise UserError(f"--max-jobs: must be >= 0, got {max_jobs}")
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    root = Path(root) if root else Path("outputs/study") / f"{p.name}-{task}"
+    study = Study(root, p, task, device=device, eval_workers=eval_workers, progress=progress)
+    return study.run(plan_jobs(parse_methods(only), seeds or p.seeds), max_jobs)
+
+
+def _args(p) -> None:
+    p.add_argument("--preset", default="cpu-small", help="micro | cpu-small | gpu-full")
+    p.add_argument("--task", default=None, help="default: the preset's first task")
+    p.add_argument("--dir", default=None, help="study directory (default outputs/study/<preset>-<task>)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per method (default: the preset's, 3)")
+    p.add_argument("--only", default=None, help="comma-separated methods: " + ", ".join(METHODS))
+    p.add_argument("--max-jobs", type=int, default=None, help="run at most K unfinished jobs this sitting")
+    p.add_argument("--device", default=None, help="training/eval device (default: the preset's)")
+    p.add_argument("--eval-workers", type=int, default=None, help="evaluation processes")
+    p.add_argument("--plan", action="store_true", help="print the jobs and their state; run nothing")
+
+
+def _run(args) -> int:
+    if args.plan:
+        p = get_preset(args.preset)
+        task = args.task or p.tasks[0]
+        study = Study(Path(args.dir) if args.dir else Path("outputs/study") / f"{p.name}-{task}", p, task)
+        for job in plan_jobs(parse_methods(args.only), args.seeds or p.seeds):
+            state = "done" if study.is_done(job) else (
+                "partial" if (study.run_dir(job) / "checkpoints" / "last").exists() else "todo")
+            print(f"{job.id:32s} {state}")
+        return 0
+    res = run_study(args.preset, task=args.task, root=args.dir, seeds=args.seeds, only=args.only,
+                    max_jobs=args.max_jobs, device=args.device, eval_workers=args.eval_workers)
+    for name, m in res["methods"].items():
+        cells = "  ".join(f"{d}: {_pct(e)}" for d, e in m["domains"].items())
+        print(f"{name:24s} seeds={len(m['seeds'])}  {cells}")
+    return 0
+
+
+register("study", "sim->real co-training study: train and evaluate the methods, write a results table",
+         _args, _run)
+
+__all__ = ["Job", "Study", "plan_jobs", "run_study", "aggregate", "render_markdown", "write_results", "ot_metrics"]

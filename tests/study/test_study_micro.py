@@ -1,0 +1,106 @@
+"""``dpot bench study --preset micro`` end to end: datasets, two methods, evaluations, results; resume after an
+interruption (a finished job is never redone, a job killed mid-training continues from its checkpoint)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+from dpot.bench.study import run_study  # noqa: E402
+from dpot.cli import main as dpot_main  # noqa: E402
+
+METHODS = "target-only,dp-ot"
+A, B = "target-only-seed0", "dp-ot-seed0"
+
+
+def _mtimes(root: Path, job: str) -> dict[str, float]:
+    """mtime of every file a finished job wrote (run dir, evals, done marker)."""
+    files = [p for p in (root / "runs" / job).rglob("*") if p.is_file()]
+    files += list((root / "evals").glob(f"{job}-*.json")) + [root / "done" / f"{job}.json"]
+    return {str(p): p.stat().st_mtime_ns for p in files}
+
+
+def _study_cmd(root: Path) -> list[str]:
+    return [sys.executable, "-m", "dpot", "bench", "study", "--preset", "micro", "--only", METHODS,
+            "--dir", str(root)]
+
+
+@pytest.mark.slow
+def test_micro_study_end_to_end_and_resume(tmp_path):
+    root = tmp_path / "study"
+    # sitting 1: one job only
+    res = run_study("micro", root=root, only=METHODS, max_jobs=1, progress=False)
+    assert res["jobs_done"] == [A]
+    assert not (root / "runs" / B).exists()
+    a_before = _mtimes(root, A)
+    done_a = json.loads((root / "done" / f"{A}.json").read_text())
+    assert [p["step"] for p in done_a["curve"]] == [2, 4]          # intermediate checkpoint + final
+    assert set(done_a["evals"]) == {"target", "source"}
+    assert (root / "evals" / f"{A}-target-step000002.json").is_file()
+
+    # sitting 2: killed while job B trains (after its first checkpoint, before its last)
+    proc = subprocess.Popen(_study_cmd(root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    first = root / "runs" / B / "checkpoints" / "000002"
+    deadline = time.time() + 300
+    try:
+        while not (first / "training_state").is_dir():
+            assert proc.poll() is None, "the study exited before job B's first checkpoint"
+            assert time.time() < deadline
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (root / "runs" / B / "checkpoints" / "000004").exists(), "killed too late to test resume"
+    assert not (root / "done" / f"{B}.json").exists()
+    first_mtime = first.stat().st_mtime_ns
+
+    # sitting 3: job A untouched, job B resumes from step 2
+    res = run_study("micro", root=root, only=METHODS, progress=False)
+    assert res["jobs_done"] == [B, A] or sorted(res["jobs_done"]) == sorted([A, B])
+    assert _mtimes(root, A) == a_before, "a finished job was redone"
+    assert first.stat().st_mtime_ns == first_mtime, "job B's first checkpoint was rewritten"
+    log = (root / "logs" / f"{B}.log").read_text()
+    assert "resumed: " in log and "resuming at step 2" in log
+    steps = [json.loads(x)["step"] for x in (root / "runs" / B / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+    done_b = json.loads((root / "done" / f"{B}.json").read_text())
+    assert done_b["train"] == "resumed"
+    assert done_b["ot"]["train/ot_pi_sum"] > 0 and "train/ot_pi_diag" in done_b["ot"]
+
+    # results: both methods, pooled over episodes, OT metrics per run, page and curves written
+    results = json.loads((root / "results.json").read_text())
+    assert list(results["methods"]) == ["target-only", "dp-ot"]
+    for m in results["methods"].values():
+        for d in m["domains"].values():
+            assert d["episodes"] == 1 and 0 <= d["ci95"][0] <= d["success_rate"] <= d["ci95"][1] <= 1
+    assert results["methods"]["target-only"]["runs"][A]["train/ot_loss"] == 0.0
+    page = (root / "results.md").read_text()
+    assert "| target-only | 1 |" in page and "ot_pi_sum" in page
+    assert (root / "curves.png").stat().st_size > 1000
+
+    # sitting 4: nothing left to do, nothing rewritten
+    b_before = _mtimes(root, B)
+    run_study("micro", root=root, only=METHODS, progress=False)
+    assert _mtimes(root, A) == a_before and _mtimes(root, B) == b_before
+
+
+def test_bad_input_is_one_line_exit_2(capsys, tmp_path):
+    assert dpot_main(["bench", "study", "--preset", "cpu-smal", "--dir", str(tmp_path)]) == 2
+    assert "did you mean 'cpu-small'" in capsys.readouterr().err
+    assert dpot_main(["bench", "study", "--preset", "micro", "--only", "dp-ot,naive", "--dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --only: unknown method 'naive'") and "\n" not in err
+    assert dpot_main(["bench", "study", "--preset", "micro", "--task", "push-v3", "--dir", str(tmp_path)]) == 2
+    assert "not a task of preset micro" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir()), "bad input wrote something"

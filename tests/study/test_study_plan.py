@@ -1,0 +1,84 @@
+"""The study's plan order, its train configs (valid for the trainer, honest baselines) and its pooled results."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dpot.bench.evaluate import wilson_interval
+from dpot.bench.presets import METHODS, PRESETS, SEED_OT, parse_methods
+from dpot.bench.study import Job, Study, aggregate, plan_jobs, render_markdown
+from dpot.config import load_train_config
+from dpot.errors import UserError
+
+DATA = {"source": {"repo_id": "local/s", "root": "/data/s"}, "target": {"repo_id": "local/t", "root": "/data/t"}}
+
+
+def test_plan_runs_core_methods_for_all_seeds_first():
+    ids = [j.id for j in plan_jobs(parse_methods(None), 3)]
+    assert ids[:9] == [f"{m}-seed{s}" for s in range(3) for m in ("target-only", "naive-cotrain", "dp-ot")]
+    assert ids[9:11] == ["source-only-seed0", "dp-ot-noheur-seed0"]
+    assert len(ids) == 3 * len(METHODS) and len(set(ids)) == len(ids)
+    only = [j.id for j in plan_jobs(parse_methods("dp-ot,target-only"), 2)]
+    assert only == ["target-only-seed0", "dp-ot-seed0", "target-only-seed1", "dp-ot-seed1"]
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_every_method_gives_a_valid_train_config(preset, tmp_path):
+    p = PRESETS[preset]
+    study = Study(tmp_path, p, p.tasks[0])
+    for method in METHODS.values():
+        cfg = study.job_config(Job(method, 1), DATA)
+        path = tmp_path / f"{method.name}.json"
+        path.write_text(json.dumps(cfg))
+        loaded = load_train_config(path)           # the trainer's own validation
+        assert loaded.steps == p.steps and loaded.batch_size == p.batch_size and loaded.seed == 1
+        assert loaded.eval.val_fraction == 0 and loaded.eval_freq == 0
+        assert loaded.save_freq == p.save_every
+        assert list(loaded.policy.down_dims) == p.policy["down_dims"]
+        assert cfg["dataset"] == DATA[method.target] and cfg["source_dataset"] == DATA[method.source]
+    to = study.job_config(Job(METHODS["target-only"], 0), DATA)
+    assert to["dataset"] == to["source_dataset"] == DATA["target"]      # every batch item is a target frame
+    assert to["ot"]["lambda_ot"] == 0 and to["ot"]["heuristic"] is False
+    ot = study.job_config(Job(METHODS["dp-ot"], 0), DATA)["ot"]
+    assert {k: ot[k] for k in SEED_OT} == SEED_OT
+    assert (ot["lambda_ot"], ot["reg"], ot["tau_src"], ot["batch_ratio"], ot["window_size"]) == (0.1, 0.02, 0.01, 0.5, 20)
+    naive = study.job_config(Job(METHODS["naive-cotrain"], 0), DATA)["ot"]
+    assert naive == {**ot, "lambda_ot": 0.0}                             # DP+OT minus the OT loss
+    sweep = {study.job_config(Job(m, 0), DATA)["ot"]["lambda_ot"] for m in METHODS.values()
+             if m.source != m.target and m.ot.get("heuristic", True) and set(m.ot) <= {"lambda_ot"}}
+    assert sweep == {0.0, 0.05, 0.1, 0.2}
+
+
+def _marker(method, seed, tgt, src, curve):
+    ev = {"target": {"successes": tgt, "episodes": 50, "success_rate": tgt / 50},
+          "source": {"successes": src, "episodes": 50, "success_rate": src / 50}}
+    return {"job": f"{method}-seed{seed}", "method": method, "seed": seed, "evals": ev,
+            "curve": [{"step": 500, "successes": curve, "episodes": 20}, {"step": 1500, "successes": tgt, "episodes": 50}],
+            "ot": {"train/ot_pi_sum": 0.5 + seed}}
+
+
+def test_results_pool_episodes_over_seeds():
+    markers = [_marker("dp-ot", 1, 20, 30, 3), _marker("target-only", 0, 10, 0, 1), _marker("dp-ot", 0, 5, 40, 2)]
+    res = aggregate(markers)
+    assert list(res) == ["target-only", "dp-ot"]                       # METHODS order, not file order
+    d = res["dp-ot"]["domains"]["target"]
+    assert (d["successes"], d["episodes"]) == (25, 100) and d["success_rate"] == 0.25
+    assert d["ci95"] == list(wilson_interval(25, 100))
+    assert [s["seed"] for s in d["per_seed"]] == [0, 1]
+    assert d["seed_mean"] == pytest.approx(0.25) and d["seed_std"] == pytest.approx(0.2121320, rel=1e-5)
+    assert res["dp-ot"]["curve"]["500"]["successes"] == 5 and res["dp-ot"]["curve"]["500"]["episodes"] == 40
+    assert res["target-only"]["domains"]["target"]["seed_std"] is None
+    assert res["dp-ot"]["runs"]["dp-ot-seed1"]["train/ot_pi_sum"] == 1.5
+    page = render_markdown({"preset": "cpu-small", "task": "t", "steps": 1500, "eval_episodes": 50,
+                            "curve_episodes": 20, "versions": {"torch": "x"}, "methods": res})
+    assert "| dp-ot | 2 | 25/100 = 25% [" in page and "5/50, 20/50" in page
+
+
+def test_a_study_dir_is_not_continued_with_other_settings(tmp_path):
+    p = PRESETS["micro"]
+    Study(tmp_path, p, p.tasks[0]).open()
+    Study(tmp_path, p, p.tasks[0]).open()                               # same settings: fine
+    with pytest.raises(UserError, match="other settings"):
+        Study(tmp_path, PRESETS["cpu-small"], p.tasks[0]).open()
