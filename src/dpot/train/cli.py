@@ -1,8 +1,11 @@
 """``dpot train --config_path=cfg.json [--a.b=c ...]`` (also ``python -m dpot.train`` under ``accelerate launch``).
 
-Multi-process: ``accelerate launch --num_processes N -m dpot.train --config_path=cfg.json``; ``batch_size`` is
-per process (the global batch is N * batch_size) and the OT loss is computed on the all-gathered batch
-(:mod:`dpot.train.distributed`). Resume: ``dpot train --config_path=<run>/train_config.json --resume=true``.
+Multi-process: ``accelerate launch --multi_gpu --num_processes N -m dpot.train --config_path=cfg.json`` (GPUs; add
+``--mixed_precision=bf16`` or set ``policy.use_amp=true`` — the OT solve stays float32). On CPU use the same
+command with ``--policy.device=cpu`` (gloo): accelerate's ``--cpu`` flag starts a single process, the
+``--multi_gpu`` launcher (torchrun) is what starts N. ``batch_size`` is per process (the global batch is
+N * batch_size, each rank takes its slice of every domain) and the OT loss is computed on the all-gathered batch
+(:mod:`dpot.train.distributed`), so N processes x B == 1 process x N*B (tested). Resume: ``dpot train --config_path=<run>/train_config.json --resume=true``.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import sys
 
 USAGE = ("usage: dpot train --config_path=cfg.json [--dotted.key=value ...]\n"
          "       dpot train --config_path=<run>/train_config.json --resume=true\n"
-         "multi-process: accelerate launch --num_processes N -m dpot.train --config_path=cfg.json")
+         "multi-process: accelerate launch --multi_gpu --num_processes N -m dpot.train --config_path=cfg.json")
 
 
 def main(argv: list[str] | None = None, command: str = "train") -> int:
