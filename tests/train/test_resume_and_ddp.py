@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +26,13 @@ FAST_LR = {"use_policy_training_preset": False,
 SGD = {"use_policy_training_preset": False, "optimizer": {"type": "sgd", "lr": 0.05, "grad_clip_norm": 10.0},
        "scheduler": {"type": "diffuser", "name": "cosine", "num_warmup_steps": 1}}
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+
+def _free_port() -> int:
+    """A TCP port free on loopback right now (so parallel CI jobs never collide on a fixed port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
@@ -77,7 +85,7 @@ def test_two_processes_match_one_with_the_same_global_batch(toy_data, tmp_path):
     assert dpot_main(["train", f"--config_path={cfg1}", f"--output_dir={one}"]) == 0
     accel = Path(sys.executable).with_name("accelerate")
     r2 = subprocess.run([str(accel), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+                         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
                          "-m", "dpot.train", f"--config_path={cfg2}", f"--output_dir={two}"],
                         env=ENV, capture_output=True, text=True, timeout=400)
     assert r2.returncode == 0, r2.stderr[-3000:]

@@ -189,8 +189,8 @@ def read_dpot(spec: str) -> Run:
             rec = json.loads(line)
         except json.JSONDecodeError:
             if i == last:
-                run.notes.append(f"metrics.jsonl: last line is incomplete (run still writing?); "
-                                 f"read up to the last complete record")
+                run.notes.append("metrics.jsonl: last line is incomplete (run still writing?); "
+                                 "read up to the last complete record")
                 break
             raise UserError(f"{d / 'metrics.jsonl'}: line {i + 1} is not JSON; fix or delete that line") from None
         if not isinstance(rec, dict) or "step" not in rec:

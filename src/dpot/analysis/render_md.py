@@ -159,7 +159,7 @@ def render_markdown(a, lang: str = "en", proposal_paths: dict | None = None) -> 
         for k, v in p.changes.items():
             L.append(f"  - `{k}`: {json.dumps(cfgkeys.get(run.config, k))} → {json.dumps(v)}")
         L += [prose(lang, f"- triggered by: {', '.join(p.findings) or '—'}")]
-        L += [prose(lang, f"- note: ") + n for n in p.notes]
+        L += [prose(lang, "- note: ") + n for n in p.notes]
     monitors = []
     for p in a.proposals:
         monitors += [m for m in p.monitors if m not in monitors]

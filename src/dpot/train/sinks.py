@@ -13,6 +13,8 @@ import os
 import warnings
 from pathlib import Path
 
+from dpot.atomic import write_text
+
 log = logging.getLogger(__name__)
 
 
@@ -51,9 +53,7 @@ def truncate_jsonl(path: str | Path, max_step: int) -> None:
                 keep.append(line)
         except (ValueError, KeyError, json.JSONDecodeError):
             continue  # a torn last line from SIGKILL
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, "".join(x + "\n" for x in keep))
 
 
 class WandbSink:
