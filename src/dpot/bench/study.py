@@ -65,11 +65,9 @@ def plan_jobs(methods: list[Method], seeds: int) -> list[Job]:
 
 def write_json(path: Path, obj) -> Path:
     """Write JSON atomically (temp file + rename): readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-    return path
+    from dpot.atomic import write_text
+
+    return write_text(path, json.dumps(obj, indent=1))
 
 
 class Study:
@@ -320,7 +318,9 @@ def write_results(study: Study) -> dict:
                "methods": aggregate(markers)}
     write_json(study.root / "results.json", results)
     png = _plot_curves(results, study.root / "curves.png")
-    (study.root / "results.md").write_text(render_markdown(results, png.name if png else None))
+    from dpot.atomic import write_text
+
+    write_text(study.root / "results.md", render_markdown(results, png.name if png else None))
     return results
 
 
