@@ -1,4 +1,4 @@
-"""Log-domain unbalanced entropic optimal transport (Sinkhorn–Knopp scaling in the dual).
+"""Unbalanced entropic optimal transport: Sinkhorn scaling with log-domain potentials and absorption.
 
 Problem (POT's ``sinkhorn_unbalanced(..., reg_type="kl", reg_m=(tau_src, tau_tgt))`` convention)::
 
@@ -10,32 +10,111 @@ Larger ``tau`` holds the marginals tighter (``tau -> inf`` is balanced OT); smal
 destroyed, so ``sum(pi) < 1``. For uniform ``a``, ``b`` and a constant cost ``c`` the optimal plan is
 ``exp(-c / (reg + tau_src + tau_tgt)) * a b^T``.
 
-Reference: Chizat, Peyré, Schmitzer, Vialard, "Scaling algorithms for unbalanced optimal transport
-problems", Math. Comp. 2018 (Algorithm 1, KL marginal penalties, log-domain form).
+References: Chizat, Peyré, Schmitzer, Vialard, "Scaling algorithms for unbalanced optimal transport
+problems", Math. Comp. 2018 (Algorithm 1, KL marginal penalties); Schmitzer, "Stabilized sparse scaling
+algorithms for entropy regularized transport problems", SIAM J. Sci. Comput. 2019 (log-domain absorption).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 __all__ = ["unbalanced_sinkhorn"]
 
-def _uniform_log(n: int, like: torch.Tensor, batch_shape: torch.Size) -> torch.Tensor:
-    return torch.full((*batch_shape, n), -torch.log(torch.tensor(float(n), dtype=torch.float64)).item(),
-                      dtype=like.dtype, device=like.device)
+# Absorb the scalings into the potentials once they drift this far (in units of reg): exp(±ABSORB) stays
+# far from float64 overflow, and the stabilized kernel is recomputed only a few times per solve.
+ABSORB = 30.0
 
 
-def _as_log_marginal(w: torch.Tensor | None, n: int, cost: torch.Tensor) -> torch.Tensor:
-    """log of a marginal weight vector broadcastable to ``cost.shape[:-2] + (n,)``; uniform ``1/n`` if None."""
-    batch_shape = cost.shape[:-2]
+class _Numpy:
+    """Array ops on numpy (CPU tensors: microsecond per-op overhead for these small problems)."""
+
+    exp, log, abs, where, isfinite, zeros_like = np.exp, np.log, np.abs, np.where, np.isfinite, np.zeros_like
+
+    @staticmethod
+    def amax(x, axis):
+        return x.max(axis=axis)
+
+    @staticmethod
+    def scalar(x) -> float:
+        return float(x)
+
+
+class _Torch:
+    """The same ops on torch (CUDA tensors)."""
+
+    exp, log, abs, where, isfinite, zeros_like = (torch.exp, torch.log, torch.abs, torch.where, torch.isfinite,
+                                                  torch.zeros_like)
+
+    @staticmethod
+    def amax(x, axis):
+        return x.amax(dim=axis)
+
+    @staticmethod
+    def scalar(x) -> float:
+        return float(x.item())
+
+
+def _stabilized_kernels(xp, cr, f0, g0):
+    """``log K = F0 + G0 - C/reg`` normalized per row (``kr``, max 1 per row) and per column (``kc``).
+
+    Normalizing by the row/column max means no row or column of a kernel underflows to 0, even when the
+    plan's mass there is ``exp(-10^4)``: the failure mode of kernel-domain solvers at large ``C / reg``.
+    """
+    logk = f0[..., :, None] + g0[..., None, :] - cr
+    r = xp.amax(logk, -1)
+    s = xp.amax(logk, -2)
+    r = xp.where(xp.isfinite(r), r, xp.zeros_like(r))
+    s = xp.where(xp.isfinite(s), s, xp.zeros_like(s))
+    return xp.exp(logk - r[..., :, None]), xp.exp(logk - s[..., None, :]), r, s
+
+
+def _scaling_iterations(xp, cr, log_a, log_b, phi_src, phi_tgt, max_iters, tol, check_every):
+    """Potentials ``F = f / reg``, ``G = g / reg`` of the unbalanced problem (see :func:`unbalanced_sinkhorn`).
+
+    Each half-step is the exact log-domain update written against a stabilized kernel::
+
+        F_i = -phi_src * LSE_j(log b_j + G_j - Cr_ij)
+            = -phi_src * ( log sum_j Kr_ij b_j exp(G_j - G0_j) + r_i - F0_i )
+
+    with ``Kr = exp(F0 + G0 - Cr - r)``: one matrix-vector product instead of an ``n x m`` exponential.
+    When ``|F - F0|`` or ``|G - G0|`` exceeds ``ABSORB`` the kernels are recomputed at the current potentials.
+    """
+    a, b = xp.exp(log_a), xp.exp(log_b)
+    f = xp.zeros_like(log_a)
+    g = xp.zeros_like(log_b)
+    f0, g0 = f, g
+    kr, kc, r, s = _stabilized_kernels(xp, cr, f0, g0)
+    for it in range(max_iters):
+        check = (it + 1) % check_every == 0 or it + 1 == max_iters
+        if check:
+            f_prev, g_prev = f, g
+        f = -phi_src * (xp.log((kr @ (b * xp.exp(g - g0))[..., :, None])[..., 0]) + r - f0)
+        if xp.scalar(xp.amax(xp.abs(f - f0), None)) > ABSORB:
+            f0, g0 = f, g
+            kr, kc, r, s = _stabilized_kernels(xp, cr, f0, g0)
+        g = -phi_tgt * (xp.log(((a * xp.exp(f - f0))[..., None, :] @ kc)[..., 0, :]) + s - g0)
+        if xp.scalar(xp.amax(xp.abs(g - g0), None)) > ABSORB:
+            f0, g0 = f, g
+            kr, kc, r, s = _stabilized_kernels(xp, cr, f0, g0)
+        if check:
+            err = max(xp.scalar(xp.amax(xp.abs(f - f_prev), None)), xp.scalar(xp.amax(xp.abs(g - g_prev), None)))
+            if err < tol:  # nan compares False: a non-finite problem runs to max_iters; callers check the plan
+                break
+    return f, g
+
+
+def _log_marginal(w, n: int, batch_shape: tuple) -> np.ndarray:
+    """log of a marginal broadcastable to ``batch_shape + (n,)`` (float64 numpy); uniform ``1/n`` if None."""
     if w is None:
-        return _uniform_log(n, cost, batch_shape)
-    w = torch.as_tensor(w, device=cost.device).to(cost.dtype)
+        return np.full((*batch_shape, n), -np.log(n))
+    w = torch.as_tensor(w).detach().cpu().to(torch.float64).numpy() if not isinstance(w, np.ndarray) else w
     if w.shape[-1] != n:
         raise ValueError(f"marginal has {w.shape[-1]} entries, cost needs {n}")
-    if torch.any(w <= 0):
+    if np.any(w <= 0):
         raise ValueError("marginal weights must be strictly positive")
-    return torch.log(w).expand(*batch_shape, n)
+    return np.ascontiguousarray(np.broadcast_to(np.log(w.astype(np.float64)), (*batch_shape, n)))
 
 
 def unbalanced_sinkhorn(
@@ -62,21 +141,22 @@ def unbalanced_sinkhorn(
         tau_src, tau_tgt: KL marginal penalties ``>= 0`` (``0``: that marginal is free; ``inf``: held exactly).
         max_iters: iteration cap. ``tol``: stop when ``max(|ΔF|, |ΔG|) < tol`` with ``F = f / reg``,
             ``G = g / reg`` (a change of ``tol`` in F is a relative change of ``tol`` in the plan); checked every
-            ``check_every`` iterations, so at most one host sync per ``check_every`` iterations on GPU.
+            ``check_every`` iterations.
 
     Returns:
-        The plan, same shape, dtype and device as ``cost``. The iterations always run in float64: the
-        potentials reach ``C / reg ~ 1e4`` where float32's resolution (~1e-3 there) stalls convergence, and
-        these small problems are latency-bound, so float64 costs about the same as float32.
+        The plan, same shape, dtype and device as ``cost``. Iterations run in float64 (the potentials reach
+        ``C / reg ~ 1e4``, where float32's resolution would stall convergence); on CPU through numpy, whose
+        per-operation overhead suits these small problems, on GPU through torch.
 
-    Log-domain updates with potentials ``f, g`` (cost units) and ``phi = tau / (tau + reg)``::
+    Updates (potentials ``f, g`` in cost units, ``phi = tau / (tau + reg)``)::
 
         f_i = -phi_src * reg * LSE_j( log b_j + (g_j - C_ij) / reg )
         g_j = -phi_tgt * reg * LSE_i( log a_i + (f_i - C_ij) / reg )
         pi_ij = a_i b_j exp( (f_i + g_j - C_ij) / reg )
 
-    No ``exp`` of a large positive number is ever taken, so the solver stays exact where kernel-domain
-    solvers underflow (``C / reg`` in the thousands).
+    computed exactly through a stabilized kernel with absorption (see ``_scaling_iterations``): no ``exp`` of
+    a large positive number is taken, so the plan stays exact where kernel-domain solvers underflow
+    (``C / reg`` in the thousands).
     """
     if cost.dim() not in (2, 3):
         raise ValueError(f"cost must be [n, m] or [batch, n, m], got shape {tuple(cost.shape)}")
@@ -84,34 +164,23 @@ def unbalanced_sinkhorn(
         raise ValueError(f"reg must be > 0, got {reg}")
     if tau_src < 0 or tau_tgt < 0:
         raise ValueError(f"tau_src and tau_tgt must be >= 0, got {tau_src}, {tau_tgt}")
-    out_dtype = cost.dtype
-    if not (out_dtype.is_floating_point):
-        raise TypeError(f"cost must be a floating tensor, got {out_dtype}")
-    work_dtype = torch.float64
+    if not cost.dtype.is_floating_point:
+        raise TypeError(f"cost must be a floating tensor, got {cost.dtype}")
+    phi_src = 1.0 if tau_src == float("inf") else tau_src / (tau_src + reg)
+    phi_tgt = 1.0 if tau_tgt == float("inf") else tau_tgt / (tau_tgt + reg)
 
-    device_type = cost.device.type
-    with torch.no_grad(), torch.autocast(device_type=device_type, enabled=False):
-        c = cost.detach().to(work_dtype)
-        n, m = c.shape[-2], c.shape[-1]
-        log_a = _as_log_marginal(a, n, c)
-        log_b = _as_log_marginal(b, m, c)
-        # Scaled quantities: F = f / reg, G = g / reg, Cr = C / reg.
-        cr = c / reg
-        phi_src = 1.0 if tau_src == float("inf") else tau_src / (tau_src + reg)
-        phi_tgt = 1.0 if tau_tgt == float("inf") else tau_tgt / (tau_tgt + reg)
-        neg_cr = -cr
-        f = torch.zeros_like(log_a)
-        g = torch.zeros_like(log_b)
-        for it in range(max_iters):
-            check = (it + 1) % check_every == 0 or it + 1 == max_iters
-            if check:
-                f_prev, g_prev = f, g
-            f = -phi_src * torch.logsumexp(neg_cr + (log_b + g).unsqueeze(-2), dim=-1)
-            g = -phi_tgt * torch.logsumexp(neg_cr + (log_a + f).unsqueeze(-1), dim=-2)
-            if check:
-                err = torch.maximum((f - f_prev).abs().amax(), (g - g_prev).abs().amax())
-                # nan compares False: a non-finite problem runs to max_iters and the caller checks the plan.
-                if bool(err < tol):
-                    break
-        log_pi = log_a.unsqueeze(-1) + log_b.unsqueeze(-2) + f.unsqueeze(-1) + g.unsqueeze(-2) + neg_cr
-        return torch.exp(log_pi).to(out_dtype)
+    batch_shape, n, m = tuple(cost.shape[:-2]), cost.shape[-2], cost.shape[-1]
+    log_a, log_b = _log_marginal(a, n, batch_shape), _log_marginal(b, m, batch_shape)
+    with torch.no_grad(), torch.autocast(device_type=cost.device.type, enabled=False):
+        if cost.device.type == "cpu":
+            with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+                cr = cost.detach().numpy().astype(np.float64) / reg
+                f, g = _scaling_iterations(_Numpy, cr, log_a, log_b, phi_src, phi_tgt, max_iters, tol, check_every)
+                plan = torch.from_numpy(np.exp(log_a[..., :, None] + log_b[..., None, :]
+                                               + f[..., :, None] + g[..., None, :] - cr))
+        else:
+            cr = cost.detach().to(torch.float64) / reg
+            la, lb = (torch.from_numpy(x).to(cr.device) for x in (log_a, log_b))
+            f, g = _scaling_iterations(_Torch, cr, la, lb, phi_src, phi_tgt, max_iters, tol, check_every)
+            plan = torch.exp(la[..., :, None] + lb[..., None, :] + f[..., :, None] + g[..., None, :] - cr)
+        return plan.to(device=cost.device, dtype=cost.dtype)
