@@ -14,10 +14,10 @@ from pathlib import Path
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import pytest  # noqa: E402
+import pytest
 
-from dpot.bench.study import run_study  # noqa: E402
-from dpot.cli import main as dpot_main  # noqa: E402
+from dpot.bench.study import run_study
+from dpot.cli import main as dpot_main
 
 METHODS = "target-only,dp-ot"
 A, B = "target-only-seed0", "dp-ot-seed0"

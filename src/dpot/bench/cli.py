@@ -137,4 +137,4 @@ def main(argv: list[str] | None = None, command: str = "bench") -> int:
     return int(SUBCOMMANDS[args.sub][2](args) or 0)
 
 
-import dpot.bench.study  # noqa: E402,F401  (registers the "study" subcommand)
+import dpot.bench.study  # noqa: F401  (registers the "study" subcommand)

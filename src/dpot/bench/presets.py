@@ -157,4 +157,4 @@ def parse_methods(text: str | None) -> list[Method]:
     return sorted(out, key=lambda m: (m.group, list(METHODS).index(m.name)))
 
 
-__all__ = ["Method", "Preset", "METHODS", "PRESETS", "SEED_OT", "get_preset", "parse_methods"]
+__all__ = ["METHODS", "PRESETS", "SEED_OT", "Method", "Preset", "get_preset", "parse_methods"]

@@ -165,7 +165,7 @@ class Study:
             fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {mode}: {' '.join(args)}\n")
             fh.flush()
             rc = subprocess.run([sys.executable, "-m", "dpot.train", *args], stdout=fh, stderr=subprocess.STDOUT,
-                                env=env).returncode
+                                env=env, check=False).returncode
         if rc != 0:
             tail = log.read_text().strip().splitlines()[-1:] or [""]
             raise UserError(f"study job {job.id}: training exited with code {rc} ({tail[0][:200]}); see {log}")
@@ -331,11 +331,11 @@ def _pct(d: dict) -> str:
 
 def render_markdown(results: dict, curves_png: str | None = None) -> str:
     """The results page of a study: success table, learning curves, OT metrics per run."""
-    lines = [f"# Study: {results['preset']} on {results['task']}", "",
-             f"{results['steps']} training steps per run; {results['eval_episodes']} closed-loop episodes per "
+    intro = (f"{results['steps']} training steps per run; {results['eval_episodes']} closed-loop episodes per "
              f"domain per run (final checkpoint), {results['curve_episodes']} target episodes per intermediate "
              "checkpoint. Success: pooled over all episodes of all seeds, 95% Wilson interval in brackets "
-             "(treats episodes of different seeds as independent; per-seed values beside it).", "",
+             "(treats episodes of different seeds as independent; per-seed values beside it).")
+    lines = [f"# Study: {results['preset']} on {results['task']}", "", intro, "",
              "| method | seeds | target success | per seed | source success | per seed |", "|---|---|---|---|---|---|"]
     for name, m in results["methods"].items():
         cells = []
@@ -446,4 +446,4 @@ def _run(args) -> int:
 register("study", "sim->real co-training study: train and evaluate the methods, write a results table",
          _args, _run)
 
-__all__ = ["Job", "Study", "plan_jobs", "run_study", "aggregate", "render_markdown", "write_results", "ot_metrics"]
+__all__ = ["Job", "Study", "aggregate", "ot_metrics", "plan_jobs", "render_markdown", "run_study", "write_results"]
