@@ -45,6 +45,9 @@ def test_hook_matches_lerobot_loss(toy_data, tmp_path):
     xt = policy.diffusion.noise_scheduler.add_noise(batch["action"], eps, t)
     torch.testing.assert_close((xt - (1 - abar).sqrt() * eps) / abar.sqrt(), batch["action"], atol=1e-4, rtol=1e-4)
     assert out.x0_hat.shape == batch["action"].shape
+    # clamped like the scheduler's predicted original sample, so train/l1_loss stays in the action range
+    assert policy.config.clip_sample
+    assert out.x0_hat.abs().max() <= policy.config.clip_sample_range
 
 
 def test_ot_gradient_reaches_encoder_and_changes_it(toy_data, tmp_path):

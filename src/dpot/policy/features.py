@@ -33,7 +33,9 @@ class DiffusionStepOutput:
     embeds: camera name (the part after ``observation.images.``) -> ``[B, n_obs_steps * D]`` encoder features.
     action: ``[B, horizon, action_dim]`` the normalized ground-truth action chunk (the label).
     x0_hat: ``[B, horizon, action_dim]`` the model's one-step denoised estimate of the chunk:
-        ``x0_hat = (x_t - sqrt(1 - abar_t) * eps_hat) / sqrt(abar_t)`` for "epsilon", ``pred`` for "sample".
+        ``x0_hat = (x_t - sqrt(1 - abar_t) * eps_hat) / sqrt(abar_t)`` for "epsilon", ``pred`` for "sample",
+        clamped to ``±clip_sample_range`` when ``clip_sample`` (as the DDPM/DDIM ``step`` clamps it); unclamped,
+        the estimate explodes at large t where ``abar_t -> 0``, and ``train/l1_loss`` would measure that instead.
     """
 
     loss: Tensor
@@ -123,6 +125,8 @@ def diffusion_loss_with_features(
         x0_hat = pred
     else:
         raise ValueError(f"Unsupported prediction type {cfg.prediction_type}")
+    if cfg.clip_sample:  # as the noise scheduler's step() clips its predicted original sample
+        x0_hat = x0_hat.clamp(-cfg.clip_sample_range, cfg.clip_sample_range)
 
     err = F.mse_loss(pred, target, reduction="none")
     if cfg.do_mask_loss_for_padding and "action_is_pad" in batch:
