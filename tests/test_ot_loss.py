@@ -37,6 +37,7 @@ def test_metrics_keys_finite_and_consistent():
     expected = {"ot_loss", "ot_pi_sum", "ot_pi_diag", "ot_pi_diag_frac", "ot_skipped", "ot_cost/img_top",
                 "ot_cost/img_wrist", "ot_cost/action_lbl", "ot_cost_mean/img_top", "ot_cost_mean/img_wrist",
                 "ot_cost_mean/action_lbl"}
+    expected |= {"ot_embed_spread/top", "ot_embed_spread/wrist"}
     assert expected <= set(m)
     assert all(math.isfinite(v) for v in m.values())
     assert m["ot_skipped"] == 0.0
@@ -131,3 +132,17 @@ def test_autocast_does_not_reach_the_solver():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         under = OTAlignmentLoss(_cfg())(src, tgt).metrics
     assert under["ot_pi_sum"] == pytest.approx(ref["ot_pi_sum"], rel=1e-6)
+
+
+def test_embed_spread_tracks_embedding_scale_not_alignment():
+    """Shrinking every embedding by k shrinks the spread by k^2; moving the domains together leaves it."""
+    src, tgt = _features(noise=1.0)
+    loss = OTAlignmentLoss(_cfg())
+    base = loss(src, tgt).metrics
+    small = loss(DomainFeatures({c: 0.1 * e for c, e in src.embeds.items()}, src.labels, src.phase),
+                 DomainFeatures({c: 0.1 * e for c, e in tgt.embeds.items()}, tgt.labels, tgt.phase)).metrics
+    assert small["ot_embed_spread/top"] == pytest.approx(0.01 * base["ot_embed_spread/top"], rel=1e-4)
+    aligned = loss(src, DomainFeatures(dict(src.embeds), tgt.labels, tgt.phase)).metrics  # target = source
+    assert aligned["ot_cost_mean/img_top"] < 0.7 * base["ot_cost_mean/img_top"]  # cross-domain cost falls ...
+    assert aligned["ot_embed_spread/top"] == pytest.approx(  # ... while the spread is the source's own
+        OTAlignmentLoss.embed_spread(src, src)["ot_embed_spread/top"], rel=1e-6)

@@ -238,6 +238,45 @@ def rule_cost_dominance(run, sums, thr, ctx):
     return [Finding("cost_dominance", "warn", ev, changes, "ot", [prefix + top, prefix + second])]
 
 
+def rule_embed_collapse(run, sums, thr, ctx):
+    """Image-embedding cost and the embeddings' own spread both fall to a tiny fraction of their start.
+
+    With a scale-dependent cost (``ot.cost_norm`` ``dim`` or ``none``) the OT loss on learned embeddings has a
+    trivial minimizer: shrinking the embeddings (the next layers rescale them). Then the image terms fade and
+    the labels alone decide the plan. Alignment lowers the cross-domain cost but not the within-domain spread
+    (``train/ot_embed_spread/<camera>``), so both must collapse; runs without the spread metric are not judged.
+    ``cost_norm=median`` divides each term by its batch median: scale-invariant.
+    """
+    norm = cfgkeys.get(run.config, "ot.cost_norm", "dim")
+    if norm == "median":
+        return []
+
+    def drop(key):
+        series = _vals(run.history, key)
+        if len(series) < 2 * thr["min_points"]:
+            return None
+        k = max(thr["min_points"], len(series) // 5)
+        first = median(v for _, v in series[:k])
+        last = median(v for _, v in series[-k:])
+        return (_r(first), _r(last), _r(last / first, 3)) if first > 0 else None
+
+    collapsed = {}
+    for key in run.history:
+        if not key.startswith("train/ot_cost_mean/img_"):
+            continue
+        cam = key[len("train/ot_cost_mean/img_"):]
+        cost, spread = drop(key), drop(f"train/ot_embed_spread/{cam}")
+        if cost and spread and cost[2] < thr["max_ratio"] and spread[2] < thr["max_ratio"]:
+            collapsed[cam] = {"cost_first_last_ratio": cost, "spread_first_last_ratio": spread}
+    if not collapsed:
+        return []
+    summary = ", ".join(f"{c}: cost x{v['cost_first_last_ratio'][2]}, spread x{v['spread_first_last_ratio'][2]}"
+                        for c, v in collapsed.items())
+    ev = {"cost_norm": norm, "max_ratio": thr["max_ratio"], "cameras": collapsed, "summary": summary}
+    monitors = [f"train/ot_embed_spread/{c}" for c in collapsed] + [f"train/ot_cost_mean/img_{c}" for c in collapsed]
+    return [Finding("embed_collapse", "warn", ev, {"ot.cost_norm": "median"}, "ot", monitors)]
+
+
 def rule_ot_skipped(run, sums, thr, ctx):
     """OT term skipped (non-finite cost or plan) more often than allowed."""
     sk = _vals(run.history, "train/ot_skipped")
@@ -339,7 +378,7 @@ RULES = {
     "lr_flat": rule_lr_flat, "lr_low": rule_lr_low, "data_bound": rule_data_bound,
     "eval_too_frequent": rule_eval_too_frequent, "ot_weak": rule_ot_weak,
     "ot_mass_destroyed": rule_ot_mass_destroyed, "ot_strong": rule_ot_strong,
-    "cost_dominance": rule_cost_dominance, "ot_skipped": rule_ot_skipped, "instability": rule_instability,
+    "cost_dominance": rule_cost_dominance, "embed_collapse": rule_embed_collapse, "ot_skipped": rule_ot_skipped, "instability": rule_instability,
     "plateau": rule_plateau, "rollback": rule_rollback,
 }
 

@@ -7,8 +7,10 @@
 Metrics (without the ``train/`` prefix): ``ot_loss`` (= the scaled loss), ``ot_pi_sum`` (plan mass),
 ``ot_pi_diag`` (mass on the paired diagonal ``sum_i pi[i, i]``), ``ot_pi_diag_frac`` (= pi_diag / pi_sum; about
 1/n for random pairing), ``ot_cost/<term>`` (``<pi*, w_k C_k>``), ``ot_cost_mean/<term>`` (mean of ``w_k C_k``:
-the cost scale, visible even when the plan mass vanishes), ``ot_skipped`` (1 when a non-finite cost or plan
-made this step skip the OT term, else 0).
+the cost scale, visible even when the plan mass vanishes), ``ot_embed_spread/<camera>`` (mean within-domain
+pairwise squared distance per feature dimension, averaged over the two domains: the embeddings' own scale, so
+that cross-domain costs falling through alignment can be told from embeddings shrinking as a whole),
+``ot_skipped`` (1 when a non-finite cost or plan made this step skip the OT term, else 0).
 """
 
 from __future__ import annotations
@@ -82,6 +84,22 @@ class OTAlignmentLoss(nn.Module):
                 terms[f"{feat.key}_lbl"] = feat.weight_label * c
         return terms
 
+    @staticmethod
+    def embed_spread(src: DomainFeatures, tgt: DomainFeatures) -> dict[str, float]:
+        """``ot_embed_spread/<camera>``: mean off-diagonal ``||x_i - x_k||^2 / D`` within each domain, averaged."""
+        out = {}
+        with torch.no_grad():
+            for cam in sorted(set(src.embeds) & set(tgt.embeds)):
+                vals = []
+                for x in (src.embeds[cam], tgt.embeds[cam]):
+                    x = x.detach().float().flatten(1)
+                    n = x.shape[0]
+                    if n > 1:
+                        vals.append(float(sq_euclidean_cost(x, x).sum() / (n * (n - 1) * x.shape[1])))
+                if vals:
+                    out[f"ot_embed_spread/{cam}"] = sum(vals) / len(vals)
+        return out
+
     def forward(self, src: DomainFeatures, tgt: DomainFeatures) -> OTResult:
         """Compute the plan on the detached cost and return ``lambda_ot * <pi*, C>`` with its metrics."""
         cfg = self.cfg
@@ -90,6 +108,7 @@ class OTAlignmentLoss(nn.Module):
             terms = self.cost_terms(src, tgt)
             cost = torch.stack(list(terms.values())).sum(0)
             metrics: dict[str, float] = {f"ot_cost_mean/{k}": float(v.detach().mean()) for k, v in terms.items()}
+            metrics.update(self.embed_spread(src, tgt))
             solve_cost = cost.detach()
             if cfg.heuristic and src.phase is not None and tgt.phase is not None:
                 shift = prior_cost_shift(src.phase, tgt.phase, cfg.prior_sigma).to(solve_cost)
