@@ -4,10 +4,8 @@ GENERATED dpot-format runs (see runmaker.py) for OT regimes that need >10k steps
 from __future__ import annotations
 
 import copy
-import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,12 +16,6 @@ import runmaker  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def dpot_cli(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess:
-    """Run the ``dpot`` console script; returns the completed process (text)."""
-    return subprocess.run([str(runmaker.VENV_BIN / "dpot"), *args], capture_output=True, text=True, cwd=cwd,
-                          env={**runmaker.ENV, **(env or {})}, timeout=300)
 
 
 @pytest.fixture(scope="session")
@@ -112,6 +104,3 @@ def chromium() -> str:
             return path
     pytest.fail("headless Chromium is required for the HTML test: apt-get install -y chromium")
 
-
-def read_json(p: Path):
-    return json.loads(Path(p).read_text())

@@ -168,3 +168,14 @@ def generate_dpot_run(out: Path, src_root: Path, tgt_root: Path, config: dict, *
         text += lines[-1][: len(lines[-1]) // 2]   # a run still writing: torn last line
     (out / "metrics.jsonl").write_text(text)
     return out
+
+
+def dpot_cli(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess:
+    """Run the ``dpot`` console script; returns the completed process (text)."""
+    return subprocess.run([str(VENV_BIN / "dpot"), *args], capture_output=True, text=True, cwd=cwd,
+                          env={**ENV, **(env or {})}, timeout=300)
+
+
+def read_json(p: Path):
+    """Parse a JSON file."""
+    return json.loads(Path(p).read_text())

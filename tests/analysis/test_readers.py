@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import dpot_cli
+from runmaker import dpot_cli
 
 from dpot.analysis import open_run
 from dpot.analysis.aliases import canonical_key

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import dpot_cli
+from runmaker import dpot_cli
 
 from dpot.analysis import analyze, load_rules
 

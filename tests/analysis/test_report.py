@@ -9,7 +9,7 @@ import re
 import shutil
 import subprocess
 
-from conftest import dpot_cli, read_json
+from runmaker import dpot_cli, read_json
 
 import runmaker
 from dpot.analysis import analyze, load_rules
