@@ -46,7 +46,9 @@ def test_micro_study_end_to_end_and_resume(tmp_path):
     done_a = json.loads((root / "done" / f"{A}.json").read_text())
     assert [p["step"] for p in done_a["curve"]] == [2, 4]          # intermediate checkpoint + final
     assert set(done_a["evals"]) == {"target", "source"}
-    assert (root / "evals" / f"{A}-target-step000002.json").is_file()
+    curve_eval = json.loads((root / "evals" / f"{A}-target-step000002.json").read_text())
+    assert (curve_eval["step"], curve_eval["train_seed"], curve_eval["seed"]) == (2, 0, 100_000)
+    assert len(curve_eval["episode_success"]) == curve_eval["episodes"] == 1
 
     # sitting 2: killed while job B trains (after its first checkpoint, before its last)
     proc = subprocess.Popen(_study_cmd(root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -181,7 +181,7 @@ class Study:
         r = evaluate_policy(ckpt / "pretrained_model", self.task, domain, episodes, EVAL_SEED,
                             max_steps=self.preset.eval_max_steps, workers=self.eval_workers, device=self.device)
         detail = r.pop("episodes_detail", [])
-        r.update({"job": job.id, "method": job.method.name, "seed": job.seed, "step": _ckpt_step(ckpt),
+        r.update({"job": job.id, "method": job.method.name, "train_seed": job.seed, "step": _ckpt_step(ckpt),
                   "episode_success": "".join("1" if e["success"] else "0" for e in detail)})
         write_json(path, r)
         return r
