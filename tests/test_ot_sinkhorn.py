@@ -159,6 +159,10 @@ def test_half_precision_and_autocast_are_solved_in_float32():
     half = unbalanced_sinkhorn(C.half(), reg=0.02, tau_src=0.01, tau_tgt=0.01)
     assert half.dtype == torch.float16
     assert (half.double() - ref).abs().max() < 1e-3 * ref.max()  # only the output is rounded to half
+    bf16 = unbalanced_sinkhorn(C.bfloat16(), reg=0.02, tau_src=0.01, tau_tgt=0.01)
+    assert bf16.dtype == torch.bfloat16
+    ref_bf16_cost = unbalanced_sinkhorn(C.bfloat16().double(), reg=0.02, tau_src=0.01, tau_tgt=0.01, tol=1e-12)
+    assert (bf16.double() - ref_bf16_cost).abs().max() < 1e-2 * ref_bf16_cost.max()  # output rounded to bf16
 
 
 def test_invalid_arguments():

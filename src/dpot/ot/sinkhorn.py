@@ -174,7 +174,7 @@ def unbalanced_sinkhorn(
     with torch.no_grad(), torch.autocast(device_type=cost.device.type, enabled=False):
         if cost.device.type == "cpu":
             with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-                cr = cost.detach().numpy().astype(np.float64) / reg
+                cr = cost.detach().to(torch.float64).numpy() / reg  # cast first: numpy has no bfloat16
                 f, g = _scaling_iterations(_Numpy, cr, log_a, log_b, phi_src, phi_tgt, max_iters, tol, check_every)
                 plan = torch.from_numpy(np.exp(log_a[..., :, None] + log_b[..., None, :]
                                                + f[..., :, None] + g[..., None, :] - cr))
