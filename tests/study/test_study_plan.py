@@ -82,3 +82,57 @@ def test_a_study_dir_is_not_continued_with_other_settings(tmp_path):
     Study(tmp_path, p, p.tasks[0]).open()                               # same settings: fine
     with pytest.raises(UserError, match="other settings"):
         Study(tmp_path, PRESETS["cpu-small"], p.tasks[0]).open()
+
+
+def test_file_lock_is_exclusive_and_released_when_its_holder_dies(tmp_path):
+    import subprocess
+    import sys
+
+    from dpot.bench.study import file_lock
+
+    path = tmp_path / "claims" / "job.lock"
+    with file_lock(path, blocking=False) as outer:
+        assert outer
+        with file_lock(path, blocking=False) as inner:                  # a second open file: refused
+            assert not inner
+    with file_lock(path, blocking=False) as again:                      # released at the end of the block
+        assert again
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); "
+                               "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)", str(path)],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with file_lock(path, blocking=False) as mine:
+        assert not mine
+    holder.kill()
+    holder.wait()
+    with file_lock(path, blocking=False) as mine:                      # the kernel dropped the dead holder's lock
+        assert mine
+
+
+def test_two_sittings_share_a_study_dir_without_running_a_job_twice(tmp_path, monkeypatch):
+    """A sitting skips the jobs another sitting holds a claim on and runs the next free ones (max_jobs counts
+    the jobs it ran); results are collected from every finished job."""
+    from dpot.bench.study import file_lock
+
+    p = PRESETS["micro"]
+    study = Study(tmp_path, p, p.tasks[0], progress=False)
+    jobs = plan_jobs(parse_methods("target-only,dp-ot"), 2)
+    ran = []
+
+    def fake_run_job(job, data):
+        ran.append(job.id)
+        marker = {**_marker(job.method.name, job.seed, 1, 2, 1), "train": "fresh"}
+        study.done_path(job).parent.mkdir(parents=True, exist_ok=True)
+        study.done_path(job).write_text(json.dumps(marker))
+        return marker
+
+    monkeypatch.setattr(study, "datasets", lambda: DATA)
+    monkeypatch.setattr(study, "run_job", fake_run_job)
+    monkeypatch.setattr(study, "is_done", lambda job: study.done_path(job).is_file())
+    with file_lock(tmp_path / "claims" / f"{jobs[0].id}.lock", blocking=False) as held:
+        assert held
+        res = study.run(jobs, max_jobs=2)                               # jobs[0] belongs to the other sitting
+    assert ran == [jobs[1].id, jobs[2].id]
+    assert res["jobs_done"] == sorted(ran)
+    study.run(jobs)                                                      # later: only what is left
+    assert ran == [jobs[1].id, jobs[2].id, jobs[0].id, jobs[3].id]

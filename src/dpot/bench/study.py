@@ -15,6 +15,7 @@ Study directory::
     D/logs/<job>.log                      the trainer's output
     D/evals/<job>-<domain>.json           final-checkpoint evaluation; <job>-target-step<NNNNNN>.json: curve
     D/done/<job>.json                     written last, atomically: the job is finished
+    D/claims/<job>.lock                   flock-ed while a sitting works on the job
     D/results.json, results.md, curves.png
 
 ``<job>`` = ``<method>-seed<k>``. Resume: a job with a ``done/`` marker is skipped; otherwise each stage is
@@ -22,16 +23,24 @@ redone only if its output is missing: training resumes from ``checkpoints/last``
 without any checkpoint holds nothing to keep and is started again), and every evaluation whose JSON exists is
 kept. Jobs run in plan order: core methods (target-only, naive-cotrain, dp-ot) for all seeds first, seed by
 seed, then the other baselines, then the sweeps. Training runs in a subprocess (``python -m dpot.train``).
+
+Several sittings may share one directory at the same time (e.g. two processes with ``OMP_NUM_THREADS=1`` on a
+2-core machine): a sitting works on a job only while it holds an exclusive ``flock`` on ``claims/<job>.lock``
+(released by the kernel when the process ends, however it ends), skips jobs another sitting holds, and
+generates the datasets under a lock of its own.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +70,25 @@ def plan_jobs(methods: list[Method], seeds: int) -> list[Job]:
     order = list(METHODS)
     jobs = [Job(m, s) for m in methods for s in range(seeds)]
     return sorted(jobs, key=lambda j: (j.method.group, j.seed, order.index(j.method.name)))
+
+
+@contextmanager
+def file_lock(path: Path, *, blocking: bool) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``path`` for the ``with`` block; yields False (and holds nothing) when
+    ``blocking`` is False and another process holds it. The kernel drops the lock when the holder dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield True
+    finally:
+        os.close(fd)
 
 
 def write_json(path: Path, obj) -> Path:
@@ -120,11 +148,12 @@ class Study:
         from dpot.bench.generate import generate_dataset
 
         p, out = self.preset, {}
-        for domain, n, seed in (("source", p.source_episodes, 0), ("target", p.target_episodes, 50_000)):
-            root = self.root / "data" / f"{self.task}_{domain}"
-            generate_dataset(self.task, domain, n, root, image_size=p.image_size, cameras=p.cameras, seed=seed,
-                             progress=self.progress)
-            out[domain] = {"repo_id": f"local/{self.task}_{domain}", "root": str(root)}
+        with file_lock(self.root / "claims" / "data.lock", blocking=True):
+            for domain, n, seed in (("source", p.source_episodes, 0), ("target", p.target_episodes, 50_000)):
+                root = self.root / "data" / f"{self.task}_{domain}"
+                generate_dataset(self.task, domain, n, root, image_size=p.image_size, cameras=p.cameras,
+                                 seed=seed, progress=self.progress)
+                out[domain] = {"repo_id": f"local/{self.task}_{domain}", "root": str(root)}
         return out
 
     # -------------------------------------------------------------- training
@@ -224,19 +253,30 @@ class Study:
         self.open()
         todo = [j for j in jobs if not self.is_done(j)]
         skipped = len(jobs) - len(todo)
-        if max_jobs is not None:
-            todo = todo[:max_jobs]
+        n_run = len(todo) if max_jobs is None else min(max_jobs, len(todo))
         print(f"dpot bench study: {self.preset.name} on {self.task} in {self.root}: {len(jobs)} jobs, "
-              f"{skipped} already done, running {len(todo)}", flush=True)
-        if todo:
+              f"{skipped} already done, running up to {n_run}", flush=True)
+        if n_run:
             data = self.datasets()
-            bar = tqdm(todo, desc="study", unit="job", disable=not self.progress, dynamic_ncols=True)
-            for job in bar:
-                bar.set_postfix_str(job.id)
-                t0 = time.perf_counter()
-                m = self.run_job(job, data)
+            bar = tqdm(total=n_run, desc="study", unit="job", disable=not self.progress, dynamic_ncols=True)
+            ran = 0
+            for job in todo:
+                if ran >= n_run:
+                    break
+                with file_lock(self.root / "claims" / f"{job.id}.lock", blocking=False) as mine:
+                    if not mine:
+                        bar.write(f"study: {job.id} is being run by another sitting; skipped")
+                        continue
+                    if self.is_done(job):  # finished by another sitting since the list was made
+                        continue
+                    bar.set_postfix_str(job.id)
+                    t0 = time.perf_counter()
+                    m = self.run_job(job, data)
                 ev = "  ".join(f"{d} {e['successes']}/{e['episodes']}" for d, e in m["evals"].items())
                 bar.write(f"study: {job.id} done ({m['train']}, {time.perf_counter() - t0:.0f} s): {ev}")
+                ran += 1
+                bar.update(1)
+            bar.close()
         return write_results(self)
 
 
