@@ -234,9 +234,13 @@ class CoTrainDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, source, target, *, camera_map: dict[str, str], keys: list[str]):
-        self.datasets = {SRC: source, TGT: target}
+        from dpot.data.frames import FrameReader
+
         self.rename = {SRC: dict(camera_map), TGT: {}}
         self.keys = list(keys)
+        inv = {v: k for k, v in self.rename[SRC].items()}
+        # items as LeRobotDataset returns them, without its per-row image decoding (dpot.data.frames)
+        self.datasets = {SRC: FrameReader(source, [inv.get(k, k) for k in self.keys]), TGT: FrameReader(target, self.keys)}
 
     def __len__(self) -> int:
         return len(self.datasets[SRC]) + len(self.datasets[TGT])
