@@ -101,3 +101,15 @@ def test_cli_missing_config_file_and_unknown_command(tmp_path):
     assert proc.returncode == 2 and "error: --config_path:" in proc.stderr and "Traceback" not in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "dpot", "trian"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "did you mean 'train'" in proc.stderr
+
+
+def test_policy_defaults_fetch_nothing_and_use_group_norm_unless_given(tmp_path):
+    bare = {**BASE, "policy": {"type": "diffusion", "push_to_hub": False}}
+    cfg = load_train_config(_write(tmp_path, bare))
+    assert cfg.policy.pretrained_backbone_weights is None and cfg.policy.use_group_norm is True
+    cfg = load_train_config(_write(tmp_path, bare), ["--policy.use_group_norm=false"])
+    assert cfg.policy.use_group_norm is False
+    weights = {**bare, "policy": {**bare["policy"], "pretrained_backbone_weights": "ResNet18_Weights.IMAGENET1K_V1"}}
+    cfg = load_train_config(_write(tmp_path, weights))      # explicit weights: LeRobot's BatchNorm stays
+    assert cfg.policy.pretrained_backbone_weights == "ResNet18_Weights.IMAGENET1K_V1"
+    assert cfg.policy.use_group_norm is False

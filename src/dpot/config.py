@@ -362,6 +362,7 @@ def load_train_config(config_path: str | os.PathLike | None, overrides: Sequence
     for arg in overrides:
         key, _ = _split_override(arg)
         _check_override_key(key, raw)
+    _apply_policy_defaults(raw, overrides)
     if "dataset" not in raw and not any(a.startswith("--dataset.") for a in overrides):
         raise UserError('dataset: missing; give the target dataset, e.g. "dataset": {"repo_id": "local/real", '
                         '"root": "data/real"} or --dataset.repo_id=... --dataset.root=...')
@@ -376,6 +377,28 @@ def load_train_config(config_path: str | os.PathLike | None, overrides: Sequence
         raise UserError(_one_line_draccus_error(err)) from None
     validate_config(cfg)
     return cfg
+
+
+# dpot's defaults where LeRobot's would download or misbehave: no ImageNet weights (nothing is fetched at run
+# time), and then GroupNorm in the encoder (BatchNorm would mix source and target batch statistics and is
+# unstable at the small batches/images of CPU runs). An explicit value in the JSON or on the CLI wins.
+POLICY_DEFAULTS = {"diffusion": {"pretrained_backbone_weights": None, "use_group_norm": True}}
+
+
+def _apply_policy_defaults(raw: dict, overrides: Sequence[str]) -> None:
+    """Fill :data:`POLICY_DEFAULTS` into ``raw["policy"]`` for keys set neither there nor by an override;
+    ``use_group_norm`` only when no pretrained weights are asked for (LeRobot refuses GroupNorm with them)."""
+    policy = raw.get("policy")
+    if not isinstance(policy, dict):
+        return
+    given = {a[2:].split("=", 1)[0].removeprefix("policy.") for a in overrides if a.startswith("--policy.")}
+    for key, value in POLICY_DEFAULTS.get(policy.get("type", ""), {}).items():
+        if key in policy or key in given:
+            continue
+        asks_weights = policy.get("pretrained_backbone_weights") or "pretrained_backbone_weights" in given
+        if key == "use_group_norm" and asks_weights:
+            continue
+        policy[key] = value
 
 
 def _one_line_draccus_error(err: Exception) -> str:

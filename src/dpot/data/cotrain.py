@@ -240,7 +240,8 @@ class CoTrainDataset(torch.utils.data.Dataset):
         self.keys = list(keys)
         inv = {v: k for k, v in self.rename[SRC].items()}
         # items as LeRobotDataset returns them, without its per-row image decoding (dpot.data.frames)
-        self.datasets = {SRC: FrameReader(source, [inv.get(k, k) for k in self.keys]), TGT: FrameReader(target, self.keys)}
+        self.datasets = {SRC: FrameReader(source, [inv.get(k, k) for k in self.keys]),
+                         TGT: FrameReader(target, self.keys)}
 
     def __len__(self) -> int:
         return len(self.datasets[SRC]) + len(self.datasets[TGT])
