@@ -21,6 +21,8 @@ dataset, ``n_src = round(batch_ratio * batch_size)`` items from the first):
 * ``dp-ot-noheur``: ``dp-ot`` with ``heuristic=false`` (random pairing, no temporal prior).
 * sweeps: ``dp-ot-lam0.05`` / ``dp-ot-lam0.2`` (with ``naive-cotrain`` = 0 and ``dp-ot`` = 0.1 they make the
   lambda_ot sweep {0, 0.05, 0.1, 0.2}) and two further (reg, tau) settings.
+* ``dp-ot-median``: ``dp-ot`` with ``cost_norm=median`` (each cost term divided by its batch median, so the
+  encoder cannot lower the OT cost by shrinking its embeddings: the ``embed_collapse`` diagnosis).
 
 In all study runs ``eval.val_fraction=0`` and ``eval_freq=0``: every target demo is used for training (a held-out
 episode would otherwise leak into ``target-only``'s "source" half) and closed-loop success is the measure.
@@ -70,6 +72,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            "reg/tau sweep: looser plan"),
     Method("dp-ot-reg0.1-tau1", "source", "target", {"reg": 0.1, "tau_src": 1.0, "tau_tgt": 1.0}, 2,
            "reg/tau sweep: near-balanced plan"),
+    Method("dp-ot-median", "source", "target", {"cost_norm": "median"}, 3,
+           "scale-invariant cost: each term divided by its batch median (the embed_collapse rule's proposal)"),
 ]}
 
 
