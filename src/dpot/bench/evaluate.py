@@ -151,7 +151,10 @@ def evaluate_policy(policy_path: str | Path, task: str, domain="target", episode
         Path(gif_dir).mkdir(parents=True, exist_ok=True)
     seeds = list(range(seed, seed + episodes))
     chunks = [seeds[i::workers] for i in range(workers)]
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    # torch threads per worker: OMP_NUM_THREADS when set (two studies side by side on 2 cores set it to 1;
+    # more threads than cores makes OpenMP spin: measured 3x slower), else the cores shared by the workers
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    threads = int(omp) if omp.isdigit() and int(omp) > 0 else max(1, (os.cpu_count() or 1) // workers)
     t0 = time.perf_counter()
     args = [(str(policy_dir), task, spec.to_dict(), chunk, max_steps, device,
              str(gif_dir) if gif_dir is not None and i == 0 else None, gifs, threads)
