@@ -136,3 +136,19 @@ def test_two_sittings_share_a_study_dir_without_running_a_job_twice(tmp_path, mo
     assert res["jobs_done"] == sorted(ran)
     study.run(jobs)                                                      # later: only what is left
     assert ran == [jobs[1].id, jobs[2].id, jobs[0].id, jobs[3].id]
+
+
+def test_ot_metrics_average_the_late_part_of_the_run(tmp_path):
+    from dpot.bench.study import ot_metrics
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"step": 10 * (i + 1), "train/ot_pi_sum": float(i), "train/ot_cost/embed_corner4": 2.0 * i,
+             "train/lr": 1e-4} for i in range(40)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    m = ot_metrics(run)
+    assert m["train/ot_pi_sum"] == pytest.approx((36 + 37 + 38 + 39) / 4)      # last 10 % of 40 points
+    assert m["train/ot_cost/embed_corner4"] == pytest.approx(2 * 37.5)
+    assert m["first/train/ot_pi_sum"] == 0.0 and m["last_step"] == 400
+    assert "train/lr" not in m
+    assert "error" in ot_metrics(tmp_path / "missing")

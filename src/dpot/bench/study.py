@@ -285,8 +285,12 @@ def _ckpt_step(ckpt: Path) -> int | None:
     return int(name) if name.isdigit() else None
 
 
-def ot_metrics(run_dir: Path) -> dict:
-    """Last logged OT and loss metrics of a run (``dpot.analysis`` reader): pi_sum, pi_diag, per-term costs..."""
+def ot_metrics(run_dir: Path, tail: float = 0.1) -> dict:
+    """OT and loss metrics of a run (``dpot.analysis`` reader): pi_sum, pi_diag, per-term costs, BC losses.
+
+    Each value is the mean over the last ``tail`` fraction of the logged points (at least one): single OT
+    batches are noisy (a 16x16 plan), the late-training level is what a reader compares across runs.
+    ``first/<key>`` holds the first logged value (where the run started)."""
     from dpot.analysis.readers import open_run
 
     try:
@@ -296,7 +300,9 @@ def ot_metrics(run_dir: Path) -> dict:
     out = {}
     for key, series in run.history.items():
         if series and (key in OT_KEYS or key.startswith("train/ot_cost/")):
-            out[key] = series[-1][1]
+            last = [v for _, v in series[-max(1, int(len(series) * tail)):]]
+            out[key] = sum(last) / len(last)
+            out[f"first/{key}"] = series[0][1]
     out["last_step"] = run.last_step
     return out
 
@@ -352,6 +358,10 @@ def _versions() -> dict:
 def write_results(study: Study) -> dict:
     """Collect every done marker of the study into ``results.json``, ``results.md`` and ``curves.png``."""
     markers = [json.loads(p.read_text()) for p in sorted((study.root / "done").glob("*.json"))]
+    for m in markers:  # recomputed from the run's log when it is here (markers of older versions: last value)
+        run = study.root / "runs" / m["job"]
+        if (run / "metrics.jsonl").is_file():
+            m["ot"] = ot_metrics(run)
     results = {"preset": study.preset.name, "task": study.task, "steps": study.preset.steps,
                "eval_episodes": study.preset.eval_episodes, "curve_episodes": study.preset.curve_episodes,
                "jobs_done": sorted(m["job"] for m in markers), "versions": _versions(),
@@ -390,8 +400,9 @@ def render_markdown(results: dict, curves_png: str | None = None) -> str:
         pts = ", ".join(f"{s}: {100 * c['success_rate']:.0f}% ({c['successes']}/{c['episodes']})"
                         for s, c in sorted(m["curve"].items(), key=lambda kv: int(kv[0])))
         lines.append(f"- {name}: {pts}")
-    lines += ["", "## OT metrics (last logged value per run)", ""]
-    keys = sorted({k for m in results["methods"].values() for r in m["runs"].values() for k in r if k != "last_step"})
+    lines += ["", "## OT metrics (mean over the last 10% of logged steps per run)", ""]
+    keys = sorted({k for m in results["methods"].values() for r in m["runs"].values() for k in r
+                   if k != "last_step" and not k.startswith("first/")})
     short = [k.replace("train/", "") for k in keys]
     lines += ["| run | " + " | ".join(short) + " |", "|---|" + "---|" * len(keys)]
     for m in results["methods"].values():
