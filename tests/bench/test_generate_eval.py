@@ -131,3 +131,37 @@ def test_eval_refuses_a_policy_with_other_inputs(tiny_policy, tmp_path):
     (bad / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(UserError, match="observation.state of shape"):
         evaluate_policy(bad, "push-v3", "target", episodes=1)
+
+
+@pytest.mark.parametrize("n_obs", [1, 2])
+def test_rendering_only_observations_that_reach_an_inference_gives_the_same_actions(tiny_policy, n_obs, monkeypatch):
+    """Skipping the renders the policy never looks at (dpot.bench.evaluate.needs_images) changes nothing:
+    same actions, step for step, as rendering every observation; and it does skip most renders."""
+    import torch
+
+    from dpot.bench.env import DomainEnv
+    from dpot.bench.evaluate import _load, policy_cameras, rollout
+
+    from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
+
+    policy, pre, post = _load(tiny_policy, "cpu")
+    if n_obs != policy.config.n_obs_steps:
+        policy.config.n_obs_steps = n_obs
+        policy = DiffusionPolicy(policy.config).eval()
+    cameras, size = policy_cameras(policy.config)
+    renders = []
+    with DomainEnv("push-v3", "target", image_size=size, cameras=cameras) as env:
+        real_render = env.render
+        monkeypatch.setattr(env, "render", lambda *a, **k: renders.append(1) or real_render(*a, **k))
+        runs = {}
+        for render_all in (True, False):
+            renders.clear()
+            torch.manual_seed(0)
+            r = rollout(policy, pre, post, env, 100003, task="push-v3", cameras=cameras, max_steps=20,
+                        render_all=render_all)
+            runs[render_all] = (r["actions"], len(renders))
+    assert runs[True][0].shape == (20, 4)
+    np.testing.assert_array_equal(runs[True][0], runs[False][0])
+    assert runs[True][1] == 21                                           # reset + every step
+    # chunks of 8 actions: inferences at steps 0, 8, 16 need the n_obs observations before them
+    assert runs[False][1] == 1 + 2 * n_obs

@@ -81,6 +81,57 @@ def policy_cameras(config) -> tuple[tuple[str, ...], int]:
     return tuple(cams), size or 96
 
 
+def needs_images(policy) -> bool:
+    """Whether the observation handed to the policy's next ``select_action`` can reach an inference.
+
+    LeRobot's DiffusionPolicy keeps the last ``n_obs_steps`` observations and samples a new action chunk only
+    when its action queue is empty; with ``L`` queued actions left, the next observation is used iff
+    ``L < n_obs_steps``. The other observations need their state (queued) but not their images: skipping
+    those renders gives the same actions (tests/bench/test_generate_eval.py) and saves 7 of 8 renders at
+    n_obs_steps=1, n_action_steps=8. Unknown policy types: always True."""
+    queues = getattr(policy, "_queues", None)
+    n_obs = getattr(getattr(policy, "config", None), "n_obs_steps", None)
+    if not isinstance(queues, dict) or "action" not in queues or not n_obs:
+        return True
+    return len(queues["action"]) < int(n_obs)
+
+
+def rollout(policy, pre, post, env, seed: int, *, task: str, cameras: tuple[str, ...], max_steps: int,
+            render_all: bool = False, keep_frames: bool = False) -> dict:
+    """One closed-loop episode: ``{"success", "length", "actions" (T, 4), "frames" (if keep_frames)}``.
+
+    Images are rendered only for observations that can reach an inference (:func:`needs_images`) unless
+    ``render_all`` or ``keep_frames``; a skipped observation carries the last rendered images."""
+    import torch
+
+    from dpot.bench.generate import DESCRIPTIONS
+
+    policy.reset()
+    obs = env.reset(seed)
+    images = obs["images"]
+    frames, actions, success, length = [], [], False, max_steps
+    for t in range(max_steps):
+        if obs["images"]:
+            images = obs["images"]
+        batch = {f"observation.images.{c}": torch.from_numpy(images[c]).permute(2, 0, 1)
+                 .float().div(255.0).unsqueeze(0) for c in cameras}
+        batch["observation.state"] = torch.from_numpy(obs["state"]).unsqueeze(0)
+        batch["task"] = [DESCRIPTIONS[task]]
+        with torch.inference_mode():
+            action = post(policy.select_action(pre(batch))).squeeze(0).cpu().numpy()
+        actions.append(action)
+        if keep_frames:
+            frames.append(np.concatenate([images[c] for c in cameras], axis=1))
+        obs, done, _ = env.step(action, render=render_all or keep_frames or needs_images(policy))
+        if done:
+            success, length = True, t + 1
+            break
+    out = {"success": success, "length": length, "actions": np.asarray(actions)}
+    if keep_frames:
+        out["frames"] = frames
+    return out
+
+
 def _run_episodes(policy_dir: str, task: str, spec: dict, seeds: list[int], max_steps: int, device: str,
                   gif_dir: str | None, gif_count: int, threads: int) -> list[dict]:
     """Run the given seeds in this process; returns one record per episode."""
@@ -88,7 +139,6 @@ def _run_episodes(policy_dir: str, task: str, spec: dict, seeds: list[int], max_
     import torch
 
     from dpot.bench.env import DomainEnv
-    from dpot.bench.generate import DESCRIPTIONS
 
     torch.set_num_threads(threads)
     policy, pre, post = _load(Path(policy_dir), device)
@@ -98,28 +148,15 @@ def _run_episodes(policy_dir: str, task: str, spec: dict, seeds: list[int], max_
     records = []
     with DomainEnv(task, spec, image_size=size, cameras=cameras) as env:
         for k, seed in enumerate(seeds):
-            policy.reset()
-            obs = env.reset(seed)
-            frames, success, length = [], False, max_steps
-            for t in range(max_steps):
-                batch = {f"observation.images.{c}": torch.from_numpy(obs["images"][c]).permute(2, 0, 1)
-                         .float().div(255.0).unsqueeze(0) for c in cameras}
-                batch["observation.state"] = torch.from_numpy(obs["state"]).unsqueeze(0)
-                batch["task"] = [DESCRIPTIONS[task]]
-                with torch.inference_mode():
-                    action = post(policy.select_action(pre(batch)))
-                if gif_dir and k < gif_count:
-                    frames.append(np.concatenate([obs["images"][c] for c in cameras], axis=1))
-                obs, done, _ = env.step(action.squeeze(0).cpu().numpy())
-                if done:
-                    success, length = True, t + 1
-                    break
-            records.append({"seed": seed, "success": success, "length": length})
-            if frames:
+            gif = bool(gif_dir) and k < gif_count
+            r = rollout(policy, pre, post, env, seed, task=task, cameras=cameras, max_steps=max_steps,
+                        keep_frames=gif)
+            records.append({"seed": seed, "success": r["success"], "length": r["length"]})
+            if gif:
                 import imageio.v2 as imageio
 
-                name = f"rollout_seed{seed}_{'success' if success else 'fail'}.gif"
-                imageio.mimsave(Path(gif_dir) / name, frames, duration=0.08, loop=0)
+                name = f"rollout_seed{seed}_{'success' if r['success'] else 'fail'}.gif"
+                imageio.mimsave(Path(gif_dir) / name, r["frames"], duration=0.08, loop=0)
     return records
 
 
