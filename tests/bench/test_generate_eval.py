@@ -100,9 +100,10 @@ def test_wilson_interval():
     assert lo == 0.0 and hi == pytest.approx(0.1611, abs=1e-4)
 
 
-def test_eval_of_trivial_policy_in_two_processes(tiny_policy, tmp_path):
+def test_eval_of_trivial_policy_in_two_processes(tiny_policy, tmp_path, capsys):
     res = evaluate_policy(tiny_policy, "push-v3", "target", episodes=2, max_steps=12, workers=2,
                           gif_dir=tmp_path / "gifs", gifs=1, out=tmp_path / "eval.json")
+    assert "2/2" in capsys.readouterr().err                              # the progress bar saw both episodes
     assert 0.0 <= res["success_rate"] <= 1.0 and res["episodes"] == 2
     lo, hi = res["ci95"]
     assert 0.0 <= lo <= res["success_rate"] <= hi <= 1.0 and hi - lo > 0.3

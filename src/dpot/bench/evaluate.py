@@ -132,9 +132,18 @@ def rollout(policy, pre, post, env, seed: int, *, task: str, cameras: tuple[str,
     return out
 
 
+_DONE = None  # shared episode counter (multiprocessing.Value) of this process, for the parent's progress bar
+
+
+def _set_counter(counter) -> None:
+    global _DONE
+    _DONE = counter
+
+
 def _run_episodes(policy_dir: str, task: str, spec: dict, seeds: list[int], max_steps: int, device: str,
-                  gif_dir: str | None, gif_count: int, threads: int) -> list[dict]:
-    """Run the given seeds in this process; returns one record per episode."""
+                  gif_dir: str | None, gif_count: int, threads: int, on_episode=None) -> list[dict]:
+    """Run the given seeds in this process; returns one record per episode. After each episode: ``on_episode()``
+    and the shared counter of a pool worker (:func:`_set_counter`) is raised by one."""
     os.environ.setdefault("MUJOCO_GL", "egl")
     import torch
 
@@ -152,6 +161,11 @@ def _run_episodes(policy_dir: str, task: str, spec: dict, seeds: list[int], max_
             r = rollout(policy, pre, post, env, seed, task=task, cameras=cameras, max_steps=max_steps,
                         keep_frames=gif)
             records.append({"seed": seed, "success": r["success"], "length": r["length"]})
+            if _DONE is not None:
+                with _DONE.get_lock():
+                    _DONE.value += 1
+            if on_episode is not None:
+                on_episode()
             if gif:
                 import imageio.v2 as imageio
 
@@ -163,8 +177,9 @@ def _run_episodes(policy_dir: str, task: str, spec: dict, seeds: list[int], max_
 def evaluate_policy(policy_path: str | Path, task: str, domain="target", episodes: int = 20,
                     seed: int = EVAL_SEED, *, max_steps: int = 150, workers: int | None = None,
                     device: str | None = None, gif_dir: str | Path | None = None, gifs: int = 3,
-                    out: str | Path | None = None) -> dict:
-    """Run ``episodes`` closed-loop episodes of the policy at ``policy_path`` in ``domain``; return a result dict.
+                    out: str | Path | None = None, progress: bool = True) -> dict:
+    """Run ``episodes`` closed-loop episodes of the policy at ``policy_path`` in ``domain``; return a result dict
+    (a progress bar counts finished episodes unless ``progress=False``).
 
     Result keys: ``success_rate``, ``ci95`` ([low, high], Wilson), ``successes``, ``episodes``,
     ``mean_length`` (success = first success step, failure = ``max_steps``), ``episodes_detail``, ``seconds``,
@@ -196,11 +211,23 @@ def evaluate_policy(policy_path: str | Path, task: str, domain="target", episode
     args = [(str(policy_dir), task, spec.to_dict(), chunk, max_steps, device,
              str(gif_dir) if gif_dir is not None and i == 0 else None, gifs, threads)
             for i, chunk in enumerate(chunks)]
+    ctx = mp.get_context("spawn")
+    counter = ctx.Value("i", 0)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=episodes, desc=f"eval {task} [{spec.name}]", unit="ep", disable=not progress,
+               dynamic_ncols=True, leave=False)
     if workers == 1:
-        records = _run_episodes(*args[0])
+        records = _run_episodes(*args[0], on_episode=lambda: bar.update(1))
     else:
-        with mp.get_context("spawn").Pool(workers) as pool:
-            records = [r for part in pool.starmap(_run_episodes, args) for r in part]
+        with ctx.Pool(workers, initializer=_set_counter, initargs=(counter,)) as pool:
+            pending = pool.starmap_async(_run_episodes, args)
+            while not pending.ready():
+                pending.wait(0.5)
+                bar.update(counter.value - bar.n)
+            records = [r for part in pending.get() for r in part]
+            bar.update(counter.value - bar.n)
+    bar.close()
     records.sort(key=lambda r: r["seed"])
     n_ok = sum(r["success"] for r in records)
     low, high = wilson_interval(n_ok, len(records))

@@ -208,7 +208,8 @@ class Study:
         from dpot.bench.evaluate import EVAL_SEED, evaluate_policy
 
         r = evaluate_policy(ckpt / "pretrained_model", self.task, domain, episodes, EVAL_SEED,
-                            max_steps=self.preset.eval_max_steps, workers=self.eval_workers, device=self.device)
+                            max_steps=self.preset.eval_max_steps, workers=self.eval_workers, device=self.device,
+                            progress=self.progress)
         detail = r.pop("episodes_detail", [])
         r.update({"job": job.id, "method": job.method.name, "train_seed": job.seed, "step": _ckpt_step(ckpt),
                   "episode_success": "".join("1" if e["success"] else "0" for e in detail)})
