@@ -49,6 +49,7 @@ from dpot.bench.presets import METHODS, Method, Preset, get_preset, parse_method
 from dpot.errors import UserError
 
 CURVE_FILE = "{job}-target-step{step:06d}.json"
+OT_PREFIXES = ("train/ot_cost/", "train/ot_cost_mean/", "train/ot_embed_spread/")
 OT_KEYS = ("train/ot_pi_sum", "train/ot_pi_diag", "train/ot_pi_diag_frac", "train/ot_loss", "train/ot_skipped",
            "train/loss", "train/bc_loss_src", "train/bc_loss_tgt")
 
@@ -300,7 +301,7 @@ def ot_metrics(run_dir: Path, tail: float = 0.1) -> dict:
         return {"error": str(err)}
     out = {}
     for key, series in run.history.items():
-        if series and (key in OT_KEYS or key.startswith("train/ot_cost/")):
+        if series and (key in OT_KEYS or key.startswith(OT_PREFIXES)):
             last = [v for _, v in series[-max(1, int(len(series) * tail)):]]
             out[key] = sum(last) / len(last)
             out[f"first/{key}"] = series[0][1]
