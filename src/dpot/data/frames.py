@@ -10,8 +10,9 @@ item, two data workers using as much CPU as the training step itself (docs/bench
 it against ``ds[idx]`` item by item) for a chosen set of keys: numeric columns are read once into tensors,
 images are decoded only for the frames an item asks for, with LeRobot's own conversion
 (:func:`lerobot.datasets.io_utils.pil_to_chw_tensor`) and LeRobot's own delta-index/padding rule
-(``DatasetReader._get_query_indices``). Datasets with video keys or image transforms are read through
-``ds[idx]`` unchanged (video decoding already decodes only the queried frames).
+(``DatasetReader._get_query_indices``); the image columns stay chunked and memory-mapped. Datasets with video
+keys, image transforms or images stored as paths are read through ``ds[idx]`` unchanged (video decoding
+already decodes only the queried frames).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class FrameReader(torch.utils.data.Dataset):
         self.ds = ds
         self.keys = list(keys)
         self._cache = None
+        self._slow = False
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -43,7 +45,11 @@ class FrameReader(torch.utils.data.Dataset):
     def fast(self) -> bool:
         """True when items are read from the columns; False when they go through ``ds[idx]``."""
         meta = self.ds.meta
-        return not meta.video_keys and self.ds.image_transforms is None
+        if meta.video_keys or self.ds.image_transforms is not None:
+            return False
+        if self._cache is None:
+            self._build()
+        return not self._slow
 
     def _build(self):
         reader = self.ds._ensure_reader()
@@ -54,7 +60,9 @@ class FrameReader(torch.utils.data.Dataset):
         for key in wanted:
             col = table.column(key)
             if key in image_keys:
-                images[key] = col.combine_chunks().field("bytes")
+                if any(chunk.field("bytes").null_count for chunk in col.chunks):
+                    self._slow = True  # images stored as paths, not bytes: LeRobot's reader handles them
+                images[key] = col  # chunked and memory-mapped: nothing is copied
             else:
                 numeric[key] = _column_tensor(col)
         rel = reader._absolute_to_relative_idx
@@ -66,7 +74,7 @@ class FrameReader(torch.utils.data.Dataset):
             raw = self.ds[int(idx)]
             names = [*self.keys, *(f"{k}_is_pad" for k in self.keys), "frame_index", "episode_index"]
             return {k: raw[k] for k in names if k in raw}
-        reader, numeric, images, rel = self._cache or self._build()
+        reader, numeric, images, rel = self._cache
         idx = int(idx)
         abs_idx = int(numeric["index"][idx])
         ep_idx = int(numeric["episode_index"][idx])
@@ -97,12 +105,13 @@ def _column_tensor(col) -> torch.Tensor:
     return torch.from_numpy(np.array(col.to_numpy(zero_copy_only=False)))
 
 
-def _decode(png_bytes, row: int) -> torch.Tensor:
-    """Decode one stored image with LeRobot's conversion (``pil_to_chw_tensor``: float32 CHW in [0, 1])."""
+def _decode(column, row: int) -> torch.Tensor:
+    """Decode one stored image (struct {bytes, path} column) with LeRobot's conversion (``pil_to_chw_tensor``:
+    float32 CHW in [0, 1])."""
     from lerobot.datasets.io_utils import pil_to_chw_tensor
     from PIL import Image
 
-    return pil_to_chw_tensor(Image.open(io.BytesIO(png_bytes[row].as_py())))
+    return pil_to_chw_tensor(Image.open(io.BytesIO(column[row]["bytes"].as_py())))
 
 
 __all__ = ["FrameReader"]
