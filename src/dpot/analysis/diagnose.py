@@ -242,8 +242,9 @@ def rule_embed_collapse(run, sums, thr, ctx):
     """Image-embedding cost and the embeddings' own spread both fall to a tiny fraction of their start.
 
     With a scale-dependent cost (``ot.cost_norm`` ``dim`` or ``none``) the OT loss on learned embeddings has a
-    trivial minimizer: shrinking the embeddings (the next layers rescale them). Then the image terms fade and
-    the labels alone decide the plan. Alignment lowers the cross-domain cost but not the within-domain spread
+    trivial minimizer: shrinking the embeddings (the next layers rescale them); BC alone can also make them
+    near-constant (in the cpu-small study naive co-training, lambda_ot=0, shrank them as much, measured offline
+    on its checkpoints). Either way the image terms fade and the labels alone decide the plan. Alignment lowers the cross-domain cost but not the within-domain spread
     (``train/ot_embed_spread/<camera>``), so both must collapse; runs without the spread metric are not judged.
     ``cost_norm=median`` divides each term by its batch median: scale-invariant.
     """

@@ -74,11 +74,15 @@ FINDINGS = {
         "zh": "代价项 {dominant} 占主导：{dominant_cost}，对比 {next} {next_cost}（{ratio} 倍，{metric}）。"
               "请重新平衡权重。"},
     "embed_collapse": {
-        "en": "Image embeddings collapsed ({summary}; last/first) with ot.cost_norm={cost_norm}: the encoder "
-              "lowers a scale-dependent OT cost by shrinking its embeddings, so the image terms fade and the "
-              "labels alone decide the plan. Use ot.cost_norm=median (scale-invariant).",
-        "zh": "图像嵌入已坍缩（{summary}；末/初比值），ot.cost_norm={cost_norm}：编码器通过缩小嵌入来降低"
-              "与尺度相关的 OT 代价，图像项因此失效，传输计划只由标签决定。建议使用 ot.cost_norm=median（尺度不变）。"},
+        "en": "Image embeddings collapsed ({summary}; last/first) with ot.cost_norm={cost_norm}: the image "
+              "terms fade and the labels alone decide the plan. The encoder may be shrinking its embeddings to "
+              "lower a scale-dependent OT cost, or BC alone may make them near-constant (the policy leaning on "
+              "the state: in the cpu-small study naive co-training, lambda_ot=0, shrank them as much). Use "
+              "ot.cost_norm=median (scale-invariant) so the image terms count in the plan.",
+        "zh": "图像嵌入已坍缩（{summary}；末/初比值），ot.cost_norm={cost_norm}：图像项因此失效，传输计划只由标签"
+              "决定。可能是编码器缩小嵌入以降低与尺度相关的 OT 代价，也可能仅由 BC 训练导致嵌入近乎恒定（策略依赖状态："
+              "cpu-small 研究中 lambda_ot=0 的朴素协同训练也同样缩小）。建议使用 ot.cost_norm=median（尺度不变），"
+              "使图像项在传输计划中重新起作用。"},
     "ot_skipped": {
         "en": "OT term skipped {ot_skipped} times (non-finite cost or plan), last at step {last_step}.",
         "zh": "OT 项被跳过 {ot_skipped} 次（代价或传输计划非有限值），最近一次在步 {last_step}。"},
