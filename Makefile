@@ -15,6 +15,7 @@ demo: setup
 	$(PY) -m dpot demo --output_dir=outputs/demo
 
 test: setup
+	.venv/bin/ruff check src tests benchmarks scripts
 	$(PY) -m pytest -q tests
 
 bench: setup

@@ -99,7 +99,7 @@ def main():
     names = list(dict.fromkeys(r["method"] for r in rows))
     print(f"\nmachine: {platform.processor() or platform.machine()}, torch threads 1, "
           f"torch {torch.__version__}, POT {ot.__version__}\n")
-    print("| method | wrong (of %d) | worst err | median ms n=8 | n=16 | n=64 | n=256 |" % (len(rows) // len(names)))
+    print(f"| method | wrong (of {len(rows) // len(names)}) | worst err | median ms n=8 | n=16 | n=64 | n=256 |")
     print("|---|---|---|---|---|---|---|")
     for name in names:
         rs = [r for r in rows if r["method"] == name]
@@ -118,8 +118,8 @@ def main():
         if pots:
             ratios.append(ours["ms"] / min(pots))
     if ratios:
-        print(f"\ndpot fp32 time / POT's fastest correct method, n <= 64, over {len(ratios)} cells where POT is correct:"
-              f" median {statistics.median(ratios):.2f}, worst {max(ratios):.2f}")
+        print(f"\ndpot fp32 time / POT's fastest correct method, n <= 64, over {len(ratios)} cells where POT is "
+              f"correct: median {statistics.median(ratios):.2f}, worst {max(ratios):.2f}")
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(rows, fh)

@@ -83,6 +83,7 @@ def interleaved_ot_cost(tgt: Path, args, reps: int) -> dict:
     """In-process A/B of one full training step (forward, [OT], backward, AdamW step) with OT off / on,
     alternated ``reps`` times on the same batch, so load from other jobs hits both arms alike."""
     import torch
+    from lerobot.configs.policies import PreTrainedConfig
     from lerobot.configs.types import FeatureType
     from lerobot.datasets.dataset_metadata import LeRobotDatasetMetadata
     from lerobot.policies.factory import make_policy
@@ -90,7 +91,6 @@ def interleaved_ot_cost(tgt: Path, args, reps: int) -> dict:
     from dpot.config import OTConfig
     from dpot.ot.loss import DomainFeatures, OTAlignmentLoss
     from dpot.policy.features import diffusion_loss_with_features
-    from lerobot.configs.policies import PreTrainedConfig
 
     meta = LeRobotDatasetMetadata("local/target", root=tgt)
     pcfg = PreTrainedConfig.get_choice_class("diffusion")(**{k: v for k, v in POLICY.items() if k != "type"})
@@ -149,7 +149,6 @@ def _datasets(args, tmp: Path) -> tuple[Path, Path]:
 def render(res: dict, args, data_desc: str) -> str:
     on, off, lr = _summary(res["ot_on"]), _summary(res["ot_off"]), _summary(res["lerobot"])
     step_on = 1 / on["steps_per_s"]
-    step_off = 1 / off["steps_per_s"]
     ot_extra = (on["update_s"] - off["update_s"]) / off["update_s"]
     eval_share = on["eval_s"] / (1000 * step_on + on["eval_s"]) if on["eval_s"] else float("nan")
     ab = res.get("ab")

@@ -25,23 +25,39 @@ S = Path("outputs/study/cpu-small-button-press-topdown-v3")  # the study directo
 cams = ["observation.images.corner4", "observation.images.gripperPOV"]
 keys = cams + ["observation.state", "action"]
 delta = {"action": [i / 10 for i in range(16)], "observation.state": [0.0], **{c: [0.0] for c in cams}}
+
+
 def frames(dom, n=48):
-    ds = LeRobotDataset("x", root=S / "data" / f"button-press-topdown-v3_{dom}", delta_timestamps=delta, return_uint8=True)
-    fr = FrameReader(ds, keys); g = torch.Generator().manual_seed(0)
+    root = S / "data" / f"button-press-topdown-v3_{dom}"
+    ds = LeRobotDataset("x", root=root, delta_timestamps=delta, return_uint8=True)
+    fr = FrameReader(ds, keys)
+    g = torch.Generator().manual_seed(0)
     idx = torch.randint(0, len(ds), (n,), generator=g).tolist()
     items = [fr[i] for i in idx]
-    return {k: torch.stack([it[k] for it in items]) for k in keys} | {"action_is_pad": torch.stack([it["action_is_pad"] for it in items])}
+    return {k: torch.stack([it[k] for it in items]) for k in [*keys, "action_is_pad"]}
+
+
+
+
 B = {d: frames(d) for d in ("source", "target")}
+
+
 def pd(x, y):  # mean ||x_i - y_j||^2 / D
     return (torch.cdist(x, y) ** 2).mean().item() / x.shape[1]
+
+
 def spread(x):
-    d = torch.cdist(x, x) ** 2; n = len(x)
+    d = torch.cdist(x, x) ** 2
+    n = len(x)
     return (d.sum() / (n * (n - 1))).item() / x.shape[1]
+
+
 out = {}
 for run in sys.argv[1:]:
     for step in ("000300", "000600"):
         p = S / "runs" / run / "checkpoints" / step / "pretrained_model"
-        policy, pre, post = _load(p, "cpu"); policy.eval()
+        policy, pre, post = _load(p, "cpu")
+        policy.eval()
         emb = {}
         with torch.no_grad():
             for d, b in B.items():

@@ -79,7 +79,7 @@ def _default_features() -> list[OTFeatureConfig]:
 
 @dataclass
 class OTConfig:
-    """Unbalanced OT alignment between the source and target items of each batch (DESIGN.md §1).
+    """Unbalanced OT alignment between the source and target items of each batch (docs/architecture.md, "The OT problem and its scale").
 
     ``tau_*`` follow POT's ``reg_m`` convention: larger = marginals held tighter. With uniform marginals and a
     constant cost ``c`` the plan's mass is ``exp(-c / (reg + tau_src + tau_tgt))``: keep costs O(0.1).

@@ -5,7 +5,7 @@
 * ``generate_dpot_run``: a GENERATED dpot-format run dir for OT regimes that need >10k steps. Its OT metrics
   are computed by the real solver (``dpot.ot.unbalanced_sinkhorn``) on real costs: squared distances between
   temporally paired source/target items of the toy datasets (``observation.state`` as the embedding, the
-  action as the label, DESIGN.md §1 costs, weights, temporal prior). What is synthetic: the embedding's
+  action as the label, docs/architecture.md costs, weights, temporal prior). What is synthetic: the embedding's
   drift towards alignment over "training" (``align``), and the loss / grad-norm / eval curves (smooth
   decays + noise). Its ``train_config.json`` is a real resolved config from ``dpot.config``.
 """

@@ -9,9 +9,9 @@ import re
 import shutil
 import subprocess
 
+import runmaker
 from runmaker import dpot_cli, read_json
 
-import runmaker
 from dpot.analysis import analyze, load_rules
 from dpot.analysis.propose import NEUTRAL_OT
 

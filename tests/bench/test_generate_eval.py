@@ -139,11 +139,10 @@ def test_rendering_only_observations_that_reach_an_inference_gives_the_same_acti
     """Skipping the renders the policy never looks at (dpot.bench.evaluate.needs_images) changes nothing:
     same actions, step for step, as rendering every observation; and it does skip most renders."""
     import torch
+    from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
 
     from dpot.bench.env import DomainEnv
     from dpot.bench.evaluate import _load, policy_cameras, rollout
-
-    from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
 
     policy, pre, post = _load(tiny_policy, "cpu")
     if n_obs != policy.config.n_obs_steps:

@@ -43,7 +43,8 @@ def test_every_method_gives_a_valid_train_config(preset, tmp_path):
     assert to["ot"]["lambda_ot"] == 0 and to["ot"]["heuristic"] is False
     ot = study.job_config(Job(METHODS["dp-ot"], 0), DATA)["ot"]
     assert {k: ot[k] for k in SEED_OT} == SEED_OT
-    assert (ot["lambda_ot"], ot["reg"], ot["tau_src"], ot["batch_ratio"], ot["window_size"]) == (0.1, 0.02, 0.01, 0.5, 20)
+    got = (ot["lambda_ot"], ot["reg"], ot["tau_src"], ot["batch_ratio"], ot["window_size"])
+    assert got == (0.1, 0.02, 0.01, 0.5, 20)
     naive = study.job_config(Job(METHODS["naive-cotrain"], 0), DATA)["ot"]
     assert naive == {**ot, "lambda_ot": 0.0}                             # DP+OT minus the OT loss
     sweep = {study.job_config(Job(m, 0), DATA)["ot"]["lambda_ot"] for m in METHODS.values()
@@ -55,7 +56,8 @@ def _marker(method, seed, tgt, src, curve):
     ev = {"target": {"successes": tgt, "episodes": 50, "success_rate": tgt / 50},
           "source": {"successes": src, "episodes": 50, "success_rate": src / 50}}
     return {"job": f"{method}-seed{seed}", "method": method, "seed": seed, "evals": ev,
-            "curve": [{"step": 500, "successes": curve, "episodes": 20}, {"step": 1500, "successes": tgt, "episodes": 50}],
+            "curve": [{"step": 500, "successes": curve, "episodes": 20},
+                      {"step": 1500, "successes": tgt, "episodes": 50}],
             "ot": {"train/ot_pi_sum": 0.5 + seed}}
 
 
@@ -97,7 +99,8 @@ def test_file_lock_is_exclusive_and_released_when_its_holder_dies(tmp_path):
             assert not inner
     with file_lock(path, blocking=False) as again:                      # released at the end of the block
         assert again
-    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); "
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); "
                                "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)", str(path)],
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from dpot.data.cotrain import (
-    SRC, TGT, CoTrainBatchSampler, DTWAlignment, EpisodeTable, dtw_path, split_batch, split_episodes, val_batches,
+    SRC,
+    TGT,
+    CoTrainBatchSampler,
+    DTWAlignment,
+    EpisodeTable,
+    dtw_path,
+    split_batch,
+    split_episodes,
+    val_batches,
 )
 
 
@@ -84,7 +92,7 @@ def test_dtw_alignment_pairs(tmp_path):
     assert cache.exists() and all(len(v) == 2 for v in dtw.partners.values())
     s = CoTrainBatchSampler(src, tgt, batch_size=8, batch_ratio=0.5, seed=0, heuristic=True, window_size=0,
                             alignment="dtw", dtw=dtw)
-    for d, idx, ph in s.batch_for_step(0)[:4]:
+    for _, idx, _ in s.batch_for_step(0)[:4]:
         e, _ = frame_of(src, idx)
         assert int(src.episode[e]) in {p for v in dtw.partners.values() for p in v}
     b = s.batch_for_step(0)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import torch
+from train_helpers import tiny_config, write_config
 
 from dpot.config import load_train_config
 from dpot.ot.loss import DomainFeatures, OTAlignmentLoss
 from dpot.policy.features import diffusion_loss_with_features
-from train_helpers import tiny_config, write_config
 
 
 def _policy_and_batch(toy_data, tmp_path, **over):

@@ -1,4 +1,4 @@
-"""Metric-name normalization: every logged key variant maps to one canonical key (DESIGN.md §3).
+"""Metric-name normalization: every logged key variant maps to one canonical key (docs/architecture.md, "Contracts").
 
 Canonical keys are the exact keys of the run-directory contract (``train/loss``, ``train/ot_pi_diag``,
 ``eval/offline_eval/avg_loss``, ...). The seed's variants (``ot_pi_diag``, ``train/ot_ot_pi_diag``,

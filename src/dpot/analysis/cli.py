@@ -42,12 +42,12 @@ def _default_out(run) -> Path:
 
 def _report(args) -> int:
     from dpot.analysis.analyze import analyze
-    from dpot.atomic import write_bytes, write_text
     from dpot.analysis.i18n import check_lang
     from dpot.analysis.plots import make_plots
     from dpot.analysis.render_html import render_html
     from dpot.analysis.render_md import render_markdown, to_json
     from dpot.analysis.rules import load_rules
+    from dpot.atomic import write_bytes, write_text
 
     lang = check_lang(args.lang)
     a = analyze(args.run, load_rules(args.rules), parent=args.parent)
@@ -70,9 +70,9 @@ def _report(args) -> int:
 
 def _compare(args) -> int:
     from dpot.analysis.analyze import analyze
-    from dpot.atomic import write_text
     from dpot.analysis.compare import compare, render_compare_md
     from dpot.analysis.rules import load_rules
+    from dpot.atomic import write_text
 
     rules = load_rules(args.rules)
     analyses = [analyze(r, rules) for r in args.runs]

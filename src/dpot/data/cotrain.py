@@ -43,7 +43,7 @@ class EpisodeTable:
     length: np.ndarray
 
     @classmethod
-    def from_meta(cls, meta, episodes: list[int] | None = None) -> "EpisodeTable":
+    def from_meta(cls, meta, episodes: list[int] | None = None) -> EpisodeTable:
         """Read ``meta.episodes`` (``episode_index``, ``dataset_from_index``, ``length``); keep ``episodes`` if given."""
         eps = meta.episodes
         ep = np.asarray(eps["episode_index"], dtype=np.int64)
@@ -54,7 +54,7 @@ class EpisodeTable:
             ep, start, length = ep[keep], start[keep], length[keep]
         return cls(ep, start, length)
 
-    def subset(self, episodes) -> "EpisodeTable":
+    def subset(self, episodes) -> EpisodeTable:
         keep = np.isin(self.episode, np.asarray(list(episodes), dtype=np.int64))
         return EpisodeTable(self.episode[keep], self.start[keep], self.length[keep])
 

@@ -1,4 +1,4 @@
-"""The OT alignment loss between the source and target items of a co-training batch (DESIGN.md §1).
+"""The OT alignment loss between the source and target items of a co-training batch (docs/architecture.md, "The OT problem and its scale").
 
     C        = sum_k w_k C_k                       (embed term per camera, label term on the action chunk)
     pi*      = unbalanced_sinkhorn(C.detach() [+ reg * prior shift], reg, tau_src, tau_tgt)

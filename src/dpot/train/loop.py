@@ -10,7 +10,7 @@ target items, see :mod:`dpot.data.cotrain`):
 
 Noise and diffusion timesteps come from a generator seeded by ``(seed, step)`` for the global batch (each rank
 takes its slice), and the data order is a function of ``(seed, step)``: a resumed run and an N-process run
-replay the same numbers. Metrics (DESIGN.md §3) are averaged over the ``log_freq`` window (``train/lr`` is the
+replay the same numbers. Metrics (docs/architecture.md, "Contracts") are averaged over the ``log_freq`` window (``train/lr`` is the
 last post-step value; ``train/ot_skipped`` is the count in the window) and averaged across processes.
 """
 
@@ -26,7 +26,12 @@ import torch
 from torch import nn
 
 from dpot.data.cotrain import (
-    CoTrainBatchSampler, CoTrainDataset, DTWAlignment, EpisodeTable, split_episodes, val_batches,
+    CoTrainBatchSampler,
+    CoTrainDataset,
+    DTWAlignment,
+    EpisodeTable,
+    split_episodes,
+    val_batches,
 )
 from dpot.errors import UserError
 from dpot.policy.features import diffusion_loss_with_features

@@ -1,6 +1,6 @@
 """Metric sinks: ``metrics.jsonl`` (always), W&B (``wandb.enable``) and TensorBoard (``tensorboard``).
 
-All sinks receive the same flat dict with the full keys of DESIGN.md §3 (``train/loss``, ``eval/offline_eval/
+All sinks receive the same flat dict with the full keys of docs/architecture.md ("Contracts") (``train/loss``, ``eval/offline_eval/
 avg_loss``, ...) and the step, so the W&B / TensorBoard keys equal the JSONL keys.
 """
 
