@@ -47,6 +47,7 @@ __all__ = [
 FEATURE_TYPES = ("embed", "label")
 ALIGNMENTS = ("phase", "dtw")
 COST_NORMS = ("dim", "median", "none")
+OT_METHODS = ("uot", "mmd")
 
 
 @dataclass
@@ -103,6 +104,13 @@ class OTConfig:
     cost_norm: str = "dim"
     max_iters: int = 200
     tol: float = 1e-5
+    # "uot": the unbalanced entropic OT loss above; "mmd": a distribution-matching baseline (no plan, no labels)
+    method: str = "uot"
+    # OT partners of a target item only from source episodes of the target episode's region (the paper's paired
+    # subsets; regions from the datasets' meta/dpot_bench.json); BC still sees every source item
+    paired_region: bool = False
+    # save one step's plan (and per-term costs) every log_freq * plan_log_every steps to <run>/ot_plans/; 0 = never
+    plan_log_every: int = 10
 
 
 @dataclass
@@ -252,6 +260,10 @@ def validate_config(cfg: DpotTrainConfig) -> None:
     if ot.cost_norm not in COST_NORMS:
         raise _err("ot.cost_norm", f"unknown '{ot.cost_norm}'{did_you_mean(ot.cost_norm, COST_NORMS)}; "
                                    f"one of {list(COST_NORMS)}")
+    if ot.method not in OT_METHODS:
+        raise _err("ot.method", f"unknown '{ot.method}'{did_you_mean(ot.method, OT_METHODS)}; one of {list(OT_METHODS)}")
+    if ot.plan_log_every < 0:
+        raise _err("ot.plan_log_every", f"must be >= 0 (0 = never save plans), got {ot.plan_log_every}")
     if not ot.prior_sigma > 0:
         raise _err("ot.prior_sigma", f"must be > 0 (phase units), got {ot.prior_sigma}")
     if ot.max_iters < 1:
