@@ -111,7 +111,8 @@ def test_wandb_online_reads_through_api(monkeypatch):
     rows = [{"_step": s, "train/loss": 1.0 / s, "train/ot_ot_pi_diag": 0.2} for s in range(1, 2501)]
 
     class FakeRun:
-        config = {"steps": {"value": 2500}, "policy": {"type": "diffusion"}}
+        config = {"steps": {"value": 2500}, "policy": {"type": "diffusion"},
+                  "dpot_ot_terms": {"value": {"img_top": "embed", "action_lbl": "label"}}}
         summary = {"train/loss": 0.0004, "_runtime": 3}
 
         def scan_history(self, page_size=1000):
@@ -129,5 +130,7 @@ def test_wandb_online_reads_through_api(monkeypatch):
     monkeypatch.setattr(wandb, "Api", FakeApi)
     run = open_run("ent/proj/abc")
     assert run.kind == "wandb-online" and run.config["steps"] == 2500
+    # the recorded term kinds are read, and kept out of the train config (a proposal must stay loadable)
+    assert run.term_kinds == {"img_top": "embed", "action_lbl": "label"} and "dpot_ot_terms" not in run.config
     assert len(run.history["train/loss"]) == 2500 and run.history["train/ot_pi_diag"][0] == (1, 0.2)
     assert json.dumps(run.summary)

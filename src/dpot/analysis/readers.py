@@ -1,4 +1,4 @@
-"""Run readers: one interface (``open_run(spec) -> Run``) over four kinds of RUN.
+"""Run readers: one interface (``open_run(spec) -> Run``) over four kinds of RUN, each a :class:`RunReader`.
 
 * a dpot run directory (``metrics.jsonl`` + ``train_config.json``),
 * a W&B offline run (``wandb/offline-run-*/run-*.wandb``, or an output dir holding ``wandb/``), read with
@@ -6,7 +6,10 @@
 * a W&B online run ``entity/project/run_id`` through ``wandb.Api()`` (paginated ``scan_history``),
 * a TensorBoard log directory (tensorboard's ``EventAccumulator``).
 
-Every logged key is normalized through :mod:`dpot.analysis.aliases`; ``Run.raw_keys`` keeps what was seen.
+Every reader answers ``config()`` (the resolved train config), ``lineage()`` (the parent run of a
+proposal-made run), ``term_kinds()`` (the OT cost-term kinds the trainer recorded) and ``scan()`` (the
+metric history); :meth:`RunReader.read` assembles them into a :class:`Run`. Every logged key is normalized
+through :mod:`dpot.analysis.aliases`; ``Run.raw_keys`` keeps what was seen.
 """
 
 from __future__ import annotations
@@ -14,13 +17,20 @@ from __future__ import annotations
 import json
 import os
 import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import ClassVar
 
 from dpot.analysis.aliases import canonical_key
 from dpot.errors import UserError
 
 KINDS = ("dpot", "wandb-offline", "wandb-online", "tensorboard")
+TERM_KINDS = ("embed", "label")
+TERMS_FILE = "ot_terms.json"           # written by the trainer: {"terms": {"img_top": "embed", ...}}
+TERMS_CONFIG_KEY = "dpot_ot_terms"     # the same mapping in the W&B config
 
 
 @dataclass
@@ -28,7 +38,9 @@ class Run:
     """A run's history and config, whatever stored it.
 
     ``history[key]`` is a list of ``(step, value)`` sorted by step, keyed by canonical metric key;
-    ``sources[key]`` is the raw key it came from; ``notes`` are reader remarks (partial file, ...).
+    ``sources[key]`` is the raw key it came from; ``notes`` are reader remarks (partial file, ...);
+    ``term_kinds`` maps each OT cost term to ``"embed"`` | ``"label"`` as recorded at logging time (None when
+    the run did not record it: then rules classify terms by name).
     """
 
     run_id: str
@@ -43,6 +55,7 @@ class Run:
     local_dir: Path | None = None
     parent: str | None = None
     times: list[tuple[int, float]] = field(default_factory=list)   # (step, wall-clock seconds) when logged
+    term_kinds: dict[str, str] | None = None
 
     @property
     def last_step(self) -> int:
@@ -137,16 +150,53 @@ def detect_kind(spec: str) -> str:
 def open_run(spec: str) -> Run:
     """Read RUN (any of the four kinds) into a :class:`Run`. Raises UserError on bad input."""
     kind = detect_kind(spec)
-    reader = {"dpot": read_dpot, "wandb-offline": read_wandb_offline,
-              "wandb-online": read_wandb_online, "tensorboard": read_tensorboard}[kind]
-    run = reader(spec)
+    run = READERS[kind](spec).read()
     if not run.history:
         raise UserError(f"{spec}: the run has no metrics yet ({kind}); wait for the first log_freq step "
                         f"or check that logging is enabled")
     return run
 
 
-# ---------------------------------------------------------------- dpot run dir
+# ---------------------------------------------------------------- the reader protocol
+
+class RunReader(ABC):
+    """One kind of RUN, opened from ``spec``: what every reader answers, and :meth:`read` that assembles it."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, spec: str):
+        self.spec = spec
+
+    @abstractmethod
+    def config(self) -> dict:
+        """The run's resolved train config (``{}`` when none is found)."""
+
+    @abstractmethod
+    def lineage(self) -> str | None:
+        """The parent run (a RUN spec) of a proposal-made run, None when not recorded."""
+
+    @abstractmethod
+    def term_kinds(self) -> dict[str, str] | None:
+        """OT cost term -> ``"embed"`` | ``"label"`` as the trainer recorded it, None when it did not."""
+
+    @abstractmethod
+    def new_run(self) -> Run:
+        """An empty :class:`Run` with this run's id, kind, location and local dir."""
+
+    @abstractmethod
+    def scan(self, run: Run, col: _Collector) -> None:
+        """Add every logged scalar to ``col`` (and summary values / reader notes to ``run``)."""
+
+    def read(self) -> Run:
+        """The whole :class:`Run`: history, config, lineage and term kinds."""
+        run = self.new_run()
+        col = _Collector()
+        self.scan(run, col)
+        run.config = self.config()
+        run.parent = self.lineage()
+        run.term_kinds = self.term_kinds()
+        return col.fill(run)
+
 
 def _load_json(path: Path) -> dict:
     try:
@@ -158,48 +208,106 @@ def _load_json(path: Path) -> dict:
     return data
 
 
-def _read_lineage(run: Run, directory: Path) -> None:
+def _lineage_in(directory: Path) -> str | None:
     """Parent run of a proposal-made run: ``<dir>/parent.json`` or ``<dir>/../lineage.json[<dir name>]``."""
     own = directory / "parent.json"
     if own.exists():
-        run.parent = _load_json(own).get("parent")
-        return
+        return _load_json(own).get("parent")
     shared = directory.parent / "lineage.json"
     if shared.exists():
         entry = _load_json(shared).get(directory.name)
         if isinstance(entry, dict) and entry.get("parent"):
-            run.parent = entry["parent"]
+            return entry["parent"]
+    return None
 
 
-def read_dpot(spec: str) -> Run:
-    """Read a dpot run dir; a partial last line of ``metrics.jsonl`` (run still writing) is ignored."""
-    d = Path(spec).expanduser()
-    run = Run(run_id=d.resolve().name, kind="dpot", location=str(d), local_dir=d)
-    if (d / "train_config.json").exists():
-        run.config = _load_json(d / "train_config.json")
-    else:
-        run.notes.append("train_config.json missing: config-based rules are skipped")
-    col = _Collector()
-    lines = (d / "metrics.jsonl").read_text(errors="replace").split("\n")
-    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            if i == last:
-                run.notes.append("metrics.jsonl: last line is incomplete (run still writing?); "
-                                 "read up to the last complete record")
-                break
-            raise UserError(f"{d / 'metrics.jsonl'}: line {i + 1} is not JSON; fix or delete that line") from None
-        if not isinstance(rec, dict) or "step" not in rec:
-            raise UserError(f"{d / 'metrics.jsonl'}: line {i + 1} has no 'step'")
-        for k, v in rec.items():
-            col.add(rec["step"], k, v)
-        col.add_time(rec["step"], rec.get("_timestamp", rec.get("time")))
-    _read_lineage(run, d)
-    return col.fill(run)
+def _first_config(candidates: Iterable[Path]) -> dict | None:
+    """The first existing ``train_config.json`` of ``candidates``, read; None when none exists."""
+    for cand in candidates:
+        if cand.exists():
+            return _load_json(cand)
+    return None
+
+
+def _checked_term_kinds(value, where: str) -> dict[str, str]:
+    """``value`` as a term -> kind mapping; UserError naming ``where`` when it is not one."""
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and v in TERM_KINDS for k, v in value.items()):
+        raise UserError(f"{where}: expected a mapping of OT cost term name to one of {', '.join(TERM_KINDS)}; "
+                        f"fix or remove it")
+    return dict(value)
+
+
+def _terms_file_in(directories: Iterable[Path]) -> dict[str, str] | None:
+    """The ``terms`` of the first ``ot_terms.json`` in ``directories``; None when there is none."""
+    for d in directories:
+        path = d / TERMS_FILE
+        if path.exists():
+            return _checked_term_kinds(_load_json(path).get("terms"), f"{path}: terms")
+    return None
+
+
+def _terms_from_config(wandb_config: dict, where: str) -> dict[str, str] | None:
+    """The ``dpot_ot_terms`` entry of a W&B config, None when absent."""
+    value = wandb_config.get(TERMS_CONFIG_KEY)
+    return None if value is None else _checked_term_kinds(value, f"{where}: {TERMS_CONFIG_KEY}")
+
+
+# ---------------------------------------------------------------- dpot run dir
+
+class _LocalDirReader(RunReader):
+    """A run in a local directory: ``train_config.json`` and ``ot_terms.json`` from the first of
+    :meth:`search_dirs` holding them, lineage files beside the directory."""
+
+    def __init__(self, spec: str):
+        super().__init__(spec)
+        self.dir = Path(spec).expanduser()
+
+    def search_dirs(self) -> list[Path]:
+        """Where config and term kinds are looked for, in order."""
+        return [self.dir]
+
+    def new_run(self) -> Run:
+        return Run(run_id=self.dir.resolve().name, kind=self.kind, location=str(self.dir), local_dir=self.dir)
+
+    def config(self) -> dict:
+        return _first_config([d / "train_config.json" for d in self.search_dirs()]) or {}
+
+    def lineage(self) -> str | None:
+        return _lineage_in(self.dir)
+
+    def term_kinds(self) -> dict[str, str] | None:
+        return _terms_file_in(self.search_dirs())
+
+
+class DpotDirReader(_LocalDirReader):
+    """A dpot run dir: ``metrics.jsonl``, ``train_config.json``, ``ot_terms.json``, lineage files."""
+
+    kind = "dpot"
+
+    def scan(self, run: Run, col: _Collector) -> None:
+        """Read ``metrics.jsonl``; a partial last line (run still writing) is ignored, with a note."""
+        d = self.dir
+        if not (d / "train_config.json").exists():
+            run.notes.append("train_config.json missing: config-based rules are skipped")
+        lines = (d / "metrics.jsonl").read_text(errors="replace").split("\n")
+        last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                if i == last:
+                    run.notes.append("metrics.jsonl: last line is incomplete (run still writing?); "
+                                     "read up to the last complete record")
+                    break
+                raise UserError(f"{d / 'metrics.jsonl'}: line {i + 1} is not JSON; fix or delete that line") from None
+            if not isinstance(rec, dict) or "step" not in rec:
+                raise UserError(f"{d / 'metrics.jsonl'}: line {i + 1} has no 'step'")
+            for k, v in rec.items():
+                col.add(rec["step"], k, v)
+            col.add_time(rec["step"], rec.get("_timestamp", rec.get("time")))
 
 
 # ---------------------------------------------------------------- W&B offline
@@ -213,97 +321,118 @@ def _unflatten_wandb_config(cfg: dict) -> dict:
     return out
 
 
-def read_wandb_offline(spec: str) -> Run:
-    """Read a ``.wandb`` file with wandb's datastore; stops at the last complete record if truncated."""
-    from wandb.proto import wandb_internal_pb2 as pb
-    from wandb.sdk.internal import datastore
+def _train_config_of(wandb_config: dict) -> dict:
+    """A W&B config without the entries dpot adds for the analysis (not train config keys)."""
+    return {k: v for k, v in wandb_config.items() if k != TERMS_CONFIG_KEY}
 
-    path = Path(spec).expanduser()
-    wfile = _wandb_file_in(path)
-    run_dir = wfile.parent
-    run = Run(run_id=wfile.stem.removeprefix("run-"), kind="wandb-offline", location=str(wfile))
-    col = _Collector()
-    ds = datastore.DataStore()
-    try:
-        ds.open_for_scan(str(wfile))
-    except Exception as err:  # bad magic / header: not a W&B file or cut before its header
-        raise UserError(f"{wfile}: not a readable W&B run file ({type(err).__name__}: {err}); "
-                        f"the file is truncated or corrupt") from None
-    n_hist, exited, truncated = 0, False, None
-    while True:
+
+def _json_items(items) -> Iterator[tuple[str, object]]:
+    """``(key, value)`` of W&B record items (``key`` or ``nested_key`` joined by '/', ``value_json``
+    parsed); items whose value is not JSON are skipped."""
+    for item in items:
+        key = item.key or "/".join(item.nested_key)
         try:
-            data = ds.scan_data()
-        except Exception as err:
-            truncated = f"{type(err).__name__}"
-            break
-        if data is None:
-            break
-        rec = pb.Record()
+            yield key, json.loads(item.value_json)
+        except json.JSONDecodeError:
+            continue
+
+
+@dataclass
+class _OfflineScan:
+    """What one pass over a ``.wandb`` file found."""
+
+    config: dict = field(default_factory=dict)
+    history_rows: int = 0
+    exited: bool = False
+    truncated: str | None = None
+
+
+class WandbOfflineReader(RunReader):
+    """A ``.wandb`` file read with wandb's datastore (stops at the last complete record if truncated); the
+    resolved config, lineage and term kinds of a plain lerobot-train / dpot output dir holding ``wandb/`` win."""
+
+    kind = "wandb-offline"
+
+    def __init__(self, spec: str):
+        super().__init__(spec)
+        self.file = _wandb_file_in(Path(spec).expanduser())
+        run_dir = self.file.parent
+        self.out_dir = run_dir.parent.parent if run_dir.parent.name == "wandb" else None
+        self.found = _OfflineScan()
+
+    def new_run(self) -> Run:
+        return Run(run_id=self.file.stem.removeprefix("run-"), kind=self.kind, location=str(self.file),
+                   local_dir=self.out_dir if self.out_dir is not None else self.file.parent)
+
+    def config(self) -> dict:
+        """The newest resolved ``train_config.json`` of the output dir, else the W&B config."""
+        if self.out_dir is not None:
+            cfg = _first_config([self.out_dir / "train_config.json", *sorted(
+                self.out_dir.glob("checkpoints/*/pretrained_model/train_config.json"), reverse=True)])
+            if cfg is not None:
+                return cfg
+        return _train_config_of(self.found.config)
+
+    def lineage(self) -> str | None:
+        return _lineage_in(self.out_dir) if self.out_dir is not None else None
+
+    def term_kinds(self) -> dict[str, str] | None:
+        recorded = _terms_file_in([self.out_dir]) if self.out_dir is not None else None
+        return recorded if recorded is not None else _terms_from_config(self.found.config, str(self.file))
+
+    def scan(self, run: Run, col: _Collector) -> None:
+        from wandb.proto import wandb_internal_pb2 as pb
+        from wandb.sdk.internal import datastore
+
+        found, wfile = self.found, self.file
+        raw_config = {}
+        ds = datastore.DataStore()
         try:
-            rec.ParseFromString(data)
-        except Exception:
-            truncated = "bad record"
-            break
-        kind = rec.WhichOneof("record_type")
-        if kind == "history":
-            row = {}
-            for item in rec.history.item:
-                key = item.key or "/".join(item.nested_key)
-                try:
-                    row[key] = json.loads(item.value_json)
-                except json.JSONDecodeError:
-                    continue
-            step = row.get("_step", rec.history.step.num if rec.history.HasField("step") else n_hist)
-            for k, v in row.items():
-                col.add(step, k, v)
-            col.add_time(step, row.get("_timestamp"))
-            n_hist += 1
-        elif kind == "config":
-            for item in rec.config.update:
-                key = item.key or "/".join(item.nested_key)
-                try:
-                    run.config[key] = json.loads(item.value_json)
-                except json.JSONDecodeError:
-                    pass
-        elif kind == "run":
-            if rec.run.run_id:
-                run.run_id = rec.run.run_id
-            if rec.run.config.update:
-                for item in rec.run.config.update:
-                    try:
-                        run.config[item.key] = json.loads(item.value_json)
-                    except json.JSONDecodeError:
-                        pass
-        elif kind == "summary":
-            for item in rec.summary.update:
-                try:
-                    run.summary[item.key] = json.loads(item.value_json)
-                except json.JSONDecodeError:
-                    pass
-        elif kind == "exit":
-            exited = True
-    run.config = _unflatten_wandb_config(run.config)
-    if truncated is not None:
-        if n_hist == 0:
-            raise UserError(f"{wfile}: truncated W&B file ({truncated}) with no complete history record; "
-                            f"re-sync or re-copy the run")
-        run.notes.append(f"{wfile.name} ends mid-record (truncated or still writing): "
-                         f"read up to the last complete record ({n_hist} history rows)")
-    elif not exited:
-        run.notes.append("no exit record: the run is still running or was killed; read what exists")
-    # plain lerobot-train: prefer the resolved train_config.json of its newest checkpoint or output dir
-    out_dir = run_dir.parent.parent if run_dir.parent.name == "wandb" else None
-    if out_dir is not None:
-        run.local_dir = out_dir
-        for cand in [out_dir / "train_config.json",
-                     *sorted(out_dir.glob("checkpoints/*/pretrained_model/train_config.json"), reverse=True)]:
-            if cand.exists():
-                run.config = _load_json(cand)
+            ds.open_for_scan(str(wfile))
+        except Exception as err:  # bad magic / header: not a W&B file or cut before its header
+            raise UserError(f"{wfile}: not a readable W&B run file ({type(err).__name__}: {err}); "
+                            f"the file is truncated or corrupt") from None
+        while True:
+            try:
+                data = ds.scan_data()
+            except Exception as err:
+                found.truncated = f"{type(err).__name__}"
                 break
-        _read_lineage(run, out_dir)
-    else:
-        run.local_dir = run_dir
-    return col.fill(run)
+            if data is None:
+                break
+            rec = pb.Record()
+            try:
+                rec.ParseFromString(data)
+            except Exception:
+                found.truncated = "bad record"
+                break
+            kind = rec.WhichOneof("record_type")
+            if kind == "history":
+                row = dict(_json_items(rec.history.item))
+                step = row.get("_step", rec.history.step.num if rec.history.HasField("step") else found.history_rows)
+                for k, v in row.items():
+                    col.add(step, k, v)
+                col.add_time(step, row.get("_timestamp"))
+                found.history_rows += 1
+            elif kind == "config":
+                raw_config.update(_json_items(rec.config.update))
+            elif kind == "run":
+                if rec.run.run_id:
+                    run.run_id = rec.run.run_id
+                raw_config.update(_json_items(rec.run.config.update))
+            elif kind == "summary":
+                run.summary.update(_json_items(rec.summary.update))
+            elif kind == "exit":
+                found.exited = True
+        found.config = _unflatten_wandb_config(raw_config)
+        if found.truncated is not None:
+            if found.history_rows == 0:
+                raise UserError(f"{wfile}: truncated W&B file ({found.truncated}) with no complete history record; "
+                                f"re-sync or re-copy the run")
+            run.notes.append(f"{wfile.name} ends mid-record (truncated or still writing): "
+                             f"read up to the last complete record ({found.history_rows} history rows)")
+        elif not found.exited:
+            run.notes.append("no exit record: the run is still running or was killed; read what exists")
 
 
 # ---------------------------------------------------------------- W&B online
@@ -320,72 +449,103 @@ def _has_wandb_key() -> bool:
         return False
 
 
-def read_wandb_online(spec: str) -> Run:
-    """Read ``entity/project/run_id`` through ``wandb.Api()``: full history (all keys), config, summary."""
-    m = _WANDB_URL.match(spec) or _WANDB_PATH.match(spec)
-    entity, project, run_id = m.groups()
-    path = f"{entity}/{project}/{run_id}"
-    if not _has_wandb_key():
-        raise UserError(f"{spec}: no W&B API key (set WANDB_API_KEY or run 'wandb login'), or pass a local "
-                        f"run dir / W&B offline run instead")
-    import wandb
+class WandbOnlineReader(RunReader):
+    """``entity/project/run_id`` (or its URL) through ``wandb.Api()``: full history (all keys, paginated
+    ``scan_history``), config, summary; the parent run is ``dpot_meta.parent`` of the config."""
 
-    try:
+    kind = "wandb-online"
+
+    def __init__(self, spec: str):
+        super().__init__(spec)
+        m = _WANDB_URL.match(spec) or _WANDB_PATH.match(spec)
+        self.entity, self.project, self.run_id = m.groups()
+        self.path = f"{self.entity}/{self.project}/{self.run_id}"
+
+    @cached_property
+    def _wrun(self):
+        if not _has_wandb_key():
+            raise UserError(f"{self.spec}: no W&B API key (set WANDB_API_KEY or run 'wandb login'), or pass a "
+                            f"local run dir / W&B offline run instead")
+        import wandb
+
         api = wandb.Api(timeout=int(os.environ.get("DPOT_WANDB_TIMEOUT", "20")))
-        wrun = api.run(path)
-        run = Run(run_id=run_id, kind="wandb-online", location=f"https://wandb.ai/{entity}/{project}/runs/{run_id}")
-        run.config = _unflatten_wandb_config(dict(wrun.config))
+        return api.run(self.path)
+
+    @cached_property
+    def _wandb_config(self) -> dict:
+        return _unflatten_wandb_config(dict(self._wrun.config))
+
+    def new_run(self) -> Run:
+        return Run(run_id=self.run_id, kind=self.kind,
+                   location=f"https://wandb.ai/{self.entity}/{self.project}/runs/{self.run_id}")
+
+    def config(self) -> dict:
+        return _train_config_of(self._wandb_config)
+
+    def lineage(self) -> str | None:
+        meta = self._wandb_config.get("dpot_meta")
+        return meta.get("parent") if isinstance(meta, dict) else None
+
+    def term_kinds(self) -> dict[str, str] | None:
+        return _terms_from_config(self._wandb_config, self.path)
+
+    def scan(self, run: Run, col: _Collector) -> None:
+        wrun = self._wrun
         run.summary = {k: v for k, v in dict(wrun.summary).items() if not k.startswith("_")}
-        col = _Collector()
         for i, row in enumerate(wrun.scan_history(page_size=1000)):
             step = row.get("_step", i)
             for k, v in row.items():
                 col.add(step, k, v)
             col.add_time(step, row.get("_timestamp"))
-    except UserError:
-        raise
-    except Exception as err:
-        msg = " ".join(str(err).split())[:200]
-        raise UserError(f"{path}: cannot read the W&B run ({type(err).__name__}: {msg}); check the path, "
-                        f"your access to the project and the network") from None
-    run.parent = (run.config.get("dpot_meta") or {}).get("parent") if isinstance(run.config.get("dpot_meta"), dict) else None
-    return col.fill(run)
+
+    def read(self) -> Run:
+        """As :meth:`RunReader.read`; any API or network failure is one UserError line."""
+        try:
+            return super().read()
+        except UserError:
+            raise
+        except Exception as err:
+            msg = " ".join(str(err).split())[:200]
+            raise UserError(f"{self.path}: cannot read the W&B run ({type(err).__name__}: {msg}); check the path, "
+                            f"your access to the project and the network") from None
 
 
 # ---------------------------------------------------------------- TensorBoard
 
-def read_tensorboard(spec: str) -> Run:
-    """Read scalars from every event file under a TensorBoard log dir (tensorboard's own reader)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+class TensorBoardReader(_LocalDirReader):
+    """Scalars from every event file under a TensorBoard log dir (tensorboard's own reader); config and term
+    kinds from the dir or its parent (a dpot run dir holding the log dir)."""
 
-    d = Path(spec).expanduser()
-    run = Run(run_id=d.resolve().name, kind="tensorboard", location=str(d), local_dir=d)
-    col = _Collector()
-    for ev_file in _tb_files(d):
-        try:
-            acc = EventAccumulator(str(ev_file), size_guidance={"scalars": 0, "tensors": 0})
-            acc.Reload()
-        except Exception as err:
-            run.notes.append(f"{ev_file.name}: unreadable ({type(err).__name__}); skipped")
-            continue
-        tags = acc.Tags()
-        for tag in tags.get("scalars", []):
-            for ev in acc.Scalars(tag):
-                col.add(ev.step, tag, ev.value)
-                col.add_time(ev.step, ev.wall_time)
-        for tag in tags.get("tensors", []):
-            for ev in acc.Tensors(tag):
-                try:
-                    from tensorboard.util import tensor_util
+    kind = "tensorboard"
 
-                    val = tensor_util.make_ndarray(ev.tensor_proto)
+    def search_dirs(self) -> list[Path]:
+        return [self.dir, self.dir.parent]
+
+    def scan(self, run: Run, col: _Collector) -> None:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+        from tensorboard.util import tensor_util
+
+        for ev_file in _tb_files(self.dir):
+            try:
+                acc = EventAccumulator(str(ev_file), size_guidance={"scalars": 0, "tensors": 0})
+                acc.Reload()
+            except Exception as err:
+                run.notes.append(f"{ev_file.name}: unreadable ({type(err).__name__}); skipped")
+                continue
+            tags = acc.Tags()
+            for tag in tags.get("scalars", []):
+                for ev in acc.Scalars(tag):
+                    col.add(ev.step, tag, ev.value)
+                    col.add_time(ev.step, ev.wall_time)
+            for tag in tags.get("tensors", []):
+                for ev in acc.Tensors(tag):
+                    try:
+                        val = tensor_util.make_ndarray(ev.tensor_proto)
+                    except Exception:
+                        continue
                     if val.size == 1:
                         col.add(ev.step, tag, float(val.reshape(())))
-                except Exception:
-                    continue
-    for cand in (d / "train_config.json", d.parent / "train_config.json"):
-        if cand.exists():
-            run.config = _load_json(cand)
-            break
-    _read_lineage(run, d)
-    return col.fill(run)
+
+
+READERS: dict[str, type[RunReader]] = {r.kind: r for r in
+                                       (DpotDirReader, WandbOfflineReader, WandbOnlineReader, TensorBoardReader)}
