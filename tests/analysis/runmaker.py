@@ -114,6 +114,8 @@ def generate_dpot_run(out: Path, src_root: Path, tgt_root: Path, config: dict, *
     warm = (cfgkeys.schedule(config) or {}).get("warmup") or 0
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(config, indent=2))
+    # the cost-term kinds, as dpot train records them (the name "embed_state" says nothing by the name rule)
+    (out / "ot_terms.json").write_text(json.dumps({"terms": {"embed_state": "embed", "action_lbl": "label"}}))
     lines, t_wall = [], 1_700_000_000.0
     for step in range(log_every, steps + 1, log_every):
         prog = step / steps

@@ -92,7 +92,8 @@ def label(key: str) -> str:
     return key
 
 
-def cost_terms(keys, mean: bool = False) -> list[str]:
-    """The OT cost term names (``img_top``, ``action_lbl``, ...) present among canonical ``keys``."""
-    prefix = COST_PREFIXES[1] if mean else COST_PREFIXES[0]
-    return sorted(k[len(prefix):] for k in keys if k.startswith(prefix))
+def cost_prefix(keys) -> str:
+    """The per-term OT cost metric prefix to read among canonical ``keys``: the mean cost
+    (``train/ot_cost_mean/``) when logged, else the plan-weighted cost (``train/ot_cost/``)."""
+    mean = any(k.startswith(COST_PREFIXES[1]) for k in keys)
+    return COST_PREFIXES[1] if mean else COST_PREFIXES[0]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
-from dpot.analysis.diagnose import Finding, diagnose
+from dpot.analysis.diagnose import Finding, RuleContext, diagnose
 from dpot.analysis.propose import Proposal, build_proposals
 from dpot.analysis.readers import Run, open_run
 from dpot.analysis.summary import MetricSummary, summarize, throughput
 from dpot.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,7 +46,11 @@ def analyze(spec: str, rules: dict, parent: str | None = None, run: Run | None =
             if parent:
                 raise
             notes.append(f"recorded parent {parent_spec} could not be read ({err}); rollback not checked")
-    findings = diagnose(run, sums, rules, {"throughput": tp, "parent_run": parent_run})
+            log.info("%s: %s", run.run_id, notes[-1])
+    window = rules.get("window", {})
+    ctx = RuleContext(run, sums, tp, parent_run, **{k: window[k] for k in ("frac", "min_points") if k in window})
+    findings = diagnose(ctx, rules)
+    log.debug("%s (%s): findings %s", run.run_id, run.kind, [f.id for f in findings])
     props = build_proposals(run, findings, rules, spec) if run.config else []
     if not run.config:
         notes.append("no resolved config found: no proposals")

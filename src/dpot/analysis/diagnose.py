@@ -1,18 +1,29 @@
-"""Diagnosis rules. Each rule reads the run's summaries/config and the thresholds of ``rules.toml`` and
-returns :class:`Finding` s with the numbers that triggered them (``evidence``) and the config changes
-(dotted keys) a next run should try.
+"""Diagnosis rules as data: one :class:`Rule` object per table of ``rules.toml``.
+
+A rule is built from its table (thresholds, and a ``propose`` sub-table with the values it proposes), reads a
+:class:`RuleContext` (the run, its summaries, throughput, parent run, late window) and returns one
+:class:`Finding` (the numbers that triggered it as ``evidence``, the dotted config ``changes`` a next run should
+try) or None. Rules register themselves in :data:`RULES` by id; :func:`diagnose` runs every enabled one.
+Every "recent level" of a curve is read over the one late window of :mod:`dpot.analysis.windows`.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from statistics import median, pstdev
+from typing import ClassVar
 
 from dpot.analysis import cfgkeys
+from dpot.analysis.aliases import COST_PREFIXES, cost_prefix
+from dpot.analysis.readers import Run
 from dpot.analysis.summary import MetricSummary
+from dpot.analysis.windows import LATE_FRAC, MIN_POINTS, late_window, window_size
 
 SEVERITIES = ("info", "warn", "alarm")
+EVAL_KEY = "eval/offline_eval/avg_loss"
 
 
 @dataclass
@@ -31,367 +42,521 @@ class Finding:
         return asdict(self)
 
 
-def _vals(history, key):
-    return [(s, v) for s, v in history.get(key, []) if math.isfinite(v)]
+@dataclass
+class RuleContext:
+    """What a rule reads: the run, its metric summaries, the throughput breakdown, the parent run (rollback)
+    and the late window (``frac``, ``min_points`` of ``rules.toml [window]``)."""
+
+    run: Run
+    summaries: dict[str, MetricSummary] = field(default_factory=dict)
+    throughput: dict = field(default_factory=dict)
+    parent_run: Run | None = None
+    frac: float = LATE_FRAC
+    min_points: int = MIN_POINTS
+
+    def series(self, key: str, run: Run | None = None) -> list[tuple[int, float]]:
+        """The finite ``(step, value)`` points of ``key`` in ``run`` (default: this run)."""
+        return [(s, v) for s, v in (run or self.run).history.get(key, []) if math.isfinite(v)]
+
+    def late(self, series: list) -> list:
+        """The late window of ``series`` (:func:`dpot.analysis.windows.late_window`)."""
+        return late_window(series, self.frac, self.min_points)
+
+    def late_median(self, series: list[tuple[int, float]]) -> float:
+        """Median value over the late window of a non-empty ``(step, value)`` series."""
+        return median(v for _, v in self.late(series))
 
 
-def _last_window(series, frac=0.2, min_n=3):
-    n = max(min_n, int(round(len(series) * frac)))
-    return series[-n:]
+def term_kind(run: Run, term: str) -> str | None:
+    """Kind of OT cost term ``term``: ``"embed"`` | ``"label"`` | None (unknown).
+
+    The kind recorded at logging time (``run.term_kinds``, from ``ot_terms.json`` / W&B ``dpot_ot_terms``)
+    wins; a run that did not record it falls back to the trainer's naming rule: ``img_<camera>`` is an
+    embedding term, ``<key>_lbl`` a label term.
+    """
+    if run.term_kinds and term in run.term_kinds:
+        return run.term_kinds[term]
+    if term.startswith("img_"):
+        return "embed"
+    if term.endswith("_lbl"):
+        return "label"
+    return None
 
 
 def _r(x, nd=4):
     return float(f"{x:.{nd}g}") if isinstance(x, float) and math.isfinite(x) else x
 
 
+def _lr_key(config: dict) -> str:
+    return "optimizer.lr" if config.get("use_policy_training_preset") is False else "policy.optimizer_lr"
+
+
+def _num(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+class Rule(ABC):
+    """A diagnosis rule: ``id`` (its ``rules.toml`` table), ``group`` (the proposal it feeds), ``monitors``;
+    built with its table (``thr``: thresholds, ``propose``: the values it proposes)."""
+
+    id: ClassVar[str]
+    group: ClassVar[str] = "optim"
+    monitors: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, table: dict):
+        self.thr = table
+        self.propose = table.get("propose", {})
+
+    @abstractmethod
+    def check(self, ctx: RuleContext) -> Finding | None:
+        """The finding for ``ctx.run``, or None when the rule does not trigger."""
+
+    def finding(self, severity: str, evidence: dict, changes: dict | None = None,
+                monitors: list[str] | None = None, id: str | None = None) -> Finding:
+        """A :class:`Finding` of this rule (``monitors`` default to the rule's)."""
+        return Finding(id or self.id, severity, evidence, changes or {}, self.group,
+                       list(self.monitors if monitors is None else monitors))
+
+
+RULES: dict[str, type[Rule]] = {}
+
+
+def register(cls: type[Rule]) -> type[Rule]:
+    """Class decorator: add a rule to :data:`RULES` under its ``id`` (registration order = report order)."""
+    RULES[cls.id] = cls
+    return cls
+
+
 # ------------------------------------------------------------------ optimisation rules
 
-def rule_lr_flat(run, sums, thr, ctx):
+@register
+class LrFlat(Rule):
     """train/lr constant over the run (warn when a varying schedule is configured or none is)."""
-    lr = _vals(run.history, "train/lr")
-    if len(lr) < thr["min_points"]:
-        return []
-    vals = [v for _, v in lr]
-    hi, lo = max(vals), min(vals)
-    if hi <= 0 or (hi - lo) / hi >= thr["rel_tol"]:
-        return []
-    sch = cfgkeys.schedule(run.config)
-    ev = {"lr_min": _r(lo), "lr_max": _r(hi), "points": len(vals), "steps": f"{lr[0][0]}-{lr[-1][0]}",
-          "scheduler": (f"{sch['type']}/{sch['name']} warmup={sch['warmup']}" if sch else "none")}
-    changes = {"use_policy_training_preset": False,
-               "optimizer": {"type": "adamw", "lr": 3e-4, "weight_decay": 1e-4, "betas": [0.9, 0.999],
-                             "eps": 1e-8, "grad_clip_norm": 10.0},
-               "scheduler": {"type": "diffuser", "name": "cosine", "num_warmup_steps": 1000}}
-    severity = "warn" if (sch is None or sch["varies"]) else "info"
-    ev["configured_varies"] = bool(sch and sch["varies"])
-    return [Finding("lr_flat", severity, ev, changes, "optim", ["train/lr"])]
+
+    id = "lr_flat"
+    monitors = ("train/lr",)
+
+    def check(self, ctx):
+        lr = ctx.series("train/lr")
+        if len(lr) < self.thr["min_points"]:
+            return None
+        vals = [v for _, v in lr]
+        hi, lo = max(vals), min(vals)
+        if hi <= 0 or (hi - lo) / hi >= self.thr["rel_tol"]:
+            return None
+        sch = cfgkeys.schedule(ctx.run.config)
+        ev = {"lr_min": _r(lo), "lr_max": _r(hi), "points": len(vals), "steps": f"{lr[0][0]}-{lr[-1][0]}",
+              "scheduler": (f"{sch['type']}/{sch['name']} warmup={sch['warmup']}" if sch else "none")}
+        severity = "warn" if (sch is None or sch["varies"]) else "info"
+        ev["configured_varies"] = bool(sch and sch["varies"])
+        return self.finding(severity, ev, copy.deepcopy(self.propose))
 
 
-def rule_lr_low(run, sums, thr, ctx):
+@register
+class LrLow(Rule):
     """Configured base LR below the usual range for the policy type."""
-    lr = cfgkeys.base_lr(run.config)
-    if lr is None:
-        return []
-    ptype = cfgkeys.policy_type(run.config) or "default"
-    low, high = thr.get(ptype, thr["default"])
-    if lr >= low * (1 - 1e-9):
-        return []
-    new = min(high, max(low, lr * 10))
-    ev = {"lr": lr, "policy": ptype, "usual_range": [low, high]}
-    key = "optimizer.lr" if run.config.get("use_policy_training_preset") is False else "policy.optimizer_lr"
-    changes = {key: new}
-    if key == "policy.optimizer_lr" and isinstance(run.config.get("optimizer"), dict):
-        changes["optimizer.lr"] = new
-    return [Finding("lr_low", "warn", ev, changes, "optim", ["train/loss", "train/grad_norm", "train/lr"])]
+
+    id = "lr_low"
+    monitors = ("train/loss", "train/grad_norm", "train/lr")
+
+    def check(self, ctx):
+        config = ctx.run.config
+        lr = cfgkeys.base_lr(config)
+        if lr is None:
+            return None
+        ptype = cfgkeys.policy_type(config) or "default"
+        low, high = self.thr.get(ptype, self.thr["default"])
+        if lr >= low * (1 - 1e-9):
+            return None
+        new = min(high, max(low, lr * self.propose["lr_factor"]))
+        key = _lr_key(config)
+        changes = {key: new}
+        if key == "policy.optimizer_lr" and isinstance(config.get("optimizer"), dict):
+            changes["optimizer.lr"] = new
+        return self.finding("warn", {"lr": lr, "policy": ptype, "usual_range": [low, high]}, changes)
 
 
-def rule_data_bound(run, sums, thr, ctx):
+@register
+class DataBound(Rule):
     """Dataloading share of the step time above the threshold."""
-    tp = ctx["throughput"]
-    share = tp.get("data_share")
-    if share is None or share <= thr["max_data_share"]:
-        return []
-    nw = run.config.get("num_workers")
-    ev = {"data_share": _r(share, 3), "dataloading_s": _r(tp["dataloading_s"]), "update_s": _r(tp["update_s"]),
-          "num_workers": nw}
-    changes = {"num_workers": max(4, 2 * int(nw or 0))} if isinstance(nw, int) or nw is None else {}
-    return [Finding("data_bound", "warn", ev, changes, "optim", ["train/dataloading_s", "train/update_s"])]
+
+    id = "data_bound"
+    monitors = ("train/dataloading_s", "train/update_s")
+
+    def check(self, ctx):
+        tp = ctx.throughput
+        share = tp.get("data_share")
+        if share is None or share <= self.thr["max_data_share"]:
+            return None
+        nw = ctx.run.config.get("num_workers")
+        ev = {"data_share": _r(share, 3), "dataloading_s": _r(tp["dataloading_s"]), "update_s": _r(tp["update_s"]),
+              "num_workers": nw}
+        changes = {}
+        if isinstance(nw, int) or nw is None:
+            changes["num_workers"] = max(self.propose["min_workers"], self.propose["workers_factor"] * int(nw or 0))
+        return self.finding("warn", ev, changes)
 
 
-def rule_eval_too_frequent(run, sums, thr, ctx):
+@register
+class EvalTooFrequent(Rule):
     """Too many evals for the run length, or too much wall time in eval."""
-    tp = ctx["throughput"]
-    freq = tp.get("eval_freq")
-    steps = run.config.get("steps") or run.last_step
-    if not freq or not steps:
-        return []
-    n_evals = steps / freq
-    share = tp.get("eval_share")
-    if n_evals <= thr["max_evals"] and (share is None or share <= thr["max_eval_share"]):
-        return []
-    need = steps / thr["max_evals"]
-    if share is not None and share > thr["max_eval_share"]:   # share ~ 1/eval_freq
-        need = max(need, freq * share * (1 - thr["max_eval_share"]) / (thr["max_eval_share"] * (1 - share)))
-    new = int(math.ceil(need / 100.0) * 100) if need >= 100 else int(math.ceil(need))
-    new = max(new, freq + 1)
-    key = "eval_freq" if "eval_freq" in run.config or "eval_steps" not in run.config else "eval_steps"
-    ev = {key: freq, "steps": steps, "evals": int(n_evals), "eval_share": _r(share, 3) if share is not None else None}
-    return [Finding("eval_too_frequent", "warn", ev, {key: new}, "optim", ["train/update_s"])]
+
+    id = "eval_too_frequent"
+    monitors = ("train/update_s",)
+
+    def check(self, ctx):
+        tp, config = ctx.throughput, ctx.run.config
+        freq = tp.get("eval_freq")
+        steps = config.get("steps") or ctx.run.last_step
+        if not freq or not steps:
+            return None
+        max_evals, max_share = self.thr["max_evals"], self.thr["max_eval_share"]
+        n_evals = steps / freq
+        share = tp.get("eval_share")
+        if n_evals <= max_evals and (share is None or share <= max_share):
+            return None
+        need = steps / max_evals
+        if share is not None and share > max_share:   # share ~ 1/eval_freq
+            need = max(need, freq * share * (1 - max_share) / (max_share * (1 - share)))
+        unit = self.propose["round_to"]
+        new = int(math.ceil(need / unit) * unit) if need >= unit else int(math.ceil(need))
+        new = max(new, freq + 1)
+        key = "eval_freq" if "eval_freq" in config or "eval_steps" not in config else "eval_steps"
+        ev = {key: freq, "steps": steps, "evals": int(n_evals),
+              "eval_share": _r(share, 3) if share is not None else None}
+        return self.finding("warn", ev, {key: new})
 
 
 # ------------------------------------------------------------------ OT rules
 
-def _ot_window(run, key, thr_after):
-    series = _vals(run.history, key)
-    if not series:
-        return None, None, False
-    late = [p for p in series if p[0] >= thr_after]
-    mature = bool(late)
-    return _last_window(late if late else series), series, mature
+@register
+class OtWeak(Rule):
+    """Median pi_diag of the late window (of the points past ``after_step`` when there are any) below the
+    threshold; warn once past ``after_step``, info before."""
+
+    id = "ot_weak"
+    group = "ot"
+    monitors = ("train/ot_pi_diag", "train/ot_pi_sum", EVAL_KEY)
+
+    def check(self, ctx):
+        series = ctx.series("train/ot_pi_diag")
+        if not series:
+            return None
+        after = self.thr["after_step"]
+        mature_points = [p for p in series if p[0] >= after]
+        win = ctx.late(mature_points or series)
+        med = median(v for _, v in win)
+        if med >= self.thr["min_pi_diag"]:
+            return None
+        ot = ctx.run.config.get("ot") or {}
+        lam, reg = ot.get("lambda_ot"), ot.get("reg")
+        pr = self.propose
+        changes = {}
+        if _num(lam) and lam > 0:
+            changes["ot.lambda_ot"] = _r(min(pr["lambda_ot_max_factor"] * lam,
+                                             max(lam * pr["lambda_ot_min_factor"], pr["lambda_ot_target"])))
+        if _num(reg):
+            changes["ot.reg"] = _r(reg * pr["reg_factor"])
+        mature = bool(mature_points)
+        ev = {"pi_diag_median": _r(med), "window_steps": f"{win[0][0]}-{win[-1][0]}",
+              "threshold": self.thr["min_pi_diag"], "after_step": after, "reached_after_step": mature,
+              "lambda_ot": lam, "reg": reg}
+        frac = ctx.series("train/ot_pi_diag_frac")
+        if frac:
+            ev["pi_diag_frac"] = _r(ctx.late_median(frac))
+        return self.finding("warn" if mature else "info", ev, changes)
 
 
-def rule_ot_weak(run, sums, thr, ctx):
-    """Median pi_diag of the last window below the threshold (warn once past after_step)."""
-    win, _, mature = _ot_window(run, "train/ot_pi_diag", thr["after_step"])
-    if win is None:
-        return []
-    med = median(v for _, v in win)
-    if med >= thr["min_pi_diag"]:
-        return []
-    ot = run.config.get("ot") or {}
-    lam, reg = ot.get("lambda_ot"), ot.get("reg")
-    changes = {}
-    if isinstance(lam, (int, float)) and lam > 0:
-        changes["ot.lambda_ot"] = _r(min(2 * lam, max(lam * 1.5, 0.2)))
-    if isinstance(reg, (int, float)):
-        changes["ot.reg"] = _r(reg / 2)
-    ev = {"pi_diag_median": _r(med), "window_steps": f"{win[0][0]}-{win[-1][0]}", "threshold": thr["min_pi_diag"],
-          "after_step": thr["after_step"], "reached_after_step": mature, "lambda_ot": lam, "reg": reg}
-    frac = _vals(run.history, "train/ot_pi_diag_frac")
-    if frac:
-        ev["pi_diag_frac"] = _r(median(v for _, v in _last_window(frac)))
-    return [Finding("ot_weak", "warn" if mature else "info", ev, changes, "ot",
-                    ["train/ot_pi_diag", "train/ot_pi_sum", "eval/offline_eval/avg_loss"])]
-
-
-def rule_ot_mass_destroyed(run, sums, thr, ctx):
+@register
+class OtMassDestroyed(Rule):
     """Median pi_sum below the threshold: the unbalanced marginals destroy the mass."""
-    win, _, _ = _ot_window(run, "train/ot_pi_sum", 0)
-    if win is None:
-        return []
-    med = median(v for _, v in win)
-    if med >= thr["min_pi_sum"]:
-        return []
-    ot = run.config.get("ot") or {}
-    reg, ts, tt = ot.get("reg"), ot.get("tau_src"), ot.get("tau_tgt")
-    ev = {"pi_sum_median": _r(med), "threshold": thr["min_pi_sum"], "reg": reg, "tau_src": ts, "tau_tgt": tt}
-    if all(isinstance(x, (int, float)) for x in (reg, ts, tt)) and med > 0:
-        ev["implied_cost"] = _r(-math.log(med) * (reg + ts + tt))   # mass = exp(-c / (reg + tau_src + tau_tgt))
-    means = {k.rsplit("/", 1)[1]: _vals(run.history, k) for k in run.history if k.startswith("train/ot_cost_mean/")}
-    if means:
-        ev["mean_cost_total"] = _r(sum(median(v for _, v in _last_window(s)) for s in means.values() if s))
-    changes = {}
-    for key, val in (("ot.tau_src", ts), ("ot.tau_tgt", tt)):
-        if isinstance(val, (int, float)):
-            changes[key] = _r(2 * val)
-    return [Finding("ot_mass_destroyed", "alarm" if med < thr["min_pi_sum"] / 10 else "warn", ev, changes, "ot",
-                    ["train/ot_pi_sum", "train/ot_loss"])]
+
+    id = "ot_mass_destroyed"
+    group = "ot"
+    monitors = ("train/ot_pi_sum", "train/ot_loss")
+
+    def check(self, ctx):
+        series = ctx.series("train/ot_pi_sum")
+        if not series:
+            return None
+        med = ctx.late_median(series)
+        low = self.thr["min_pi_sum"]
+        if med >= low:
+            return None
+        ot = ctx.run.config.get("ot") or {}
+        reg, ts, tt = ot.get("reg"), ot.get("tau_src"), ot.get("tau_tgt")
+        ev = {"pi_sum_median": _r(med), "threshold": low, "reg": reg, "tau_src": ts, "tau_tgt": tt}
+        if all(_num(x) for x in (reg, ts, tt)) and med > 0:
+            ev["implied_cost"] = _r(-math.log(med) * (reg + ts + tt))   # mass = exp(-c / (reg + tau_src + tau_tgt))
+        means = [ctx.series(k) for k in ctx.run.history if k.startswith(COST_PREFIXES[1])]
+        if means:
+            ev["mean_cost_total"] = _r(sum(ctx.late_median(s) for s in means if s))
+        changes = {key: _r(self.propose["tau_factor"] * val)
+                   for key, val in (("ot.tau_src", ts), ("ot.tau_tgt", tt)) if _num(val)}
+        return self.finding("alarm" if med < low * self.thr["alarm_frac"] else "warn", ev, changes)
 
 
-def rule_ot_strong(run, sums, thr, ctx):
-    """pi_diag above the threshold in most of the last window, or pi_diag ≈ pi_sum."""
-    diag = _vals(run.history, "train/ot_pi_diag")
-    if not diag:
-        return []
-    win = _last_window(diag)
-    above = sum(v > thr["max_pi_diag"] for _, v in win) / len(win)
-    pisum = _vals(run.history, "train/ot_pi_sum")
-    med_diag = median(v for _, v in win)
-    ratio = None
-    if pisum:
-        s = median(v for _, v in _last_window(pisum))
-        ratio = med_diag / s if s > 0 else None
-    sustained = above >= thr["sustained_frac"]
-    on_diag = ratio is not None and ratio > thr["diag_equals_sum"] and med_diag > thr["max_pi_diag"] / 2
-    if not (sustained or on_diag):
-        return []
-    changes = {}
-    for i, f in cfgkeys.label_features(run.config):
-        w = f.get("weight_label")
-        if isinstance(w, (int, float)) and w > 0:
-            changes[f"ot.features.{i}.weight_label"] = _r(w / 10)
-    ot = run.config.get("ot") or {}
-    if isinstance(ot.get("reg"), (int, float)):
-        changes["ot.reg"] = _r(ot["reg"] * 2)
-    ev = {"pi_diag_median": _r(med_diag), "frac_above": _r(above, 3), "max_pi_diag": thr["max_pi_diag"],
-          "pi_diag_over_pi_sum": _r(ratio, 3) if ratio is not None else None, "heuristic": ot.get("heuristic")}
-    return [Finding("ot_strong", "warn", ev, changes, "ot",
-                    ["train/ot_pi_diag", "eval/offline_eval/avg_loss", "train/l1_loss"])]
+@register
+class OtStrong(Rule):
+    """pi_diag above the threshold in most of the late window, or pi_diag ≈ pi_sum."""
+
+    id = "ot_strong"
+    group = "ot"
+    monitors = ("train/ot_pi_diag", EVAL_KEY, "train/l1_loss")
+
+    def check(self, ctx):
+        diag = ctx.series("train/ot_pi_diag")
+        if not diag:
+            return None
+        win = ctx.late(diag)
+        top = self.thr["max_pi_diag"]
+        above = sum(v > top for _, v in win) / len(win)
+        med_diag = median(v for _, v in win)
+        pisum = ctx.series("train/ot_pi_sum")
+        ratio = None
+        if pisum:
+            s = ctx.late_median(pisum)
+            ratio = med_diag / s if s > 0 else None
+        sustained = above >= self.thr["sustained_frac"]
+        on_diag = ratio is not None and ratio > self.thr["diag_equals_sum"] and med_diag > top / 2
+        if not (sustained or on_diag):
+            return None
+        changes = {}
+        for i, f in cfgkeys.label_features(ctx.run.config):
+            w = f.get("weight_label")
+            if _num(w) and w > 0:
+                changes[f"ot.features.{i}.weight_label"] = _r(w * self.propose["weight_label_factor"])
+        ot = ctx.run.config.get("ot") or {}
+        if _num(ot.get("reg")):
+            changes["ot.reg"] = _r(ot["reg"] * self.propose["reg_factor"])
+        ev = {"pi_diag_median": _r(med_diag), "frac_above": _r(above, 3), "max_pi_diag": top,
+              "pi_diag_over_pi_sum": _r(ratio, 3) if ratio is not None else None, "heuristic": ot.get("heuristic")}
+        return self.finding("warn", ev, changes)
 
 
-def rule_cost_dominance(run, sums, thr, ctx):
-    """Largest per-term cost more than max_ratio × the next one."""
-    prefix = "train/ot_cost_mean/" if any(k.startswith("train/ot_cost_mean/") for k in run.history) else "train/ot_cost/"
-    terms = {k[len(prefix):]: _vals(run.history, k) for k in run.history if k.startswith(prefix)}
-    levels = {t: median(abs(v) for _, v in _last_window(s)) for t, s in terms.items() if s}
-    if len(levels) < 2:
-        return []
-    ranked = sorted(levels.items(), key=lambda kv: -kv[1])
-    (top, a), (second, b) = ranked[0], ranked[1]
-    ratio = a / b if b > 0 else math.inf
-    if ratio <= thr["max_ratio"]:
-        return []
-    # bring the dominant term to ~10x the next one (or, next one ~0, its mean cost to ~0.1); at most /1000
-    factor = ratio / 10 if math.isfinite(ratio) else a / 0.1
-    factor = min(max(factor, 10.0), 1000.0)
-    changes = {}
-    label_dominant = "lbl" in top or "label" in top or "action" in top
-    feats = cfgkeys.label_features(run.config) if label_dominant else cfgkeys.embed_features(run.config)
-    wkey = "weight_label" if label_dominant else "weight_embed"
-    for i, f in feats:
-        w = f.get(wkey)
-        if isinstance(w, (int, float)) and w > 0:
-            changes[f"ot.features.{i}.{wkey}"] = float(f"{w / factor:.2g}")
-    ev = {"dominant": top, "dominant_cost": _r(a), "next": second, "next_cost": _r(b),
-          "ratio": _r(ratio, 3) if math.isfinite(ratio) else "inf", "metric": prefix.rstrip("/"),
-          "levels": {t: _r(v) for t, v in levels.items()}}
-    return [Finding("cost_dominance", "warn", ev, changes, "ot", [prefix + top, prefix + second])]
+_FEATURES_OF_KIND = {"label": (cfgkeys.label_features, "weight_label"),
+                     "embed": (cfgkeys.embed_features, "weight_embed")}
 
 
-def rule_embed_collapse(run, sums, thr, ctx):
+@register
+class CostDominance(Rule):
+    """Largest per-term cost more than max_ratio × the next one; the weights of the dominant term's kind
+    (:func:`term_kind`) are divided down."""
+
+    id = "cost_dominance"
+    group = "ot"
+
+    def check(self, ctx):
+        run = ctx.run
+        prefix = cost_prefix(run.history)
+        terms = {k[len(prefix):]: ctx.series(k) for k in run.history if k.startswith(prefix)}
+        levels = {t: median(abs(v) for _, v in ctx.late(s)) for t, s in terms.items() if s}
+        if len(levels) < 2:
+            return None
+        ranked = sorted(levels.items(), key=lambda kv: -kv[1])
+        (top, a), (second, b) = ranked[0], ranked[1]
+        ratio = a / b if b > 0 else math.inf
+        if ratio <= self.thr["max_ratio"]:
+            return None
+        # bring the dominant term to ~target_ratio x the next one (or, next one ~0, its mean cost to ~target_cost)
+        pr = self.propose
+        factor = ratio / pr["target_ratio"] if math.isfinite(ratio) else a / pr["target_cost"]
+        factor = min(max(factor, pr["min_factor"]), pr["max_factor"])
+        kind = term_kind(run, top)
+        changes = {}
+        if kind in _FEATURES_OF_KIND:
+            features, wkey = _FEATURES_OF_KIND[kind]
+            for i, f in features(run.config):
+                w = f.get(wkey)
+                if _num(w) and w > 0:
+                    changes[f"ot.features.{i}.{wkey}"] = float(f"{w / factor:.2g}")
+        ev = {"dominant": top, "dominant_kind": kind, "dominant_cost": _r(a), "next": second, "next_cost": _r(b),
+              "ratio": _r(ratio, 3) if math.isfinite(ratio) else "inf", "metric": prefix.rstrip("/"),
+              "levels": {t: _r(v) for t, v in levels.items()}}
+        return self.finding("warn", ev, changes, [prefix + top, prefix + second])
+
+
+@register
+class EmbedCollapse(Rule):
     """Image-embedding cost and the embeddings' own spread both fall to a tiny fraction of their start.
 
     With a scale-dependent cost (``ot.cost_norm`` ``dim`` or ``none``) the OT loss on learned embeddings has a
     trivial minimizer: shrinking the embeddings (the next layers rescale them); BC alone can also make them
     near-constant (in the cpu-small study naive co-training, lambda_ot=0, shrank them as much, measured offline
-    on its checkpoints). Either way the image terms fade and the labels alone decide the plan. Alignment lowers the cross-domain cost but not the within-domain spread
-    (``train/ot_embed_spread/<camera>``), so both must collapse; runs without the spread metric are not judged.
-    ``cost_norm=median`` divides each term by its batch median: scale-invariant.
+    on its checkpoints). Either way the image terms fade and the labels alone decide the plan. Alignment lowers
+    the cross-domain cost but not the within-domain spread (``train/ot_embed_spread/<camera>``), so both must
+    collapse; runs without the spread metric are not judged. ``cost_norm=median`` divides each term by its
+    batch median: scale-invariant. The embedding terms are those of kind ``embed`` (:func:`term_kind`).
     """
-    norm = cfgkeys.get(run.config, "ot.cost_norm", "dim")
-    if norm == "median":
-        return []
 
-    def drop(key):
-        series = _vals(run.history, key)
-        if len(series) < 2 * thr["min_points"]:
+    id = "embed_collapse"
+    group = "ot"
+
+    def _drop(self, ctx, key):
+        """(first, last, last/first): start = the first min_points points (the collapse can be over within a
+        fifth of the run: in the cpu-small study the image cost fell 40x in the first 60 of 600 steps);
+        end = the late window."""
+        series = ctx.series(key)
+        n0 = self.thr["min_points"]
+        if len(series) < 2 * n0:
             return None
-        # start: the first min_points points (the collapse can be over within a fifth of the run: in the
-        # cpu-small study the image cost fell 40x in the first 60 of 600 steps); end: the last fifth
-        first = median(v for _, v in series[:thr["min_points"]])
-        last = median(v for _, v in series[-max(thr["min_points"], len(series) // 5):])
+        first = median(v for _, v in series[:n0])
+        last = ctx.late_median(series)
         return (_r(first), _r(last), _r(last / first, 3)) if first > 0 else None
 
-    collapsed = {}
-    for key in run.history:
-        if not key.startswith("train/ot_cost_mean/img_"):
-            continue
-        cam = key[len("train/ot_cost_mean/img_"):]
-        cost, spread = drop(key), drop(f"train/ot_embed_spread/{cam}")
-        if cost and spread and cost[2] < thr["max_ratio"] and spread[2] < thr["max_ratio"]:
-            collapsed[cam] = {"cost_first_last_ratio": cost, "spread_first_last_ratio": spread}
-    if not collapsed:
-        return []
-    summary = ", ".join(f"{c}: cost x{v['cost_first_last_ratio'][2]}, spread x{v['spread_first_last_ratio'][2]}"
-                        for c, v in collapsed.items())
-    ev = {"cost_norm": norm, "max_ratio": thr["max_ratio"], "cameras": collapsed, "summary": summary}
-    monitors = [f"train/ot_embed_spread/{c}" for c in collapsed] + [f"train/ot_cost_mean/img_{c}" for c in collapsed]
-    return [Finding("embed_collapse", "warn", ev, {"ot.cost_norm": "median"}, "ot", monitors)]
+    def check(self, ctx):
+        norm = cfgkeys.get(ctx.run.config, "ot.cost_norm", "dim")
+        if norm in self.thr["skip_cost_norms"]:
+            return None
+        prefix, limit = COST_PREFIXES[1], self.thr["max_ratio"]
+        collapsed, monitors = {}, []
+        for key in ctx.run.history:
+            term = key[len(prefix):]
+            if not key.startswith(prefix) or term_kind(ctx.run, term) != "embed":
+                continue
+            cam = term.removeprefix("img_")
+            spread_key = f"train/ot_embed_spread/{cam}"
+            cost, spread = self._drop(ctx, key), self._drop(ctx, spread_key)
+            if cost and spread and cost[2] < limit and spread[2] < limit:
+                collapsed[cam] = {"cost_first_last_ratio": cost, "spread_first_last_ratio": spread}
+                monitors.append((spread_key, key))
+        if not collapsed:
+            return None
+        summary = ", ".join(f"{c}: cost x{v['cost_first_last_ratio'][2]}, spread x{v['spread_first_last_ratio'][2]}"
+                            for c, v in collapsed.items())
+        ev = {"cost_norm": norm, "max_ratio": limit, "cameras": collapsed, "summary": summary}
+        mons = [s for s, _ in monitors] + [c for _, c in monitors]
+        return self.finding("warn", ev, {"ot.cost_norm": self.propose["cost_norm"]}, mons)
 
 
-def rule_ot_skipped(run, sums, thr, ctx):
+@register
+class OtSkipped(Rule):
     """OT term skipped (non-finite cost or plan) more often than allowed."""
-    sk = _vals(run.history, "train/ot_skipped")
-    if not sk:
-        return []
-    total = max(v for _, v in sk)
-    if total <= thr["max_skipped"]:
-        return []
-    return [Finding("ot_skipped", "alarm", {"ot_skipped": total, "last_step": sk[-1][0]}, {}, "ot",
-                    ["train/ot_skipped"])]
+
+    id = "ot_skipped"
+    group = "ot"
+    monitors = ("train/ot_skipped",)
+
+    def check(self, ctx):
+        sk = ctx.series("train/ot_skipped")
+        if not sk:
+            return None
+        total = max(v for _, v in sk)
+        if total <= self.thr["max_skipped"]:
+            return None
+        return self.finding("alarm", {"ot_skipped": total, "last_step": sk[-1][0]})
 
 
 # ------------------------------------------------------------------ dynamics rules
 
-def rule_instability(run, sums, thr, ctx):
-    """grad_norm spikes, train/loss oscillation around its EMA, or non-finite loss."""
-    ev, sev = {}, None
-    gn = sums.get("train/grad_norm")
-    if gn and len(gn.spikes) >= thr["min_spikes"]:
-        ev["grad_norm_spikes"] = len(gn.spikes)
-        ev["spike_examples"] = [[s, _r(v), _r(m)] for s, v, m in gn.spikes[:3]]
-        sev = "warn"
-    loss = _vals(run.history, "train/loss")
-    bad = sum(1 for _, v in run.history.get("train/loss", []) if not math.isfinite(v))
-    if bad:
-        ev["non_finite_loss"] = bad
-        sev = "alarm"
-    if len(loss) >= thr["min_points"]:
-        vals = [v for _, v in loss]
-        win = max(3, len(vals) // 5)
-        alpha, acc, resid = 2 / (win + 1), vals[0], []
-        for v in vals:
-            acc = alpha * v + (1 - alpha) * acc
-            resid.append((v - acc, acc))
-        tail = resid[-win:]
-        level = median(abs(a) for _, a in tail)
-        osc = pstdev([r for r, _ in tail]) / level if level > 0 else 0.0
-        if osc > thr["max_loss_osc"]:
-            ev["loss_oscillation"] = _r(osc, 3)
-            sev = sev or "warn"
-    if sev is None:
-        return []
-    changes = {}
-    lr = cfgkeys.base_lr(run.config)
-    if lr:
-        key = "optimizer.lr" if run.config.get("use_policy_training_preset") is False else "policy.optimizer_lr"
-        changes[key] = _r(lr / 2)
-    return [Finding("instability", sev, ev, changes, "optim", ["train/grad_norm", "train/loss"])]
+@register
+class Instability(Rule):
+    """grad_norm spikes, train/loss oscillation around its EMA (span = the late window) over the late
+    window, or non-finite loss."""
+
+    id = "instability"
+    monitors = ("train/grad_norm", "train/loss")
+
+    def check(self, ctx):
+        run, thr = ctx.run, self.thr
+        ev, sev = {}, None
+        gn = ctx.summaries.get("train/grad_norm")
+        if gn and len(gn.spikes) >= thr["min_spikes"]:
+            ev["grad_norm_spikes"] = len(gn.spikes)
+            ev["spike_examples"] = [[s, _r(v), _r(m)] for s, v, m in gn.spikes[:3]]
+            sev = "warn"
+        bad = sum(1 for _, v in run.history.get("train/loss", []) if not math.isfinite(v))
+        if bad:
+            ev["non_finite_loss"] = bad
+            sev = "alarm"
+        loss = ctx.series("train/loss")
+        if len(loss) >= thr["min_points"]:
+            vals = [v for _, v in loss]
+            win = window_size(len(vals), ctx.frac, ctx.min_points)
+            alpha, acc, resid = 2 / (win + 1), vals[0], []
+            for v in vals:
+                acc = alpha * v + (1 - alpha) * acc
+                resid.append((v - acc, acc))
+            tail = resid[-win:]
+            level = median(abs(a) for _, a in tail)
+            osc = pstdev([r for r, _ in tail]) / level if level > 0 else 0.0
+            if osc > thr["max_loss_osc"]:
+                ev["loss_oscillation"] = _r(osc, 3)
+                sev = sev or "warn"
+        if sev is None:
+            return None
+        changes = {}
+        lr = cfgkeys.base_lr(run.config)
+        if lr:
+            changes[_lr_key(run.config)] = _r(lr * self.propose["lr_factor"])
+        return self.finding(sev, ev, changes)
 
 
-def rule_plateau(run, sums, thr, ctx):
-    """Diminishing returns: the second half gains far less than the first half."""
-    key = "eval/offline_eval/avg_loss" if len(run.history.get("eval/offline_eval/avg_loss", [])) >= thr["min_points"] \
-        else "train/loss"
-    series = _vals(run.history, key)
-    if len(series) < thr["min_points"]:
-        return []
-    vals = [v for _, v in series]
-    h = len(vals) // 2
-    w = max(2, len(vals) // 10)
-    start, mid, end = median(vals[:w]), median(vals[h - w // 2:h + w // 2 + 1]), median(vals[-w:])
-    gain1, gain2 = start - mid, mid - end
-    if gain1 <= 0 or gain2 >= thr["late_gain_frac"] * gain1:
-        return []
-    ev = {"metric": key, "first_half_gain": _r(gain1), "second_half_gain": _r(gain2),
-          "steps": f"{series[0][0]}-{series[h][0]}-{series[-1][0]}"}
-    return [Finding("plateau", "info", ev, {}, "optim", [key])]
+@register
+class Plateau(Rule):
+    """Diminishing returns: the second half gains far less than the first half (levels = medians over a
+    late-window-sized span at the start, the middle and the end)."""
+
+    id = "plateau"
+
+    def check(self, ctx):
+        min_points = self.thr["min_points"]
+        key = EVAL_KEY if len(ctx.run.history.get(EVAL_KEY, [])) >= min_points else "train/loss"
+        series = ctx.series(key)
+        if len(series) < min_points:
+            return None
+        vals = [v for _, v in series]
+        h = len(vals) // 2
+        w = window_size(len(vals), ctx.frac, ctx.min_points)
+        start, mid, end = median(vals[:w]), median(vals[h - w // 2:h + w // 2 + 1]), median(ctx.late(vals))
+        gain1, gain2 = start - mid, mid - end
+        if gain1 <= 0 or gain2 >= self.thr["late_gain_frac"] * gain1:
+            return None
+        ev = {"metric": key, "first_half_gain": _r(gain1), "second_half_gain": _r(gain2),
+              "steps": f"{series[0][0]}-{series[h][0]}-{series[-1][0]}"}
+        return self.finding("info", ev, monitors=[key])
 
 
-def rule_rollback(run, sums, thr, ctx):
-    """Eval loss worse than the parent run's by more than max_regression."""
-    parent = ctx.get("parent_run")
-    if parent is None:
-        return []
-    key = "eval/offline_eval/avg_loss"
-    mine, theirs = _vals(run.history, key), _vals(parent.history, key)
-    if not mine or not theirs:
-        return [Finding("rollback_unchecked", "info", {"parent": parent.run_id, "metric": key,
-                                                       "child_logged": bool(mine), "parent_logged": bool(theirs)},
-                        {}, "rollback", [key])]
-    a = min(v for _, v in _last_window(mine))
-    b = min(v for _, v in _last_window(theirs))
-    reg = (a - b) / abs(b) if b else 0.0
-    if reg <= thr["max_regression"]:
-        return []
-    changes = {}
-    flat_p, flat_c = cfgkeys.flatten(parent.config), cfgkeys.flatten(run.config)
-    for k in sorted(set(flat_p) | set(flat_c)):
-        if k.split(".")[0] in ("output_dir", "job_name", "wandb", "dpot_meta", "resume", "seed"):
-            continue
-        if flat_p.get(k) != flat_c.get(k) and k in flat_p:
-            changes[k] = flat_p[k]
-    ev = {"parent": parent.run_id, "child_eval": _r(a), "parent_eval": _r(b), "regression_pct": _r(100 * reg, 3),
-          "threshold_pct": 100 * thr["max_regression"], "reverted_keys": sorted(changes)[:12]}
-    return [Finding("rollback", "alarm", ev, changes, "rollback", [key])]
+@register
+class Rollback(Rule):
+    """Best eval loss of the late window worse than the parent run's by more than max_regression."""
+
+    id = "rollback"
+    group = "rollback"
+    monitors = (EVAL_KEY,)
+
+    def check(self, ctx):
+        parent = ctx.parent_run
+        if parent is None:
+            return None
+        mine, theirs = ctx.series(EVAL_KEY), ctx.series(EVAL_KEY, parent)
+        if not mine or not theirs:
+            return self.finding("info", {"parent": parent.run_id, "metric": EVAL_KEY, "child_logged": bool(mine),
+                                         "parent_logged": bool(theirs)}, id="rollback_unchecked")
+        a = min(v for _, v in ctx.late(mine))
+        b = min(v for _, v in ctx.late(theirs))
+        reg = (a - b) / abs(b) if b else 0.0
+        if reg <= self.thr["max_regression"]:
+            return None
+        changes = {}
+        flat_p, flat_c = cfgkeys.flatten(parent.config), cfgkeys.flatten(ctx.run.config)
+        for k in sorted(set(flat_p) | set(flat_c)):
+            if k.split(".")[0] in self.thr["ignore_keys"]:
+                continue
+            if flat_p.get(k) != flat_c.get(k) and k in flat_p:
+                changes[k] = flat_p[k]
+        ev = {"parent": parent.run_id, "child_eval": _r(a), "parent_eval": _r(b), "regression_pct": _r(100 * reg, 3),
+              "threshold_pct": 100 * self.thr["max_regression"], "reverted_keys": sorted(changes)[:12]}
+        return self.finding("alarm", ev, changes)
 
 
-RULES = {
-    "lr_flat": rule_lr_flat, "lr_low": rule_lr_low, "data_bound": rule_data_bound,
-    "eval_too_frequent": rule_eval_too_frequent, "ot_weak": rule_ot_weak,
-    "ot_mass_destroyed": rule_ot_mass_destroyed, "ot_strong": rule_ot_strong,
-    "cost_dominance": rule_cost_dominance, "embed_collapse": rule_embed_collapse, "ot_skipped": rule_ot_skipped, "instability": rule_instability,
-    "plateau": rule_plateau, "rollback": rule_rollback,
-}
+def build_rules(rules: dict) -> list[Rule]:
+    """The enabled rules of :data:`RULES`, each built with its table of ``rules`` (see :func:`load_rules`)."""
+    return [cls(rules.get(rid, {})) for rid, cls in RULES.items() if rules.get(rid, {}).get("enabled", True)]
 
 
-def diagnose(run, sums: dict[str, MetricSummary], rules: dict, ctx: dict) -> list[Finding]:
-    """Run every enabled rule; ``ctx`` holds ``throughput`` and optionally ``parent_run``."""
-    out: list[Finding] = []
-    for name, fn in RULES.items():
-        thr = rules.get(name, {})
-        if not thr.get("enabled", True):
-            continue
-        out.extend(fn(run, sums, thr, ctx))
+def diagnose(ctx: RuleContext, rules: dict) -> list[Finding]:
+    """Run every enabled rule on ``ctx``; findings sorted alarm → warn → info (registration order within)."""
+    out = [f for rule in build_rules(rules) if (f := rule.check(ctx)) is not None]
     order = {s: i for i, s in enumerate(reversed(SEVERITIES))}
     return sorted(out, key=lambda f: order[f.severity])

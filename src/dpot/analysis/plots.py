@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from dpot.analysis.aliases import label  # noqa: E402
+from dpot.analysis.aliases import cost_prefix, label  # noqa: E402
 
 CURVES = ["train/loss", "train/l1_loss", "eval/offline_eval/avg_loss", "train/grad_norm", "train/lr"]
 
@@ -67,7 +67,7 @@ def plot_ot(run, band) -> bytes | None:
 
 def plot_costs(run) -> bytes | None:
     """Per-term OT cost over steps, log scale (mean cost when logged, else plan-weighted)."""
-    prefix = "train/ot_cost_mean/" if any(k.startswith("train/ot_cost_mean/") for k in run.history) else "train/ot_cost/"
+    prefix = cost_prefix(run.history)
     keys = sorted(k for k in run.history if k.startswith(prefix))
     if not keys:
         return None

@@ -6,6 +6,7 @@ import json
 import math
 
 from dpot.analysis import cfgkeys
+from dpot.analysis.aliases import COST_PREFIXES
 from dpot.analysis.i18n import finding_text, prose, t
 
 CORE = ["train/loss", "train/l1_loss", "train/grad_norm", "eval/offline_eval/avg_loss", "train/lr"]
@@ -67,7 +68,8 @@ def _overview(run) -> list[str]:
     lr = run.history.get("train/lr")
     if lr:
         vals = [v for _, v in lr]
-        lr_obs = " [lr observed constant]" if max(vals) == min(vals) else f" [lr observed {fmt(min(vals))}–{fmt(max(vals))}]"
+        lo, hi = min(vals), max(vals)
+        lr_obs = " [lr observed constant]" if hi == lo else f" [lr observed {fmt(lo)}–{fmt(hi)}]"
     lines.append(f"- Optim: {'policy presets' if preset else 'explicit'}, lr={fmt(cfgkeys.base_lr(c))} "
                  f"({g('optimizer.type')}), "
                  + (f"{sch['name'] or sch['type']} sched (warmup={sch['warmup']})" if sch else "no scheduler")
@@ -77,9 +79,11 @@ def _overview(run) -> list[str]:
         feats = []
         for f in ot.get("features") or []:
             if f.get("type") == "embed":
-                feats.append(f"images embed: use_learned_embed={f.get('use_learned_embed')}, weight_embed={f.get('weight_embed')}")
+                feats.append(f"images embed: use_learned_embed={f.get('use_learned_embed')}, "
+                             f"weight_embed={f.get('weight_embed')}")
             else:
-                feats.append(f"{f.get('key', 'action')} label: dim_slice={f.get('dim_slice')}, weight_label={f.get('weight_label')}")
+                feats.append(f"{f.get('key', 'action')} label: dim_slice={f.get('dim_slice')}, "
+                             f"weight_label={f.get('weight_label')}")
         lines.append("- OT setup:")
         lines += [f"  - {x}" for x in feats]
         lines.append(f"  - reg={ot.get('reg')}, tau_src={ot.get('tau_src')}, tau_tgt={ot.get('tau_tgt')}, "
@@ -128,7 +132,7 @@ def render_markdown(a, lang: str = "en", proposal_paths: dict | None = None) -> 
     keys = list(CORE)
     has_ot = isinstance(run.config.get("ot"), dict) or any(k.startswith("train/ot_") for k in run.history)
     if has_ot:
-        keys += OT_KEYS + sorted(k for k in run.history if k.startswith(("train/ot_cost/", "train/ot_cost_mean/")))
+        keys += OT_KEYS + sorted(k for k in run.history if k.startswith(COST_PREFIXES))
     L += [f"- {metric_line(run, a.summaries, k, lang)}" for k in keys]
     tp = a.throughput
     if tp.get("update_s") is not None:
@@ -194,7 +198,8 @@ def to_json(a) -> dict:
     """Machine-readable analysis (``--json``)."""
     return {
         "run": {"id": a.run.run_id, "kind": a.run.kind, "location": a.run.location, "last_step": a.run.last_step,
-                "parent": a.run.parent, "raw_keys": a.run.raw_keys, "sources": a.run.sources},
+                "parent": a.run.parent, "raw_keys": a.run.raw_keys, "sources": a.run.sources,
+                "term_kinds": a.run.term_kinds},
         "summaries": {k: v.as_dict() for k, v in a.summaries.items()},
         "not_logged": [k for k in CORE if k not in a.summaries],
         "throughput": a.throughput,

@@ -17,7 +17,8 @@ def default_rules() -> dict:
 
 
 def load_rules(path: str | Path | None = None) -> dict:
-    """Defaults merged with the tables of ``path`` (a TOML file); unknown rules or keys raise UserError."""
+    """Defaults merged with the tables of ``path`` (a TOML file, sub-tables such as ``[ot_weak.propose]`` key by
+    key); unknown rules or keys and wrong types raise UserError."""
     rules = default_rules()
     if path is None:
         return rules
@@ -32,13 +33,22 @@ def load_rules(path: str | Path | None = None) -> dict:
     for table, values in user.items():
         if table not in rules:
             raise UserError(f"--rules {p}: unknown rule [{table}]{did_you_mean(table, rules)}")
-        if not isinstance(values, dict):
-            raise UserError(f"--rules {p}: [{table}] must be a table")
-        for key, value in values.items():
-            if key not in rules[table]:
-                raise UserError(f"--rules {p}: unknown key {table}.{key}{did_you_mean(key, rules[table])}")
-            if type(value) is not type(rules[table][key]) and not (
-                    isinstance(value, (int, float)) and isinstance(rules[table][key], (int, float))):
-                raise UserError(f"--rules {p}: {table}.{key} must be {type(rules[table][key]).__name__}")
-            merged[table][key] = value
+        _merge_table(merged[table], values, table, p)
     return merged
+
+
+def _merge_table(into: dict, values, name: str, p: Path) -> None:
+    """Set the keys of the user table ``values`` in ``into`` (a defaults table); sub-tables merge key by key."""
+    if not isinstance(values, dict):
+        raise UserError(f"--rules {p}: [{name}] must be a table")
+    for key, value in values.items():
+        if key not in into:
+            raise UserError(f"--rules {p}: unknown key {name}.{key}{did_you_mean(key, into)}")
+        default = into[key]
+        if isinstance(default, dict):
+            _merge_table(default, value, f"{name}.{key}", p)
+            continue
+        if type(value) is not type(default) and not (
+                isinstance(value, (int, float)) and isinstance(default, (int, float))):
+            raise UserError(f"--rules {p}: {name}.{key} must be {type(default).__name__}")
+        into[key] = value

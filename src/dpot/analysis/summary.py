@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from statistics import median
 
 from dpot.analysis.aliases import direction
+from dpot.analysis.windows import window_size
 
 
 @dataclass
@@ -74,7 +75,7 @@ def summarize_metric(key: str, series: list[tuple[int, float]], *, window_frac: 
     if d is not None:
         idx = min(range(len(vals)), key=vals.__getitem__) if d == "min" else max(range(len(vals)), key=vals.__getitem__)
         best, best_step = vals[idx], steps[idx]
-    window = max(2, int(round(len(vals) * window_frac)))
+    window = window_size(len(vals), window_frac, min_points=2)   # the late window, at least 2 points
     smooth = _ema(vals, alpha=2 / (window + 1))
     trend = None
     if len(vals) > window:
