@@ -70,7 +70,8 @@ def schedule(config: dict) -> dict | None:
         name = sch.get("name")
         warmup = sch.get("num_warmup_steps")
     elif config.get("use_policy_training_preset", True) and get(config, "policy.scheduler_name"):
-        typ, name, warmup = "diffuser", get(config, "policy.scheduler_name"), get(config, "policy.scheduler_warmup_steps")
+        typ, name = "diffuser", get(config, "policy.scheduler_name")
+        warmup = get(config, "policy.scheduler_warmup_steps")
     else:
         return None
     varies = not (typ == "diffuser" and name == "constant") and typ not in (None, "constant")

@@ -20,17 +20,34 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}")
 
 
+RUN_HELP = ("a dpot run dir (metrics.jsonl), a W&B offline run (wandb/offline-run-*), a TensorBoard log dir, "
+            "or a W&B run entity/project/run_id")
+
+
 def _parser(command: str) -> argparse.ArgumentParser:
-    p = _Parser(prog=f"dpot {command}", description=__doc__)
+    p = _Parser(prog=f"dpot {command}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     if command == "compare":
-        p.add_argument("runs", nargs="+", metavar="RUN")
+        p.add_argument("runs", nargs="+", metavar="RUN", help=f"runs to compare, the first is the baseline: {RUN_HELP}")
     else:
-        p.add_argument("run", metavar="RUN")
-        p.add_argument("--parent", help="parent run for the rollback check (default: the recorded parent)")
-    p.add_argument("--out", help="output directory")
-    p.add_argument("--rules", help="TOML file overriding rule thresholds (see dpot/analysis/rules.toml)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
-    p.add_argument("--lang", default="en", help="report language: en | zh")
+        p.add_argument("run", metavar="RUN", help=f"the run to analyse: {RUN_HELP}")
+        p.add_argument("--parent", metavar="RUN",
+                       help="parent run for the rollback check (default: the recorded parent, if any)")
+    out_help = {"report": "output directory for report.md/.html/.json and plots (default: the run's own dir, "
+                          "else reports/<run id>)",
+                "compare": "output directory for compare.md and compare.json (default: print only)",
+                "propose": "output directory for the next configs <name>.json, lineage.json and proposals.json "
+                           "(required)"}[command]
+    p.add_argument("--out", metavar="DIR", help=out_help)
+    p.add_argument("--rules", metavar="PATH",
+                   help="TOML file overriding rule thresholds and proposed values (see dpot/analysis/rules.toml)")
+    json_help = {"report": "print the report as JSON (run, summaries, not_logged, throughput, findings, proposals, "
+                           "notes, files) instead of Markdown",
+                 "compare": "print the comparison as JSON instead of Markdown",
+                 "propose": "print the proposals as a JSON list instead of one line each"}[command]
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.add_argument("--lang", default="en",
+                   help="report language: en | zh (default: en)" if command == "report" else
+                   "language: en | zh (default: en; only dpot report writes prose)")
     return p
 
 

@@ -9,7 +9,8 @@ from dpot.analysis import cfgkeys
 from dpot.analysis.aliases import direction
 from dpot.analysis.render_md import fmt, seen_keys
 
-KEY_METRICS = ["train/loss", "eval/offline_eval/avg_loss", "train/l1_loss", "train/grad_norm",
+EVAL_KEY = "eval/offline_eval/avg_loss"
+KEY_METRICS = ["train/loss", EVAL_KEY, "train/l1_loss", "train/grad_norm",
                "train/ot_pi_sum", "train/ot_pi_diag", "train/ot_loss", "train/update_s"]
 _IGNORED = ("output_dir", "job_name", "wandb.run_id", "wandb.notes", "checkpoint_path", "resume")
 
@@ -65,7 +66,7 @@ def compare(analyses, rules) -> dict:
         else:
             how = "recorded parent"
         for j in parents:
-            pa, ch = analyses[j].summaries.get("eval/offline_eval/avg_loss"), a.summaries.get("eval/offline_eval/avg_loss")
+            pa, ch = analyses[j].summaries.get(EVAL_KEY), a.summaries.get(EVAL_KEY)
             if pa is None or ch is None or pa.best is None or ch.best is None:
                 checks.append({"child": a.run.run_id, "parent": analyses[j].run.run_id, "how": how,
                                "status": "unchecked: eval loss not logged in both"})

@@ -17,7 +17,8 @@ TEXT = {
         "spikes": "spikes", "evidence": "evidence", "changes": "changes",
         "convergence": "Convergence", "stability": "Stability", "ot_signal": "OT signal", "lr": "LR scheduling",
         "compare": "Run Comparison", "winner": "wins", "differs": "Config keys that differ",
-        "no_proposals": "No config change proposed: keep the current settings and extend the run if it is still improving.",
+        "no_proposals": "No config change proposed: keep the current settings and extend the run if it is still "
+                        "improving.",
         "rollback_check": "Rollback check", "run": "run", "metric": "metric",
     },
     "zh": {
@@ -62,7 +63,8 @@ FINDINGS = {
               "tau_tgt={tau_tgt}; implied cost {implied_cost}, mass = exp(-c/(reg+tau_src+tau_tgt))). Raise tau "
               "or normalize the costs.",
         "zh": "OT 质量被大量销毁：pi_sum 中位数 {pi_sum_median} < {threshold}（reg={reg}，tau_src={tau_src}，"
-              "tau_tgt={tau_tgt}；对应代价约 {implied_cost}，质量 = exp(-c/(reg+tau_src+tau_tgt))）。增大 tau 或归一化代价。"},
+              "tau_tgt={tau_tgt}；对应代价约 {implied_cost}，质量 = exp(-c/(reg+tau_src+tau_tgt))）。"
+              "增大 tau 或归一化代价。"},
     "ot_strong": {
         "en": "OT coupling too strong: pi_diag {pi_diag_median} (above {max_pi_diag} in {frac_above:.0%} of the last "
               "window), pi_diag/pi_sum={pi_diag_over_pi_sum}: alignment may mask the BC signal.",

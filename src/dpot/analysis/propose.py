@@ -23,6 +23,7 @@ NEUTRAL_OT = {"lambda_ot": 0.0, "reg": 0.02, "tau_src": 0.01, "tau_tgt": 0.01, "
               "features": [{"type": "embed", "use_learned_embed": True, "weight_embed": 1.0},
                            {"type": "label", "key": "action", "dim_slice": [0, 8], "weight_label": 0.02}]}
 _DROP = ("resume", "checkpoint_path")   # run-instance keys a new run must not inherit
+_DESCRIBED = ("type", "name", "lr", "num_warmup_steps", "weight_decay")   # sub-keys a rationale names
 
 
 @dataclass
@@ -94,7 +95,7 @@ def _describe(changes: dict, parent: dict) -> str:
     for k, v in changes.items():
         old = cfgkeys.get(parent, k)
         if isinstance(v, dict):
-            v = ", ".join(f"{a}={b}" for a, b in v.items() if a in ("type", "name", "lr", "num_warmup_steps", "weight_decay"))
+            v = ", ".join(f"{a}={b}" for a, b in v.items() if a in _DESCRIBED)
             parts.append(f"{k}: {{{v}}}")
         else:
             parts.append(f"{k}: {old} → {v}")
