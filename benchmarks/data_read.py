@@ -43,6 +43,9 @@ def main() -> None:
     delta.update({k: obs for k in meta.camera_keys})
     ds = LeRobotDataset("local/bench", root=root, delta_timestamps=delta, return_uint8=True)
     reader = FrameReader(ds, [*meta.camera_keys, "observation.state", "action"])
+    if not reader.fast:  # it would time LeRobot against itself
+        raise SystemExit(f"{root}: FrameReader reads this dataset through ds[idx] (videos, image transforms or "
+                         "images stored as paths); nothing to compare")
     reader[0]
     rng = random.Random(0)
     idx = [rng.randrange(len(ds)) for _ in range(args.items)]

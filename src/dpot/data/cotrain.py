@@ -1,37 +1,61 @@
 """Two-dataset co-training batches: source/target mixing by ``batch_ratio`` and temporally paired sampling.
 
 Batch layout (per process, ``B = batch_size``): the first ``n_src = round(batch_ratio * B)`` items come from the
-source dataset, the remaining ``n_tgt = B - n_src`` from the target dataset. Each item carries ``domain``
-(0 = source, 1 = target) and ``phase`` (the item's aligned time in [0, 1]).
+source dataset, the remaining ``n_tgt = B - n_src`` from the target dataset. Each item is a :class:`SampledItem`
+``(domain, index, phase, ot_pair)``: ``domain`` 0 = source / 1 = target, ``index`` the dataset's global frame
+index, ``phase`` the item's aligned time in [0, 1], ``ot_pair`` whether the item takes part in the OT term.
 
 Sampling is a pure function of ``(seed, step)`` (:meth:`CoTrainBatchSampler.global_batch`): resuming at step k
 replays the same batches, and with N processes the *global* batch (N*n_src source and N*n_tgt target items) is
 the same as one process with batch size N*B; rank r takes the r-th slice of each domain.
 
-Temporal pairing (``heuristic=True``): for pair i (i < min(n_src, n_tgt)) a target frame (episode e_t, frame
-f_t) is drawn uniformly among the training frames; a source episode e_s is drawn; the corresponding source frame
-is ``c = round(f_t / L_t * L_s)`` (``alignment="phase"``: same normalized phase
-``phase = frame_index / episode_length``) or the DTW-aligned frame of f_t (``alignment="dtw"``); the source
-item is ``clip(c + U{-window, window}, 0, L_s - 1 - drop_n_last_frames)``. Unpaired extra items and
-``heuristic=False`` draw uniformly over training frames. The item's ``phase`` is ``f / L``; with DTW the source item's phase is the phase of the target
-frame it is aligned with, so the OT temporal prior compares like with like.
+Temporal pairing (``heuristic=True``): target frames (episode e_t, frame f_t) are drawn uniformly among the
+training frames; for pair i (i < min(n_src, n_tgt)) a :class:`Pairing` strategy draws the source partner of
+target item i: :class:`PhasePairing` (``alignment="phase"``) a uniform source episode e_s and the frame at the
+same normalized phase, ``c = round(f_t / L_t * L_s)``; :class:`DTWPairing` (``alignment="dtw"``) one of the
+target episode's DTW partner episodes and the DTW-aligned frame of f_t. The source item is
+``clip(c + U{-window, window}, 0, L_s - 1 - drop_n_last_frames)``. Unpaired extra items and ``heuristic=False``
+draw uniformly over training frames. The item's ``phase`` is ``f / L``; with DTW the source item's phase is the
+phase of the target frame it is aligned with, so the OT temporal prior compares like with like.
 
-DTW paths are computed once per (target episode, source episode) pair, for a fixed random subset of at most
-``dtw_max_partners`` source episodes per target episode (O(L_s * L_t) each) on the action trajectories, and cached
-in an ``.npz`` file next to the run.
+Paired-region OT (``paired_region=True``): partners are drawn only from source episodes of the target
+episode's region (:mod:`dpot.data.regions`; with ``heuristic=False`` uniformly over their frames, with DTW the
+partner subsets must come from those episodes), extra source items from all source episodes; ``ot_pair`` is
+True for target and partner items, False for extra source items (without ``paired_region`` all True).
+
+DTW paths (:class:`DTWAlignment`) are computed once per (target episode, source episode) pair, for a fixed
+random subset of at most ``max_partners`` source episodes per target episode (O(L_s * L_t) each), on the
+per-episode action trajectories, and cached in an ``.npz`` file next to the run.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
 
+from dpot import atomic
+from dpot.data import seeds
+from dpot.data.regions import region_partners
+
+logger = logging.getLogger(__name__)
+
 SRC, TGT = 0, 1
-PASS_KEYS_SUFFIX = ("_is_pad",)
+
+
+class SampledItem(NamedTuple):
+    """One sampled frame: what :class:`CoTrainDataset` is indexed with."""
+
+    domain: int
+    index: int
+    phase: float
+    ot_pair: bool = True
 
 
 @dataclass
@@ -43,20 +67,22 @@ class EpisodeTable:
     length: np.ndarray
 
     @classmethod
-    def from_meta(cls, meta, episodes: list[int] | None = None) -> EpisodeTable:
-        """Read ``meta.episodes`` (``episode_index``, ``dataset_from_index``, ``length``); keep ``episodes`` if given."""
+    def from_meta(cls, meta) -> EpisodeTable:
+        """Read ``meta.episodes`` (``episode_index``, ``dataset_from_index``, ``length``)."""
         eps = meta.episodes
         ep = np.asarray(eps["episode_index"], dtype=np.int64)
         start = np.asarray(eps["dataset_from_index"], dtype=np.int64)
         length = np.asarray(eps["length"], dtype=np.int64)
-        if episodes is not None:
-            keep = np.isin(ep, np.asarray(episodes, dtype=np.int64))
-            ep, start, length = ep[keep], start[keep], length[keep]
         return cls(ep, start, length)
 
     def subset(self, episodes) -> EpisodeTable:
+        """The rows whose episode id is in ``episodes`` (table order kept)."""
         keep = np.isin(self.episode, np.asarray(list(episodes), dtype=np.int64))
         return EpisodeTable(self.episode[keep], self.start[keep], self.length[keep])
+
+    def usable(self, drop_n_last_frames: int) -> np.ndarray:
+        """Frames per episode that may be sampled: ``max(length - drop_n_last_frames, 1)``."""
+        return np.maximum(self.length - int(drop_n_last_frames), 1)
 
     def __len__(self) -> int:
         return len(self.episode)
@@ -98,21 +124,30 @@ def dtw_path(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 class DTWAlignment:
-    """Cached DTW maps target frame -> source frame for a fixed subset of (target, source) episode pairs."""
+    """Cached DTW maps target frame -> source frame for a fixed subset of (target, source) episode pairs.
+
+    ``tgt_traj`` / ``src_traj``: per-episode action trajectories ``[L, A]``. For each target episode,
+    ``partners[e_t]`` = at most ``max_partners`` source episodes drawn without replacement (``default_rng(seed)``)
+    from ``candidates[e_t]`` (default: every source episode; paired-region OT passes
+    :func:`dpot.data.regions.region_partners`). ``t2s[(e_t, e_s)]`` maps each target frame to its (mean) aligned
+    source frame, ``s2t`` the reverse. The paths are cached in ``cache_path`` (written atomically).
+    """
 
     def __init__(self, tgt_traj: dict[int, np.ndarray], src_traj: dict[int, np.ndarray], *, seed: int,
-                 max_partners: int = 8, cache_path: str | Path | None = None):
+                 max_partners: int = 8, cache_path: str | Path | None = None,
+                 candidates: dict[int, list[int]] | None = None):
         rng = np.random.default_rng(seed)
         src_eps = sorted(src_traj)
         self.partners: dict[int, list[int]] = {}
         for et in sorted(tgt_traj):
-            k = min(max_partners, len(src_eps))
-            self.partners[et] = sorted(rng.choice(src_eps, size=k, replace=False).tolist())
+            pool = src_eps if candidates is None else sorted(int(e) for e in candidates[et])
+            k = min(max_partners, len(pool))
+            self.partners[et] = sorted(rng.choice(pool, size=k, replace=False).tolist())
         cache: dict[str, np.ndarray] = {}
         if cache_path is not None and Path(cache_path).exists():
             with np.load(cache_path) as z:
                 cache = {k: z[k] for k in z.files}
-        changed = False
+        computed = 0
         self.t2s: dict[tuple[int, int], np.ndarray] = {}
         self.s2t: dict[tuple[int, int], np.ndarray] = {}
         for et, ess in self.partners.items():
@@ -121,35 +156,133 @@ class DTWAlignment:
                 if key not in cache or f"r{key}" not in cache:
                     cache[key] = dtw_path(tgt_traj[et], src_traj[es])
                     cache[f"r{key}"] = dtw_path(src_traj[es], tgt_traj[et])
-                    changed = True
+                    computed += 1
                 self.t2s[(et, es)] = cache[key]
                 self.s2t[(et, es)] = cache[f"r{key}"]
-        if changed and cache_path is not None:
-            Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(str(cache_path) + ".tmp.npz")
-            np.savez(tmp, **cache)
-            tmp.replace(cache_path)
+        logger.info("DTW: %d episode pairs computed, %d from the cache", computed,
+                    sum(map(len, self.partners.values())) - computed)
+        if computed and cache_path is not None:
+            buf = io.BytesIO()
+            np.savez(buf, **cache)
+            atomic.write_bytes(cache_path, buf.getvalue())
+
+
+class Pairing(Protocol):
+    """Draws the source partner of a target frame. Episodes are rows of the sampler's :class:`EpisodeTable`s."""
+
+    def partner(self, rng: np.random.Generator, tgt_episode: int, tgt_frame: int) -> tuple[int, int, float]:
+        """``(src_episode, src_frame, phase)`` for target row ``tgt_episode``, frame ``tgt_frame``."""
+        ...
+
+
+class _WindowedPairing:
+    """Shared part of the temporal pairings: the source frame is ``clip(centre + U{-w, w}, 0, usable - 1)``."""
+
+    def __init__(self, src: EpisodeTable, tgt: EpisodeTable, *, window_size: int, drop_n_last_frames: int,
+                 allowed: list[np.ndarray] | None):
+        self.src, self.tgt, self.window = src, tgt, int(window_size)
+        self.last = np.maximum(src.usable(drop_n_last_frames) - 1, 0)
+        self.allowed = allowed
+
+    def _frame(self, rng: np.random.Generator, e_s: int, centre: int) -> int:
+        return int(np.clip(centre + rng.integers(-self.window, self.window + 1), 0, int(self.last[e_s])))
+
+
+class PhasePairing(_WindowedPairing):
+    """Same normalized phase: a uniform source episode (within ``allowed[e_t]`` rows when given), centre frame
+    ``round(f_t / L_t * L_s)``; the item's phase is ``f_s / L_s``."""
+
+    def partner(self, rng, tgt_episode, tgt_frame):
+        if self.allowed is None:
+            e_s = int(rng.integers(len(self.src)))
+        else:
+            rows = self.allowed[tgt_episode]
+            e_s = int(rows[rng.integers(len(rows))])
+        centre = int(round(_phase(tgt_frame, self.tgt.length[tgt_episode]) * self.src.length[e_s]))
+        f_s = self._frame(rng, e_s, centre)
+        return e_s, f_s, _phase(f_s, self.src.length[e_s])
+
+
+class DTWPairing(_WindowedPairing):
+    """DTW: one of the target episode's DTW partner episodes, centre = the DTW-aligned frame of f_t; the item's
+    phase is the phase of the target frame that ``f_s`` aligns with."""
+
+    def __init__(self, src: EpisodeTable, tgt: EpisodeTable, dtw: DTWAlignment, **kwargs):
+        super().__init__(src, tgt, **kwargs)
+        self.dtw = dtw
+        self.row = {int(e): i for i, e in enumerate(src.episode)}
+        if self.allowed is not None:
+            for e_t, rows in enumerate(self.allowed):
+                ep_t = int(tgt.episode[e_t])
+                outside = sorted(set(dtw.partners[ep_t]) - {int(src.episode[r]) for r in rows})
+                if outside:
+                    raise ValueError(f"DTW partners {outside} of target episode {ep_t} are outside its region; "
+                                     "build DTWAlignment with candidates=region_partners(...)")
+
+    def partner(self, rng, tgt_episode, tgt_frame):
+        ep_t = int(self.tgt.episode[tgt_episode])
+        partners = self.dtw.partners[ep_t]
+        ep_s = int(partners[rng.integers(len(partners))])
+        e_s = self.row[ep_s]
+        centre = int(round(self.dtw.t2s[(ep_t, ep_s)][tgt_frame]))
+        f_s = self._frame(rng, e_s, centre)
+        return e_s, f_s, _phase(self.dtw.s2t[(ep_t, ep_s)][f_s], self.tgt.length[tgt_episode])
+
+
+class RegionUniformPairing:
+    """No temporal pairing (``heuristic=False``) but paired regions: a frame drawn uniformly over the usable
+    frames of the source episodes in ``allowed[e_t]``; phase ``f_s / L_s``."""
+
+    def __init__(self, src: EpisodeTable, *, drop_n_last_frames: int, allowed: list[np.ndarray]):
+        self.src, self.allowed = src, allowed
+        self.usable = src.usable(drop_n_last_frames)
+
+    def partner(self, rng, tgt_episode, tgt_frame):
+        rows = self.allowed[tgt_episode]
+        w = self.usable[rows]
+        e_s = int(rows[rng.choice(len(rows), p=w / w.sum())])
+        f_s = int(rng.random() * self.usable[e_s])
+        return e_s, f_s, _phase(f_s, self.src.length[e_s])
 
 
 class CoTrainBatchSampler:
-    """Batch sampler of ``(domain, global_index, phase)`` triples; deterministic per ``(seed, step)``.
+    """Batch sampler of :class:`SampledItem` lists; deterministic per ``(seed, step)``.
 
     Iterating yields this rank's batch for steps ``start_step, start_step + 1, ...`` forever. Position is the step
-    (``state_dict()["step"]``), so resume needs nothing else.
+    (``state_dict()["step"]``), so resume needs nothing else. ``paired_region`` needs ``src_regions`` and
+    ``tgt_regions`` (:func:`dpot.data.regions.episode_regions`); see the module docstring.
     """
 
     def __init__(self, src: EpisodeTable, tgt: EpisodeTable, *, batch_size: int, batch_ratio: float, seed: int,
                  heuristic: bool, window_size: int, drop_n_last_frames: int = 0, num_processes: int = 1,
-                 rank: int = 0, alignment: str = "phase", dtw: DTWAlignment | None = None, start_step: int = 0):
+                 rank: int = 0, alignment: str = "phase", dtw: DTWAlignment | None = None, start_step: int = 0,
+                 paired_region: bool = False, src_regions: dict[int, str] | None = None,
+                 tgt_regions: dict[int, str] | None = None):
         self.n_src, self.n_tgt = split_batch(batch_size, batch_ratio)
         self.src, self.tgt = src, tgt
-        self.seed, self.heuristic, self.window = int(seed), bool(heuristic), int(window_size)
+        self.seed, self.heuristic = int(seed), bool(heuristic)
         self.drop = int(drop_n_last_frames)
         self.world, self.rank = int(num_processes), int(rank)
-        self.alignment, self.dtw = alignment, dtw
+        self.paired_region = bool(paired_region)
         self.step = int(start_step)
-        if alignment == "dtw" and heuristic and dtw is None:
-            raise ValueError("alignment='dtw' needs a DTWAlignment")
+        allowed = None
+        if self.paired_region:
+            partners = region_partners(tgt.episode.tolist(), src.episode.tolist(), tgt_regions, src_regions)
+            row = {int(e): i for i, e in enumerate(src.episode)}
+            allowed = [np.asarray([row[e] for e in partners[int(ep)]], dtype=np.int64) for ep in tgt.episode]
+        windowed = {"window_size": window_size, "drop_n_last_frames": self.drop, "allowed": allowed}
+        self.pairing: Pairing | None
+        if not heuristic:
+            self.pairing = (None if allowed is None
+                            else RegionUniformPairing(src, drop_n_last_frames=self.drop, allowed=allowed))
+        elif alignment == "dtw":
+            if dtw is None:
+                raise ValueError("alignment='dtw' needs a DTWAlignment")
+            self.pairing = DTWPairing(src, tgt, dtw, **windowed)
+        elif alignment == "phase":
+            self.pairing = PhasePairing(src, tgt, **windowed)
+        else:
+            raise ValueError(f"alignment must be 'phase' or 'dtw', got {alignment!r}")
 
     def state_dict(self) -> dict:
         return {"step": self.step}
@@ -157,50 +290,34 @@ class CoTrainBatchSampler:
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
 
-    def _usable(self, table: EpisodeTable) -> np.ndarray:
-        return np.maximum(table.length - self.drop, 1)
-
     def _uniform(self, rng, table: EpisodeTable, n: int):
-        usable = self._usable(table)
+        usable = table.usable(self.drop)
         # uniform over frames: episode chosen proportionally to its usable length
         e = rng.choice(len(table), size=n, p=usable / usable.sum())
         f = (rng.random(n) * usable[e]).astype(np.int64)
         return e, f
 
-    def global_batch(self, step: int) -> tuple[list[tuple[int, int, float]], list[tuple[int, int, float]]]:
-        """All processes' source and target items for ``step``: ``(src_items, tgt_items)`` of ``(domain, idx, phase)``."""
-        rng = np.random.default_rng([self.seed, 7919, int(step)])
+    def global_batch(self, step: int) -> tuple[list[SampledItem], list[SampledItem]]:
+        """All processes' ``(src_items, tgt_items)`` for ``step``; source item i < min(ns, nt) partners target
+        item i when there is a pairing."""
+        rng = np.random.default_rng([self.seed, seeds.SAMPLER, int(step)])
         ns, nt = self.n_src * self.world, self.n_tgt * self.world
         te, tf = self._uniform(rng, self.tgt, nt)
-        tgt_items = [(TGT, int(self.tgt.start[e] + f), _phase(f, self.tgt.length[e])) for e, f in zip(te, tf)]
+        tgt_items = [SampledItem(TGT, int(self.tgt.start[e] + f), _phase(f, self.tgt.length[e]))
+                     for e, f in zip(te, tf)]
+        n_pair = min(ns, nt) if self.pairing is not None else 0
         src_items = []
-        n_pair = min(ns, nt) if self.heuristic else 0
         for i in range(n_pair):
-            e_t, f_t = te[i], tf[i]
-            ep_t = int(self.tgt.episode[e_t])
-            if self.alignment == "dtw":
-                partners = self.dtw.partners[ep_t]
-                ep_s = int(partners[rng.integers(len(partners))])
-                e_s = int(np.nonzero(self.src.episode == ep_s)[0][0])
-                centre = int(round(self.dtw.t2s[(ep_t, ep_s)][f_t]))
-            else:
-                e_s = int(rng.integers(len(self.src)))
-                centre = int(round(_phase(f_t, self.tgt.length[e_t]) * self.src.length[e_s]))
-            L_s = int(self.src.length[e_s])
-            hi = max(int(self._usable(self.src)[e_s]) - 1, 0)
-            f_s = int(np.clip(centre + rng.integers(-self.window, self.window + 1), 0, hi))
-            if self.alignment == "dtw":
-                ep_s = int(self.src.episode[e_s])
-                ph = _phase(self.dtw.s2t[(ep_t, ep_s)][f_s], self.tgt.length[e_t])
-            else:
-                ph = _phase(f_s, L_s)
-            src_items.append((SRC, int(self.src.start[e_s] + f_s), ph))
+            e_s, f_s, ph = self.pairing.partner(rng, int(te[i]), int(tf[i]))
+            src_items.append(SampledItem(SRC, int(self.src.start[e_s] + f_s), ph))
         if ns > n_pair:
             se, sf = self._uniform(rng, self.src, ns - n_pair)
-            src_items += [(SRC, int(self.src.start[e] + f), _phase(f, self.src.length[e])) for e, f in zip(se, sf)]
+            extra = not self.paired_region  # extra source items take part in OT only without paired regions
+            src_items += [SampledItem(SRC, int(self.src.start[e] + f), _phase(f, self.src.length[e]), extra)
+                          for e, f in zip(se, sf)]
         return src_items, tgt_items
 
-    def batch_for_step(self, step: int) -> list[tuple[int, int, float]]:
+    def batch_for_step(self, step: int) -> list[SampledItem]:
         """This rank's batch: its slice of the source items, then its slice of the target items."""
         src_items, tgt_items = self.global_batch(step)
         r = self.rank
@@ -227,10 +344,11 @@ def split_batch(batch_size: int, batch_ratio: float) -> tuple[int, int]:
 
 
 class CoTrainDataset(torch.utils.data.Dataset):
-    """Index with ``(domain, global_index, phase)``; returns the LeRobot item with source cameras renamed.
+    """Index with a :class:`SampledItem`; returns the LeRobot item with source cameras renamed.
 
     Returned keys: ``keys`` (target names: cameras, state, action) + their ``*_is_pad`` flags, ``frame_index``,
-    ``episode_index``, ``domain`` (0 src / 1 tgt) and ``phase`` (float32).
+    ``episode_index``, ``domain`` (long: 0 src / 1 tgt), ``phase`` (float32) and ``ot_pair`` (bool); the default
+    collate stacks them into ``[B]`` tensors.
     """
 
     def __init__(self, source, target, *, camera_map: dict[str, str], keys: list[str]):
@@ -247,7 +365,7 @@ class CoTrainDataset(torch.utils.data.Dataset):
         return len(self.datasets[SRC]) + len(self.datasets[TGT])
 
     def __getitem__(self, item):
-        domain, idx, phase = item
+        domain, idx, phase, ot_pair = item
         raw = self.datasets[domain][int(idx)]
         inv = {v: k for k, v in self.rename[domain].items()}
         out = {}
@@ -261,11 +379,13 @@ class CoTrainDataset(torch.utils.data.Dataset):
         out["episode_index"] = raw["episode_index"]
         out["domain"] = torch.tensor(domain, dtype=torch.long)
         out["phase"] = torch.tensor(phase, dtype=torch.float32)
+        out["ot_pair"] = torch.tensor(bool(ot_pair), dtype=torch.bool)
         return out
 
 
 def split_episodes(episodes: list[int], val_fraction: float, seed: int) -> list[int]:
-    """Held-out target episodes: ``max(1, round(val_fraction * n))`` episodes drawn with ``seed`` (none if fraction 0).
+    """Held-out target episodes: ``max(1, round(val_fraction * n))`` episodes drawn with ``seed`` (none if
+    fraction 0).
 
     At least one episode always stays for training.
     """
@@ -273,19 +393,20 @@ def split_episodes(episodes: list[int], val_fraction: float, seed: int) -> list[
     if val_fraction <= 0 or n < 2:
         return []
     k = min(max(1, int(round(val_fraction * n))), n - 1)
-    rng = np.random.default_rng([int(seed), 1337])
+    rng = np.random.default_rng([int(seed), seeds.VAL_SPLIT])
     return sorted(int(e) for e in rng.choice(np.asarray(episodes), size=k, replace=False))
 
 
-def val_batches(tgt: EpisodeTable, *, n_batches: int, batch_size: int, seed: int) -> list[list[tuple[int, int, float]]]:
-    """A fixed list of ``n_batches`` batches of held-out target items (same every evaluation).
+def val_batches(tgt: EpisodeTable, *, n_batches: int, batch_size: int, seed: int) -> list[list[SampledItem]]:
+    """A fixed list of ``n_batches`` batches of held-out target items (same every evaluation; ``ot_pair`` True).
 
     Frames are drawn without replacement while possible (all frames of the held-out episodes).
     """
     if len(tgt) == 0:
         return []
-    items = [(TGT, int(s + f), _phase(f, L)) for s, L in zip(tgt.start, tgt.length) for f in range(int(L))]
-    rng = np.random.default_rng([int(seed), 4242])
+    items = [SampledItem(TGT, int(s + f), _phase(f, L))
+             for s, L in zip(tgt.start, tgt.length) for f in range(int(L))]
+    rng = np.random.default_rng([int(seed), seeds.VAL_BATCHES])
     order = rng.permutation(len(items))
     need = n_batches * batch_size
     reps = math.ceil(need / len(items))

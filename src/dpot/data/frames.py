@@ -7,9 +7,9 @@ rows of an action chunk decode 32 PNGs that are thrown away. Measured on the stu
 item, two data workers using as much CPU as the training step itself (docs/benchmarks.md).
 
 :class:`FrameReader` gives the same values (``torch.equal``, same dtypes; tests/train/test_frames.py checks
-it against ``ds[idx]`` item by item) for a chosen set of keys: numeric columns are read once into tensors,
-images are decoded only for the frames an item asks for, with LeRobot's own conversion
-(:func:`lerobot.datasets.io_utils.pil_to_chw_tensor`) and LeRobot's own delta-index/padding rule
+it against ``ds[idx]`` item by item, and that each item took the fast path) for a chosen set of keys: numeric
+columns are read once into tensors, images are decoded only for the frames an item asks for, with LeRobot's own
+conversion (:func:`lerobot.datasets.io_utils.pil_to_chw_tensor`) and LeRobot's own delta-index/padding rule
 (``DatasetReader._get_query_indices``); the image columns stay chunked and memory-mapped. Datasets with video
 keys, image transforms or images stored as paths are read through ``ds[idx]`` unchanged (video decoding
 already decodes only the queried frames).
@@ -71,9 +71,17 @@ class FrameReader(torch.utils.data.Dataset):
 
     def __getitem__(self, idx: int) -> dict:
         if not self.fast:
-            raw = self.ds[int(idx)]
-            names = [*self.keys, *(f"{k}_is_pad" for k in self.keys), "frame_index", "episode_index"]
-            return {k: raw[k] for k in names if k in raw}
+            return self._read_through_dataset(idx)
+        return self._read_from_columns(idx)
+
+    def _read_through_dataset(self, idx: int) -> dict:
+        """The fallback: LeRobot's own ``ds[idx]``, restricted to the reader's keys."""
+        raw = self.ds[int(idx)]
+        names = [*self.keys, *(f"{k}_is_pad" for k in self.keys), "frame_index", "episode_index"]
+        return {k: raw[k] for k in names if k in raw}
+
+    def _read_from_columns(self, idx: int) -> dict:
+        """The fast path: numeric columns from the cached tensors, only the queried images decoded."""
         reader, numeric, images, rel = self._cache
         idx = int(idx)
         abs_idx = int(numeric["index"][idx])

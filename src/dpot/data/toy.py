@@ -3,9 +3,9 @@
 Task: a point moves from a random start to a random goal on a plane; ``observation.state`` is
 ``[x, y, goal_x, goal_y]``, ``action`` is the next position ``[x', y', 0, 0]`` padded to ``action_dim``.
 Each camera shows the point and the goal as coloured blobs. The *target* domain differs the way sim and
-real do: other colours and background (visual gap), an actuator that reaches only 70% of each commanded step (dynamics gap), and episodes of
-other lengths. Written with LeRobot's own writer (``LeRobotDataset.create``/``add_frame``/``save_episode``/
-``finalize``), so it loads like any LeRobotDataset v3.
+real do: other colours and background (visual gap), an actuator that reaches only 70% of each commanded step
+(dynamics gap), and episodes of other lengths. Written with LeRobot's own writer
+(``LeRobotDataset.create``/``add_frame``/``save_episode``/``finalize``), so it loads like any LeRobotDataset v3.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
+from dpot.data import seeds
 
 DOMAINS = ("source", "target")
 _STYLE = {
@@ -56,7 +58,7 @@ def make_toy_dataset(
     if action_dim < 2:
         raise ValueError("action_dim must be >= 2")
     style = _STYLE[domain]
-    rng = np.random.default_rng(seed + (0 if domain == "source" else 10_000))
+    rng = np.random.default_rng(seed + (0 if domain == "source" else seeds.TOY_TARGET_OFFSET))
     img_dtype = "video" if use_videos else "image"
     features = {f"observation.images.{c}": {"dtype": img_dtype, "shape": (image_size, image_size, 3),
                                             "names": ["height", "width", "channels"]} for c in cameras}
@@ -67,7 +69,7 @@ def make_toy_dataset(
     for _ in range(episodes):
         xy, goal = rng.uniform(0.1, 0.9, 2), rng.uniform(0.1, 0.9, 2)
         length = int(rng.integers(*style["len"]))
-        for t in range(length):
+        for _ in range(length):
             # Expert: head for the goal; the commanded next position is the action.
             target = xy + np.clip(goal - xy, -0.08, 0.08) + rng.normal(0, 0.005, 2)
             frame = {f"observation.images.{c}": _draw(xy, goal, image_size, style, i) for i, c in enumerate(cameras)}

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dpot.data.regions import META_FILE as REGIONS_FILE
+from dpot.data.regions import episode_regions, region_partners
 from dpot.errors import UserError
 
 IMG_PREFIX = "observation.images."
@@ -18,13 +20,19 @@ IMG_PREFIX = "observation.images."
 
 @dataclass
 class RunInputs:
-    """Both datasets' metadata + the resolved camera map (full source key -> full target key)."""
+    """Both datasets' metadata + the resolved camera map (full source key -> full target key).
+
+    ``src_regions`` / ``tgt_regions``: ``{episode_index: region}`` of each dataset
+    (:func:`dpot.data.regions.episode_regions`), loaded only when ``ot.paired_region`` (None otherwise).
+    """
 
     src_meta: object
     tgt_meta: object
     camera_map: dict[str, str]
     src_root: Path
     tgt_root: Path
+    src_regions: dict[int, str] | None = None
+    tgt_regions: dict[int, str] | None = None
 
 
 def _full_cam(key: str) -> str:
@@ -32,7 +40,8 @@ def _full_cam(key: str) -> str:
 
 
 def dataset_root(ds_cfg, field: str) -> Path:
-    """Local root of a dataset config (``root``, or LeRobot's cache dir for ``repo_id``); must hold a LeRobot dataset."""
+    """Local root of a dataset config (``root``, or LeRobot's cache dir for ``repo_id``); must hold a LeRobot
+    dataset."""
     from lerobot.utils.constants import HF_LEROBOT_HOME
 
     if not ds_cfg.repo_id:
@@ -60,7 +69,8 @@ def open_meta(ds_cfg, field: str):
 
 def check_inputs(cfg) -> RunInputs:
     """Open both datasets' metadata and check: action/state dims agree, cameras map onto each other, OT cameras
-    exist, ``dim_slice`` fits the action dim, target has >= 2 episodes when a validation split is asked for."""
+    exist, ``dim_slice`` fits the action dim, target has >= 2 episodes when a validation split is asked for; with
+    ``ot.paired_region``, both datasets record a region per episode and every target region has source episodes."""
     tgt_meta, tgt_root = open_meta(cfg.dataset, "dataset")
     src_meta, src_root = open_meta(cfg.source_dataset, "source_dataset")
     for key in ("action", "observation.state"):
@@ -120,7 +130,24 @@ def check_inputs(cfg) -> RunInputs:
             raise UserError(f"eval.val_episodes: {bad} not in the target dataset (0..{tgt_meta.total_episodes - 1})")
         if len(set(cfg.eval.val_episodes)) >= tgt_meta.total_episodes:
             raise UserError("eval.val_episodes: holds out every target episode; keep at least one for training")
-    return RunInputs(src_meta, tgt_meta, cam_map, src_root, tgt_root)
+    src_regions = tgt_regions = None
+    if cfg.ot.paired_region:
+        src_regions, tgt_regions = _regions(src_root), _regions(tgt_root)
+        region_partners([int(e) for e in tgt_meta.episodes["episode_index"]],
+                        [int(e) for e in src_meta.episodes["episode_index"]], tgt_regions, src_regions)
+    return RunInputs(src_meta, tgt_meta, cam_map, src_root, tgt_root, src_regions, tgt_regions)
+
+
+def _regions(root: Path) -> dict[int, str]:
+    """Per-episode regions of the dataset at ``root``; one-line ``ot.paired_region`` error when absent/broken."""
+    try:
+        regions = episode_regions(root)
+    except ValueError as err:
+        raise UserError(f"ot.paired_region: cannot read the episode regions: {err}") from None
+    if regions is None:
+        raise UserError(f"ot.paired_region: {root} records no per-episode regions ({REGIONS_FILE} 'episodes'); "
+                        "generate the dataset with `dpot bench generate` or set --ot.paired_region=false")
+    return regions
 
 
 def combined_stats(inputs: RunInputs, keys: list[str], use_imagenet_stats: bool) -> dict[str, dict[str, np.ndarray]]:
