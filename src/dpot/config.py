@@ -162,7 +162,8 @@ class OTConfig:
     cost_norm: str = "dim"
     max_iters: int = 200
     tol: float = 1e-5
-    # "uot": the unbalanced entropic OT loss above; "mmd": a distribution-matching baseline (no plan, no labels)
+    # "uot": the unbalanced entropic OT loss above; "mmd": the energy distance between source and target embeddings
+    # per embed term (dpot.ot.mmd; no plan, no label term, no temporal prior)
     method: str = "uot"
     # OT partners of a target item only from source episodes of the target episode's region (the paper's paired
     # subsets; regions from the datasets' meta/dpot_bench.json); BC still sees every source item
@@ -199,6 +200,9 @@ class OTConfig:
         if self.lambda_ot > 0 and not self.features:
             raise _err(f"{where}.features", "is empty while ot.lambda_ot > 0; add an embed and/or a label term, "
                                             "or set ot.lambda_ot=0 for plain co-training")
+        if self.method == "mmd" and self.lambda_ot > 0 and not any(f.type == "embed" for f in self.features):
+            raise _err(f"{where}.features", 'has no embed term while ot.method="mmd" (the MMD baseline matches '
+                                            'image embeddings only); add {"type": "embed"}')
         for i, feat in enumerate(self.features):
             feat.validate(f"{where}.features[{i}]")
 
