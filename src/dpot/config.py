@@ -77,10 +77,6 @@ class OTFeatureConfig(draccus.ChoiceRegistry):
     def type(self) -> str:
         return self.get_choice_name(self.__class__)
 
-    @property
-    def weight(self) -> float:
-        raise NotImplementedError
-
     def validate(self, where: str) -> None:
         """Raise UserError naming ``<where>.<field>`` for a value out of range (dataset-free checks only)."""
 
@@ -96,10 +92,6 @@ class EmbedFeatureConfig(OTFeatureConfig):
     weight_embed: float = 1.0
     cameras: list[str] | None = None
 
-    @property
-    def weight(self) -> float:
-        return self.weight_embed
-
     def validate(self, where: str) -> None:
         if self.weight_embed < 0:
             raise _err(f"{where}.weight_embed", f"must be >= 0, got {self.weight_embed}")
@@ -114,10 +106,6 @@ class LabelFeatureConfig(OTFeatureConfig):
     key: str = "action"
     dim_slice: list[int] | None = None
     weight_label: float = 0.05
-
-    @property
-    def weight(self) -> float:
-        return self.weight_label
 
     def validate(self, where: str) -> None:
         if self.weight_label < 0:
