@@ -1,12 +1,21 @@
 """Typed config: JSON + --a.b=c overrides, round trip, and one-line errors through the CLI (exit 2)."""
 
 import json
+import logging
 import subprocess
 import sys
 
+import draccus
 import pytest
 
-from dpot.config import config_to_dict, load_train_config, save_train_config
+from dpot.config import (
+    EmbedFeatureConfig,
+    LabelFeatureConfig,
+    OTConfig,
+    config_to_dict,
+    load_train_config,
+    save_train_config,
+)
 from dpot.errors import UserError
 
 BASE = {
@@ -59,6 +68,9 @@ def test_saved_config_loads_back_identically(tmp_path):
     (lambda c: c["ot"]["features"][1].update(weight_label=-1), None, "ot.features[1].weight_label: must be >= 0"),
     (lambda c: c["ot"]["features"][0].update(type="embedding"), None, "ot.features[0].type: unknown 'embedding'"),
     (lambda c: c["ot"].update(features=[]), None, "ot.features: is empty while ot.lambda_ot > 0"),
+    (lambda c: c["ot"].update(method="mdm"), None, "ot.method: unknown 'mdm' (did you mean 'mmd'?)"),
+    (lambda c: c["ot"].update(method="mmd", features=[{"type": "label"}]), None,
+     "ot.features: has no embed term while ot.method=\"mmd\""),
     (lambda c: c["policy"].update(type="difusion"), None,
      "policy.type: unknown 'difusion' (did you mean 'diffusion'?)"),
     (lambda c: c.update(batch_size=1), None, "batch_size: must be >= 2"),
@@ -114,3 +126,38 @@ def test_policy_defaults_fetch_nothing_and_use_group_norm_unless_given(tmp_path)
     cfg = load_train_config(_write(tmp_path, weights))      # explicit weights: LeRobot's BatchNorm stays
     assert cfg.policy.pretrained_backbone_weights == "ResNet18_Weights.IMAGENET1K_V1"
     assert cfg.policy.use_group_norm is False
+
+
+def test_feature_kinds_are_registered_types_with_their_own_fields(tmp_path):
+    cfg = load_train_config(_write(tmp_path, BASE))
+    embed, label = cfg.ot.features
+    assert isinstance(embed, EmbedFeatureConfig) and isinstance(label, LabelFeatureConfig)
+    assert (embed.type, label.type) == ("embed", "label")
+    assert not hasattr(embed, "dim_slice") and not hasattr(label, "weight_embed")
+    saved = config_to_dict(cfg)["ot"]["features"]
+    assert saved == [{"type": "embed", "use_learned_embed": True, "weight_embed": 1.0, "cameras": None},
+                     {"type": "label", "key": "action", "dim_slice": [0, 8], "weight_label": 0.05}]
+    assert draccus.decode(OTConfig, draccus.encode(cfg.ot)) == cfg.ot  # encode/decode round trip
+    a_feature_without_type = json.loads(json.dumps(BASE))
+    a_feature_without_type["ot"]["features"][0].pop("type")  # "type" defaulted to "embed" before the split
+    assert isinstance(load_train_config(_write(tmp_path, a_feature_without_type)).ot.features[0], EmbedFeatureConfig)
+
+
+def test_config_saved_before_the_feature_split_still_loads(tmp_path, caplog):
+    """Saved train_config.json files held every key on every feature; the other kind's keys are dropped."""
+    old = json.loads(json.dumps(BASE))
+    flat = {"use_learned_embed": True, "weight_embed": 1.0, "cameras": None, "key": "action", "dim_slice": None,
+            "weight_label": 0.05}
+    old["ot"]["features"] = [{"type": "embed", **flat}, {"type": "label", **flat, "dim_slice": [0, 8]}]
+    with caplog.at_level(logging.WARNING, logger="dpot.config"):
+        cfg = load_train_config(_write(tmp_path, old))
+    assert "ignored" not in caplog.text  # defaults of the other kind: dropped silently
+    assert cfg.ot == load_train_config(_write(tmp_path, BASE)).ot
+    old["ot"]["features"][0]["weight_label"] = 3.0  # never had an effect on an embed term: said so
+    with caplog.at_level(logging.WARNING, logger="dpot.config"):
+        cfg = load_train_config(_write(tmp_path, old))
+    assert "ot.features[0].weight_label=3.0 ignored" in caplog.text
+    assert cfg.ot.features[1].weight_label == 0.05
+    old["ot"]["features"][0]["weight_lable"] = 1.0  # a real typo still fails
+    with pytest.raises(UserError, match=r"ot.features\[0\].weight_lable: unknown key"):
+        load_train_config(_write(tmp_path, old))

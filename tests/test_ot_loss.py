@@ -1,11 +1,11 @@
-"""OTAlignmentLoss: metrics, gradients into the features, temporal prior, skipping non-finite steps."""
+"""OTAlignmentLoss: metrics, gradients into the features, temporal prior, skipping non-finite steps, masks."""
 
 import math
 
 import pytest
 import torch
 
-from dpot.config import OTConfig, OTFeatureConfig
+from dpot.config import EmbedFeatureConfig, LabelFeatureConfig, OTConfig
 from dpot.ot import DomainFeatures, OTAlignmentLoss, label_features, prior_cost_shift, sq_euclidean_cost
 
 
@@ -24,8 +24,8 @@ def _features(n=8, d=16, horizon=4, adim=6, seed=0, noise=0.05):
 
 
 def _cfg(**kw):
-    kw.setdefault("features", [OTFeatureConfig(type="embed", weight_embed=1.0),
-                               OTFeatureConfig(type="label", key="action", dim_slice=[0, 4], weight_label=0.05)])
+    kw.setdefault("features", [EmbedFeatureConfig(weight_embed=1.0),
+                               LabelFeatureConfig(key="action", dim_slice=[0, 4], weight_label=0.05)])
     kw.setdefault("max_iters", 500)
     return OTConfig(**kw)
 
@@ -57,8 +57,8 @@ def test_gradients_flow_into_embeddings_only_when_learned():
     assert tgt.embeds["wrist"].grad.abs().sum() > 0
 
     src, tgt = _features()
-    frozen = _cfg(features=[OTFeatureConfig(type="embed", use_learned_embed=False),
-                            OTFeatureConfig(type="label", weight_label=0.05)])
+    frozen = _cfg(features=[EmbedFeatureConfig(use_learned_embed=False),
+                            LabelFeatureConfig(weight_label=0.05)])
     out = OTAlignmentLoss(frozen)(src, tgt)
     assert not out.loss.requires_grad  # plan and metrics computed, no gradient to the encoder
     assert out.metrics["ot_pi_sum"] > 0
@@ -69,8 +69,8 @@ def test_lambda_scales_loss_and_zero_weight_removes_term():
     a = OTAlignmentLoss(_cfg(lambda_ot=0.1))(src, tgt)
     b = OTAlignmentLoss(_cfg(lambda_ot=0.3))(src, tgt)
     assert b.loss.item() == pytest.approx(3 * a.loss.item(), rel=1e-5)
-    no_label = OTAlignmentLoss(_cfg(features=[OTFeatureConfig(type="embed"),
-                                              OTFeatureConfig(type="label", weight_label=0.0)]))(src, tgt)
+    no_label = OTAlignmentLoss(_cfg(features=[EmbedFeatureConfig(),
+                                              LabelFeatureConfig(weight_label=0.0)]))(src, tgt)
     assert no_label.metrics["ot_cost/action_lbl"] == 0.0
 
 
@@ -98,7 +98,7 @@ def test_constant_cost_mass_matches_closed_form_through_the_loss():
     src = DomainFeatures(labels={"action": torch.zeros(n, 1, 1)})
     for c in (0.05, 0.5):
         tgt = DomainFeatures(labels={"action": torch.full((n, 1, 1), math.sqrt(c))})
-        cfg = _cfg(features=[OTFeatureConfig(type="label", weight_label=1.0)], heuristic=False, tol=1e-9)
+        cfg = _cfg(features=[LabelFeatureConfig(weight_label=1.0)], heuristic=False, tol=1e-9)
         m = OTAlignmentLoss(cfg)(src, tgt).metrics
         assert m["ot_pi_sum"] == pytest.approx(math.exp(-c / 0.04), rel=1e-4)
 
@@ -146,3 +146,51 @@ def test_embed_spread_tracks_embedding_scale_not_alignment():
     assert aligned["ot_cost_mean/img_top"] < 0.7 * base["ot_cost_mean/img_top"]  # cross-domain cost falls ...
     assert aligned["ot_embed_spread/top"] == pytest.approx(  # ... while the spread is the source's own
         OTAlignmentLoss.embed_spread(src, src)["ot_embed_spread/top"], rel=1e-6)
+
+
+def test_mask_selects_rows_before_the_costs():
+    """Masked-out rows change nothing: same loss, plan and costs as calling with the selected rows only."""
+    src, tgt = _features(n=8)
+    keep_s = torch.tensor([1, 1, 0, 1, 0, 1, 1, 0], dtype=torch.bool)
+    keep_t = torch.tensor([1, 0, 1, 1, 1, 1, 0, 1], dtype=torch.bool)
+    loss = OTAlignmentLoss(_cfg(reg=0.05, tau_src=0.05, tau_tgt=0.05))
+    masked = loss(DomainFeatures(src.embeds, src.labels, src.phase, mask=keep_s),
+                  DomainFeatures(tgt.embeds, tgt.labels, tgt.phase, mask=keep_t))
+
+    def rows(d, keep):
+        return DomainFeatures({k: v[keep] for k, v in d.embeds.items()}, {k: v[keep] for k, v in d.labels.items()},
+                              d.phase[keep])
+
+    ref = loss(rows(src, keep_s), rows(tgt, keep_t))
+    assert masked.plan.shape == (5, 6) and not masked.plan.requires_grad
+    torch.testing.assert_close(masked.plan, ref.plan)
+    assert masked.metrics == pytest.approx(ref.metrics)
+    assert set(masked.costs) == {"img_top", "img_wrist", "action_lbl"}
+    assert all(c.shape == (5, 6) and not c.requires_grad for c in masked.costs.values())
+    # the weighted cost matrices are the ones the loss uses: <plan, sum_k C_k> * lambda = loss
+    total = sum(masked.costs.values())
+    assert float(0.1 * (masked.plan * total).sum()) == pytest.approx(masked.loss.item(), rel=1e-5)
+    masked.loss.backward()  # gradients reach only the masked-in rows
+    assert src.embeds["top"].grad[~keep_s].abs().sum() == 0 and src.embeds["top"].grad[keep_s].abs().sum() > 0
+
+
+def test_a_domain_with_no_masked_in_row_skips_the_term():
+    src, tgt = _features(n=4)
+    none = DomainFeatures(tgt.embeds, tgt.labels, tgt.phase, mask=torch.zeros(4, dtype=torch.bool))
+    out = OTAlignmentLoss(_cfg())(src, none)
+    assert out.metrics["ot_skipped"] == 1.0 and out.loss.item() == 0.0 and out.plan is None
+    assert {"ot_cost/img_top", "ot_cost/action_lbl"} <= set(out.metrics)
+    assert all(math.isfinite(v) for v in out.metrics.values())
+
+
+def test_term_kinds_name_every_logged_cost_term():
+    src, tgt = _features()
+    loss = OTAlignmentLoss(_cfg(), cameras=["observation.images.top", "wrist"])
+    kinds = loss.term_kinds
+    assert kinds == {"img_top": "embed", "img_wrist": "embed", "action_lbl": "label"}
+    logged = {k.removeprefix("ot_cost/") for k in loss(src, tgt).metrics if k.startswith("ot_cost/")}
+    assert logged == set(kinds)
+    one_cam = OTAlignmentLoss(_cfg(features=[EmbedFeatureConfig(cameras=["wrist"])]))
+    assert one_cam.term_kinds == {"img_wrist": "embed"}  # explicit cameras: known before any call
+    with pytest.raises(ValueError, match="cameras"):
+        OTAlignmentLoss(_cfg()).term_kinds  # noqa: B018  (all cameras, none given, no call yet)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import tempfile
 import types
@@ -35,6 +36,8 @@ from dpot.errors import UserError, did_you_mean
 
 __all__ = [
     "OTFeatureConfig",
+    "EmbedFeatureConfig",
+    "LabelFeatureConfig",
     "OTConfig",
     "DpotEvalConfig",
     "DpotTrainConfig",
@@ -44,43 +47,86 @@ __all__ = [
     "validate_config",
 ]
 
-FEATURE_TYPES = ("embed", "label")
 ALIGNMENTS = ("phase", "dtw")
 COST_NORMS = ("dim", "median", "none")
 OT_METHODS = ("uot", "mmd")
 
+log = logging.getLogger(__name__)
+
+
+def _err(field_: str, msg: str) -> UserError:
+    return UserError(f"{field_}: {msg}")
+
+
+def _one_of(field_: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise _err(field_, f"unknown '{value}'{did_you_mean(value, choices)}; one of {list(choices)}")
+
 
 @dataclass
-class OTFeatureConfig:
-    """One OT cost term.
-
-    ``type="embed"``: the policy's learned image embedding, one cost term per camera (``cameras``: None = all),
-    weighted by ``weight_embed``; ``use_learned_embed=false`` detaches it (the plan is computed, no gradient
-    reaches the encoder). ``type="label"``: the normalized ``key`` chunk (``action``) restricted to the
-    half-open range ``dim_slice=[lo, hi)`` of its last dimension (None = all), weighted by ``weight_label``.
+class OTFeatureConfig(draccus.ChoiceRegistry):
+    """One kind of OT cost term, chosen by its ``type`` in JSON (``{"type": "embed", ...}``), as LeRobot chooses
+    policy types. Registered kinds: ``embed`` (:class:`EmbedFeatureConfig`), ``label`` (:class:`LabelFeatureConfig`).
     """
 
-    type: str = "embed"
+    @classmethod
+    def default_choice_name(cls) -> str:
+        return "embed"  # a feature without "type" was an embed term before the kinds were split
+
+    @property
+    def type(self) -> str:
+        return self.get_choice_name(self.__class__)
+
+    def validate(self, where: str) -> None:
+        """Raise UserError naming ``<where>.<field>`` for a value out of range (dataset-free checks only)."""
+
+
+@OTFeatureConfig.register_subclass("embed")
+@dataclass
+class EmbedFeatureConfig(OTFeatureConfig):
+    """The policy's learned image embedding, one cost term ``img_<camera>`` per camera (``cameras``: None = all
+    target cameras), weighted by ``weight_embed``; ``use_learned_embed=false`` detaches it (the plan is computed,
+    no gradient reaches the encoder)."""
+
     use_learned_embed: bool = True
     weight_embed: float = 1.0
     cameras: list[str] | None = None
+
+    def validate(self, where: str) -> None:
+        if self.weight_embed < 0:
+            raise _err(f"{where}.weight_embed", f"must be >= 0, got {self.weight_embed}")
+
+
+@OTFeatureConfig.register_subclass("label")
+@dataclass
+class LabelFeatureConfig(OTFeatureConfig):
+    """The normalized ``key`` chunk (``action``) restricted to the half-open range ``dim_slice=[lo, hi)`` of its last
+    dimension (None = all): one cost term ``<key>_lbl``, weighted by ``weight_label``."""
+
     key: str = "action"
     dim_slice: list[int] | None = None
     weight_label: float = 0.05
 
-    @property
-    def weight(self) -> float:
-        return self.weight_embed if self.type == "embed" else self.weight_label
+    def validate(self, where: str) -> None:
+        if self.weight_label < 0:
+            raise _err(f"{where}.weight_label", f"must be >= 0, got {self.weight_label}")
+        ds = self.dim_slice
+        if ds is not None:
+            if len(ds) != 2:
+                raise _err(f"{where}.dim_slice", f"must be two integers [start, stop], got {ds}")
+            if ds[0] < 0 or ds[1] <= ds[0]:
+                raise _err(f"{where}.dim_slice", f"must satisfy 0 <= start < stop, got {ds}")
 
 
 def _default_features() -> list[OTFeatureConfig]:
-    return [OTFeatureConfig(type="embed", use_learned_embed=True, weight_embed=1.0),
-            OTFeatureConfig(type="label", key="action", dim_slice=None, weight_label=0.05)]
+    return [EmbedFeatureConfig(use_learned_embed=True, weight_embed=1.0),
+            LabelFeatureConfig(key="action", dim_slice=None, weight_label=0.05)]
 
 
 @dataclass
 class OTConfig:
-    """Unbalanced OT alignment between the source and target items of each batch (docs/architecture.md, "The OT problem and its scale").
+    """Unbalanced OT alignment between the source and target items of each batch (docs/architecture.md, "The OT
+    problem and its scale").
 
     ``tau_*`` follow POT's ``reg_m`` convention: larger = marginals held tighter. With uniform marginals and a
     constant cost ``c`` the plan's mass is ``exp(-c / (reg + tau_src + tau_tgt))``: keep costs O(0.1).
@@ -104,13 +150,49 @@ class OTConfig:
     cost_norm: str = "dim"
     max_iters: int = 200
     tol: float = 1e-5
-    # "uot": the unbalanced entropic OT loss above; "mmd": a distribution-matching baseline (no plan, no labels)
+    # "uot": the unbalanced entropic OT loss above; "mmd": the energy distance between source and target embeddings
+    # per embed term (dpot.ot.mmd; no plan, no label term, no temporal prior)
     method: str = "uot"
     # OT partners of a target item only from source episodes of the target episode's region (the paper's paired
     # subsets; regions from the datasets' meta/dpot_bench.json); BC still sees every source item
     paired_region: bool = False
     # save one step's plan (and per-term costs) every log_freq * plan_log_every steps to <run>/ot_plans/; 0 = never
     plan_log_every: int = 10
+
+    def validate(self, where: str = "ot") -> None:
+        """Raise UserError naming ``<where>.<field>`` for a value out of range (each feature checks its own)."""
+        if not self.reg > 0:
+            raise _err(f"{where}.reg", f"must be > 0 (entropic regularization), got {self.reg}; try 0.02")
+        for name in ("tau_src", "tau_tgt"):
+            if getattr(self, name) < 0:
+                raise _err(f"{where}.{name}", f"must be >= 0 (KL marginal penalty), got {getattr(self, name)}; "
+                                              "try 0.01")
+        if self.lambda_ot < 0:
+            raise _err(f"{where}.lambda_ot", f"must be >= 0, got {self.lambda_ot}; 0 disables the OT loss")
+        if not 0 < self.batch_ratio < 1:
+            raise _err(f"{where}.batch_ratio", f"must be in (0, 1) (share of source items per batch), "
+                                               f"got {self.batch_ratio}")
+        if self.window_size < 0:
+            raise _err(f"{where}.window_size", f"must be >= 0 frames, got {self.window_size}")
+        _one_of(f"{where}.alignment", self.alignment, ALIGNMENTS)
+        _one_of(f"{where}.cost_norm", self.cost_norm, COST_NORMS)
+        _one_of(f"{where}.method", self.method, OT_METHODS)
+        if self.plan_log_every < 0:
+            raise _err(f"{where}.plan_log_every", f"must be >= 0 (0 = never save plans), got {self.plan_log_every}")
+        if not self.prior_sigma > 0:
+            raise _err(f"{where}.prior_sigma", f"must be > 0 (phase units), got {self.prior_sigma}")
+        if self.max_iters < 1:
+            raise _err(f"{where}.max_iters", f"must be >= 1, got {self.max_iters}")
+        if not self.tol > 0:
+            raise _err(f"{where}.tol", f"must be > 0, got {self.tol}")
+        if self.lambda_ot > 0 and not self.features:
+            raise _err(f"{where}.features", "is empty while ot.lambda_ot > 0; add an embed and/or a label term, "
+                                            "or set ot.lambda_ot=0 for plain co-training")
+        if self.method == "mmd" and self.lambda_ot > 0 and not any(f.type == "embed" for f in self.features):
+            raise _err(f"{where}.features", 'has no embed term while ot.method="mmd" (the MMD baseline matches '
+                                            'image embeddings only); add {"type": "embed"}')
+        for i, feat in enumerate(self.features):
+            feat.validate(f"{where}.features[{i}]")
 
 
 @dataclass
@@ -125,6 +207,13 @@ class DpotEvalConfig(EvalConfig):
     n_batches: int = 20
     val_episodes: list[int] | None = None
     val_fraction: float = 0.1
+
+    def validate(self, where: str = "eval") -> None:
+        """Raise UserError naming ``<where>.<field>`` for a value out of range."""
+        if self.n_batches < 1:
+            raise _err(f"{where}.n_batches", f"must be >= 1, got {self.n_batches}")
+        if not 0 <= self.val_fraction < 1:
+            raise _err(f"{where}.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
 
 
 @dataclass
@@ -200,6 +289,25 @@ def _choice_class(base: Any, value: dict, path: str) -> Any:
     return choices[name]
 
 
+def _drop_other_kind_keys(path: str, value: dict, kind: type) -> None:
+    """Drop the keys of the other feature kinds from a feature's raw JSON.
+
+    Configs saved before the kinds were split hold every key on every feature (``{"type": "embed", ...,
+    "dim_slice": null, "weight_label": 0.05}``); those keys were never read for that kind, so they load and are
+    dropped (with a warning when the value is not the default, i.e. someone set it expecting an effect).
+    """
+    own = {f.name for f in dataclasses.fields(kind)}
+    for other in OTFeatureConfig.get_known_choices().values():
+        for f in dataclasses.fields(other):
+            if f.name in value and f.name not in own:
+                dropped = value.pop(f.name)
+                default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+                if dropped != default:
+                    log.warning("%s.%s=%s ignored: it belongs to a '%s' feature, not '%s'", path, f.name,
+                                json.dumps(dropped), OTFeatureConfig.get_choice_name(other),
+                                OTFeatureConfig.get_choice_name(kind))
+
+
 def _check_tree(path: str, value: Any, tp: Any) -> None:
     """Walk raw JSON against the dataclass tree: unknown keys (with a suggestion) and wrong leaf types."""
     declared = tp
@@ -215,6 +323,8 @@ def _check_tree(path: str, value: Any, tp: Any) -> None:
         derived = {f.name for f in dataclasses.fields(tp) if not f.init}
         for key in [k for k in value if k in derived]:
             del value[key]  # derived fields (e.g. checkpoint_path) are recomputed, never read back
+        if issubclass(tp, OTFeatureConfig):
+            _drop_other_kind_keys(path, value, tp)
         for key, sub in value.items():
             if key == "type" and hasattr(tp, "get_known_choices"):
                 continue
@@ -232,62 +342,15 @@ def _check_tree(path: str, value: Any, tp: Any) -> None:
     _check_leaf(path, value, declared)
 
 
-def _err(field_: str, msg: str) -> UserError:
-    return UserError(f"{field_}: {msg}")
-
-
 def validate_config(cfg: DpotTrainConfig) -> None:
     """Check value ranges and cross-field rules that need no dataset (raises UserError).
 
-    Dataset-dependent checks (action dims, camera keys, ``dim_slice`` beyond the action dim) are done by the
-    trainer once the datasets are open.
+    The one value check of a loaded config: each dpot config dataclass checks its own fields in ``validate()``
+    (``ot``, its ``features``, ``eval``); the rules across sections live here. Keys and JSON types were checked
+    before decoding (:func:`_check_tree`). Dataset-dependent checks (action dims, camera keys, ``dim_slice``
+    beyond the action dim) are done by the trainer once the datasets are open.
     """
-    ot = cfg.ot
-    if not ot.reg > 0:
-        raise _err("ot.reg", f"must be > 0 (entropic regularization), got {ot.reg}; try 0.02")
-    for name in ("tau_src", "tau_tgt"):
-        if getattr(ot, name) < 0:
-            raise _err(f"ot.{name}", f"must be >= 0 (KL marginal penalty), got {getattr(ot, name)}; try 0.01")
-    if ot.lambda_ot < 0:
-        raise _err("ot.lambda_ot", f"must be >= 0, got {ot.lambda_ot}; 0 disables the OT loss")
-    if not 0 < ot.batch_ratio < 1:
-        raise _err("ot.batch_ratio", f"must be in (0, 1) (share of source items per batch), got {ot.batch_ratio}")
-    if ot.window_size < 0:
-        raise _err("ot.window_size", f"must be >= 0 frames, got {ot.window_size}")
-    if ot.alignment not in ALIGNMENTS:
-        raise _err("ot.alignment", f"unknown '{ot.alignment}'{did_you_mean(ot.alignment, ALIGNMENTS)}; "
-                                   f"one of {list(ALIGNMENTS)}")
-    if ot.cost_norm not in COST_NORMS:
-        raise _err("ot.cost_norm", f"unknown '{ot.cost_norm}'{did_you_mean(ot.cost_norm, COST_NORMS)}; "
-                                   f"one of {list(COST_NORMS)}")
-    if ot.method not in OT_METHODS:
-        raise _err("ot.method", f"unknown '{ot.method}'{did_you_mean(ot.method, OT_METHODS)}; one of {list(OT_METHODS)}")
-    if ot.plan_log_every < 0:
-        raise _err("ot.plan_log_every", f"must be >= 0 (0 = never save plans), got {ot.plan_log_every}")
-    if not ot.prior_sigma > 0:
-        raise _err("ot.prior_sigma", f"must be > 0 (phase units), got {ot.prior_sigma}")
-    if ot.max_iters < 1:
-        raise _err("ot.max_iters", f"must be >= 1, got {ot.max_iters}")
-    if not ot.tol > 0:
-        raise _err("ot.tol", f"must be > 0, got {ot.tol}")
-    if ot.lambda_ot > 0 and not ot.features:
-        raise _err("ot.features", "is empty while ot.lambda_ot > 0; add an embed and/or a label term, "
-                                  "or set ot.lambda_ot=0 for plain co-training")
-    for i, feat in enumerate(ot.features):
-        where = f"ot.features[{i}]"
-        if feat.type not in FEATURE_TYPES:
-            raise _err(f"{where}.type", f"unknown '{feat.type}'{did_you_mean(feat.type, FEATURE_TYPES)}; "
-                                        f"one of {list(FEATURE_TYPES)}")
-        if feat.weight_embed < 0:
-            raise _err(f"{where}.weight_embed", f"must be >= 0, got {feat.weight_embed}")
-        if feat.weight_label < 0:
-            raise _err(f"{where}.weight_label", f"must be >= 0, got {feat.weight_label}")
-        if feat.dim_slice is not None:
-            ds = feat.dim_slice
-            if len(ds) != 2 or any(not isinstance(x, int) for x in ds):
-                raise _err(f"{where}.dim_slice", f"must be two integers [start, stop], got {ds}")
-            if ds[0] < 0 or ds[1] <= ds[0]:
-                raise _err(f"{where}.dim_slice", f"must satisfy 0 <= start < stop, got {ds}")
+    cfg.ot.validate("ot")
     if cfg.source_dataset is None:
         raise _err("source_dataset", "missing; give the sim dataset, e.g. "
                                      '"source_dataset": {"repo_id": "local/sim", "root": "data/sim"}')
@@ -296,6 +359,7 @@ def validate_config(cfg: DpotTrainConfig) -> None:
             raise _err(name, f"must be >= 1, got {getattr(cfg, name)}")
     if cfg.batch_size < 2:
         raise _err("batch_size", f"must be >= 2 to hold one source and one target item, got {cfg.batch_size}")
+    ot = cfg.ot
     n_src = round(ot.batch_ratio * cfg.batch_size)
     if n_src < 1 or n_src > cfg.batch_size - 1:
         raise _err("batch_size", f"{cfg.batch_size} with ot.batch_ratio={ot.batch_ratio} gives {n_src} source and "
@@ -303,10 +367,7 @@ def validate_config(cfg: DpotTrainConfig) -> None:
                                  "raise batch_size or move batch_ratio toward 0.5")
     if cfg.eval_freq < 0 or cfg.save_freq < 1:
         raise _err("eval_freq" if cfg.eval_freq < 0 else "save_freq", "must be >= 0 (eval) / >= 1 (save)")
-    if cfg.eval.n_batches < 1:
-        raise _err("eval.n_batches", f"must be >= 1, got {cfg.eval.n_batches}")
-    if not 0 <= cfg.eval.val_fraction < 1:
-        raise _err("eval.val_fraction", f"must be in [0, 1), got {cfg.eval.val_fraction}")
+    cfg.eval.validate("eval")
     if cfg.policy is None:
         raise _err("policy", 'missing; e.g. "policy": {"type": "diffusion", "pretrained_backbone_weights": null}')
     if not cfg.use_policy_training_preset and (cfg.optimizer is None or cfg.scheduler is None):

@@ -1,7 +1,13 @@
-"""Unbalanced entropic OT: the solver, the cost terms and the alignment loss."""
+"""Source/target alignment losses: unbalanced entropic OT (the solver, the cost terms, the loss) and the
+energy-distance (MMD) baseline, chosen by ``ot.method`` through :func:`make_alignment_loss`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
 
 from dpot.ot.costs import label_features, normalize_cost, prior_cost_shift, sq_euclidean_cost
-from dpot.ot.loss import DomainFeatures, OTAlignmentLoss, OTResult
+from dpot.ot.loss import DomainFeatures, OTAlignmentLoss, OTResult, term_kinds
+from dpot.ot.mmd import MMDAlignmentLoss, energy_distance
 from dpot.ot.sinkhorn import unbalanced_sinkhorn
 
 __all__ = [
@@ -10,7 +16,25 @@ __all__ = [
     "normalize_cost",
     "label_features",
     "prior_cost_shift",
+    "energy_distance",
     "DomainFeatures",
     "OTAlignmentLoss",
+    "MMDAlignmentLoss",
     "OTResult",
+    "term_kinds",
+    "make_alignment_loss",
 ]
+
+ALIGNMENT_LOSSES = {"uot": OTAlignmentLoss, "mmd": MMDAlignmentLoss}
+
+
+def make_alignment_loss(cfg, cameras: Sequence[str] | None = None) -> OTAlignmentLoss | MMDAlignmentLoss:
+    """The alignment loss of ``cfg.method`` (``dpot.config.OTConfig``): ``"uot"`` -> :class:`OTAlignmentLoss`,
+    ``"mmd"`` -> :class:`MMDAlignmentLoss`. Both are called ``loss(src: DomainFeatures, tgt: DomainFeatures) ->
+    OTResult`` and expose ``term_kinds``; ``cameras`` (target cameras, short or full names) lets ``term_kinds``
+    answer before the first call."""
+    try:
+        cls = ALIGNMENT_LOSSES[cfg.method]
+    except KeyError:
+        raise ValueError(f"ot.method: unknown {cfg.method!r}; one of {sorted(ALIGNMENT_LOSSES)}") from None
+    return cls(cfg, cameras=cameras)

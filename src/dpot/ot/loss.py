@@ -1,8 +1,11 @@
-"""The OT alignment loss between the source and target items of a co-training batch (docs/architecture.md, "The OT problem and its scale").
+"""The OT alignment loss between the source and target items of a co-training batch (docs/architecture.md, "The OT
+problem and its scale").
 
     C        = sum_k w_k C_k                       (embed term per camera, label term on the action chunk)
     pi*      = unbalanced_sinkhorn(C.detach() [+ reg * prior shift], reg, tau_src, tau_tgt)
     L_OT     = lambda_ot * <pi*, C>                (pi* constant: gradients reach the features through C)
+
+Only the masked-in rows of each domain (``DomainFeatures.mask``) enter C, the plan and the metrics.
 
 Metrics (without the ``train/`` prefix): ``ot_loss`` (= the scaled loss), ``ot_pi_sum`` (plan mass),
 ``ot_pi_diag`` (mass on the paired diagonal ``sum_i pi[i, i]``), ``ot_pi_diag_frac`` (= pi_diag / pi_sum; about
@@ -10,13 +13,16 @@ Metrics (without the ``train/`` prefix): ``ot_loss`` (= the scaled loss), ``ot_p
 the cost scale, visible even when the plan mass vanishes), ``ot_embed_spread/<camera>`` (mean within-domain
 pairwise squared distance per feature dimension, averaged over the two domains: the embeddings' own scale, so
 that cross-domain costs falling through alignment can be told from embeddings shrinking as a whole),
-``ot_skipped`` (1 when a non-finite cost or plan made this step skip the OT term, else 0).
+``ot_skipped`` (1 when a non-finite cost or plan, or a domain with no masked-in row, made this step skip the OT
+term, else 0).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -24,7 +30,12 @@ from torch import nn
 from dpot.ot.costs import label_features, normalize_cost, prior_cost_shift, sq_euclidean_cost
 from dpot.ot.sinkhorn import unbalanced_sinkhorn
 
-__all__ = ["DomainFeatures", "OTResult", "OTAlignmentLoss"]
+if TYPE_CHECKING:  # the OT core imports no config module (and so no LeRobot) at run time
+    from dpot.config import EmbedFeatureConfig, OTFeatureConfig
+
+__all__ = ["DomainFeatures", "OTResult", "OTAlignmentLoss", "term_kinds", "embed_cameras"]
+
+IMG_PREFIX = "observation.images."
 
 
 @dataclass
@@ -34,41 +45,104 @@ class DomainFeatures:
     ``embeds``: camera name -> ``[n, D]`` learned image embeddings (n_obs_steps flattened into D).
     ``labels``: key (``action``) -> ``[n, horizon, action_dim]`` normalized label chunks.
     ``phase``: ``[n]`` aligned time in [0, 1], used by the temporal prior when ``heuristic`` is on.
+    ``mask``: ``[n]`` bool, the items taking part in the alignment term (None = all); the losses use only the
+    masked-in rows (:meth:`selected`).
     """
 
     embeds: dict[str, torch.Tensor] = field(default_factory=dict)
     labels: dict[str, torch.Tensor] = field(default_factory=dict)
     phase: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
 
     def __len__(self) -> int:
         for t in (*self.embeds.values(), *self.labels.values()):
             return int(t.shape[0])
         return 0 if self.phase is None else int(self.phase.numel())
 
+    def selected(self) -> DomainFeatures:
+        """The masked-in rows only (``self`` when ``mask`` is None); differentiable (boolean row indexing)."""
+        if self.mask is None:
+            return self
+        keep = self.mask.reshape(-1).to(torch.bool)
+        if keep.numel() != len(self):
+            raise ValueError(f"mask has {keep.numel()} entries for {len(self)} items")
+
+        def rows(t: torch.Tensor) -> torch.Tensor:
+            return t[keep.to(t.device)]
+
+        return DomainFeatures(embeds={k: rows(v) for k, v in self.embeds.items()},
+                              labels={k: rows(v) for k, v in self.labels.items()},
+                              phase=None if self.phase is None else rows(self.phase.reshape(-1)))
+
 
 @dataclass
 class OTResult:
-    """``loss``: scalar tensor (lambda_ot already applied; constant 0 when skipped). ``metrics``: floats."""
+    """``loss``: scalar tensor (lambda_ot already applied; constant 0 when skipped). ``metrics``: floats.
+
+    ``plan``: the detached plan ``[n_src_selected, n_tgt_selected]`` (None when skipped or for a loss without a
+    plan); ``costs``: term -> detached weighted cost matrix ``w_k C_k`` over the same rows (empty when skipped).
+    """
 
     loss: torch.Tensor
     metrics: dict[str, float]
     plan: torch.Tensor | None = None
+    costs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def embed_cameras(feat: EmbedFeatureConfig, available: Sequence[str]) -> list[str]:
+    """The cameras of an embed term: ``feat.cameras`` (``observation.images.`` prefix optional) or all
+    ``available`` ones (sorted)."""
+    if feat.cameras is None:
+        return sorted(available)
+    return [c.removeprefix(IMG_PREFIX) for c in feat.cameras]
+
+
+def term_kinds(features: Sequence[OTFeatureConfig], cameras: Sequence[str]) -> dict[str, str]:
+    """Cost term name -> kind: ``{"img_<camera>": "embed", "<key>_lbl": "label"}`` for the configured features,
+    ``cameras`` being the target cameras' short names (what ``cameras: null`` expands to)."""
+    kinds: dict[str, str] = {}
+    for feat in features:
+        if feat.type == "embed":
+            kinds.update({f"img_{cam}": "embed" for cam in embed_cameras(feat, cameras)})
+        elif feat.type == "label":
+            kinds[f"{feat.key}_lbl"] = "label"
+        else:
+            raise TypeError(f"unknown OT feature kind {feat.type!r}")
+    return kinds
+
+
+def _no_row_metrics(names: Sequence[str]) -> dict[str, float]:
+    out = {"ot_loss": 0.0, "ot_pi_sum": 0.0, "ot_pi_diag": 0.0, "ot_pi_diag_frac": 0.0, "ot_skipped": 1.0}
+    out.update({f"ot_cost/{k}": 0.0 for k in names})
+    return out
 
 
 class OTAlignmentLoss(nn.Module):
-    """Unbalanced entropic OT loss between source and target features, configured by ``dpot.config.OTConfig``."""
+    """Unbalanced entropic OT loss between source and target features, configured by ``dpot.config.OTConfig``.
 
-    def __init__(self, cfg):
+    ``cameras``: the target cameras' short names, for :attr:`term_kinds` before the first call (after a call, the
+    cameras seen are used when none were given).
+    """
+
+    def __init__(self, cfg, cameras: Sequence[str] | None = None):
         super().__init__()
         self.cfg = cfg
+        self.cameras = None if cameras is None else [c.removeprefix(IMG_PREFIX) for c in cameras]
+
+    @property
+    def term_kinds(self) -> dict[str, str]:
+        """``{"img_<camera>": "embed", "<key>_lbl": "label"}``: the kind of every cost term this loss logs."""
+        needs_cameras = any(f.type == "embed" and f.cameras is None for f in self.cfg.features)
+        if needs_cameras and self.cameras is None:
+            raise ValueError("term_kinds: an embed term covers all cameras; construct the loss with cameras=[...]")
+        return term_kinds(self.cfg.features, self.cameras or [])
 
     def cost_terms(self, src: DomainFeatures, tgt: DomainFeatures) -> dict[str, torch.Tensor]:
-        """Weighted cost matrices ``w_k C_k`` (float32, ``[n_src, n_tgt]``) by term name."""
+        """Weighted cost matrices ``w_k C_k`` (float32, ``[n_src, n_tgt]``) by term name (all rows given)."""
         terms: dict[str, torch.Tensor] = {}
         for feat in self.cfg.features:
-            if feat.type == "embed":
-                cams = feat.cameras if feat.cameras is not None else sorted(tgt.embeds)
-                for cam in cams:
+            if feat.type == "embed":  # an EmbedFeatureConfig (the registered kinds of dpot.config)
+                for cam in embed_cameras(feat, tgt.embeds):
                     if cam not in src.embeds or cam not in tgt.embeds:
                         raise KeyError(f"camera '{cam}' has no embedding in both domains "
                                        f"(source: {sorted(src.embeds)}, target: {sorted(tgt.embeds)})")
@@ -77,11 +151,13 @@ class OTAlignmentLoss(nn.Module):
                         x, y = x.detach(), y.detach()
                     c = normalize_cost(sq_euclidean_cost(x, y), x.flatten(1).shape[1], self.cfg.cost_norm)
                     terms[f"img_{cam}"] = feat.weight_embed * c
-            else:
+            elif feat.type == "label":  # a LabelFeatureConfig
                 x = label_features(src.labels[feat.key].float(), feat.dim_slice)
                 y = label_features(tgt.labels[feat.key].float(), feat.dim_slice)
                 c = normalize_cost(sq_euclidean_cost(x, y), x.shape[1], self.cfg.cost_norm)
                 terms[f"{feat.key}_lbl"] = feat.weight_label * c
+            else:
+                raise TypeError(f"unknown OT feature kind {feat.type!r}")
         return terms
 
     @staticmethod
@@ -101,9 +177,16 @@ class OTAlignmentLoss(nn.Module):
         return out
 
     def forward(self, src: DomainFeatures, tgt: DomainFeatures) -> OTResult:
-        """Compute the plan on the detached cost and return ``lambda_ot * <pi*, C>`` with its metrics."""
+        """Compute the plan on the detached cost of the masked-in rows and return ``lambda_ot * <pi*, C>``."""
         cfg = self.cfg
+        if self.cameras is None and tgt.embeds:
+            self.cameras = sorted(tgt.embeds)
         device_type = next(iter((*src.embeds.values(), *src.labels.values()))).device.type
+        src, tgt = src.selected(), tgt.selected()
+        if len(src) < 1 or len(tgt) < 1:  # nothing to align on one side: skip like a non-finite step
+            zero = next(iter((*src.embeds.values(), *src.labels.values()))).new_zeros((), dtype=torch.float32)
+            names = term_kinds(cfg.features, sorted(tgt.embeds))
+            return OTResult(loss=zero, metrics=_no_row_metrics(list(names)))
         with torch.autocast(device_type=device_type, enabled=False):
             terms = self.cost_terms(src, tgt)
             cost = torch.stack(list(terms.values())).sum(0)
@@ -117,15 +200,12 @@ class OTAlignmentLoss(nn.Module):
             plan = None
             if finite:
                 plan = unbalanced_sinkhorn(solve_cost, reg=cfg.reg, tau_src=cfg.tau_src, tau_tgt=cfg.tau_tgt,
-                                           max_iters=cfg.max_iters, tol=cfg.tol)
+                                           max_iters=cfg.max_iters, tol=cfg.tol).detach()
                 finite = bool(torch.isfinite(plan).all())
             if not finite:
-                zero = cost.new_zeros(())
-                metrics.update({"ot_loss": 0.0, "ot_pi_sum": 0.0, "ot_pi_diag": 0.0, "ot_pi_diag_frac": 0.0,
-                                "ot_skipped": 1.0})
-                metrics.update({f"ot_cost/{k}": 0.0 for k in terms})
+                metrics.update(_no_row_metrics(list(terms)))
                 metrics = {k: v if math.isfinite(v) else 0.0 for k, v in metrics.items()}
-                return OTResult(loss=zero, metrics=metrics, plan=None)
+                return OTResult(loss=cost.new_zeros(()), metrics=metrics)
             loss = cfg.lambda_ot * (plan * cost).sum()
             pi_sum = float(plan.sum())
             pi_diag = float(torch.diagonal(plan).sum())
@@ -137,4 +217,4 @@ class OTAlignmentLoss(nn.Module):
                 "ot_skipped": 0.0,
             })
             metrics.update({f"ot_cost/{k}": float((plan * v.detach()).sum()) for k, v in terms.items()})
-        return OTResult(loss=loss, metrics=metrics, plan=plan)
+        return OTResult(loss=loss, metrics=metrics, plan=plan, costs={k: v.detach() for k, v in terms.items()})

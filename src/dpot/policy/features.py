@@ -46,7 +46,7 @@ class DiffusionStepOutput:
 
 
 def stack_cameras(batch: dict[str, Tensor], image_keys: list[str], n_obs_steps: int) -> dict[str, Tensor]:
-    """Return a shallow copy of ``batch`` with ``observation.images`` = ``[B, S, n_cams, C, H, W]`` (LeRobot's layout)."""
+    """A shallow copy of ``batch`` with ``observation.images`` = ``[B, S, n_cams, C, H, W]`` (LeRobot's layout)."""
     batch = dict(batch)
     if image_keys:
         ims = []
@@ -86,9 +86,12 @@ def diffusion_loss_with_features(
 
     global_cond = flatten_{s}([state_s, f_cam1_s, ..., f_camN_s, env_state_s]), identical to
     ``DiffusionModel._prepare_global_conditioning``; loss = mean((unet(x_t, t, global_cond) - target)^2), masked by
-    ``action_is_pad`` when ``do_mask_loss_for_padding``.
+    ``action_is_pad`` when ``do_mask_loss_for_padding`` (a batch without it raises ValueError, as LeRobot does).
     """
     cfg = policy.config
+    if cfg.do_mask_loss_for_padding and "action_is_pad" not in batch:
+        # as DiffusionModel.compute_loss (checked before the forward pass): never drop the padding mask silently
+        raise ValueError(f"You need to provide 'action_is_pad' in the batch when {cfg.do_mask_loss_for_padding=}.")
     model = policy.diffusion
     image_keys = list(cfg.image_features) if cfg.image_features else []
     batch = stack_cameras(batch, image_keys, cfg.n_obs_steps)
@@ -129,7 +132,7 @@ def diffusion_loss_with_features(
         x0_hat = x0_hat.clamp(-cfg.clip_sample_range, cfg.clip_sample_range)
 
     err = F.mse_loss(pred, target, reduction="none")
-    if cfg.do_mask_loss_for_padding and "action_is_pad" in batch:
+    if cfg.do_mask_loss_for_padding:
         mask = (~batch["action_is_pad"]).unsqueeze(-1).to(err.dtype)
         loss = (err * mask).sum() / (mask.sum() * err.shape[-1]).clamp_min(1)
         per_item = (err * mask).sum((1, 2)) / (mask.sum((1, 2)) * err.shape[-1]).clamp_min(1)
