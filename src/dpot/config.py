@@ -134,7 +134,7 @@ class OTConfig:
     divides each term by its detached batch median (costs O(1) whatever the embedding scale); ``none`` keeps
     raw squared distances. ``heuristic``: temporally paired batches and the temporal prior
     ``K_ij ∝ a_i b_j exp(-|t_i - t_j| / prior_sigma)`` (t = aligned phase in [0, 1]; ``alignment`` =
-    ``phase`` (frame / episode length) or ``dtw`` (DTW of the state trajectories)) as the entropic reference.
+    ``phase`` (frame / episode length) or ``dtw`` (DTW of the action trajectories)) as the entropic reference.
     """
 
     lambda_ot: float = 0.1
