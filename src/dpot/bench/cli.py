@@ -126,13 +126,13 @@ def _gap(args) -> int:
 
 # ------------------------------------------------------------------ study (defined in dpot.bench.study)
 def _study_args(p):
-    from dpot.bench.study import add_arguments
+    from dpot.bench.study.cli import add_arguments
 
     add_arguments(p)
 
 
 def _study(args) -> int:
-    from dpot.bench.study import run_cli
+    from dpot.bench.study.cli import run_cli
 
     return run_cli(args)
 

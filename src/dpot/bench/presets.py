@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from dpot.errors import UserError, did_you_mean
 
@@ -141,7 +142,7 @@ METHOD_TABLES = {"v1": METHODS, "idood": IDOOD_METHODS}
 @dataclass(frozen=True)
 class Preset:
     """The scale of a study. ``policy`` is merged into the policy section of the demo's CPU config
-    (:func:`dpot.demo.demo_config`); ``save_every`` = checkpoint interval (each intermediate checkpoint gets a
+    (:func:`train_config`); ``save_every`` = checkpoint interval (each intermediate checkpoint gets a
     target-domain evaluation of ``curve_episodes`` episodes: the learning curve); ``eval_episodes`` per domain
     for the final checkpoint; ``tasks``: the first is the default, the others are allowed."""
 
@@ -232,6 +233,35 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
 ]}
 
 
+def train_config(source: dict, target: dict, run_dir: Path, *, steps: int, batch_size: int, num_workers: int,
+                device: str) -> dict:
+    """The CPU-sized DP+OT train config shared by ``dpot demo`` and the study (which overrides its scale and OT
+    section per preset and method): 64 px policy with one shared ResNet18 without pretrained weights, U-Net
+    ``[32, 64, 128]``, DDIM 10 steps, the seed's OT settings, offline evaluation on 20 % of the target episodes."""
+    return {
+        "dataset": target,
+        "source_dataset": source,
+        "output_dir": str(run_dir),
+        "job_name": "dpot_demo",
+        "policy": {"type": "diffusion", "device": device, "push_to_hub": False,
+                   "pretrained_backbone_weights": None, "use_group_norm": True,
+                   "use_separate_rgb_encoder_per_camera": False, "down_dims": [32, 64, 128],
+                   "n_obs_steps": 2, "horizon": 16, "n_action_steps": 8, "diffusion_step_embed_dim": 64,
+                   "noise_scheduler_type": "DDIM", "num_inference_steps": 10,
+                   "optimizer_lr": 3e-4, "scheduler_warmup_steps": max(1, steps // 10)},
+        "use_policy_training_preset": True,
+        "steps": steps, "batch_size": batch_size, "num_workers": num_workers,
+        "dataloader_multiprocessing_context": "fork", "prefetch_factor": 2,
+        "log_freq": 10, "save_freq": max(1, steps // 2), "eval_freq": max(1, steps // 2),
+        "eval": {"n_batches": 5, "val_fraction": 0.2},
+        "ot": {"lambda_ot": 0.1, "reg": 0.02, "tau_src": 0.01, "tau_tgt": 0.01, "heuristic": True,
+               "batch_ratio": 0.5, "window_size": 20,
+               "features": [{"type": "embed", "use_learned_embed": True, "weight_embed": 1.0},
+                            {"type": "label", "key": "action", "dim_slice": None, "weight_label": 0.05}]},
+        "wandb": {"enable": False}, "env_eval_freq": 0, "seed": 1000,
+    }
+
+
 def get_preset(name: str) -> Preset:
     """The preset called ``name`` (UserError with a suggestion otherwise)."""
     if name not in PRESETS:
@@ -261,4 +291,4 @@ def parse_methods(text: str | None, table: dict[str, Method] | None = None) -> l
 
 
 __all__ = ["DATA_SEEDS", "EVAL_CELLS", "EVAL_SEED", "IDOOD_METHODS", "METHODS", "METHOD_TABLES", "PAPER_OT",
-           "PRESETS", "SEED_OT", "Method", "Preset", "get_preset", "parse_methods"]
+           "PRESETS", "SEED_OT", "Method", "Preset", "get_preset", "parse_methods", "train_config"]
