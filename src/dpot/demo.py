@@ -82,29 +82,11 @@ def make_demo_data(data_dir: Path, kind: str) -> tuple[dict, dict, str]:
 
 def demo_config(source: dict, target: dict, run_dir: Path, *, steps: int, batch_size: int, num_workers: int,
                 device: str) -> dict:
-    """The demo's train config (CPU-sized policy, DP+OT defaults of the seed)."""
-    return {
-        "dataset": target,
-        "source_dataset": source,
-        "output_dir": str(run_dir),
-        "job_name": "dpot_demo",
-        "policy": {"type": "diffusion", "device": device, "push_to_hub": False,
-                   "pretrained_backbone_weights": None, "use_group_norm": True,
-                   "use_separate_rgb_encoder_per_camera": False, "down_dims": [32, 64, 128],
-                   "n_obs_steps": 2, "horizon": 16, "n_action_steps": 8, "diffusion_step_embed_dim": 64,
-                   "noise_scheduler_type": "DDIM", "num_inference_steps": 10,
-                   "optimizer_lr": 3e-4, "scheduler_warmup_steps": max(1, steps // 10)},
-        "use_policy_training_preset": True,
-        "steps": steps, "batch_size": batch_size, "num_workers": num_workers,
-        "dataloader_multiprocessing_context": "fork", "prefetch_factor": 2,
-        "log_freq": 10, "save_freq": max(1, steps // 2), "eval_freq": max(1, steps // 2),
-        "eval": {"n_batches": 5, "val_fraction": 0.2},
-        "ot": {"lambda_ot": 0.1, "reg": 0.02, "tau_src": 0.01, "tau_tgt": 0.01, "heuristic": True,
-               "batch_ratio": 0.5, "window_size": 20,
-               "features": [{"type": "embed", "use_learned_embed": True, "weight_embed": 1.0},
-                            {"type": "label", "key": "action", "dim_slice": None, "weight_label": 0.05}]},
-        "wandb": {"enable": False}, "env_eval_freq": 0, "seed": 1000,
-    }
+    """The demo's train config: :func:`dpot.bench.presets.train_config`."""
+    from dpot.bench.presets import train_config
+
+    return train_config(source, target, run_dir, steps=steps, batch_size=batch_size, num_workers=num_workers,
+                        device=device)
 
 
 def main(argv: list[str] | None = None, command: str = "demo") -> int:

@@ -128,7 +128,7 @@ def test_eval_refuses_a_policy_with_other_inputs(tiny_policy, tmp_path):
     bad = tmp_path / "pretrained_model"
     shutil.copytree(tiny_policy, bad)
     cfg = json.loads((bad / "config.json").read_text())
-    cfg["input_features"]["observation.state"]["shape"] = [4]
+    cfg["input_features"]["observation.state"]["shape"] = [5]
     (bad / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(UserError, match="observation.state of shape"):
         evaluate_policy(bad, "push-v3", "target", episodes=1)

@@ -1,5 +1,7 @@
-"""``dpot bench study --preset micro`` end to end: datasets, two methods, evaluations, results; resume after an
-interruption (a finished job is never redone, a job killed mid-training continues from its checkpoint)."""
+"""``dpot bench study --preset micro|micro-idood`` end to end: datasets, two methods, evaluations, results; resume
+after an interruption (a finished job is never redone, a job killed mid-training continues from its checkpoint).
+``micro-idood`` is the ``cpu-idood`` protocol (4-d state, target data in the id half, target_id / target_ood /
+source cells) at a tiny budget."""
 
 from __future__ import annotations
 
@@ -19,8 +21,9 @@ import pytest
 from dpot.bench.study import run_study
 from dpot.cli import main as dpot_main
 
-METHODS = "target-only,dp-ot"
-A, B = "target-only-seed0", "dp-ot-seed0"
+# preset -> (the two methods, evaluation cells, curve cells)
+CASES = {"micro": ("target-only,dp-ot", ("target", "source"), ("target",)),
+         "micro-idood": ("target-only,dp-ot-paper", ("target_id", "target_ood", "source"), ("target_id", "target_ood"))}
 
 
 def _mtimes(root: Path, job: str) -> dict[str, float]:
@@ -30,28 +33,41 @@ def _mtimes(root: Path, job: str) -> dict[str, float]:
     return {str(p): p.stat().st_mtime_ns for p in files}
 
 
-def _study_cmd(root: Path) -> list[str]:
-    return [sys.executable, "-m", "dpot", "bench", "study", "--preset", "micro", "--only", METHODS,
+def _study_cmd(root: Path, preset: str, methods: str) -> list[str]:
+    return [sys.executable, "-m", "dpot", "bench", "study", "--preset", preset, "--only", methods,
             "--dir", str(root)]
 
 
 @pytest.mark.slow
-def test_micro_study_end_to_end_and_resume(tmp_path):
+@pytest.mark.parametrize("preset", list(CASES))
+def test_micro_study_end_to_end_and_resume(tmp_path, preset):
+    methods, cells, curve_cells = CASES[preset]
+    A, B = (f"{m}-seed0" for m in methods.split(","))
     root = tmp_path / "study"
     # sitting 1: one job only
-    res = run_study("micro", root=root, only=METHODS, max_jobs=1, progress=False)
+    res = run_study(preset, root=root, only=methods, max_jobs=1, progress=False)
     assert res["jobs_done"] == [A]
     assert not (root / "runs" / B).exists()
     a_before = _mtimes(root, A)
     done_a = json.loads((root / "done" / f"{A}.json").read_text())
     assert [p["step"] for p in done_a["curve"]] == [2, 4]          # intermediate checkpoint + final
-    assert set(done_a["evals"]) == {"target", "source"}
-    curve_eval = json.loads((root / "evals" / f"{A}-target-step000002.json").read_text())
-    assert (curve_eval["step"], curve_eval["train_seed"], curve_eval["seed"]) == (2, 0, 100_000)
-    assert len(curve_eval["episode_success"]) == curve_eval["episodes"] == 1
+    assert set(done_a["evals"]) == set(cells)
+    for cell in curve_cells:
+        curve_eval = json.loads((root / "evals" / f"{A}-{cell}-step000002.json").read_text())
+        assert (curve_eval["step"], curve_eval["train_seed"], curve_eval["seed"]) == (2, 0, 100_000)
+        assert len(curve_eval["episode_success"]) == curve_eval["episodes"] == 1
+        assert curve_eval["cell"] == cell
+    for cell in cells:                                                  # each cell in its domain and region
+        ev = json.loads((root / "evals" / f"{A}-{cell}.json").read_text())
+        assert ev["region"] == {"target_id": "id", "target_ood": "ood"}.get(cell, "all")
+        assert ev["obs"] == ("proprio" if preset == "micro-idood" else "full")
+        assert (ev["domain"] == "source") == (cell == "source")
+    if preset == "micro-idood":                                         # target demos only in the id half
+        meta = json.loads((root / "data" / "button-press-topdown-v3_target" / "meta" / "dpot_bench.json").read_text())
+        assert {e["region"] for e in meta["episodes"]} == {"id"} and meta["settings"]["spec"]["name"] == "target-visual"
 
     # sitting 2: killed while job B trains (after its first checkpoint, before its last)
-    proc = subprocess.Popen(_study_cmd(root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen(_study_cmd(root, preset, methods), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     first = root / "runs" / B / "checkpoints" / "000002"
     deadline = time.time() + 300
@@ -68,8 +84,8 @@ def test_micro_study_end_to_end_and_resume(tmp_path):
     first_mtime = first.stat().st_mtime_ns
 
     # sitting 3: job A untouched, job B resumes from step 2
-    res = run_study("micro", root=root, only=METHODS, progress=False)
-    assert res["jobs_done"] == [B, A] or sorted(res["jobs_done"]) == sorted([A, B])
+    res = run_study(preset, root=root, only=methods, progress=False)
+    assert res["jobs_done"] == sorted([A, B])
     assert _mtimes(root, A) == a_before, "a finished job was redone"
     assert first.stat().st_mtime_ns == first_mtime, "job B's first checkpoint was rewritten"
     log = (root / "logs" / f"{B}.log").read_text()
@@ -82,7 +98,7 @@ def test_micro_study_end_to_end_and_resume(tmp_path):
 
     # results: both methods, pooled over episodes, OT metrics per run, page and curves written
     results = json.loads((root / "results.json").read_text())
-    assert list(results["methods"]) == ["target-only", "dp-ot"]
+    assert list(results["methods"]) == methods.split(",")
     for m in results["methods"].values():
         for d in m["domains"].values():
             assert d["episodes"] == 1 and 0 <= d["ci95"][0] <= d["success_rate"] <= d["ci95"][1] <= 1
@@ -93,7 +109,7 @@ def test_micro_study_end_to_end_and_resume(tmp_path):
 
     # sitting 4: nothing left to do, nothing rewritten
     b_before = _mtimes(root, B)
-    run_study("micro", root=root, only=METHODS, progress=False)
+    run_study(preset, root=root, only=methods, progress=False)
     assert _mtimes(root, A) == a_before and _mtimes(root, B) == b_before
 
 
@@ -105,4 +121,10 @@ def test_bad_input_is_one_line_exit_2(capsys, tmp_path):
     assert err.startswith("error: --only: unknown method 'naive'") and "\n" not in err
     assert dpot_main(["bench", "study", "--preset", "micro", "--task", "push-v3", "--dir", str(tmp_path)]) == 2
     assert "not a task of preset micro" in capsys.readouterr().err
+    assert dpot_main(["bench", "study", "--preset", "cpu-idood", "--only", "dp-ot", "--dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --only: unknown method 'dp-ot'") and "dp-ot-paper" in err and "\n" not in err
+    assert dpot_main(["bench", "study", "--preset", "cpu-idood", "--shift", "visual", "--dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --shift: unknown shift 'visual'") and "\n" not in err
     assert not any(tmp_path.iterdir()), "bad input wrote something"

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from dpot.bench.evaluate import wilson_interval
-from dpot.bench.presets import METHODS, PRESETS, SEED_OT, parse_methods
+from dpot.bench.presets import IDOOD_METHODS, METHODS, PAPER_OT, PRESETS, SEED_OT, parse_methods
 from dpot.bench.study import Job, Study, aggregate, plan_jobs, render_markdown
 from dpot.config import load_train_config
 from dpot.errors import UserError
@@ -24,11 +24,25 @@ def test_plan_runs_core_methods_for_all_seeds_first():
     assert only == ["target-only-seed0", "dp-ot-seed0", "target-only-seed1", "dp-ot-seed1"]
 
 
+def test_idood_plan_runs_calibration_then_core_then_the_rest():
+    ids = [j.id for j in plan_jobs(parse_methods(None, IDOOD_METHODS), 3)]
+    assert ids[:2] == ["target-only-seed0", "source-only-seed0"]                       # calibration
+    core = ("target-only", "naive-cotrain", "dp-ot-paper")
+    assert ids[2:10] == [f"{m}-seed{s}" for s in range(3) for m in core if (m, s) != ("target-only", 0)]
+    assert ids[10:13] == [f"dp-ot-seed-seed{s}" for s in range(3)]
+    assert ids[13:15] == ["mmd-seed0", "dp-ot-paired-seed0"]                            # one seed of each first
+    assert len(ids) == 3 * len(IDOOD_METHODS) and len(set(ids)) == len(ids)
+    only = [j.id for j in plan_jobs(parse_methods("mmd,target-only", IDOOD_METHODS), 1)]
+    assert only == ["target-only-seed0", "mmd-seed0"]
+    with pytest.raises(UserError, match="unknown method 'dp-ot'.*dp-ot-seed"):
+        parse_methods("dp-ot", IDOOD_METHODS)
+
+
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_every_method_gives_a_valid_train_config(preset, tmp_path):
     p = PRESETS[preset]
     study = Study(tmp_path, p, p.tasks[0])
-    for method in METHODS.values():
+    for method in p.method_table.values():
         cfg = study.job_config(Job(method, 1), DATA)
         path = tmp_path / f"{method.name}.json"
         path.write_text(json.dumps(cfg))
@@ -38,6 +52,8 @@ def test_every_method_gives_a_valid_train_config(preset, tmp_path):
         assert loaded.save_freq == p.save_every
         assert list(loaded.policy.down_dims) == p.policy["down_dims"]
         assert cfg["dataset"] == DATA[method.target] and cfg["source_dataset"] == DATA[method.source]
+    if p.methods != "v1":
+        return
     to = study.job_config(Job(METHODS["target-only"], 0), DATA)
     assert to["dataset"] == to["source_dataset"] == DATA["target"]      # every batch item is a target frame
     assert to["ot"]["lambda_ot"] == 0 and to["ot"]["heuristic"] is False
@@ -50,6 +66,65 @@ def test_every_method_gives_a_valid_train_config(preset, tmp_path):
     sweep = {study.job_config(Job(m, 0), DATA)["ot"]["lambda_ot"] for m in METHODS.values()
              if m.source != m.target and m.ot.get("heuristic", True) and set(m.ot) <= {"lambda_ot"}}
     assert sweep == {0.0, 0.05, 0.1, 0.2}
+
+
+def test_idood_methods_express_the_paper_protocol(tmp_path):
+    p = PRESETS["cpu-idood"]
+    assert (p.obs, p.shift, p.target_region, p.source_region) == ("proprio", "target", "id", "all")
+    assert (p.steps, p.batch_size, p.image_size, p.cameras) == (1500, 32, 64, ("corner4", "gripperPOV"))
+    assert (p.source_episodes, p.target_episodes, p.eval_episodes) == (100, 10, 50)
+    assert p.eval_domains == ("target_id", "target_ood", "source") and p.policy["n_obs_steps"] == 1
+    study = Study(tmp_path, p, p.tasks[0])
+    ot = {name: study.job_config(Job(m, 0), DATA)["ot"] for name, m in IDOOD_METHODS.items()}
+    paper = ot["dp-ot-paper"]
+    assert paper == PAPER_OT
+    assert (paper["reg"], paper["tau_src"], paper["tau_tgt"], paper["lambda_ot"]) == (0.1, 0.05, 0.05, 0.1)
+    assert [f.get("weight_embed", f.get("weight_label")) for f in paper["features"]] == [0.01, 0.05]
+    assert ot["naive-cotrain"] == {**paper, "lambda_ot": 0.0}                        # same mix, no OT term
+    assert ot["dp-ot-seed"] == SEED_OT
+    assert ot["mmd"] == {**paper, "method": "mmd", "heuristic": False}
+    assert ot["dp-ot-paired"] == {**paper, "paired_region": True}
+    assert ot["target-only"]["lambda_ot"] == ot["source-only"]["lambda_ot"] == 0.0
+    cfg = study.job_config(Job(IDOOD_METHODS["target-only"], 0), DATA)
+    assert cfg["dataset"] == cfg["source_dataset"] == DATA["target"] and cfg["batch_size"] == 32
+    assert [study.cell(c) for c in p.eval_domains] == [("target", "id"), ("target", "ood"), ("source", "all")]
+
+
+def test_a_study_recorded_before_the_idood_fields_still_opens(tmp_path):
+    p = PRESETS["cpu-small"]
+    record = p.to_dict()
+    for key in ("obs", "shift", "source_region", "target_region", "curve_domains", "methods"):
+        record.pop(key)
+    (tmp_path / "study.json").write_text(json.dumps({"preset": record, "task": p.tasks[0]}))
+    Study(tmp_path, p, p.tasks[0]).open()                                  # same settings: fine
+    import dataclasses
+
+    with pytest.raises(UserError, match="other settings"):
+        Study(tmp_path, dataclasses.replace(p, obs="proprio"), p.tasks[0]).open()
+
+
+def test_idood_results_have_the_issue_shape():
+    cells = {"target_id": 30, "target_ood": 5, "source": 40}
+    markers = []
+    for seed in (0, 1):
+        ev = {c: {"successes": n + seed, "episodes": 50, "success_rate": (n + seed) / 50} for c, n in cells.items()}
+        curves = {"target_id": [{"step": 500, "successes": 3, "episodes": 20}],
+                  "target_ood": [{"step": 500, "successes": 1, "episodes": 20}]}
+        markers.append({"job": f"dp-ot-paper-seed{seed}", "method": "dp-ot-paper", "seed": seed, "evals": ev,
+                        "curve": curves["target_id"], "curve_cell": "target_id", "curves": curves, "ot": {}})
+    res = aggregate(markers, list(IDOOD_METHODS))
+    d = res["dp-ot-paper"]["domains"]
+    assert set(d) == set(cells)
+    assert (d["target_ood"]["successes"], d["target_ood"]["episodes"]) == (11, 100)
+    assert d["target_ood"]["per_seed"] == [{"seed": 0, "successes": 5, "episodes": 50, "success_rate": 0.1},
+                                           {"seed": 1, "successes": 6, "episodes": 50, "success_rate": 0.12}]
+    assert res["dp-ot-paper"]["curve"]["500"]["successes"] == 6
+    assert res["dp-ot-paper"]["curves"]["target_ood"]["500"]["episodes"] == 40
+    page = render_markdown({"preset": "cpu-idood", "task": "t", "steps": 1500, "eval_episodes": 50,
+                            "curve_episodes": 20, "versions": {}, "methods": res, "curve_cell": "target_id",
+                            "eval_cells": {c: {"domain": "x", "region": "y"} for c in cells}})
+    assert "| method | seeds | target_id success | per seed | target_ood success |" in page
+    assert "| dp-ot-paper | 2 | 61/100 = 61% [" in page and "- dp-ot-paper (target_ood): 500: 5% (2/40)" in page
 
 
 def _marker(method, seed, tgt, src, curve):

@@ -1,4 +1,4 @@
-"""``dpot bench <subcommand>``: generate | eval | gap (the ``SUBCOMMANDS`` table is open for more, e.g. study).
+"""``dpot bench <subcommand>``: generate | eval | gap | study (the ``SUBCOMMANDS`` table is open for more).
 
 Each subcommand is a pair (add_arguments(parser), run(args) -> exit code) registered in ``SUBCOMMANDS``;
 bad input raises ``dpot.errors.UserError`` (the ``dpot`` dispatcher prints one ``error:`` line, exit 2).
@@ -10,7 +10,7 @@ import argparse
 import json
 from collections.abc import Callable
 
-from dpot.bench.env import DEFAULT_CAMERAS
+from dpot.bench.env import DEFAULT_CAMERAS, OBS_MODES, REGIONS, check_obs, check_region
 from dpot.errors import UserError, did_you_mean
 
 
@@ -30,9 +30,14 @@ def _domain(args) -> str:
 
 
 # ------------------------------------------------------------------ generate
+_DOMAINS_HELP = "source | target (visual + dynamics shift) | target-visual (camera pose + table texture)"
+_REGION_HELP = (f"{' | '.join(REGIONS)}: the half of the task's layout range to draw layouts in "
+                "(id = lower half of the split coordinate, e.g. button x < 0; see docs/benchmarks.md)")
+
+
 def _generate_args(p):
     p.add_argument("--task", required=True)
-    p.add_argument("--domain", default="source", help="source | target (a preset); see --domain-spec")
+    p.add_argument("--domain", default="source", help=_DOMAINS_HELP + "; see --domain-spec")
     p.add_argument("--domain-spec", help="JSON domain spec file (overrides --domain)")
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--out", required=True, help="dataset folder (LeRobotDataset v3)")
@@ -44,6 +49,10 @@ def _generate_args(p):
     p.add_argument("--video", action="store_true", help="store images as mp4 video instead of PNG")
     p.add_argument("--workers", type=int, default=1, help="rollout processes")
     p.add_argument("--overwrite", action="store_true", help="replace a dpot bench dataset already at --out")
+    p.add_argument("--obs", type=check_obs, default="full",
+                   help=f"{' | '.join(OBS_MODES)}: observation.state = hand xyz + gripper (proprio, 4-d) "
+                        "or + goal xyz (full, 7-d; default)")
+    p.add_argument("--region", type=check_region, default="all", help=_REGION_HELP + "; default all")
 
 
 def _generate(args) -> int:
@@ -51,7 +60,8 @@ def _generate(args) -> int:
 
     s = generate_dataset(args.task, _domain(args), args.episodes, args.out, image_size=args.image_size,
                          cameras=args.cameras, seed=args.seed, noise=args.noise, max_steps=args.max_steps,
-                         use_videos=args.video, workers=args.workers, overwrite=args.overwrite)
+                         use_videos=args.video, workers=args.workers, overwrite=args.overwrite, obs=args.obs,
+                         region=args.region)
     print(f"{'reused' if s.get('reused') else 'wrote'} {s['out']}: {s['episodes']} episodes, {s['frames']} frames; "
           f"expert success {s['episodes']}/{s['attempts']} = {s['expert_success_rate']:.2f}; "
           f"{s['seconds']:.1f} s ({s['episodes_per_s']:.2f} episodes/s)")
@@ -62,7 +72,7 @@ def _generate(args) -> int:
 def _eval_args(p):
     p.add_argument("--policy", required=True, help="a pretrained_model/ folder (or a checkpoint folder holding one)")
     p.add_argument("--task", required=True)
-    p.add_argument("--domain", default="target")
+    p.add_argument("--domain", default="target", help=_DOMAINS_HELP + "; default target")
     p.add_argument("--domain-spec", help="JSON domain spec file (overrides --domain)")
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--seed", type=int, default=None, help="first episode seed (default 100000)")
@@ -72,6 +82,10 @@ def _eval_args(p):
     p.add_argument("--gif-dir", default=None, help="save the first --gifs rollouts as GIFs here")
     p.add_argument("--gifs", type=int, default=3)
     p.add_argument("--out", default=None, help="write the result as JSON")
+    p.add_argument("--obs", type=check_obs, default=None,
+                   help="proprio | full; default: the policy's own (from its observation.state shape); "
+                        "a different value is an error")
+    p.add_argument("--region", type=check_region, default="all", help=_REGION_HELP + "; default all")
 
 
 def _eval(args) -> int:
@@ -79,9 +93,11 @@ def _eval(args) -> int:
 
     r = evaluate_policy(args.policy, args.task, _domain(args), args.episodes,
                         EVAL_SEED if args.seed is None else args.seed, max_steps=args.max_steps,
-                        workers=args.workers, device=args.device, gif_dir=args.gif_dir, gifs=args.gifs, out=args.out)
+                        workers=args.workers, device=args.device, gif_dir=args.gif_dir, gifs=args.gifs, out=args.out,
+                        obs=args.obs, region=args.region)
     lo, hi = r["ci95"]
-    print(f"{r['task']} [{r['domain']}]: success {r['successes']}/{r['episodes']} = {r['success_rate']:.2f} "
+    print(f"{r['task']} [{r['domain']}, region {r['region']}]: success {r['successes']}/{r['episodes']} = "
+          f"{r['success_rate']:.2f} "
           f"(95% CI {lo:.2f}-{hi:.2f}), mean length {r['mean_length']:.1f}, {r['seconds']:.1f} s")
     if args.out is None:
         print(json.dumps({k: v for k, v in r.items() if k != "episodes_detail"}))
@@ -108,10 +124,25 @@ def _gap(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ study (defined in dpot.bench.study)
+def _study_args(p):
+    from dpot.bench.study.cli import add_arguments
+
+    add_arguments(p)
+
+
+def _study(args) -> int:
+    from dpot.bench.study.cli import run_cli
+
+    return run_cli(args)
+
+
 SUBCOMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "generate": ("scripted-expert episodes -> LeRobotDataset", _generate_args, _generate),
     "eval": ("closed-loop success rate of a trained policy", _eval_args, _eval),
     "gap": ("PNG of source vs target views per camera", _gap_args, _gap),
+    "study": ("sim->real co-training study: train and evaluate the methods, write a results table",
+              _study_args, _study),
 }
 
 
@@ -136,5 +167,3 @@ def main(argv: list[str] | None = None, command: str = "bench") -> int:
     args = parser.parse_args(argv)
     return int(SUBCOMMANDS[args.sub][2](args) or 0)
 
-
-import dpot.bench.study  # noqa: F401  (registers the "study" subcommand)

@@ -16,7 +16,14 @@ A spec is a flat JSON object; every key is optional and a missing key means "sto
     action_gain                         float: multiplies the commanded xyz motion (MetaWorld's action_scale)
     action_latency                      int >= 0: actions take effect this many steps late
 
-``SOURCE`` is the empty spec; ``TARGET`` is the built-in shifted domain. ``resolve_spec`` turns a name
+``SOURCE`` is the empty spec. Two built-in shifted (target) domains:
+
+* ``target`` (:data:`TARGET`): a combined visual + dynamics shift (colours, table texture, lights, camera pose,
+  object mass/friction, action gain and latency);
+* ``target-visual`` (:data:`TARGET_VISUAL`): a purely visual shift as in the paper's sim-to-sim protocol
+  (``cam_pose`` + ``table-wood``): the corner4 camera moved and zoomed, and a checker texture with a brown tint
+  on the table; the physics and every other colour are stock (so the scripted experts behave exactly as in the
+  source domain). ``resolve_spec`` turns a name
 ("source", "target") or a JSON file path into a validated ``DomainSpec``; an unknown key is a ``UserError``.
 Visual keys are applied to the ``MjModel`` by ``apply_model_spec``; the texture needs a render context
 (``apply_texture``); the action keys are applied by the environment (``dpot.bench.env``).
@@ -81,7 +88,12 @@ TARGET = DomainSpec(
     camera_pos_offset={"corner4": (0.05, -0.06, 0.04)}, camera_fovy_scale={"corner4": 0.92},
     object_mass_scale=2.0, object_friction_scale=0.7, action_gain=0.8, action_latency=1,
 )
-PRESETS = {"source": SOURCE, "target": TARGET}
+TARGET_VISUAL = DomainSpec(
+    name="target-visual",
+    table_rgba=(0.62, 0.42, 0.25, 1.0), table_texture="checker",
+    camera_pos_offset={"corner4": (0.05, -0.06, 0.04)}, camera_fovy_scale={"corner4": 0.92},
+)
+PRESETS = {"source": SOURCE, "target": TARGET, "target-visual": TARGET_VISUAL}
 
 
 def _vec(key: str, value: Any, n: int) -> tuple[float, ...]:
@@ -143,7 +155,8 @@ def check_camera(camera: str, where: str = "camera") -> str:
 
 
 def resolve_spec(domain: str | DomainSpec | dict) -> DomainSpec:
-    """``"source"``/``"target"`` presets, a JSON file path, a dict or a ``DomainSpec`` -> ``DomainSpec``."""
+    """A preset name (``source``, ``target``, ``target-visual``), a JSON file path, a dict or a ``DomainSpec``
+    -> ``DomainSpec``."""
     if isinstance(domain, DomainSpec):
         return domain
     if isinstance(domain, dict):
@@ -160,7 +173,7 @@ def resolve_spec(domain: str | DomainSpec | dict) -> DomainSpec:
             raise UserError(f"domain spec {path}: not valid JSON ({err.msg}, line {err.lineno})") from None
         return spec_from_dict(data, name=path.stem)
     raise UserError(f"domain: unknown domain '{domain}'{did_you_mean(domain, PRESETS)}; "
-                    f"use 'source', 'target' or a JSON spec file")
+                    f"use {', '.join(repr(k) for k in PRESETS)} or a JSON spec file")
 
 
 # ---------------------------------------------------------------- applying a spec to a model

@@ -1,7 +1,17 @@
-"""``DomainEnv``: one MetaWorld task in one domain, with seeded resets, multi-camera rendering and a 7-d state.
+"""``DomainEnv``: one MetaWorld task in one domain, with seeded resets (optionally within one region of the
+layout range), multi-camera rendering and a proprio (4-d) or full (7-d) state.
 
-Observation (``DomainEnv.observation()``): ``{"images": {camera: uint8 (H, W, 3)}, "state": float32 (7,)}``
-with state = hand xyz, gripper opening (MetaWorld ``obs[:4]``) and goal xyz (``obs[-3:]``).
+Observation (``DomainEnv.observation()``): ``{"images": {camera: uint8 (H, W, 3)}, "state": float32 (d,)}``.
+``obs="full"`` (d = 7): hand xyz, gripper opening (MetaWorld ``obs[:4]``) and goal xyz (``obs[-3:]``).
+``obs="proprio"`` (d = 4): hand xyz and gripper only, as LeRobot's MetaWorld ``pixels_agent_pos``: the goal
+and object positions are not policy inputs, so the goal must be seen in the images (:meth:`DomainEnv.layout`
+still reports them, for the dataset's per-episode record).
+
+Regions (:data:`REGION_SPLITS`): each task's initial-layout range (MetaWorld's ``_random_reset_space``) is cut in
+two halves along one coordinate of the reset vector: ``id`` (below the threshold) and ``ood`` (at or above it),
+as the paper's "down"/"up" regions. ``reset(seed, region=...)`` keeps MetaWorld's own sampling and redraws
+with derived seeds until the layout falls in the half (rejection; deterministic per episode seed;
+``region="all"`` uses ``seed`` itself, exactly as before regions existed).
 Action: 4-d in [-1, 1] (xyz motion of the hand, gripper), clipped. Cameras: ``corner4`` (a fixed view,
 flipped upright), ``gripperPOV`` (wrist), optionally ``topview``. One MetaWorld step is 12.5 ms of
 simulated time (80 Hz); datasets record every step and label it ``fps=10`` (see ``dpot.bench.generate``).
@@ -13,6 +23,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections import deque
+from dataclasses import dataclass
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -26,7 +37,64 @@ TASKS = ("push-v3", "pick-place-v3", "door-open-v3", "button-press-topdown-v3", 
 DEFAULT_CAMERAS = ("corner4", "gripperPOV")
 _FLIPPED = ("corner", "corner2", "corner3", "corner4")  # MetaWorld's corner cameras render upside down
 STATE_NAMES = ["hand_x", "hand_y", "hand_z", "gripper", "goal_x", "goal_y", "goal_z"]
+OBS_MODES = {"proprio": STATE_NAMES[:4], "full": STATE_NAMES}  # obs mode -> names of observation.state
 ACTION_NAMES = ["dx", "dy", "dz", "grip"]
+REGIONS = ("all", "id", "ood")
+
+
+@dataclass(frozen=True)
+class RegionSplit:
+    """How a task's layout range is cut in two: ``id`` = ``rand_vec[index] < threshold``, ``ood`` = the rest.
+
+    ``rand_vec`` is MetaWorld's reset vector (the sampled initial object / goal position); ``what`` names the
+    coordinate and ``low``/``high`` give its full range (metaworld 3.1.1)."""
+
+    index: int
+    threshold: float
+    what: str
+    low: float
+    high: float
+
+
+# One split per supported task, each at the middle of its range (so both halves are equally large):
+REGION_SPLITS = {
+    "button-press-topdown-v3": RegionSplit(0, 0.0, "button x", -0.1, 0.1),   # id x < 0, ood x >= 0
+    "push-v3": RegionSplit(0, 0.0, "puck x", -0.1, 0.1),
+    "pick-place-v3": RegionSplit(0, 0.0, "puck x", -0.1, 0.1),
+    "reach-v3": RegionSplit(3, 0.0, "goal x", -0.1, 0.1),
+    "door-open-v3": RegionSplit(0, 0.05, "door x", 0.0, 0.1),
+    "drawer-open-v3": RegionSplit(0, 0.0, "drawer x", -0.1, 0.1),
+}
+_MAX_REGION_TRIES = 200  # a half has probability 1/2 per try: 2**-200 of running out
+
+
+def check_obs(obs: str) -> str:
+    """Return ``obs`` if it is an observation mode (``proprio`` | ``full``), else raise ``UserError``."""
+    if obs not in OBS_MODES:
+        raise UserError(f"--obs: unknown observation mode '{obs}'{did_you_mean(obs, OBS_MODES)}; "
+                        f"choose from {', '.join(OBS_MODES)}")
+    return obs
+
+
+def check_region(region: str) -> str:
+    """Return ``region`` if it is ``all``, ``id`` or ``ood``, else raise ``UserError``."""
+    if region not in REGIONS:
+        raise UserError(f"--region: unknown region '{region}'{did_you_mean(region, REGIONS)}; "
+                        f"choose from {', '.join(REGIONS)}")
+    return region
+
+
+def region_of(task: str, rand_vec) -> str:
+    """``"id"`` or ``"ood"``: the half of ``task``'s layout range that the reset vector ``rand_vec`` lies in."""
+    split = REGION_SPLITS[task]
+    return "id" if float(rand_vec[split.index]) < split.threshold else "ood"
+
+
+def region_seed(seed: int, attempt: int) -> int:
+    """The MetaWorld seed of the ``attempt``-th draw of episode ``seed`` (attempt 0 = ``seed`` itself)."""
+    if attempt == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), int(attempt), 0x5E610]).generate_state(1)[0])
 
 
 def check_task(task: str) -> str:
@@ -40,11 +108,12 @@ class DomainEnv:
     """A MetaWorld task (goal observable, randomized layouts) with a domain spec applied."""
 
     def __init__(self, task: str, domain: str | DomainSpec | dict = "source", *, image_size: int = 96,
-                 cameras: tuple[str, ...] = DEFAULT_CAMERAS, fast_render: bool = True):
+                 cameras: tuple[str, ...] = DEFAULT_CAMERAS, fast_render: bool = True, obs: str = "full"):
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE
 
         self.task = check_task(task)
         self.spec = resolve_spec(domain)
+        self.obs_mode = check_obs(obs)
         self.cameras = tuple(check_camera(c) for c in cameras)
         if not self.cameras:
             raise UserError("cameras: give at least one camera")
@@ -73,10 +142,18 @@ class DomainEnv:
         self.steps = 0
 
     # ---------------------------------------------------------------- episode
-    def reset(self, seed: int, render: bool = True) -> dict:
-        """Start an episode; the same ``seed`` gives the same object and goal layout in every domain."""
-        self.env.seed(int(seed))
-        self._obs, _ = self.env.reset()
+    def reset(self, seed: int, render: bool = True, region: str = "all") -> dict:
+        """Start an episode; the same ``seed`` (and ``region``) gives the same layout in every domain.
+
+        ``region`` ``id``/``ood``: the layout is drawn in that half of the task's range (module docstring)."""
+        check_region(region)
+        for attempt in range(_MAX_REGION_TRIES):
+            self.env.seed(region_seed(seed, attempt))
+            self._obs, _ = self.env.reset()
+            if region == "all" or region_of(self.task, self.env._last_rand_vec) == region:
+                break
+        else:  # pragma: no cover - probability 2**-200
+            raise RuntimeError(f"no {region} layout for seed {seed} in {_MAX_REGION_TRIES} draws")
         self._pending = deque(np.zeros(4) for _ in range(self.spec.action_latency))
         self.steps = 0
         return self.observation() if render else {"images": {}, "state": self.state()}
@@ -99,11 +176,20 @@ class DomainEnv:
         return self._obs
 
     def state(self) -> np.ndarray:
-        """7-d proprio + goal state: hand xyz, gripper, goal xyz."""
+        """The policy's state: hand xyz, gripper (``proprio``, 4-d) [+ goal xyz (``full``, 7-d)]."""
+        if self.obs_mode == "proprio":
+            return self._obs[:4].astype(np.float32)
         return np.concatenate([self._obs[:4], self._obs[-3:]]).astype(np.float32)
 
+    def layout(self) -> dict:
+        """The episode's layout (not a policy input in ``proprio`` mode): ``goal_pos`` (MetaWorld ``obs[-3:]``),
+        ``obj_pos`` (``obs[4:7]``, the task's first object), ``rand_vec`` (the reset vector) and its ``region``."""
+        rand_vec = np.asarray(self.env._last_rand_vec, dtype=float)
+        return {"goal_pos": [float(x) for x in self._obs[-3:]], "obj_pos": [float(x) for x in self._obs[4:7]],
+                "rand_vec": [float(x) for x in rand_vec], "region": region_of(self.task, rand_vec)}
+
     def observation(self) -> dict:
-        """Images of every camera and the 7-d state."""
+        """Images of every camera and the state."""
         return {"images": self.render(), "state": self.state()}
 
     # ---------------------------------------------------------------- rendering

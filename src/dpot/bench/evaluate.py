@@ -4,6 +4,12 @@
 pre/post-processors), reads the cameras and image size it expects from its config, runs ``episodes`` seeded
 episodes (seeds ``seed, seed+1, ...``; the default 100000 keeps them apart from the generation seeds) in one
 or more processes, and reports the success rate with a 95% Wilson interval and the mean episode length.
+
+The observation mode (``proprio``: 4-d state, ``full``: 7-d) is read from the policy's ``observation.state``
+input shape, so a policy is always evaluated with the observations it was trained on; an explicit ``obs`` that
+disagrees is a ``UserError``. ``region`` (``all`` | ``id`` | ``ood``) draws every episode's layout in that half
+of the task's range (:data:`dpot.bench.env.REGION_SPLITS`); the same seed and region give the same layout for
+every policy.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from dpot.bench.domains import check_camera, resolve_spec
-from dpot.bench.env import check_task
+from dpot.bench.env import OBS_MODES, check_obs, check_region, check_task
 from dpot.errors import UserError
 
 EVAL_SEED = 100_000
@@ -57,18 +63,25 @@ def _load(policy_dir: Path, device: str):
     return policy, pre, post
 
 
-def _check_policy_features(policy_dir: Path) -> None:
-    """Fail early (UserError) if the policy's inputs do not match this benchmark's observations."""
+def _check_policy_features(policy_dir: Path, obs: str | None = None) -> str:
+    """The observation mode the policy was trained on (from its ``observation.state`` shape: 4 = ``proprio``,
+    7 = ``full``); UserError if its inputs match no benchmark observation or disagree with an explicit ``obs``."""
     feats = json.loads((policy_dir / "config.json").read_text()).get("input_features", {})
     state = feats.get("observation.state", {}).get("shape")
-    if state is not None and list(state) != [7]:
-        raise UserError(f"--policy {policy_dir}: expects observation.state of shape {state}; "
-                        f"dpot bench provides 7 (hand xyz, gripper, goal xyz)")
+    by_dim = {len(names): mode for mode, names in OBS_MODES.items()}
+    if state is None or len(state) != 1 or state[0] not in by_dim:
+        raise UserError(f"--policy {policy_dir}: expects observation.state of shape {state}; dpot bench provides "
+                        f"4 (--obs proprio: hand xyz, gripper) or 7 (--obs full: + goal xyz)")
+    mode = by_dim[state[0]]
+    if obs is not None and check_obs(obs) != mode:
+        raise UserError(f"--obs: the policy was trained with observation.state of {state[0]} dims (--obs {mode}), "
+                        f"not --obs {obs}; leave --obs out or pass --obs {mode}")
     cams = [k.split(".", 2)[2] for k in feats if k.startswith("observation.images.")]
     if not cams:
         raise UserError(f"--policy {policy_dir}: has no observation.images.<camera> inputs")
     for cam in cams:
         check_camera(cam, where=f"--policy {policy_dir}")
+    return mode
 
 
 def policy_cameras(config) -> tuple[tuple[str, ...], int]:
@@ -97,7 +110,7 @@ def needs_images(policy) -> bool:
 
 
 def rollout(policy, pre, post, env, seed: int, *, task: str, cameras: tuple[str, ...], max_steps: int,
-            render_all: bool = False, keep_frames: bool = False) -> dict:
+            render_all: bool = False, keep_frames: bool = False, region: str = "all") -> dict:
     """One closed-loop episode: ``{"success", "length", "actions" (T, 4), "frames" (if keep_frames)}``.
 
     Images are rendered only for observations that can reach an inference (:func:`needs_images`) unless
@@ -107,7 +120,7 @@ def rollout(policy, pre, post, env, seed: int, *, task: str, cameras: tuple[str,
     from dpot.bench.generate import DESCRIPTIONS
 
     policy.reset()
-    obs = env.reset(seed)
+    obs = env.reset(seed, region=region)
     images = obs["images"]
     frames, actions, success, length = [], [], False, max_steps
     for t in range(max_steps):
@@ -141,7 +154,8 @@ def _set_counter(counter) -> None:
 
 
 def _run_episodes(policy_dir: str, task: str, spec: dict, seeds: list[int], max_steps: int, device: str,
-                  gif_dir: str | None, gif_count: int, threads: int, on_episode=None) -> list[dict]:
+                  gif_dir: str | None, gif_count: int, threads: int, obs: str = "full", region: str = "all",
+                  on_episode=None) -> list[dict]:
     """Run the given seeds in this process; returns one record per episode. After each episode: ``on_episode()``
     and the shared counter of a pool worker (:func:`_set_counter`) is raised by one."""
     os.environ.setdefault("MUJOCO_GL", "egl")
@@ -155,11 +169,11 @@ def _run_episodes(policy_dir: str, task: str, spec: dict, seeds: list[int], max_
     for c in cameras:
         check_camera(c, where=f"policy {policy_dir}")
     records = []
-    with DomainEnv(task, spec, image_size=size, cameras=cameras) as env:
+    with DomainEnv(task, spec, image_size=size, cameras=cameras, obs=obs) as env:
         for k, seed in enumerate(seeds):
             gif = bool(gif_dir) and k < gif_count
             r = rollout(policy, pre, post, env, seed, task=task, cameras=cameras, max_steps=max_steps,
-                        keep_frames=gif)
+                        keep_frames=gif, region=region)
             records.append({"seed": seed, "success": r["success"], "length": r["length"]})
             if _DONE is not None:
                 with _DONE.get_lock():
@@ -177,7 +191,8 @@ def _run_episodes(policy_dir: str, task: str, spec: dict, seeds: list[int], max_
 def evaluate_policy(policy_path: str | Path, task: str, domain="target", episodes: int = 20,
                     seed: int = EVAL_SEED, *, max_steps: int = 150, workers: int | None = None,
                     device: str | None = None, gif_dir: str | Path | None = None, gifs: int = 3,
-                    out: str | Path | None = None, progress: bool = True) -> dict:
+                    out: str | Path | None = None, progress: bool = True, obs: str | None = None,
+                    region: str = "all") -> dict:
     """Run ``episodes`` closed-loop episodes of the policy at ``policy_path`` in ``domain``; return a result dict
     (a progress bar counts finished episodes unless ``progress=False``).
 
@@ -185,13 +200,15 @@ def evaluate_policy(policy_path: str | Path, task: str, domain="target", episode
     ``mean_length`` (success = first success step, failure = ``max_steps``), ``episodes_detail``, ``seconds``,
     and the settings. ``workers`` processes share the episodes (default: up to the CPU count, at most 8).
     ``gif_dir`` gets the first ``gifs`` rollouts as GIFs (all cameras side by side). ``out``: also write JSON.
+    ``obs``: None = the policy's own mode (module docstring); ``region``: the half of the layout range.
     """
     check_task(task)
     spec = resolve_spec(domain)
+    check_region(region)
     policy_dir = _policy_dir(policy_path)
     if episodes < 1:
         raise UserError(f"--episodes: must be >= 1, got {episodes}")
-    _check_policy_features(policy_dir)
+    obs = _check_policy_features(policy_dir, obs)
     if device is None:
         import torch
 
@@ -209,7 +226,7 @@ def evaluate_policy(policy_path: str | Path, task: str, domain="target", episode
     threads = int(omp) if omp.isdigit() and int(omp) > 0 else max(1, (os.cpu_count() or 1) // workers)
     t0 = time.perf_counter()
     args = [(str(policy_dir), task, spec.to_dict(), chunk, max_steps, device,
-             str(gif_dir) if gif_dir is not None and i == 0 else None, gifs, threads)
+             str(gif_dir) if gif_dir is not None and i == 0 else None, gifs, threads, obs, region)
             for i, chunk in enumerate(chunks)]
     ctx = mp.get_context("spawn")
     counter = ctx.Value("i", 0)
@@ -231,7 +248,8 @@ def evaluate_policy(policy_path: str | Path, task: str, domain="target", episode
     records.sort(key=lambda r: r["seed"])
     n_ok = sum(r["success"] for r in records)
     low, high = wilson_interval(n_ok, len(records))
-    result = {"policy": str(policy_dir), "task": task, "domain": spec.name, "episodes": len(records),
+    result = {"policy": str(policy_dir), "task": task, "domain": spec.name, "region": region, "obs": obs,
+              "episodes": len(records),
               "successes": n_ok, "success_rate": n_ok / len(records), "ci95": [low, high],
               "mean_length": float(np.mean([r["length"] for r in records])), "max_steps": max_steps,
               "seed": seed, "workers": workers, "device": device,

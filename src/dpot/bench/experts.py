@@ -26,16 +26,18 @@ def make_expert(task: str):
 
 
 def rollout_expert(env: DomainEnv, seed: int, *, noise: float = 0.05, extra_frames: int = 5,
-                   max_steps: int = 150, record: bool = True) -> dict:
+                   max_steps: int = 150, record: bool = True, region: str = "all") -> dict:
     """Run the expert for one seeded episode with Gaussian action noise (std ``noise``).
 
     Records each frame's observation and the commanded action; stops ``extra_frames`` steps after the first
-    success or at ``max_steps``. Returns ``{"success", "length", "images": {cam: (T,H,W,3)}, "state": (T,7),
-    "action": (T,4)}``.
+    success or at ``max_steps``. ``region``: the half of the layout range to draw the layout in
+    (:meth:`DomainEnv.reset`). Returns ``{"success", "length", "images": {cam: (T,H,W,3)}, "state": (T,d),
+    "action": (T,4), "layout": DomainEnv.layout()}``.
     """
     expert = make_expert(env.task)
     rng = np.random.default_rng([int(seed), 7])
-    obs = env.reset(seed, render=record)
+    obs = env.reset(seed, render=record, region=region)
+    layout = env.layout()
     images = {c: [] for c in env.cameras}
     states, actions = [], []
     success_at = None
@@ -55,4 +57,4 @@ def rollout_expert(env: DomainEnv, seed: int, *, noise: float = 0.05, extra_fram
             break
     return {"success": success_at is not None, "length": len(actions),
             "images": {c: np.stack(v) for c, v in images.items() if v},
-            "state": np.stack(states), "action": np.stack(actions)}
+            "state": np.stack(states), "action": np.stack(actions), "layout": layout}

@@ -2,14 +2,25 @@
 
 Layout of every dataset written here:
     observation.images.<camera>   (H, W, 3) uint8, dtype "image" (PNG) by default or "video" (mp4)
-    observation.state             (7,) float32: hand xyz, gripper opening, goal xyz
+    observation.state             (4,) float32 hand xyz, gripper opening (``obs="proprio"``)
+                                  or (7,) float32: the same + goal xyz (``obs="full"``)
     action                        (4,) float32 in [-1, 1]: hand dx, dy, dz, gripper
     task                          the task's sentence
 Every MetaWorld step (12.5 ms simulated) is one frame; the dataset is labelled ``fps=10`` (a slowed-down
 clock, as in the CPU study; the frame *spacing* is what policies use). Only successful episodes are kept;
 each stops ``extra_frames`` frames after the first success (at most ``max_steps``). Episode *i* of the
 attempt sequence uses seed ``seed + i``, so the source and target datasets made with the same seed share
-layouts. The settings and the domain spec are stored in ``meta/dpot_bench.json``.
+layouts. ``region`` (``all`` | ``id`` | ``ood``) draws every layout in that half of the task's range
+(:data:`dpot.bench.env.REGION_SPLITS`). The settings, the domain spec and one record per kept episode are stored
+in ``meta/dpot_bench.json``::
+
+    {"settings": {...}, "summary": {...},
+     "episodes": [{"episode_index": 0, "seed": 12, "region": "id", "goal_pos": [x, y, z], "obj_pos": [x, y, z],
+                   "rand_vec": [...], "length": 71}, ...]}
+
+(goal/object positions are recorded for analysis; in ``proprio`` mode they are not policy inputs).
+``settings`` holds ``obs``/``region`` only when they differ from ``full``/``all``, so datasets made before
+these options existed keep matching their settings.
 
 The dataset is written to a hidden temp folder next to ``out`` and renamed to ``out`` only once finalized, so
 an interrupted run never leaves a dataset that loads as if complete.
@@ -29,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from dpot.bench.domains import check_camera, resolve_spec
-from dpot.bench.env import ACTION_NAMES, DEFAULT_CAMERAS, STATE_NAMES, DomainEnv, check_task
+from dpot.bench.env import ACTION_NAMES, DEFAULT_CAMERAS, OBS_MODES, DomainEnv, check_obs, check_region, check_task
 from dpot.errors import UserError
 
 META_FILE = "meta/dpot_bench.json"
@@ -46,26 +57,29 @@ FPS = 10
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(task, spec, image_size, cameras, fast_render):
+def _worker_init(task, spec, image_size, cameras, fast_render, obs):
     os.environ.setdefault("MUJOCO_GL", "egl")
     import torch  # noqa: F401  (keep intra-op threads low if torch was imported)
 
     torch.set_num_threads(1)
-    _WORKER["env"] = DomainEnv(task, spec, image_size=image_size, cameras=cameras, fast_render=fast_render)
+    _WORKER["env"] = DomainEnv(task, spec, image_size=image_size, cameras=cameras, fast_render=fast_render,
+                               obs=obs)
 
 
 def _worker_rollout(args):
     from dpot.bench.experts import rollout_expert
 
-    seed, noise, extra_frames, max_steps = args
-    return seed, rollout_expert(_WORKER["env"], seed, noise=noise, extra_frames=extra_frames, max_steps=max_steps)
+    seed, noise, extra_frames, max_steps, region = args
+    return seed, rollout_expert(_WORKER["env"], seed, noise=noise, extra_frames=extra_frames, max_steps=max_steps,
+                                region=region)
 
 
 def _episodes(settings: dict, seeds: range, workers: int):
     """Yield (seed, episode) in seed order, rolling out on ``workers`` processes (1 = in this process)."""
-    args = [(s, settings["noise"], settings["extra_frames"], settings["max_steps"]) for s in seeds]
+    region = settings.get("region", "all")
+    args = [(s, settings["noise"], settings["extra_frames"], settings["max_steps"], region) for s in seeds]
     init = (settings["task"], settings["spec"], settings["image_size"], tuple(settings["cameras"]),
-            settings["fast_render"])
+            settings["fast_render"], settings.get("obs", "full"))
     if workers <= 1:
         _worker_init(*init)
         try:
@@ -94,11 +108,12 @@ def _episodes(settings: dict, seeds: range, workers: int):
         pool.join()
 
 
-def _features(cameras, image_size, use_videos):
+def _features(cameras, image_size, use_videos, obs="full"):
     dtype = "video" if use_videos else "image"
     feats = {f"observation.images.{c}": {"dtype": dtype, "shape": (image_size, image_size, 3),
                                          "names": ["height", "width", "channels"]} for c in cameras}
-    feats["observation.state"] = {"dtype": "float32", "shape": (7,), "names": STATE_NAMES}
+    names = OBS_MODES[obs]
+    feats["observation.state"] = {"dtype": "float32", "shape": (len(names),), "names": list(names)}
     feats["action"] = {"dtype": "float32", "shape": (4,), "names": ACTION_NAMES}
     return feats
 
@@ -131,10 +146,12 @@ def generate_dataset(task: str, domain="source", episodes: int = 50, out: str | 
                      image_size: int = 96, cameras: tuple[str, ...] = DEFAULT_CAMERAS, seed: int = 0, *,
                      noise: float = 0.05, extra_frames: int = 5, max_steps: int = 150, use_videos: bool = False,
                      workers: int = 1, fast_render: bool = True, overwrite: bool = False,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, obs: str = "full", region: str = "all") -> dict:
     """Write ``episodes`` successful expert episodes of ``task`` in ``domain`` to the LeRobotDataset ``out``.
 
-    ``domain``: "source", "target", a JSON spec path, a dict or a ``DomainSpec``. Returns a summary dict
+    ``domain``: "source", "target", "target-visual", a JSON spec path, a dict or a ``DomainSpec``. ``obs``:
+    ``proprio`` (4-d state) or ``full`` (7-d); ``region``: ``all``, ``id`` or ``ood`` (module docstring). Returns
+    a summary dict
     (``episodes``, ``attempts``, ``expert_success_rate``, ``frames``, ``seconds``, ``episodes_per_s``, ...).
     If ``out`` already holds the same dataset (same settings) it is reused and its summary returned.
     """
@@ -144,6 +161,8 @@ def generate_dataset(task: str, domain="source", episodes: int = 50, out: str | 
     check_task(task)
     cameras = tuple(check_camera(c) for c in cameras)
     spec = resolve_spec(domain)
+    check_obs(obs)
+    check_region(region)
     if episodes < 1:
         raise UserError(f"--episodes: must be >= 1, got {episodes}")
     out = Path(out)
@@ -155,6 +174,10 @@ def generate_dataset(task: str, domain="source", episodes: int = 50, out: str | 
                 "cameras": list(cameras), "seed": int(seed), "noise": float(noise),
                 "extra_frames": int(extra_frames), "max_steps": int(max_steps), "use_videos": bool(use_videos),
                 "fast_render": bool(fast_render), "fps": FPS}
+    if obs != "full":
+        settings["obs"] = obs
+    if region != "all":
+        settings["region"] = region
     stored = _check_out(out, settings, overwrite)
     if stored is not None:
         return {**stored, "reused": True}
@@ -166,15 +189,15 @@ def generate_dataset(task: str, domain="source", episodes: int = 50, out: str | 
     max_attempts = 2 * episodes + 10
     t0 = time.perf_counter()
     kept = attempts = frames = 0
-    lengths = []
+    lengths, records = [], []
     ds = None
     try:
         ds = LeRobotDataset.create(repo_id=f"local/{task}_{spec.name}", fps=FPS,
-                                   features=_features(cameras, image_size, use_videos), root=tmp,
+                                   features=_features(cameras, image_size, use_videos, obs), root=tmp,
                                    use_videos=use_videos, robot_type="sawyer_metaworld")
         bar = tqdm(total=episodes, desc=f"{task} [{spec.name}]", unit="ep", disable=not progress)
         description = DESCRIPTIONS[task]
-        for _, ep in _episodes(settings, range(seed, seed + max_attempts), workers):
+        for ep_seed, ep in _episodes(settings, range(seed, seed + max_attempts), workers):
             attempts += 1
             if ep["success"]:
                 for t in range(ep["length"]):
@@ -184,6 +207,8 @@ def generate_dataset(task: str, domain="source", episodes: int = 50, out: str | 
                     frame["task"] = description
                     ds.add_frame(frame)
                 ds.save_episode()
+                records.append({"episode_index": kept, "seed": int(ep_seed), **ep["layout"],
+                                "length": int(ep["length"])})
                 kept += 1
                 frames += ep["length"]
                 lengths.append(ep["length"])
@@ -201,8 +226,10 @@ def generate_dataset(task: str, domain="source", episodes: int = 50, out: str | 
                    "expert_success_rate": kept / attempts, "frames": frames,
                    "mean_length": float(np.mean(lengths)), "seconds": round(seconds, 2),
                    "episodes_per_s": kept / seconds, "fps": FPS, "image_size": image_size,
-                   "cameras": list(cameras), "workers": workers}
-        (tmp / META_FILE).write_text(json.dumps({"settings": settings, "summary": summary}, indent=2))
+                   "cameras": list(cameras), "workers": workers, "obs": obs, "region": region,
+                   "regions": {r: sum(e["region"] == r for e in records) for r in ("id", "ood")}}
+        (tmp / META_FILE).write_text(json.dumps({"settings": settings, "summary": summary, "episodes": records},
+                                                indent=2))
         os.replace(tmp, out)
     finally:
         if tmp.exists():  # interrupted or failed: close LeRobot's writers (they flush on GC) and drop the folder

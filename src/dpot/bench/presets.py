@@ -24,6 +24,33 @@ dataset, ``n_src = round(batch_ratio * batch_size)`` items from the first):
 * ``dp-ot-median``: ``dp-ot`` with ``cost_norm=median`` (each cost term divided by its batch median, so the
   encoder cannot lower the OT cost by shrinking its embeddings: the ``embed_collapse`` diagnosis).
 
+The ID/OOD methods (preset field ``methods="idood"``, :data:`IDOOD_METHODS`; the paper's sim-to-sim protocol):
+target data only in the ``id`` half of the layout range, source data over the whole range, evaluation in the
+target domain in both halves (``target_id``, ``target_ood``) and in the source domain (``source``):
+
+* ``target-only`` / ``source-only`` as above (their seed 0 runs first: the calibration runs);
+* ``naive-cotrain``: ``dp-ot-paper``'s batches (same data mix: 16 source + 16 target items, temporally paired
+  sampling) with ``lambda_ot=0``;
+* ``dp-ot-paper``: the official code's settings (:data:`PAPER_OT`): UOT ``reg=0.1``, ``tau_src=tau_tgt=0.05``,
+  OT weight ``lambda_ot=0.1``, embedding scale 0.01 and (label) cost scale 0.05 (mapping below);
+* ``dp-ot-seed``: the seed's OT settings (:data:`SEED_OT`), as the v1 ``dp-ot`` method;
+* ``mmd``: ``dp-ot-paper`` with ``ot.method=mmd`` and ``heuristic=false`` (the paper's MMD baseline is run with
+  no temporal pairing);
+* ``dp-ot-paired``: ``dp-ot-paper`` with ``ot.paired_region=true`` (OT partners of a target item only from
+  source episodes of its region, the paper's paired subsets; BC sees all source items).
+
+Mapping of the official scales to dpot's keys (:data:`PAPER_OT`): the official cost is
+``M = s_emb * ||z_s - z_t||^2 + s_cost * ||y_s - y_t||^2`` over the encoder features ``z`` and the label ``y``
+(the end-effector pose), with ``s_emb = 0.01`` and ``s_cost = 0.05``. dpot's cost is
+``C = sum_k w_k C_k`` with ``C_k`` the squared distance *divided by the feature dimension* (``cost_norm=dim``):
+so ``weight_embed = 0.01`` and ``weight_label = 0.05`` keep the official weights and their 1:5 ratio, while
+``cost_norm=dim`` keeps each term O(weight) whatever the feature size (raw squared distances over dpot's
+64-value action chunks and learned embeddings would be ~10-100x larger than the official per-step pose and
+drive the plan's mass to zero at ``reg + tau_src + tau_tgt = 0.2``). The label is dpot's normalized action
+chunk (the benchmark's state holds no end-effector orientation; the hand position is in the action's
+integral). ``window_size`` stays the seed's 20 frames (the official window of 10 is counted in their
+subsampled frames). These are the closest dpot expressions, not an exact copy.
+
 In all study runs ``eval.val_fraction=0`` and ``eval_freq=0``: every target demo is used for training (a held-out
 episode would otherwise leak into ``target-only``'s "source" half) and closed-loop success is the measure.
 """
@@ -32,6 +59,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from dpot.errors import UserError, did_you_mean
 
@@ -41,10 +69,26 @@ SEED_OT = {"lambda_ot": 0.1, "reg": 0.02, "tau_src": 0.01, "tau_tgt": 0.01, "heu
                         {"type": "label", "key": "action", "dim_slice": None, "weight_label": 0.05}]}
 
 
+PAPER_OT = {**SEED_OT, "lambda_ot": 0.1, "reg": 0.1, "tau_src": 0.05, "tau_tgt": 0.05, "cost_norm": "dim",
+            "features": [{"type": "embed", "use_learned_embed": True, "weight_embed": 0.01},
+                         {"type": "label", "key": "action", "dim_slice": None, "weight_label": 0.05}]}
+
+# Episode seeds (named ranges, the same for every method of a study): generation attempt i of a dataset uses
+# seed DATA_SEEDS[role] + i (at most 2 * episodes + 10 attempts); evaluation episode k of every cell uses
+# EVAL_SEED + k (dpot.bench.evaluate). Layouts of a region are drawn from these seeds (dpot.bench.env).
+DATA_SEEDS = {"source": 0, "target": 50_000}
+EVAL_SEED = 100_000
+
+# Evaluation cells: name -> (dataset role whose domain is used, region of the layouts)
+EVAL_CELLS = {"target": ("target", "all"), "source": ("source", "all"),
+              "target_id": ("target", "id"), "target_ood": ("target", "ood")}
+
+
 @dataclass(frozen=True)
 class Method:
     """One arm of the study: ``source``/``target`` name the datasets ("source" or "target" data) that fill the
-    trainer's two roles; ``ot`` overrides the seed's OT settings; ``group`` orders the plan (0 = core first)."""
+    trainer's two roles; ``ot`` overrides the ``base`` OT settings; ``group`` orders the plan (0 = core first);
+    ``calibration``: its seed-0 run comes before every other job (the calibration measurements)."""
 
     name: str
     source: str
@@ -52,10 +96,12 @@ class Method:
     ot: dict
     group: int
     help: str
+    base: dict = field(default_factory=lambda: SEED_OT)
+    calibration: bool = False
 
     def ot_config(self) -> dict:
         """The full ``ot`` section of the run's train config."""
-        return {**json.loads(json.dumps(SEED_OT)), **self.ot}
+        return {**json.loads(json.dumps(self.base)), **json.loads(json.dumps(self.ot))}
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [
@@ -76,11 +122,27 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            "scale-invariant cost: each term divided by its batch median (the embed_collapse rule's proposal)"),
 ]}
 
+IDOOD_METHODS: dict[str, Method] = {m.name: m for m in [
+    Method("target-only", "target", "target", {"lambda_ot": 0.0, "heuristic": False}, 0,
+           "BC on the target demos only (id half)", base=PAPER_OT, calibration=True),
+    Method("naive-cotrain", "source", "target", {"lambda_ot": 0.0}, 0,
+           "co-training, dp-ot-paper's data mix, lambda_ot=0", base=PAPER_OT),
+    Method("dp-ot-paper", "source", "target", {}, 0, "DP+OT, the official code's settings", base=PAPER_OT),
+    Method("dp-ot-seed", "source", "target", {}, 1, "DP+OT, the seed's OT settings"),
+    Method("source-only", "source", "source", {"lambda_ot": 0.0, "heuristic": False}, 2,
+           "BC on the source demos only (whole range)", base=PAPER_OT, calibration=True),
+    Method("mmd", "source", "target", {"method": "mmd", "heuristic": False}, 2,
+           "MMD alignment of the embeddings, no temporal pairing", base=PAPER_OT),
+    Method("dp-ot-paired", "source", "target", {"paired_region": True}, 2,
+           "dp-ot-paper with OT partners only from the target item's region", base=PAPER_OT),
+]}
+METHOD_TABLES = {"v1": METHODS, "idood": IDOOD_METHODS}
+
 
 @dataclass(frozen=True)
 class Preset:
     """The scale of a study. ``policy`` is merged into the policy section of the demo's CPU config
-    (:func:`dpot.demo.demo_config`); ``save_every`` = checkpoint interval (each intermediate checkpoint gets a
+    (:func:`train_config`); ``save_every`` = checkpoint interval (each intermediate checkpoint gets a
     target-domain evaluation of ``curve_episodes`` episodes: the learning curve); ``eval_episodes`` per domain
     for the final checkpoint; ``tasks``: the first is the default, the others are allowed."""
 
@@ -106,6 +168,18 @@ class Preset:
     note: str = ""
     eval_domains: tuple[str, ...] = ("target", "source")
     extra: dict = field(default_factory=dict)
+    # added with the ID/OOD protocol; a study.json written before lacks them and had these defaults
+    obs: str = "full"
+    shift: str = "target"
+    source_region: str = "all"
+    target_region: str = "all"
+    curve_domains: tuple[str, ...] = ("target",)
+    methods: str = "v1"
+
+    @property
+    def method_table(self) -> dict[str, Method]:
+        """The methods this preset's study runs (:data:`METHOD_TABLES`)."""
+        return METHOD_TABLES[self.methods]
 
     def to_dict(self) -> dict:
         """JSON-ready copy (recorded in ``study.json`` so a study is never continued with other settings)."""
@@ -127,7 +201,27 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            policy={"n_obs_steps": 1, "down_dims": [64, 128, 256], "resize_shape": [64, 64], "crop_ratio": 0.875,
                    "use_separate_rgb_encoder_per_camera": False, "num_inference_steps": 10},
            eval_episodes=50, curve_episodes=20, num_workers=2, eval_workers=2, device="cpu", seeds=3,
-           note="2 CPU cores: ~0.9 s/step at 64 px (docs/results.md), ~1.1 s/step on one thread, ~12-15 min training + ~5 min evaluation per run"),
+           note="2 CPU cores: ~0.9 s/step at 64 px (docs/results.md), ~1.1 s/step on one thread, "
+                "~12-15 min training + ~5 min evaluation per run"),
+    Preset("micro-idood", ("button-press-topdown-v3",), source_episodes=2, target_episodes=2, image_size=32,
+           cameras=("corner4", "gripperPOV"), steps=4, batch_size=4, save_every=2,
+           policy={"down_dims": [16, 32], "horizon": 8, "n_action_steps": 4, "diffusion_step_embed_dim": 32,
+                   "num_inference_steps": 2, "spatial_softmax_num_keypoints": 8, "n_obs_steps": 1},
+           eval_episodes=1, curve_episodes=1, eval_max_steps=12, num_workers=0, eval_workers=1, device="cpu",
+           seeds=1, warmup_steps=1, log_freq=1, note="for tests: cpu-idood's protocol at seconds per job",
+           eval_domains=("target_id", "target_ood", "source"), obs="proprio", shift="target-visual",
+           target_region="id", curve_domains=("target_id", "target_ood"), methods="idood"),
+    # The pilot's settings (docs/results.md, "Calibration"): 4-d state, goal only in the images, 10 target demos
+    # in the id half, 100 source demos over the whole range; target-only 86 % ID / 8 % OOD, source-only 14 %
+    # target vs 50 % source at 1500 steps (~12 min per run on one core, two runs side by side)
+    Preset("cpu-idood", ("button-press-topdown-v3",), source_episodes=100, target_episodes=10, image_size=64,
+           cameras=("corner4", "gripperPOV"), steps=1500, batch_size=32, save_every=500,
+           policy={"n_obs_steps": 1, "down_dims": [64, 128, 256], "resize_shape": [64, 64], "crop_ratio": 0.875,
+                   "use_separate_rgb_encoder_per_camera": False, "num_inference_steps": 10},
+           eval_episodes=50, curve_episodes=20, num_workers=2, eval_workers=2, device="cpu", seeds=3,
+           note="2 CPU cores, two sittings: ~12 min training + ~8 min evaluation per run",
+           eval_domains=("target_id", "target_ood", "source"), obs="proprio", shift="target",
+           target_region="id", curve_domains=("target_id", "target_ood"), methods="idood"),
     Preset("gpu-full", ("push-v3", "pick-place-v3", "button-press-topdown-v3"), source_episodes=200,
            target_episodes=20, image_size=96, cameras=("corner4", "gripperPOV", "topview"), steps=30000,
            batch_size=64, save_every=5000,
@@ -139,6 +233,35 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
 ]}
 
 
+def train_config(source: dict, target: dict, run_dir: Path, *, steps: int, batch_size: int, num_workers: int,
+                device: str) -> dict:
+    """The CPU-sized DP+OT train config shared by ``dpot demo`` and the study (which overrides its scale and OT
+    section per preset and method): 64 px policy with one shared ResNet18 without pretrained weights, U-Net
+    ``[32, 64, 128]``, DDIM 10 steps, the seed's OT settings, offline evaluation on 20 % of the target episodes."""
+    return {
+        "dataset": target,
+        "source_dataset": source,
+        "output_dir": str(run_dir),
+        "job_name": "dpot_demo",
+        "policy": {"type": "diffusion", "device": device, "push_to_hub": False,
+                   "pretrained_backbone_weights": None, "use_group_norm": True,
+                   "use_separate_rgb_encoder_per_camera": False, "down_dims": [32, 64, 128],
+                   "n_obs_steps": 2, "horizon": 16, "n_action_steps": 8, "diffusion_step_embed_dim": 64,
+                   "noise_scheduler_type": "DDIM", "num_inference_steps": 10,
+                   "optimizer_lr": 3e-4, "scheduler_warmup_steps": max(1, steps // 10)},
+        "use_policy_training_preset": True,
+        "steps": steps, "batch_size": batch_size, "num_workers": num_workers,
+        "dataloader_multiprocessing_context": "fork", "prefetch_factor": 2,
+        "log_freq": 10, "save_freq": max(1, steps // 2), "eval_freq": max(1, steps // 2),
+        "eval": {"n_batches": 5, "val_fraction": 0.2},
+        "ot": {"lambda_ot": 0.1, "reg": 0.02, "tau_src": 0.01, "tau_tgt": 0.01, "heuristic": True,
+               "batch_ratio": 0.5, "window_size": 20,
+               "features": [{"type": "embed", "use_learned_embed": True, "weight_embed": 1.0},
+                            {"type": "label", "key": "action", "dim_slice": None, "weight_label": 0.05}]},
+        "wandb": {"enable": False}, "env_eval_freq": 0, "seed": 1000,
+    }
+
+
 def get_preset(name: str) -> Preset:
     """The preset called ``name`` (UserError with a suggestion otherwise)."""
     if name not in PRESETS:
@@ -146,22 +269,26 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
-def parse_methods(text: str | None) -> list[Method]:
-    """Methods named in a comma-separated ``--only`` list (all methods when empty), in plan order."""
+def parse_methods(text: str | None, table: dict[str, Method] | None = None) -> list[Method]:
+    """Methods of ``table`` (default: the v1 :data:`METHODS`) named in a comma-separated ``--only`` list (all
+    methods when empty), in plan order (group, then table order)."""
+    table = METHODS if table is None else table
+    order = list(table)
     if not text:
-        return sorted(METHODS.values(), key=lambda m: m.group)
+        return sorted(table.values(), key=lambda m: (m.group, order.index(m.name)))
     out = []
     for name in (x.strip() for x in text.split(",")):
         if not name:
             continue
-        if name not in METHODS:
-            raise UserError(f"--only: unknown method '{name}'{did_you_mean(name, METHODS)}; "
-                            f"one of {', '.join(METHODS)}")
-        if METHODS[name] not in out:
-            out.append(METHODS[name])
+        if name not in table:
+            raise UserError(f"--only: unknown method '{name}'{did_you_mean(name, table)}; "
+                            f"one of {', '.join(table)}")
+        if table[name] not in out:
+            out.append(table[name])
     if not out:
-        raise UserError("--only: no method given; e.g. --only target-only,dp-ot")
-    return sorted(out, key=lambda m: (m.group, list(METHODS).index(m.name)))
+        raise UserError(f"--only: no method given; e.g. --only {order[0]},{order[-1]}")
+    return sorted(out, key=lambda m: (m.group, order.index(m.name)))
 
 
-__all__ = ["METHODS", "PRESETS", "SEED_OT", "Method", "Preset", "get_preset", "parse_methods"]
+__all__ = ["DATA_SEEDS", "EVAL_CELLS", "EVAL_SEED", "IDOOD_METHODS", "METHODS", "METHOD_TABLES", "PAPER_OT",
+           "PRESETS", "SEED_OT", "Method", "Preset", "get_preset", "parse_methods", "train_config"]

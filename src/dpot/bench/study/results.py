@@ -1,0 +1,127 @@
+"""The study's results: OT metrics per run (from its log), pooled success per method and cell, results.json."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dpot.atomic import write_text
+from dpot.bench.presets import EVAL_SEED
+from dpot.bench.study.rendering import plot_curves, render_markdown
+from dpot.errors import UserError
+
+if TYPE_CHECKING:
+    from dpot.bench.study.runner import Study
+
+
+def write_json(path: Path, obj) -> Path:
+    """Write JSON atomically (temp file + rename): readers see the old file or the whole new one."""
+    return write_text(path, json.dumps(obj, indent=1))
+
+
+OT_PREFIXES = ("train/ot_cost/", "train/ot_cost_mean/", "train/ot_embed_spread/")
+OT_KEYS = ("train/ot_pi_sum", "train/ot_pi_diag", "train/ot_pi_diag_frac", "train/ot_loss", "train/ot_skipped",
+           "train/loss", "train/bc_loss_src", "train/bc_loss_tgt")
+
+
+def ot_metrics(run_dir: Path, tail: float = 0.1) -> dict:
+    """OT and loss metrics of a run (``dpot.analysis`` reader): pi_sum, pi_diag, per-term costs, BC losses.
+
+    Each value is the mean over the last ``tail`` fraction of the logged points (at least one): single OT
+    batches are noisy (a 16x16 plan), the late-training level is what a reader compares across runs.
+    ``first/<key>`` holds the first logged value (where the run started)."""
+    from dpot.analysis.readers import open_run
+
+    try:
+        run = open_run(str(run_dir))
+    except UserError as err:
+        return {"error": str(err)}
+    out = {}
+    for key, series in run.history.items():
+        if series and (key in OT_KEYS or key.startswith(OT_PREFIXES)):
+            last = [v for _, v in series[-max(1, int(len(series) * tail)):]]
+            out[key] = sum(last) / len(last)
+            out[f"first/{key}"] = series[0][1]
+    out["last_step"] = run.last_step
+    return out
+
+
+# ------------------------------------------------------------------ results
+def aggregate(markers: list[dict], order: list[str] | None = None) -> dict:
+    """Per method (in ``order``, default the v1 methods'; unknown names last): pooled success per evaluation
+    cell over all episodes of all seeds (Wilson 95%), per-seed values, the learning curve (pooled success per
+    step in the first curve cell; ``curves``: every curve cell) and the OT metrics of each run."""
+    from dpot.bench.evaluate import wilson_interval
+    from dpot.bench.presets import METHODS
+
+    methods: dict[str, dict] = {}
+    order = list(METHODS) if order is None else list(order)
+    for m in sorted(markers, key=lambda m: (order.index(m["method"]) if m["method"] in order else 99, m["seed"])):
+        entry = methods.setdefault(m["method"], {"seeds": [], "domains": {}, "curve": {}, "runs": {}})
+        entry["seeds"].append(m["seed"])
+        for domain, e in m["evals"].items():
+            d = entry["domains"].setdefault(domain, {"successes": 0, "episodes": 0, "per_seed": []})
+            d["successes"] += e["successes"]
+            d["episodes"] += e["episodes"]
+            d["per_seed"].append({"seed": m["seed"], "successes": e["successes"], "episodes": e["episodes"],
+                                  "success_rate": e["success_rate"]})
+        for cell, points in (m.get("curves") or {"target": m["curve"]}).items():
+            for point in points:
+                if "successes" in point:
+                    pooled = entry.setdefault("curves", {}).setdefault(cell, {})
+                    c = pooled.setdefault(str(point["step"]), {"successes": 0, "episodes": 0, "seeds": 0})
+                    c["successes"] += point["successes"]
+                    c["episodes"] += point["episodes"]
+                    c["seeds"] += 1
+        entry["runs"][m["job"]] = m["ot"]
+    for m in markers:  # "curve": the first curve cell's (the target-domain curve of v1 studies)
+        entry = methods[m["method"]]
+        entry["curve"] = entry.get("curves", {}).get(m.get("curve_cell") or "target", {})
+    for entry in methods.values():
+        curve_points = [c for cells in entry.get("curves", {}).values() for c in cells.values()]
+        for d in list(entry["domains"].values()) + curve_points:
+            d["success_rate"] = d["successes"] / max(d["episodes"], 1)
+            d["ci95"] = list(wilson_interval(d["successes"], d["episodes"]))
+        for d in entry["domains"].values():
+            rates = [s["success_rate"] for s in d["per_seed"]]
+            mean = sum(rates) / len(rates)
+            d["seed_mean"] = mean
+            d["seed_std"] = (sum((r - mean) ** 2 for r in rates) / (len(rates) - 1)) ** 0.5 if len(rates) > 1 else None
+    return methods
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("dpot", "lerobot", "metaworld", "mujoco", "torch"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def write_results(study: Study) -> dict:
+    """Collect every done marker of the study into ``results.json``, ``results.md`` and ``curves.png``."""
+    markers = [json.loads(p.read_text()) for p in sorted((study.root / "done").glob("*.json"))]
+    for m in markers:  # recomputed from the run's log when it is here (markers of older versions: last value)
+        run = study.root / "runs" / m["job"]
+        if (run / "metrics.jsonl").is_file():
+            m["ot"] = ot_metrics(run)
+    p = study.preset
+    results = {"preset": p.name, "task": study.task, "steps": p.steps, "obs": p.obs, "shift": p.shift,
+               "eval_episodes": p.eval_episodes, "curve_episodes": p.curve_episodes,
+               "eval_cells": {c: dict(zip(("domain", "region"), study.cell(c), strict=True)) for c in p.eval_domains},
+               "curve_cell": p.curve_domains[0] if p.curve_domains else None, "eval_seed": EVAL_SEED,
+               "jobs_done": sorted(m["job"] for m in markers), "versions": _versions(),
+               "methods": aggregate(markers, list(p.method_table))}
+    write_json(study.root / "results.json", results)
+    png = plot_curves(results, study.root / "curves.png")
+    write_text(study.root / "results.md", render_markdown(results, png.name if png else None))
+    return results
+
+
+__all__ = ["OT_KEYS", "OT_PREFIXES", "aggregate", "ot_metrics", "write_json", "write_results"]

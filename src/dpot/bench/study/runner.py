@@ -1,0 +1,309 @@
+"""The study's runner: a study directory, flock claims, training subprocesses, evaluations, done markers.
+
+Layout and resume rules: see :mod:`dpot.bench.study`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from dpot.bench.presets import (
+    DATA_SEEDS,
+    EVAL_CELLS,
+    EVAL_SEED,
+    Preset,
+    get_preset,
+    parse_methods,
+    train_config,
+)
+from dpot.bench.study.plan import Job, plan_jobs
+from dpot.bench.study.results import ot_metrics, write_json, write_results
+from dpot.errors import UserError
+
+logger = logging.getLogger(__name__)
+CURVE_FILE = "{job}-{cell}-step{step:06d}.json"
+# Preset fields added after the first studies were recorded: an older study.json had these values
+_LATER_FIELDS = {"obs": "full", "shift": "target", "source_region": "all", "target_region": "all",
+                 "curve_domains": ["target"], "methods": "v1"}
+
+
+@contextmanager
+def file_lock(path: Path, *, blocking: bool) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``path`` for the ``with`` block; yields False (and holds nothing) when
+    ``blocking`` is False and another process holds it. The kernel drops the lock when the holder dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield True
+    finally:
+        os.close(fd)
+
+
+class Study:
+    """A study directory for one preset and task; every method is idempotent (skips what is on disk)."""
+
+    def __init__(self, root: str | Path, preset: Preset, task: str, *, device: str | None = None,
+                 eval_workers: int | None = None, progress: bool = True):
+        if task not in preset.tasks:
+            raise UserError(f"--task: '{task}' is not a task of preset {preset.name}; one of {', '.join(preset.tasks)}")
+        self.root, self.preset, self.task, self.progress = Path(root), preset, task, progress
+        self.device = device or preset.device
+        self.eval_workers = eval_workers or preset.eval_workers
+
+    # -------------------------------------------------------------- layout
+    def run_dir(self, job: Job) -> Path:
+        return self.root / "runs" / job.id
+
+    def eval_path(self, job: Job, domain: str) -> Path:
+        return self.root / "evals" / f"{job.id}-{domain}.json"
+
+    def done_path(self, job: Job) -> Path:
+        return self.root / "done" / f"{job.id}.json"
+
+    def final_checkpoint(self, job: Job) -> Path:
+        """The checkpoint of the last training step (``checkpoints/<steps>``, the trainer's own naming)."""
+        from dpot.train.checkpoint import step_dir_name
+
+        return self.run_dir(job) / "checkpoints" / step_dir_name(self.preset.steps, self.preset.steps)
+
+    def trained(self, job: Job) -> bool:
+        """The job's training is finished: its final checkpoint holds the model's weights (the one definition
+        of "trained" used by :meth:`train` and :meth:`is_done`)."""
+        return (self.final_checkpoint(job) / "pretrained_model" / "model.safetensors").is_file()
+
+    def cell(self, name: str) -> tuple[str, str]:
+        """(domain spec name, region) of an evaluation cell (:data:`dpot.bench.presets.EVAL_CELLS`)."""
+        role, region = EVAL_CELLS[name]
+        return self.domain(role), region
+
+    def domain(self, role: str) -> str:
+        """The domain of a dataset role: ``source`` is the source domain, ``target`` the preset's shift."""
+        return "source" if role == "source" else self.preset.shift
+
+    def is_done(self, job: Job) -> bool:
+        """Finished: the done marker, the final checkpoint and every final evaluation are on disk."""
+        return (self.done_path(job).is_file() and self.trained(job)
+                and all(self.eval_path(job, d).is_file() for d in self.preset.eval_domains))
+
+    def open(self) -> None:
+        """Create the directory or check that it holds a study with the same preset and task."""
+        record = {"preset": self.preset.to_dict(), "task": self.task}
+        path = self.root / "study.json"
+        if path.is_file():
+            old = json.loads(path.read_text())
+            if old.get("task") != self.task or {**_LATER_FIELDS, **old.get("preset", {})} != record["preset"]:
+                raise UserError(f"--dir {self.root}: holds a study of preset '{old.get('preset', {}).get('name')}' "
+                                f"on task '{old.get('task')}' with other settings; choose another --dir")
+            return
+        write_json(path, {**record, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+    # -------------------------------------------------------------- data
+    def datasets(self) -> dict[str, dict]:
+        """Generate (or reuse) the source and target datasets; returns DatasetConfig dicts by domain."""
+        from dpot.bench.generate import generate_dataset
+
+        p, out = self.preset, {}
+        with file_lock(self.root / "claims" / "data.lock", blocking=True):
+            for role, n, region in (("source", p.source_episodes, p.source_region),
+                                    ("target", p.target_episodes, p.target_region)):
+                root = self.root / "data" / f"{self.task}_{role}"
+                generate_dataset(self.task, self.domain(role), n, root, image_size=p.image_size, cameras=p.cameras,
+                                 seed=DATA_SEEDS[role], progress=self.progress, obs=p.obs, region=region)
+                out[role] = {"repo_id": f"local/{self.task}_{role}", "root": str(root)}
+        return out
+
+    # -------------------------------------------------------------- training
+    def job_config(self, job: Job, data: dict[str, dict]) -> dict:
+        """The train config of a job: the CPU train config (:func:`dpot.bench.presets.train_config`) at the
+        preset's scale."""
+        p = self.preset
+        cfg = train_config(data[job.method.source], data[job.method.target], self.run_dir(job), steps=p.steps,
+                          batch_size=p.batch_size, num_workers=p.num_workers, device=self.device or "cuda")
+        cfg["policy"].update(p.policy)
+        cfg["policy"]["scheduler_warmup_steps"] = p.warmup_steps
+        if p.num_workers == 0:
+            cfg.pop("dataloader_multiprocessing_context", None)
+            cfg.pop("prefetch_factor", None)
+        cfg.update({"job_name": f"study-{job.id}", "seed": job.seed, "save_freq": p.save_every, "eval_freq": 0,
+                    "log_freq": p.log_freq, "ot": job.method.ot_config()})
+        cfg["eval"] = {**cfg.get("eval", {}), "val_fraction": 0.0}
+        return cfg
+
+    def train(self, job: Job, data: dict[str, dict]) -> str:
+        """Train the job (fresh, or resumed from its last checkpoint); returns "done", "resumed" or "fresh"."""
+        run = self.run_dir(job)
+        if self.trained(job):
+            return "done"
+        last = run / "checkpoints" / "last"
+        if last.exists() and (last / "training_state" / "training_step.json").is_file():
+            args, mode = [f"--config_path={run / 'train_config.json'}", "--resume=true"], "resumed"
+        else:
+            if run.exists():
+                shutil.rmtree(run)  # no checkpoint yet: nothing to keep
+            cfg_path = write_json(self.root / "configs" / f"{job.id}.json", self.job_config(job, data))
+            args, mode = [f"--config_path={cfg_path}"], "fresh"
+        log = self.root / "logs" / f"{job.id}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "PYTHONUNBUFFERED": "1"}
+        with log.open("a") as fh:
+            fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {mode}: {' '.join(args)}\n")
+            fh.flush()
+            rc = subprocess.run([sys.executable, "-m", "dpot.train", *args], stdout=fh, stderr=subprocess.STDOUT,
+                                env=env, check=False).returncode
+        if rc != 0:
+            tail = log.read_text().strip().splitlines()[-1:] or [""]
+            raise UserError(f"study job {job.id}: training exited with code {rc} ({tail[0][:200]}); see {log}")
+        return mode
+
+    # -------------------------------------------------------------- evaluation
+    def evaluate(self, job: Job, ckpt: Path, cell: str, episodes: int, path: Path) -> dict:
+        """Closed-loop evaluation of one checkpoint in one cell (kept if its JSON exists); compact result dict.
+        Every method and seed gets the same episode seeds ``EVAL_SEED, EVAL_SEED + 1, ...`` per cell."""
+        if path.is_file():
+            return json.loads(path.read_text())
+        from dpot.bench.evaluate import evaluate_policy
+
+        domain, region = self.cell(cell)
+        r = evaluate_policy(ckpt / "pretrained_model", self.task, domain, episodes, EVAL_SEED,
+                            max_steps=self.preset.eval_max_steps, workers=self.eval_workers, device=self.device,
+                            progress=self.progress, obs=self.preset.obs, region=region)
+        detail = r.pop("episodes_detail", [])
+        r.update({"job": job.id, "method": job.method.name, "train_seed": job.seed, "step": _ckpt_step(ckpt),
+                  "cell": cell,
+                  "episode_success": "".join("1" if e["success"] else "0" for e in detail)})
+        write_json(path, r)
+        return r
+
+    def curve(self, job: Job, cell: str) -> list[dict]:
+        """Evaluate each intermediate checkpoint in ``cell`` (the learning curve)."""
+        out = []
+        ckpts = sorted(d for d in (self.run_dir(job) / "checkpoints").iterdir() if d.name.isdigit())
+        for ckpt in ckpts:
+            step = int(ckpt.name)
+            if step >= self.preset.steps:
+                continue
+            path = self.root / "evals" / CURVE_FILE.format(job=job.id, cell=cell, step=step)
+            r = self.evaluate(job, ckpt, cell, self.preset.curve_episodes, path)
+            out.append({"step": step, "successes": r["successes"], "episodes": r["episodes"]})
+        return out
+
+    # -------------------------------------------------------------- one job
+    def run_job(self, job: Job, data: dict[str, dict]) -> dict:
+        """Train, evaluate (curve + final, both domains) and write the done marker; returns the marker."""
+        mode = self.train(job, data)
+        curves = {cell: self.curve(job, cell) for cell in self.preset.curve_domains}
+        final = self.final_checkpoint(job)
+        evals = {}
+        for cell in self.preset.eval_domains:
+            r = self.evaluate(job, final, cell, self.preset.eval_episodes, self.eval_path(job, cell))
+            evals[cell] = {k: r[k] for k in ("successes", "episodes", "success_rate", "ci95", "mean_length")}
+        for cell, curve in curves.items():
+            curve.append({"step": self.preset.steps, **{k: evals[cell][k] for k in ("successes", "episodes")}}
+                         if cell in evals else {"step": self.preset.steps})
+        first = self.preset.curve_domains[0] if self.preset.curve_domains else None
+        marker = {"job": job.id, "method": job.method.name, "seed": job.seed, "steps": self.preset.steps,
+                  "train": mode, "evals": evals, "curve": curves.get(first, []), "curve_cell": first,
+                  "curves": curves, "ot": ot_metrics(self.run_dir(job)),
+                  "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        write_json(self.done_path(job), marker)
+        return marker
+
+    def run(self, jobs: list[Job], max_jobs: int | None = None) -> dict:
+        """Run the unfinished jobs of ``jobs`` in order (at most ``max_jobs``), then write the results."""
+        from tqdm.auto import tqdm
+
+        self.open()
+        todo = [j for j in jobs if not self.is_done(j)]
+        skipped = len(jobs) - len(todo)
+        n_run = len(todo) if max_jobs is None else min(max_jobs, len(todo))
+        logger.info("dpot bench study: %s on %s in %s: %d jobs, %d already done, running up to %d",
+                    self.preset.name, self.task, self.root, len(jobs), skipped, n_run)
+        if n_run:
+            data = self.datasets()
+            bar = tqdm(total=n_run, desc="study", unit="job", disable=not self.progress, dynamic_ncols=True)
+            ran = 0
+            for job in todo:
+                if ran >= n_run:
+                    break
+                with file_lock(self.root / "claims" / f"{job.id}.lock", blocking=False) as mine:
+                    if not mine:
+                        bar.write(f"study: {job.id} is being run by another sitting; skipped")
+                        continue
+                    if self.is_done(job):  # finished by another sitting since the list was made
+                        continue
+                    bar.set_postfix_str(job.id)
+                    t0 = time.perf_counter()
+                    m = self.run_job(job, data)
+                ev = "  ".join(f"{d} {e['successes']}/{e['episodes']}" for d, e in m["evals"].items())
+                bar.write(f"study: {job.id} done ({m['train']}, {time.perf_counter() - t0:.0f} s): {ev}")
+                ran += 1
+                bar.update(1)
+            bar.close()
+        return write_results(self)
+
+
+def _ckpt_step(ckpt: Path) -> int | None:
+    name = Path(ckpt).resolve().name
+    return int(name) if name.isdigit() else None
+
+
+SHIFTS = ("target", "target-visual")
+
+
+def default_dir(preset: Preset, task: str, shift: str | None = None) -> Path:
+    """``outputs/study/<preset>-<task>`` (plus ``-<shift>`` when ``--shift`` differs from the preset's)."""
+    suffix = f"-{shift}" if shift and shift != preset.shift else ""
+    return Path("outputs/study") / f"{preset.name}-{task}{suffix}"
+
+
+def make_study(preset: str, *, task: str | None = None, root: str | Path | None = None, shift: str | None = None,
+               device: str | None = None, eval_workers: int | None = None, progress: bool = True) -> Study:
+    """The :class:`Study` of a preset (``shift`` overrides the preset's target domain: ``target`` = visual +
+    dynamics shift, ``target-visual`` = camera pose + table texture)."""
+    import dataclasses
+
+    from dpot.errors import did_you_mean
+
+    p = get_preset(preset)
+    if shift is not None and shift not in SHIFTS:
+        raise UserError(f"--shift: unknown shift '{shift}'{did_you_mean(shift, SHIFTS)}; one of {', '.join(SHIFTS)}")
+    task = task or p.tasks[0]
+    root = Path(root) if root else default_dir(p, task, shift)
+    if shift is not None:
+        p = dataclasses.replace(p, shift=shift)
+    return Study(root, p, task, device=device, eval_workers=eval_workers, progress=progress)
+
+
+def run_study(preset: str, *, task: str | None = None, root: str | Path | None = None, seeds: int | None = None,
+              only: str | None = None, max_jobs: int | None = None, device: str | None = None,
+              eval_workers: int | None = None, progress: bool = True, shift: str | None = None) -> dict:
+    """Python entry point of ``dpot bench study``; returns the results dict (see :func:`aggregate`)."""
+    if seeds is not None and seeds < 1:
+        raise UserError(f"--seeds: must be >= 1, got {seeds}")
+    if max_jobs is not None and max_jobs < 0:
+        raise UserError(f"--max-jobs: must be >= 0, got {max_jobs}")
+    study = make_study(preset, task=task, root=root, shift=shift, device=device, eval_workers=eval_workers,
+                       progress=progress)
+    jobs = plan_jobs(parse_methods(only, study.preset.method_table), seeds or study.preset.seeds)
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    return study.run(jobs, max_jobs)
+
+
+__all__ = ["CURVE_FILE", "SHIFTS", "Study", "default_dir", "file_lock", "make_study", "run_study"]
