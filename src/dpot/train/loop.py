@@ -1,7 +1,10 @@
-"""The DP+OT co-training loop (single process or ``accelerate launch``, DDP).
+"""The DP+OT co-training loop (single process or ``accelerate launch``, DDP), in LeRobot's ``lerobot_train`` shape.
 
-Per step (``B = batch_size`` per process, ``n_src = round(ot.batch_ratio * B)`` source items then ``B - n_src``
-target items, see :mod:`dpot.data.cotrain`):
+:func:`build_run` checks the inputs and builds everything once (a :class:`TrainRun`: policy, optimizer,
+scheduler, sampler, loaders, OT loss, sinks, evaluator); :func:`train_step` is one update (LeRobot's
+``update_policy`` plus the OT term); :func:`train` is the short loop around it with the log / eval / plan /
+save helpers. Per step (``B = batch_size`` per process, ``n_src = round(ot.batch_ratio * B)`` source items
+then ``B - n_src`` target items, see :mod:`dpot.data.cotrain`):
 
     out   = diffusion_loss_with_features(policy, normalize(batch), noise, t)   # one forward pass
     L     = out.loss                                # LeRobot's diffusion loss over the whole batch (both domains)
@@ -10,15 +13,19 @@ target items, see :mod:`dpot.data.cotrain`):
 
 Noise and diffusion timesteps come from a generator seeded by ``(seed, step)`` for the global batch (each rank
 takes its slice), and the data order is a function of ``(seed, step)``: a resumed run and an N-process run
-replay the same numbers. Metrics (docs/architecture.md, "Contracts") are averaged over the ``log_freq`` window (``train/lr`` is the
-last post-step value; ``train/ot_skipped`` is the count in the window) and averaged across processes.
+replay the same numbers. Metrics (docs/architecture.md, "Contracts") are averaged over the ``log_freq`` window
+(``train/lr`` is the last post-step value; ``train/ot_skipped`` is the count in the window) and averaged across
+processes. Besides metrics the run records ``ot_terms.json`` and plan snapshots (:mod:`dpot.train.ot_records`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import functools
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +44,13 @@ from dpot.errors import UserError
 from dpot.policy.features import diffusion_loss_with_features
 from dpot.train import checkpoint as ckpt_mod
 from dpot.train.distributed import gather_with_grad
-from dpot.train.inputs import check_inputs, combined_stats
+from dpot.train.inputs import RunInputs, check_inputs, combined_stats
 from dpot.train.offline_eval import OfflineEvaluator
+from dpot.train.ot_records import ot_term_kinds, plan_due, plan_snapshot, save_plan_snapshot, write_ot_terms
 from dpot.train.sinks import JsonlSink, Sinks, TensorBoardSink, WandbSink, truncate_jsonl
 
 log = logging.getLogger(__name__)
-META_KEYS = ("domain", "phase", "frame_index", "episode_index")
+META_KEYS = ("domain", "phase", "frame_index", "episode_index", "ot_pair")
 SUM_KEYS = ("train/ot_skipped",)
 LAST_KEYS = ("train/lr",)
 
@@ -88,13 +96,65 @@ class MetricWindow:
         return {"sums": self.sums, "counts": self.counts, "last": self.last}
 
 
+@dataclass
+class TrainRun:
+    """Everything a run needs, built once by :func:`build_run` (``step_module``/``optimizer`` are prepared)."""
+
+    cfg: object
+    accelerator: object
+    out_dir: Path
+    policy: nn.Module
+    step_module: nn.Module
+    optimizer: object
+    scheduler: object
+    preprocessor: object
+    postprocessor: object
+    sampler: CoTrainBatchSampler
+    loader: torch.utils.data.DataLoader
+    evaluator: OfflineEvaluator | None
+    sinks: Sinks
+    ot_loss_fn: nn.Module
+    gather_group: object
+    window: MetricWindow
+    image_keys: list[str]
+    start_step: int
+    seed: int
+    use_ot: bool
+    pass_mask: bool
+    grad_clip: float
+    params: list[torch.nn.Parameter]
+
+    @property
+    def main(self) -> bool:
+        return bool(self.accelerator.is_main_process)
+
+    @property
+    def world(self) -> int:
+        return int(self.accelerator.num_processes)
+
+    @property
+    def rank(self) -> int:
+        return int(self.accelerator.process_index)
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def n_src(self) -> int:
+        return self.sampler.n_src
+
+    @property
+    def n_tgt(self) -> int:
+        return self.sampler.n_tgt
+
+
 def resolve_optim(cfg) -> None:
-    """Apply LeRobot's policy presets (``use_policy_training_preset``) or keep the explicit optimizer/scheduler."""
+    """Apply LeRobot's policy presets when ``use_policy_training_preset`` (else keep the explicit
+    optimizer/scheduler, which ``dpot.config.validate_config`` has checked are both given)."""
     if cfg.use_policy_training_preset:
         cfg.optimizer = cfg.policy.get_optimizer_preset()
         cfg.scheduler = cfg.policy.get_scheduler_preset()
-    elif cfg.optimizer is None or cfg.scheduler is None:
-        raise UserError("optimizer: use_policy_training_preset=false needs both optimizer and scheduler")
 
 
 def _step_generator(seed: int, step: int) -> torch.Generator:
@@ -105,13 +165,17 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
 
 def step_noise(seed: int, step: int, n_src: int, n_tgt: int, world: int, rank: int, horizon: int, action_dim: int,
                num_train_timesteps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """This rank's diffusion noise ``[B, horizon, A]`` and timesteps ``[B]`` for ``step``, drawn for the global batch."""
+    """This rank's diffusion noise ``[B, horizon, A]`` and timesteps ``[B]`` for ``step`` (drawn for the global
+    batch, so every process count gives the same numbers)."""
     g = _step_generator(seed, step)
     ns, nt = n_src * world, n_tgt * world
     noise = torch.randn(ns + nt, horizon, action_dim, generator=g)
     t = torch.randint(0, num_train_timesteps, (ns + nt,), generator=g)
-    sl = lambda x: torch.cat([x[rank * n_src:(rank + 1) * n_src], x[ns + rank * n_tgt:ns + (rank + 1) * n_tgt]])  # noqa: E731
-    return sl(noise), sl(t)
+
+    def rank_slice(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x[rank * n_src:(rank + 1) * n_src], x[ns + rank * n_tgt:ns + (rank + 1) * n_tgt]])
+
+    return rank_slice(noise), rank_slice(t)
 
 
 def _default_output_dir(cfg) -> Path:
@@ -119,30 +183,27 @@ def _default_output_dir(cfg) -> Path:
     return Path("outputs/train") / now.strftime("%Y-%m-%d") / f"{now:%H-%M-%S}_{cfg.job_name or 'dpot'}"
 
 
-def _uint8_to_float(batch: dict, image_keys: list[str]) -> dict:
-    for k in image_keys:
-        if batch[k].dtype == torch.uint8:
-            batch[k] = batch[k].float() / 255.0
-    return batch
+def prepare_batch(raw: dict, preprocessor, image_keys: list[str]) -> tuple[dict, dict]:
+    """Split a collated loader batch into the normalized policy batch and its per-item meta (``META_KEYS``).
 
-
-def train(cfg, *, accelerator=None) -> Path:
-    """Run (or resume) a co-training run described by a ``DpotTrainConfig``. Returns the output directory.
-
-    All input checks (datasets, cameras, dims, resume checkpoint, output_dir) happen before anything is written.
+    Mutates ``raw`` (pass a copy to keep it): uint8 images become float in [0, 1] before the preprocessor.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from lerobot.datasets.factory import resolve_delta_timestamps
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
-    from lerobot.optim.factory import make_optimizer_and_scheduler
-    from lerobot.policies.factory import make_policy, make_pre_post_processors
-    from tqdm.auto import tqdm
+    meta = {k: raw.pop(k) for k in META_KEYS if k in raw}
+    for k in image_keys:
+        if raw[k].dtype == torch.uint8:
+            raw[k] = raw[k].float() / 255.0
+    return preprocessor(raw), meta
 
-    from dpot.config import save_train_config
-    from dpot.ot.loss import DomainFeatures, OTAlignmentLoss
 
-    # ---------------------------------------------------------------- checks (nothing written yet)
+def _prepare_eval_batch(raw: dict, preprocessor, image_keys: list[str]) -> dict:
+    return prepare_batch(dict(raw), preprocessor, image_keys)[0]
+
+
+# ------------------------------------------------------------------------------------------ building the run
+
+
+def check_run(cfg) -> tuple[RunInputs, Path, Path | None]:
+    """All input checks before anything is written: ``(inputs, output_dir, checkpoint to resume or None)``."""
     inputs = check_inputs(cfg)
     if cfg.output_dir is None:
         cfg.output_dir = _default_output_dir(cfg)
@@ -157,14 +218,51 @@ def train(cfg, *, accelerator=None) -> Path:
         raise UserError("policy.pretrained_path: fine-tuning from a pretrained policy is not supported by dpot "
                         "train yet; remove it")
     resolve_optim(cfg)
+    return inputs, out_dir, resume_ckpt
 
+
+def make_accelerator(cfg):
+    """LeRobot's accelerator settings (the scheduler is stepped by hand; bf16 when ``policy.use_amp``)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    return Accelerator(step_scheduler_with_optimizer=False, cpu=str(cfg.policy.device) == "cpu",
+                       mixed_precision=("bf16" if cfg.policy.use_amp else None),
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
+
+
+def _open_dataset(cfg, ds_cfg, root, meta):
+    from lerobot.datasets.factory import resolve_delta_timestamps
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    return LeRobotDataset(ds_cfg.repo_id, root=root, delta_timestamps=resolve_delta_timestamps(cfg.policy, meta),
+                          video_backend=ds_cfg.video_backend, return_uint8=True, tolerance_s=cfg.tolerance_s)
+
+
+def _make_sinks(cfg, out_dir: Path, main: bool, ot_terms: dict[str, str]) -> Sinks:
+    sinks = Sinks([])
+    if main:
+        sinks.sinks.append(JsonlSink(out_dir / "metrics.jsonl"))
+        if cfg.wandb.enable:
+            sinks.sinks.append(WandbSink(cfg, extra_config={"dpot_ot_terms": ot_terms}))
+        if cfg.tensorboard:
+            sinks.sinks.append(TensorBoardSink(out_dir / "tensorboard"))
+    return sinks
+
+
+def build_run(cfg, *, accelerator=None) -> TrainRun:
+    """Check the inputs (nothing written before they pass), then build the run and write its first files
+    (``train_config.json``, ``ot_terms.json``; ``metrics.jsonl`` cut back to the checkpoint on resume)."""
+    from accelerate.utils import set_seed
+    from lerobot.optim.factory import make_optimizer_and_scheduler
+    from lerobot.policies.factory import make_policy, make_pre_post_processors
+
+    from dpot.config import save_train_config
+    from dpot.ot.loss import DomainFeatures, OTAlignmentLoss
+
+    inputs, out_dir, resume_ckpt = check_run(cfg)
     if accelerator is None:
-        from accelerate.utils import DistributedDataParallelKwargs
-
-        force_cpu = str(cfg.policy.device) == "cpu"
-        accelerator = Accelerator(step_scheduler_with_optimizer=False, cpu=force_cpu,
-                                  mixed_precision=("bf16" if cfg.policy.use_amp else None),
-                                  kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
+        accelerator = make_accelerator(cfg)
     main = accelerator.is_main_process
     world, rank = accelerator.num_processes, accelerator.process_index
     cfg.policy.device = accelerator.device.type
@@ -172,7 +270,7 @@ def train(cfg, *, accelerator=None) -> Path:
         set_seed(cfg.seed)  # same init on every rank (DDP also broadcasts)
     seed = int(cfg.seed or 0)
 
-    # ---------------------------------------------------------------- data
+    # data: held-out target episodes, policy + normalization, the co-training sampler
     tgt_meta, src_meta = inputs.tgt_meta, inputs.src_meta
     tgt_eps_all = [int(e) for e in tgt_meta.episodes["episode_index"]]
     if cfg.eval.val_episodes is None:
@@ -188,12 +286,8 @@ def train(cfg, *, accelerator=None) -> Path:
     stats = combined_stats(inputs, keys, cfg.dataset.use_imagenet_stats)
     preprocessor, postprocessor = make_pre_post_processors(cfg.policy, dataset_stats=stats)
 
-    def open_ds(ds_cfg, root, meta):
-        return LeRobotDataset(ds_cfg.repo_id, root=root, delta_timestamps=resolve_delta_timestamps(cfg.policy, meta),
-                              video_backend=ds_cfg.video_backend, return_uint8=True, tolerance_s=cfg.tolerance_s)
-
-    tgt_ds = open_ds(cfg.dataset, inputs.tgt_root, tgt_meta)
-    src_ds = open_ds(cfg.source_dataset, inputs.src_root, src_meta)
+    tgt_ds = _open_dataset(cfg, cfg.dataset, inputs.tgt_root, tgt_meta)
+    src_ds = _open_dataset(cfg, cfg.source_dataset, inputs.src_root, src_meta)
     dataset = CoTrainDataset(src_ds, tgt_ds, camera_map=inputs.camera_map, keys=keys)
     src_table = EpisodeTable.from_meta(src_meta)
     tgt_table = EpisodeTable.from_meta(tgt_meta).subset(train_eps)
@@ -205,9 +299,8 @@ def train(cfg, *, accelerator=None) -> Path:
                                   seed=seed, heuristic=cfg.ot.heuristic, window_size=cfg.ot.window_size,
                                   drop_n_last_frames=int(getattr(policy.config, "drop_n_last_frames", 0) or 0),
                                   num_processes=world, rank=rank, alignment=cfg.ot.alignment, dtw=dtw)
-    n_src, n_tgt = sampler.n_src, sampler.n_tgt
 
-    # ---------------------------------------------------------------- optimizer, resume
+    # optimizer, resume
     optimizer, scheduler = make_optimizer_and_scheduler(cfg, policy)
     start_step, dpot_state = 0, {}
     if resume_ckpt is not None:
@@ -215,21 +308,18 @@ def train(cfg, *, accelerator=None) -> Path:
                                                           scheduler=scheduler)
         sampler.load_state_dict(dpot_state.get("sampler", {"step": start_step}))
     window = MetricWindow(dpot_state.get("window"))
+    ot_loss_fn = OTAlignmentLoss(cfg.ot)
+    ot_terms = ot_term_kinds(ot_loss_fn, cfg.ot, image_keys)
 
-    # ---------------------------------------------------------------- outputs (first writes)
+    # outputs (first writes)
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_train_config(cfg, out_dir / "train_config.json")
+        write_ot_terms(out_dir, ot_terms)
         if resume_ckpt is not None:
             truncate_jsonl(out_dir / "metrics.jsonl", start_step)
     accelerator.wait_for_everyone()
-    sinks = Sinks([])
-    if main:
-        sinks.sinks.append(JsonlSink(out_dir / "metrics.jsonl"))
-        if cfg.wandb.enable:
-            sinks.sinks.append(WandbSink(cfg))
-        if cfg.tensorboard:
-            sinks.sinks.append(TensorBoardSink(out_dir / "tensorboard"))
+    sinks = _make_sinks(cfg, out_dir, main, ot_terms)
 
     loader_kwargs = {}
     if cfg.num_workers > 0:
@@ -237,122 +327,209 @@ def train(cfg, *, accelerator=None) -> Path:
                          "multiprocessing_context": cfg.dataloader_multiprocessing_context}
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
                                          pin_memory=accelerator.device.type == "cuda", **loader_kwargs)
-
-    device = accelerator.device
-
-    def prepare(raw: dict) -> tuple[dict, dict]:
-        meta = {k: raw.pop(k) for k in META_KEYS if k in raw}
-        raw = _uint8_to_float(raw, image_keys)
-        batch = preprocessor(raw)
-        return batch, meta
-
     evaluator = None
     if main and cfg.eval_freq > 0 and val_eps:
         vt = EpisodeTable.from_meta(tgt_meta).subset(val_eps)
         vb = val_batches(vt, n_batches=cfg.eval.n_batches, batch_size=cfg.batch_size, seed=seed)
-        eval_loader = torch.utils.data.DataLoader(dataset, batch_sampler=vb, num_workers=0)
-        raw_batches = list(eval_loader)
-        evaluator = OfflineEvaluator(raw_batches, lambda r: prepare(dict(r))[0], seed=seed)
+        raw_batches = list(torch.utils.data.DataLoader(dataset, batch_sampler=vb, num_workers=0))
+        evaluator = OfflineEvaluator(raw_batches, functools.partial(_prepare_eval_batch, preprocessor=preprocessor,
+                                                                    image_keys=image_keys), seed=seed)
 
-    step_module = TrainStep(policy)
-    step_module, optimizer = accelerator.prepare(step_module, optimizer)
-    ot_loss_fn = OTAlignmentLoss(cfg.ot)
+    step_module, optimizer = accelerator.prepare(TrainStep(policy), optimizer)
     gather_group = None
     if world > 1:
         import torch.distributed as dist
 
-        gather_group = dist.new_group(backend="gloo" if device.type == "cpu" else None)
-    pcfg = policy.config
-    action_dim = int(pcfg.output_features["action"].shape[0])
-    num_train_timesteps = int(pcfg.num_train_timesteps)
-    use_ot = cfg.ot.lambda_ot > 0 and bool(cfg.ot.features)
-    params = [p for p in policy.parameters() if p.requires_grad]
-    grad_clip = float(getattr(cfg.optimizer, "grad_clip_norm", 0.0) or 0.0)
+        gather_group = dist.new_group(backend="gloo" if accelerator.device.type == "cpu" else None)
+    return TrainRun(
+        cfg=cfg, accelerator=accelerator, out_dir=out_dir, policy=policy, step_module=step_module,
+        optimizer=optimizer, scheduler=scheduler, preprocessor=preprocessor, postprocessor=postprocessor,
+        sampler=sampler, loader=loader, evaluator=evaluator, sinks=sinks, ot_loss_fn=ot_loss_fn,
+        gather_group=gather_group, window=window, image_keys=image_keys, start_step=start_step, seed=seed,
+        use_ot=cfg.ot.lambda_ot > 0 and bool(cfg.ot.features),
+        pass_mask="mask" in {f.name for f in dataclasses.fields(DomainFeatures)},
+        grad_clip=float(getattr(cfg.optimizer, "grad_clip_norm", 0.0) or 0.0),
+        params=[p for p in policy.parameters() if p.requires_grad])
 
-    step = start_step
-    if main:
-        print(f"dpot train: {world} process(es), {n_src} source + {n_tgt} target items per process "
-              f"(global batch {world * cfg.batch_size}), OT {'on' if use_ot else 'off'}, "
-              f"{'resuming at step ' + str(start_step) if start_step else 'from scratch'} -> {out_dir}", flush=True)
-    data_iter = iter(loader)
-    bar = tqdm(total=cfg.steps, initial=start_step, disable=not main, dynamic_ncols=True, desc="dpot train")
-    policy.train()
+
+# ------------------------------------------------------------------------------------------ one update
+
+
+def _gather(x: torch.Tensor, run: TrainRun) -> torch.Tensor:
+    return gather_with_grad(x, run.gather_group)
+
+
+def domain_features(run: TrainRun, out: dict, meta: dict, sl: slice):
+    """One domain's OT features (``sl`` = its rows of the local batch), all-gathered over processes.
+
+    Labels are the detached normalized action chunks; ``mask`` (the items' ``ot_pair``) is passed only when the
+    loss's ``DomainFeatures`` has that field and the batch carries it.
+    """
+    from dpot.ot.loss import DomainFeatures
+
+    extra = {}
+    if run.pass_mask and "ot_pair" in meta:
+        extra["mask"] = _gather(meta["ot_pair"][sl].to(run.device, torch.uint8), run).bool()
+    return DomainFeatures(embeds={k: _gather(v[sl], run) for k, v in out["embeds"].items()},
+                          labels={"action": _gather(out["action"][sl].detach(), run)},
+                          phase=_gather(meta["phase"][sl].to(run.device), run), **extra)
+
+
+def _snapshot(run: TrainRun, res, src, tgt, meta: dict) -> dict[str, np.ndarray] | None:
+    """The plan snapshot arrays of this step (collectives on every rank; arrays on the main process only)."""
+    ep = meta["episode_index"].to(run.device)
+    episodes = torch.cat([_gather(ep[:run.n_src], run), _gather(ep[run.n_src:], run)])
+    if not run.main:
+        return None
+    gmeta = {"phase": torch.cat([src.phase, tgt.phase]), "episode_index": episodes}
+    if getattr(src, "mask", None) is not None and getattr(tgt, "mask", None) is not None:
+        gmeta["ot_pair"] = torch.cat([src.mask, tgt.mask])
+    costs = None
+    if getattr(res, "costs", None) is None and getattr(res, "plan", None) is not None \
+            and hasattr(run.ot_loss_fn, "cost_terms"):
+        with torch.no_grad():  # loss without res.costs: recompute its weighted cost terms
+            costs = run.ot_loss_fn.cost_terms(src, tgt)
+    return plan_snapshot(res, gmeta, run.n_src * run.world, costs=costs)
+
+
+def train_step(run: TrainRun, batch: dict, meta: dict, step: int, *, keep_plan: bool = False
+               ) -> tuple[dict[str, float], dict[str, np.ndarray] | None]:
+    """One update of the run's policy (LeRobot's ``update_policy`` plus the OT term) for the step numbered ``step``
+    (0-based: it seeds the noise). Forward, ``loss = bc + ot``, backward, grad clip, optimizer and scheduler step.
+
+    Returns ``(metrics, plan snapshot arrays or None)``: the ``train/*`` metrics of this step (``train/lr``
+    after the scheduler step; ``train/dataloading_s`` is the caller's), and the snapshot when ``keep_plan``.
+    """
+    t0 = time.perf_counter()
+    acc, pcfg = run.accelerator, run.policy.config
+    n_src, n_tgt = run.n_src, run.n_tgt
+    noise, tsteps = step_noise(run.seed, step, n_src, n_tgt, run.world, run.rank, pcfg.horizon,
+                               int(pcfg.output_features["action"].shape[0]), int(pcfg.num_train_timesteps))
+    with acc.autocast():
+        out = run.step_module(batch, noise.to(run.device), tsteps.to(run.device))
+    bc = out["loss"]
+    loss = bc
+    metrics: dict[str, float] = {}
+    snapshot = None
+    if run.use_ot:
+        src = domain_features(run, out, meta, slice(0, n_src))
+        tgt = domain_features(run, out, meta, slice(n_src, None))
+        res = run.ot_loss_fn(src, tgt)
+        loss = loss + res.loss
+        metrics.update({f"train/{k}": v for k, v in res.metrics.items()})
+        if keep_plan:
+            snapshot = _snapshot(run, res, src, tgt, meta)
+    else:
+        metrics.update({"train/ot_loss": 0.0})
+    acc.backward(loss)
+    if run.grad_clip > 0:
+        gn = acc.clip_grad_norm_(run.params, run.grad_clip)
+    else:
+        gn = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in run.params if p.grad is not None]))
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.scheduler is not None:
+        run.scheduler.step()
+    update_s = time.perf_counter() - t0
+    per_item = out["per_item"].detach()
+    l1 = (out["x0_hat"].detach().float() - out["action"].detach().float()).abs().mean()
+    metrics.update({
+        "train/loss": float(loss.detach()), "train/bc_loss": float(bc.detach()),
+        "train/bc_loss_src": float(per_item[:n_src].mean()), "train/bc_loss_tgt": float(per_item[n_src:].mean()),
+        "train/l1_loss": float(l1), "train/grad_norm": float(gn),
+        "train/lr": float(run.optimizer.param_groups[0]["lr"]),
+        "train/update_s": update_s,
+    })
+    return metrics, snapshot
+
+
+# ------------------------------------------------------------------------------------------ log / eval / save
+
+
+def log_window(run: TrainRun, step: int, bar) -> None:
+    """Reduce the open metric window over processes, send it to the sinks (main process) and reset it."""
+    logged = _reduce(run.accelerator, run.window.result())
+    run.window.reset()
+    if run.main:
+        run.sinks.log(step, logged)
+        bar.set_postfix(loss=f"{logged['train/loss']:.4f}", lr=f"{logged['train/lr']:.2e}",
+                        ot=f"{logged.get('train/ot_loss', 0.0):.2e}")
+
+
+def evaluate(run: TrainRun, step: int) -> dict[str, float]:
+    """Offline evaluation on the held-out target batches (main process), logged at ``step``."""
+    res = run.evaluator(run.policy)
+    run.sinks.log(step, res)
+    log.info("step %d: eval/offline_eval/avg_loss=%.4f (%.1fs)", step, res["eval/offline_eval/avg_loss"],
+             res["eval/offline_eval/eval_s"])
+    return res
+
+
+def save(run: TrainRun, step: int) -> None:
+    """Checkpoint ``step`` (main process writes; every process waits before and after)."""
+    acc = run.accelerator
+    acc.wait_for_everyone()
+    if run.main:
+        ckpt_mod.save_checkpoint(
+            run.out_dir, step, cfg=run.cfg, policy=acc.unwrap_model(run.step_module).policy,
+            optimizer=run.optimizer, scheduler=run.scheduler, preprocessor=run.preprocessor,
+            postprocessor=run.postprocessor, num_processes=run.world,
+            dpot_state={"sampler": {"step": step}, "window": run.window.state_dict(), "step": step})
+    acc.wait_for_everyone()
+
+
+def _save_due(cfg, step: int) -> bool:
+    return cfg.save_checkpoint and ((cfg.save_freq > 0 and step % cfg.save_freq == 0) or step == cfg.steps)
+
+
+# ------------------------------------------------------------------------------------------ the loop
+
+
+def train(cfg, *, accelerator=None) -> Path:
+    """Run (or resume) a co-training run described by a ``DpotTrainConfig``. Returns the output directory.
+
+    All input checks (datasets, cameras, dims, resume checkpoint, output_dir) happen before anything is written.
+    """
+    from tqdm.auto import tqdm
+
+    run = build_run(cfg, accelerator=accelerator)
+    step = run.start_step
+    if run.main:
+        log.info("dpot train: %d process(es), %d source + %d target items per process (global batch %d), OT %s, "
+                 "%s -> %s", run.world, run.n_src, run.n_tgt, run.world * cfg.batch_size,
+                 "on" if run.use_ot else "off",
+                 f"resuming at step {run.start_step}" if run.start_step else "from scratch", run.out_dir)
+    data_iter = iter(run.loader)
+    bar = tqdm(total=cfg.steps, initial=step, disable=not run.main, dynamic_ncols=True, desc="dpot train")
+    run.policy.train()
     try:
         while step < cfg.steps:
             t0 = time.perf_counter()
-            raw = next(data_iter)
-            batch, meta = prepare(raw)
+            batch, meta = prepare_batch(next(data_iter), run.preprocessor, run.image_keys)
             data_s = time.perf_counter() - t0
-            t1 = time.perf_counter()
-            noise, tsteps = step_noise(seed, step, n_src, n_tgt, world, rank, pcfg.horizon, action_dim,
-                                       num_train_timesteps)
-            with accelerator.autocast():
-                out = step_module(batch, noise.to(device), tsteps.to(device))
-            bc = out["loss"]
-            loss = bc
-            metrics: dict[str, float] = {}
-            if use_ot:
-                def feats(sl):
-                    return DomainFeatures(
-                        embeds={k: gather_with_grad(v[sl], gather_group) for k, v in out["embeds"].items()},
-                        labels={"action": gather_with_grad(out["action"][sl].detach(), gather_group)},
-                        phase=gather_with_grad(meta["phase"][sl].to(device), gather_group))
-                res = ot_loss_fn(feats(slice(0, n_src)), feats(slice(n_src, None)))
-                loss = loss + res.loss
-                metrics.update({f"train/{k}": v for k, v in res.metrics.items()})
-            else:
-                metrics.update({"train/ot_loss": 0.0})
-            accelerator.backward(loss)
-            if grad_clip > 0:
-                gn = accelerator.clip_grad_norm_(params, grad_clip)
-            else:
-                gn = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params if p.grad is not None]))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step() if scheduler is not None else None
+            keep_plan = plan_due(step + 1, cfg.log_freq, cfg.ot.plan_log_every, run.use_ot)
+            metrics, snapshot = train_step(run, batch, meta, step, keep_plan=keep_plan)
             step += 1
-            update_s = time.perf_counter() - t1
-            per_item = out["per_item"].detach()
-            l1 = (out["x0_hat"].detach().float() - out["action"].detach().float()).abs().mean()
-            metrics.update({
-                "train/loss": float(loss.detach()), "train/bc_loss": float(bc.detach()),
-                "train/bc_loss_src": float(per_item[:n_src].mean()), "train/bc_loss_tgt": float(per_item[n_src:].mean()),
-                "train/l1_loss": float(l1), "train/grad_norm": float(gn),
-                "train/lr": float(optimizer.param_groups[0]["lr"]),
-                "train/update_s": update_s, "train/dataloading_s": data_s,
-            })
-            window.add(metrics)
+            metrics["train/dataloading_s"] = data_s
+            run.window.add(metrics)
             bar.update(1)
             if step % cfg.log_freq == 0 or step == cfg.steps:
-                logged = _reduce(accelerator, window.result())
-                window.reset()
-                if main:
-                    sinks.log(step, logged)
-                    bar.set_postfix(loss=f"{logged['train/loss']:.4f}", lr=f"{logged['train/lr']:.2e}",
-                                    ot=f"{logged.get('train/ot_loss', 0.0):.2e}")
-            if evaluator is not None and (step % cfg.eval_freq == 0 or step == cfg.steps):
-                res_eval = evaluator(policy)
-                sinks.log(step, res_eval)
-                bar.write(f"step {step}: eval/offline_eval/avg_loss={res_eval['eval/offline_eval/avg_loss']:.4f} "
-                          f"({res_eval['eval/offline_eval/eval_s']:.1f}s)")
-            if cfg.save_checkpoint and ((cfg.save_freq > 0 and step % cfg.save_freq == 0) or step == cfg.steps):
-                accelerator.wait_for_everyone()
-                if main:
-                    ckpt_mod.save_checkpoint(
-                        out_dir, step, cfg=cfg, policy=accelerator.unwrap_model(step_module).policy,
-                        optimizer=optimizer, scheduler=scheduler, preprocessor=preprocessor,
-                        postprocessor=postprocessor, num_processes=world,
-                        dpot_state={"sampler": {"step": step}, "window": window.state_dict(), "step": step})
-                accelerator.wait_for_everyone()
+                log_window(run, step, bar)
+            if snapshot is not None:
+                save_plan_snapshot(run.out_dir, step, snapshot)
+            if run.evaluator is not None and (step % cfg.eval_freq == 0 or step == cfg.steps):
+                evaluate(run, step)
+            if _save_due(cfg, step):
+                save(run, step)
     finally:
         bar.close()
-        sinks.close()
-    accelerator.wait_for_everyone()
-    if main:
-        print(f"dpot train: done ({step} steps). metrics: {out_dir / 'metrics.jsonl'}  "
-              f"checkpoint: {out_dir / 'checkpoints' / 'last' / 'pretrained_model'}")
-    accelerator.end_training()
-    return out_dir
+        run.sinks.close()
+    run.accelerator.wait_for_everyone()
+    if run.main:
+        log.info("dpot train: done (%d steps). metrics: %s  checkpoint: %s", step, run.out_dir / "metrics.jsonl",
+                 run.out_dir / "checkpoints" / "last" / "pretrained_model")
+    run.accelerator.end_training()
+    return run.out_dir
 
 
 def _reduce(accelerator, metrics: dict[str, float]) -> dict[str, float]:
@@ -381,4 +558,5 @@ def _trajectories(ds, episodes: list[int]) -> dict[int, np.ndarray]:
     return out
 
 
-__all__ = ["train", "TrainStep", "MetricWindow", "resolve_optim", "step_noise"]
+__all__ = ["train", "build_run", "train_step", "TrainRun", "TrainStep", "MetricWindow", "resolve_optim",
+           "step_noise", "prepare_batch"]

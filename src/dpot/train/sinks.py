@@ -1,7 +1,7 @@
 """Metric sinks: ``metrics.jsonl`` (always), W&B (``wandb.enable``) and TensorBoard (``tensorboard``).
 
-All sinks receive the same flat dict with the full keys of docs/architecture.md ("Contracts") (``train/loss``, ``eval/offline_eval/
-avg_loss``, ...) and the step, so the W&B / TensorBoard keys equal the JSONL keys.
+All sinks receive the same flat dict with the full keys of docs/architecture.md ("Contracts") (``train/loss``,
+``eval/offline_eval/avg_loss``, ...) and the step, so the W&B / TensorBoard keys equal the JSONL keys.
 """
 
 from __future__ import annotations
@@ -62,9 +62,10 @@ class WandbSink:
     ``WANDB_MODE=offline|disabled`` in the environment is honoured: LeRobot passes ``mode="online"`` whenever
     ``wandb.mode`` is unset, which would override the variable, so the variable is copied into ``wandb.mode``
     first. Any failure to start (no API key, no network) becomes a warning and the run goes on with local logs.
+    ``extra_config`` is added to the W&B run's config (e.g. ``dpot_ot_terms``: cost term -> kind).
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, extra_config: dict | None = None):
         self.run = None
         self.error: str | None = None
         env_mode = os.environ.get("WANDB_MODE")
@@ -81,6 +82,11 @@ class WandbSink:
             self.error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
             warnings.warn(f"W&B logging disabled ({self.error}); metrics still go to metrics.jsonl", stacklevel=2)
             log.warning("W&B logging disabled (%s); metrics still go to metrics.jsonl", self.error)
+        if extra_config and self.run is not None:
+            try:
+                self.run.config.update(extra_config, allow_val_change=True)
+            except Exception as err:  # noqa: BLE001
+                log.warning("W&B config update failed: %s", err)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         if self.run is None:
