@@ -1,4 +1,5 @@
-"""An end-to-end tiny run: metric keys, lr schedule, W&B offline + TensorBoard, checkpoint layout, lambda_ot=0."""
+"""An end-to-end tiny run: metric keys, lr schedule, W&B offline + TensorBoard, checkpoint layout, OT records
+(ot_terms.json, plan snapshots), lambda_ot=0."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from train_helpers import read_metrics, tiny_config, write_config
 
@@ -15,9 +17,10 @@ TRAIN_KEYS = ["train/loss", "train/l1_loss", "train/grad_norm", "train/lr", "tra
               "train/ot_loss", "train/ot_pi_sum", "train/ot_pi_diag", "train/ot_pi_diag_frac", "train/ot_skipped",
               "train/ot_cost/img_top", "train/ot_cost/img_wrist", "train/ot_cost/action_lbl"]
 EVAL_KEYS = ["eval/offline_eval/avg_loss", "eval/offline_eval/eval_s"]
+TERMS = {"img_top": "embed", "img_wrist": "embed", "action_lbl": "label"}
 
 
-def _read_wandb_offline(run_dir: Path) -> list[dict]:
+def _read_wandb_offline(run_dir: Path, record_type: str = "history") -> list[dict]:
     from wandb.proto import wandb_internal_pb2 as pb
     from wandb.sdk.internal import datastore
 
@@ -28,8 +31,10 @@ def _read_wandb_offline(run_dir: Path) -> list[dict]:
     while (d := ds.scan_data()) is not None:
         r = pb.Record()
         r.ParseFromString(d)
-        if r.WhichOneof("record_type") == "history":
+        if r.WhichOneof("record_type") == record_type == "history":
             rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item})
+        elif r.WhichOneof("record_type") == record_type == "config":
+            rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.config.update})
     return rows
 
 
@@ -43,7 +48,8 @@ def run(toy_data, tmp_path_factory, request):
                       wandb={"enable": True, "project": "dpot-test", "disable_artifact": True},
                       use_policy_training_preset=False,
                       optimizer={"type": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "grad_clip_norm": 10.0},
-                      scheduler={"type": "diffuser", "name": "cosine", "num_warmup_steps": 3})
+                      scheduler={"type": "diffuser", "name": "cosine", "num_warmup_steps": 3},
+                      ot={"lambda_ot": 0.1, "plan_log_every": 3})
     out = tmp / "out"
     rc = dpot_main(["train", f"--config_path={write_config(tmp / 'cfg.json', cfg)}", f"--output_dir={out}"])
     mp.undo()
@@ -115,7 +121,7 @@ def test_checkpoint_is_a_plain_lerobot_policy(run):
 
 
 def test_lambda_zero_is_plain_cotraining_and_dtw_pairing_runs(toy_data, tmp_path):
-    cfg = tiny_config(toy_data, steps=2, ot={"lambda_ot": 0.0, "alignment": "dtw"})
+    cfg = tiny_config(toy_data, steps=2, ot={"lambda_ot": 0.0, "alignment": "dtw", "plan_log_every": 1})
     out = tmp_path / "out"
     assert dpot_main(["train", f"--config_path={write_config(tmp_path / 'c.json', cfg)}",
                       f"--output_dir={out}"]) == 0
@@ -123,3 +129,47 @@ def test_lambda_zero_is_plain_cotraining_and_dtw_pairing_runs(toy_data, tmp_path
         assert r["train/loss"] == pytest.approx(r["train/bc_loss"])
         assert r["train/ot_loss"] == 0.0 and "train/ot_pi_sum" not in r
     assert (out / "dtw_cache.npz").is_file()  # DTW pairing (ot.alignment=dtw) cached next to the run
+    assert not (out / "ot_plans").exists()  # OT off: no plan to save, even with plan_log_every=1
+
+
+def test_ot_terms_recorded_in_the_run_and_the_wandb_config(run):
+    assert json.loads((run / "ot_terms.json").read_text()) == {"terms": TERMS}
+    config = {}
+    for row in _read_wandb_offline(run, "config"):
+        config.update(row)
+    assert config["dpot_ot_terms"] == TERMS
+
+
+def test_plan_snapshots_every_log_freq_times_plan_log_every_steps(run):
+    # log_freq=1, plan_log_every=3, 8 steps: the plans of steps 3 and 6
+    assert sorted(p.name for p in (run / "ot_plans").iterdir()) == ["step_000003.npz", "step_000006.npz"]
+    rows = {r["step"]: r for r in read_metrics(run) if "train/loss" in r}
+    saved = json.loads((run / "train_config.json").read_text())
+    val_eps = set(saved["eval"]["val_episodes"])
+    for step in (3, 6):
+        with np.load(run / "ot_plans" / f"step_{step:06d}.npz") as d:
+            snap = dict(d)
+        assert set(snap) == {"plan", "src_phase", "tgt_phase", "src_episode", "tgt_episode",
+                             *(f"cost_{t}" for t in TERMS)}
+        assert snap["plan"].shape == (2, 2) and snap["plan"].dtype == np.float32  # batch 4: 2 source + 2 target
+        for t in TERMS:
+            assert snap[f"cost_{t}"].shape == (2, 2) and snap[f"cost_{t}"].dtype == np.float32
+            # the logged <pi*, w_k C_k> of that step (log_freq=1: the row is this step alone)
+            assert float((snap["plan"] * snap[f"cost_{t}"]).sum()) == pytest.approx(rows[step][f"train/ot_cost/{t}"],
+                                                                                   rel=1e-4, abs=1e-7)
+        assert float(snap["plan"].sum()) == pytest.approx(rows[step]["train/ot_pi_sum"], rel=1e-4)
+        for dom in ("src", "tgt"):
+            assert snap[f"{dom}_phase"].shape == (2,) and snap[f"{dom}_phase"].dtype == np.float32
+            assert ((snap[f"{dom}_phase"] >= 0) & (snap[f"{dom}_phase"] <= 1)).all()
+            assert snap[f"{dom}_episode"].shape == (2,) and np.issubdtype(snap[f"{dom}_episode"].dtype, np.integer)
+        assert not set(snap["tgt_episode"].tolist()) & val_eps  # target items come from training episodes
+
+
+def test_no_plan_snapshots_when_plan_log_every_is_zero(toy_data, tmp_path):
+    cfg = tiny_config(toy_data, steps=2, ot={"lambda_ot": 0.1, "plan_log_every": 0})
+    out = tmp_path / "out"
+    assert dpot_main(["train", f"--config_path={write_config(tmp_path / 'c.json', cfg)}",
+                      f"--output_dir={out}"]) == 0
+    assert [r["step"] for r in read_metrics(out)] == [1, 2] and read_metrics(out)[-1]["train/ot_pi_sum"] > 0
+    assert not (out / "ot_plans").exists()
+    assert json.loads((out / "ot_terms.json").read_text()) == {"terms": TERMS}
