@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import os
 import sys
 import time
@@ -92,6 +91,7 @@ def demo_config(source: dict, target: dict, run_dir: Path, *, steps: int, batch_
 def main(argv: list[str] | None = None, command: str = "demo") -> int:
     """Run the demo; returns 0. Bad options raise UserError (exit 2)."""
     from dpot.config import load_train_config
+    from dpot.train.cli import configure_logging
     from dpot.train.loop import train
 
     os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set before mujoco is first imported
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None, command: str = "demo") -> int:
     if opts.get("help"):
         print(__doc__)
         return 0
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()  # warnings to stderr, the trainer's progress lines to stdout (as `dpot train`)
     t0 = time.perf_counter()
     out = Path(opts["output_dir"])
     source, target, kind = make_demo_data(out / "data", opts["data"])
