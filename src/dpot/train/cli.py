@@ -22,34 +22,37 @@ USAGE = ("usage: dpot train --config_path=cfg.json [--dotted.key=value ...]\n"
          "multi-process: accelerate launch --multi_gpu --num_processes N -m dpot.train --config_path=cfg.json")
 
 
-class _StdoutHandler(logging.StreamHandler):
-    """Plain INFO lines to the current ``sys.stdout`` (looked up per record, so a replaced stdout is followed)."""
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
-    def __init__(self):
-        super().__init__(sys.stdout)
-        self.setLevel(logging.INFO)
-        self.addFilter(lambda record: record.levelno < logging.WARNING)
-        self.setFormatter(logging.Formatter("%(message)s"))
+
+class _ConsoleHandler(logging.StreamHandler):
+    """Records in ``[level, below)`` to the current ``sys.<stream_name>`` (looked up per record, so a replaced
+    stream is followed)."""
+
+    def __init__(self, stream_name: str, level: int, below: int | None, fmt: str):
+        super().__init__(getattr(sys, stream_name))
+        self.stream_name = stream_name
+        self.setLevel(level)
+        if below is not None:
+            self.addFilter(lambda record: record.levelno < below)
+        self.setFormatter(logging.Formatter(fmt))
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.stream = sys.stdout
+        self.stream = getattr(sys, self.stream_name)
         super().emit(record)
 
 
 def configure_logging() -> None:
-    """Warnings and errors of every library to stderr (``LEVEL name: message``); ``dpot.train``'s INFO messages
-    to stdout as plain lines. Idempotent."""
-    root = logging.getLogger()
-    if not root.handlers:
-        err = logging.StreamHandler()
-        err.setLevel(logging.WARNING)
-        err.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        root.addHandler(err)
-        root.setLevel(logging.WARNING)
+    """``dpot.train``'s INFO messages (start-up line, offline-eval scores, closing line) to stdout as plain lines,
+    its warnings and errors to stderr as ``LEVEL name: message``; other libraries' warnings to stderr through
+    the root logger (``basicConfig``: a no-op when an import already configured it). Idempotent."""
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
     train_log = logging.getLogger("dpot.train")
+    if not any(isinstance(h, _ConsoleHandler) for h in train_log.handlers):
+        train_log.addHandler(_ConsoleHandler("stdout", logging.INFO, logging.WARNING, "%(message)s"))
+        train_log.addHandler(_ConsoleHandler("stderr", logging.WARNING, None, LOG_FORMAT))
     train_log.setLevel(logging.INFO)
-    if not any(isinstance(h, _StdoutHandler) for h in train_log.handlers):
-        train_log.addHandler(_StdoutHandler())
+    train_log.propagate = False  # the root handler (maybe set up by an import, at any level) would repeat them
 
 
 def main(argv: list[str] | None = None, command: str = "train") -> int:
