@@ -410,15 +410,13 @@ def train_step(run: TrainRun, batch: dict, meta: dict, step: int, *, keep_plan: 
     bc = out["loss"]
     loss = bc
     metrics: dict[str, float] = {}
-    snapshot = None
+    snapshot = src = tgt = res = None
     if run.use_ot:
         src = domain_features(run, out, meta, slice(0, n_src))
         tgt = domain_features(run, out, meta, slice(n_src, None))
         res = run.ot_loss_fn(src, tgt)
         loss = loss + res.loss
         metrics.update({f"train/{k}": v for k, v in res.metrics.items()})
-        if keep_plan:
-            snapshot = _snapshot(run, res, src, tgt, meta)
     else:
         metrics.update({"train/ot_loss": 0.0})
     acc.backward(loss)
@@ -431,6 +429,8 @@ def train_step(run: TrainRun, batch: dict, meta: dict, step: int, *, keep_plan: 
     if run.scheduler is not None:
         run.scheduler.step()
     update_s = time.perf_counter() - t0
+    if run.use_ot and keep_plan:  # after the update, outside train/update_s (the features keep their values)
+        snapshot = _snapshot(run, res, src, tgt, meta)
     per_item = out["per_item"].detach()
     l1 = (out["x0_hat"].detach().float() - out["action"].detach().float()).abs().mean()
     metrics.update({
