@@ -1,18 +1,15 @@
-"""Plan snapshots and cost-term kinds (dpot.train.ot_records), and the trainer's OT features (mask pass-through)."""
+"""Plan snapshots and ot_terms.json (dpot.train.ot_records), and the trainer's OT features (the ot_pair mask)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from dpot.config import OTConfig
 from dpot.train.ot_records import (
-    ot_term_kinds,
     plan_due,
     plan_path,
     plan_snapshot,
@@ -45,22 +42,20 @@ def test_snapshot_arrays_have_the_contract_names_shapes_and_dtypes():
     assert np.issubdtype(snap["src_episode"].dtype, np.integer)
 
 
-def test_explicit_costs_override_and_no_plan_means_no_snapshot():
-    plan = torch.ones(2, 2)
-    snap = plan_snapshot(SimpleNamespace(plan=plan), _meta(2, 2), n_src=2, costs={"x": torch.zeros(2, 2)})
-    assert set(snap) >= {"plan", "cost_x"}
+def test_no_plan_means_no_snapshot():
     assert plan_snapshot(SimpleNamespace(plan=None, costs={}), _meta(2, 2), n_src=2) is None  # skipped OT step
     assert plan_snapshot(SimpleNamespace(loss=torch.zeros(())), _meta(2, 2), n_src=2) is None  # MMD: no plan
 
 
 def test_plan_over_masked_in_rows_keeps_those_items_only():
-    # 3 source items (the last not an OT partner), 2 target items, plan solved on the masked-in rows only
+    # 3 source items (the second not an OT partner), 2 target items; the loss solves on the masked-in rows only
     meta = _meta(3, 2, ot_pair=[True, False, True, True, True])
-    snap = plan_snapshot(SimpleNamespace(plan=torch.rand(2, 2), costs={}), meta, n_src=3)
+    snap = plan_snapshot(SimpleNamespace(plan=torch.rand(2, 2), costs={"c": torch.rand(2, 2)}), meta, n_src=3)
     assert snap["src_episode"].tolist() == [10, 12] and snap["tgt_episode"].tolist() == [13, 14]
-    # a full-size plan (zero rows for masked-out items) keeps every item
-    snap = plan_snapshot(SimpleNamespace(plan=torch.rand(3, 2), costs={}), meta, n_src=3)
-    assert snap["src_episode"].tolist() == [10, 11, 12]
+    np.testing.assert_allclose(snap["src_phase"], [0.0, 0.5])
+    assert snap["cost_c"].shape == (2, 2)
+    # a plan over every item does not match the mask: no snapshot rather than misaligned rows
+    assert plan_snapshot(SimpleNamespace(plan=torch.rand(3, 2), costs={}), meta, n_src=3) is None
 
 
 def test_mismatched_shapes_skip_or_leave_out():
@@ -86,55 +81,27 @@ def test_saved_snapshot_is_atomic_and_loads(tmp_path):
         assert d["src_episode"].tolist() == [1, 2]
 
 
-def test_term_kinds_from_the_config_with_the_loss_naming(tmp_path):
-    cfg = OTConfig()  # default features: one embed term on every camera, one label term on the action chunk
-    image_keys = ["observation.images.wrist", "observation.images.top"]
-    loss = SimpleNamespace()  # a loss without term_kinds
-    assert ot_term_kinds(loss, cfg, image_keys) == {"img_top": "embed", "img_wrist": "embed", "action_lbl": "label"}
-    cfg.features[0].cameras = ["wrist"]
-    assert ot_term_kinds(loss, cfg, image_keys) == {"img_wrist": "embed", "action_lbl": "label"}
-    # the names agree with the cost terms the loss computes
-    from dpot.ot.loss import DomainFeatures, OTAlignmentLoss
-
-    feats = DomainFeatures(embeds={"top": torch.rand(2, 4), "wrist": torch.rand(2, 4)},
-                           labels={"action": torch.rand(2, 3, 2)})
-    real = OTAlignmentLoss(OTConfig())
-    assert set(real.cost_terms(feats, feats)) == set(ot_term_kinds(real, OTConfig(), image_keys))
-    path = write_ot_terms(tmp_path, {"img_wrist": "embed"})
-    assert json.loads(path.read_text()) == {"terms": {"img_wrist": "embed"}}
+def test_ot_terms_file(tmp_path):
+    path = write_ot_terms(tmp_path, {"img_wrist": "embed", "action_lbl": "label"})
+    assert path == tmp_path / "ot_terms.json"
+    assert json.loads(path.read_text()) == {"terms": {"img_wrist": "embed", "action_lbl": "label"}}
 
 
-def test_term_kinds_from_the_loss_when_it_has_them():
-    cfg = OTConfig()
-    assert ot_term_kinds(SimpleNamespace(term_kinds={"img_a": "embed"}), cfg, []) == {"img_a": "embed"}
-    as_method = SimpleNamespace(term_kinds=lambda: {"action_lbl": "label"})
-    assert ot_term_kinds(as_method, cfg, []) == {"action_lbl": "label"}
-    empty = SimpleNamespace(term_kinds={})  # nothing known yet: derived from the config
-    assert ot_term_kinds(empty, cfg, ["observation.images.top"]) == {"img_top": "embed", "action_lbl": "label"}
-
-
-@dataclass
-class _MaskedFeatures:
-    embeds: dict
-    labels: dict
-    phase: torch.Tensor | None = None
-    mask: torch.Tensor | None = None
-
-
-@pytest.mark.parametrize("pass_mask", [True, False])
-def test_domain_features_pass_the_ot_pair_mask_only_when_supported(monkeypatch, pass_mask):
-    import dpot.ot.loss
+@pytest.mark.parametrize("with_flag", [True, False])
+def test_domain_features_carry_the_ot_pair_mask(with_flag):
     from dpot.train.loop import domain_features
 
-    monkeypatch.setattr(dpot.ot.loss, "DomainFeatures", _MaskedFeatures)
-    run = SimpleNamespace(pass_mask=pass_mask, device=torch.device("cpu"), gather_group=None)
+    run = SimpleNamespace(device=torch.device("cpu"), gather_group=None)
     out = {"embeds": {"top": torch.rand(4, 6)}, "action": torch.rand(4, 8, 2)}
-    meta = {"phase": torch.tensor([0.1, 0.2, 0.3, 0.4]), "ot_pair": torch.tensor([True, False, True, True])}
+    meta = {"phase": torch.tensor([0.1, 0.2, 0.3, 0.4])}
+    if with_flag:
+        meta["ot_pair"] = torch.tensor([True, False, True, True])
     src = domain_features(run, out, meta, slice(0, 2))
     tgt = domain_features(run, out, meta, slice(2, None))
     assert torch.equal(src.embeds["top"], out["embeds"]["top"][:2]) and tgt.labels["action"].shape == (2, 8, 2)
     torch.testing.assert_close(tgt.phase, torch.tensor([0.3, 0.4]))
-    if pass_mask:
+    if with_flag:
         assert src.mask.dtype == torch.bool and src.mask.tolist() == [True, False] and tgt.mask.tolist() == [True] * 2
+        assert len(src.selected()) == 1  # the loss sees the partner rows only
     else:
         assert src.mask is None and tgt.mask is None

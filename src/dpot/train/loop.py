@@ -9,7 +9,10 @@ then ``B - n_src`` target items, see :mod:`dpot.data.cotrain`):
     out   = diffusion_loss_with_features(policy, normalize(batch), noise, t)   # one forward pass
     L     = out.loss                                # LeRobot's diffusion loss over the whole batch (both domains)
           + lambda_ot * <pi*, C(out.embeds, out.action)>   # OTAlignmentLoss on the all-gathered batch
+                                                           # (ot.method=mmd: lambda_ot * sum_k w_k E_k instead)
     optimizer.step(); scheduler.step(); lr = optimizer.param_groups[0]["lr"]     # logged after the step
+
+Only the items flagged ``ot_pair`` enter the alignment term (all of them unless ``ot.paired_region``).
 
 Noise and diffusion timesteps come from a generator seeded by ``(seed, step)`` for the global batch (each rank
 takes its slice), and the data order is a function of ``(seed, step)``: a resumed run and an N-process run
@@ -20,7 +23,6 @@ processes. Besides metrics the run records ``ot_terms.json`` and plan snapshots 
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -41,12 +43,13 @@ from dpot.data.cotrain import (
     val_batches,
 )
 from dpot.errors import UserError
+from dpot.ot.loss import DomainFeatures
 from dpot.policy.features import diffusion_loss_with_features
 from dpot.train import checkpoint as ckpt_mod
 from dpot.train.distributed import gather_with_grad
 from dpot.train.inputs import RunInputs, check_inputs, combined_stats
 from dpot.train.offline_eval import OfflineEvaluator
-from dpot.train.ot_records import ot_term_kinds, plan_due, plan_snapshot, save_plan_snapshot, write_ot_terms
+from dpot.train.ot_records import plan_due, plan_snapshot, save_plan_snapshot, write_ot_terms
 from dpot.train.sinks import JsonlSink, Sinks, TensorBoardSink, WandbSink, truncate_jsonl
 
 log = logging.getLogger(__name__)
@@ -113,14 +116,13 @@ class TrainRun:
     loader: torch.utils.data.DataLoader
     evaluator: OfflineEvaluator | None
     sinks: Sinks
-    ot_loss_fn: nn.Module
+    ot_loss_fn: nn.Module  # dpot.ot.make_alignment_loss: OTAlignmentLoss (uot) or MMDAlignmentLoss (mmd)
     gather_group: object
     window: MetricWindow
     image_keys: list[str]
     start_step: int
     seed: int
     use_ot: bool
-    pass_mask: bool
     grad_clip: float
     params: list[torch.nn.Parameter]
 
@@ -258,7 +260,7 @@ def build_run(cfg, *, accelerator=None) -> TrainRun:
     from lerobot.policies.factory import make_policy, make_pre_post_processors
 
     from dpot.config import save_train_config
-    from dpot.ot.loss import DomainFeatures, OTAlignmentLoss
+    from dpot.ot import make_alignment_loss
 
     inputs, out_dir, resume_ckpt = check_run(cfg)
     if accelerator is None:
@@ -298,7 +300,9 @@ def build_run(cfg, *, accelerator=None) -> TrainRun:
     sampler = CoTrainBatchSampler(src_table, tgt_table, batch_size=cfg.batch_size, batch_ratio=cfg.ot.batch_ratio,
                                   seed=seed, heuristic=cfg.ot.heuristic, window_size=cfg.ot.window_size,
                                   drop_n_last_frames=int(getattr(policy.config, "drop_n_last_frames", 0) or 0),
-                                  num_processes=world, rank=rank, alignment=cfg.ot.alignment, dtw=dtw)
+                                  num_processes=world, rank=rank, alignment=cfg.ot.alignment, dtw=dtw,
+                                  paired_region=cfg.ot.paired_region, src_regions=inputs.src_regions,
+                                  tgt_regions=inputs.tgt_regions)
 
     # optimizer, resume
     optimizer, scheduler = make_optimizer_and_scheduler(cfg, policy)
@@ -308,8 +312,8 @@ def build_run(cfg, *, accelerator=None) -> TrainRun:
                                                           scheduler=scheduler)
         sampler.load_state_dict(dpot_state.get("sampler", {"step": start_step}))
     window = MetricWindow(dpot_state.get("window"))
-    ot_loss_fn = OTAlignmentLoss(cfg.ot)
-    ot_terms = ot_term_kinds(ot_loss_fn, cfg.ot, image_keys)
+    ot_loss_fn = make_alignment_loss(cfg.ot, cameras=image_keys)  # ot.method: uot | mmd
+    ot_terms = ot_loss_fn.term_kinds
 
     # outputs (first writes)
     if main:
@@ -347,7 +351,6 @@ def build_run(cfg, *, accelerator=None) -> TrainRun:
         sampler=sampler, loader=loader, evaluator=evaluator, sinks=sinks, ot_loss_fn=ot_loss_fn,
         gather_group=gather_group, window=window, image_keys=image_keys, start_step=start_step, seed=seed,
         use_ot=cfg.ot.lambda_ot > 0 and bool(cfg.ot.features),
-        pass_mask="mask" in {f.name for f in dataclasses.fields(DomainFeatures)},
         grad_clip=float(getattr(cfg.optimizer, "grad_clip_norm", 0.0) or 0.0),
         params=[p for p in policy.parameters() if p.requires_grad])
 
@@ -362,17 +365,15 @@ def _gather(x: torch.Tensor, run: TrainRun) -> torch.Tensor:
 def domain_features(run: TrainRun, out: dict, meta: dict, sl: slice):
     """One domain's OT features (``sl`` = its rows of the local batch), all-gathered over processes.
 
-    Labels are the detached normalized action chunks; ``mask`` (the items' ``ot_pair``) is passed only when the
-    loss's ``DomainFeatures`` has that field and the batch carries it.
+    Labels are the detached normalized action chunks; ``mask`` is the items' ``ot_pair`` flag (None when the
+    batch has none): the loss uses only the masked-in rows.
     """
-    from dpot.ot.loss import DomainFeatures
-
-    extra = {}
-    if run.pass_mask and "ot_pair" in meta:
-        extra["mask"] = _gather(meta["ot_pair"][sl].to(run.device, torch.uint8), run).bool()
+    mask = None
+    if "ot_pair" in meta:
+        mask = _gather(meta["ot_pair"][sl].to(run.device, torch.uint8), run).bool()
     return DomainFeatures(embeds={k: _gather(v[sl], run) for k, v in out["embeds"].items()},
                           labels={"action": _gather(out["action"][sl].detach(), run)},
-                          phase=_gather(meta["phase"][sl].to(run.device), run), **extra)
+                          phase=_gather(meta["phase"][sl].to(run.device), run), mask=mask)
 
 
 def _snapshot(run: TrainRun, res, src, tgt, meta: dict) -> dict[str, np.ndarray] | None:
@@ -382,14 +383,9 @@ def _snapshot(run: TrainRun, res, src, tgt, meta: dict) -> dict[str, np.ndarray]
     if not run.main:
         return None
     gmeta = {"phase": torch.cat([src.phase, tgt.phase]), "episode_index": episodes}
-    if getattr(src, "mask", None) is not None and getattr(tgt, "mask", None) is not None:
+    if src.mask is not None and tgt.mask is not None:
         gmeta["ot_pair"] = torch.cat([src.mask, tgt.mask])
-    costs = None
-    if getattr(res, "costs", None) is None and getattr(res, "plan", None) is not None \
-            and hasattr(run.ot_loss_fn, "cost_terms"):
-        with torch.no_grad():  # loss without res.costs: recompute its weighted cost terms
-            costs = run.ot_loss_fn.cost_terms(src, tgt)
-    return plan_snapshot(res, gmeta, run.n_src * run.world, costs=costs)
+    return plan_snapshot(res, gmeta, run.n_src * run.world)
 
 
 def train_step(run: TrainRun, batch: dict, meta: dict, step: int, *, keep_plan: bool = False
