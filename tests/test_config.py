@@ -161,3 +161,19 @@ def test_config_saved_before_the_feature_split_still_loads(tmp_path, caplog):
     old["ot"]["features"][0]["weight_lable"] = 1.0  # a real typo still fails
     with pytest.raises(UserError, match=r"ot.features\[0\].weight_lable: unknown key"):
         load_train_config(_write(tmp_path, old))
+
+
+def test_train_help_lists_every_dpot_key_with_its_default():
+    """`dpot train --help` is generated from the dataclasses: every OT/eval key and feature type is listed."""
+    import dataclasses
+
+    from dpot.config import OTConfig, dpot_keys_help
+
+    text = dpot_keys_help()
+    for f in dataclasses.fields(OTConfig):
+        assert f"--ot.{f.name}=" in text
+    for name in ("n_batches", "val_episodes", "val_fraction"):
+        assert f"--eval.{name}=" in text
+    assert "--ot.reg=0.02" in text and '--ot.method="uot"' in text and "--eval_freq=1000" in text
+    assert '{"type": "embed"}: use_learned_embed=true' in text and '{"type": "label"}: key="action"' in text
+    assert "--steps=" not in text  # LeRobot's own keys are referred to, not repeated

@@ -229,6 +229,37 @@ class DpotTrainConfig(TrainPipelineConfig):
     num_workers: int = 2
 
 
+def dpot_keys_help() -> str:
+    """The keys dpot adds to LeRobot's ``TrainPipelineConfig``, one line each with its default (for ``--help``),
+    read from the dataclasses themselves so the text cannot drift from the code."""
+
+    def default(f: dataclasses.Field) -> Any:
+        if f.default is not dataclasses.MISSING:
+            return f.default
+        if f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+            if isinstance(value, list):  # the feature list: each item with its registered type
+                return [draccus.encode(v) | {"type": v.type} for v in value]
+            return draccus.encode(value)
+        return "required"
+
+    lines = []
+    own = {f.name for f in dataclasses.fields(TrainPipelineConfig)}
+    for f in dataclasses.fields(DpotTrainConfig):
+        if f.name in ("ot", "eval") or (f.name in own and f.name != "num_workers"):
+            continue
+        lines.append(f"  --{f.name}={json.dumps(default(f), default=str)}")
+    for prefix, cls in (("ot", OTConfig), ("eval", DpotEvalConfig)):
+        base = {g.name for g in dataclasses.fields(EvalConfig)} if cls is DpotEvalConfig else set()
+        for f in dataclasses.fields(cls):
+            if f.name not in base:
+                lines.append(f"  --{prefix}.{f.name}={json.dumps(default(f), default=str)}")
+    for name, cls in OTFeatureConfig.get_known_choices().items():
+        fields_ = ", ".join(f"{f.name}={json.dumps(default(f))}" for f in dataclasses.fields(cls))
+        lines.append(f'  ot.features[] {{"type": "{name}"}}: {fields_}')
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------------------------- validation
 
 

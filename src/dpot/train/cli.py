@@ -62,7 +62,14 @@ def main(argv: list[str] | None = None, command: str = "train") -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):
+        from dpot.config import dpot_keys_help
+
         print(USAGE)
+        print("\ndpot's keys (defaults shown; JSON in --config_path or --key=value overrides):")
+        print(dpot_keys_help())
+        print("\nLeRobot's keys keep their names and meaning (dataset = target, policy.*, optimizer.*,\n"
+              "scheduler.*, use_policy_training_preset, steps, batch_size, log_freq, save_freq, seed, wandb.*,\n"
+              "resume, output_dir); reference: docs/architecture.md, 'Config reference'.")
         return 0
     configure_logging()
     cfg = parse_train_args(argv)
