@@ -133,20 +133,11 @@ def test_bad_obs_region_domain_is_one_line_exit_2(argv, needle, tmp_path, capsys
     assert not (tmp_path / "X").exists()
 
 
-def test_eval_uses_the_policys_observation_mode(tiny_policy, tmp_path):
-    """The tiny policy takes a 7-d state: evaluating it as proprio is refused; its own mode is found; a state
-    size that is neither mode is refused."""
-    import shutil
-
+def test_eval_uses_the_policys_observation_mode(tiny_policy):
+    """The tiny policy takes a 7-d state: evaluating it as proprio is refused; its own mode is found (a state size
+    that is neither mode: test_generate_eval.py::test_eval_refuses_a_policy_with_other_inputs)."""
     with pytest.raises(UserError, match=r"^--obs: the policy was trained with observation.state of 7 dims"):
         evaluate_policy(tiny_policy, "push-v3", "target", episodes=1, obs="proprio")
     res = evaluate_policy(tiny_policy, "push-v3", "target-visual", episodes=1, max_steps=3, workers=1,
                           region="ood", progress=False)
     assert (res["obs"], res["region"], res["domain"]) == ("full", "ood", "target-visual")
-    bad = tmp_path / "pretrained_model"
-    shutil.copytree(tiny_policy, bad)
-    cfg = json.loads((bad / "config.json").read_text())
-    cfg["input_features"]["observation.state"]["shape"] = [5]
-    (bad / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(UserError, match="observation.state of shape"):
-        evaluate_policy(bad, "push-v3", "target", episodes=1)
