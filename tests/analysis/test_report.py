@@ -99,8 +99,10 @@ def test_propose_writes_loadable_complete_configs(gen_runs, tmp_path):
         assert changed <= intended, changed - intended
     a = read_json(out / "iter2a.json")
     ratio = {f.id: f for f in analyze(str(gen_runs["huge_label"]), load_rules()).findings}["cost_dominance"]
-    assert a["ot"]["features"][1]["weight_label"] == float(f"{500.0 * 10 / ratio.evidence['ratio']:.2g}")
-    assert 5 < a["ot"]["features"][1]["weight_label"] < 20
+    target = float(f"{500.0 * 10 / ratio.evidence['ratio']:.2g}")
+    assert 5 < target < 20 and ratio.targets["ot.features.1.weight_label"] == target
+    assert a["ot"]["features"][1]["weight_label"] == 200.0     # one person's step towards it: 500 / 4 -> 200
+    assert "more steps like this if the next run confirms" in read_json(out / "lineage.json")["iter2a"]["rationale"]
     b = read_json(out / "iter2b.json")
     assert b["ot"]["tau_src"] == 0.02 and b["ot"]["lambda_ot"] == 0.2
     assert "monitors:" in r.stdout and "rollback:" in r.stdout
@@ -130,7 +132,8 @@ def test_rollback_through_recorded_lineage(gen_runs, gen_base, toy, tmp_path):
     a = analyze(str(out / "iter2a"), load_rules())
     rb = {f.id: f for f in a.findings}["rollback"]
     assert rb.severity == "alarm" and 20 < rb.evidence["regression_pct"] < 30
-    assert a.proposals[0].title == "rollback" and "steps" in a.proposals[0].changes
+    assert a.proposals[0].kind == "rollback" and a.proposals[0].title.startswith("rollback: revert")
+    assert "steps" in a.proposals[0].changes
     r = dpot_cli("compare", str(gen_runs["healthy"]), str(out / "iter2a"))
     assert "recorded parent" in r.stdout and "ROLLBACK" in r.stdout
     # a healthy child (same eval) passes the check
