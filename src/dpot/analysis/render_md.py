@@ -147,8 +147,9 @@ def _assessment(a, lang) -> list[str]:
     return out
 
 
-def render_markdown(a, lang: str = "en", proposal_paths: dict | None = None) -> str:
-    """The report of one analysis, in the seed's sections."""
+def render_markdown(a, lang: str = "en", proposal_paths: dict | None = None, plots: list[str] | None = None) -> str:
+    """The report of one analysis, in the seed's sections (``plots``: PNG file names next to it, linked at the
+    end)."""
     run = a.run
     L = [f"# {t(lang, 'title', run_id=run.run_id)}", "", f"## {t(lang, 'overview')}", *_overview(run, a.summaries), ""]
     L += [f"## {t(lang, 'curves')}"]
@@ -213,6 +214,8 @@ def render_markdown(a, lang: str = "en", proposal_paths: dict | None = None) -> 
     L += [f"- {k}={json.dumps(v)}" for k, v in appendix_ot(run.config).items()]
     if a.notes:
         L += ["", f"## {t(lang, 'notes')}"] + [f"- {n}" for n in a.notes]
+    if plots:
+        L += ["", "## Plots", ""] + [f"![{p.removesuffix('.png')}]({p})" for p in plots]
     return "\n".join(L) + "\n"
 
 
