@@ -63,9 +63,9 @@ def _line(name: str, series, color: str | None = None, dash: str | None = None, 
 
 
 def _best_marker(s, name: str, color: str = "#d62728") -> dict:
-    return {"type": "scatter", "mode": "markers+text", "name": f"best {name}", "x": [s.best_step], "y": [_num(s.best)],
-            "text": [f"best {s.best:.4g}@{s.best_step}"], "textposition": "top left",
-            "marker": {"color": color, "size": 9}, "showlegend": False, "hoverinfo": "skip"}
+    return {"type": "scatter", "mode": "markers", "name": f"best {name}", "x": [s.best_step], "y": [_num(s.best)],
+            "hovertemplate": f"best {name} {s.best:.4g}@{s.best_step}<extra></extra>",
+            "marker": {"color": color, "size": 9, "symbol": "star"}, "showlegend": False}
 
 
 def fig_losses(run, summaries) -> dict | None:

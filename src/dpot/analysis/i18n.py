@@ -19,7 +19,7 @@ TEXT = {
         "compare": "Run Comparison", "winner": "wins", "differs": "Config keys that differ",
         "no_proposals": "No config change proposed: keep the current settings and extend the run if it is still "
                         "improving.",
-        "rollback_check": "Rollback check", "run": "run", "metric": "metric",
+        "rollback_check": "Rollback check", "run": "run", "metric": "metric", "plots": "Plots",
     },
     "zh": {
         "title": "DP+OT 实验评估（run: {run_id}）",
@@ -32,7 +32,7 @@ TEXT = {
         "convergence": "收敛", "stability": "稳定性", "ot_signal": "OT 信号", "lr": "学习率调度",
         "compare": "运行对比", "winner": "胜出", "differs": "不同的配置键",
         "no_proposals": "不建议修改配置：保持当前设置；若仍在改善，可延长训练。",
-        "rollback_check": "回滚检查", "run": "运行", "metric": "指标",
+        "rollback_check": "回滚检查", "run": "运行", "metric": "指标", "plots": "图表",
     },
 }
 

@@ -173,7 +173,7 @@ def render_report_html(a, figs: dict[str, dict], lang: str = "en") -> str:
     tp = a.throughput
     tp_txt = ", ".join(f"{k}={fmt(v)}" for k, v in tp.items() if v is not None and not isinstance(v, str))
     body = [f"<h1>{_e(t(lang, 'title', run_id=run.run_id))}</h1>", verdict_html(a, lang),
-            f"<h2>{_e(t(lang, 'curves'))} — plots</h2>",
+            f"<h2>{_e(t(lang, 'plots'))}</h2>",
             _plots(figs) if figs else "<p>no metric to plot</p>",
             f"<h2>{_e(t(lang, 'curves'))}</h2>", summary_table(a, lang),
             f"<p>{_e(t(lang, 'throughput'))}: {_e(tp_txt)}</p>",

@@ -215,7 +215,7 @@ def render_markdown(a, lang: str = "en", proposal_paths: dict | None = None, plo
     if a.notes:
         L += ["", f"## {t(lang, 'notes')}"] + [f"- {n}" for n in a.notes]
     if plots:
-        L += ["", "## Plots", ""] + [f"![{p.removesuffix('.png')}]({p})" for p in plots]
+        L += ["", f"## {t(lang, 'plots')}", ""] + [f"![{p.removesuffix('.png')}]({p})" for p in plots]
     return "\n".join(L) + "\n"
 
 
