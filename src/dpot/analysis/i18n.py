@@ -154,8 +154,6 @@ def finding_text(lang: str, finding) -> str:
 
 
 PHRASES_ZH = {
-    "optimisation and logging hygiene (low risk)": "优化与日志规范（低风险）",
-    "OT coupling adjustment": "OT 耦合调整",
     "longer training": "更长训练",
     "(on top of a)": "（在 a 的基础上）",
     "rollback: revert": "回滚：恢复",

@@ -106,7 +106,7 @@ def _short(key: str, parent: dict) -> str:
     return key
 
 
-def title_of(changes: dict, parent: dict, limit: int = 3) -> str:
+def title_of(changes: dict, parent: dict, limit: int = 4) -> str:
     """What a proposal changes, in a few words: ``lower weight_label (action) 0.05 → 0.02; eval_freq 50 → 400``
     (numbers: lower/raise old → new; tables: the table and its type; at most ``limit`` items, then +N more)."""
     items, seen = [], set()
