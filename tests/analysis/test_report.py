@@ -150,7 +150,8 @@ def test_compare_html_overlays_runs_and_uses_the_last_common_step(gen_runs, real
     ot_row = {row["metric"]: row for row in data["rows"]}["train/ot_pi_diag"]
     assert ot_row["common_step"] == 6000 and ot_row["cells"][0]["at_common"] == dict(
         (s, v) for s, v in analyze(str(gen_runs["healthy"]), load_rules()).run.history["train/ot_pi_diag"])[6000]
-    assert "## At the last common step" in r.stdout and "at step 6000" in r.stdout
+    assert "## At the last common step" in r.stdout and "| train/ot_pi_diag | 6000 | " in r.stdout
+    assert re.search(r"\| train/loss \|.*\| [ABC] \[[\w]+\]; at step 8: ", r.stdout)   # the fair winner too
     page = out / "compare.html"
     html = page.read_text()
     _no_external_urls(html)

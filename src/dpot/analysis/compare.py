@@ -133,7 +133,7 @@ def render_compare_md(data: dict) -> str:
                 best = f" / {fmt(c['best'])}@{c['best_step']}" if c["best"] is not None else ""
                 cells.append(f"{fmt(c['last'])}{best}")
         win = {None: "—", "tie": "tie"}.get(row["winner"]) or names[row["winner"]]
-        if row.get("lengths_differ"):
+        if row.get("lengths_differ") and direction(row["metric"]):
             wc = row.get("winner_at_common_step")
             win += f"; at step {row['common_step']}: " + ({None: "—", "tie": "tie"}.get(wc) or names[wc])
         L.append(f"| {row['metric']} | " + " | ".join(cells) + f" | {win} |")

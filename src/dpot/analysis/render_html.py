@@ -226,7 +226,7 @@ def render_compare_html(data: dict, figs: dict[str, dict]) -> str:
             cells += "".join(_cell(c, "at_common") for c in row["cells"])
         win = row.get("winner_at_common_step", row["winner"]) if row.get("lengths_differ") else row["winner"]
         win_txt = {None: "—", "tie": "tie"}.get(win) if not isinstance(win, int) else names[win]
-        if row.get("lengths_differ") and row.get("common_step") is not None:
+        if row.get("lengths_differ") and row.get("common_step") is not None and win is not None:
             win_txt += f" (at step {row['common_step']})"
         rows.append(f"<tr><td>{_e(row['metric'])}</td>{cells}<td>{_e(win_txt)}</td></tr>")
     diffs = "".join(f"<tr><td><code>{_e(k)}</code></td>" + "".join(f"<td>{_e(json.dumps(v))}</td>" for v in vals)
