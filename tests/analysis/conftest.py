@@ -41,13 +41,17 @@ def real_runs(work, toy):
 
     * ``healthy``: plain lerobot-train, diffusion presets (lr 1e-4, cosine warmup), eval every 5 steps;
     * ``planted``: plain lerobot-train with a constant schedule, lr 1e-5 and an eval at every step;
-    * ``dpot_label``: ``dpot train`` with a huge ``weight_label`` (1000), which makes the label cost dominate.
+    * ``dpot_label``: ``dpot train`` with a huge ``weight_label`` (1000), which makes the label cost dominate;
+    * ``lr_high``: plain lerobot-train with lr 0.3 (1000x the usual top), cosine without warmup.
     """
-    runs = {"healthy": work / "lr_healthy", "planted": work / "lr_planted", "dpot_label": work / "dpot_label"}
+    runs = {"healthy": work / "lr_healthy", "planted": work / "lr_planted", "lr_high": work / "lr_high",
+            "dpot_label": work / "dpot_label"}
     procs = [
         runmaker.lerobot_train(toy["target"], runs["healthy"], "--steps=8", "--eval_steps=4"),
         runmaker.lerobot_train(toy["target"], runs["planted"], "--steps=8", "--eval_steps=1",
                                "--policy.scheduler_name=constant", "--policy.optimizer_lr=1e-5"),
+        runmaker.lerobot_train(toy["target"], runs["lr_high"], "--steps=8", "--eval_steps=4",
+                               "--policy.optimizer_lr=0.3", "--policy.scheduler_warmup_steps=0"),
     ]
     cfg = runmaker.dpot_config(toy["source"], toy["target"], runs["dpot_label"], steps=6, eval_freq=3,
                                ot={"features": [{"type": "embed", "use_learned_embed": True, "weight_embed": 1.0},
@@ -69,9 +73,14 @@ def gen_base(work, toy):
     return runmaker.resolved_config(cfg, work)
 
 
-def _gen(work, toy, base, name, ot=None, **kw) -> Path:
+def _gen(work, toy, base, name, ot=None, lr=None, **kw) -> Path:
+    from dpot.analysis import cfgkeys
+
     cfg = copy.deepcopy(base)
     cfg["ot"].update(ot or {})
+    for key in ("optimizer.lr", "policy.optimizer_lr"):
+        if lr is not None and cfgkeys.get(cfg, key) is not None:
+            cfg = cfgkeys.set_(cfg, key, lr)
     cfg["output_dir"] = str(work / "gen" / name)
     return runmaker.generate_dpot_run(work / "gen" / name, toy["source"], toy["target"], cfg, **kw)
 
@@ -93,6 +102,9 @@ def gen_runs(work, toy, gen_base):
         "huge_label": g("huge_label", ot={"features": _feats(500.0)}),
         "spiky": g("spiky", ot={"features": _feats(0.1)}, align=(1.0, 0.1), grad_spikes=(4000, 4200, 8000)),
         "still_writing": g("still_writing", ot={"features": _feats(0.1)}, align=(1.0, 0.1), partial_tail=True),
+        # LR 0.5 (diffusion's usual range is 1e-4..3e-4): the loss stalls at ~0.8, or (lr_high_fine) falls anyway
+        "lr_high": g("lr_high", ot={"features": _feats(0.1)}, align=(1.0, 0.1), lr=0.5, stall=True),
+        "lr_high_fine": g("lr_high_fine", ot={"features": _feats(0.1)}, align=(1.0, 0.1), lr=0.5),
     }
 
 

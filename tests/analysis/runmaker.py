@@ -94,8 +94,14 @@ def _cosine_lr(step, base, warmup, total):
 
 def generate_dpot_run(out: Path, src_root: Path, tgt_root: Path, config: dict, *, log_every: int = 200,
                       align=(1.0, 0.2), n: int = 8, seed: int = 0, eval_scale: float = 1.0,
-                      grad_spikes: tuple[int, ...] = (), partial_tail: bool = False, decay: float = 0.5) -> Path:
-    """Write ``metrics.jsonl`` + ``train_config.json`` for a GENERATED run (see the module docstring)."""
+                      grad_spikes: tuple[int, ...] = (), partial_tail: bool = False, decay: float = 0.5,
+                      stall: bool = False) -> Path:
+    """Write ``metrics.jsonl`` + ``train_config.json`` for a GENERATED run (see the module docstring).
+
+    ``stall``: the loss barely falls (0.9 → 0.8, as with an LR far too high). Every ``ot.plan_log_every`` log
+    points it writes a plan snapshot ``ot_plans/step_<step:06d>.npz`` as ``dpot train`` does (docs/architecture.md):
+    the solver's plan, the weighted cost per term, the items' phases and episodes.
+    """
     import torch
 
     from dpot.ot import unbalanced_sinkhorn
@@ -117,7 +123,8 @@ def generate_dpot_run(out: Path, src_root: Path, tgt_root: Path, config: dict, *
     # the cost-term kinds, as dpot train records them (the name "embed_state" says nothing by the name rule)
     (out / "ot_terms.json").write_text(json.dumps({"terms": {"embed_state": "embed", "action_lbl": "label"}}))
     lines, t_wall = [], 1_700_000_000.0
-    for step in range(log_every, steps + 1, log_every):
+    plan_every = int(ot.get("plan_log_every") or 0)
+    for i_log, step in enumerate(range(log_every, steps + 1, log_every), start=1):
         prog = step / steps
         a = align[0] + (align[1] - align[0]) * prog
         phase = rng.uniform(0, 1, n)
@@ -144,7 +151,16 @@ def generate_dpot_run(out: Path, src_root: Path, tgt_root: Path, config: dict, *
         pi = unbalanced_sinkhorn(torch.tensor(solve), reg=ot["reg"], tau_src=ot["tau_src"],
                                  tau_tgt=ot["tau_tgt"]).numpy()
         pi_sum, pi_diag = float(pi.sum()), float(np.trace(pi))
+        if plan_every and i_log % plan_every == 0:
+            (out / "ot_plans").mkdir(exist_ok=True)
+            np.savez(out / "ot_plans" / f"step_{step:06d}.npz", plan=pi.astype(np.float32),
+                     cost_embed_state=(w_e * c_e).astype(np.float32), cost_action_lbl=(w_l * c_l).astype(np.float32),
+                     src_phase=phase_s.astype(np.float32), tgt_phase=phase.astype(np.float32),
+                     src_episode=e_s.astype(np.int64), tgt_episode=e_t.astype(np.int64))
         bc = 0.05 + 0.9 * math.exp(-step / (decay * steps)) + 0.01 * rng.normal()
+        if stall:
+            bc = 0.8 + 0.1 * math.exp(-step / (0.05 * steps)) + 0.01 * rng.normal()
+        spread = float(((emb_t[:, None] - emb_t[None]) ** 2).mean(-1).sum() / (n * (n - 1)))
         gn = 2.0 + 20 * math.exp(-step / (0.1 * steps)) + 0.2 * rng.normal()
         if step in grad_spikes:
             gn *= 12
@@ -158,6 +174,7 @@ def generate_dpot_run(out: Path, src_root: Path, tgt_root: Path, config: dict, *
                "train/ot_cost/action_lbl": float((pi * w_l * c_l).sum()),
                "train/ot_cost_mean/embed_state": float((w_e * c_e).mean()),
                "train/ot_cost_mean/action_lbl": float((w_l * c_l).mean()), "train/ot_skipped": 0.0,
+               "train/ot_embed_spread/embed_state": spread,
                "_timestamp": t_wall}
         if step % config["eval_freq"] < log_every:
             ev_s = 2.0

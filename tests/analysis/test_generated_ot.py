@@ -45,7 +45,8 @@ def test_strong_coupling(gen_runs):
     a, found = _found(gen_runs["strong"])
     ev = found["ot_strong"].evidence
     assert ev["pi_diag_median"] > 0.4 and ev["frac_above"] >= 0.8 and ev["pi_diag_over_pi_sum"] > 0.8
-    assert found["ot_strong"].changes["ot.features.1.weight_label"] == pytest.approx(0.01)
+    assert found["ot_strong"].targets["ot.features.1.weight_label"] == pytest.approx(0.01)
+    assert found["ot_strong"].changes["ot.features.1.weight_label"] == 0.03   # one step of at most x4
 
 
 def test_grad_norm_spikes(gen_runs):

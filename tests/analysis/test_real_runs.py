@@ -47,7 +47,8 @@ def test_dpot_train_huge_weight_label(real_runs):
     assert mass.severity == "alarm" and mass.evidence["pi_sum_median"] < 0.005
     assert "ot.features.1.weight_label" in found["cost_dominance"].changes
     # next term ~0: scale the label so its mean cost (~1e3 here) comes to ~0.1, at most /1000
-    assert found["cost_dominance"].changes["ot.features.1.weight_label"] == 1.0
+    assert found["cost_dominance"].targets["ot.features.1.weight_label"] == 1.0
+    assert found["cost_dominance"].changes["ot.features.1.weight_label"] == 300.0   # one step: 1000 / 4 -> 300
 
 
 def test_three_run_comparison_prints_real_numbers(real_runs, tmp_path):

@@ -59,18 +59,20 @@ def test_recorded_kinds_decide_which_weights_move(tmp_path):
     assert open_run(str(run)).term_kinds == {"cam": "embed", "grip": "label"}
     f = _dominance(run)
     assert f.evidence["dominant"] == "grip" and f.evidence["dominant_kind"] == "label"
-    assert f.changes == {"ot.features.1.weight_label": 0.01}   # 5 / clip(5000 / 10, 10, 1000)
+    assert f.targets == {"ot.features.1.weight_label": 0.01}   # 5 / clip(5000 / 10, 10, 1000)
+    assert f.changes == {"ot.features.1.weight_label": 2.0}    # one person's step: 5 / 4 -> the round value 2
     # the same kinds recorded the other way round: the embed weight moves instead
     swapped = _dpot_dir(tmp_path / "swap", ["cam", "grip"], [1e-3, 5.0], FEATS,
                         kinds={"cam": "label", "grip": "embed"})
-    assert _dominance(swapped).changes == {"ot.features.0.weight_embed": 0.002}
+    f = _dominance(swapped)
+    assert f.targets == {"ot.features.0.weight_embed": 0.002} and f.changes == {"ot.features.0.weight_embed": 0.3}
 
 
 def test_name_rule_only_when_no_kinds_were_recorded(tmp_path):
     named = _dpot_dir(tmp_path / "named", ["img_top", "action_lbl"], [1e-3, 5.0], FEATS)
     assert open_run(str(named)).term_kinds is None
     f = _dominance(named)
-    assert f.evidence["dominant_kind"] == "label" and f.changes == {"ot.features.1.weight_label": 0.01}
+    assert f.evidence["dominant_kind"] == "label" and f.targets == {"ot.features.1.weight_label": 0.01}
     # an opaque name without recorded kinds: the kind is unknown, so no weight is guessed
     opaque = _dpot_dir(tmp_path / "opaque", ["cam", "grip"], [1e-3, 5.0], FEATS)
     f = _dominance(opaque)

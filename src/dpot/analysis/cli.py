@@ -34,7 +34,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
                        help="parent run for the rollback check (default: the recorded parent, if any)")
     out_help = {"report": "output directory for report.md/.html/.json and plots (default: the run's own dir, "
                           "else reports/<run id>)",
-                "compare": "output directory for compare.md and compare.json (default: print only)",
+                "compare": "output directory for compare.md, compare.json and the interactive compare.html "
+                           "(default: print only)",
                 "propose": "output directory for the next configs <name>.json, lineage.json and proposals.json "
                            "(required)"}[command]
     p.add_argument("--out", metavar="DIR", help=out_help)
@@ -59,9 +60,11 @@ def _default_out(run) -> Path:
 
 def _report(args) -> int:
     from dpot.analysis.analyze import analyze
+    from dpot.analysis.figures import report_figures
     from dpot.analysis.i18n import check_lang
+    from dpot.analysis.plans import read_plans
     from dpot.analysis.plots import make_plots
-    from dpot.analysis.render_html import render_html
+    from dpot.analysis.render_html import render_report_html
     from dpot.analysis.render_md import render_markdown, to_json
     from dpot.analysis.rules import load_rules
     from dpot.atomic import write_bytes, write_text
@@ -69,12 +72,14 @@ def _report(args) -> int:
     lang = check_lang(args.lang)
     a = analyze(args.run, load_rules(args.rules), parent=args.parent)
     out = Path(args.out) if args.out else _default_out(a.run)
-    md = render_markdown(a, lang)
     plots = make_plots(a.run, a.summaries, a.rules)
-    page = render_html(md, plots, f"dpot report {a.run.run_id}", lang)
+    md = render_markdown(a, lang, plots=list(plots))
+    plans = read_plans(a.run.local_dir)
+    page = render_report_html(a, report_figures(a.run, a.summaries, a.rules, plans), lang)
     data = to_json(a)
     data["files"] = {"markdown": str(out / "report.md"), "html": str(out / "report.html"),
                      "plots": [str(out / n) for n in plots]}
+    data["ot_plan_steps"] = [p.step for p in plans]
     for name, png in plots.items():
         write_bytes(out / name, png)
     write_text(out / "report.html", page)
@@ -87,7 +92,9 @@ def _report(args) -> int:
 
 def _compare(args) -> int:
     from dpot.analysis.analyze import analyze
-    from dpot.analysis.compare import compare, render_compare_md
+    from dpot.analysis.compare import KEY_METRICS, compare, render_compare_md
+    from dpot.analysis.figures import compare_figures
+    from dpot.analysis.render_html import render_compare_html
     from dpot.analysis.rules import load_rules
     from dpot.atomic import write_text
 
@@ -96,8 +103,11 @@ def _compare(args) -> int:
     data = compare(analyses, rules)
     md = render_compare_md(data)
     if args.out:
+        names = [f"{chr(65 + i)} [{a.run.run_id}]" for i, a in enumerate(analyses)]
+        page = render_compare_html(data, compare_figures(analyses, KEY_METRICS, names))
         write_text(Path(args.out) / "compare.json", json.dumps(data, indent=2, default=str) + "\n")
         write_text(Path(args.out) / "compare.md", md)
+        write_text(Path(args.out) / "compare.html", page)
     print(json.dumps(data, indent=2, default=str) if args.json else md)
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from dpot.analysis import cfgkeys
@@ -31,8 +32,30 @@ def _score(summary, key):
     return summary.best if key.startswith("eval/") and summary.best is not None else summary.smoothed_last
 
 
+def _winner(scores: list, d: str | None):
+    """Index of the best score (``d`` = min | max), "tie", or None when fewer than two runs have one."""
+    valid = [(v, i) for i, v in enumerate(scores) if v is not None]
+    if not d or len(valid) < 2:
+        return None
+    best = (min(valid) if d == "min" else max(valid))[0]
+    idx = [i for v, i in valid if v == best]
+    return idx[0] if len(idx) == 1 else "tie"
+
+
+def _at_step(series, step: int, key: str):
+    """The value a run had reached by ``step``: its best so far for eval losses, else its last point <= step."""
+    pts = [v for s, v in series if s <= step and math.isfinite(v)]
+    if not pts:
+        return None
+    return min(pts) if key.startswith("eval/") and direction(key) == "min" else pts[-1]
+
+
 def compare(analyses, rules) -> dict:
-    """Comparison data: per-metric cells and winners, differing config keys, rollback checks."""
+    """Comparison data: per-metric cells and winners, differing config keys, rollback checks.
+
+    Where the runs logged a metric over different lengths, each cell also gets ``at_common`` (the value at the
+    last step every run reached, ``common_step``; best-so-far for eval losses) and the row a
+    ``winner_at_common_step``: a 300-step run does not beat a 60-step one on its last value alone."""
     rows = []
     for key in KEY_METRICS:
         cells, scores = [], []
@@ -43,16 +66,24 @@ def compare(analyses, rules) -> dict:
                 scores.append(None)
             else:
                 cells.append({"logged": True, "last": s.last, "best": s.best, "best_step": s.best_step,
-                              "source": a.run.sources.get(key, key)})
+                              "source": a.run.sources.get(key, key), "last_step": s.last_step})
                 scores.append(_score(s, key))
         d = direction(key)
-        winner = None
-        valid = [(v, i) for i, v in enumerate(scores) if v is not None]
-        if d and len(valid) >= 2:
-            best = (min(valid) if d == "min" else max(valid))[0]
-            idx = [i for v, i in valid if v == best]
-            winner = idx[0] if len(idx) == 1 else "tie"
-        rows.append({"metric": key, "cells": cells, "winner": winner})
+        row = {"metric": key, "cells": cells, "winner": _winner(scores, d), "common_step": None,
+               "lengths_differ": False}
+        logged = [(a, c) for a, c in zip(analyses, cells) if c["logged"]]
+        if len(logged) >= 2:
+            common = min(c["last_step"] for _, c in logged)
+            row["common_step"] = common
+            row["lengths_differ"] = len({c["last_step"] for _, c in logged}) > 1
+            common_scores = []
+            for a, c in zip(analyses, cells):
+                v = _at_step(a.run.history.get(key, []), common, key) if c["logged"] else None
+                if c["logged"]:
+                    c["at_common"] = v
+                common_scores.append(v)
+            row["winner_at_common_step"] = _winner(common_scores, d)
+        rows.append(row)
     flats = [cfgkeys.flatten(a.run.config) for a in analyses]
     keys = sorted(set().union(*flats))
     diffs = {k: [f.get(k) for f in flats] for k in keys
@@ -102,9 +133,19 @@ def render_compare_md(data: dict) -> str:
                 best = f" / {fmt(c['best'])}@{c['best_step']}" if c["best"] is not None else ""
                 cells.append(f"{fmt(c['last'])}{best}")
         win = {None: "—", "tie": "tie"}.get(row["winner"]) or names[row["winner"]]
+        if row.get("lengths_differ") and direction(row["metric"]):
+            wc = row.get("winner_at_common_step")
+            win += f"; at step {row['common_step']}: " + ({None: "—", "tie": "tie"}.get(wc) or names[wc])
         L.append(f"| {row['metric']} | " + " | ".join(cells) + f" | {win} |")
     for n, seen in footnotes.items():
         L.append(f"\n- {n} not logged metrics — seen: {seen}")
+    common = [r for r in data["rows"] if r.get("lengths_differ")]
+    if common:
+        L += ["", "## At the last common step (the runs have different lengths)", "",
+              "| metric | step | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+        for row in common:
+            vals = [fmt(c.get("at_common")) if c["logged"] else "not logged" for c in row["cells"]]
+            L.append(f"| {row['metric']} | {row['common_step']} | " + " | ".join(vals) + " |")
     L += ["", "## Config keys that differ"]
     if data["config_diffs"]:
         L += ["", "| key | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]

@@ -19,6 +19,7 @@ from typing import ClassVar
 from dpot.analysis import cfgkeys
 from dpot.analysis.aliases import COST_PREFIXES, cost_prefix
 from dpot.analysis.readers import Run
+from dpot.analysis.steps import is_bounded, person_step
 from dpot.analysis.summary import MetricSummary
 from dpot.analysis.windows import LATE_FRAC, MIN_POINTS, late_window, window_size
 
@@ -33,9 +34,10 @@ class Finding:
     id: str
     severity: str
     evidence: dict
-    changes: dict = field(default_factory=dict)     # dotted config key -> new value
+    changes: dict = field(default_factory=dict)     # dotted config key -> new value (one bounded step)
     group: str = "optim"                            # which proposal it feeds: optim | ot | rollback
     monitors: list[str] = field(default_factory=list)
+    targets: dict = field(default_factory=dict)     # dotted key -> where the rule would end up (when further)
 
     def as_dict(self) -> dict:
         """JSON-ready dict."""
@@ -91,6 +93,15 @@ def _lr_key(config: dict) -> str:
     return "optimizer.lr" if config.get("use_policy_training_preset") is False else "policy.optimizer_lr"
 
 
+def _lr_changes(config: dict, new: float) -> dict:
+    """The dotted keys that set the base LR to ``new`` (the preset key and, when resolved, ``optimizer.lr``)."""
+    key = _lr_key(config)
+    changes = {key: new}
+    if key == "policy.optimizer_lr" and isinstance(config.get("optimizer"), dict):
+        changes["optimizer.lr"] = new
+    return changes
+
+
 def _num(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
@@ -102,10 +113,19 @@ class Rule(ABC):
     id: ClassVar[str]
     group: ClassVar[str] = "optim"
     monitors: ClassVar[tuple[str, ...]] = ()
+    into_range: ClassVar[bool] = False   # its changes land in a known-good range: applied without step bound
 
-    def __init__(self, table: dict):
+    def __init__(self, table: dict, rules: dict | None = None):
         self.thr = table
         self.propose = table.get("propose", {})
+        self.rules = rules or {}
+
+    def lr_range(self, config: dict) -> tuple[str, float, float]:
+        """``(policy type, low, high)``: the usual base-LR range of the run's policy (``rules.toml [lr_range]``)."""
+        ranges = self.rules.get("lr_range") or {"default": [1e-5, 1e-3]}
+        ptype = cfgkeys.policy_type(config) or "default"
+        low, high = ranges.get(ptype, ranges["default"])
+        return ptype, low, high
 
     @abstractmethod
     def check(self, ctx: RuleContext) -> Finding | None:
@@ -158,22 +178,68 @@ class LrLow(Rule):
 
     id = "lr_low"
     monitors = ("train/loss", "train/grad_norm", "train/lr")
+    into_range = True
 
     def check(self, ctx):
         config = ctx.run.config
         lr = cfgkeys.base_lr(config)
         if lr is None:
             return None
-        ptype = cfgkeys.policy_type(config) or "default"
-        low, high = self.thr.get(ptype, self.thr["default"])
+        ptype, low, high = self.lr_range(config)
         if lr >= low * (1 - 1e-9):
             return None
         new = min(high, max(low, lr * self.propose["lr_factor"]))
-        key = _lr_key(config)
-        changes = {key: new}
-        if key == "policy.optimizer_lr" and isinstance(config.get("optimizer"), dict):
-            changes["optimizer.lr"] = new
-        return self.finding("warn", {"lr": lr, "policy": ptype, "usual_range": [low, high]}, changes)
+        return self.finding("warn", {"lr": lr, "policy": ptype, "usual_range": [low, high]}, _lr_changes(config, new))
+
+
+@register
+class LrHigh(Rule):
+    """Configured base LR far above the usual range for the policy type AND a stalled train/loss: the late
+    window's median has not fallen below ``max_late_over_early`` × the start level (the lowest of the first
+    ``min_points`` points: a blow-up right after the start does not count as progress), or the loss went
+    non-finite. The symmetric case of :class:`LrLow`; proposes the LR divided by
+    ``lr_divisor``, clipped into the usual range (a known-good value, as a person would set it)."""
+
+    id = "lr_high"
+    monitors = ("train/loss", "train/grad_norm", "train/lr")
+    into_range = True
+
+    def check(self, ctx):
+        config = ctx.run.config
+        lr = cfgkeys.base_lr(config)
+        logged = ctx.series("train/lr")
+        if lr is None and logged:
+            lr = max(v for _, v in logged)
+        if lr is None:
+            return None
+        ptype, low, high = self.lr_range(config)
+        if lr <= high * self.thr["far_factor"]:
+            return None
+        raw = ctx.run.history.get("train/loss", [])
+        loss = ctx.series("train/loss")
+        n0 = self.thr["min_points"]
+        non_finite = len(raw) - len(loss)
+        ev = {"lr": _r(lr), "policy": ptype, "usual_range": [low, high], "far_factor": self.thr["far_factor"]}
+        if len(loss) >= 2 * n0:
+            early, late = min(v for _, v in loss[:n0]), ctx.late_median(loss)
+            ratio = late / early if early > 0 else math.inf
+            ev.update({"loss_start": _r(early), "loss_late": _r(late), "late_over_early": _r(ratio, 3),
+                       "max_late_over_early": self.thr["max_late_over_early"],
+                       "window_steps": f"{ctx.late(loss)[0][0]}-{loss[-1][0]}"})
+            stalled = ratio >= self.thr["max_late_over_early"]
+        else:
+            stalled = False
+        if non_finite:
+            ev["non_finite_loss"] = non_finite
+            stalled = True
+        if not stalled:
+            return None
+        parent = ctx.parent_run
+        if parent is not None and ctx.series("train/loss", parent):
+            ev["parent_loss_late"] = _r(ctx.late_median(ctx.series("train/loss", parent)))
+            ev["parent_lr"] = cfgkeys.base_lr(parent.config)
+        new = max(low, min(high, lr / self.propose["lr_divisor"]))
+        return self.finding("alarm", ev, _lr_changes(config, _r(new)))
 
 
 @register
@@ -552,11 +618,35 @@ class Rollback(Rule):
 
 def build_rules(rules: dict) -> list[Rule]:
     """The enabled rules of :data:`RULES`, each built with its table of ``rules`` (see :func:`load_rules`)."""
-    return [cls(rules.get(rid, {})) for rid, cls in RULES.items() if rules.get(rid, {}).get("enabled", True)]
+    return [cls(rules.get(rid, {}), rules) for rid, cls in RULES.items() if rules.get(rid, {}).get("enabled", True)]
+
+
+def bound_steps(finding: Finding, config: dict, step: dict) -> Finding:
+    """Cut each numeric change of a tuned key (``step.bounded`` globs) to one person's step towards it
+    (:func:`dpot.analysis.steps.person_step`, at most ×``step.max_factor``); the full value goes to
+    ``finding.targets``. Rollbacks (the parent's values) are left as they are."""
+    if finding.group == "rollback":
+        return finding
+    for key, target in list(finding.changes.items()):
+        old = cfgkeys.get(config, key)
+        if not (_num(old) and _num(target) and old > 0 and target > 0 and is_bounded(key, step["bounded"])):
+            continue
+        new = person_step(float(old), float(target), step["max_factor"])
+        if new != target:
+            finding.changes[key] = new
+            finding.targets[key] = target
+    return finding
 
 
 def diagnose(ctx: RuleContext, rules: dict) -> list[Finding]:
-    """Run every enabled rule on ``ctx``; findings sorted alarm → warn → info (registration order within)."""
-    out = [f for rule in build_rules(rules) if (f := rule.check(ctx)) is not None]
+    """Run every enabled rule on ``ctx``; findings sorted alarm → warn → info (registration order within).
+    Changes are bounded steps (:func:`bound_steps`) except those of rules that move a value into its usual
+    range (``into_range``, e.g. an LR far outside it: the seed's person went 1e-5 → 1e-4 at once)."""
+    step = rules.get("step") or {"max_factor": 4.0, "bounded": []}
+    out = []
+    for rule in build_rules(rules):
+        f = rule.check(ctx)
+        if f is not None:
+            out.append(f if rule.into_range else bound_steps(f, ctx.run.config, step))
     order = {s: i for i, s in enumerate(reversed(SEVERITIES))}
     return sorted(out, key=lambda f: order[f.severity])

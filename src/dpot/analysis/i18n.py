@@ -19,7 +19,7 @@ TEXT = {
         "compare": "Run Comparison", "winner": "wins", "differs": "Config keys that differ",
         "no_proposals": "No config change proposed: keep the current settings and extend the run if it is still "
                         "improving.",
-        "rollback_check": "Rollback check", "run": "run", "metric": "metric",
+        "rollback_check": "Rollback check", "run": "run", "metric": "metric", "plots": "Plots",
     },
     "zh": {
         "title": "DP+OT 实验评估（run: {run_id}）",
@@ -32,7 +32,7 @@ TEXT = {
         "convergence": "收敛", "stability": "稳定性", "ot_signal": "OT 信号", "lr": "学习率调度",
         "compare": "运行对比", "winner": "胜出", "differs": "不同的配置键",
         "no_proposals": "不建议修改配置：保持当前设置；若仍在改善，可延长训练。",
-        "rollback_check": "回滚检查", "run": "运行", "metric": "指标",
+        "rollback_check": "回滚检查", "run": "运行", "metric": "指标", "plots": "图表",
     },
 }
 
@@ -45,6 +45,13 @@ FINDINGS = {
     "lr_low": {
         "en": "Base LR {lr} is below the usual range {usual_range} for {policy}: learning is underpowered.",
         "zh": "基础学习率 {lr} 低于 {policy} 的常用范围 {usual_range}：学习偏慢。"},
+    "lr_high": {
+        "en": "Base LR {lr} is far above the usual range {usual_range} for {policy} (over {far_factor}× its top) "
+              "and train/loss stalls: late median {loss_late} vs {loss_start} at the start "
+              "(×{late_over_early}, steps {window_steps}). Lower the LR into the usual range.",
+        "zh": "基础学习率 {lr} 远高于 {policy} 的常用范围 {usual_range}（超过上限的 {far_factor} 倍），且 train/loss "
+              "停滞：最近窗口中位数 {loss_late}，开始时 {loss_start}（×{late_over_early}，步 {window_steps}）。"
+              "请把学习率降到常用范围内。"},
     "data_bound": {
         "en": "Data-bound loop: dataloading takes {data_share:.0%} of each step ({dataloading_s} s vs update "
               "{update_s} s, num_workers={num_workers}).",
@@ -147,9 +154,12 @@ def finding_text(lang: str, finding) -> str:
 
 
 PHRASES_ZH = {
-    "optimisation and logging hygiene (low risk)": "优化与日志规范（低风险）",
-    "OT coupling adjustment": "OT 耦合调整",
     "longer training": "更长训练",
+    "(on top of a)": "（在 a 的基础上）",
+    "rollback: revert": "回滚：恢复",
+    "if the next run confirms": "若下一次运行证实方向",
+    "lower ": "降低 ",
+    "raise ": "提高 ",
     "rollback": "回滚",
     "roll back to the parent config": "回滚到父运行的配置",
     "halve the LR and retry": "学习率减半后重试",

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dpot.analysis import cfgkeys
+from dpot.analysis.steps import steps_to
 from dpot.atomic import write_text
 
 # A dpot OT block that changes nothing (lambda_ot=0): added when the parent is a plain lerobot-train run.
@@ -39,6 +40,8 @@ class Proposal:
     findings: list[str]
     config: dict = field(repr=False, default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    kind: str = "tuning"          # rollback | tuning | ot | longer
+    targets: dict = field(default_factory=dict)   # dotted key -> where the rules would end up after more steps
 
     def as_dict(self, with_config: bool = False) -> dict:
         """JSON-ready dict (the config only when asked)."""
@@ -78,19 +81,57 @@ def _base_config(run) -> tuple[dict, list[str]]:
     return cfg, notes
 
 
-def _merge(findings, groups) -> tuple[dict, list[str], list[str]]:
-    changes, monitors, ids = {}, [], []
+def _merge(findings, groups) -> tuple[dict, list[str], list[str], dict]:
+    changes, monitors, ids, targets = {}, [], [], {}
     for f in findings:
         if f.group in groups and f.changes:
             for k, v in f.changes.items():
-                changes.setdefault(k, v)
+                if k not in changes:
+                    changes[k] = v
+                    if k in f.targets:
+                        targets[k] = f.targets[k]
             ids.append(f.id)
         if f.group in groups:
             monitors += [m for m in f.monitors if m not in monitors]
-    return changes, monitors, ids
+    return changes, monitors, ids, targets
 
 
-def _describe(changes: dict, parent: dict) -> str:
+def _short(key: str, parent: dict) -> str:
+    """A config key as a title names it: ``weight_label (action)`` for a feature field, else the key."""
+    parts = key.split(".")
+    if len(parts) == 4 and parts[:2] == ["ot", "features"]:
+        f = cfgkeys.get(parent, ".".join(parts[:3])) or {}
+        what = f.get("key") or ("images" if f.get("type") == "embed" else parts[2])
+        return f"{parts[3]} ({what})"
+    return key
+
+
+def title_of(changes: dict, parent: dict, limit: int = 4) -> str:
+    """What a proposal changes, in a few words: ``lower weight_label (action) 0.05 → 0.02; eval_freq 50 → 400``
+    (numbers: lower/raise old → new; tables: the table and its type; at most ``limit`` items, then +N more)."""
+    items, seen = [], set()
+    for k, v in changes.items():
+        if k == "optimizer.lr" and "policy.optimizer_lr" in changes:
+            continue          # the same LR set twice (preset key and resolved optimizer)
+        old = cfgkeys.get(parent, k)
+        name = _short(k, parent)
+        if isinstance(v, dict):
+            desc = "/".join(str(v[a]) for a in ("type", "name") if v.get(a) is not None)
+            item = f"set {name} ({desc})" if desc else f"set {name}"
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(old, (int, float)) \
+                and not isinstance(old, bool) and old != v:
+            item = f"{'lower' if v < old else 'raise'} {name} {old:g} → {v:g}"
+        else:
+            item = f"{name} = {json.dumps(v)}"
+        if item not in seen:
+            seen.add(item)
+            items.append(item)
+    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+    return "; ".join(items[:limit]) + more
+
+
+def _describe(changes: dict, parent: dict, targets: dict | None = None, max_factor: float = 4.0) -> str:
+    """``key: old → new`` per change; a bounded step also says where it would go if the next run confirms."""
     parts = []
     for k, v in changes.items():
         old = cfgkeys.get(parent, k)
@@ -98,7 +139,12 @@ def _describe(changes: dict, parent: dict) -> str:
             v = ", ".join(f"{a}={b}" for a, b in v.items() if a in _DESCRIBED)
             parts.append(f"{k}: {{{v}}}")
         else:
-            parts.append(f"{k}: {old} → {v}")
+            part = f"{k}: {old} → {v}"
+            if targets and k in targets:
+                n = steps_to(float(v), float(targets[k]), max_factor)
+                part += (f" (one step of at most ×{max_factor:g}; the rule's target is {targets[k]:g}: "
+                         f"{n} more step{'s' if n > 1 else ''} like this if the next run confirms)")
+            parts.append(part)
     return "; ".join(parts)
 
 
@@ -116,35 +162,42 @@ def build_proposals(run, findings, rules: dict, parent_spec: str) -> list[Propos
     out: list[Proposal] = []
     letters = iter("abcdefgh")
 
-    def add(title, rationale, changes, monitors, ids, extra_notes=()):
+    def add(kind, title, rationale, changes, monitors, ids, targets=None):
         name = f"iter{it}{next(letters)}"
         cfg = _apply(base, changes)
         cfg["job_name"] = name
         cfg["output_dir"] = None
         mons = core + [m for m in monitors if m not in core]
-        out.append(Proposal(name, title, rationale, changes, mons, triggers, ids, cfg, notes + list(extra_notes)))
+        out.append(Proposal(name, title, rationale, changes, mons, triggers, ids, cfg, list(notes), kind,
+                            dict(targets or {})))
 
+    mf = rules.get("step", {}).get("max_factor", 4.0)
     rb = [f for f in findings if f.id == "rollback"]
     if rb:
         ev = rb[0].evidence
-        add("rollback", f"eval loss {ev['child_eval']} is {ev['regression_pct']}% worse than parent "
-                        f"{ev['parent']} ({ev['parent_eval']}): revert the changed keys",
-            rb[0].changes, [eval_key], ["rollback"])
-    optim, mon_a, ids_a = _merge(findings, {"optim"})
+        add("rollback", f"rollback: revert {len(rb[0].changes)} changed keys to parent {ev['parent']}'s values",
+            f"eval loss {ev['child_eval']} is {ev['regression_pct']}% worse than parent "
+            f"{ev['parent']} ({ev['parent_eval']}): revert the changed keys", rb[0].changes, [eval_key], ["rollback"])
+    optim, mon_a, ids_a, tg_a = _merge(findings, {"optim"})
     dom = [f for f in findings if f.id == "cost_dominance"]
     for f in dom:           # balancing cost terms is low risk: part of a (the seed's Iter 1)
         for k, v in f.changes.items():
-            optim.setdefault(k, v)
+            if k not in optim:
+                optim[k] = v
+                if k in f.targets:
+                    tg_a[k] = f.targets[k]
         ids_a.append(f.id)
         mon_a += f.monitors
     if optim:
-        add("optimisation and logging hygiene (low risk)", _describe(optim, run.config), optim, mon_a, ids_a)
-    ot_changes, mon_b, ids_b = _merge([f for f in findings if f.id != "cost_dominance"], {"ot"})
+        add("tuning", title_of(optim, run.config), _describe(optim, run.config, tg_a, mf), optim, mon_a, ids_a, tg_a)
+    ot_changes, mon_b, ids_b, tg_b = _merge([f for f in findings if f.id != "cost_dominance"], {"ot"})
     has_ot = isinstance(run.config.get("ot"), dict) and (run.config["ot"].get("lambda_ot") or 0) > 0
     if ot_changes and has_ot:
         both = {**optim, **ot_changes}
-        add("OT coupling adjustment", _describe(ot_changes, run.config) + (" (on top of a)" if optim else ""),
-            both, mon_b, ids_a + ids_b)
+        add("ot", title_of(ot_changes, run.config) + (" (on top of a)" if optim else ""),
+            _describe(ot_changes, run.config, tg_b, mf)
+            + (f" (on top of a: {_describe(optim, run.config, tg_a, mf)})" if optim else ""),
+            both, mon_b, ids_a + ids_b, {**tg_a, **tg_b})
     plateau = any(f.id == "plateau" for f in findings)
     steps = run.config.get("steps")
     primary = _primary_trend(run)
@@ -153,8 +206,10 @@ def build_proposals(run, findings, rules: dict, parent_spec: str) -> list[Propos
         why = (f"still improving (trend {primary:+.1f}% over the last window)" if improving
                else "no rule triggered: same settings, longer")
         longer = {**optim, "steps": steps * 2}
-        add("longer training", f"steps: {steps} → {steps * 2}: {why}" + (" (with a's changes)" if optim else ""),
-            longer, [eval_key], ids_a)
+        add("longer", f"longer training: steps {steps} → {steps * 2}" + (" (on top of a)" if optim else ""),
+            f"steps: {steps} → {steps * 2}: {why}"
+            + (f" (on top of a: {_describe(optim, run.config, tg_a, mf)})" if optim else ""),
+            longer, [eval_key], ids_a, tg_a)
     return out
 
 

@@ -8,6 +8,7 @@ import math
 from dpot.analysis import cfgkeys
 from dpot.analysis.aliases import COST_PREFIXES
 from dpot.analysis.i18n import finding_text, prose, t
+from dpot.analysis.summary import span_text
 
 CORE = ["train/loss", "train/l1_loss", "train/grad_norm", "eval/offline_eval/avg_loss", "train/lr"]
 OT_KEYS = ["train/ot_loss", "train/ot_pi_sum", "train/ot_pi_diag", "train/ot_pi_diag_frac", "train/ot_skipped"]
@@ -36,7 +37,7 @@ def metric_line(run, summaries, key: str, lang: str = "en") -> str:
         return f"{key}: {t(lang, 'not_logged', seen=seen_keys(run))}"
     src = run.sources.get(key, key)
     alias = f" [logged as `{src}`]" if src != key else ""
-    parts = [f"{fmt(s.first)} → {fmt(s.last)}"]
+    parts = [span_text(s, fmt)]
     if s.change_pct is not None:
         parts[0] += f" ({s.change_pct:+.1f}%)"
     if s.best is not None:
@@ -51,7 +52,27 @@ def metric_line(run, summaries, key: str, lang: str = "en") -> str:
     return f"{key}{alias}: " + ", ".join(parts) + f" [steps {s.first_step}–{s.last_step}, n={s.n}]"
 
 
-def _overview(run) -> list[str]:
+# the fields each OT feature type has; the resolved config carries every field on every feature
+FEATURE_FIELDS = {"embed": ("type", "use_learned_embed", "weight_embed", "cameras"),
+                  "label": ("type", "key", "dim_slice", "weight_label")}
+
+
+def appendix_ot(config: dict) -> dict:
+    """``{dotted key: value}`` of the ``ot.*`` settings, sorted; a feature shows only its type's fields
+    (:data:`FEATURE_FIELDS`)."""
+    flat = cfgkeys.flatten(config)
+    out = {}
+    for k in sorted(x for x in flat if x.startswith("ot.")):
+        parts = k.split(".")
+        if len(parts) == 4 and parts[1] == "features":
+            ftype = cfgkeys.get(config, f"ot.features.{parts[2]}.type")
+            if parts[3] not in FEATURE_FIELDS.get(ftype, (parts[3],)):
+                continue
+        out[k] = flat[k]
+    return out
+
+
+def _overview(run, summaries) -> list[str]:
     c = run.config
     g = lambda k: cfgkeys.get(c, k)  # noqa: E731
     lines = [f"- Source: {run.kind} — {run.location}", f"- Steps logged: {run.last_step}"
@@ -65,11 +86,9 @@ def _overview(run) -> list[str]:
     sch = cfgkeys.schedule(c)
     preset = c.get("use_policy_training_preset")
     lr_obs = ""
-    lr = run.history.get("train/lr")
+    lr = summaries.get("train/lr")
     if lr:
-        vals = [v for _, v in lr]
-        lo, hi = min(vals), max(vals)
-        lr_obs = " [lr observed constant]" if hi == lo else f" [lr observed {fmt(lo)}–{fmt(hi)}]"
+        lr_obs = " [lr observed constant]" if lr.min == lr.max else f" [train/lr observed {span_text(lr, fmt)}]"
     lines.append(f"- Optim: {'policy presets' if preset else 'explicit'}, lr={fmt(cfgkeys.base_lr(c))} "
                  f"({g('optimizer.type')}), "
                  + (f"{sch['name'] or sch['type']} sched (warmup={sch['warmup']})" if sch else "no scheduler")
@@ -120,14 +139,19 @@ def _assessment(a, lang) -> list[str]:
     if "lr_flat" in ids:
         out.append(f"- {t(lang, 'lr')}: {finding_text(lang, ids['lr_flat'])}")
     elif "train/lr" in s:
-        out.append(f"- {t(lang, 'lr')}: train/lr {fmt(s['train/lr'].min)} → {fmt(s['train/lr'].max)} (varies)")
+        lr = s["train/lr"]
+        how = "constant" if lr.min == lr.max else "varies"
+        out.append(f"- {t(lang, 'lr')}: train/lr {span_text(lr, fmt)} ({how})")
+    if "lr_high" in ids:
+        out.append(f"- {t(lang, 'lr')}: {finding_text(lang, ids['lr_high'])}")
     return out
 
 
-def render_markdown(a, lang: str = "en", proposal_paths: dict | None = None) -> str:
-    """The report of one analysis, in the seed's sections."""
+def render_markdown(a, lang: str = "en", proposal_paths: dict | None = None, plots: list[str] | None = None) -> str:
+    """The report of one analysis, in the seed's sections (``plots``: PNG file names next to it, linked at the
+    end)."""
     run = a.run
-    L = [f"# {t(lang, 'title', run_id=run.run_id)}", "", f"## {t(lang, 'overview')}", *_overview(run), ""]
+    L = [f"# {t(lang, 'title', run_id=run.run_id)}", "", f"## {t(lang, 'overview')}", *_overview(run, a.summaries), ""]
     L += [f"## {t(lang, 'curves')}"]
     keys = list(CORE)
     has_ot = isinstance(run.config.get("ot"), dict) or any(k.startswith("train/ot_") for k in run.history)
@@ -187,10 +211,11 @@ def render_markdown(a, lang: str = "en", proposal_paths: dict | None = None) -> 
               "eval_steps", "log_freq", "save_freq", "num_workers"):
         if k in flat:
             L.append(f"- {k}={json.dumps(flat[k])}")
-    for k in sorted(x for x in flat if x.startswith("ot.")):
-        L.append(f"- {k}={json.dumps(flat[k])}")
+    L += [f"- {k}={json.dumps(v)}" for k, v in appendix_ot(run.config).items()]
     if a.notes:
         L += ["", f"## {t(lang, 'notes')}"] + [f"- {n}" for n in a.notes]
+    if plots:
+        L += ["", f"## {t(lang, 'plots')}", ""] + [f"![{p.removesuffix('.png')}]({p})" for p in plots]
     return "\n".join(L) + "\n"
 
 

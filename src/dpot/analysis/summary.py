@@ -31,10 +31,20 @@ class MetricSummary:
     max: float
     non_finite: int = 0
     spikes: list[tuple[int, float, float]] = field(default_factory=list)  # (step, value, rolling median)
+    monotone: bool = True            # the finite values never go both up and down
 
     def as_dict(self) -> dict:
         """JSON-ready dict."""
         return asdict(self)
+
+
+def span_text(s: MetricSummary, fmt=lambda x: f"{x:.4g}") -> str:
+    """The one way a curve's range is written (train/lr included): ``first → last``, plus ``(min a, max b)``
+    when the curve is not monotone and no best value is shown (metrics without a better direction)."""
+    out = f"{fmt(s.first)} → {fmt(s.last)}"
+    if not s.monotone and s.best is None:
+        out += f" (min {fmt(s.min)}, max {fmt(s.max)})"
+    return out
 
 
 def _ema(values: list[float], alpha: float) -> list[float]:
@@ -82,8 +92,10 @@ def summarize_metric(key: str, series: list[tuple[int, float]], *, window_frac: 
         a, b = smooth[-window - 1], smooth[-1]
         trend = (b - a) / abs(a) * 100 if a != 0 else None
     spikes = find_spikes(finite, spike_factor) if "grad_norm" in key or "loss" in key else []
+    ups = any(b > a for a, b in zip(vals, vals[1:]))
+    downs = any(b < a for a, b in zip(vals, vals[1:]))
     return MetricSummary(key, len(series), steps[0], steps[-1], first, last, change, best, best_step, d,
-                         smooth[-1], trend, window, min(vals), max(vals), bad, spikes)
+                         smooth[-1], trend, window, min(vals), max(vals), bad, spikes, not (ups and downs))
 
 
 def summarize(history: dict[str, list[tuple[int, float]]], **kw) -> dict[str, MetricSummary]:

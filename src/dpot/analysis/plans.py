@@ -1,0 +1,76 @@
+"""OT plan snapshots a run saved (``<run>/ot_plans/step_<step:06d>.npz``, docs/architecture.md "Plan snapshots").
+
+Each file holds ``plan`` [n_src, n_tgt] float32 (the transport plan of one logged step), ``cost_<term>``
+[n_src, n_tgt] (the weighted cost of each term), ``src_phase`` / ``tgt_phase`` [n] float32 and ``src_episode`` /
+``tgt_episode`` [n] int. The report draws a few of them (the latest and some evenly spaced earlier ones).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+PLAN_DIR = "ot_plans"
+_NAME = re.compile(r"^step_(\d+)\.npz$")
+
+
+@dataclass
+class PlanSnapshot:
+    """One saved plan: ``plan`` [n_src, n_tgt], ``costs`` (term -> [n_src, n_tgt]), per-item phase/episode."""
+
+    step: int
+    plan: np.ndarray
+    costs: dict[str, np.ndarray] = field(default_factory=dict)
+    src_phase: np.ndarray | None = None
+    tgt_phase: np.ndarray | None = None
+    src_episode: np.ndarray | None = None
+    tgt_episode: np.ndarray | None = None
+
+
+def plan_files(run_dir: Path | None) -> list[tuple[int, Path]]:
+    """``(step, path)`` of the snapshots under ``run_dir/ot_plans``, by step (empty when there are none)."""
+    if run_dir is None or not (Path(run_dir) / PLAN_DIR).is_dir():
+        return []
+    out = []
+    for p in (Path(run_dir) / PLAN_DIR).iterdir():
+        m = _NAME.match(p.name)
+        if m:
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def pick_steps(files: list[tuple[int, Path]], k: int = 4) -> list[tuple[int, Path]]:
+    """At most ``k`` snapshots: the latest and ``k - 1`` others evenly spaced before it, by step."""
+    if len(files) <= k:
+        return files
+    idx = sorted({round(i * (len(files) - 1) / (k - 1)) for i in range(k)})
+    return [files[i] for i in idx]
+
+
+def load_plan(step: int, path: Path) -> PlanSnapshot | None:
+    """The snapshot in ``path``; None (logged) when the file is unreadable or has no 2-D ``plan``."""
+    try:
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        log.warning("%s: unreadable plan snapshot (%s); skipped", path, err)
+        return None
+    plan = arrays.get("plan")
+    if plan is None or plan.ndim != 2:
+        log.warning("%s: no 2-D 'plan' array; skipped", path)
+        return None
+    costs = {k[len("cost_"):]: v for k, v in arrays.items() if k.startswith("cost_") and v.shape == plan.shape}
+    return PlanSnapshot(step, plan.astype(np.float64), {k: v.astype(np.float64) for k, v in costs.items()},
+                        *(arrays.get(k) for k in ("src_phase", "tgt_phase", "src_episode", "tgt_episode")))
+
+
+def read_plans(run_dir: Path | None, k: int = 4) -> list[PlanSnapshot]:
+    """Up to ``k`` readable snapshots of a run (:func:`pick_steps`), by step."""
+    return [s for step, p in pick_steps(plan_files(run_dir), k) if (s := load_plan(step, p)) is not None]
