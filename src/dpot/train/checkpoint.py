@@ -66,12 +66,18 @@ def save_checkpoint(output_dir: Path, step: int, *, cfg, policy, optimizer, sche
 
 
 def last_checkpoint(output_dir: Path) -> Path:
-    """The newest complete checkpoint of a run; UserError when there is none."""
-    link = Path(output_dir) / CKPT_DIR / LAST
-    if not link.exists() or not (link / "training_state" / "training_step.json").is_file():
-        raise UserError(f"resume: no checkpoint in {Path(output_dir) / CKPT_DIR} (checkpoints/last is missing); "
+    """The newest complete checkpoint of a run; UserError when there is none.
+
+    A numbered directory exists only once complete (it is renamed from ``.tmp-<step>``), so the highest-numbered
+    one is the newest complete checkpoint even when a kill fell between that rename and the update of ``last``
+    (``last`` then still names the previous one, or does not exist yet)."""
+    root = Path(output_dir) / CKPT_DIR
+    steps = [d for d in (root.iterdir() if root.is_dir() else [])
+             if d.name.isdigit() and (d / "training_state" / "training_step.json").is_file()]
+    if not steps:
+        raise UserError(f"resume: no checkpoint in {root} (no complete checkpoints/<step> directory); "
                         "run without --resume=true or point output_dir at a run that saved one")
-    return link.resolve()
+    return max(steps, key=lambda d: int(d.name)).resolve()
 
 
 def load_checkpoint(ckpt: Path, *, policy, optimizer, scheduler) -> tuple[int, dict]:
