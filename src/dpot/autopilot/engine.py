@@ -127,6 +127,37 @@ def sh_budgets(n: int, steps: int) -> list[int]:
     return [steps // (2 ** (r - i)) for i in range(r)] + [steps]
 
 
+def decide(*, kind: str, final: bool, failed: bool, pruned: bool, objective: float | None,
+           regression: float | None, findings: list[str], max_regression: float) -> str:
+    """The decision on one finished trial (the seed's rollback triggers; see the module docstring):
+    failed | pruned | halving (a short successive-halving rung) | kept | retried | rolled_back."""
+    if failed:
+        return "failed"
+    if pruned:
+        return "pruned"
+    if not final:
+        return "halving"
+    if kind == "base":
+        return "kept"
+    unstable = not runs.is_finite(objective) or "instability" in findings
+    if unstable and kind != "retry":
+        return "retried"
+    if not runs.is_finite(objective) or (regression is not None and regression > max_regression):
+        return "rolled_back"
+    return "kept"
+
+
+def halve_lr(cfg: dict) -> tuple[dict, dict]:
+    """``cfg`` with its base learning rate(s) halved, and ``{key: new value}`` of what changed."""
+    changed = {}
+    for key in spec.lr_keys(cfg):
+        lr = spec.dotted_get(cfg, key)
+        if isinstance(lr, (int, float)) and not isinstance(lr, bool):
+            cfg = spec.dotted_set(cfg, key, lr / 2)
+            changed[key] = lr / 2
+    return cfg, changed
+
+
 class Search:
     """One autopilot search in ``settings.out`` (see the module docstring)."""
 
@@ -167,40 +198,41 @@ class Search:
                              spec.mask_url(self.s.storage) if self.s.storage else "embedded sqlite (DIR/study.db)",
                              study_name=f"dpot-autopilot-{self.out.name}")
         resuming = spec.check_out_dir(self.out, sp)
-        storage = self._storage(url, create_ok=self.s.storage is None)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        storage = names = None
+        if self.s.storage is not None:            # a server: reach it before anything is written
+            storage = self._storage(url)
+            names = [x.study_name for x in optuna.get_all_study_summaries(storage)]
+            if sp.study_name in names and not resuming:
+                raise UserError(f"--storage: {spec.mask_url(url)} already holds a study {sp.study_name!r} for "
+                                f"another directory; use the --out it was run with or another directory name")
+        self.out.mkdir(parents=True, exist_ok=True)
+        if not resuming:                          # first, so that a second worker starting now sees a search
+            write_text(self.out / spec.SPEC_FILE, json.dumps(sp.as_dict(), indent=2) + "\n")
         pruner = (optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0) if self.s.pruner == "median"
                   else optuna.pruners.NopPruner())
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        if self.s.storage is not None and sp.study_name in names and not resuming:
-            raise UserError(f"--storage: {spec.mask_url(url)} already holds a study {sp.study_name!r} for another "
-                            f"directory; use the --out it was run with or another directory name")
-        self.fresh = not resuming and sp.study_name not in names
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.study = optuna.create_study(storage=storage, study_name=sp.study_name, load_if_exists=True,
-                                         direction="minimize" if self.objective.direction == "min" else "maximize",
-                                         pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=0))
-        if not resuming:
-            write_text(self.out / spec.SPEC_FILE, json.dumps(sp.as_dict(), indent=2) + "\n")
+        with self._lock():                        # workers starting together: one creates the tables and study
+            if storage is None:
+                storage = self._storage(url)
+                names = [x.study_name for x in optuna.get_all_study_summaries(storage)]
+            self.fresh = not resuming and sp.study_name not in names
+            self.study = optuna.create_study(storage=storage, study_name=sp.study_name, load_if_exists=True,
+                                             direction="minimize" if self.objective.direction == "min"
+                                             else "maximize", pruner=pruner,
+                                             sampler=optuna.samplers.RandomSampler(seed=0))
         self._say(f"autopilot: {'continuing' if resuming else 'new'} search in {self.out} (study "
                   f"{sp.study_name}, {spec.mask_url(url) if self.s.storage else 'sqlite under DIR'}); objective "
                   f"{self.objective.text}, {self.steps} steps per candidate, <= {self.s.candidates} candidates x "
                   f"{self.s.iterations} iterations")
 
-    def _storage(self, url: str, create_ok: bool):
+    def _storage(self, url: str):
         import optuna
 
-        kwargs = {}
-        if url.startswith("sqlite"):
-            kwargs = {"connect_args": {"timeout": 120}}
-            if create_ok:
-                Path(self.out).mkdir(parents=True, exist_ok=True)
+        kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
         except Exception as err:  # SQLAlchemy / driver errors: unreachable, bad URL, missing driver
             msg = " ".join(str(err).split())[:300]
-            if create_ok and not any(Path(self.out).iterdir()):
-                Path(self.out).rmdir()
             raise UserError(f"--storage: cannot open {spec.mask_url(url)}: {msg}; check the URL, that the server "
                             f"is up and reachable, and the credentials") from None
 
@@ -363,6 +395,8 @@ class Search:
             if runs.reached(run_dir, budget):
                 reason = poll() or ""           # trained before a crash: only read it
             else:
+                if tools.kill_leftover(self.out / "logs" / f"{name}.log", str(cfg_path)):
+                    time.sleep(1.0)
                 resume = bool(runs.checkpoint_steps(run_dir))
                 if not resume and run_dir.exists():
                     shutil.rmtree(run_dir)      # started, but no checkpoint yet: start over
@@ -395,23 +429,11 @@ class Search:
         regression = (self.objective.regression(objective, parent_best)
                       if runs.is_finite(objective) and runs.is_finite(parent_best) else None)
         if failed:
-            decision = "failed"
             note = note or _log_tail(self.out / "logs" / f"{name}.log")
-        elif reason == "pruned":
-            decision = "pruned"
-        elif not final:
-            decision = "halving"              # finished a short rung; promotion decided when the rung is done
-        elif kind == "base":
-            decision = "kept"
-        else:
-            unstable = not runs.is_finite(objective) or "instability" in findings
-            if unstable and kind != "retry":
-                decision = "retried"
-                self._enqueue_retry(a)
-            elif not runs.is_finite(objective) or (regression is not None and regression > self.s.max_regression):
-                decision = "rolled_back"
-            else:
-                decision = "kept"
+        decision = decide(kind=kind, final=final, failed=failed, pruned=reason == "pruned", objective=objective,
+                          regression=regression, findings=findings, max_regression=self.s.max_regression)
+        if decision == "retried":
+            self._enqueue_retry(a)
         for k, v in {"objective": objective if runs.is_finite(objective) else (None if objective is None else
                                                                                 str(objective)),
                      "parent_objective": parent_obj, "parent_best": parent_best, "regression": regression,
@@ -464,11 +486,9 @@ class Search:
         cfg = json.loads(self.config_path(a["name"]).read_text())
         parent_cfg = self._config_of(a["parent"])
         changes = dict(a.get("changes") or {})
-        for key in spec.lr_keys(cfg):
-            lr = spec.dotted_get(cfg, key)
-            if isinstance(lr, (int, float)):
-                cfg = spec.dotted_set(cfg, key, lr / 2)
-                changes[key] = [spec.dotted_get(parent_cfg, key), lr / 2]
+        cfg, halved = halve_lr(cfg)
+        for key, new in halved.items():
+            changes[key] = [spec.dotted_get(parent_cfg, key), new]
         attrs = {**{k: a[k] for k in ("iteration", "parent", "rung", "budget", "prev_budget", "budget_min",
                                       "title") if k in a},
                  "kind": "retry", "changes": changes, "diagnoses": list(a.get("diagnoses") or []) + ["instability"],

@@ -86,15 +86,18 @@ def train_command(config_path: Path, resume: bool, name: str, run_dir: Path, lau
 
 def run_monitored(cmd: list[str], log_path: Path, poll: Callable[[], str | None],
                   interval: float = 0.5) -> tuple[int, str]:
-    """Run ``cmd`` (output appended to ``log_path``); call ``poll()`` every ``interval`` s. When it returns a reason
-    (e.g. ``"budget"``, ``"pruned"``), the process group is stopped (SIGTERM, then SIGKILL after 20 s).
-    Returns ``(exit code, reason or "")``."""
+    """Run ``cmd`` (output appended to ``log_path``) in its own process group; call ``poll()`` every ``interval`` s.
+    When it returns a reason (e.g. ``"budget"``, ``"pruned"``), the group is stopped (SIGTERM, then SIGKILL after
+    20 s). The group id is kept in ``<log>.pgid`` while it runs, so that a worker taking over after this one was
+    killed can stop what it left behind (:func:`kill_leftover`). Returns ``(exit code, reason or "")``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    pgid_file = log_path.with_suffix(".pgid")
     with open(log_path, "a", encoding="utf-8") as fh:
         fh.write(f"\n# autopilot {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(cmd)}\n")
         fh.flush()
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_env(), start_new_session=True,
                                 preexec_fn=_die_with_parent)
+        pgid_file.write_text(str(proc.pid))
         reason = ""
         try:
             while proc.poll() is None:
@@ -108,7 +111,33 @@ def run_monitored(cmd: list[str], log_path: Path, poll: Callable[[], str | None]
         except BaseException:
             _stop(proc)
             raise
+        _stop(proc)                        # whatever the launcher left in the group
+        pgid_file.unlink(missing_ok=True)
         return proc.returncode, reason
+
+
+def kill_leftover(log_path: Path, marker: str) -> int:
+    """SIGKILL the processes of the group recorded in ``<log>.pgid`` whose command line contains ``marker`` (the
+    run's config path): a training left running by a killed worker on this machine. Returns how many."""
+    pgid_file = log_path.with_suffix(".pgid")
+    if not pgid_file.exists():
+        return 0
+    try:
+        pgid = int(pgid_file.read_text().strip())
+    except ValueError:
+        return 0
+    n = 0
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if os.getpgid(int(proc.name)) != pgid:
+                continue
+            if marker in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                os.kill(int(proc.name), signal.SIGKILL)
+                n += 1
+        except (OSError, ValueError):
+            continue
+    pgid_file.unlink(missing_ok=True)
+    return n
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -1,0 +1,121 @@
+"""A two-iteration search on generated data, killed with SIGKILL in the middle and rerun (the same command).
+
+One search serves several checks (each training costs seconds of CPU): base config with a flat, tiny LR (1e-6,
+constant schedule), 8 steps, a checkpoint every 2 steps, 1 candidate per iteration, 2 iterations, every training
+through a --launcher template that records each launch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from aphelpers import base_config, launches, lineage, node, run_autopilot, start_autopilot
+
+from dpot.autopilot import runs
+
+pytestmark = pytest.mark.slow
+DECISIONS = {"kept", "best", "rolled_back", "retried", "pruned", "failed"}
+
+
+@pytest.fixture(scope="module")
+def killed_search(toy, tmp_path_factory):
+    work = tmp_path_factory.mktemp("search")
+    cfg = base_config(toy, work / "base.json", steps=8, eval_freq=4, save_freq=2)
+    out = work / "search"
+    record = work / "launches.txt"
+    launcher = f"echo {{name}} >> {shlex.quote(str(record))}; {{cmd}}"
+    args = ["--config_path", str(cfg), "--out", str(out), "--iterations", "2", "--candidates", "1",
+            "--patience", "0", "--launcher", launcher]
+    proc = start_autopilot(*args, log=work / "first.log")
+    ck = out / "runs" / "it1a" / "checkpoints"
+    deadline = time.time() + 900
+    while not (ck / "000002").exists():
+        assert proc.poll() is None, (work / "first.log").read_text()[-3000:]
+        assert time.time() < deadline, "it1a never saved its first checkpoint"
+        time.sleep(0.1)
+    finished_at_kill = (ck / "000008").exists()
+    os.kill(proc.pid, signal.SIGKILL)             # the autopilot only: its training is left to the next worker
+    proc.wait()
+    launched_before = record.read_text().split()
+    res = run_autopilot(*args)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return {"out": out, "args": args, "res": res, "record": record, "finished_at_kill": finished_at_kill,
+            "launched_before": launched_before}
+
+
+def test_two_iteration_search_writes_lineage(killed_search):
+    out = killed_search["out"]
+    doc = lineage(out)
+    assert [r["iteration"] for r in doc["iterations"]] == [0, 1, 2]
+    assert doc["stop"].startswith("2 iteration(s) done")
+    names = [n["name"] for n in doc["nodes"]]
+    assert names == ["base", "it1a", "it2a"]
+    for n in doc["nodes"]:
+        assert {"name", "parent", "changes", "diagnoses", "objective", "decision"} <= set(n)
+        assert n["decision"] in DECISIONS
+        assert isinstance(n["objective"], float)
+        assert (out / n["run"] / "train_config.json").exists() and (out / n["run"] / "metrics.jsonl").exists()
+        assert n["report"] and (out / n["report"]).exists()      # each run's report, linked from the page
+    assert node(doc, "base")["parent"] is None and node(doc, "it1a")["parent"] == "base"
+    # iteration 2 starts from iteration 1's next parent
+    assert node(doc, "it2a")["parent"] == doc["iterations"][1]["next_parent"]
+    page = (out / "autopilot.html").read_text()
+    for name in names:
+        assert name in page
+    assert "<svg" in page and "src=" not in page and "<script" not in page      # self-contained, offline
+    assert 'href="runs/it1a/report.html"' in page
+    assert "autopilot: iter 2 it2a" in killed_search["res"].stdout               # a progress line per run
+
+
+def test_flat_tiny_lr_gets_a_candidate_that_raises_the_lr(killed_search):
+    out = killed_search["out"]
+    first = node(lineage(out), "it1a")
+    assert {"lr_low", "lr_flat"} & set(first["diagnoses"])
+    old, new = first["changes"]["optimizer.lr"]
+    assert old == pytest.approx(1e-6) and new > 10 * old
+    trained = json.loads((out / "runs" / "it1a" / "train_config.json").read_text())
+    assert trained["optimizer"]["lr"] == pytest.approx(new)
+    lrs = [v for _, v in runs.series(runs.read_metrics(out / "runs" / "it1a"), "train/lr")]
+    assert max(lrs) > 1e-6 * 10
+
+
+def test_kill9_then_rerun_trains_no_finished_run_again(killed_search):
+    out, record = killed_search["out"], killed_search["record"]
+    assert killed_search["launched_before"] == ["base", "it1a"]
+    launched = record.read_text().split()
+    assert launched.count("base") == 1 and launched.count("it2a") == 1
+    it1a = launches(out, "it1a")
+    if killed_search["finished_at_kill"]:
+        assert launched.count("it1a") == 1            # finished before the kill: only read afterwards
+    else:
+        assert launched.count("it1a") == 2 and "--resume=true" in it1a[1] and "--resume=true" not in it1a[0]
+        assert "resuming at step" in (out / "logs" / "it1a.log").read_text()
+    steps = [int(r["step"]) for r in runs.read_metrics(out / "runs" / "it1a") if "train/loss" in r]
+    assert steps == list(range(1, 9))                # resumed from its checkpoint: each step logged once
+
+
+def test_rerunning_a_finished_search_trains_nothing(killed_search):
+    out, record = killed_search["out"], killed_search["record"]
+    before = record.read_text()
+    res = run_autopilot(*killed_search["args"])
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "stopped (2 iteration(s) done)" in res.stdout
+    assert record.read_text() == before
+    assert [n["name"] for n in lineage(out)["nodes"]] == ["base", "it1a", "it2a"]
+
+
+def test_out_dir_holding_another_search_is_refused(killed_search):
+    out = killed_search["out"]
+    spec_before = (out / "autopilot.json").read_text()
+    res = run_autopilot(*killed_search["args"], "--objective", "train/loss")
+    assert res.returncode == 2
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --out:") and "another search" in err[0]
+    assert (out / "autopilot.json").read_text() == spec_before
+    assert Path(out / "lineage.json").exists()
