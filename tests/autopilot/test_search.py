@@ -29,7 +29,7 @@ def killed_search(toy, tmp_path_factory):
     cfg = base_config(toy, work / "base.json", steps=8, eval_freq=4, save_freq=2)
     out = work / "search"
     record = work / "launches.txt"
-    launcher = f"echo {{name}} >> {shlex.quote(str(record))}; {{cmd}}"
+    launcher = f"echo {{name}} >> {shlex.quote(str(record))}; exec {{cmd}}"   # exec: dies with the autopilot
     args = ["--config_path", str(cfg), "--out", str(out), "--iterations", "2", "--candidates", "1",
             "--patience", "0", "--launcher", launcher]
     proc = start_autopilot(*args, log=work / "first.log")
@@ -82,7 +82,8 @@ def test_flat_tiny_lr_gets_a_candidate_that_raises_the_lr(killed_search):
     trained = json.loads((out / "runs" / "it1a" / "train_config.json").read_text())
     assert trained["optimizer"]["lr"] == pytest.approx(new)
     lrs = [v for _, v in runs.series(runs.read_metrics(out / "runs" / "it1a"), "train/lr")]
-    assert max(lrs) > 1e-6 * 10
+    base_lrs = [v for _, v in runs.series(runs.read_metrics(out / "runs" / "base"), "train/lr")]
+    assert max(base_lrs) == pytest.approx(1e-6) and max(lrs) > 2 * max(base_lrs)   # it trained with a higher LR
 
 
 def test_kill9_then_rerun_trains_no_finished_run_again(killed_search):
