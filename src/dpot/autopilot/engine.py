@@ -465,7 +465,10 @@ class Search:
 
     # ------------------------------------------------------------------ enqueueing
 
-    def _enqueue(self, name: str, cfg: dict, attrs: dict) -> None:
+    def _write_config(self, name: str, cfg: dict, attrs: dict) -> dict:
+        """The run's config (name, output dir, budget, checkpoints at every rung budget), written once."""
+        if self.config_path(name).exists():
+            return self._config_of(name)
         cfg = dict(cfg)
         cfg["job_name"], cfg["output_dir"] = name, str(self.run_dir(name))
         cfg["steps"], cfg["resume"] = self.steps, False
@@ -473,11 +476,35 @@ class Search:
         b0 = attrs["budget_min"]
         save = int(cfg.get("save_freq") or self.steps)
         cfg["save_freq"] = math.gcd(save, b0) if b0 < self.steps else save
-        if not self.config_path(name).exists():
-            write_text(self.config_path(name), json.dumps(cfg, indent=2) + "\n")
+        write_text(self.config_path(name), json.dumps(cfg, indent=2) + "\n")
+        return cfg
+
+    def _enqueue(self, name: str, cfg: dict, attrs: dict) -> None:
+        cfg = self._write_config(name, cfg, attrs)
         params = space_params(cfg)
         self.study.enqueue_trial(params, user_attrs={**attrs, "name": name, "params": params,
                                                      "digest": spec.config_digest(cfg)})
+
+    def _enqueue_planned(self, key: str, items: list[tuple[str, dict, dict]]) -> None:
+        """Enqueue several trials so that a kill in between loses none: configs first, then the plan (study
+        attribute ``key``), then the trials; :meth:`_complete_plans` enqueues what a killed worker did not."""
+        for name, cfg, attrs in items:
+            self._write_config(name, cfg, attrs)
+        self.study.set_user_attr(key, [[name, attrs] for name, _, attrs in items])
+        for name, cfg, attrs in items:
+            self._enqueue(name, cfg, attrs)
+
+    def _complete_plans(self, trials) -> bool:
+        have = {(t.user_attrs["name"], t.user_attrs["rung"]) for t in trials}
+        added = False
+        for key, items in self.study.user_attrs.items():
+            if not key.startswith("plan:"):
+                continue
+            for name, attrs in items:
+                if (name, attrs["rung"]) not in have:
+                    self._enqueue(name, self._config_of(name), attrs)
+                    added = True
+        return added
 
     def _enqueue_retry(self, a: dict) -> None:
         name = f"{a['name']}-r"
@@ -506,9 +533,13 @@ class Search:
         """One coordination step (under the lock): 'work' (something was enqueued), 'wait' or 'done'."""
         from optuna.trial import TrialState
 
-        if "stop" in self.study.user_attrs:
-            return "done"
+        attrs = self.study.user_attrs
+        if attrs.get("stop") and not (attrs.get("stop_at_iterations") is not None
+                                      and self.s.iterations > attrs["stop_at_iterations"]):
+            return "done"                 # stopped (a larger --iterations continues a search stopped by the count)
         trials = self._trials()
+        if self._complete_plans(trials):
+            return "work"
         if any(t.state == TrialState.WAITING for t in trials):
             return "work"
         if any(t.state == TrialState.RUNNING for t in trials):
@@ -534,13 +565,14 @@ class Search:
             if self._propose(it + 1, parent, trials):
                 return "work"
             reason = f"nothing new proposed for {parent}"
+        self.study.set_user_attr("stop_at_iterations", it if reason.endswith("iteration(s) done") else None)
         self.study.set_user_attr("stop", reason)
         return "done"
 
     def _promote(self, it: int, cur) -> bool:
         """Successive halving: when the highest rung of iteration ``it`` is done below the full budget, enqueue
         its best half at the next rung. Returns True when it enqueued."""
-        budgets = cur[0].user_attrs.get("budgets") or [self.steps]
+        budgets = next((t.user_attrs["budgets"] for t in cur if t.user_attrs.get("budgets")), [self.steps])
         top = max(t.user_attrs["rung"] for t in cur)
         if top >= len(budgets) - 1:
             return False
@@ -548,15 +580,17 @@ class Search:
         ok = [t for t in at if t.user_attrs.get("decision") == "halving" and t.value is not None]
         ok.sort(key=lambda t: t.value, reverse=self.objective.direction == "max")
         keep = ok[:max(1, len(at) // 2)]
+        if not keep:
+            return False
+        items = []
         for t in keep:
             a = dict(t.user_attrs)
             for k in ("objective", "parent_objective", "parent_best", "regression", "findings", "decision",
-                      "seconds", "note", "worker", "heartbeat", "params", "digest"):
+                      "seconds", "note", "worker", "heartbeat", "params", "digest", "name"):
                 a.pop(k, None)
             a.update({"rung": top + 1, "budget": budgets[top + 1], "prev_budget": budgets[top]})
-            self._enqueue(a.pop("name"), self._config_of(t.user_attrs["name"]), a)
-        if not keep:
-            return False
+            items.append((t.user_attrs["name"], self._config_of(t.user_attrs["name"]), a))
+        self._enqueue_planned(f"plan:{it}:{top + 1}", items)
         self._say(f"autopilot: iteration {it}: successive halving keeps {', '.join(t.user_attrs['name'] for t in keep)}"
                   f" for {budgets[top + 1]} steps")
         return True
@@ -632,13 +666,15 @@ class Search:
             return False
         budgets = sh_budgets(len(chosen), self.steps)
         letters = "abcdefghijklmnopqrstuvwxyz"
+        items = []
         for i, (p, cfg) in enumerate(chosen):
             changes = spec.leaf_changes(parent_cfg, cfg, list(p.get("changes") or {}))
-            self._enqueue(f"it{it}{letters[i]}", cfg,
+            items.append((f"it{it}{letters[i]}", cfg,
                           {"iteration": it, "parent": parent, "kind": "candidate", "rung": 0, "budget": budgets[0],
                            "prev_budget": 0, "budget_min": budgets[0], "budgets": budgets, "changes": changes,
                            "diagnoses": list(p.get("findings") or []), "title": p.get("title", ""),
-                           "proposal": p.get("name")})
+                           "proposal": p.get("name")}))
+        self._enqueue_planned(f"plan:{it}:0", items)
         self._say(f"autopilot: iteration {it} from {parent}: {len(chosen)} candidate(s) "
                   f"({', '.join(p.get('title', p['name']) for p, _ in chosen)})"
                   + (f"; successive halving at {budgets} steps" if len(budgets) > 1 else ""))
