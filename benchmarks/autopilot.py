@@ -216,7 +216,7 @@ def write_section(path: Path, text: str) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="tiny budget: 6 steps, 1 iteration x 2 candidates, 1 repeat")
+    p.add_argument("--quick", action="store_true", help="tiny budget: 6 steps, 1 iteration x 1 candidate, 1 repeat")
     p.add_argument("--steps", type=int, default=200, help="training steps per run")
     p.add_argument("--iterations", type=int, default=3)
     p.add_argument("--candidates", type=int, default=2)
@@ -227,7 +227,7 @@ def main() -> int:
     p.add_argument("--write", help="Markdown file whose autopilot section is replaced")
     a = p.parse_args()
     if a.quick:
-        a.steps, a.iterations, a.candidates, a.repeats = 6, 1, 2, 1
+        a.steps, a.iterations, a.candidates, a.repeats = 6, 1, 1, 1
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if a.source and a.target:
