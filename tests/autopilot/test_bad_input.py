@@ -31,6 +31,13 @@ def test_eval_objective_without_eval(toy, tmp_path, capsys):
     assert not (tmp_path / "s").exists()
 
 
+def test_bench_objective_needs_bench_data(toy, tmp_path, capsys):
+    cfg = base_config(toy, tmp_path / "base.json")
+    rc, err = _run(capsys, "--config_path", str(cfg), "--out", str(tmp_path / "s"), "--objective", "bench:push-v3")
+    assert rc == 2 and err.startswith("error: --objective: bench:push-v3") and "dpot bench generate" in err
+    assert not (tmp_path / "s").exists()
+
+
 def test_unreachable_storage(toy, tmp_path, capsys):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -55,7 +62,8 @@ def test_out_dir_with_other_files(toy, tmp_path, capsys):
 @pytest.mark.parametrize("args, field", [
     (["--launcher", "srun"], "--launcher"),
     (["--launcher", "srun {command}"], "--launcher"),
-    (["--objective", "bench:reach"], "--objective"),
+    (["--objective", "bench:re ach"], "--objective"),
+    (["--objective", "bench:reach:min"], "--objective"),
     (["--candidates", "0"], "--candidates"),
     (["--iterations", "x"], "dpot autopilot"),
 ])

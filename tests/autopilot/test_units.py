@@ -22,7 +22,9 @@ def test_objective_parsing_and_regression():
     assert o.regression(1.2, 1.0) == pytest.approx(0.2) and o.regression(0.9, 1.0) == pytest.approx(-0.1)
     m = spec.parse_objective("x:max")
     assert m.regression(0.8, 1.0) == pytest.approx(0.2) and m.better(2.0, 1.0) and not o.better(2.0, 1.0)
-    for bad in ("", "a b", ":min"):
+    b = spec.parse_objective("bench:push-v3")
+    assert (b.key, b.direction, b.bench_task) == ("bench:push-v3", "max", "push-v3") and o.bench_task is None
+    for bad in ("", "a b", ":min", "bench:", "bench:x:min"):
         with pytest.raises(UserError):
             spec.parse_objective(bad)
 

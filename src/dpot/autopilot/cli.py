@@ -32,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="at most this many proposals trained per iteration; > 2 uses successive halving (default 3)")
     p.add_argument("--steps", type=int, default=None, help="training steps of every run (default: the base config's)")
     p.add_argument("--objective", default=DEFAULT_OBJECTIVE,
-                   help=f"logged metric to optimise, METRIC[:min|max] (default {DEFAULT_OBJECTIVE})")
+                   help=f"logged metric to optimise, METRIC[:min|max] (default {DEFAULT_OBJECTIVE}), or bench:<task>: "
+                        f"closed-loop target success of each run's checkpoint (dpot bench eval; bench data only)")
     p.add_argument("--storage", default=None, help="Optuna RDB URL shared by workers, e.g. "
                                                    "postgresql://user:pw@host/db (default: sqlite under --out)")
     p.add_argument("--launcher", default=None,
@@ -49,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--min_delta", type=float, default=0.01, help="relative improvement counted as progress (0.01)")
     p.add_argument("--pruner", choices=("median", "none"), default="median",
                    help="Optuna pruner fed with the objective logged during training (default median)")
+    p.add_argument("--bench_episodes", type=int, default=10,
+                   help="episodes per closed-loop evaluation for --objective bench:<task> (default 10)")
+    p.add_argument("--bench_max_steps", type=int, default=150, help="episode length for bench:<task> (150)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None, command: str = "autopilot") -> int:
     s = Settings(config_path=a.config_path, out=Path(a.out), iterations=a.iterations, candidates=a.candidates,
                  steps=a.steps, objective=a.objective, storage=a.storage, launcher=a.launcher, rules=a.rules,
                  max_regression=a.max_regression, patience=a.patience, min_delta=a.min_delta, pruner=a.pruner,
-                 quiet=a.quiet)
+                 bench_episodes=a.bench_episodes, bench_max_steps=a.bench_max_steps, quiet=a.quiet)
     search = Search(s)
     search.open()
     search.run()

@@ -73,6 +73,8 @@ class Settings:
     patience: int = 2
     min_delta: float = 0.01
     pruner: str = "median"
+    bench_episodes: int = 10
+    bench_max_steps: int = 150
     poll_s: float = 0.5
     quiet: bool = False
 
@@ -188,6 +190,8 @@ class Search:
         self.steps = int(self.s.steps or base.get("steps") or 0)
         if self.steps < 1:
             raise UserError("--steps: the base config has no steps; give --steps N")
+        if self.objective.bench_task is not None:
+            _check_bench_data(base, self.objective.bench_task)
         if self.objective.key.startswith("eval/") and not base.get("eval_freq"):
             raise UserError(f"--objective: {self.objective.key} is an offline-eval metric but the base config has "
                             f"eval_freq={base.get('eval_freq')}; set eval_freq > 0 or choose a train/ metric")
@@ -355,14 +359,39 @@ class Search:
 
     # ------------------------------------------------------------------ one trial
 
+    def _points(self, run_dir: Path, budget: int, evaluate: bool = True) -> list[tuple[int, float]]:
+        """The objective's ``(step, value)`` points of a run up to ``budget``: from ``metrics.jsonl``, or for
+        ``bench:<task>`` the closed-loop success rate of the checkpoint at ``budget`` (``dpot bench eval``, cached
+        in ``<run>/bench_<task>_<budget>.json``; only computed when ``evaluate``)."""
+        task = self.objective.bench_task
+        if task is None:
+            return runs.series(runs.read_metrics(run_dir), self.objective.key, budget)
+        cache = run_dir / f"bench_{task}_{budget:06d}.json"
+        if not cache.exists():
+            ckpt = run_dir / "checkpoints" / f"{budget:06d}" / "pretrained_model"
+            if not evaluate or not ckpt.exists():
+                return []
+            tools.bench_eval(ckpt, task, self.s.bench_episodes, self.s.bench_max_steps, cache)
+        return [(budget, float(json.loads(cache.read_text())["success_rate"]))]
+
     def _parent_best(self, parent: str | None) -> tuple[float | None, float | None]:
         """(parent's final objective, parent's best logged value) at the full budget."""
         if parent is None:
             return None, None
-        pts = runs.series(runs.read_metrics(self.run_dir(parent)), self.objective.key, self.steps)
+        pts = self._points(self.run_dir(parent), self.steps)
         return runs.objective_value(pts), runs.best_value(pts, self.objective.direction)
 
     def _run_trial(self, trial) -> None:
+        """Train (or resume, or only read) the trial's run, decide, tell; a heartbeat thread runs meanwhile."""
+        stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(trial, stop), daemon=True)
+        beat.start()
+        try:
+            self._train_and_decide(trial)
+        finally:
+            stop.set()
+
+    def _train_and_decide(self, trial) -> None:
         from optuna.trial import TrialState
 
         a = dict(trial.user_attrs)
@@ -372,16 +401,12 @@ class Search:
         for pname, value in (a.get("params") or {}).items():       # record the fixed params (TPE-compatible)
             trial.suggest_float(pname, SPACE[pname][1], SPACE[pname][2], log=SPACE[pname][3])
             del value
-        stop = threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(trial, stop), daemon=True)
-        beat.start()
         t0 = time.time()
         reported: set[int] = set(int(k) for k in trial.storage.get_trial(trial._trial_id).intermediate_values)
         reason, rc = "", 0
 
         def poll() -> str | None:
-            pts = runs.series(runs.read_metrics(run_dir), self.objective.key, budget)
-            for step, v in pts:
+            for step, v in self._points(run_dir, budget, evaluate=False):
                 if step > prev_budget and step not in reported and math.isfinite(v):
                     trial.report(v, step)
                     reported.add(step)
@@ -391,34 +416,36 @@ class Search:
                 return "budget"
             return None
 
-        try:
-            if runs.reached(run_dir, budget):
-                reason = poll() or ""           # trained before a crash: only read it
-            else:
-                if tools.kill_leftover(self.out / "logs" / f"{name}.log", str(cfg_path)):
-                    time.sleep(1.0)
-                resume = bool(runs.checkpoint_steps(run_dir))
-                if not resume and run_dir.exists():
-                    shutil.rmtree(run_dir)      # started, but no checkpoint yet: start over
-                cmd = tools.train_command(cfg_path, resume, name, run_dir, self.s.launcher)
-                rc, reason = tools.run_monitored(cmd, self.out / "logs" / f"{name}.log", poll, self.s.poll_s)
-        finally:
-            stop.set()
+        if runs.reached(run_dir, budget):
+            reason = poll() or ""           # trained before a crash: only read it
+        else:
+            if tools.kill_leftover(self.out / "logs" / f"{name}.log", str(cfg_path)):
+                time.sleep(1.0)
+            resume = bool(runs.checkpoint_steps(run_dir))
+            if not resume and run_dir.exists():
+                shutil.rmtree(run_dir)      # started, but no checkpoint yet: start over
+            cmd = tools.train_command(cfg_path, resume, name, run_dir, self.s.launcher)
+            rc, reason = tools.run_monitored(cmd, self.out / "logs" / f"{name}.log", poll, self.s.poll_s)
         rows = runs.read_metrics(run_dir)
-        pts = runs.series(rows, self.objective.key, budget)
-        objective = runs.objective_value(pts)
-        parent_obj, parent_best = self._parent_best(a.get("parent"))
-        findings: list[str] = []
-        note = ""
         failed = rc != 0 and reason not in ("budget", "pruned") and not runs.reached(run_dir, budget)
-        if kind == "base" and objective is None and not failed:
-            keys = runs.logged_keys(rows)
-            raise ObjectiveMissing(f"--objective: {self.objective.key} is not logged by the runs; they log: "
-                                   f"{', '.join(keys) if keys else 'nothing'}")
         if kind == "base" and failed:
             tail = _log_tail(self.out / "logs" / f"{name}.log")
             raise ObjectiveMissing(f"--config_path: the base run failed (exit {rc}): {tail}; see "
                                    f"{self.out / 'logs' / f'{name}.log'}")
+        try:
+            pts = [] if failed else self._points(run_dir, budget)
+        except RuntimeError as err:          # bench:<task>: the closed-loop evaluation failed
+            if kind == "base":
+                raise ObjectiveMissing(f"--objective: {self.objective.key}: {err}") from None
+            pts, failed, reason = [], True, ""
+        objective = runs.objective_value(pts)
+        if kind == "base" and objective is None:
+            keys = runs.logged_keys(rows)
+            raise ObjectiveMissing(f"--objective: {self.objective.key} is not logged by the runs; they log: "
+                                   f"{', '.join(keys) if keys else 'nothing'}")
+        parent_obj, parent_best = self._parent_best(a.get("parent"))
+        findings: list[str] = []
+        note = ""
         final = budget >= self.steps
         if final and not failed and reason != "pruned":
             try:
@@ -679,6 +706,20 @@ class Search:
                   f"({', '.join(p.get('title', p['name']) for p, _ in chosen)})"
                   + (f"; successive halving at {budgets} steps" if len(budgets) > 1 else ""))
         return True
+
+
+def _check_bench_data(base: dict, task: str) -> None:
+    """``bench:<task>`` needs target data made by ``dpot bench generate`` for that task (meta/dpot_bench.json)."""
+    root = (base.get("dataset") or {}).get("root")
+    meta = Path(root) / "meta" / "dpot_bench.json" if root else None
+    if meta is None or not meta.exists():
+        raise UserError(f"--objective: bench:{task} evaluates in the dpot bench simulator, but the target dataset "
+                        f"({root}) was not made by 'dpot bench generate' (no meta/dpot_bench.json); use a logged "
+                        f"metric such as {spec.DEFAULT_OBJECTIVE}")
+    made_for = (json.loads(meta.read_text()).get("settings") or {}).get("task")
+    if made_for and made_for != task:
+        raise UserError(f"--objective: bench:{task}: the target data was generated for task {made_for}; use "
+                        f"bench:{made_for}")
 
 
 def _short(v) -> str:

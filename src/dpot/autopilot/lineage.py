@@ -8,7 +8,8 @@ lineage.json::
      "nodes": [{"name", "parent", "changes": {"<key>": [old, new]}, "diagnoses": [rule ids], "objective",
                 "decision", "iteration", "kind", "title", "findings", "budget", "run", "report", ...}, ...]}
 
-Decisions: ``kept`` (within the rollback tolerance of its parent), ``best`` (kept and made the next parent),
+Decisions: ``kept`` (within the rollback tolerance of its parent), ``best`` (the kept run with the best objective of
+the whole search; ``became_parent`` marks every run an iteration started from),
 ``rolled_back`` (objective worse than the parent's best by more than the tolerance, or non-finite), ``retried``
 (unstable: retried with the LR halved as ``<name>-r``), ``pruned`` (stopped early by the pruner or not promoted by
 successive halving), ``failed`` (training exited with an error), ``training`` / ``queued`` (not done yet).
@@ -43,8 +44,6 @@ def nodes(search) -> list[dict]:
             decision = "training"
         elif decision == "halving" and a["iteration"] in records:
             decision = "pruned"           # not promoted by successive halving
-        if name in best_names and decision == "kept":
-            decision = "best"
         run_dir = search.run_dir(name)
         report = run_dir / "report.html"
         out.append({
@@ -58,8 +57,15 @@ def nodes(search) -> list[dict]:
             "retry_of": a.get("retry_of"), "seconds": a.get("seconds"), "worker": a.get("worker"),
             "run": str(run_dir.relative_to(search.out)),
             "report": str(report.relative_to(search.out)) if report.exists() else None,
-            "note": a.get("note") or None,
+            "note": a.get("note") or None, "became_parent": name in best_names,
         })
+    kept = [n for n in out if n["decision"] == "kept" and isinstance(n["objective"], (int, float))]
+    if kept:
+        best = kept[0]
+        for n in kept[1:]:
+            if search.objective.better(n["objective"], best["objective"]):
+                best = n
+        best["decision"] = "best"
     return out
 
 

@@ -32,6 +32,11 @@ class Objective:
     def text(self) -> str:
         return f"{self.key}:{self.direction}"
 
+    @property
+    def bench_task(self) -> str | None:
+        """The task of a closed-loop ``bench:<task>`` objective, else None."""
+        return self.key.split(":", 1)[1] if self.key.startswith("bench:") else None
+
     def better(self, a: float, b: float) -> bool:
         """True when ``a`` is strictly better than ``b``."""
         return a < b if self.direction == "min" else a > b
@@ -45,11 +50,14 @@ class Objective:
 
 
 def parse_objective(text: str) -> Objective:
-    """``METRIC[:min|max]`` -> Objective (default direction: min; ``.../success...`` and ``bench:`` default max)."""
+    """``METRIC[:min|max]`` -> Objective (default direction: min; ``.../success...`` max); ``bench:<task>`` -> the
+    closed-loop target-domain success rate of ``dpot bench eval`` (max)."""
     text = (text or "").strip()
     if text.startswith("bench:"):
-        raise UserError(f"--objective: {text}: closed-loop objectives (bench:<task>) are not implemented yet; "
-                        f"use a logged metric such as {DEFAULT_OBJECTIVE}")
+        task, _, direction = text[len("bench:"):].partition(":")
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", task) or direction not in ("", "max"):
+            raise UserError(f"--objective: '{text}' is not bench:<task> (e.g. bench:push-v3; success rate, max)")
+        return Objective(f"bench:{task}", "max")
     key, _, direction = text.rpartition(":") if text.endswith((":min", ":max")) else (text, "", "")
     if not direction:
         direction = "max" if re.search(r"success|accuracy|reward", key) else "min"

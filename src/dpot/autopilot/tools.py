@@ -35,6 +35,8 @@ def _env() -> dict:
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("WANDB_SILENT", "true")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("MUJOCO_GL", "egl")                  # dpot bench eval renders headless
+    env.setdefault("PYOPENGL_PLATFORM", env["MUJOCO_GL"])
     src = str(Path(__file__).resolve().parents[2])        # the dpot being run, also for the child processes
     parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     if src not in parts:
@@ -180,3 +182,12 @@ def propose(run_dir: Path, out_dir: Path, rules: str | None = None) -> list[tupl
         args += ["--rules", rules]
     props = json.loads(_run_cli(args, f"dpot propose {run_dir}"))
     return [(p, json.loads((out_dir / f"{p['name']}.json").read_text())) for p in props]
+
+
+def bench_eval(policy: Path, task: str, episodes: int, max_steps: int, out: Path) -> dict:
+    """``dpot bench eval --policy P --task T --domain target``: closed-loop success, written to ``out`` (JSON with
+    ``success_rate``) and returned."""
+    args = ["bench", "eval", "--policy", str(policy), "--task", task, "--domain", "target", "--episodes",
+            str(episodes), "--max-steps", str(max_steps), "--gifs", "0", "--out", str(out)]
+    _run_cli(args, f"dpot bench eval {policy}", timeout=3600)
+    return json.loads(out.read_text())
