@@ -1,4 +1,5 @@
-"""A candidate made to diverge is rolled back and the next iteration starts from its parent.
+"""A two-iteration search where a candidate made to diverge is rolled back and the next iteration starts from its
+parent.
 
 Divergence is provoked through the diagnosis thresholds (``--rules``, passed to ``dpot report/propose``): the
 ``lr_low`` rule's usual range is set to [5, 5], so the proposal raises the flat 1e-6 LR to 5.0, which blows the
@@ -53,3 +54,7 @@ def test_diverging_candidate_is_rolled_back_and_next_iteration_starts_from_its_p
     rolled = {n["name"] for n in doc["nodes"] if n["decision"] in ("rolled_back", "retried")}
     assert not any(n["parent"] in rolled for n in doc["nodes"])                 # nothing grows from a rollback
     assert isinstance(base["objective"], float) and math.isfinite(base["objective"])
+    assert base["decision"] == "best" and doc["stop"].startswith("2 iteration(s) done")
+    assert [r["iteration"] for r in doc["iterations"]] == [0, 1, 2]
+    page = (out / "autopilot.html").read_text()
+    assert all(n["name"] in page for n in doc["nodes"]) and "rolled_back" in page
