@@ -8,7 +8,7 @@ import math
 import pytest
 
 from dpot.autopilot import runs, spec
-from dpot.autopilot.engine import decide, halve_lr, sh_budgets, space_params
+from dpot.autopilot.decisions import decide, halve_lr, sh_budgets, space_params
 from dpot.autopilot.html import render
 from dpot.autopilot.tools import check_launcher, train_command
 from dpot.errors import UserError

@@ -2,6 +2,7 @@
 
 Modules: :mod:`.spec` (arguments, objective, the search's identity in ``DIR/autopilot.json``), :mod:`.runs` (what a
 run directory says: metrics, checkpoints, objective), :mod:`.tools` (``dpot report/propose/train`` as subprocesses,
-the ``--launcher`` template), :mod:`.engine` (the loop on an Optuna study), :mod:`.lineage` (``lineage.json`` and
-``autopilot.html``), :mod:`.cli` (``dpot autopilot``).
+the ``--launcher`` template), :mod:`.decisions` (rollback triggers, retries, halving budgets), :mod:`.engine` (the
+loop on an Optuna study), :mod:`.lineage` (``lineage.json``), :mod:`.html` (``autopilot.html``), :mod:`.cli`
+(``dpot autopilot``).
 """
