@@ -17,7 +17,8 @@ Protocol (one repeat = one seed, the same for every method):
   blocks on the same base; warmups scaled by S / their steps; their step counts are NOT copied: every run gets S),
   as many as the budget allows.
 Result per method: the best final objective over its runs (mean ± std over repeats) and the steps it used.
-Without ``--source/--target`` it writes toy datasets (``dpot.data.toy``) to the out dir.
+Without ``--source/--target`` it writes toy datasets (``dpot.data.toy``, 8-dim actions: the seed's label cost
+slices action dims 0-8) to the out dir.
 ``--write`` replaces the ``## Autopilot (dpot autopilot)`` section of the given Markdown file (appended at the end
 when absent).
 """
@@ -237,8 +238,8 @@ def main() -> int:
 
         src, tgt = out / "data" / "src", out / "data" / "tgt"
         if not tgt.exists():
-            make_toy_dataset(src, "source", episodes=8, image_size=32, cameras=("top",))
-            make_toy_dataset(tgt, "target", episodes=6, image_size=32, cameras=("top",))
+            make_toy_dataset(src, "source", episodes=8, image_size=32, cameras=("top",), action_dim=8)
+            make_toy_dataset(tgt, "target", episodes=6, image_size=32, cameras=("top",), action_dim=8)
     results: dict[str, list[dict]] = {"autopilot": [], "Optuna TPE": [], "random": [], "hand-written iter*": []}
     for rep in range(a.repeats):
         work = out / f"rep{rep}"
