@@ -90,7 +90,7 @@ def _chart(nodes: list[dict], objective: str) -> str:
     for it in range(x0, x1 + 1):
         parts.append(f"<text x='{sx(it):.1f}' y='{h - pad + 16}' text-anchor='middle' font-size='11'>{it}</text>")
     for v in (y0, (y0 + y1) / 2, y1):
-        parts.append(f"<text x='{pad - 4}' y='{sy(v) + 4:.1f}' text-anchor='end' font-size='10'>{v:.4g}</text>")
+        parts.append(f"<text x='{pad - 4}' y='{sy(v) + 4:.1f}' text-anchor='end' font-size='10'>{v:.5g}</text>")
     if len(best_line) > 1:
         parts.append(f"<polyline fill='none' stroke='#1a7f37' stroke-width='2' points='{' '.join(best_line)}'/>")
     for it, v, n in pts:
