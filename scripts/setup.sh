@@ -36,16 +36,18 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 fi
 # System libraries (Debian packages), installed when missing:
 #   EGL (Mesa) + OSMesa fallback: headless MuJoCo rendering; FFmpeg: LeRobot's video decoding (torchcodec);
-#   Chromium: the report test renders the HTML page headless and checks the plots in a screenshot.
+#   Chromium: the report test renders the HTML page headless and checks the plots in a screenshot;
+#   PostgreSQL: the autopilot test starts its own server (initdb/pg_ctl) to share a search through --storage.
 if ! ldconfig -p 2>/dev/null | grep -q 'libEGL.so.1' || ! ldconfig -p 2>/dev/null | grep -q 'libOSMesa' \
-        || ! ldconfig -p 2>/dev/null | grep -q 'libavutil.so' || ! command -v chromium >/dev/null 2>&1; then
+        || ! ldconfig -p 2>/dev/null | grep -q 'libavutil.so' || ! command -v chromium >/dev/null 2>&1 \
+        || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-        echo "[setup] installing system packages (EGL, OSMesa, FFmpeg, Chromium)"
+        echo "[setup] installing system packages (EGL, OSMesa, FFmpeg, Chromium, PostgreSQL)"
         (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-            libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libosmesa6 ffmpeg chromium >/dev/null) \
+            libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libosmesa6 ffmpeg chromium postgresql >/dev/null) \
             || echo "[setup] warning: could not install system packages; rendering/report tests may fail" >&2
     else
-        echo "[setup] warning: install libegl1 libgl1-mesa-dri libosmesa6 ffmpeg chromium (Debian) for rendering and reports" >&2
+        echo "[setup] warning: install libegl1 libgl1-mesa-dri libosmesa6 ffmpeg chromium postgresql (Debian) for rendering, reports and the autopilot's PostgreSQL test" >&2
     fi
 fi
 echo "[setup] ready: .venv/bin/dpot"

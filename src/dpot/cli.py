@@ -7,6 +7,7 @@ Commands (each lives in its own module; this file only dispatches and turns user
     compare   runs side by side             (dpot.analysis.cli)
     propose   next configs for a run        (dpot.analysis.cli)
     bench     two-domain benchmark          (dpot.bench.cli)
+    autopilot report/propose/train loop   (dpot.autopilot.cli)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("dpot.analysis.cli", "compare runs: dpot compare RUN RUN... [--out DIR]"),
     "propose": ("dpot.analysis.cli", "write next configs: dpot propose RUN --out DIR"),
     "bench": ("dpot.bench.cli", "two-domain benchmark: dpot bench generate|eval|gap|study ..."),
+    "autopilot": ("dpot.autopilot.cli", "search: dpot autopilot --config_path BASE.json --out DIR"),
 }
 
 

@@ -1,0 +1,84 @@
+"""What a dpot run directory says: logged metrics (``metrics.jsonl``), checkpoints, the objective.
+
+The objective of a run at a budget ``b`` is the last finite value of the objective metric logged at a step
+``<= b`` (the value of the checkpoint one keeps); a run's *best* is the min (or max) over those values.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """Rows of ``<run>/metrics.jsonl`` (a torn last line from a killed run is skipped); [] when absent."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "step" in row:
+            rows.append(row)
+    return rows
+
+
+def _float(v) -> float:
+    try:
+        return float(v)     # the trainer writes non-finite values as the strings "nan" / "inf"
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def series(rows: list[dict], key: str, max_step: int | None = None) -> list[tuple[int, float]]:
+    """``(step, value)`` of ``key`` in logging order, up to ``max_step``; a resumed run's repeated steps keep
+    the last value written."""
+    out: dict[int, float] = {}
+    for row in rows:
+        step = int(row["step"])
+        if key in row and (max_step is None or step <= max_step):
+            out[step] = _float(row[key])
+    return sorted(out.items())
+
+
+def logged_keys(rows: list[dict]) -> list[str]:
+    """Sorted metric names logged by a run."""
+    return sorted({k for row in rows for k in row if k != "step"})
+
+
+def objective_value(points: list[tuple[int, float]]) -> float | None:
+    """The last logged value (``nan`` when the run diverged to non-finite values), None when nothing logged."""
+    if not points:
+        return None
+    return points[-1][1]
+
+
+def best_value(points: list[tuple[int, float]], direction: str) -> float | None:
+    """Best finite value over the run (min or max); None when there is none."""
+    vals = [v for _, v in points if math.isfinite(v)]
+    if not vals:
+        return None
+    return min(vals) if direction == "min" else max(vals)
+
+
+def checkpoint_steps(run_dir: Path) -> list[int]:
+    """Steps of the complete checkpoints ``<run>/checkpoints/<step:06d>`` (the trainer renames a finished
+    temp dir into place, so a listed one is complete)."""
+    ck = Path(run_dir) / "checkpoints"
+    if not ck.is_dir():
+        return []
+    return sorted(int(p.name) for p in ck.iterdir() if p.is_dir() and p.name.isdigit() and not p.is_symlink())
+
+
+def reached(run_dir: Path, budget: int) -> bool:
+    """True when the run holds a checkpoint at ``budget`` steps or later (its training to ``budget`` is done)."""
+    steps = checkpoint_steps(run_dir)
+    return bool(steps) and steps[-1] >= budget
+
+
+def is_finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)

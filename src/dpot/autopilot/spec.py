@@ -1,0 +1,195 @@
+"""The search's identity and inputs: objective parsing, base-config validation, ``DIR/autopilot.json``.
+
+A search is identified by (base config content, objective, steps per candidate, candidates per iteration, storage):
+rerunning ``dpot autopilot`` with the same values on the same ``--out`` continues it; other values on a directory
+that holds a search are refused (``--iterations`` may grow: it only moves the stop).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from dpot.errors import UserError
+
+DEFAULT_OBJECTIVE = "eval/offline_eval/avg_loss:min"
+SPEC_FILE = "autopilot.json"
+SPEC_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A logged metric and its direction (``min`` or ``max``)."""
+
+    key: str
+    direction: str
+
+    @property
+    def text(self) -> str:
+        return f"{self.key}:{self.direction}"
+
+    @property
+    def bench_task(self) -> str | None:
+        """The task of a closed-loop ``bench:<task>`` objective, else None."""
+        return self.key.split(":", 1)[1] if self.key.startswith("bench:") else None
+
+    def better(self, a: float, b: float) -> bool:
+        """True when ``a`` is strictly better than ``b``."""
+        return a < b if self.direction == "min" else a > b
+
+    def regression(self, child: float, parent_best: float) -> float:
+        """Relative worsening of ``child`` against ``parent_best`` (> 0 = worse): ``(child - best) / |best|`` for
+        min, ``(best - child) / |best|`` for max."""
+        scale = abs(parent_best) or 1e-12
+        diff = child - parent_best if self.direction == "min" else parent_best - child
+        return diff / scale
+
+
+def parse_objective(text: str) -> Objective:
+    """``METRIC[:min|max]`` -> Objective (default direction: min; ``.../success...`` max); ``bench:<task>`` -> the
+    closed-loop target-domain success rate of ``dpot bench eval`` (max)."""
+    text = (text or "").strip()
+    if text.startswith("bench:"):
+        task, _, direction = text[len("bench:"):].partition(":")
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", task) or direction not in ("", "max"):
+            raise UserError(f"--objective: '{text}' is not bench:<task> (e.g. bench:push-v3; success rate, max)")
+        return Objective(f"bench:{task}", "max")
+    key, _, direction = text.rpartition(":") if text.endswith((":min", ":max")) else (text, "", "")
+    if not direction:
+        direction = "max" if re.search(r"success|accuracy|reward", key) else "min"
+    if not key or not re.fullmatch(r"[A-Za-z0-9_./\-]+", key):
+        raise UserError(f"--objective: '{text}' is not METRIC[:min|max] (e.g. {DEFAULT_OBJECTIVE})")
+    return Objective(key, direction)
+
+
+def dotted_get(cfg, key: str, default=None):
+    """Value at a dotted key (``ot.features.1.weight_label``: list indices allowed), ``default`` when absent."""
+    cur = cfg
+    for part in key.split("."):
+        if isinstance(cur, dict) and part in cur:
+            cur = cur[part]
+        elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
+            cur = cur[int(part)]
+        else:
+            return default
+    return cur
+
+
+def dotted_set(cfg: dict, key: str, value) -> dict:
+    """A copy of ``cfg`` with ``key`` set (intermediate dicts created)."""
+    out = copy.deepcopy(cfg)
+    parts = key.split(".")
+    cur = out
+    for part in parts[:-1]:
+        if isinstance(cur, list):
+            cur = cur[int(part)]
+            continue
+        if not isinstance(cur.get(part), (dict, list)):
+            cur[part] = {}
+        cur = cur[part]
+    if isinstance(cur, list):
+        cur[int(parts[-1])] = value
+    else:
+        cur[parts[-1]] = value
+    return out
+
+
+def lr_keys(cfg: dict) -> list[str]:
+    """Dotted keys holding the base learning rate the trainer uses: ``optimizer.lr`` when the policy presets are
+    off, else ``policy.optimizer_lr`` (plus ``optimizer.lr`` when an optimizer block is present)."""
+    keys = []
+    if cfg.get("use_policy_training_preset") is False and isinstance(cfg.get("optimizer"), dict):
+        return ["optimizer.lr"]
+    if isinstance(cfg.get("policy"), dict) and "optimizer_lr" in cfg["policy"]:
+        keys.append("policy.optimizer_lr")
+    if isinstance(cfg.get("optimizer"), dict) and "lr" in cfg["optimizer"]:
+        keys.append("optimizer.lr")
+    return keys
+
+
+def leaf_changes(old_cfg: dict, new_cfg: dict, keys) -> dict:
+    """``{dotted leaf key: [old, new]}`` for the leaves under ``keys`` whose values differ between the configs
+    (a changed dict is split into its changed leaves; lists compare whole)."""
+    out: dict = {}
+
+    def walk(key, old, new):
+        if isinstance(old, dict) and isinstance(new, dict):
+            for k in list(old) + [k for k in new if k not in old]:
+                walk(f"{key}.{k}", old.get(k), new.get(k))
+        elif old != new:
+            out[key] = [old, new]
+
+    for key in keys:
+        walk(key, dotted_get(old_cfg, key), dotted_get(new_cfg, key))
+    return out
+
+
+def load_base_config(path: str | Path) -> dict:
+    """Validate ``path`` as a ``dpot train`` config (the trainer's own loader; UserError naming the field) and
+    return the resolved config as JSON data."""
+    from dpot.config import config_to_dict, load_train_config
+
+    try:
+        cfg = load_train_config(path)
+    except UserError as err:
+        raise UserError(f"--config_path: invalid base config: {err}") from None
+    data = config_to_dict(cfg)
+    for k in ("resume", "checkpoint_path"):
+        data.pop(k, None)
+    return data
+
+
+def config_digest(cfg: dict) -> str:
+    """sha256 of a config's canonical JSON, without the run-instance keys (names, output dir, checkpointing)."""
+    c = {k: v for k, v in cfg.items() if k not in ("output_dir", "job_name", "save_freq", "resume",
+                                                   "checkpoint_path")}
+    return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def mask_url(url: str) -> str:
+    """A storage URL without its password (what is written to disk and printed)."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+@dataclass
+class SearchSpec:
+    """What identifies a search (written to ``DIR/autopilot.json``)."""
+
+    base_config_sha256: str
+    objective: str
+    steps: int
+    candidates: int
+    storage: str                # masked URL
+    study_name: str
+    version: int = SPEC_VERSION
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_out_dir(out: Path, spec: SearchSpec) -> bool:
+    """Check that ``out`` is empty, absent, or holds this very search. Returns True when it holds it (resume)."""
+    path = out / SPEC_FILE
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            raise UserError(f"--out: {path} is unreadable; this directory does not hold a dpot autopilot search "
+                            f"this version can continue; choose another --out") from None
+        diff = [k for k, v in spec.as_dict().items() if old.get(k) != v]
+        if diff:
+            what = ", ".join(f"{k} {old.get(k)!r} (asked: {spec.as_dict()[k]!r})" for k in diff
+                             if k != "base_config_sha256")
+            if "base_config_sha256" in diff:
+                what = "another base config" + (f", {what}" if what else "")
+            raise UserError(f"--out: {out} holds another search ({what}); rerun with its arguments to continue it "
+                            f"or choose another --out")
+        return True
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--out: {out} exists and does not hold a dpot autopilot search; choose an empty or new "
+                        f"directory")
+    return False

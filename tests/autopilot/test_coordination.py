@@ -1,0 +1,93 @@
+"""The coordination step on a real Optuna study, without training: successive-halving promotion, closing an
+iteration (the best kept run becomes the next parent), the plateau stop, and a plan interrupted by a kill."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState, create_trial
+
+from dpot.autopilot.engine import Search, Settings
+
+
+def _search(tmp_path, **kw) -> Search:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    s = Search(Settings(config_path="unused.json", out=tmp_path, quiet=True, **kw))
+    s.out = tmp_path
+    s.steps = 8
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    s.study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", direction="minimize")
+    return s
+
+
+def _add(s: Search, name: str, value, **attrs) -> None:
+    a = {"name": name, "iteration": 1, "parent": "base", "kind": "candidate", "rung": 0, "budget": 8,
+         "decision": "kept", "objective": value, **attrs}
+    state = TrialState.COMPLETE if value is not None else TrialState.FAIL
+    s.study.add_trial(create_trial(state=state, value=value, user_attrs=a))
+
+
+def _waiting(s: Search) -> list[dict]:
+    return [t.user_attrs for t in s.study.get_trials(states=(TrialState.WAITING,))]
+
+
+def test_successive_halving_promotes_the_best_half(tmp_path):
+    s = _search(tmp_path, candidates=4)
+    budgets = [2, 4, 8]
+    for name, v in (("it1a", 0.4), ("it1b", 0.1), ("it1c", 0.3), ("it1d", 0.2)):
+        _add(s, name, v, rung=0, budget=2, budget_min=2, budgets=budgets, decision="halving")
+    assert s._promote(1, s._trials())
+    up = _waiting(s)
+    assert sorted(a["name"] for a in up) == ["it1b", "it1d"]
+    assert all(a["rung"] == 1 and a["budget"] == 4 and a["prev_budget"] == 2 for a in up)
+    cfg = s._config_of("it1b")
+    assert cfg["save_freq"] == 2 and cfg["steps"] == 8            # checkpoints at every rung budget
+
+
+def test_closing_an_iteration_picks_the_best_kept_run_as_next_parent(tmp_path):
+    s = _search(tmp_path)
+    _add(s, "base", 1.0, iteration=0, parent=None, kind="base")
+    _add(s, "it1a", 0.5, decision="rolled_back")                  # better but rolled back: never a parent
+    _add(s, "it1b", 0.9)
+    _add(s, "it1c", 0.8)
+    rec0 = s._close_iteration(0, [], {})
+    assert rec0["next_parent"] == "base" and rec0["global_best"] == 1.0
+    rec1 = s._close_iteration(1, [t for t in s._trials() if t.user_attrs["iteration"] == 1], {0: rec0})
+    assert rec1["next_parent"] == "it1c" and rec1["best"] == "it1c" and rec1["global_best"] == 0.8
+
+
+def test_no_kept_improvement_keeps_the_parent(tmp_path):
+    s = _search(tmp_path)
+    _add(s, "base", 1.0, iteration=0, parent=None, kind="base")
+    _add(s, "it1a", 1.05)                                         # kept (within 10 %) but not better
+    _add(s, "it1b", None, decision="failed")
+    rec0 = s._close_iteration(0, [], {})
+    rec1 = s._close_iteration(1, [t for t in s._trials() if t.user_attrs["iteration"] == 1], {0: rec0})
+    assert rec1["next_parent"] == "base" and rec1["best"] is None
+
+
+@pytest.mark.parametrize("bests, stop", [((1.0, 0.9, 0.8), None), ((1.0, 0.999, 0.995), "plateau")])
+def test_plateau_stop(tmp_path, bests, stop):
+    s = _search(tmp_path, iterations=5, patience=2, min_delta=0.01)
+    records = {i: {"global_best": b} for i, b in enumerate(bests)}
+    reason = s._stop_reason(2, records)
+    assert (reason is None) if stop is None else reason.startswith(stop)
+    assert s._stop_reason(5, records).startswith("5 iteration(s) done")
+
+
+def test_a_plan_cut_by_a_kill_is_completed(tmp_path):
+    attrs = {"iteration": 1, "parent": "base", "kind": "candidate", "rung": 0, "budget": 8, "budget_min": 8}
+    whole = _search(tmp_path / "whole")
+    whole._enqueue_planned("plan:1:0", [("it1a", {"seed": 1}, dict(attrs)), ("it1b", {"seed": 2}, dict(attrs))])
+    assert sorted(a["name"] for a in _waiting(whole)) == ["it1a", "it1b"]
+    assert not whole._complete_plans(whole._trials())
+    # the state a worker killed between the two enqueues leaves: configs and plan written, only it1a enqueued
+    s = _search(tmp_path / "cut")
+    s._write_config("it1a", {"seed": 1}, attrs)
+    s._write_config("it1b", {"seed": 2}, attrs)
+    s.study.set_user_attr("plan:1:0", whole.study.user_attrs["plan:1:0"])
+    s._enqueue("it1a", {"seed": 1}, dict(attrs))
+    assert s._complete_plans(s._trials())
+    assert sorted(a["name"] for a in _waiting(s)) == ["it1a", "it1b"]
+    assert not s._complete_plans(s._trials())
+    assert s._config_of("it1b")["seed"] == 2

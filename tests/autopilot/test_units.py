@@ -1,0 +1,121 @@
+"""The autopilot's pure parts: objective, rollback decisions, successive halving, config diffs, the page."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from dpot.autopilot import runs, spec
+from dpot.autopilot.decisions import decide, halve_lr, sh_budgets, space_params
+from dpot.autopilot.html import render
+from dpot.autopilot.tools import check_launcher, train_command
+from dpot.errors import UserError
+
+
+def test_objective_parsing_and_regression():
+    o = spec.parse_objective("eval/offline_eval/avg_loss")
+    assert (o.key, o.direction) == ("eval/offline_eval/avg_loss", "min")
+    assert spec.parse_objective("eval/success_rate").direction == "max"
+    assert spec.parse_objective("train/l1_loss:max").direction == "max"
+    assert o.regression(1.2, 1.0) == pytest.approx(0.2) and o.regression(0.9, 1.0) == pytest.approx(-0.1)
+    m = spec.parse_objective("x:max")
+    assert m.regression(0.8, 1.0) == pytest.approx(0.2) and m.better(2.0, 1.0) and not o.better(2.0, 1.0)
+    b = spec.parse_objective("bench:push-v3")
+    assert (b.key, b.direction, b.bench_task) == ("bench:push-v3", "max", "push-v3") and o.bench_task is None
+    for bad in ("", "a b", ":min", "bench:", "bench:x:min"):
+        with pytest.raises(UserError):
+            spec.parse_objective(bad)
+
+
+@pytest.mark.parametrize("kw, expected", [
+    ({"failed": True}, "failed"),
+    ({"pruned": True}, "pruned"),
+    ({"final": False}, "halving"),
+    ({"kind": "base", "objective": math.nan}, "kept"),
+    ({"regression": 0.05}, "kept"),
+    ({"regression": 0.11}, "rolled_back"),           # the seed's > 10 % trigger
+    ({"objective": math.nan}, "retried"),            # diverged to NaN: LR halved and retried once
+    ({"findings": ["instability"], "regression": -0.2}, "retried"),
+    ({"kind": "retry", "findings": ["instability"], "regression": 0.0}, "kept"),
+    ({"kind": "retry", "objective": math.inf}, "rolled_back"),
+])
+def test_decisions(kw, expected):
+    args = {"kind": "candidate", "final": True, "failed": False, "pruned": False, "objective": 1.0,
+            "regression": 0.0, "findings": [], "max_regression": 0.10, **kw}
+    assert decide(**args) == expected
+
+
+def test_successive_halving_budgets():
+    assert sh_budgets(1, 100) == [100] and sh_budgets(2, 100) == [100]
+    assert sh_budgets(3, 100) == [50, 100]
+    assert sh_budgets(4, 100) == [25, 50, 100] and sh_budgets(8, 80) == [10, 20, 40, 80]
+    assert sh_budgets(8, 2) == [1, 2]
+
+
+def test_lr_halving_and_recorded_params():
+    cfg = {"use_policy_training_preset": False, "optimizer": {"lr": 4e-4}, "ot": {"lambda_ot": 0.1, "reg": 0.02}}
+    new, changed = halve_lr(cfg)
+    assert new["optimizer"]["lr"] == pytest.approx(2e-4) and changed == {"optimizer.lr": pytest.approx(2e-4)}
+    assert cfg["optimizer"]["lr"] == 4e-4
+    preset = {"policy": {"optimizer_lr": 1e-4}, "optimizer": {"lr": 1e-4}}
+    assert set(halve_lr(preset)[1]) == {"policy.optimizer_lr", "optimizer.lr"}
+    assert space_params(cfg) == {"lr": 4e-4, "ot.lambda_ot": 0.1, "ot.reg": 0.02}
+
+
+def test_leaf_changes_split_dicts_and_skip_equal_values():
+    old = {"optimizer": {"type": "adamw", "lr": 1e-6}, "use_policy_training_preset": False,
+           "ot": {"features": [{"w": 1.0}, {"w": 0.05}]}}
+    new = {"optimizer": {"type": "adamw", "lr": 3e-4, "eps": 1e-8}, "use_policy_training_preset": False,
+           "ot": {"features": [{"w": 1.0}, {"w": 0.005}]}}
+    ch = spec.leaf_changes(old, new, ["optimizer", "use_policy_training_preset", "ot.features.1.w"])
+    assert ch == {"optimizer.lr": [1e-6, 3e-4], "optimizer.eps": [None, 1e-8], "ot.features.1.w": [0.05, 0.005]}
+
+
+def test_metrics_reader_skips_a_torn_line_and_keeps_the_last_value_of_a_step(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "a": 1.0}\n{"step": 2, "a": "nan"}\n{"step": 2, "a": 0.5}\n'
+                                            '{"step": 3, "a": 0.')
+    pts = runs.series(runs.read_metrics(tmp_path), "a")
+    assert pts == [(1, 1.0), (2, 0.5)]
+    assert runs.objective_value(pts) == 0.5 and runs.best_value(pts, "max") == 1.0
+    assert runs.series(runs.read_metrics(tmp_path), "a", max_step=1) == [(1, 1.0)]
+
+
+def test_launcher_template(tmp_path):
+    check_launcher("srun --gres=gpu:1 {cmd}")
+    for bad in ("srun", "srun {command}", "srun {cmd"):
+        with pytest.raises(UserError):
+            check_launcher(bad)
+    argv = train_command(tmp_path / "c.json", True, "it1a", tmp_path / "r", "accelerate launch -m dpot.train {args}")
+    assert argv[:2] == ["bash", "-c"] and argv[2].endswith(f"--config_path={tmp_path / 'c.json'} --resume=true")
+    direct = train_command(tmp_path / "c.json", False, "x", tmp_path, None)
+    assert direct[-2:] == ["train", f"--config_path={tmp_path / 'c.json'}"]
+
+
+def test_out_dir_identity(tmp_path):
+    sp = spec.SearchSpec("abc", "x:min", 10, 2, "embedded", "dpot-autopilot-s")
+    out = tmp_path / "s"
+    assert spec.check_out_dir(out, sp) is False
+    out.mkdir()
+    (out / spec.SPEC_FILE).write_text(json.dumps(sp.as_dict()))
+    assert spec.check_out_dir(out, sp) is True
+    other = spec.SearchSpec("abd", "x:min", 20, 2, "embedded", "dpot-autopilot-s")
+    with pytest.raises(UserError, match="another base config, steps 10"):
+        spec.check_out_dir(out, other)
+    assert spec.mask_url("postgresql://u:pw@h:5432/db") == "postgresql://u:***@h:5432/db"
+
+
+def test_page_is_self_contained():
+    doc = {"objective": "eval/offline_eval/avg_loss:min", "steps": 8, "study": "s", "stop": "done",
+           "iterations": [{"iteration": 0, "parent": None, "best": "base", "next_parent": "base",
+                           "best_objective": 1.0}],
+           "nodes": [{"name": "base", "parent": None, "changes": {}, "diagnoses": [], "objective": 1.0,
+                      "decision": "kept", "iteration": 0, "run": "runs/base", "report": "runs/base/report.html"},
+                     {"name": "it1a", "parent": "base", "changes": {"optimizer.lr": [1e-6, 3e-4]},
+                      "diagnoses": ["lr_low"], "objective": 2.0, "decision": "rolled_back", "iteration": 1,
+                      "run": "runs/it1a", "report": None, "title": "<b>x</b>"}]}
+    page = render(doc)
+    assert "<svg" in page and "<script" not in page and "src=" not in page
+    assert "optimizer.lr</code>: 1e-06 &rarr; 0.0003" in page and "&lt;b&gt;x&lt;/b&gt;" in page
+    assert page.index("it1a") > page.index("base")
