@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # train_step.py: the policy keys and the wall-time-per-step reader
 PY = sys.executable
 TASK = "button-press-topdown-v3"
 CAMERAS = "corner4,gripperPOV"
@@ -158,7 +159,6 @@ def _metrics(run: Path) -> list[dict]:
 
 
 def _policy_keys(ctx: Ctx, model: str, use_amp: bool) -> dict:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from train_step import policy_config
 
     return policy_config(argparse.Namespace(model=model, device=ctx.device, use_amp=use_amp))
@@ -173,8 +173,8 @@ def check_env(ctx: Ctx) -> dict:
     import torch
 
     vers = {}
-    for p in ("torch", "torchvision", "lerobot", "accelerate", "diffusers", "numpy", "mujoco", "metaworld", "av",
-              "datasets", "draccus"):
+    for p in ("torch", "torchvision", "lerobot", "accelerate", "diffusers", "numpy", "pandas", "pyarrow", "mujoco",
+              "metaworld", "av", "datasets", "draccus"):
         try:
             vers[p] = md.version(p)
         except md.PackageNotFoundError:
@@ -451,30 +451,44 @@ def check_train_bf16(ctx: Ctx) -> dict:
            "save_freq": s.train_steps, "eval_freq": 0, "num_workers": s.train_workers,
            "wandb": {"enable": False}, "env_eval_freq": 0, "seed": 0, "ot": {"lambda_ot": 0.1}}
     (ctx.work / "train_bf16.json").write_text(json.dumps(cfg))
+    from train_step import _line_times, _step_walls
+
     t0 = time.perf_counter()
-    text = run_cmd([PY, "-m", "dpot", "train", f"--config_path={ctx.work / 'train_bf16.json'}",
-                    f"--output_dir={run}"], ctx.work / "train_bf16.log", _left(ctx))
+    proc = subprocess.Popen([PY, "-m", "dpot", "train", f"--config_path={ctx.work / 'train_bf16.json'}",
+                             f"--output_dir={run}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=_env(), cwd=ROOT)
+    times, text = _line_times(proc, run / "metrics.jsonl", "")
+    (ctx.work / "train_bf16.log").write_text(text)
     wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise CheckFailed(f"dpot train exited {proc.returncode}; log tail:\n{text[-2500:]}")
     rows = [r for r in _metrics(run) if "train/update_s" in r]
-    warm = rows[min(5, len(rows) - 1):]
+    skip = min(5, len(rows) - 1)
+    warm = rows[skip:]
     upd = statistics.median(r["train/update_s"] for r in warm)
     dat = statistics.median(r["train/dataloading_s"] for r in warm)
+    walls = _step_walls(times, skip)
+    step_wall = statistics.median(walls) if walls else None
     ckpt = run / "checkpoints" / "last" / "pretrained_model"
     if not (ckpt / "model.safetensors").is_file():
         raise CheckFailed(f"no checkpoint at {ckpt}; log tail:\n{text[-2000:]}")
     saved = json.loads((ckpt / "config.json").read_text())
     ctx.artifacts["policy"] = ckpt
-    # steady-state steps per second from the whole run: (steps - 1) / (time between first and last step line)
+    # data_share: dataloading_s over the wall time per step (log-line arrivals; dpot's update_s is read before
+    # the GPU finishes the step's backward/optimizer kernels); data_share_reported: over update_s + dataloading_s
     out = {"steps": s.train_steps, "batch_size": s.train_batch, "model": s.model, "num_workers": s.train_workers,
            "use_amp": bool(saved.get("use_amp")), "policy_device": saved.get("device"), "wall_s": wall,
-           "update_s_median": upd, "dataloading_s_median": dat, "data_share": dat / (upd + dat),
+           "update_s_median": upd, "dataloading_s_median": dat, "step_wall_s_median": step_wall,
+           "data_share": dat / step_wall if step_wall else dat / (upd + dat),
+           "data_share_reported": dat / (upd + dat),
            "loss_first": rows[0]["train/loss"], "loss_last": rows[-1]["train/loss"],
            "ot_loss_last": rows[-1].get("train/ot_loss"),
            "finite": all(isinstance(r["train/loss"], float) for r in rows)}
     if not out["finite"]:
         raise CheckFailed(f"non-finite loss in the bf16 run: {rows[-3:]}")
     out["summary"] = (f"{ctx.device}, use_amp={out['use_amp']}, {s.model} model, batch {s.train_batch}: "
-                      f"update {upd:.3f} s, data {dat:.4f} s ({100 * out['data_share']:.1f} %), loss "
+                      f"update {upd:.3f} s, data {dat:.4f} s, wall step "
+                      f"{step_wall if step_wall else float('nan'):.3f} s (data {100 * out['data_share']:.1f} %), loss "
                       f"{out['loss_first']:.3f} -> {out['loss_last']:.3f}, {s.train_steps} steps in {wall:.0f} s")
     return out
 
@@ -539,7 +553,10 @@ def check_step_time(ctx: Ctx) -> dict:
 
 
 def check_data_wait(ctx: Ctx) -> dict:
-    """Data wait share = dataloading_s / wall step, at this device's step times (no new run)."""
+    """Data wait share = dataloading_s / wall step, at this device's step times (no new run).
+
+    The wall step comes from log-line arrivals: dpot reads ``train/update_s`` before anything waits for the GPU,
+    so on CUDA ``update_s + dataloading_s`` undercounts the step (``update_plus_data_s`` shows by how much)."""
     out = {}
     st = ctx.results.get("step_time", {}).get("result")
     if st:
@@ -550,7 +567,8 @@ def check_data_wait(ctx: Ctx) -> dict:
     tb = ctx.results.get("train_bf16", {}).get("result")
     if tb:
         out["train_bf16"] = {"data_s": tb["dataloading_s_median"], "update_s": tb["update_s_median"],
-                             "share": tb["data_share"]}
+                             "wall_step_s": tb["step_wall_s_median"], "share": tb["data_share"],
+                             "share_of_update_plus_data": tb["data_share_reported"]}
     if not out:
         raise CheckFailed("no step-time result to read (step_time and train_bf16 did not run)")
     out["summary"] = "; ".join(f"{k}: {100 * v['share']:.1f} %" for k, v in out.items())

@@ -8,11 +8,13 @@
 #       'timeout' ends it S+60 s after the start, so with CUDA the command stays under 9 minutes.
 #   bash scripts/gpu_check.sh --prepare
 #       HERE, where pip and apt work, in the repo root: download what the bare GPU machine lacks, in two parts
-#       that each fit one call's 64 MiB: .whl1/ (lerobot, av, datasets, ... ~43 MB), .whl2/ (metaworld, mujoco,
-#       diffusers, PyOpenGL ~52 MB) and .gl/ (EGL/GL loader .debs), all git-ignored via .git/info/exclude.
+#       that each fit one call's 64 MiB: .whl1/ (lerobot, av, datasets, diffusers, pandas, ... 62 MB: training),
+#       .whl2/ (metaworld, mujoco, PyOpenGL, glfw ~47 MB: simulation) and .gl/ (EGL/GL loader .debs), all
+#       git-ignored via .git/info/exclude. Call 1 carries .whl1 and runs the training checks; call 2, at once
+#       (the machine stays warm 30 s; /tmp/dpot-site survives on it), carries .whl2 + .gl and runs the MetaWorld
+#       checks. docs/multi-gpu.md, "Running scripts/gpu_check.sh", has both calls.
 #   bash scripts/gpu_check.sh --install-only
-#       on the GPU machine: install the carried .whl*/ wheels into /tmp/dpot-site and stop (the first of the two
-#       calls; /tmp survives while the machine stays warm, 30 s after a call). docs/multi-gpu.md has both calls.
+#       install the carried .whl1/.whl2 wheels into /tmp/dpot-site and stop.
 #
 # Python there, first found: $PYTHON; .venv/bin/python (a carried venv); the image's python3 (torch+CUDA,
 # accelerate, numpy, pandas, pyarrow, opencv, ...) plus /tmp/dpot-site (wheels installed with pip --target,
@@ -21,23 +23,27 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 
-# Versions resolved by `pip install lerobot[training,diffusion]==0.6.1 metaworld==3.1.1` (.venv, 2026-11-25),
-# minus what the GPU image already has (torch 2.11, torchvision 0.26, accelerate 1.15, huggingface_hub 1.33,
-# safetensors, numpy, pandas, pyarrow, pillow, opencv, einops, scipy, matplotlib, pyyaml, requests, tqdm, ...:
-# /work/.library/device/KINDS.md). Found by recording the modules imported by a full dry run (all subprocesses).
+# What a full dry run imports (modules recorded in every process, mapped to distributions) minus what the GPU
+# image already has (torch 2.11, torchvision 0.26, accelerate 1.15, huggingface_hub, safetensors, numpy, pyarrow,
+# pillow, opencv, einops, scipy, matplotlib, pyyaml, requests, tqdm, typing-inspect, ...: the device KINDS.md),
+# at the versions `pip install lerobot[training,diffusion]==0.6.1 metaworld==3.1.1` resolves (.venv, 2026-11-25).
+# pandas 2.3.3 travels because lerobot 0.6.1 needs pandas < 3 and the image's pandas is newer or unknown;
+# torchcodec does not (it needs FFmpeg's shared libraries; LeRobot falls back to PyAV).
 WHEELS1=(
-    lerobot==0.6.1 av==15.1.0 datasets==4.8.5 draccus==0.11.6 dill==0.4.1 multiprocess==0.70.19 gymnasium==1.4.0
-    Farama-Notifications==0.0.6 jsonlines==4.0.0 termcolor==3.3.0 mergedeep==1.3.4 toml==0.10.2
-    typing-inspect==0.9.0 mypy_extensions==1.2.0 importlib_metadata==10.2.0
+    lerobot==0.6.1 av==15.1.0 datasets==4.8.5 diffusers==0.39.0 draccus==0.11.6 dill==0.4.1 multiprocess==0.70.19
+    gymnasium==1.4.0 Farama-Notifications==0.0.6 termcolor==3.3.0 mergedeep==1.3.4 toml==0.10.2 jsonlines==4.0.0
+    importlib_metadata==10.2.0 pandas==2.3.3 pytz==2026.6 tzdata==2026.6
 )
-WHEELS2=(metaworld==3.1.1 mujoco==3.3.0 glfw==2.11.0 PyOpenGL==3.1.10 diffusers==0.39.0)
+WHEELS2=(metaworld==3.1.1 mujoco==3.3.0 glfw==2.11.0 PyOpenGL==3.1.10)
 SITE=/tmp/dpot-site
 GL_DEBS=(libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
 
 prepare() {
-    local py=${PYTHON:-python3} d
+    local py=${PYTHON:-python3} d exclude
+    exclude="$(git rev-parse --git-common-dir)/info/exclude"  # .git is a file in a worktree
+    mkdir -p "$(dirname "$exclude")"
     for d in .whl1 .whl2 .gl; do
-        grep -qxF "/$d/" .git/info/exclude 2>/dev/null || echo "/$d/" >>.git/info/exclude
+        grep -qxF "/$d/" "$exclude" 2>/dev/null || echo "/$d/" >>"$exclude"
         mkdir -p "$d"
     done
     local pf=(--no-deps --only-binary=:all: --python-version 3.12 --implementation cp
@@ -49,7 +55,7 @@ prepare() {
     mkdir -p /tmp/amd64/partial
     apt-get "${o[@]}" update -qq && (cd .gl && apt-get "${o[@]}" download "${GL_DEBS[@]}")
     du -sh .whl1 .whl2 .gl
-    echo "prepared: call 1 carries [\".whl1\"] (--install-only), call 2 carries [\".whl2\", \".gl\"]"
+    echo "prepared: call 1 carries [\".whl1\"], call 2 carries [\".whl2\", \".gl\"] (docs/multi-gpu.md)"
 }
 
 install_wheels() {
@@ -78,7 +84,7 @@ while [ $# -gt 0 ]; do
         --out) OUT_DIR=$2; shift ;;
         --budget-s) BUDGET=$2; shift ;;
         --checks|--work) args+=("$1" "$2"); shift ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "error: gpu_check.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
