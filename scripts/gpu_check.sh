@@ -4,8 +4,9 @@
 #   bash scripts/gpu_check.sh [--dry-run] [--out DIR] [--budget-s S] [--checks a,b] [--work DIR]
 #       set up Python, run benchmarks/gpu_check.py, write DIR/gpu_check.{json,md,log}. Without CUDA (or with
 #       --dry-run) it is a dry run: tiny sizes on the CPU and one 'NEEDS CUDA: <check>: <what>' line per check
-#       with a CUDA part. S: stop starting checks after S seconds (default 480 with CUDA, 1800 dry); a hard
-#       'timeout' ends it S+60 s after the start, so with CUDA the command stays under 9 minutes.
+#       with a CUDA part. S: stop starting checks after S seconds (default 480 with CUDA, 1800 dry). With CUDA a
+#       hard 'timeout' ends the checks 530 s after this script started (wheel install included), so the
+#       command stays under 9 minutes; the JSON is rewritten after every check, so a cut run keeps its numbers.
 #   bash scripts/gpu_check.sh --prepare
 #       HERE, where pip and apt work, in the repo root: download what the bare GPU machine lacks, in two parts
 #       that each fit one call's 64 MiB: .whl1/ (lerobot, av, datasets, diffusers, pandas, ... 62 MB: training),
@@ -58,16 +59,28 @@ prepare() {
     echo "prepared: call 1 carries [\".whl1\"], call 2 carries [\".whl2\", \".gl\"] (docs/multi-gpu.md)"
 }
 
+wheel_files() {
+    local d
+    for d in .whl1 .whl2; do
+        [ -d "$d" ] && find "$d" -maxdepth 1 -name '*.whl'
+    done
+    return 0
+}
+
 install_wheels() {
-    local n
-    n=$(find .whl1 .whl2 -maxdepth 1 -name '*.whl' 2>/dev/null | wc -l)
-    [ "$n" -gt 0 ] || return 0
-    say "installing $n carried wheels into $SITE (no index, no deps)"
-    local t0
+    local files t0
+    files=$(wheel_files)
+    [ -n "$files" ] || return 0
+    say "installing $(echo "$files" | wc -l) carried wheels into $SITE (no index, no deps)"
     t0=$(date +%s)
-    # shellcheck disable=SC2046  # word splitting of the file list is intended (names have no spaces)
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
-        $(find .whl1 .whl2 -maxdepth 1 -name '*.whl' 2>/dev/null) 2>&1 | tee -a "$LOG"
+    # shellcheck disable=SC2086  # word splitting of the file list is intended (wheel names have no spaces)
+    if ! python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
+            $files >>"$LOG" 2>&1; then
+        say "error: pip could not install the carried wheels into $SITE (python3 is $(python3 -V 2>&1); they are" \
+            "for CPython 3.12 x86_64); pip's output is in $LOG"
+        tail -n 3 "$LOG" >&2
+        exit 2
+    fi
     say "wheels installed in $(( $(date +%s) - t0 )) s"
 }
 
@@ -133,18 +146,27 @@ if [ "$DRY" = 0 ] && ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_
     DRY=1
     args+=(--dry-run)
 fi
-if [ -z "$BUDGET" ]; then
-    if [ "$DRY" = 1 ]; then BUDGET=1800; else BUDGET=480; fi
+if [ "$DRY" = 1 ]; then
+    HARD=$(( ${BUDGET:-1800} + 120 ))
+else
+    HARD=$(( 530 - SECONDS ))  # SECONDS: since this script started (the wheel install counts)
+    [ "$HARD" -ge 120 ] || HARD=120
+fi
+if [ -z "$BUDGET" ] || [ "${BUDGET%.*}" -gt $((HARD - 40)) ]; then
+    if [ "$DRY" = 1 ] && [ -z "$BUDGET" ]; then BUDGET=1800; else BUDGET=$((HARD - 40)); fi
 fi
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \
     | tee -a "$LOG" || true
 
-say "python $("$PY" -c 'import sys; print(sys.version.split()[0])') at $(command -v "$PY"), budget ${BUDGET} s"
+say "python $("$PY" -c 'import sys; print(sys.version.split()[0])') at $(command -v "$PY"), budget ${BUDGET} s," \
+    "hard limit ${HARD} s"
 set +e
-timeout --kill-after=10 $((${BUDGET%.*} + 60)) "$PY" benchmarks/gpu_check.py --out "$OUT_DIR" --budget-s "$BUDGET" \
+timeout --kill-after=10 "$HARD" "$PY" benchmarks/gpu_check.py --out "$OUT_DIR" --budget-s "$BUDGET" \
     ${args[@]+"${args[@]}"} 2>&1 | tee -a "$LOG"
 rc=${PIPESTATUS[0]}
 set -e
-[ "$rc" = 124 ] && say "error: killed at the hard limit ($((${BUDGET%.*} + 60)) s); partial results in $OUT_DIR"
+if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+    say "error: stopped at the hard limit ($HARD s); partial results in $OUT_DIR"
+fi
 say "exit $rc; $OUT_DIR/gpu_check.json, $OUT_DIR/gpu_check.md, $LOG"
 exit "$rc"
