@@ -2,12 +2,18 @@
 same model size, same batch size, run back to back in this process's machine).
 
     .venv/bin/python benchmarks/train_step.py [--steps 30] [--warmup 5] [--batch_size 8] [--num_workers 2]
-        [--source DIR --target DIR] [--image_size 64] [--write docs/benchmarks.md]
+        [--source DIR --target DIR] [--image_size 64] [--device cpu|cuda] [--use_amp] [--model tiny|default]
+        [--json out.json] [--write docs/benchmarks.md]
 
 Reports per run: median ``update_s``, median ``dataloading_s``, steps/s (1 / (update + data)), data wait share
 (data / (update + data)); for dpot the extra cost of OT (OT on vs off) and the time of one offline eval
 (``eval.n_batches=20``, full diffusion sampling) and its share of wall time at the default ``eval_freq=1000``.
 Without ``--source/--target`` it writes 64 px toy datasets (20 source + 5 target episodes) to a temp dir.
+``--device cuda`` runs all three on the GPU (``--use_amp``: bf16 autocast in both trainers); ``--model default``
+uses LeRobot's default diffusion U-Net (down_dims 512/1024/2048) instead of the CPU-sized one. Besides the
+trainers' own ``update_s``/``dataloading_s`` it records the **wall time per step** from the arrival times of the
+per-step log lines (dpot: ``metrics.jsonl``; lerobot-train: its log), which counts queued GPU work whatever
+point each trainer stops its clock at. ``--json`` writes the raw per-run summaries.
 ``--write`` replaces only the ``## Trainer (dpot train)`` section of the given Markdown file.
 """
 
@@ -22,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -32,51 +39,126 @@ POLICY = {"type": "diffusion", "device": "cpu", "push_to_hub": False, "pretraine
           "use_group_norm": True, "use_separate_rgb_encoder_per_camera": False, "down_dims": [32, 64, 128],
           "n_obs_steps": 2, "horizon": 16, "n_action_steps": 8, "diffusion_step_embed_dim": 64,
           "noise_scheduler_type": "DDIM", "num_inference_steps": 10}
+# LeRobot 0.6.1's default diffusion U-Net and encoders (one ResNet18 per camera), still without pretrained weights
+DEFAULT_MODEL = {"use_separate_rgb_encoder_per_camera": True, "down_dims": [512, 1024, 2048],
+                 "diffusion_step_embed_dim": 128}
+
+
+def policy_config(args) -> dict:
+    """The policy keys both trainers get: the CPU-sized ``POLICY`` or LeRobot's default sizes, on ``--device``."""
+    p = dict(POLICY)
+    if getattr(args, "model", "tiny") == "default":
+        p.update(DEFAULT_MODEL)
+    p["device"] = getattr(args, "device", "cpu")
+    p["use_amp"] = bool(getattr(args, "use_amp", False))
+    return p
+
+
+def _flag(v) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def lerobot_train_cmd() -> list[str]:
+    """``lerobot-train`` next to this interpreter, else ``python -m lerobot.scripts.lerobot_train`` (wheels
+    installed with ``pip --target`` have no console scripts on PATH)."""
+    exe = BIN / "lerobot-train"
+    return [str(exe)] if exe.exists() else [PY, "-m", "lerobot.scripts.lerobot_train"]
+
+
+def _line_times(proc: subprocess.Popen, log_path: Path | None, pattern: str) -> tuple[list[float], str]:
+    """Run ``proc`` to completion; return the arrival time of each training step's log line, and its output.
+
+    With ``log_path`` (dpot's ``metrics.jsonl``, flushed per line) the rows holding ``train/update_s``, polled every
+    2 ms; otherwise the lines of the process's merged stdout/stderr matching ``pattern`` (lerobot-train's log).
+    With ``log_freq=1``, consecutive differences are the wall time per step.
+    """
+    times: list[float] = []
+    out_chunks: list[str] = []
+    if log_path is None:
+        for line in proc.stdout:
+            out_chunks.append(line)
+            if re.search(pattern, line):
+                times.append(time.perf_counter())
+        proc.wait()
+        return times, "".join(out_chunks)
+    reader = threading.Thread(target=lambda: out_chunks.append(proc.stdout.read()), daemon=True)
+    reader.start()
+    done = 0  # bytes of complete lines already read
+    while True:
+        alive = proc.poll() is None
+        if log_path.exists():
+            with open(log_path, "rb") as fh:
+                fh.seek(done)
+                chunk = fh.read()
+            now = time.perf_counter()
+            complete = chunk[:chunk.rfind(b"\n") + 1]
+            done += len(complete)
+            times.extend(now for line in complete.splitlines() if b"train/update_s" in line)
+        if not alive:
+            break
+        time.sleep(0.002)
+    reader.join()
+    return times, "".join(out_chunks)
 
 
 def _dpot_run(tmp: Path, name: str, src: Path, tgt: Path, args, lambda_ot: float, eval_freq: int) -> dict:
     out = tmp / name
     cfg = {"dataset": {"repo_id": "local/target", "root": str(tgt)},
            "source_dataset": {"repo_id": "local/source", "root": str(src)},
-           "policy": POLICY, "batch_size": args.batch_size, "steps": args.steps, "log_freq": 1,
+           "policy": policy_config(args), "batch_size": args.batch_size, "steps": args.steps, "log_freq": 1,
            "save_checkpoint": False, "eval_freq": eval_freq, "num_workers": args.num_workers,
            "eval": {"n_batches": 20, "val_fraction": 0.2}, "ot": {"lambda_ot": lambda_ot},
            "wandb": {"enable": False}, "env_eval_freq": 0, "seed": 0}
     cfg_path = tmp / f"{name}.json"
     cfg_path.write_text(json.dumps(cfg))
     t0 = time.perf_counter()
-    r = subprocess.run([PY, "-m", "dpot.train", f"--config_path={cfg_path}", f"--output_dir={out}"],
-                       capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.Popen([PY, "-m", "dpot.train", f"--config_path={cfg_path}", f"--output_dir={out}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    times, text = _line_times(proc, out / "metrics.jsonl", "")
     wall = time.perf_counter() - t0
-    if r.returncode != 0:
-        raise SystemExit(f"dpot train failed:\n{r.stderr[-3000:]}")
+    if proc.returncode != 0:
+        raise SystemExit(f"dpot train failed:\n{text[-3000:]}")
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if "train/update_s" in r][args.warmup:]
     evals = [r["eval/offline_eval/eval_s"] for r in rows if "eval/offline_eval/eval_s" in r]
+    # log lines of steps warmup+1..steps, minus the eval steps' lines (their gap holds the eval)
+    step_wall = _step_walls(times, args.warmup, {r["step"] for r in rows if "eval/offline_eval/eval_s" in r})
     return {"update_s": [r["train/update_s"] for r in train], "data_s": [r["train/dataloading_s"] for r in train],
-            "eval_s": evals, "wall_s": wall}
+            "eval_s": evals, "wall_s": wall, "step_wall_s": step_wall}
+
+
+def _step_walls(times: list[float], warmup: int, skip_after: set[int] | None = None) -> list[float]:
+    """Wall seconds of steps ``warmup+1..`` from log-line arrival times (``times[i]`` = step i+1's line); the gap
+    after a step in ``skip_after`` (an offline eval ran there) is dropped."""
+    skip_after = skip_after or set()
+    return [b - a for k, (a, b) in enumerate(zip(times, times[1:]), start=1)
+            if k >= warmup and k not in skip_after]
 
 
 def _lerobot_run(tmp: Path, tgt: Path, args) -> dict:
     out = tmp / "lerobot"
-    p = POLICY
-    cmd = [str(BIN / "lerobot-train"), "--dataset.repo_id=local/target", f"--dataset.root={tgt}",
-           "--policy.type=diffusion", "--policy.device=cpu", "--policy.push_to_hub=false",
-           "--policy.pretrained_backbone_weights=null", "--policy.use_group_norm=true",
-           "--policy.use_separate_rgb_encoder_per_camera=false", f"--policy.down_dims={p['down_dims']}",
-           "--policy.n_obs_steps=2", "--policy.horizon=16", "--policy.n_action_steps=8",
-           "--policy.diffusion_step_embed_dim=64", f"--batch_size={args.batch_size}", f"--steps={args.steps}",
-           "--log_freq=1", "--save_checkpoint=false", f"--num_workers={args.num_workers}", "--wandb.enable=false",
-           "--env_eval_freq=0", f"--output_dir={out}", "--seed=0"]
+    # the same policy keys as dpot's runs (inference-only keys such as num_inference_steps change nothing here)
+    cmd = [*lerobot_train_cmd(), "--dataset.repo_id=local/target", f"--dataset.root={tgt}"]
+    cmd += [f"--policy.{k}={_flag(v)}" for k, v in policy_config(args).items()]
+    cmd += [f"--batch_size={args.batch_size}", f"--steps={args.steps}", "--log_freq=1", "--save_checkpoint=false",
+            f"--num_workers={args.num_workers}", "--wandb.enable=false", "--env_eval_freq=0",
+            f"--output_dir={out}", "--seed=0"]
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    times, text = _line_times(proc, None, r"updt_s:")
     wall = time.perf_counter() - t0
-    if r.returncode != 0:
-        raise SystemExit(f"lerobot-train failed:\n{r.stderr[-3000:]}")
-    text = r.stdout + r.stderr
+    if proc.returncode != 0:
+        raise SystemExit(f"lerobot-train failed:\n{text[-3000:]}")
     upd = [float(x) for x in re.findall(r"updt_s:([\d.]+)", text)][args.warmup:]
     dat = [float(x) for x in re.findall(r"data_s:([\d.]+)", text)][args.warmup:]
-    return {"update_s": upd, "data_s": dat, "eval_s": [], "wall_s": wall}
+    return {"update_s": upd, "data_s": dat, "eval_s": [], "wall_s": wall,
+            "step_wall_s": _step_walls(times, args.warmup)}
 
 
 def interleaved_ot_cost(tgt: Path, args, reps: int) -> dict:
@@ -93,8 +175,10 @@ def interleaved_ot_cost(tgt: Path, args, reps: int) -> dict:
     from dpot.policy.features import diffusion_loss_with_features
 
     meta = LeRobotDatasetMetadata("local/target", root=tgt)
-    pcfg = PreTrainedConfig.get_choice_class("diffusion")(**{k: v for k, v in POLICY.items() if k != "type"})
+    pkeys = policy_config(args)
+    pcfg = PreTrainedConfig.get_choice_class("diffusion")(**{k: v for k, v in pkeys.items() if k != "type"})
     policy = make_policy(pcfg, ds_meta=meta)
+    dev = torch.device(pkeys["device"])
     opt = torch.optim.AdamW(policy.parameters(), lr=1e-4)
     b = args.batch_size
     batch = {k: torch.rand(b, 2, *f.shape) for k, f in policy.config.input_features.items()
@@ -103,21 +187,26 @@ def interleaved_ot_cost(tgt: Path, args, reps: int) -> dict:
     batch["observation.state"] = torch.rand(b, 2, state_dim)
     batch["action"] = torch.rand(b, 16, policy.config.output_features["action"].shape[0]) * 2 - 1
     batch["action_is_pad"] = torch.zeros(b, 16, dtype=torch.bool)
+    batch = {k: v.to(dev) for k, v in batch.items()}
     ot = OTAlignmentLoss(OTConfig())
     n = b // 2
-    phase = torch.linspace(0, 1, n)
+    phase = torch.linspace(0, 1, n, device=dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
     def step(use_ot: bool) -> float:
+        sync()
         t0 = time.perf_counter()
-        out = diffusion_loss_with_features(policy, batch)
-        loss = out.loss
-        if use_ot:
-            f = lambda sl: DomainFeatures(embeds={k: v[sl] for k, v in out.embeds.items()},  # noqa: E731
-                                          labels={"action": out.action[sl]}, phase=phase)
-            loss = loss + ot(f(slice(0, n)), f(slice(n, None))).loss
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=pkeys["use_amp"]):
+            out = diffusion_loss_with_features(policy, batch)
+            loss = out.loss
+            if use_ot:
+                f = lambda sl: DomainFeatures(embeds={k: v[sl] for k, v in out.embeds.items()},  # noqa: E731
+                                              labels={"action": out.action[sl]}, phase=phase)
+                loss = loss + ot(f(slice(0, n)), f(slice(n, None))).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        sync()
         return time.perf_counter() - t0
 
     step(False), step(True)  # warm-up
@@ -130,8 +219,12 @@ def interleaved_ot_cost(tgt: Path, args, reps: int) -> dict:
 
 
 def _summary(r: dict) -> dict:
+    """Medians of one run. ``step_wall_s``: wall time per step from log-line arrivals (None if too few steps);
+    ``data_share_wall``: dataloading_s over that wall step (the share of the real step spent waiting for data)."""
     u, d = statistics.median(r["update_s"]), statistics.median(r["data_s"])
+    w = statistics.median(r["step_wall_s"]) if r.get("step_wall_s") else None
     return {"update_s": u, "data_s": d, "steps_per_s": 1.0 / (u + d), "data_share": d / (u + d),
+            "step_wall_s": w, "data_share_wall": (d / w) if w else None,
             "eval_s": statistics.median(r["eval_s"]) if r["eval_s"] else None, "wall_s": r["wall_s"],
             "n": len(r["update_s"])}
 
@@ -152,21 +245,25 @@ def render(res: dict, args, data_desc: str) -> str:
     ot_extra = (on["update_s"] - off["update_s"]) / off["update_s"]
     eval_share = on["eval_s"] / (1000 * step_on + on["eval_s"]) if on["eval_s"] else float("nan")
     ab = res.get("ab")
+    pkeys = policy_config(args)
     lines = [
         SECTION, "",
-        f"`benchmarks/train_step.py` ({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} CPU cores "
-        f"shared with other jobs, torch CPU). Data: {data_desc}. Policy: diffusion, 2 cameras at "
-        f"{args.image_size} px, one shared ResNet18 (no pretrained weights, GroupNorm), U-Net down_dims "
-        f"{POLICY['down_dims']}, n_obs 2 / horizon 16; batch {args.batch_size} (dpot: half source, half "
-        f"target; lerobot-train: target only), num_workers {args.num_workers}. Medians over steps "
-        f"{args.warmup + 1}..{args.steps} of each run; runs back to back.", "",
-        "| run | update_s | dataloading_s | steps/s | data wait share |",
-        "|---|---|---|---|---|",
+        f"`benchmarks/train_step.py` ({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"device {device_name(pkeys['device'])}{', bf16 autocast' if pkeys['use_amp'] else ''}). Data: {data_desc}. "
+        f"Policy: diffusion, 2 cameras at {args.image_size} px, "
+        f"{'one ResNet18 per camera' if pkeys['use_separate_rgb_encoder_per_camera'] else 'one shared ResNet18'} "
+        f"(no pretrained weights, GroupNorm), U-Net down_dims {pkeys['down_dims']}, n_obs 2 / horizon 16; batch "
+        f"{args.batch_size} (dpot: half source, half target; lerobot-train: target only), num_workers "
+        f"{args.num_workers}. Medians over steps {args.warmup + 1}..{args.steps} of each run; runs back to back. "
+        "wall step = time between consecutive per-step log lines.", "",
+        "| run | update_s | dataloading_s | steps/s | data wait share | wall step (s) |",
+        "|---|---|---|---|---|---|",
     ]
     for name, s in (("dpot train, OT on (lambda_ot=0.1)", on), ("dpot train, OT off (lambda_ot=0)", off),
                     ("lerobot-train (target only)", lr)):
+        wall = f"{s['step_wall_s']:.3f}" if s["step_wall_s"] else "n/a"
         lines.append(f"| {name} | {s['update_s']:.3f} | {s['data_s']:.4f} | {s['steps_per_s']:.2f} | "
-                     f"{100 * s['data_share']:.1f} % |")
+                     f"{100 * s['data_share']:.1f} % | {wall} |")
     lines += [
         "",
         f"- OT extra step time (update_s on vs off): **{100 * ot_extra:+.1f} %** (target <= 5 %).",
@@ -185,6 +282,22 @@ def render(res: dict, args, data_desc: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def device_name(device: str) -> str:
+    """``cpu`` or the CUDA card's name (e.g. ``cuda (NVIDIA H100 80GB HBM3)``)."""
+    if device.startswith("cuda"):
+        import torch
+
+        return f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cuda (not available)"
+    return "cpu (torch)"
+
+
+def summaries(res: dict) -> dict:
+    """The JSON-able medians of every run (``--json``)."""
+    out = {k: _summary(res[k]) for k in ("ot_on", "ot_off", "lerobot")}
+    out["ab"] = res.get("ab")
+    return out
 
 
 def write_section(path: Path, text: str) -> None:
@@ -212,6 +325,11 @@ def main() -> None:
     ap.add_argument("--write")
     ap.add_argument("--ab_reps", type=int, default=15, help="interleaved in-process OT on/off pairs (0 = skip)")
     ap.add_argument("--ab_only", action="store_true", help="only the interleaved A/B (no end-to-end runs)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda: the device of all runs (default cpu)")
+    ap.add_argument("--use_amp", action="store_true", help="bf16 autocast (policy.use_amp=true) in all runs")
+    ap.add_argument("--model", choices=("tiny", "default"), default="tiny",
+                    help="tiny: CPU-sized U-Net [32, 64, 128]; default: LeRobot's [512, 1024, 2048], ResNet per camera")
+    ap.add_argument("--json", help="also write the per-run medians as JSON here")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="dpot-bench-") as d:
         tmp = Path(d)
@@ -227,6 +345,9 @@ def main() -> None:
         res["ab"] = interleaved_ot_cost(tgt, args, args.ab_reps) if args.ab_reps > 0 else None
     text = render(res, args, data_desc)
     print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": device_name(args.device), "args": vars(args),
+                                               **summaries(res)}, indent=1))
     if args.write:
         write_section(Path(args.write), text)
 
