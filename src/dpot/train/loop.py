@@ -424,6 +424,8 @@ def train_step(run: TrainRun, batch: dict, meta: dict, step: int, *, keep_plan: 
     run.optimizer.zero_grad(set_to_none=True)
     if run.scheduler is not None:
         run.scheduler.step()
+    if run.device.type == "cuda":  # kernels run asynchronously: wait for them, or update_s undercounts the step
+        torch.cuda.synchronize(run.device)  # (the float() of the metrics below would wait anyway: no extra cost)
     update_s = time.perf_counter() - t0
     if run.use_ot and keep_plan:  # after the update, outside train/update_s (the features keep their values)
         snapshot = _snapshot(run, res, src, tgt, meta)
