@@ -79,7 +79,8 @@ def test_lr_flat_although_cosine_configured(gen_runs, tmp_path):
     f = found["lr_flat"]
     assert f.severity == "warn" and f.evidence["configured_varies"] is True
     assert f.evidence["scheduler"].startswith("diffuser/cosine") and f.evidence["lr_max"] == 1e-4
-    assert f.changes["scheduler"] == {"type": "diffuser", "name": "cosine", "num_warmup_steps": 1000}
+    # warmup: rules.toml's 1000, capped at max_warmup_frac (5 %) of the run's 12000 steps
+    assert f.changes["scheduler"] == {"type": "diffuser", "name": "cosine", "num_warmup_steps": 600}
     assert f.changes["use_policy_training_preset"] is False and f.changes["optimizer"]["type"] == "adamw"
 
 

@@ -124,6 +124,9 @@ def test_proposed_values_come_from_rules_toml(tmp_path):
     found = {f.id: f for f in diagnose(RuleContext(run), rules)}
     assert found["lr_low"].changes == {"optimizer.lr": pytest.approx(2e-4)}
     assert found["lr_flat"].changes["scheduler"] == {"type": "diffuser", "name": "cosine", "num_warmup_steps": 50}
+    short = Run("s", "dpot", "x", config={**run.config, "steps": 300}, history=run.history)
+    found = {f.id: f for f in diagnose(RuleContext(short), load_rules())}
+    assert found["lr_flat"].changes["scheduler"]["num_warmup_steps"] == 15  # 5 % of a 300-step run, not 1000
     p.write_text("[lr_low.propose]\nlr_factr = 20\n")
     with pytest.raises(UserError, match=r"unknown key lr_low.propose.lr_factr \(did you mean 'lr_factor'\?\)"):
         load_rules(p)

@@ -169,7 +169,12 @@ class LrFlat(Rule):
               "scheduler": (f"{sch['type']}/{sch['name']} warmup={sch['warmup']}" if sch else "none")}
         severity = "warn" if (sch is None or sch["varies"]) else "info"
         ev["configured_varies"] = bool(sch and sch["varies"])
-        return self.finding(severity, ev, copy.deepcopy(self.propose))
+        changes = copy.deepcopy(self.propose)
+        steps = ctx.run.config.get("steps")
+        warmup = (changes.get("scheduler") or {}).get("num_warmup_steps")
+        if isinstance(steps, int) and steps > 0 and isinstance(warmup, int):
+            changes["scheduler"]["num_warmup_steps"] = min(warmup, max(1, round(self.thr["max_warmup_frac"] * steps)))
+        return self.finding(severity, ev, changes)
 
 
 @register
