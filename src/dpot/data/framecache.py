@@ -198,9 +198,17 @@ def _row_table(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _build(ds, keys, sizes, backend: str, out: Path) -> None:
     """Decode every row's frame of every key into ``out/<key>.npy`` (one thread per camera)."""
-    from lerobot.datasets.video_utils import decode_video_frames
+    from lerobot.datasets.video_utils import VideoDecoderCache, decode_video_frames, decode_video_frames_torchcodec
 
     meta, root = ds.meta, Path(ds.root)
+    decoders = VideoDecoderCache()  # private: LeRobot's process-wide one may hold a decoder of a replaced file
+
+    def decode(path, query):
+        if backend == "torchcodec":
+            return decode_video_frames_torchcodec(path, query, ds.tolerance_s, decoder_cache=decoders,
+                                                  return_uint8=True)
+        return decode_video_frames(path, query, ds.tolerance_s, backend, return_uint8=True)
+
     index, episode, timestamp = _row_table(root)
     n_rows = int(index.max()) + 1 if len(index) else 0
     episodes = meta.episodes
@@ -214,14 +222,14 @@ def _build(ds, keys, sizes, backend: str, out: Path) -> None:
             for s in range(0, len(rows), BLOCK):
                 r = rows[s:s + BLOCK]
                 query = [from_ts + t for t in timestamp[r].tolist()]
-                frames = resize_frames(decode_video_frames(path, query, ds.tolerance_s, backend, return_uint8=True),
-                                       sizes[key])
+                frames = resize_frames(decode(path, query), sizes[key])
                 if arr is None:
                     arr = np.lib.format.open_memmap(out / f"{_fname(key)}.npy", mode="w+", dtype=np.uint8,
                                                     shape=(n_rows, *frames.shape[1:]))
                 arr[index[r]] = frames.numpy()
         if arr is not None:
             arr.flush()
+        decoders.clear()
 
     logger.info("frame cache: decoding %d frames x %d camera(s) of %s into %s", n_rows, len(keys), root, out)
     with ThreadPoolExecutor(max_workers=max(1, min(len(keys), os.cpu_count() or 1))) as pool:
