@@ -1,7 +1,7 @@
 """Video datasets: LeRobot's ``LeRobotDataset[i]`` vs dpot's frame-cache path, items/s and DataLoader data wait.
 
     .venv/bin/python benchmarks/video_read.py --size 480x640 --vcodec libsvtav1 [--cameras 3] [--episodes 2]
-        [--frames 40] [--items 60] [--batch 16] [--step_s 0.107] [--batches 12] [--workers 1 2]
+        [--frames 40] [--items 60] [--batch 16] [--step_s 0.107] [--batches 12] [--workers 0 1 2] [--resize 96x128]
 
 Writes a small video dataset with LeRobot's own writer (``--vcodec`` libsvtav1 = AV1 or h264, LeRobot's
 default GOP 2, crf 30) into a temp dir: smooth moving gradients with blobs and mild noise (camera-like
@@ -14,6 +14,9 @@ content, not white noise). Then, in this process, one thread:
    sustained batches/s when the consumer only pulls, and the *data wait* when each step also takes
    ``--step_s`` (a sleep: the main process waits for the GPU): wait share = wait / (wait + step_s), both for
    LeRobot's dataset and dpot's reader.
+
+``--resize HxW``: dpot's reader delivers frames at that size (the policy's ``resize_shape``; cached resized,
+``CoTrainDataset(image_size=...)``), LeRobot's stay native (the policy would resize them itself).
 """
 
 from __future__ import annotations
@@ -102,7 +105,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--batches", type=int, default=12, help="batches per DataLoader measurement")
     ap.add_argument("--step_s", type=float, default=0.107, help="simulated update time per step")
-    ap.add_argument("--workers", type=int, nargs="*", default=[1, 2])
+    ap.add_argument("--workers", type=int, nargs="*", default=[0, 1, 2])
+    ap.add_argument("--resize", default=None, help="HxW: dpot's reader delivers (and caches) frames at this size")
     ap.add_argument("--keep", default=None, help="write the dataset here and keep it (default: temp dir)")
     args = ap.parse_args()
 
@@ -122,7 +126,8 @@ def main() -> None:
     delta = {"action": [(i - 1) / 10 for i in range(16)], "observation.state": obs, **{c: obs for c in cams}}
     ds = LeRobotDataset("local/video_bench", root=tmp, delta_timestamps=delta, return_uint8=True)
     keys = [*cams, "observation.state", "action"]
-    reader = FrameReader(ds, keys)
+    size = tuple(int(x) for x in args.resize.lower().split("x")) if args.resize else None
+    reader = FrameReader(ds, keys, image_size={c: size for c in cams} if size else None)
     t0 = time.perf_counter()
     reader.prepare()
     build_s = time.perf_counter() - t0
@@ -139,7 +144,8 @@ def main() -> None:
             times[name].append((time.perf_counter() - t0) / len(idx))
     lr, dp = statistics.median(times["lerobot"]), statistics.median(times["dpot"])
     print(f"dataset: {args.vcodec} {h}x{w}, {args.cameras} cameras, {len(ds)} frames ({args.episodes} episodes), "
-          f"n_obs 2, horizon 16, backend {ds._video_backend}; generated in {gen_s:.1f} s")
+          f"n_obs 2, horizon 16, backend {ds._video_backend}; generated in {gen_s:.1f} s; dpot frames at "
+          f"{args.resize or 'native size'}")
     print(f"cache build (decode every frame once): {build_s:.2f} s = {build_s / len(ds) * 1e3:.1f} ms/frame "
           f"({args.cameras} cameras)")
     print(f"items/s, 1 thread:  LeRobotDataset[i] {1 / lr:8.1f}   dpot FrameReader[i] {1 / dp:8.1f}   "

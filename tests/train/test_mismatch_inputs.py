@@ -130,3 +130,33 @@ def test_unmapped_camera_names_one_error_line(toy_data, odd_source, tmp_path, ca
     assert rc == 2 and len(err) == 1 and err[0].startswith("error: camera_map:") and "front" in err[0], err
     assert not out.exists()
 
+
+
+def test_policy_resize_shape_at_read_time_within_tolerance(toy_data, odd_source):
+    """image_size (the policy's resize_shape) applied by the reader: what the policy's RGB encoder resize then
+    sees is within 0.5/255 of resizing LeRobot's float frames inside the policy (torchvision Resize)."""
+    import torchvision
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from dpot.data.cotrain import SRC, TGT, CoTrainDataset, SampledItem
+
+    obs = [-0.1, 0.0]
+    tgt = LeRobotDataset("local/x", root=toy_data["tgt"], return_uint8=True,
+                         delta_timestamps={"action": [0.0], "observation.state": obs, **{c: obs for c in CAMS}})
+    src_cams = ["observation.images.front", "observation.images.side"]
+    o15 = [-1 / 15, 0.0]
+    src = LeRobotDataset("local/x", root=odd_source, return_uint8=True,
+                         delta_timestamps={"action": [0.0], "observation.state": o15, **{c: o15 for c in src_cams}})
+    size = (40, 36)
+    data = CoTrainDataset(src, tgt, camera_map=dict(zip(src_cams, CAMS, strict=True)), keys=[*CAMS, "action"],
+                          image_size=size)
+    policy_resize = torchvision.transforms.Resize(size)  # what DiffusionRgbEncoder applies for resize_shape
+    for dom, ds, idx, cams in ((SRC, src, 7, src_cams), (TGT, tgt, 0, CAMS), (TGT, tgt, len(tgt) - 1, CAMS)):
+        item, ref = data[SampledItem(dom, idx, 0.0)], ds[idx]
+        for c_out, c_in in zip(CAMS, cams, strict=True):
+            ours = item[c_out].float() / 255.0
+            assert item[c_out].dtype == torch.uint8 and ours.shape == (2, 3, *size)
+            frame = ref[c_in]  # video: uint8; PNG: LeRobot's float v / 255
+            theirs = policy_resize(frame.float() / 255.0 if frame.dtype == torch.uint8 else frame)
+            assert (policy_resize(ours) - theirs).abs().max() <= 0.5 / 255 + 1e-5
+            assert torch.allclose(policy_resize(ours), ours, atol=1e-6)  # the policy's resize is then a no-op
