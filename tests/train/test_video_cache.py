@@ -192,3 +192,14 @@ def test_concurrent_builders_wait_for_one_build(fresh_copy, monkeypatch):
         t.join(60)
     assert len(calls) == 1 and len(results) == 2
     assert results[0].path == results[1].path == base / f"frames-{fp}"
+
+
+def test_cache_switched_off_reads_through_lerobot(video_root, monkeypatch):
+    from dpot.data.frames import FrameReader
+
+    monkeypatch.setenv("DPOT_FRAME_CACHE", "0")
+    ds = _open(video_root)
+    reader = FrameReader(ds, KEYS)
+    assert not reader.fast
+    got, ref = reader[3], ds[3]
+    assert all(torch.equal(got[k], ref[k]) for k in KEYS)
