@@ -105,11 +105,17 @@ def test_resized_cache_equals_resized_lerobot_frames(video_root):
     assert len(list((video_root / ".dpot_cache").glob("frames-*"))) >= 1
 
 
-def test_changed_dataset_rebuilds_cache_never_serves_stale(fresh_copy):
+def test_changed_dataset_rebuilds_cache_never_serves_stale(fresh_copy, monkeypatch):
+    from dpot.data import framecache
     from dpot.data.frames import FrameReader
 
     reader = FrameReader(_open(fresh_copy), KEYS).prepare()
     old_dirs = sorted((fresh_copy / ".dpot_cache").glob("frames-*/"))
+    builds = []
+    original = framecache._build
+    monkeypatch.setattr(framecache, "_build", lambda *a: (builds.append(1), original(*a)))
+    FrameReader(_open(fresh_copy), KEYS).prepare()             # unchanged dataset, reopened: the same cache
+    assert not builds and sorted((fresh_copy / ".dpot_cache").glob("frames-*/")) == old_dirs
     before = {c: reader[5][c].clone() for c in CAMS}
     # the dataset changes: the top camera's video is replaced by the wrist camera's (same frames and timestamps)
     vids = fresh_copy / "videos"
@@ -125,6 +131,7 @@ def test_changed_dataset_rebuilds_cache_never_serves_stale(fresh_copy):
     assert torch.equal(after, before[CAMS[1]]) and not torch.equal(after, before[CAMS[0]])  # new frames, not stale
     new_dirs = sorted((fresh_copy / ".dpot_cache").glob("frames-*/"))
     assert len(new_dirs) == 1 and new_dirs != old_dirs       # rebuilt under a new fingerprint, old one removed
+    assert len(builds) == 1
 
 
 _SLOW_BUILD = """
