@@ -158,7 +158,11 @@ def ensure_frame_cache(ds, sizes: dict[str, tuple[int, int] | None] | None = Non
                 shutil.rmtree(final)  # incomplete (no done.json): cannot be trusted
             tmp = base / f".tmp-{fp}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             tmp.mkdir()
-            _build(ds, keys, sizes, backend, tmp)
+            try:
+                _build(ds, keys, sizes, backend, tmp)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)  # (a kill leaves it: the next build removes it)
+                raise
             (tmp / "done.json").write_text(json.dumps({"keys": keys, "fingerprint": fp,
                                                         "sizes": {k: sizes[k] for k in keys}}))
             os.rename(tmp, final)
@@ -201,9 +205,8 @@ def _build(ds, keys, sizes, backend: str, out: Path) -> None:
     from lerobot.datasets.video_utils import VideoDecoderCache, decode_video_frames, decode_video_frames_torchcodec
 
     meta, root = ds.meta, Path(ds.root)
-    decoders = VideoDecoderCache()  # private: LeRobot's process-wide one may hold a decoder of a replaced file
 
-    def decode(path, query):
+    def decode(path, query, decoders):
         if backend == "torchcodec":
             return decode_video_frames_torchcodec(path, query, ds.tolerance_s, decoder_cache=decoders,
                                                   return_uint8=True)
@@ -214,6 +217,9 @@ def _build(ds, keys, sizes, backend: str, out: Path) -> None:
     episodes = meta.episodes
 
     def build_key(key: str) -> None:
+        # private to this camera's thread: LeRobot's process-wide cache may hold a decoder of a replaced file,
+        # and clearing a shared one would close another thread's decoder
+        decoders = VideoDecoderCache()
         arr = None
         for ep_idx in np.unique(episode):
             rows = np.nonzero(episode == ep_idx)[0]
@@ -222,7 +228,7 @@ def _build(ds, keys, sizes, backend: str, out: Path) -> None:
             for s in range(0, len(rows), BLOCK):
                 r = rows[s:s + BLOCK]
                 query = [from_ts + t for t in timestamp[r].tolist()]
-                frames = resize_frames(decode(path, query), sizes[key])
+                frames = resize_frames(decode(path, query, decoders), sizes[key])
                 if arr is None:
                     arr = np.lib.format.open_memmap(out / f"{_fname(key)}.npy", mode="w+", dtype=np.uint8,
                                                     shape=(n_rows, *frames.shape[1:]))
