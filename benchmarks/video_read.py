@@ -13,7 +13,8 @@ content, not white noise). Then, in this process, one thread:
 3. a DataLoader (batch ``--batch``, random indices, persistent workers, prefetch 2) for each worker count:
    sustained batches/s when the consumer only pulls, and the *data wait* when each step also takes
    ``--step_s`` (a sleep: the main process waits for the GPU): wait share = wait / (wait + step_s), both for
-   LeRobot's dataset and dpot's reader.
+   LeRobot's dataset and dpot's reader, and a floor: a dataset returning a fixed item of dpot's keys and sizes
+   (what moving the batch through the DataLoader costs by itself on this machine).
 
 ``--resize HxW``: dpot's reader delivers frames at that size (the policy's ``resize_shape``; cached resized,
 ``CoTrainDataset(image_size=...)``), LeRobot's stay native (the policy would resize them itself).
@@ -65,6 +66,16 @@ def make_dataset(root: Path, *, size: tuple[int, int], cameras: int, episodes: i
         ds.save_episode()
     ds.finalize()
     return cams
+
+
+class _Fixed:
+    """The DataLoader's own floor: one item of the same keys and sizes, copied per read (no decoding, no cache)."""
+
+    def __init__(self, item: dict):
+        self.item = item
+
+    def __getitem__(self, idx):
+        return {k: v.clone() for k, v in self.item.items()}
 
 
 def _loader_stats(dataset, n_items: int, *, batch: int, workers: int, batches: int, step_s: float, seed: int):
@@ -151,7 +162,7 @@ def main() -> None:
     print(f"items/s, 1 thread:  LeRobotDataset[i] {1 / lr:8.1f}   dpot FrameReader[i] {1 / dp:8.1f}   "
           f"({lr / dp:.1f}x)")
     for workers in args.workers:
-        for name, dataset in (("lerobot", ds), ("dpot", reader)):
+        for name, dataset in (("lerobot", ds), ("dpot", reader), ("floor", _Fixed(reader[0]))):
             rate, wait = _loader_stats(dataset, len(ds), batch=args.batch, workers=workers, batches=args.batches,
                                        step_s=args.step_s, seed=workers)
             print(f"DataLoader {name:7s} workers={workers}: {rate:6.2f} batches/s (batch {args.batch}); "
