@@ -3,6 +3,8 @@ one ``error:`` line (dpot.train.inputs documents the rule for each)."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -160,3 +162,19 @@ def test_policy_resize_shape_at_read_time_within_tolerance(toy_data, odd_source)
             theirs = policy_resize(frame.float() / 255.0 if frame.dtype == torch.uint8 else frame)
             assert (policy_resize(ours) - theirs).abs().max() <= 0.5 / 255 + 1e-5
             assert torch.allclose(policy_resize(ours), ours, atol=1e-6)  # the policy's resize is then a no-op
+
+
+def test_camera_channels_differ_one_error_line(toy_data, tmp_path, capsys):
+    """A source camera with another channel count (e.g. grayscale) cannot be resized into the target's: an error
+    before training (the check reads only meta/info.json)."""
+    import json
+
+    src = tmp_path / "gray"
+    shutil.copytree(toy_data["src"], src, ignore=shutil.ignore_patterns(".dpot_cache"))
+    info = json.loads((src / "meta" / "info.json").read_text())
+    info["features"]["observation.images.top"]["shape"] = [64, 64, 1]
+    (src / "meta" / "info.json").write_text(json.dumps(info))
+    rc, out = _run(tmp_path, _cfg(toy_data, src))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: camera_map:") and "1 channels" in err[0], err
+    assert "has 3" in err[0] and not out.exists()
