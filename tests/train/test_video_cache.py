@@ -210,3 +210,22 @@ def test_cache_switched_off_reads_through_lerobot(video_root, monkeypatch):
     assert not reader.fast
     got, ref = reader[3], ds[3]
     assert all(torch.equal(got[k], ref[k]) for k in KEYS)
+
+
+def test_episode_subset_reads_the_full_cache(video_root):
+    """A dataset opened on some episodes only: the cache (rows = absolute indices of the whole dataset) gives the
+    same items as LeRobot, including the first and last frames of the selected episodes."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from dpot.data.frames import FrameReader
+
+    obs = [-0.1, 0.0]
+    ds = LeRobotDataset("local/toy", root=video_root, episodes=[1, 2], return_uint8=True,
+                        delta_timestamps={"action": [0.0, 0.1], "observation.state": obs, **{c: obs for c in CAMS}})
+    reader = FrameReader(ds, KEYS)
+    assert reader.fast
+    n1 = int(ds.meta.episodes["length"][1])
+    for i in (0, n1 - 1, n1, len(ds) - 1):
+        got, ref = reader[i], ds[i]
+        assert int(got["episode_index"]) == int(ref["episode_index"])
+        assert all(torch.equal(got[k], ref[k]) for k in [*KEYS, *(f"{c}_is_pad" for c in CAMS)]), i
