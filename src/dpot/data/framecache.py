@@ -22,7 +22,9 @@ caches of other fingerprints are removed after a build (when no process holds th
 Crash safety: a build writes into ``.tmp-<fp>-<pid>-<rand>/`` and renames it to ``frames-<fp>/`` only when
 complete (``done.json`` written last); an exclusive ``flock`` on ``frames-<fp>.lock`` makes concurrent
 processes wait for one build instead of building twice. Temp dirs left by a killed build are removed by the
-next build of that fingerprint (under the lock, so never one still being written).
+next build of that fingerprint (under the lock, so never one still being written). Several nodes sharing
+one dataset directory over a network file system rely on that file system's ``flock``; point
+``$DPOT_FRAME_CACHE_DIR`` at node-local disk where it has none (each node then builds its own copy).
 
 Location: ``<dataset root>/.dpot_cache/`` by default; ``$DPOT_FRAME_CACHE_DIR`` moves every cache under that
 directory (one sub-directory per dataset root); if the default is not writable, ``~/.cache/dpot/frames``.

@@ -1,4 +1,5 @@
-"""Fast item reads from an image-stored LeRobotDataset: what ``ds[idx]`` returns, for the keys training needs.
+"""Fast item reads from an image- or video-stored LeRobotDataset: what ``ds[idx]`` returns, for the keys training
+needs.
 
 LeRobot 0.6.1 reads an item of a dataset whose cameras are stored as images (PNG in the parquet files, what
 ``dpot bench generate`` writes) through Hugging Face ``datasets`` row access: every delta-timestamp query
