@@ -4,7 +4,9 @@
 
 Reads the same random indices with both, interleaved (A, B, A, B) in this process on one thread, and prints
 ms per item and the ratio. Without ``--root`` it writes a 64 px toy dataset (20 episodes, 2 cameras) to a temp
-dir. The values are equal (tests/train/test_frames.py); only the time differs.
+dir. The values are equal (tests/train/test_frames.py); only the time differs. A video ``--root`` is read
+from dpot's frame cache (built first, not timed); benchmarks/video_read.py adds the DataLoader data wait and
+writes its own AV1/H.264 datasets.
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ def main() -> None:
     ds = LeRobotDataset("local/bench", root=root, delta_timestamps=delta, return_uint8=True)
     reader = FrameReader(ds, [*meta.camera_keys, "observation.state", "action"])
     if not reader.fast:  # it would time LeRobot against itself
-        raise SystemExit(f"{root}: FrameReader reads this dataset through ds[idx] (videos, image transforms or "
-                         "images stored as paths); nothing to compare")
+        raise SystemExit(f"{root}: FrameReader reads this dataset through ds[idx] (image transforms, images "
+                         "stored as paths, or video with DPOT_FRAME_CACHE=0); nothing to compare")
+    reader.prepare()
     reader[0]
     rng = random.Random(0)
     idx = [rng.randrange(len(ds)) for _ in range(args.items)]

@@ -86,3 +86,23 @@ def test_image_transforms_fall_back_to_lerobot(toy_data, paths):
     reader = FrameReader(ds, KEYS)
     assert not reader.fast
     _assert_same(reader, ds, [0, 7], paths, fast=False)
+
+
+@pytest.mark.parametrize("transforms", [False, True])
+def test_image_size_resizes_on_both_paths(toy_data, paths, transforms):
+    """``image_size`` gives resize_frames(LeRobot's frame) on the fast column path and on the ds[idx] path."""
+    from dpot.data.framecache import resize_frames
+    from dpot.data.frames import FrameReader
+
+    obs = [-0.1, 0.0]
+    ds = _open(toy_data["src"], {"action": [0.0], "observation.state": obs, "observation.images.top": obs})
+    if transforms:
+        ds.image_transforms = lambda img: img
+    reader = FrameReader(ds, KEYS, image_size={"observation.images.top": (40, 48)})
+    assert reader.fast is not transforms
+    for i in (0, 9):
+        got, ref = reader[i], ds[i]
+        assert got["observation.images.top"].shape == (2, 3, 40, 48)
+        assert torch.equal(got["observation.images.top"], resize_frames(ref["observation.images.top"], (40, 48)))
+        assert torch.equal(got["observation.images.wrist"], ref["observation.images.wrist"])  # not resized
+    assert paths["fast" if not transforms else "fallback"] >= 2

@@ -349,17 +349,39 @@ class CoTrainDataset(torch.utils.data.Dataset):
     Returned keys: ``keys`` (target names: cameras, state, action) + their ``*_is_pad`` flags, ``frame_index``,
     ``episode_index``, ``domain`` (long: 0 src / 1 tgt), ``phase`` (float32) and ``ot_pair`` (bool); the default
     collate stacks them into ``[B]`` tensors.
+
+    Cameras come out as uint8 ``[..., C, H, W]`` in both domains (a PNG domain's ``v / 255`` floats are turned
+    back into ``v`` exactly; the trainer's ``float() / 255`` gives LeRobot's floats again), so a video domain and
+    a PNG domain stack into one batch. A source camera whose size differs from its target camera is resized to
+    the target's size (what the policy is built for) with :func:`dpot.data.framecache.resize_frames`.
+    Construction builds the video frame caches (:meth:`dpot.data.frames.FrameReader.prepare`) in the calling
+    process, before any DataLoader worker starts.
+
+    ``image_size`` ``(h, w)`` (e.g. the policy's ``resize_shape``): every camera of both domains is delivered at
+    that size, resized once when the video cache is built (PNG: per read). The policy's own ``Resize`` then has
+    nothing left to do, and a batch is ``H*W / (h*w)`` times smaller to move between processes (480x640 ->
+    96x128: 25x). Tolerance against resizing inside the policy (torchvision ``Resize``, bilinear + antialias
+    on float frames): the frame is rounded to uint8 after the resize, so each pixel differs by at most
+    0.5/255 before normalization (tests/train/test_mismatch_inputs.py checks it).
     """
 
-    def __init__(self, source, target, *, camera_map: dict[str, str], keys: list[str]):
+    def __init__(self, source, target, *, camera_map: dict[str, str], keys: list[str],
+                 image_size: tuple[int, int] | None = None):
         from dpot.data.frames import FrameReader
 
         self.rename = {SRC: dict(camera_map), TGT: {}}
         self.keys = list(keys)
         inv = {v: k for k, v in self.rename[SRC].items()}
+        tgt_hw = {k: image_hw(target.meta.features[k]) for k in self.keys if k in target.meta.camera_keys}
+        if image_size is not None:
+            tgt_hw = {k: tuple(int(x) for x in image_size) for k in tgt_hw}
+        src_size = {inv.get(k, k): hw for k, hw in tgt_hw.items()
+                    if image_hw(source.meta.features[inv.get(k, k)]) != hw}
+        tgt_size = {k: hw for k, hw in tgt_hw.items() if image_hw(target.meta.features[k]) != hw}
+        self.camera_keys = list(tgt_hw)
         # items as LeRobotDataset returns them, without its per-row image decoding (dpot.data.frames)
-        self.datasets = {SRC: FrameReader(source, [inv.get(k, k) for k in self.keys]),
-                         TGT: FrameReader(target, self.keys)}
+        self.datasets = {SRC: FrameReader(source, [inv.get(k, k) for k in self.keys], image_size=src_size).prepare(),
+                         TGT: FrameReader(target, self.keys, image_size=tgt_size).prepare()}
 
     def __len__(self) -> int:
         return len(self.datasets[SRC]) + len(self.datasets[TGT])
@@ -371,7 +393,10 @@ class CoTrainDataset(torch.utils.data.Dataset):
         out = {}
         for key in self.keys:
             src_key = inv.get(key, key)
-            out[key] = raw[src_key]
+            val = raw[src_key]
+            if key in self.camera_keys and val.dtype != torch.uint8:
+                val = (val * 255).round().to(torch.uint8)  # exact for LeRobot's v / 255 (ToTensor)
+            out[key] = val
             pad = f"{src_key}_is_pad"
             if pad in raw:
                 out[f"{key}_is_pad"] = raw[pad]
@@ -381,6 +406,15 @@ class CoTrainDataset(torch.utils.data.Dataset):
         out["phase"] = torch.tensor(phase, dtype=torch.float32)
         out["ot_pair"] = torch.tensor(bool(ot_pair), dtype=torch.bool)
         return out
+
+
+def image_hw(feature: dict) -> tuple[int, int]:
+    """``(height, width)`` of a LeRobot image/video feature (``shape`` ordered by its ``names``, default HWC)."""
+    shape = [int(x) for x in feature["shape"]]
+    names = list(feature.get("names") or [])
+    if "height" in names and "width" in names:
+        return shape[names.index("height")], shape[names.index("width")]
+    return shape[0], shape[1]
 
 
 def split_episodes(episodes: list[int], val_fraction: float, seed: int) -> list[int]:

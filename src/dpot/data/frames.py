@@ -1,4 +1,5 @@
-"""Fast item reads from an image-stored LeRobotDataset: what ``ds[idx]`` returns, for the keys training needs.
+"""Fast item reads from an image- or video-stored LeRobotDataset: what ``ds[idx]`` returns, for the keys training
+needs.
 
 LeRobot 0.6.1 reads an item of a dataset whose cameras are stored as images (PNG in the parquet files, what
 ``dpot bench generate`` writes) through Hugging Face ``datasets`` row access: every delta-timestamp query
@@ -10,9 +11,15 @@ item, two data workers using as much CPU as the training step itself (docs/bench
 it against ``ds[idx]`` item by item, and that each item took the fast path) for a chosen set of keys: numeric
 columns are read once into tensors, images are decoded only for the frames an item asks for, with LeRobot's own
 conversion (:func:`lerobot.datasets.io_utils.pil_to_chw_tensor`) and LeRobot's own delta-index/padding rule
-(``DatasetReader._get_query_indices``); the image columns stay chunked and memory-mapped. Datasets with video
-keys, image transforms or images stored as paths are read through ``ds[idx]`` unchanged (video decoding
-already decodes only the queried frames).
+(``DatasetReader._get_query_indices``); the image columns stay chunked and memory-mapped. Video keys are read
+from the decode-once frame cache (:mod:`dpot.data.framecache`: uint8 memory-mapped frames decoded once by
+LeRobot's own decoder, built on first use or by :meth:`FrameReader.prepare`), again with LeRobot's query rule.
+Datasets with image transforms or images stored as paths, and video when the cache is switched off
+(``DPOT_FRAME_CACHE=0``), are read through ``ds[idx]`` unchanged.
+
+``image_size``: ``{camera key: (h, w)}`` resizes those cameras with
+:func:`dpot.data.framecache.resize_frames` on every path (the video cache stores them resized), so a source
+dataset recorded at another size gives the target's size (what the policy was built for).
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ import io
 import numpy as np
 import torch
 
+from dpot.data.framecache import resize_frames
+
 
 class FrameReader(torch.utils.data.Dataset):
     """``reader[idx]`` = ``{k: ds[idx][k] for k in keys + [k + "_is_pad"] + ["frame_index", "episode_index"]}``.
@@ -29,11 +38,19 @@ class FrameReader(torch.utils.data.Dataset):
     Built lazily in each process that reads (DataLoader workers get a small pickle: the dataset, not the
     tensors)."""
 
-    def __init__(self, ds, keys: list[str]):
+    def __init__(self, ds, keys: list[str], image_size: dict[str, tuple[int, int]] | None = None):
         self.ds = ds
         self.keys = list(keys)
+        self.image_size = {k: tuple(int(x) for x in v) for k, v in (image_size or {}).items()
+                           if k in ds.meta.camera_keys}
         self._cache = None
         self._slow = False
+
+    def prepare(self) -> FrameReader:
+        """Build what the fast path needs now (the video frame cache: decoded once, then shared by every
+        worker and process); call it in the main process before a DataLoader starts its workers."""
+        self.fast  # noqa: B018 - builds the cache (workers get a pickle without it and re-open the memory maps)
+        return self
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -44,8 +61,12 @@ class FrameReader(torch.utils.data.Dataset):
     @property
     def fast(self) -> bool:
         """True when items are read from the columns; False when they go through ``ds[idx]``."""
+        from dpot.data import framecache
+
         meta = self.ds.meta
-        if meta.video_keys or self.ds.image_transforms is not None:
+        if self.ds.image_transforms is not None:
+            return False
+        if set(meta.video_keys) & set(self.keys) and not framecache.enabled():
             return False
         if self._cache is None:
             self._build()
@@ -54,9 +75,15 @@ class FrameReader(torch.utils.data.Dataset):
     def _build(self):
         reader = self.ds._ensure_reader()
         table = reader.hf_dataset.data  # pyarrow table of the selected episodes (memory-mapped)
+        from dpot.data.framecache import ensure_frame_cache
+
         image_keys = set(self.ds.meta.image_keys)
-        wanted = set(self.keys) | {"frame_index", "episode_index", "index"}
+        video_keys = [k for k in self.ds.meta.video_keys if k in self.keys]
+        wanted = (set(self.keys) - set(video_keys)) | {"frame_index", "episode_index", "index"}
         numeric, images = {}, {}
+        frames = None
+        if video_keys:
+            frames = ensure_frame_cache(self.ds, {k: self.image_size.get(k) for k in self.ds.meta.video_keys})
         for key in wanted:
             col = table.column(key)
             if key in image_keys:
@@ -66,7 +93,7 @@ class FrameReader(torch.utils.data.Dataset):
             else:
                 numeric[key] = _column_tensor(col)
         rel = reader._absolute_to_relative_idx
-        self._cache = (reader, numeric, images, rel)
+        self._cache = (reader, numeric, images, rel, frames)
         return self._cache
 
     def __getitem__(self, idx: int) -> dict:
@@ -78,17 +105,28 @@ class FrameReader(torch.utils.data.Dataset):
         """The fallback: LeRobot's own ``ds[idx]``, restricted to the reader's keys."""
         raw = self.ds[int(idx)]
         names = [*self.keys, *(f"{k}_is_pad" for k in self.keys), "frame_index", "episode_index"]
-        return {k: raw[k] for k in names if k in raw}
+        out = {k: raw[k] for k in names if k in raw}
+        for key, size in self.image_size.items():
+            if key in out:
+                out[key] = resize_frames(out[key], size)
+        return out
 
     def _read_from_columns(self, idx: int) -> dict:
         """The fast path: numeric columns from the cached tensors, only the queried images decoded."""
-        reader, numeric, images, rel = self._cache
+        reader, numeric, images, rel, frames = self._cache
         idx = int(idx)
         abs_idx = int(numeric["index"][idx])
         ep_idx = int(numeric["episode_index"][idx])
         out = {"frame_index": numeric["frame_index"][idx], "episode_index": numeric["episode_index"][idx]}
         query, padding = ({}, {}) if reader.delta_indices is None else reader._get_query_indices(abs_idx, ep_idx)
         for key in self.keys:
+            if frames is not None and key in frames.keys:
+                # LeRobot: frames of the queried rows' timestamps, ``.squeeze(0)`` (one frame -> [C, H, W])
+                got = frames.frames(key, query.get(key, [abs_idx])).squeeze(0)
+                out[key] = got if reader._return_uint8 else (got / 255.0).type(torch.float32)
+                if key in query:
+                    out[f"{key}_is_pad"] = padding[f"{key}_is_pad"]
+                continue
             if key in query:
                 rows = query[key] if rel is None else [rel[i] for i in query[key]]
                 if key in images:
@@ -98,6 +136,8 @@ class FrameReader(torch.utils.data.Dataset):
                 out[f"{key}_is_pad"] = padding[f"{key}_is_pad"]
             else:
                 out[key] = _decode(images[key], idx) if key in images else numeric[key][idx]
+            if key in self.image_size and key in images:
+                out[key] = resize_frames(out[key], self.image_size[key])
         return out
 
 

@@ -43,13 +43,15 @@ def make_toy_dataset(
     image_size: int = 32,
     cameras: tuple[str, ...] = ("top", "wrist"),
     action_dim: int = 4,
+    state_dim: int = 4,
     fps: int = 10,
     seed: int = 0,
     use_videos: bool = False,
 ):
     """Write a toy dataset of ``episodes`` episodes to ``root`` (must not exist) and return the LeRobotDataset.
 
-    Camera keys are ``observation.images.<camera>``; same ``seed`` gives the same data.
+    Camera keys are ``observation.images.<camera>``; same ``seed`` gives the same data. ``state_dim`` > 4 pads
+    the state with zeros (a robot with more joints).
     """
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
@@ -57,12 +59,15 @@ def make_toy_dataset(
         raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
     if action_dim < 2:
         raise ValueError("action_dim must be >= 2")
+    if state_dim < 4:
+        raise ValueError("state_dim must be >= 4")
     style = _STYLE[domain]
     rng = np.random.default_rng(seed + (0 if domain == "source" else seeds.TOY_TARGET_OFFSET))
     img_dtype = "video" if use_videos else "image"
     features = {f"observation.images.{c}": {"dtype": img_dtype, "shape": (image_size, image_size, 3),
                                             "names": ["height", "width", "channels"]} for c in cameras}
-    features["observation.state"] = {"dtype": "float32", "shape": (4,), "names": ["x", "y", "goal_x", "goal_y"]}
+    state_names = ["x", "y", "goal_x", "goal_y", *(f"pad{i}" for i in range(state_dim - 4))]
+    features["observation.state"] = {"dtype": "float32", "shape": (state_dim,), "names": state_names}
     features["action"] = {"dtype": "float32", "shape": (action_dim,), "names": [f"a{i}" for i in range(action_dim)]}
     ds = LeRobotDataset.create(repo_id=f"local/toy_{domain}", fps=fps, features=features, root=Path(root),
                                use_videos=use_videos, robot_type="toy")
@@ -73,7 +78,7 @@ def make_toy_dataset(
             # Expert: head for the goal; the commanded next position is the action.
             target = xy + np.clip(goal - xy, -0.08, 0.08) + rng.normal(0, 0.005, 2)
             frame = {f"observation.images.{c}": _draw(xy, goal, image_size, style, i) for i, c in enumerate(cameras)}
-            frame["observation.state"] = np.concatenate([xy, goal]).astype(np.float32)
+            frame["observation.state"] = np.concatenate([xy, goal, np.zeros(state_dim - 4)]).astype(np.float32)
             action = np.zeros(action_dim, dtype=np.float32)
             action[:2] = target
             frame["action"] = action

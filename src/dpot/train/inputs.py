@@ -1,10 +1,28 @@
 """Open and check the two datasets of a run; combine their normalization stats.
 
 Everything here runs before anything is written to ``output_dir``: each problem is a one-line UserError.
+
+Datasets that do not match (source recorded differently from target):
+
+- camera names: ``camera_map`` (``{"source cam": "target cam"}``); unmapped target cameras need a source camera
+  of the same name.
+- image sizes: allowed when the channel count matches; source frames are resized to the target camera's size
+  (the policy is built from the target's features) in :class:`dpot.data.cotrain.CoTrainDataset` with
+  :func:`dpot.data.framecache.resize_frames` (video sources are cached already resized).
+- fps: allowed (logged): each dataset is read in its own frames (``n_obs_steps`` and ``horizon`` count frames
+  of that dataset, LeRobot's ``resolve_delta_timestamps`` per dataset); the action chunk then spans a
+  different duration in each domain, so prefer resampled data when the ratio is far from 1.
+- state or action dimensions: an error naming both shapes (no implicit padding or slicing: the policy has one
+  action space; map the data offline).
+- missing normalization stats (``meta/stats.json`` absent or without a key): numeric features are computed
+  from the parquet data (:func:`lerobot.datasets.compute_stats.get_feature_stats`); camera stats are not
+  needed with ``dataset.use_imagenet_stats`` (the default), otherwise an error.
+- video in one domain, PNG in the other: allowed; both come out as uint8 frames (CoTrainDataset).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +34,8 @@ from dpot.data.regions import episode_regions, region_partners
 from dpot.errors import UserError
 
 IMG_PREFIX = "observation.images."
+STATS_KEYS = ("mean", "std", "min", "max", "count")
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -104,13 +124,30 @@ def check_inputs(cfg) -> RunInputs:
                             f"source_dataset has {[c.removeprefix(IMG_PREFIX) for c in src_cams]}: add "
                             f"--camera_map='{{\"<source cam>\": \"{t.removeprefix(IMG_PREFIX)}\"}}'")
         cam_map.setdefault(t, t)
+    from dpot.data.cotrain import image_hw
+
     inv = {v: k for k, v in cam_map.items()}
     for t in tgt_cams:
         s = inv[t]
-        if tuple(src_meta.features[s]["shape"]) != tuple(tgt_meta.features[t]["shape"]):
-            raise UserError(f"camera_map: source '{s}' is {list(src_meta.features[s]['shape'])} but target "
-                            f"'{t}' is {list(tgt_meta.features[t]['shape'])}; the policy needs one image shape "
-                            "(regenerate at the same size)")
+        cs, ct = _channels(src_meta.features[s]), _channels(tgt_meta.features[t])
+        if cs != ct:
+            raise UserError(f"camera_map: source '{s}' has {cs} channels but target '{t}' has {ct}; the policy "
+                            "needs one channel count (map an RGB camera to an RGB camera)")
+        if image_hw(src_meta.features[s]) != image_hw(tgt_meta.features[t]):
+            logger.info("source camera %s %s is resized to the target's %s", s, image_hw(src_meta.features[s]),
+                        image_hw(tgt_meta.features[t]))
+    if src_meta.fps != tgt_meta.fps:
+        logger.warning("source_dataset is recorded at %s fps, dataset at %s fps: n_obs_steps and horizon count "
+                       "frames of each dataset, so the action chunk spans a different time in each domain",
+                       src_meta.fps, tgt_meta.fps)
+    if not cfg.dataset.use_imagenet_stats:
+        for field, meta, root, cams in (("dataset", tgt_meta, tgt_root, tgt_cams),
+                                        ("source_dataset", src_meta, src_root, [inv[t] for t in tgt_cams])):
+            missing = [c for c in cams if not _has_stats(meta, c)]
+            if missing:
+                raise UserError(f"dataset.use_imagenet_stats: {field} {root} has no normalization stats for "
+                                f"{missing}; keep --dataset.use_imagenet_stats=true or write them to meta/stats.json "
+                                "(LeRobot's dataset_tools.recompute_stats(ds, skip_image_video=False))")
     action_dim = int(tgt_meta.features["action"]["shape"][0])
     short = [c.removeprefix(IMG_PREFIX) for c in tgt_cams]
     for i, feat in enumerate(cfg.ot.features):
@@ -138,6 +175,51 @@ def check_inputs(cfg) -> RunInputs:
     return RunInputs(src_meta, tgt_meta, cam_map, src_root, tgt_root, src_regions, tgt_regions)
 
 
+def _channels(feature: dict) -> int:
+    shape = [int(x) for x in feature["shape"]]
+    names = list(feature.get("names") or [])
+    return shape[names.index("channels")] if "channels" in names else shape[-1]
+
+
+def _has_stats(meta, key: str) -> bool:
+    stats = meta.stats or {}
+    return key in stats and all(s in stats[key] for s in STATS_KEYS)
+
+
+def _domain_stats(meta, root: Path, keys: list[str]) -> dict[str, dict[str, np.ndarray]]:
+    """``meta.stats`` restricted to ``keys``; a numeric key without stats gets them computed from the parquet
+    data (LeRobot's ``get_feature_stats``, what its writer stores); a camera without stats gets ImageNet's
+    mean/std over [0, 1] (used only with ``use_imagenet_stats``, which replaces them anyway)."""
+    from lerobot.datasets.compute_stats import get_feature_stats
+    from lerobot.utils.constants import IMAGENET_STATS
+
+    out = {}
+    for k in keys:
+        if _has_stats(meta, k):
+            out[k] = {s: np.asarray(v) for s, v in meta.stats[k].items()}
+        elif k in meta.camera_keys:
+            mean = np.asarray(IMAGENET_STATS["mean"], dtype=np.float32)
+            out[k] = {"mean": mean, "std": np.asarray(IMAGENET_STATS["std"], dtype=np.float32),
+                      "min": np.zeros_like(mean), "max": np.ones_like(mean),
+                      "count": np.asarray([meta.total_frames])}
+        else:
+            logger.warning("%s: no normalization stats for '%s'; computing them from the data", root, k)
+            data = _column(root, k)
+            out[k] = get_feature_stats(data, axis=0, keepdims=data.ndim == 1)
+    return out
+
+
+def _column(root: Path, key: str) -> np.ndarray:
+    """Every row of a numeric feature of the dataset at ``root`` as float64 ``[N, ...]``."""
+    import pyarrow.parquet as pq
+
+    parts = []
+    for f in sorted((root / "data").rglob("*.parquet")):
+        col = pq.read_table(f, columns=[key]).column(key).to_pylist()
+        parts.append(np.asarray(col, dtype=np.float64))
+    return np.concatenate(parts)
+
+
 def _regions(root: Path) -> dict[int, str]:
     """Per-episode regions of the dataset at ``root``; one-line ``ot.paired_region`` error when absent/broken."""
     try:
@@ -154,17 +236,18 @@ def combined_stats(inputs: RunInputs, keys: list[str], use_imagenet_stats: bool)
     """One set of normalization stats for both domains (so an action means the same number in both).
 
     ``aggregate_stats([source (cameras renamed to target keys), target])`` from LeRobot: count-weighted pooled
-    mean/std, min over mins and max over maxes (the union of ranges), restricted to ``keys``. Camera mean/std
+    mean/std, min over mins and max over maxes (the union of ranges), restricted to ``keys``; stats missing
+    from a dataset's ``meta/stats.json`` are filled by :func:`_domain_stats`. Camera mean/std
     are then replaced by ImageNet's when ``use_imagenet_stats`` (as LeRobot's ``make_dataset`` does).
     """
     from lerobot.datasets.compute_stats import aggregate_stats
     from lerobot.utils.constants import IMAGENET_STATS
 
     inv = {v: k for k, v in inputs.camera_map.items()}
-    src_stats = {k: dict(inputs.src_meta.stats[inv.get(k, k)]) for k in keys}
-    tgt_stats = {k: dict(inputs.tgt_meta.stats[k]) for k in keys}
-    as_np = lambda d: {k: {s: np.asarray(v) for s, v in d[k].items()} for k in d}  # noqa: E731
-    stats = aggregate_stats([as_np(src_stats), as_np(tgt_stats)])
+    src_own = _domain_stats(inputs.src_meta, inputs.src_root, [inv.get(k, k) for k in keys])
+    src_stats = {k: src_own[inv.get(k, k)] for k in keys}
+    tgt_stats = _domain_stats(inputs.tgt_meta, inputs.tgt_root, keys)
+    stats = aggregate_stats([src_stats, tgt_stats])
     if use_imagenet_stats:
         for k in keys:
             if k.startswith(IMG_PREFIX):
