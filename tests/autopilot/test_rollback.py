@@ -2,8 +2,8 @@
 parent.
 
 Divergence is provoked through the diagnosis thresholds (``--rules``, passed to ``dpot report/propose``): the
-``lr_low`` rule's usual range is set to [5, 5], so the proposal raises the flat 1e-6 LR to 5.0, which blows the
-tiny policy up within a few Adam steps.
+usual LR range (``[lr_range]``, judged by the ``lr_low`` rule) is set to [5, 5], so the proposal raises the flat
+1e-6 LR to 5.0, which blows the tiny policy up within a few Adam steps.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 RULES = """
 [lr_flat]
 enabled = false
-[lr_low]
+[lr_range]
 diffusion = [5.0, 5.0]
 [ot_weak]
 min_pi_diag = 2.0

@@ -136,10 +136,6 @@ def check_inputs(cfg) -> RunInputs:
         if image_hw(src_meta.features[s]) != image_hw(tgt_meta.features[t]):
             logger.info("source camera %s %s is resized to the target's %s", s, image_hw(src_meta.features[s]),
                         image_hw(tgt_meta.features[t]))
-    if src_meta.fps != tgt_meta.fps:
-        logger.warning("source_dataset is recorded at %s fps, dataset at %s fps: n_obs_steps and horizon count "
-                       "frames of each dataset, so the action chunk spans a different time in each domain",
-                       src_meta.fps, tgt_meta.fps)
     if not cfg.dataset.use_imagenet_stats:
         for field, meta, root, cams in (("dataset", tgt_meta, tgt_root, tgt_cams),
                                         ("source_dataset", src_meta, src_root, [inv[t] for t in tgt_cams])):
@@ -172,6 +168,10 @@ def check_inputs(cfg) -> RunInputs:
         src_regions, tgt_regions = _regions(src_root), _regions(tgt_root)
         region_partners([int(e) for e in tgt_meta.episodes["episode_index"]],
                         [int(e) for e in src_meta.episodes["episode_index"]], tgt_regions, src_regions)
+    if src_meta.fps != tgt_meta.fps:  # warned only once every check passed: bad input stays one error line
+        logger.warning("source_dataset is recorded at %s fps, dataset at %s fps: n_obs_steps and horizon count "
+                       "frames of each dataset, so the action chunk spans a different time in each domain",
+                       src_meta.fps, tgt_meta.fps)
     return RunInputs(src_meta, tgt_meta, cam_map, src_root, tgt_root, src_regions, tgt_regions)
 
 
