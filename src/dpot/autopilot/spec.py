@@ -7,13 +7,13 @@ that holds a search are refused (``--iterations`` may grow: it only moves the st
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from dpot.analysis.cfgkeys import get as dotted_get  # dotted keys of a JSON config, list indices allowed
 from dpot.errors import UserError
 
 DEFAULT_OBJECTIVE = "eval/offline_eval/avg_loss:min"
@@ -64,38 +64,6 @@ def parse_objective(text: str) -> Objective:
     if not key or not re.fullmatch(r"[A-Za-z0-9_./\-]+", key):
         raise UserError(f"--objective: '{text}' is not METRIC[:min|max] (e.g. {DEFAULT_OBJECTIVE})")
     return Objective(key, direction)
-
-
-def dotted_get(cfg, key: str, default=None):
-    """Value at a dotted key (``ot.features.1.weight_label``: list indices allowed), ``default`` when absent."""
-    cur = cfg
-    for part in key.split("."):
-        if isinstance(cur, dict) and part in cur:
-            cur = cur[part]
-        elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
-            cur = cur[int(part)]
-        else:
-            return default
-    return cur
-
-
-def dotted_set(cfg: dict, key: str, value) -> dict:
-    """A copy of ``cfg`` with ``key`` set (intermediate dicts created)."""
-    out = copy.deepcopy(cfg)
-    parts = key.split(".")
-    cur = out
-    for part in parts[:-1]:
-        if isinstance(cur, list):
-            cur = cur[int(part)]
-            continue
-        if not isinstance(cur.get(part), (dict, list)):
-            cur[part] = {}
-        cur = cur[part]
-    if isinstance(cur, list):
-        cur[int(parts[-1])] = value
-    else:
-        cur[parts[-1]] = value
-    return out
 
 
 def lr_keys(cfg: dict) -> list[str]:
