@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from dpot.analysis import cfgkeys
 from dpot.autopilot import runs, spec
 
 # Recorded trial parameters (Optuna distributions) for the values a candidate config holds: the search space of
@@ -19,9 +20,9 @@ def space_params(cfg: dict) -> dict:
     for name, (key, lo, hi, _) in SPACE.items():
         if name == "lr":
             keys = spec.lr_keys(cfg)
-            val = spec.dotted_get(cfg, keys[0]) if keys else None
+            val = cfgkeys.get(cfg, keys[0]) if keys else None
         else:
-            val = spec.dotted_get(cfg, key)
+            val = cfgkeys.get(cfg, key)
         if isinstance(val, (int, float)) and not isinstance(val, bool) and lo <= float(val) <= hi:
             out[name] = float(val)
     return out
@@ -63,8 +64,8 @@ def halve_lr(cfg: dict) -> tuple[dict, dict]:
     """``cfg`` with its base learning rate(s) halved, and ``{key: new value}`` of what changed."""
     changed = {}
     for key in spec.lr_keys(cfg):
-        lr = spec.dotted_get(cfg, key)
+        lr = cfgkeys.get(cfg, key)
         if isinstance(lr, (int, float)) and not isinstance(lr, bool):
-            cfg = spec.dotted_set(cfg, key, lr / 2)
+            cfg = cfgkeys.set_(cfg, key, lr / 2)
             changed[key] = lr / 2
     return cfg, changed

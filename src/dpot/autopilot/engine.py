@@ -42,6 +42,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dpot.analysis import cfgkeys
 from dpot.atomic import write_text
 from dpot.autopilot import runs, spec, tools
 from dpot.autopilot.decisions import SPACE, decide, halve_lr, sh_budgets, space_params
@@ -475,7 +476,7 @@ class Search:
         changes = dict(a.get("changes") or {})
         cfg, halved = halve_lr(cfg)
         for key, new in halved.items():
-            changes[key] = [spec.dotted_get(parent_cfg, key), new]
+            changes[key] = [cfgkeys.get(parent_cfg, key), new]
         attrs = {**{k: a[k] for k in ("iteration", "parent", "rung", "budget", "prev_budget", "budget_min",
                                       "title") if k in a},
                  "kind": "retry", "changes": changes, "diagnoses": list(a.get("diagnoses") or []) + ["instability"],
