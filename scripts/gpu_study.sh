@@ -7,8 +7,9 @@
 #          preset, so the study reuses them; nothing is carried), 2. run one `dpot bench study --only <method>`
 #          sitting per method side by side (training on the GPU, evaluation in the preset's eval_workers processes
 #          per sitting on the CPU cores), 3. rewrite results.json from every finished job (`--max-jobs 0`) and copy
-#          the study's small outputs (results.json/.md, study.json, done/, evals/, configs/, logs/, no data, no
-#          checkpoints) to DIR/study, with DIR/gpu_study.log (nvidia-smi line, phase times, training steps reached).
+#          the study's small outputs (results.json/.md, curves.png, study.json, done/, evals/, configs/, logs/;
+#          no data, no checkpoints) to DIR/study, with DIR/gpu_study.log (nvidia-smi line, phase times, training
+#          steps reached). A job counts only once fully trained and evaluated (the study's done marker).
 #       Defaults: preset gpu-idood (cpu-idood's protocol, 96 px, batch 64, 3000 steps, 50 episodes per cell),
 #       methods target-only,naive-cotrain,dp-ot-paper, seeds 1, work dir /tmp/dpot-gpu-study (survives between
 #       calls while the machine stays warm), device cuda. --dry-run (or no CUDA): preset micro-idood on the CPU
@@ -52,7 +53,7 @@ while [ $# -gt 0 ]; do
         --work) WORK=$2; shift ;;
         --budget-s) BUDGET=$2; shift ;;
         --gen-workers) GEN_WORKERS=$2; shift ;;
-        -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0 ;;
         *) echo "error: gpu_study.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -165,7 +166,7 @@ for run in "$WORK"/runs/*/; do
     say "job $(basename "$run"): last checkpoint $step"
 done
 mkdir -p "$OUT_DIR/study"
-for f in results.json results.md study.json done evals configs logs; do
+for f in results.json results.md curves.png study.json done evals configs logs; do
     [ -e "$WORK/$f" ] && cp -r "$WORK/$f" "$OUT_DIR/study/"
 done
 if [ -f "$OUT_DIR/study/results.json" ]; then
