@@ -23,6 +23,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
+# shellcheck source=scripts/gpu_env.sh
+. scripts/gpu_env.sh
 
 # What a full dry run imports (modules recorded in every process, mapped to distributions) minus what the GPU
 # image already has (torch 2.11, torchvision 0.26, accelerate 1.15, huggingface_hub, safetensors, numpy, pyarrow,
@@ -36,7 +38,6 @@ WHEELS1=(
     importlib_metadata==10.2.0 pandas==2.3.3 pytz==2026.6 tzdata==2026.6
 )
 WHEELS2=(metaworld==3.1.1 mujoco==3.3.0 glfw==2.11.0 PyOpenGL==3.1.10)
-SITE=/tmp/dpot-site
 GL_DEBS=(libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
 
 prepare() {
@@ -57,31 +58,6 @@ prepare() {
     apt-get "${o[@]}" update -qq && (cd .gl && apt-get "${o[@]}" download "${GL_DEBS[@]}")
     du -sh .whl1 .whl2 .gl
     echo "prepared: call 1 carries [\".whl1\"], call 2 carries [\".whl2\", \".gl\"] (docs/multi-gpu.md)"
-}
-
-wheel_files() {
-    local d
-    for d in .whl1 .whl2; do
-        [ -d "$d" ] && find "$d" -maxdepth 1 -name '*.whl'
-    done
-    return 0
-}
-
-install_wheels() {
-    local files t0
-    files=$(wheel_files)
-    [ -n "$files" ] || return 0
-    say "installing $(echo "$files" | wc -l) carried wheels into $SITE (no index, no deps)"
-    t0=$(date +%s)
-    # shellcheck disable=SC2086  # word splitting of the file list is intended (wheel names have no spaces)
-    if ! python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
-            $files >>"$LOG" 2>&1; then
-        say "error: pip could not install the carried wheels into $SITE (python3 is $(python3 -V 2>&1); they are" \
-            "for CPython 3.12 x86_64); pip's output is in $LOG"
-        tail -n 3 "$LOG" >&2
-        exit 2
-    fi
-    say "wheels installed in $(( $(date +%s) - t0 )) s"
 }
 
 args=()
@@ -107,31 +83,12 @@ LOG=$OUT_DIR/gpu_check.log
 : >"$LOG"
 say() { echo "[gpu_check.sh] $*" | tee -a "$LOG"; }
 
-export MUJOCO_GL=${MUJOCO_GL:-egl} PYOPENGL_PLATFORM=${PYOPENGL_PLATFORM:-egl} HF_HUB_OFFLINE=1 WANDB_SILENT=true \
-    TOKENIZERS_PARALLELISM=false HF_DATASETS_DISABLE_PROGRESS_BARS=1 PYTHONUNBUFFERED=1
+gpu_render_env
+gpu_setup_gl  # EGL/GL loaders carried as .debs: the device README's recipe
 
-# EGL/GL loaders carried as .debs: the device README's recipe, on the GPU machine only (root, NVIDIA driver)
-if compgen -G ".gl/*.deb" >/dev/null && [ "$(id -u)" = 0 ] && command -v nvidia-smi >/dev/null; then
-    say "unpacking $(find .gl -name '*.deb' | wc -l) GL loader packages from .gl/"
-    for f in .gl/*.deb; do dpkg -x "$f" /; done
-    ldconfig
-fi
-if [ -d /usr/local/nvidia/share/glvnd/egl_vendor.d ] && [ -z "${__EGL_VENDOR_LIBRARY_FILENAMES:-}" ]; then
-    export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
-fi
-
-# Python
-if [ -n "${PYTHON:-}" ]; then
-    PY=$PYTHON
-elif [ -x .venv/bin/python ]; then
-    PY=.venv/bin/python
-else
-    PY=python3
-    install_wheels
-    [ -d "$SITE" ] && export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
-fi
+gpu_select_python  # sets PY (scripts/gpu_env.sh)
 if [ "$INSTALL_ONLY" = 1 ]; then
-    say "install only: $(find "$SITE" -maxdepth 1 -name '*.dist-info' 2>/dev/null | wc -l) packages in $SITE"
+    say "install only: $(find "$GPU_SITE" -maxdepth 1 -name '*.dist-info' 2>/dev/null | wc -l) packages in $GPU_SITE"
     exit 0
 fi
 export PYTHONPATH=$REPO/src${PYTHONPATH:+:$PYTHONPATH}

@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# The ID/OOD study's core methods on one lent GPU in one command (issue 10, item 7); results into $OUT (or --out).
+#
+#   bash scripts/gpu_study.sh [--dry-run] [--preset P] [--methods a,b,c] [--seeds N] [--out DIR] [--work DIR]
+#                             [--budget-s S] [--gen-workers N]
+#       1. generate the study's source and target datasets with `dpot bench generate --workers` (settings from the
+#          preset, so the study reuses them; nothing is carried), 2. run one `dpot bench study --only <method>`
+#          sitting per method side by side (training on the GPU, evaluation in the preset's eval_workers processes
+#          per sitting on the CPU cores), 3. rewrite results.json from every finished job (`--max-jobs 0`) and copy
+#          the study's small outputs (results.json/.md, curves.png, study.json, done/, evals/, configs/, logs/;
+#          no data, no checkpoints) to DIR/study, with DIR/gpu_study.log (nvidia-smi line, phase times, training
+#          steps reached). A job counts only once fully trained and evaluated (the study's done marker).
+#       Defaults: preset gpu-idood (cpu-idood's protocol, 96 px, batch 64, 3000 steps, 50 episodes per cell),
+#       methods target-only,naive-cotrain,dp-ot-paper, seeds 1, work dir /tmp/dpot-gpu-study (survives between
+#       calls while the machine stays warm), device cuda. --dry-run (or no CUDA): preset micro-idood on the CPU
+#       in a fresh work dir under DIR (tests/study/test_gpu_study_dryrun.py runs it; ~1-2 min on 2 cores).
+#   Time guard: S (default 530 s from this script's start, wheel install included, so the command ends inside the
+#       run tool's 9-10 minutes) is a hard end: the sittings get `timeout` at S - 25 s minus what generation used,
+#       the last 25 s rewrite results.json from the jobs that finished and copy everything out. A sitting cut by
+#       the guard loses at most save_every (1000) steps: the next call with the same --work continues it.
+#   Budget estimate (GPU step time not measured yet): install ~20 s, generation of 110 episodes at 96 px on 14
+#       processes ~1 min, training 3000 steps at <= 80 ms/step with three trainers sharing the GPU <= 4 min,
+#       evaluation 190 episodes per sitting on 4 processes ~2 min. The log records the steps each job reached.
+#
+# On the lent machine (docs/multi-gpu.md, "Running scripts/gpu_check.sh": the wheels do not fit one call's 64 MiB;
+# run `bash scripts/gpu_check.sh --prepare` here first). Two `run` tool calls, the second at once (warm machine):
+#   1. command "bash scripts/gpu_check.sh --install-only", carry [".whl1"], timeout_s 120
+#   2. command "bash scripts/gpu_study.sh", carry [".whl2", ".gl"], timeout_s 560
+# A third call "bash scripts/gpu_study.sh" (carry [".whl2", ".gl"], timeout_s 560) continues cut jobs or, with
+# --seeds 2, adds seed 1 of each method, while the machine is warm (else it starts over from step 0).
+set -euo pipefail
+START=$SECONDS
+cd "$(dirname "$0")/.."
+REPO=$PWD
+# shellcheck source=scripts/gpu_env.sh
+. scripts/gpu_env.sh
+
+DRY=0
+PRESET=
+METHODS=target-only,naive-cotrain,dp-ot-paper
+SEEDS=1
+OUT_DIR=${OUT:-outputs/gpu_study}
+WORK=
+BUDGET=530
+GEN_WORKERS=
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --dry-run) DRY=1 ;;
+        --preset) PRESET=$2; shift ;;
+        --methods) METHODS=$2; shift ;;
+        --seeds) SEEDS=$2; shift ;;
+        --out) OUT_DIR=$2; shift ;;
+        --work) WORK=$2; shift ;;
+        --budget-s) BUDGET=$2; shift ;;
+        --gen-workers) GEN_WORKERS=$2; shift ;;
+        -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0 ;;
+        *) echo "error: gpu_study.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+mkdir -p "$OUT_DIR"
+OUT_DIR=$(cd "$OUT_DIR" && pwd)
+LOG=$OUT_DIR/gpu_study.log
+: >"$LOG"
+say() { echo "[gpu_study.sh $((SECONDS - START)) s] $*" | tee -a "$LOG"; }
+
+gpu_render_env
+gpu_setup_gl
+gpu_select_python
+export PYTHONPATH=$REPO/src${PYTHONPATH:+:$PYTHONPATH}
+if ! "$PY" -c 'import torch, lerobot, metaworld, dpot.bench.study' >>"$LOG" 2>&1; then
+    say "error: $PY cannot import torch/lerobot/metaworld/dpot: carry .whl1 in a first call (bash" \
+        "scripts/gpu_check.sh --install-only) and .whl2 + .gl in this one (see --help); import error in $LOG"
+    tail -n 5 "$LOG" >&2
+    exit 2
+fi
+if [ "$DRY" = 0 ] && ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+    say "no CUDA device: dry run (preset micro-idood on the CPU)"
+    DRY=1
+fi
+if [ "$DRY" = 1 ]; then
+    PRESET=${PRESET:-micro-idood}
+    DEVICE=cpu
+    WORK=${WORK:-$OUT_DIR/work}
+    GEN_WORKERS=${GEN_WORKERS:-1}
+else
+    PRESET=${PRESET:-gpu-idood}
+    DEVICE=cuda
+    WORK=${WORK:-/tmp/dpot-gpu-study}
+    GEN_WORKERS=${GEN_WORKERS:-14}
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee -a "$LOG" || true
+fi
+mkdir -p "$WORK"
+say "preset $PRESET, methods $METHODS, seeds $SEEDS, device $DEVICE, work $WORK, out $OUT_DIR, hard end ${BUDGET} s"
+
+# 1. the datasets, with the study's own settings (so its sittings reuse them), source and target side by side
+mapfile -t GEN < <("$PY" - "$PRESET" "$WORK" <<'EOF'
+import sys
+
+from dpot.bench.presets import DATA_SEEDS
+from dpot.bench.study import make_study
+
+s = make_study(sys.argv[1], root=sys.argv[2], progress=False)
+p = s.preset
+for role, n, region in (("source", p.source_episodes, p.source_region), ("target", p.target_episodes,
+                                                                           p.target_region)):
+    print(f"--task {s.task} --domain {s.domain(role)} --episodes {n} --out {s.root}/data/{s.task}_{role} "
+          f"--image-size {p.image_size} --cameras {','.join(p.cameras)} --seed {DATA_SEEDS[role]} --obs {p.obs} "
+          f"--region {region}")
+EOF
+)
+T0=$SECONDS
+pids=()
+# source data is 10x the target data: most of the rollout processes go to it
+for i in 0 1; do
+    w=$(( i == 0 ? GEN_WORKERS * 3 / 4 : GEN_WORKERS / 4 )); [ "$w" -ge 1 ] || w=1
+    # shellcheck disable=SC2086  # the generated argument line has no spaces inside an argument
+    "$PY" -m dpot bench generate ${GEN[$i]} --workers "$w" >"$OUT_DIR/generate_$i.log" 2>&1 &
+    pids+=($!)
+done
+for p in "${pids[@]}"; do
+    if ! wait "$p"; then
+        say "error: dataset generation failed; see $OUT_DIR/generate_*.log"
+        tail -n 3 "$OUT_DIR"/generate_*.log >&2
+        exit 1
+    fi
+done
+say "datasets ready in $((SECONDS - T0)) s: $(tail -qn 1 "$OUT_DIR"/generate_*.log | tr '\n' ' ')"
+
+# 2. one sitting per method, side by side, under the time guard
+GUARD=$(( BUDGET - (SECONDS - START) - 25 ))
+[ "$GUARD" -ge 30 ] || GUARD=30
+say "sittings: ${METHODS//,/ } side by side, guard ${GUARD} s"
+T0=$SECONDS
+pids=()
+IFS=, read -r -a MLIST <<<"$METHODS"
+for m in "${MLIST[@]}"; do
+    timeout --kill-after=5 "$GUARD" "$PY" -m dpot bench study --preset "$PRESET" --dir "$WORK" --only "$m" \
+        --seeds "$SEEDS" --device "$DEVICE" >"$OUT_DIR/sitting_$m.log" 2>&1 &
+    pids+=($!)
+done
+rc=0
+for i in "${!pids[@]}"; do
+    set +e
+    wait "${pids[$i]}"
+    r=$?
+    set -e
+    if [ "$r" = 124 ] || [ "$r" = 137 ]; then
+        say "sitting ${MLIST[$i]}: stopped by the time guard (resumable with the same --work)"
+        rc=3
+    elif [ "$r" != 0 ]; then
+        say "sitting ${MLIST[$i]}: exit $r; see $OUT_DIR/sitting_${MLIST[$i]}.log"
+        tail -n 3 "$OUT_DIR/sitting_${MLIST[$i]}.log" >&2
+        rc=1
+    fi
+done
+say "sittings ended after $((SECONDS - T0)) s"
+
+# 3. results of every finished job, the steps each job reached, the small outputs to $OUT
+"$PY" -m dpot bench study --preset "$PRESET" --dir "$WORK" --only "$METHODS" --seeds "$SEEDS" --max-jobs 0 \
+    >>"$LOG" 2>&1 || say "warning: results.json could not be rewritten (see $LOG)"
+for run in "$WORK"/runs/*/; do
+    [ -d "$run" ] || continue
+    last=$(find "$run/checkpoints" -maxdepth 1 -name '[0-9]*' 2>/dev/null | sort | tail -n 1)
+    if [ -n "$last" ]; then step="step $((10#$(basename "$last")))"; else step=none; fi
+    say "job $(basename "$run"): last checkpoint $step"
+done
+mkdir -p "$OUT_DIR/study"
+for f in results.json results.md curves.png study.json done evals configs logs; do
+    [ -e "$WORK/$f" ] && cp -r "$WORK/$f" "$OUT_DIR/study/"
+done
+if [ -f "$OUT_DIR/study/results.json" ]; then
+    "$PY" - "$OUT_DIR/study/results.json" <<'EOF' | tee -a "$LOG"
+import json
+import sys
+
+r = json.load(open(sys.argv[1]))
+for name, m in r.get("methods", {}).items():
+    cells = "  ".join(f"{c} {d.get('successes')}/{d.get('episodes')}" for c, d in m.get("domains", {}).items())
+    print(f"  {name}: {cells}")
+EOF
+fi
+say "exit $rc; results in $OUT_DIR/study (results.json), log $LOG"
+exit "$rc"

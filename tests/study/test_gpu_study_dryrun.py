@@ -1,0 +1,46 @@
+"""``scripts/gpu_study.sh --dry-run``: the GPU study's one command at the ``micro-idood`` budget on the CPU (data
+made there by ``dpot bench generate``, one ``dpot bench study --only`` sitting per method, results.json copied to
+``--out``), and its one-line error for a bad option."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "gpu_study.sh"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHON": sys.executable,
+       "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_dry_run_writes_results_with_the_idood_cells(tmp_path):
+    """One method (the full default of three takes ~2.5 min on a loaded 2-core machine): ~1 min."""
+    r = subprocess.run(["bash", str(SCRIPT), "--dry-run", "--methods", "target-only", "--out", str(tmp_path)],
+                       env=ENV, capture_output=True, text=True, timeout=590, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    res = json.loads((tmp_path / "study" / "results.json").read_text())
+    assert res["preset"] == "micro-idood" and res["jobs_done"] == ["target-only-seed0"]
+    cells = res["methods"]["target-only"]["domains"]
+    assert set(cells) == {"target_id", "target_ood", "source"}
+    for cell in cells.values():
+        assert cell["episodes"] == 1 and [s["seed"] for s in cell["per_seed"]] == [0]
+    # the study reused the datasets the script generated (same settings): its sitting wrote none
+    assert "wrote" not in (tmp_path / "sitting_target-only.log").read_text()
+    for role in ("source", "target"):
+        assert (tmp_path / "work" / "data" / f"button-press-topdown-v3_{role}" / "meta" / "dpot_bench.json").is_file()
+    log = (tmp_path / "gpu_study.log").read_text()
+    assert "job target-only-seed0: last checkpoint step 4" in log and "exit 0" in log
+
+
+def test_bad_option_is_one_error_line(tmp_path):
+    r = subprocess.run(["bash", str(SCRIPT), "--bogus", "--out", str(tmp_path)], env=ENV, capture_output=True,
+                       text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == ["error: gpu_study.sh: unknown option '--bogus' (see --help)"]
