@@ -91,14 +91,9 @@ if [ "$INSTALL_ONLY" = 1 ]; then
     say "install only: $(find "$GPU_SITE" -maxdepth 1 -name '*.dist-info' 2>/dev/null | wc -l) packages in $GPU_SITE"
     exit 0
 fi
-export PYTHONPATH=$REPO/src${PYTHONPATH:+:$PYTHONPATH}
-if ! "$PY" -c 'import torch, lerobot, draccus, dpot.train.loop' >>"$LOG" 2>&1; then
-    say "error: $PY cannot import torch/lerobot/dpot: run 'bash scripts/gpu_check.sh --prepare' where pip works and" \
-        "carry .whl1 then .whl2 (docs/multi-gpu.md, 'Running scripts/gpu_check.sh'); import error in $LOG"
-    tail -n 5 "$LOG" >&2
-    exit 2
-fi
-if [ "$DRY" = 0 ] && ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+gpu_require_imports "torch, lerobot, draccus, dpot.train.loop" "run 'bash scripts/gpu_check.sh --prepare' where pip \
+works and carry .whl1 then .whl2 (docs/multi-gpu.md, 'Running scripts/gpu_check.sh')"
+if [ "$DRY" = 0 ] && ! gpu_has_cuda; then
     say "no CUDA device: dry run (tiny sizes on the CPU)"
     DRY=1
     args+=(--dry-run)

@@ -50,6 +50,22 @@ gpu_install_wheels() {
     say "wheels installed in $(( $(date +%s) - t0 )) s"
 }
 
+# gpu_require_imports "torch, lerobot, ..." "hint": $PY (after gpu_select_python) must import the modules with
+# the repo's src on PYTHONPATH, else one `error:` line with the hint, the import error's tail, exit 2.
+gpu_require_imports() {
+    export PYTHONPATH=$REPO/src${PYTHONPATH:+:$PYTHONPATH}
+    if ! "$PY" -c "import $1" >>"$LOG" 2>&1; then
+        say "error: $PY cannot import $1: $2; import error in $LOG"
+        tail -n 5 "$LOG" >&2
+        exit 2
+    fi
+}
+
+# gpu_has_cuda: exit status 0 when $PY's torch sees a CUDA device.
+gpu_has_cuda() {
+    "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'
+}
+
 gpu_select_python() {
     if [ -n "${PYTHON:-}" ]; then
         PY=$PYTHON

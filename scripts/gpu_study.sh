@@ -67,14 +67,9 @@ say() { echo "[gpu_study.sh $((SECONDS - START)) s] $*" | tee -a "$LOG"; }
 gpu_render_env
 gpu_setup_gl
 gpu_select_python
-export PYTHONPATH=$REPO/src${PYTHONPATH:+:$PYTHONPATH}
-if ! "$PY" -c 'import torch, lerobot, metaworld, dpot.bench.study' >>"$LOG" 2>&1; then
-    say "error: $PY cannot import torch/lerobot/metaworld/dpot: carry .whl1 in a first call (bash" \
-        "scripts/gpu_check.sh --install-only) and .whl2 + .gl in this one (see --help); import error in $LOG"
-    tail -n 5 "$LOG" >&2
-    exit 2
-fi
-if [ "$DRY" = 0 ] && ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+gpu_require_imports "torch, lerobot, metaworld, dpot.bench.study" "carry .whl1 in a first call (bash \
+scripts/gpu_check.sh --install-only) and .whl2 + .gl in this one (see --help)"
+if [ "$DRY" = 0 ] && ! gpu_has_cuda; then
     say "no CUDA device: dry run (preset micro-idood on the CPU)"
     DRY=1
 fi
