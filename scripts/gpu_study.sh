@@ -61,6 +61,9 @@ done
 mkdir -p "$OUT_DIR"
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
 LOG=$OUT_DIR/gpu_study.log
+LOGS=$OUT_DIR/logs
+rm -rf "$LOGS"
+mkdir -p "$LOGS"
 : >"$LOG"
 say() { echo "[gpu_study.sh $((SECONDS - START)) s] $*" | tee -a "$LOG"; }
 
@@ -110,17 +113,17 @@ pids=()
 for i in 0 1; do
     w=$(( i == 0 ? GEN_WORKERS * 3 / 4 : GEN_WORKERS / 4 )); [ "$w" -ge 1 ] || w=1
     # shellcheck disable=SC2086  # the generated argument line has no spaces inside an argument
-    "$PY" -m dpot bench generate ${GEN[$i]} --workers "$w" >"$OUT_DIR/generate_$i.log" 2>&1 &
+    "$PY" -m dpot bench generate ${GEN[$i]} --workers "$w" >"$LOGS/generate_$i.log" 2>&1 &
     pids+=($!)
 done
 for p in "${pids[@]}"; do
     if ! wait "$p"; then
-        say "error: dataset generation failed; see $OUT_DIR/generate_*.log"
-        tail -n 3 "$OUT_DIR"/generate_*.log >&2
+        say "error: dataset generation failed; see $LOGS/generate_*.log"
+        tail -n 3 "$LOGS"/generate_*.log >&2
         exit 1
     fi
 done
-say "datasets ready in $((SECONDS - T0)) s: $(tail -qn 1 "$OUT_DIR"/generate_*.log | tr '\n' ' ')"
+say "datasets ready in $((SECONDS - T0)) s: $(tail -qn 1 "$LOGS"/generate_*.log | tr '\n' ' ')"
 
 # 2. one sitting per method, side by side, under the time guard
 GUARD=$(( BUDGET - (SECONDS - START) - 25 ))
@@ -131,7 +134,7 @@ pids=()
 IFS=, read -r -a MLIST <<<"$METHODS"
 for m in "${MLIST[@]}"; do
     timeout --kill-after=5 "$GUARD" "$PY" -m dpot bench study --preset "$PRESET" --dir "$WORK" --only "$m" \
-        --seeds "$SEEDS" --device "$DEVICE" >"$OUT_DIR/sitting_$m.log" 2>&1 &
+        --seeds "$SEEDS" --device "$DEVICE" >"$LOGS/sitting_$m.log" 2>&1 &
     pids+=($!)
 done
 rc=0
@@ -144,8 +147,8 @@ for i in "${!pids[@]}"; do
         say "sitting ${MLIST[$i]}: stopped by the time guard (resumable with the same --work)"
         rc=3
     elif [ "$r" != 0 ]; then
-        say "sitting ${MLIST[$i]}: exit $r; see $OUT_DIR/sitting_${MLIST[$i]}.log"
-        tail -n 3 "$OUT_DIR/sitting_${MLIST[$i]}.log" >&2
+        say "sitting ${MLIST[$i]}: exit $r; see $LOGS/sitting_${MLIST[$i]}.log"
+        tail -n 3 "$LOGS/sitting_${MLIST[$i]}.log" >&2
         rc=1
     fi
 done
@@ -156,16 +159,29 @@ say "sittings ended after $((SECONDS - T0)) s"
     >>"$LOG" 2>&1 || say "warning: results.json could not be rewritten (see $LOG)"
 for run in "$WORK"/runs/*/; do
     [ -d "$run" ] || continue
-    last=$(find "$run/checkpoints" -maxdepth 1 -name '[0-9]*' 2>/dev/null | sort | tail -n 1)
-    if [ -n "$last" ]; then step="step $((10#$(basename "$last")))"; else step=none; fi
-    say "job $(basename "$run"): last checkpoint $step"
+    say "job $("$PY" -m dpot.bench.study.progress "$run" 2>&1 || true)"
 done
-mkdir -p "$OUT_DIR/study"
-for f in results.json results.md curves.png study.json done evals configs logs; do
-    [ -e "$WORK/$f" ] && cp -r "$WORK/$f" "$OUT_DIR/study/"
+# every finished evaluation, also of a job the guard cut before its done marker (those are not in results.json)
+"$PY" -m dpot.bench.study.progress --evals "$WORK/evals" 2>&1 | tee -a "$LOG" || true
+# The run tool returns at most 8 files, 2 folders down: results.json, curves.png and this log travel as files,
+# everything else small (the study's done/, evals/, configs/, logs/, each run's metrics.jsonl and ot_terms.json,
+# this script's generate/sitting logs) as one archive, study.tar.gz; no data, no checkpoints.
+for f in results.json curves.png; do
+    if [ -f "$WORK/$f" ]; then cp "$WORK/$f" "$OUT_DIR/"; fi
 done
-if [ -f "$OUT_DIR/study/results.json" ]; then
-    "$PY" - "$OUT_DIR/study/results.json" <<'EOF' | tee -a "$LOG"
+mkdir -p "$WORK/script_logs"
+cp "$LOGS"/*.log "$WORK/script_logs/" 2>/dev/null || true
+parts=()
+for f in results.json results.md curves.png study.json done evals configs logs script_logs; do
+    if [ -e "$WORK/$f" ]; then parts+=("$f"); fi
+done
+for f in "$WORK"/runs/*/metrics.jsonl "$WORK"/runs/*/ot_terms.json; do
+    if [ -f "$f" ]; then parts+=("${f#"$WORK"/}"); fi
+done
+tar -czf "$OUT_DIR/study.tar.gz" -C "$WORK" "${parts[@]}"
+rm -rf "$LOGS"
+if [ -f "$OUT_DIR/results.json" ]; then
+    "$PY" - "$OUT_DIR/results.json" <<'EOF' | tee -a "$LOG"
 import json
 import sys
 
@@ -175,5 +191,5 @@ for name, m in r.get("methods", {}).items():
     print(f"  {name}: {cells}")
 EOF
 fi
-say "exit $rc; results in $OUT_DIR/study (results.json), log $LOG"
+say "exit $rc; results in $OUT_DIR (results.json, curves.png, study.tar.gz), log $LOG"
 exit "$rc"

@@ -206,14 +206,15 @@ class Study:
 
     # -------------------------------------------------------------- one job
     def run_job(self, job: Job, data: dict[str, dict]) -> dict:
-        """Train, evaluate (curve + final, both domains) and write the done marker; returns the marker."""
+        """Train, evaluate (final checkpoint in every cell, then the learning curves: a sitting cut by a time
+        guard keeps the numbers that matter most) and write the done marker; returns the marker."""
         mode = self.train(job, data)
-        curves = {cell: self.curve(job, cell) for cell in self.preset.curve_domains}
         final = self.final_checkpoint(job)
         evals = {}
         for cell in self.preset.eval_domains:
             r = self.evaluate(job, final, cell, self.preset.eval_episodes, self.eval_path(job, cell))
             evals[cell] = {k: r[k] for k in ("successes", "episodes", "success_rate", "ci95", "mean_length")}
+        curves = {cell: self.curve(job, cell) for cell in self.preset.curve_domains}
         for cell, curve in curves.items():
             curve.append({"step": self.preset.steps, **{k: evals[cell][k] for k in ("successes", "episodes")}}
                          if cell in evals else {"step": self.preset.steps})
