@@ -6,10 +6,12 @@
 #       1. generate the study's source and target datasets with `dpot bench generate --workers` (settings from the
 #          preset, so the study reuses them; nothing is carried), 2. run one `dpot bench study --only <method>`
 #          sitting per method side by side (training on the GPU, evaluation in the preset's eval_workers processes
-#          per sitting on the CPU cores), 3. rewrite results.json from every finished job (`--max-jobs 0`) and copy
-#          the study's small outputs (results.json/.md, curves.png, study.json, done/, evals/, configs/, logs/;
-#          no data, no checkpoints) to DIR/study, with DIR/gpu_study.log (nvidia-smi line, phase times, training
-#          steps reached). A job counts only once fully trained and evaluated (the study's done marker).
+#          per sitting on the CPU cores), 3. rewrite results.json from every finished job (`--max-jobs 0`) and
+#          write what the run tool can bring back (<= 8 files): DIR/gpu_study.log (nvidia-smi line, phase times,
+#          each run's last checkpoint and step time, every finished evaluation), DIR/results.json, DIR/curves.png
+#          and DIR/study.tar.gz (results.md, study.json, done/, evals/, configs/, logs/, script_logs/ = this
+#          script's generate/sitting logs, runs/*/metrics.jsonl + ot_terms.json; no data, no checkpoints).
+#          A job counts in results.json only once fully trained and evaluated (the study's done marker).
 #       Defaults: preset gpu-idood (cpu-idood's protocol, 96 px, batch 64, 3000 steps, 50 episodes per cell),
 #       methods target-only,naive-cotrain,dp-ot-paper, seeds 1, work dir /tmp/dpot-gpu-study (survives between
 #       calls while the machine stays warm), device cuda. --dry-run (or no CUDA): preset micro-idood on the CPU
@@ -18,16 +20,17 @@
 #       run tool's 9-10 minutes) is a hard end: the sittings get `timeout` at S - 25 s minus what generation used,
 #       the last 25 s rewrite results.json from the jobs that finished and copy everything out. A sitting cut by
 #       the guard loses at most save_every (1000) steps: the next call with the same --work continues it.
-#   Budget estimate (GPU step time not measured yet): install ~20 s, generation of 110 episodes at 96 px on 14
-#       processes ~1 min, training 3000 steps at <= 80 ms/step with three trainers sharing the GPU <= 4 min,
-#       evaluation 190 episodes per sitting on 4 processes ~2 min. The log records the steps each job reached.
+#   Measured on one H200 (2026-11-26, before the final evaluations moved ahead of the curve points): install 3 s,
+#       generation 86 s, then in 408 s target-only reached step 3000 and the co-training runs step 2000 (curve
+#       evaluations included); a second call of 239 s took all to 3000 and target-only through its ID/OOD
+#       evaluations. So one full seed needs two study calls (docs/multi-gpu.md has the three-call recipe).
 #
 # On the lent machine (docs/multi-gpu.md, "Running scripts/gpu_check.sh": the wheels do not fit one call's 64 MiB;
 # run `bash scripts/gpu_check.sh --prepare` here first). Two `run` tool calls, the second at once (warm machine):
 #   1. command "bash scripts/gpu_check.sh --install-only", carry [".whl1"], timeout_s 120
-#   2. command "bash scripts/gpu_study.sh", carry [".whl2", ".gl"], timeout_s 560
-# A third call "bash scripts/gpu_study.sh" (carry [".whl2", ".gl"], timeout_s 560) continues cut jobs or, with
-# --seeds 2, adds seed 1 of each method, while the machine is warm (else it starts over from step 0).
+#   2. command "bash scripts/gpu_study.sh --out $OUT", carry [".whl2", ".gl"], timeout_s 560
+# A third call "bash scripts/gpu_study.sh --out $OUT --budget-s S" (same carry, timeout_s S + 30) continues cut
+# jobs from their checkpoints while the machine is warm (else it starts over from step 0).
 set -euo pipefail
 START=$SECONDS
 cd "$(dirname "$0")/.."
