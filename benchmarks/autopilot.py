@@ -75,16 +75,40 @@ def _steps(run: Path) -> int:
     return max((int(r["step"]) for r in _metrics(run)), default=0)
 
 
+def action_dim(root: Path) -> int:
+    """The dataset's action size (``meta/info.json``)."""
+    return int(json.loads((Path(root) / "meta" / "info.json").read_text())["features"]["action"]["shape"][0])
+
+
+def image_size(root: Path) -> int:
+    """The dataset's largest image side (``meta/info.json``; 0 without cameras)."""
+    feats = json.loads((Path(root) / "meta" / "info.json").read_text())["features"]
+    return max((max(f["shape"][:2]) for f in feats.values() if f.get("dtype") in ("image", "video")), default=0)
+
+
+def fit_label_slices(ot: dict, dim: int) -> dict:
+    """``ot`` with every label feature's ``dim_slice`` stop clipped to ``dim``: the seed's robot had 8 action
+    dims and its configs slice ``[0, 8]``; on MetaWorld (4: dx, dy, dz, grip) the same intent is the whole action."""
+    ot = copy.deepcopy(ot)
+    for f in ot.get("features", []):
+        sl = f.get("dim_slice")
+        if f.get("type") == "label" and sl:
+            f["dim_slice"] = [min(sl[0], dim - 1), min(sl[1], dim)]
+    return ot
+
+
 def base_config(src: Path, tgt: Path, steps: int, seed: int) -> dict:
     """The seed run's hyper-parameters on a CPU-sized policy (see the module docstring)."""
     seed_cfg = json.loads((REPO / "configs" / "seed_p80qgmx9.json").read_text())
+    size = image_size(tgt)
     policy = {**POLICY, "optimizer_lr": seed_cfg["policy"].get("optimizer_lr", 1e-5),
+              **({"resize_shape": [32, 32], "crop_ratio": 0.875} if size > 32 else {}),
               "scheduler_warmup_steps": max(1, int(500 * steps / seed_cfg["steps"]))}
     return {"dataset": {"repo_id": "local/toy_target", "root": str(tgt)},
             "source_dataset": {"repo_id": "local/toy_source", "root": str(src)},
             "policy": policy, "batch_size": 8, "steps": steps, "log_freq": max(1, steps // 20),
             "eval_freq": steps, "save_freq": steps, "num_workers": 0, "eval": {"n_batches": 4, "val_fraction": 0.25},
-            "wandb": {"enable": False}, "seed": seed, "ot": copy.deepcopy(seed_cfg["ot"])}
+            "wandb": {"enable": False}, "seed": seed, "ot": fit_label_slices(seed_cfg["ot"], action_dim(tgt))}
 
 
 def hand_config(base: dict, name: str) -> dict:
@@ -92,7 +116,7 @@ def hand_config(base: dict, name: str) -> dict:
     hand = json.loads((REPO / "configs" / f"{name}.json").read_text())
     cfg = copy.deepcopy(base)
     scale = base["steps"] / hand["steps"]
-    cfg["ot"] = copy.deepcopy(hand["ot"])
+    cfg["ot"] = fit_label_slices(hand["ot"], action_dim(base["dataset"]["root"]))
     cfg["use_policy_training_preset"] = hand.get("use_policy_training_preset", True)
     if cfg["use_policy_training_preset"] is False:
         cfg["optimizer"] = copy.deepcopy(hand["optimizer"])
