@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dpot.bench.evaluate import wilson_interval
+from dpot.bench.evaluate import newcombe_interval, wilson_interval
 from dpot.bench.presets import IDOOD_METHODS, METHODS, PAPER_OT, PRESETS, SEED_OT, parse_methods
 from dpot.bench.study import Job, Study, aggregate, plan_jobs, render_markdown
 from dpot.config import load_train_config
@@ -150,7 +150,20 @@ def test_results_pool_episodes_over_seeds():
     assert res["dp-ot"]["runs"]["dp-ot-seed1"]["train/ot_pi_sum"] == 1.5
     page = render_markdown({"preset": "cpu-small", "task": "t", "steps": 1500, "eval_episodes": 50,
                             "curve_episodes": 20, "versions": {"torch": "x"}, "methods": res})
-    assert "| dp-ot | 2 | 25/100 = 25% [" in page and "5/50, 20/50" in page
+    assert "| dp-ot | 2 | 25/100 = 25% [" in page and "5/50, 20/50 (25 ± 21%)" in page
+    # differences vs the reference: pooled 25/100 - 10/50 = +5 points; one common seed (0): 5/50 - 10/50 = -10
+    lo, hi = newcombe_interval(25, 100, 10, 50)
+    row = f"| dp-ot − target-only | {5:+d} [{100 * lo:+.0f}, {100 * hi:+.0f}] | -10 |"
+    assert row in page, page
+
+
+def test_newcombe_interval_matches_the_published_example():
+    """Newcombe (1998), Stat. Med. 17:873, table II example (a): 56/70 - 48/80 = 0.2000, method 10 interval
+    0.0524 to 0.3339."""
+    lo, hi = newcombe_interval(56, 70, 48, 80)
+    assert (round(lo, 4), round(hi, 4)) == (0.0524, 0.3339)
+    lo, hi = newcombe_interval(10, 50, 10, 50)                          # equal rates: symmetric around 0
+    assert lo == pytest.approx(-hi) and lo < 0 < hi
 
 
 def test_a_study_dir_is_not_continued_with_other_settings(tmp_path):

@@ -33,8 +33,11 @@ def render_markdown(results: dict, curves_png: str | None = None) -> str:
         for domain in names:
             d = m["domains"].get(domain)
             per_seed = ", ".join(f"{s['successes']}/{s['episodes']}" for s in d["per_seed"]) if d else "–"
+            if d and d.get("seed_std") is not None:
+                per_seed += f" ({100 * d['seed_mean']:.0f} ± {100 * d['seed_std']:.0f}%)"
             cells += [pct(d) if d else "–", per_seed]
         lines.append(f"| {name} | {len(m['seeds'])} | " + " | ".join(cells) + " |")
+    lines += differences(results["methods"], names)
     lines += ["", f"## Learning curves ({curve_cell} success per checkpoint, pooled over seeds)", ""]
     if curves_png:
         lines += [f"![curves]({curves_png})", ""]
@@ -54,6 +57,48 @@ def render_markdown(results: dict, curves_png: str | None = None) -> str:
     v = results["versions"]
     lines += ["", "Versions: " + ", ".join(f"{k} {x}" for k, x in v.items()), ""]
     return "\n".join(lines)
+
+
+REFERENCES = ("naive-cotrain", "target-only")
+
+
+def differences(methods: dict, cells: list[str], references: tuple[str, ...] = REFERENCES) -> list[str]:
+    """Markdown lines: each method's success minus each reference method's (the ones present), per cell:
+    pooled difference with its 95% Newcombe interval, and the per-seed paired differences (same seed number)
+    with their mean ± sd. An interval that contains 0 is no evidence of a difference at this sample size."""
+    from dpot.bench.evaluate import newcombe_interval
+
+    refs = [r for r in references if r in methods]
+    if not refs or len(methods) < 2:
+        return []
+    out = ["", "## Differences (method − reference, percentage points)", "",
+           "Pooled: difference of the pooled rates, 95% Newcombe interval (independent episodes). Paired: per "
+           "seed, the method's rate minus the reference's at the same seed; mean ± sd over seeds.", "",
+           "| method − reference | " + " | ".join(f"{c} pooled | {c} paired" for c in cells) + " |",
+           "|---|" + "---|---|" * len(cells)]
+    for ref in refs:
+        for name, m in methods.items():
+            if name == ref:
+                continue
+            row = []
+            for cell in cells:
+                a, b = m["domains"].get(cell), methods[ref]["domains"].get(cell)
+                if not a or not b:
+                    row += ["–", "–"]
+                    continue
+                lo, hi = newcombe_interval(a["successes"], a["episodes"], b["successes"], b["episodes"])
+                d = a["successes"] / a["episodes"] - b["successes"] / b["episodes"]
+                row.append(f"{100 * d:+.0f} [{100 * lo:+.0f}, {100 * hi:+.0f}]")
+                rb = {s["seed"]: s["success_rate"] for s in b["per_seed"]}
+                pd = [s["success_rate"] - rb[s["seed"]] for s in a["per_seed"] if s["seed"] in rb]
+                if len(pd) > 1:
+                    mu = sum(pd) / len(pd)
+                    sd = (sum((x - mu) ** 2 for x in pd) / (len(pd) - 1)) ** 0.5
+                    row.append(f"{100 * mu:+.0f} ± {100 * sd:.0f} ({len(pd)} seeds)")
+                else:
+                    row.append(", ".join(f"{100 * x:+.0f}" for x in pd) or "–")
+            out.append(f"| {name} − {ref} | " + " | ".join(row) + " |")
+    return out
 
 
 def _fmt(x) -> str:
