@@ -91,3 +91,21 @@ def test_a_plan_cut_by_a_kill_is_completed(tmp_path):
     assert sorted(a["name"] for a in _waiting(s)) == ["it1a", "it1b"]
     assert not s._complete_plans(s._trials())
     assert s._config_of("it1b")["seed"] == 2
+
+
+def test_used_up_parent_falls_back_to_the_next_best_kept_run(tmp_path, monkeypatch):
+    """Base's only proposal was tried (it1a: kept, not better) and it1b was rolled back: iteration 2 comes from
+    it1a's proposals (the next best kept run), never from the rolled-back it1b; with nothing anywhere: None."""
+    s = _search(tmp_path)
+    _add(s, "base", 1.0, iteration=0, parent=None, kind="base")
+    _add(s, "it1a", 1.05)
+    _add(s, "it1b", 0.5, decision="rolled_back")
+    _add(s, "it1c", 1.02)
+    _add(s, "it1d", None, decision="failed")
+    asked = []
+    monkeypatch.setattr(s, "_propose", lambda it, run, trials: asked.append((it, run)) or run == "it1a")
+    assert s._fallback_parents("base", s._trials()) == ["base", "it1c", "it1a"]
+    assert s._propose_next(2, "base", s._trials()) == "it1a"
+    assert asked == [(2, "base"), (2, "it1c"), (2, "it1a")]
+    monkeypatch.setattr(s, "_propose", lambda it, run, trials: False)
+    assert s._propose_next(2, "base", s._trials()) is None

@@ -20,7 +20,8 @@ Per candidate, when its full budget is trained (the seed's rollback triggers):
     (``best``); otherwise the parent stays.
 
 Stops: ``iterations`` done, a plateau (the best objective improved by less than ``min_delta`` (relative) over the
-last ``patience`` iterations), or nothing new proposed.
+last ``patience`` iterations), or nothing new proposed for the parent nor for any other kept run (the
+search backtracks to the next best kept run when the parent's proposals are all tried).
 
 Crash safety: a run trains through ``dpot train`` and checkpoints; a trial whose worker died (same host and its pid
 gone, or no heartbeat for :data:`STALE_S`) is taken over by the next worker, which resumes the run from its last
@@ -523,9 +524,9 @@ class Search:
         reason = self._stop_reason(it, records)
         if reason is None:
             parent = records[it]["next_parent"]
-            if self._propose(it + 1, parent, trials):
+            if self._propose_next(it + 1, parent, trials) is not None:
                 return "work"
-            reason = f"nothing new proposed for {parent}"
+            reason = f"nothing new proposed for {parent} or any other kept run"
         self.study.set_user_attr("stop_at_iterations", it if reason.endswith("iteration(s) done") else None)
         self.study.set_user_attr("stop", reason)
         return "done"
@@ -600,6 +601,29 @@ class Search:
                 if gain < self.s.min_delta:
                     return f"plateau: best {self.objective.key} improved by {gain * 100:.2f}% over the last {p} " \
                            f"iteration(s) (< {self.s.min_delta * 100:g}%)"
+        return None
+
+    def _fallback_parents(self, parent: str, trials) -> list[str]:
+        """``parent``, then every other run that was kept at the full budget, best objective first: where the
+        best run's diagnoses are used up (each proposal already tried), the search goes on from the next best
+        run's, as the seed's person went back to iter4a's branch after iter5 — rather than stopping."""
+        others = []
+        for name in sorted({t.user_attrs["name"] for t in trials} - {parent}):
+            obj, decision = self._final_objective(name, trials)
+            if decision in ("kept", "best") and obj is not None and math.isfinite(obj):
+                others.append((obj, name))
+        others.sort(reverse=self.objective.direction == "max")
+        return [parent, *(name for _, name in others)]
+
+    def _propose_next(self, it: int, parent: str, trials) -> str | None:
+        """Enqueue iteration ``it`` from ``parent`` or, when nothing untried is proposed there, from the first
+        fallback run (:meth:`_fallback_parents`) that has something; returns the run used, None when none."""
+        for run in self._fallback_parents(parent, trials):
+            if self._propose(it, run, trials):
+                if run != parent:
+                    self._say(f"autopilot: nothing new proposed for {parent}; iteration {it} continues from "
+                              f"{run}, the next best kept run")
+                return run
         return None
 
     def _propose(self, it: int, parent: str, trials) -> bool:
