@@ -12,6 +12,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from dpot.autopilot.runs import read_metrics
+
 
 def run_progress(run_dir: Path) -> str:
     """``'<job>: last checkpoint step N; logged to step M, median update P s/step (R steps/s)'`` from a run
@@ -20,17 +22,8 @@ def run_progress(run_dir: Path) -> str:
     run_dir = Path(run_dir)
     ckpts = sorted(d.name for d in (run_dir / "checkpoints").glob("[0-9]*") if d.name.isdigit())
     last = f"step {int(ckpts[-1])}" if ckpts else "none"
-    steps, update = [], []
-    metrics = run_dir / "metrics.jsonl"
-    if metrics.is_file():
-        for line in metrics.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by a kill
-                continue
-            if "train/update_s" in row:
-                steps.append(row.get("step", 0))
-                update.append(row["train/update_s"])
+    rows = [r for r in read_metrics(run_dir) if "train/update_s" in r]   # a line torn by a kill is skipped
+    steps, update = [r["step"] for r in rows], [r["train/update_s"] for r in rows]
     speed = "no training steps logged"
     if update:
         med = statistics.median(update)
