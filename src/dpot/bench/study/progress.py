@@ -1,7 +1,7 @@
 """How far a study's jobs got, in one line each: for a sitting cut by a time guard (``scripts/gpu_study.sh``),
 where only finished jobs reach ``results.json``.
 
-    python -m dpot.bench.study.progress RUN_DIR...      # '<job>: last checkpoint step N; logged to step M, median update ...'
+    python -m dpot.bench.study.progress RUN_DIR...      # '<job>: last checkpoint step N; logged to step M, ...'
     python -m dpot.bench.study.progress --evals DIR     # 'eval <job> <cell> step N: s/e' per finished evaluation
 """
 
