@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 
@@ -92,9 +93,8 @@ def differences(methods: dict, cells: list[str], references: tuple[str, ...] = R
                 rb = {s["seed"]: s["success_rate"] for s in b["per_seed"]}
                 pd = [s["success_rate"] - rb[s["seed"]] for s in a["per_seed"] if s["seed"] in rb]
                 if len(pd) > 1:
-                    mu = sum(pd) / len(pd)
-                    sd = (sum((x - mu) ** 2 for x in pd) / (len(pd) - 1)) ** 0.5
-                    row.append(f"{100 * mu:+.0f} ± {100 * sd:.0f} ({len(pd)} seeds)")
+                    row.append(f"{100 * statistics.mean(pd):+.0f} ± {100 * statistics.stdev(pd):.0f} "
+                               f"({len(pd)} seeds)")
                 else:
                     row.append(", ".join(f"{100 * x:+.0f}" for x in pd) or "–")
             out.append(f"| {name} − {ref} | " + " | ".join(row) + " |")

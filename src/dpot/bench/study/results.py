@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -86,9 +87,8 @@ def aggregate(markers: list[dict], order: list[str] | None = None) -> dict:
             d["ci95"] = list(wilson_interval(d["successes"], d["episodes"]))
         for d in entry["domains"].values():
             rates = [s["success_rate"] for s in d["per_seed"]]
-            mean = sum(rates) / len(rates)
-            d["seed_mean"] = mean
-            d["seed_std"] = (sum((r - mean) ** 2 for r in rates) / (len(rates) - 1)) ** 0.5 if len(rates) > 1 else None
+            d["seed_mean"] = statistics.mean(rates)
+            d["seed_std"] = statistics.stdev(rates) if len(rates) > 1 else None   # sample sd over seeds
     return methods
 
 
