@@ -37,6 +37,8 @@ import sys
 import time
 from pathlib import Path
 
+from dpot.metrics_log import read_metrics
+
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## Autopilot (dpot autopilot)"
 OBJ = "eval/offline_eval/avg_loss"
@@ -55,24 +57,13 @@ def _dpot(*args: str, log: Path) -> int:
                               stderr=subprocess.STDOUT).returncode
 
 
-def _metrics(run: Path) -> list[dict]:
-    p = run / "metrics.jsonl"
-    rows = []
-    for line in (p.read_text().splitlines() if p.exists() else []):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass
-    return rows
-
-
 def _final(run: Path) -> float:
-    vals = [float(r[OBJ]) for r in _metrics(run) if OBJ in r]
+    vals = [float(r[OBJ]) for r in read_metrics(run) if OBJ in r]
     return vals[-1] if vals else float("nan")
 
 
 def _steps(run: Path) -> int:
-    return max((int(r["step"]) for r in _metrics(run)), default=0)
+    return max((int(r["step"]) for r in read_metrics(run)), default=0)
 
 
 def action_dim(root: Path) -> int:

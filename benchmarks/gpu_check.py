@@ -45,6 +45,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dpot.metrics_log import read_metrics
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # train_step.py: the policy keys and the wall-time-per-step reader
 PY = sys.executable
@@ -152,10 +154,6 @@ def _sync(device: str) -> None:
         import torch
 
         torch.cuda.synchronize()
-
-
-def _metrics(run: Path) -> list[dict]:
-    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
 
 
 def _policy_keys(ctx: Ctx, model: str, use_amp: bool) -> dict:
@@ -355,7 +353,7 @@ def check_resume(ctx: Ctx) -> dict:
     wb = load_file(str(b / "checkpoints" / "last" / "pretrained_model" / "model.safetensors"))
     diff = max(float((wa[n].double() - wb[n].double()).abs().max()) for n in wa)
     scale = max(float(w.double().abs().max()) for w in wa.values())
-    ma, mb = _metrics(a), _metrics(b)
+    ma, mb = read_metrics(a), read_metrics(b)
     loss_diff = max(abs(x["train/loss"] - y["train/loss"]) for x, y in zip(ma, mb))
     out = {"steps": steps, "resumed_at": k, "max_abs_weight_diff": diff, "max_abs_weight": scale,
            "max_abs_loss_diff": loss_diff, "steps_logged": [r["step"] for r in mb], "ran_on": ctx.device,
@@ -462,7 +460,7 @@ def check_train_bf16(ctx: Ctx) -> dict:
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise CheckFailed(f"dpot train exited {proc.returncode}; log tail:\n{text[-2500:]}")
-    rows = [r for r in _metrics(run) if "train/update_s" in r]
+    rows = [r for r in read_metrics(run) if "train/update_s" in r]
     skip = min(5, len(rows) - 1)
     warm = rows[skip:]
     upd = statistics.median(r["train/update_s"] for r in warm)

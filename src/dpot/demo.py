@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 
 from dpot.errors import UserError
+from dpot.metrics_log import read_metrics
 
 TASK = "button-press-topdown-v3"
 
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None, command: str = "demo") -> int:
         pass
     except Exception as err:  # noqa: BLE001 - the report is a bonus; the run is done
         warnings.warn(f"report failed: {type(err).__name__}: {err}", stacklevel=2)
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    rows = read_metrics(run_dir)
     evals = [r["eval/offline_eval/avg_loss"] for r in rows if "eval/offline_eval/avg_loss" in r]
     print(f"demo: data={kind} ({t_data:.0f} s), training {cfg.steps} steps in {t_train:.0f} s, "
           f"total {time.perf_counter() - t0:.0f} s")

@@ -20,6 +20,7 @@ from aphelpers import base_config, launches, lineage, node, start_autopilot
 
 from dpot.autopilot import runs
 from dpot.cli import main
+from dpot.metrics_log import read_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -87,8 +88,8 @@ def test_flat_tiny_lr_gets_a_candidate_that_raises_the_lr(killed_search):
     assert old == pytest.approx(1e-6) and new > 10 * old
     trained = json.loads((out / "runs" / "it1a" / "train_config.json").read_text())
     assert trained["optimizer"]["lr"] == pytest.approx(new)
-    lrs = [v for _, v in runs.series(runs.read_metrics(out / "runs" / "it1a"), "train/lr")]
-    base_lrs = [v for _, v in runs.series(runs.read_metrics(out / "runs" / "base"), "train/lr")]
+    lrs = [v for _, v in runs.series(read_metrics(out / "runs" / "it1a"), "train/lr")]
+    base_lrs = [v for _, v in runs.series(read_metrics(out / "runs" / "base"), "train/lr")]
     assert max(base_lrs) == pytest.approx(1e-6) and max(lrs) > 2 * max(base_lrs)   # it trained with a higher LR
 
 
@@ -103,7 +104,7 @@ def test_kill9_then_rerun_trains_no_finished_run_again(killed_search):
     else:
         assert launched.count("it1a") == 2 and "--resume=true" in it1a[1] and "--resume=true" not in it1a[0]
         assert "resuming at step" in (out / "logs" / "it1a.log").read_text()
-    steps = [int(r["step"]) for r in runs.read_metrics(out / "runs" / "it1a") if "train/loss" in r]
+    steps = [int(r["step"]) for r in read_metrics(out / "runs" / "it1a") if "train/loss" in r]
     assert steps == list(range(1, 9))                # resumed from its checkpoint: each step logged once
 
 

@@ -12,6 +12,7 @@ from dpot.autopilot.decisions import decide, halve_lr, sh_budgets, space_params
 from dpot.autopilot.html import render
 from dpot.autopilot.tools import check_launcher, train_command
 from dpot.errors import UserError
+from dpot.metrics_log import read_metrics
 
 
 def test_objective_parsing_and_regression():
@@ -76,10 +77,10 @@ def test_leaf_changes_split_dicts_and_skip_equal_values():
 def test_metrics_reader_skips_a_torn_line_and_keeps_the_last_value_of_a_step(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "a": 1.0}\n{"step": 2, "a": "nan"}\n{"step": 2, "a": 0.5}\n'
                                             '{"step": 3, "a": 0.')
-    pts = runs.series(runs.read_metrics(tmp_path), "a")
+    pts = runs.series(read_metrics(tmp_path), "a")
     assert pts == [(1, 1.0), (2, 0.5)]
     assert runs.objective_value(pts) == 0.5 and runs.best_value(pts, "max") == 1.0
-    assert runs.series(runs.read_metrics(tmp_path), "a", max_step=1) == [(1, 1.0)]
+    assert runs.series(read_metrics(tmp_path), "a", max_step=1) == [(1, 1.0)]
 
 
 def test_launcher_template(tmp_path):

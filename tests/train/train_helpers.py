@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dpot.metrics_log import METRICS_FILE, load_metrics
+
 
 def tiny_config(toy_data: dict, **over) -> dict:
     """A dpot train config (JSON dict) with a CPU-sized policy; ``over`` updates top-level keys (dicts merge)."""
@@ -34,4 +36,8 @@ def write_config(path: Path, cfg: dict) -> Path:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    """The run's records, read strictly: the file must exist and hold no damaged line (not even a torn tail)."""
+    assert (Path(run_dir) / METRICS_FILE).is_file(), f"no {METRICS_FILE} in {run_dir}"
+    log = load_metrics(run_dir, strict=True)
+    assert not log.torn_tail, f"{run_dir}: torn last line in {METRICS_FILE}"
+    return log.rows

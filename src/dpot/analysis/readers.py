@@ -26,6 +26,7 @@ from typing import ClassVar
 
 from dpot.analysis.aliases import canonical_key
 from dpot.errors import UserError
+from dpot.metrics_log import load_metrics
 
 KINDS = ("dpot", "wandb-offline", "wandb-online", "tensorboard")
 TERM_KINDS = ("embed", "label")
@@ -290,21 +291,11 @@ class DpotDirReader(_LocalDirReader):
         d = self.dir
         if not (d / "train_config.json").exists():
             run.notes.append("train_config.json missing: config-based rules are skipped")
-        lines = (d / "metrics.jsonl").read_text(errors="replace").split("\n")
-        last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
-        for i, line in enumerate(lines):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                if i == last:
-                    run.notes.append("metrics.jsonl: last line is incomplete (run still writing?); "
-                                     "read up to the last complete record")
-                    break
-                raise UserError(f"{d / 'metrics.jsonl'}: line {i + 1} is not JSON; fix or delete that line") from None
-            if not isinstance(rec, dict) or "step" not in rec:
-                raise UserError(f"{d / 'metrics.jsonl'}: line {i + 1} has no 'step'")
+        log = load_metrics(d, strict=True)
+        if log.torn_tail:
+            run.notes.append("metrics.jsonl: last line is incomplete (run still writing?); "
+                             "read up to the last complete record")
+        for rec in log.rows:
             for k, v in rec.items():
                 col.add(rec["step"], k, v)
             col.add_time(rec["step"], rec.get("_timestamp", rec.get("time")))

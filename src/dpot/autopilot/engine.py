@@ -48,6 +48,7 @@ from dpot.atomic import write_text
 from dpot.autopilot import runs, spec, tools
 from dpot.autopilot.decisions import SPACE, decide, halve_lr, sh_budgets, space_params
 from dpot.errors import UserError
+from dpot.metrics_log import read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +302,7 @@ class Search:
         in ``<run>/bench_<task>_<budget>.json``; only computed when ``evaluate``)."""
         task = self.objective.bench_task
         if task is None:
-            return runs.series(runs.read_metrics(run_dir), self.objective.key, budget)
+            return runs.series(read_metrics(run_dir), self.objective.key, budget)
         cache = run_dir / f"bench_{task}_{budget:06d}.json"
         if not cache.exists():
             ckpt = run_dir / "checkpoints" / f"{budget:06d}" / "pretrained_model"
@@ -361,7 +362,7 @@ class Search:
                 shutil.rmtree(run_dir)      # started, but no checkpoint yet: start over
             cmd = tools.train_command(cfg_path, resume, name, run_dir, self.s.launcher)
             rc, reason = tools.run_monitored(cmd, self.out / "logs" / f"{name}.log", poll, self.s.poll_s)
-        rows = runs.read_metrics(run_dir)
+        rows = read_metrics(run_dir)
         failed = rc != 0 and reason not in ("budget", "pruned") and not runs.reached(run_dir, budget)
         if kind == "base" and failed:
             tail = _log_tail(self.out / "logs" / f"{name}.log")

@@ -1,4 +1,4 @@
-"""What a dpot run directory says: logged metrics (``metrics.jsonl``), checkpoints, the objective.
+"""What a dpot run directory says: logged metrics (read by :mod:`dpot.metrics_log`), checkpoints, the objective.
 
 The objective of a run at a budget ``b`` is the last finite value of the objective metric logged at a step
 ``<= b`` (the value of the checkpoint one keeps); a run's *best* is the min (or max) over those values.
@@ -6,25 +6,8 @@ The objective of a run at a budget ``b`` is the last finite value of the objecti
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    """Rows of ``<run>/metrics.jsonl`` (a torn last line from a killed run is skipped); [] when absent."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and "step" in row:
-            rows.append(row)
-    return rows
 
 
 def _float(v) -> float:

@@ -43,6 +43,7 @@ from dpot.data.cotrain import (
     val_batches,
 )
 from dpot.errors import UserError
+from dpot.metrics_log import METRICS_FILE, JsonlSink, truncate_metrics
 from dpot.ot.loss import DomainFeatures
 from dpot.policy.features import diffusion_loss_with_features
 from dpot.train import checkpoint as ckpt_mod
@@ -50,7 +51,7 @@ from dpot.train.distributed import gather_with_grad
 from dpot.train.inputs import RunInputs, check_inputs, combined_stats
 from dpot.train.offline_eval import OfflineEvaluator
 from dpot.train.ot_records import plan_due, plan_snapshot, save_plan_snapshot, write_ot_terms
-from dpot.train.sinks import JsonlSink, Sinks, TensorBoardSink, WandbSink, truncate_jsonl
+from dpot.train.sinks import Sinks, TensorBoardSink, WandbSink
 
 log = logging.getLogger(__name__)
 META_KEYS = ("domain", "phase", "frame_index", "episode_index", "ot_pair")
@@ -244,7 +245,7 @@ def _open_dataset(cfg, ds_cfg, root, meta):
 def _make_sinks(cfg, out_dir: Path, main: bool, ot_terms: dict[str, str]) -> Sinks:
     sinks = Sinks([])
     if main:
-        sinks.sinks.append(JsonlSink(out_dir / "metrics.jsonl"))
+        sinks.sinks.append(JsonlSink(out_dir / METRICS_FILE))
         if cfg.wandb.enable:
             sinks.sinks.append(WandbSink(cfg, extra_config={"dpot_ot_terms": ot_terms}))
         if cfg.tensorboard:
@@ -326,7 +327,7 @@ def build_run(cfg, *, accelerator=None) -> TrainRun:
         save_train_config(cfg, out_dir / "train_config.json")
         write_ot_terms(out_dir, ot_terms)
         if resume_ckpt is not None:
-            truncate_jsonl(out_dir / "metrics.jsonl", start_step)
+            truncate_metrics(out_dir, start_step)
     accelerator.wait_for_everyone()
     sinks = _make_sinks(cfg, out_dir, main, ot_terms)
 

@@ -1,4 +1,5 @@
-"""Metric sinks: ``metrics.jsonl`` (always), W&B (``wandb.enable``) and TensorBoard (``tensorboard``).
+"""Metric sinks: W&B (``wandb.enable``) and TensorBoard (``tensorboard``); ``metrics.jsonl`` (always) is
+:class:`dpot.metrics_log.JsonlSink`.
 
 All sinks receive the same flat dict with the full keys of docs/architecture.md ("Contracts") (``train/loss``,
 ``eval/offline_eval/avg_loss``, ...) and the step, so the W&B / TensorBoard keys equal the JSONL keys.
@@ -6,54 +7,12 @@ All sinks receive the same flat dict with the full keys of docs/architecture.md 
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import warnings
 from pathlib import Path
 
-from dpot.atomic import write_text
-
 log = logging.getLogger(__name__)
-
-
-class JsonlSink:
-    """Append ``{"step": s, **metrics}`` lines to ``path``, flushed at once (readable while the run is alive)."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
-
-    def log(self, step: int, metrics: dict[str, float]) -> None:
-        row = {"step": int(step)}
-        row.update({k: _jsonable(v) for k, v in metrics.items()})
-        self._fh.write(json.dumps(row) + "\n")
-        self._fh.flush()
-
-    def close(self) -> None:
-        self._fh.close()
-
-
-def _jsonable(v):
-    v = float(v)
-    return v if math.isfinite(v) else str(v)
-
-
-def truncate_jsonl(path: str | Path, max_step: int) -> None:
-    """Drop lines with ``step > max_step`` (written by a killed run after its last checkpoint) before resuming."""
-    path = Path(path)
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if int(json.loads(line)["step"]) <= max_step:
-                keep.append(line)
-        except (ValueError, KeyError, json.JSONDecodeError):
-            continue  # a torn last line from SIGKILL
-    write_text(path, "".join(x + "\n" for x in keep))
 
 
 class WandbSink:

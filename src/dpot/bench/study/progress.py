@@ -12,7 +12,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from dpot.autopilot.runs import read_metrics
+from dpot.metrics_log import read_metrics
 
 
 def run_progress(run_dir: Path) -> str:
