@@ -90,5 +90,5 @@ def test_help_lists_every_option(capsys):
     assert exc.value.code == 0
     text = capsys.readouterr().out
     for opt in ("--config_path", "--out", "--iterations", "--candidates", "--steps", "--objective", "--storage",
-                "--launcher", "--rules"):
+                "--launcher", "--rules", "--no_explore"):
         assert opt in text

@@ -8,7 +8,15 @@ import math
 import pytest
 
 from dpot.autopilot import runs, spec
-from dpot.autopilot.decisions import decide, halve_lr, sh_budgets, space_params
+from dpot.autopilot.decisions import (
+    decide,
+    explore_moves,
+    inert_moves,
+    repeats_inert,
+    scale_lr,
+    sh_budgets,
+    space_params,
+)
 from dpot.autopilot.html import render
 from dpot.autopilot.tools import check_launcher, train_command
 from dpot.errors import UserError
@@ -57,12 +65,44 @@ def test_successive_halving_budgets():
 
 def test_lr_halving_and_recorded_params():
     cfg = {"use_policy_training_preset": False, "optimizer": {"lr": 4e-4}, "ot": {"lambda_ot": 0.1, "reg": 0.02}}
-    new, changed = halve_lr(cfg)
+    new, changed = scale_lr(cfg, 0.5)
     assert new["optimizer"]["lr"] == pytest.approx(2e-4) and changed == {"optimizer.lr": pytest.approx(2e-4)}
     assert cfg["optimizer"]["lr"] == 4e-4
     preset = {"policy": {"optimizer_lr": 1e-4}, "optimizer": {"lr": 1e-4}}
-    assert set(halve_lr(preset)[1]) == {"policy.optimizer_lr", "optimizer.lr"}
+    assert set(scale_lr(preset, 0.5)[1]) == {"policy.optimizer_lr", "optimizer.lr"}
     assert space_params(cfg) == {"lr": 4e-4, "ot.lambda_ot": 0.1, "ot.reg": 0.02}
+
+
+def _cand(name, changes, obj, parent_obj, **kw):
+    return {"name": name, "kind": "candidate", "decision": "kept", "changes": changes, "objective": obj,
+            "parent_objective": parent_obj, **kw}
+
+
+def test_inert_moves_are_the_changes_that_left_the_objective_unchanged():
+    w = "ot.features.1.w"
+    recs = [_cand("it1a", {"optimizer.lr": [1e-5, 1e-4], w: [0.05, 0.02]}, 0.872, 0.912),   # moved: not inert
+            _cand("it2a", {w: [0.02, 0.005]}, 0.87200004, 0.872),                       # unchanged to 7 digits
+            _cand("it2b", {"ot.reg": [0.02, 0.04]}, 0.8721, 0.872),                      # 1.1e-4 relative: moved
+            _cand("it3a", {"ot.lambda_ot": [0.1, 0.2]}, 0.5, 0.5, decision="failed"),   # failed runs say nothing
+            _cand("it3b", {"ot.lambda_ot": [0.1, 0.05]}, 0.5, 0.5, budget=4, kind="retry")]
+    inert = inert_moves(recs)
+    assert inert == {(w, -1): "it2a"}
+    assert repeats_inert({w: [0.005, 0.002]}, inert) == "it2a"                 # the same key, the same way
+    assert repeats_inert({w: [0.005, 0.01]}, inert) is None                    # the other way is a new move
+    assert repeats_inert({w: [0.005, 0.002], "optimizer.lr": [1e-4, 2e-4]}, inert) is None
+    assert repeats_inert({}, inert) is None
+
+
+def test_explore_moves_step_lr_lambda_and_reg_both_ways():
+    cfg = {"use_policy_training_preset": False, "optimizer": {"lr": 1e-4}, "ot": {"lambda_ot": 0.1, "reg": 0.02}}
+    moves = {name: c for name, _, c in explore_moves(cfg)}
+    assert list(moves) == ["explore_lr_up", "explore_lr_down", "explore_lambda_ot_up", "explore_lambda_ot_down",
+                           "explore_reg_up", "explore_reg_down"]
+    assert moves["explore_lr_up"]["optimizer"]["lr"] == pytest.approx(2e-4)
+    assert moves["explore_reg_down"]["ot"] == {"lambda_ot": 0.1, "reg": 0.01}
+    assert cfg["ot"]["reg"] == 0.02                                               # the parent config is not touched
+    naive_mmd = {"optimizer": {"lr": 1e-4}, "ot": {"lambda_ot": 0.0, "reg": 0.02, "method": "mmd"}}
+    assert [n for n, _, _ in explore_moves(naive_mmd)] == ["explore_lr_up", "explore_lr_down"]
 
 
 def test_leaf_changes_split_dicts_and_skip_equal_values():

@@ -109,3 +109,39 @@ def test_used_up_parent_falls_back_to_the_next_best_kept_run(tmp_path, monkeypat
     assert asked == [(2, "base"), (2, "it1c"), (2, "it1a")]
     monkeypatch.setattr(s, "_propose", lambda it, run, trials: False)
     assert s._propose_next(2, "base", s._trials()) is None
+
+
+def test_spent_diagnoses_lead_to_exploration_and_no_effect_moves_are_passed_over(tmp_path, monkeypatch):
+    """The parent's only proposal repeats a label-weight decrease that left the objective unchanged in it2a: it is
+    passed over; no run has anything else, so iteration 3 explores one step around the parent (LR first). With
+    exploration off the search has nothing to run."""
+    from dpot.autopilot import tools
+
+    s = _search(tmp_path, candidates=2)
+    w = "ot.features.1.w"
+    parent_cfg = {"use_policy_training_preset": False, "optimizer": {"lr": 1e-4}, "steps": 8,
+                  "ot": {"lambda_ot": 0.1, "reg": 0.02, "features": [{"w": 1.0}, {"w": 0.02}]}}
+    lower = {**parent_cfg, "ot": {**parent_cfg["ot"], "features": [{"w": 1.0}, {"w": 0.005}]}}
+    for name, cfg in (("base", {**parent_cfg, "optimizer": {"lr": 1e-5}}), ("it1a", parent_cfg), ("it2a", lower)):
+        s._write_config(name, cfg, {"budget_min": 8})
+    _add(s, "base", 1.0, iteration=0, parent=None, kind="base")
+    _add(s, "it1a", 0.872, changes={"optimizer.lr": [1e-5, 1e-4]}, parent_objective=1.0)
+    _add(s, "it2a", 0.872, iteration=2, parent="it1a", changes={w: [0.02, 0.005]}, parent_objective=0.872)
+    monkeypatch.setattr(tools, "propose", lambda run, out, rules: [
+        ({"name": "cost_dominance", "title": "balance cost terms", "changes": {w: 0.005},
+          "findings": ["cost_dominance"]}, lower)])
+    said = []
+    monkeypatch.setattr(s, "_say", said.append)
+    assert s._propose_next(3, "it1a", s._trials()) == "it1a"
+    up = sorted(_waiting(s), key=lambda a: a["name"])
+    assert [a["proposal"] for a in up] == ["explore_lr_up", "explore_lr_down"]
+    assert up[0]["changes"] == {"optimizer.lr": [1e-4, 2e-4]} and up[0]["diagnoses"] == ["explore"]
+    assert s._config_of("it3b")["optimizer"]["lr"] == 5e-5
+    assert any("passing over 'balance cost terms'" in x and "it2a" in x for x in said)
+    off = _search(tmp_path / "off", candidates=2, explore=False)
+    for name, cfg in (("base", {**parent_cfg, "optimizer": {"lr": 1e-5}}), ("it1a", parent_cfg), ("it2a", lower)):
+        off._write_config(name, cfg, {"budget_min": 8})
+    _add(off, "base", 1.0, iteration=0, parent=None, kind="base")
+    _add(off, "it1a", 0.872, changes={"optimizer.lr": [1e-5, 1e-4]}, parent_objective=1.0)
+    _add(off, "it2a", 0.872, iteration=2, parent="it1a", changes={w: [0.02, 0.005]}, parent_objective=0.872)
+    assert off._propose_next(3, "it1a", off._trials()) is None

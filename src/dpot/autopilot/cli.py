@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bench_episodes", type=int, default=10,
                    help="episodes per closed-loop evaluation for --objective bench:<task> (default 10)")
     p.add_argument("--bench_max_steps", type=int, default=150, help="episode length for bench:<task> (150)")
+    p.add_argument("--no_explore", dest="explore", action="store_false",
+                   help="stop when the diagnoses are spent instead of trying one-step moves (lr, lambda_ot, "
+                        "reg x2 and /2)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -65,7 +68,8 @@ def main(argv: list[str] | None = None, command: str = "autopilot") -> int:
     s = Settings(config_path=a.config_path, out=Path(a.out), iterations=a.iterations, candidates=a.candidates,
                  steps=a.steps, objective=a.objective, storage=a.storage, launcher=a.launcher, rules=a.rules,
                  max_regression=a.max_regression, patience=a.patience, min_delta=a.min_delta, pruner=a.pruner,
-                 bench_episodes=a.bench_episodes, bench_max_steps=a.bench_max_steps, quiet=a.quiet)
+                 bench_episodes=a.bench_episodes, bench_max_steps=a.bench_max_steps, explore=a.explore,
+                 quiet=a.quiet)
     search = Search(s)
     search.open()
     search.run()

@@ -1,5 +1,6 @@
 """The autopilot's rules as pure functions: the seed's rollback triggers (:func:`decide`), the LR-halved retry,
-successive-halving budgets, and the candidate values recorded as Optuna params."""
+successive-halving budgets, the candidate values recorded as Optuna params, the memory of moves that had no effect
+(:func:`inert_moves`) and the one-step exploration moves used once the diagnoses are spent (:func:`explore_moves`)."""
 
 from __future__ import annotations
 
@@ -60,12 +61,72 @@ def decide(*, kind: str, final: bool, failed: bool, pruned: bool, objective: flo
     return "kept"
 
 
-def halve_lr(cfg: dict) -> tuple[dict, dict]:
-    """``cfg`` with its base learning rate(s) halved, and ``{key: new value}`` of what changed."""
+def scale_lr(cfg: dict, factor: float) -> tuple[dict, dict]:
+    """``cfg`` with its base learning rate(s) times ``factor``, and ``{key: new value}`` of what changed."""
     changed = {}
     for key in spec.lr_keys(cfg):
         lr = cfgkeys.get(cfg, key)
         if isinstance(lr, (int, float)) and not isinstance(lr, bool):
-            cfg = cfgkeys.set_(cfg, key, lr / 2)
-            changed[key] = lr / 2
+            cfg = cfgkeys.set_(cfg, key, lr * factor)
+            changed[key] = lr * factor
     return cfg, changed
+
+
+# A change whose run moved the objective by at most this fraction of the parent's objective had no measurable
+# effect (a seeded run repeats to ~1e-7; the autopilot benchmark saw label-weight changes leave it equal to 7 digits).
+INERT_REL = 1e-4
+
+
+def move_direction(old, new) -> int:
+    """+1 / -1 when a number went up / down, 0 for any other change (a switch, a string, a list)."""
+    num = (int, float)
+    if isinstance(old, num) and isinstance(new, num) and not isinstance(old, bool) and not isinstance(new, bool):
+        return (new > old) - (new < old)
+    return 0
+
+
+def inert_moves(records, rel_tol: float = INERT_REL) -> dict[tuple[str, int], str]:
+    """``{(key, direction): run}`` for every leaf change of a finished candidate that left the objective
+    unchanged: ``|objective - parent_objective| <= rel_tol * |parent_objective|``. ``records`` are trial user
+    attributes (``name``, ``kind``, ``changes`` = {key: [old, new]}, ``objective``, ``parent_objective``,
+    ``decision``); only full-budget candidates that were kept or rolled back count."""
+    out: dict[tuple[str, int], str] = {}
+    for a in records:
+        obj, par = a.get("objective"), a.get("parent_objective")
+        if (a.get("kind") != "candidate" or a.get("decision") not in ("kept", "best", "rolled_back")
+                or not (runs.is_finite(obj) and runs.is_finite(par))):
+            continue
+        if abs(obj - par) <= rel_tol * abs(par):
+            for key, (old, new) in (a.get("changes") or {}).items():
+                out.setdefault((key, move_direction(old, new)), a["name"])
+    return out
+
+
+def repeats_inert(changes: dict, inert: dict[tuple[str, int], str]) -> str | None:
+    """The run that showed every move of ``changes`` ({key: [old, new]}) to be without effect, or None when
+    some move is new (a proposal that only repeats no-effect moves is not worth a run)."""
+    seen = [inert.get((k, move_direction(o, n))) for k, (o, n) in changes.items()]
+    return seen[0] if changes and all(seen) else None
+
+
+def explore_moves(cfg: dict) -> list[tuple[str, str, dict]]:
+    """One-step moves around ``cfg`` for when no diagnosis is left to act on: the base LR, ``ot.lambda_ot``
+    (when > 0) and ``ot.reg`` (not for ``ot.method=mmd``, which has no plan), each x2 and /2 (bounded, round
+    steps, as the rules take: analysis/steps.py), as ``(name, title, config)``, LR first."""
+    out = []
+    for factor, word in ((2.0, "up"), (0.5, "down")):
+        new, changed = scale_lr(cfg, factor)
+        if changed:
+            out.append((f"explore_lr_{word}", f"explore: lr x{factor:g}", new))
+    ot = cfg.get("ot") if isinstance(cfg.get("ot"), dict) else {}
+    keys = [("ot.lambda_ot", "lambda_ot")]
+    if ot.get("method", "uot") != "mmd":
+        keys.append(("ot.reg", "reg"))
+    for key, short in keys:
+        val = cfgkeys.get(cfg, key)
+        if not isinstance(val, (int, float)) or isinstance(val, bool) or val <= 0:
+            continue
+        for factor, word in ((2.0, "up"), (0.5, "down")):
+            new = cfgkeys.set_(cfg, key, val * factor)
+            out.append((f"explore_{short}_{word}", f"explore: {short} x{factor:g}", new))
+    return out

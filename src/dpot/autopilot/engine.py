@@ -19,9 +19,14 @@ Per candidate, when its full budget is trained (the seed's rollback triggers):
     else -> ``kept``.  The best kept run of an iteration becomes the next parent when it beats the parent
     (``best``); otherwise the parent stays.
 
+Candidates, in this order: the parent's ``dpot propose`` proposals; when those are all tried, the next best kept
+run's (backtracking); when no kept run has an untried proposal, one-step exploration moves (LR, ``ot.lambda_ot``,
+``ot.reg`` x2 and /2) around the parent, then around the other kept runs (``--no_explore`` turns this off). A
+proposal that only repeats moves (key and direction) which left the objective unchanged before (within
+:data:`~dpot.autopilot.decisions.INERT_REL`, relative) is passed over, with a line saying which run showed it.
+
 Stops: ``iterations`` done, a plateau (the best objective improved by less than ``min_delta`` (relative) over the
-last ``patience`` iterations), or nothing new proposed for the parent nor for any other kept run (the
-search backtracks to the next best kept run when the parent's proposals are all tried).
+last ``patience`` iterations), or no untried candidate for the parent nor for any other kept run.
 
 Crash safety: a run trains through ``dpot train`` and checkpoints; a trial whose worker died (same host and its pid
 gone, or no heartbeat for :data:`STALE_S`) is taken over by the next worker, which resumes the run from its last
@@ -46,7 +51,16 @@ from pathlib import Path
 from dpot.analysis import cfgkeys
 from dpot.atomic import write_text
 from dpot.autopilot import runs, spec, tools
-from dpot.autopilot.decisions import SPACE, decide, halve_lr, sh_budgets, space_params
+from dpot.autopilot.decisions import (
+    SPACE,
+    decide,
+    explore_moves,
+    inert_moves,
+    repeats_inert,
+    scale_lr,
+    sh_budgets,
+    space_params,
+)
 from dpot.errors import UserError
 from dpot.metrics_log import read_metrics
 
@@ -75,6 +89,7 @@ class Settings:
     pruner: str = "median"
     bench_episodes: int = 10
     bench_max_steps: int = 150
+    explore: bool = True
     poll_s: float = 0.5
     quiet: bool = False
 
@@ -476,7 +491,7 @@ class Search:
         cfg = json.loads(self.config_path(a["name"]).read_text())
         parent_cfg = self._config_of(a["parent"])
         changes = dict(a.get("changes") or {})
-        cfg, halved = halve_lr(cfg)
+        cfg, halved = scale_lr(cfg, 0.5)
         for key, new in halved.items():
             changes[key] = [cfgkeys.get(parent_cfg, key), new]
         attrs = {**{k: a[k] for k in ("iteration", "parent", "rung", "budget", "prev_budget", "budget_min",
@@ -527,7 +542,8 @@ class Search:
             parent = records[it]["next_parent"]
             if self._propose_next(it + 1, parent, trials) is not None:
                 return "work"
-            reason = f"nothing new proposed for {parent} or any other kept run"
+            reason = f"nothing new proposed (diagnoses{' or exploration moves' if self.s.explore else ''}) " \
+                     f"for {parent} or any other kept run"
         self.study.set_user_attr("stop_at_iterations", it if reason.endswith("iteration(s) done") else None)
         self.study.set_user_attr("stop", reason)
         return "done"
@@ -618,13 +634,21 @@ class Search:
 
     def _propose_next(self, it: int, parent: str, trials) -> str | None:
         """Enqueue iteration ``it`` from ``parent`` or, when nothing untried is proposed there, from the first
-        fallback run (:meth:`_fallback_parents`) that has something; returns the run used, None when none."""
+        fallback run (:meth:`_fallback_parents`) that has something; when no run's diagnoses are left, one-step
+        exploration moves (:func:`explore_moves`) around the same runs in the same order, unless ``explore`` is
+        off. Returns the run used, None when none."""
         for run in self._fallback_parents(parent, trials):
             if self._propose(it, run, trials):
                 if run != parent:
                     self._say(f"autopilot: nothing new proposed for {parent}; iteration {it} continues from "
                               f"{run}, the next best kept run")
                 return run
+        if self.s.explore:
+            for run in self._fallback_parents(parent, trials):
+                if self._explore(it, run, trials):
+                    self._say(f"autopilot: no diagnosis left to act on for {parent} or any other kept run; "
+                              f"iteration {it} explores one step around {run}")
+                    return run
         return None
 
     def _propose(self, it: int, parent: str, trials) -> bool:
@@ -635,17 +659,37 @@ class Search:
         except (RuntimeError, ValueError) as err:
             self._say(f"autopilot: dpot propose {parent} failed: {err}")
             return False
+        cands = [(p.get("name"), p.get("title", p["name"]), list(p.get("findings") or []), cfg,
+                  list(p.get("changes") or {})) for p, cfg in props
+                 if "steps" not in p.get("changes", {})]   # 'longer training': the budget per candidate is fixed
+        return self._enqueue_candidates(it, parent, cands, trials)
+
+    def _explore(self, it: int, parent: str, trials) -> bool:
+        """Enqueue up to K untried one-step exploration moves around ``parent`` for iteration ``it``."""
+        cands = [(name, title, ["explore"], cfg, None) for name, title, cfg in explore_moves(self._config_of(parent))]
+        return self._enqueue_candidates(it, parent, cands, trials)
+
+    def _enqueue_candidates(self, it: int, parent: str, cands: list, trials) -> bool:
+        """Enqueue the first K of ``cands`` (``(name, title, diagnoses, config, changed keys or None = any)``) that
+        are neither tried (same config digest) nor equal to ``parent``, nor only repeat moves that left the
+        objective unchanged before (:func:`inert_moves`); successive halving when more than 2. True if any."""
         parent_cfg = self._config_of(parent)
         tried = {t.user_attrs.get("digest") for t in trials}
+        inert = inert_moves(t.user_attrs for t in trials)
         chosen = []
-        for p, cfg in props:
-            if "steps" in p.get("changes", {}):
-                continue                     # 'longer training': the budget per candidate is fixed here
+        for name, title, diagnoses, cfg, keys in cands:
             cfg = {**cfg, "steps": self.steps}
-            if spec.config_digest(cfg) in tried or spec.config_digest(cfg) == spec.config_digest(parent_cfg):
+            digest = spec.config_digest(cfg)
+            if digest in tried or digest == spec.config_digest(parent_cfg):
                 continue
-            tried.add(spec.config_digest(cfg))
-            chosen.append((p, cfg))
+            changes = spec.leaf_changes(parent_cfg, cfg, list(cfg) if keys is None else keys)
+            proof = repeats_inert(changes, inert)
+            if proof is not None:
+                self._say(f"autopilot: passing over '{title}' on {parent}: the same move of "
+                          f"{', '.join(changes)} left {self.objective.key} unchanged in {proof}")
+                continue
+            tried.add(digest)
+            chosen.append((name, title, diagnoses, cfg, changes))
             if len(chosen) >= self.s.candidates:
                 break
         if not chosen:
@@ -653,16 +697,14 @@ class Search:
         budgets = sh_budgets(len(chosen), self.steps)
         letters = "abcdefghijklmnopqrstuvwxyz"
         items = []
-        for i, (p, cfg) in enumerate(chosen):
-            changes = spec.leaf_changes(parent_cfg, cfg, list(p.get("changes") or {}))
+        for i, (name, title, diagnoses, cfg, changes) in enumerate(chosen):
             items.append((f"it{it}{letters[i]}", cfg,
                           {"iteration": it, "parent": parent, "kind": "candidate", "rung": 0, "budget": budgets[0],
                            "prev_budget": 0, "budget_min": budgets[0], "budgets": budgets, "changes": changes,
-                           "diagnoses": list(p.get("findings") or []), "title": p.get("title", ""),
-                           "proposal": p.get("name")}))
+                           "diagnoses": diagnoses, "title": title, "proposal": name}))
         self._enqueue_planned(f"plan:{it}:0", items)
         self._say(f"autopilot: iteration {it} from {parent}: {len(chosen)} candidate(s) "
-                  f"({', '.join(p.get('title', p['name']) for p, _ in chosen)})"
+                  f"({', '.join(c[1] for c in chosen)})"
                   + (f"; successive halving at {budgets} steps" if len(budgets) > 1 else ""))
         return True
 
