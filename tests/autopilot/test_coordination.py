@@ -60,6 +60,7 @@ def test_no_kept_improvement_keeps_the_parent(tmp_path):
     s = _search(tmp_path)
     _add(s, "base", 1.0, iteration=0, parent=None, kind="base")
     _add(s, "it1a", 1.05)                                         # kept (within 10 %) but not better
+    _add(s, "it1c", 1.0 - 5e-8)                                   # better by a no-effect margin: not a new parent
     _add(s, "it1b", None, decision="failed")
     rec0 = s._close_iteration(0, [], {})
     rec1 = s._close_iteration(1, [t for t in s._trials() if t.user_attrs["iteration"] == 1], {0: rec0})

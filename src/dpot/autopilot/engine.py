@@ -16,8 +16,8 @@ Per candidate, when its full budget is trained (the seed's rollback triggers):
     objective non-finite, or the report finds ``instability`` (grad-norm spikes / loss oscillation)
         -> ``retried``: the same candidate with the LR halved is enqueued (once);
     (objective - parent_best) / |parent_best| > max_regression (0.10; sign flipped for max) -> ``rolled_back``;
-    else -> ``kept``.  The best kept run of an iteration becomes the next parent when it beats the parent
-    (``best``); otherwise the parent stays.
+    else -> ``kept``.  The best kept run of an iteration becomes the next parent when it beats the parent by more
+    than ``INERT_REL`` (relative; ``best``); otherwise the parent stays.
 
 Candidates, in this order: the parent's ``dpot propose`` proposals; when those are all tried, the next best kept
 run's (backtracking); when no kept run has an untried proposal, one-step exploration moves (LR, ``ot.lambda_ot``,
@@ -52,6 +52,7 @@ from dpot.analysis import cfgkeys
 from dpot.atomic import write_text
 from dpot.autopilot import runs, spec, tools
 from dpot.autopilot.decisions import (
+    INERT_REL,
     SPACE,
     decide,
     explore_moves,
@@ -598,8 +599,8 @@ class Search:
         kept.sort(reverse=self.objective.direction == "max")
         best = kept[0] if kept else None
         nxt = parent
-        if best is not None and (parent_obj is None or self.objective.better(best[0], parent_obj)):
-            nxt = best[1]
+        if best is not None and (parent_obj is None or self.objective.regression(best[0], parent_obj) < -INERT_REL):
+            nxt = best[1]                 # beats the parent by more than a no-effect change does
         prev_global = records[it - 1].get("global_best")
         glob = prev_global
         if best is not None and (glob is None or self.objective.better(best[0], glob)):
