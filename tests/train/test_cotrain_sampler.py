@@ -241,20 +241,45 @@ def _region_of(table, regions, idx):
     return regions[int(table.episode[e])]
 
 
-def _check_paired(sampler, src, tgt, n_pair, n_extra, steps=150):
-    extra_regions = set()
+def _check_paired(sampler, src, tgt, n_src, steps=150):
+    """Every OT-paired source item i partners target item i from the target's region; the unpaired ones (out of
+    the OT term) come from every region; returns the mean number of partners per batch."""
+    extra_regions, n_pairs = set(), []
     for step in range(steps):
         src_items, tgt_items = sampler.global_batch(step)
-        assert len(src_items) == n_pair + n_extra
+        assert len(src_items) == n_src
         assert all(it.ot_pair for it in tgt_items)
-        for i in range(n_pair):
-            assert src_items[i].ot_pair
+        paired = [i for i, it in enumerate(src_items) if it.ot_pair]
+        assert all(i < len(tgt_items) for i in paired)
+        for i in paired:
             assert _region_of(src, SRC_REGIONS, src_items[i].index) == _region_of(tgt, TGT_REGIONS, tgt_items[i].index)
-        for it in src_items[n_pair:]:
-            assert not it.ot_pair
-            extra_regions.add(_region_of(src, SRC_REGIONS, it.index))
-    if n_extra:
-        assert extra_regions == {"id", "ood"}  # extra source items come from every source episode
+        extra_regions |= {_region_of(src, SRC_REGIONS, it.index) for it in src_items if not it.ot_pair}
+        n_pairs.append(len(paired))
+    assert extra_regions == {"id", "ood"}  # unpaired source items come from every source episode
+    return float(np.mean(n_pairs))
+
+
+def test_paired_region_keeps_the_bc_source_mix_of_unpaired_sampling():
+    """BC sees all source data: the share of each region among the source items is the same with and without
+    paired_region (the uniform-frame share), also when every target demo lies in one region, as in the study."""
+    src, tgt = tables()
+    one_region = {0: "id", 1: "id", 2: "id"}
+    kw = {"batch_size": 16, "batch_ratio": 0.5, "seed": 0, "heuristic": True, "window_size": 2}
+    paired = CoTrainBatchSampler(src, tgt, paired_region=True, src_regions=SRC_REGIONS, tgt_regions=one_region,
+                                 **kw)
+    plain = CoTrainBatchSampler(src, tgt, **kw)
+    usable = src.usable(0).astype(float)
+    expected_id = usable[[0, 2]].sum() / usable.sum()                  # 78 of 200 frames
+    share = {}
+    for name, s in (("paired", paired), ("plain", plain)):
+        regions = [_region_of(src, SRC_REGIONS, it.index) for k in range(400) for it in s.global_batch(k)[0]]
+        share[name] = regions.count("id") / len(regions)
+    assert abs(share["paired"] - expected_id) < 0.03 and abs(share["plain"] - expected_id) < 0.03
+    for k in range(50):                                                 # partners: ID episodes only, the rest off
+        src_items, tgt_items = paired.global_batch(k)
+        assert all(_region_of(src, SRC_REGIONS, it.index) == "id" for it in src_items if it.ot_pair)
+        assert sum(it.ot_pair for it in src_items) == sum(
+            _region_of(src, SRC_REGIONS, it.index) == "id" for it in src_items)
 
 
 @pytest.mark.parametrize("heuristic", [True, False])
@@ -262,12 +287,14 @@ def test_paired_region_partners_only_from_the_target_region(heuristic):
     src, tgt = tables()
     kw = {"batch_ratio": 0.6, "seed": 0, "heuristic": heuristic, "window_size": 2, "paired_region": True,
           "src_regions": SRC_REGIONS, "tgt_regions": TGT_REGIONS}
-    s = CoTrainBatchSampler(src, tgt, batch_size=10, **kw)  # 6 source (4 partners + 2 extra), 4 target
-    _check_paired(s, src, tgt, n_pair=4, n_extra=2)
+    s = CoTrainBatchSampler(src, tgt, batch_size=10, **kw)  # 6 source slots, 4 target items
+    assert 0 < _check_paired(s, src, tgt, n_src=6) < 4
     if heuristic:  # still temporal partners: same phase within the window
         for step in range(20):
             src_items, tgt_items = s.global_batch(step)
             for a, b in zip(src_items[:4], tgt_items):
+                if not a.ot_pair:
+                    continue
                 es, fs = frame_of(src, a.index)
                 assert abs(fs - round(b.phase * src.length[es])) <= 2 or fs == src.length[es] - 1
     # both regions get partners from their own episodes, several of them (not one fixed episode)
@@ -275,7 +302,8 @@ def test_paired_region_partners_only_from_the_target_region(heuristic):
     for step in range(100):
         src_items, tgt_items = s.global_batch(step)
         for a, b in zip(src_items[:4], tgt_items):
-            seen.setdefault(_region_of(tgt, TGT_REGIONS, b.index), set()).add(frame_of(src, a.index)[0])
+            if a.ot_pair:
+                seen.setdefault(_region_of(tgt, TGT_REGIONS, b.index), set()).add(frame_of(src, a.index)[0])
     assert seen == {"id": {0, 2}, "ood": {1, 3, 4}}
     # ranks slice the same global batch; flags travel with the items
     ranks = [CoTrainBatchSampler(src, tgt, batch_size=5, num_processes=2, rank=r, **kw) for r in range(2)]
@@ -288,7 +316,7 @@ def test_paired_region_with_fewer_source_than_target_items():
     src, tgt = tables()
     s = CoTrainBatchSampler(src, tgt, batch_size=10, batch_ratio=0.3, seed=1, heuristic=True, window_size=2,
                             paired_region=True, src_regions=SRC_REGIONS, tgt_regions=TGT_REGIONS)
-    _check_paired(s, src, tgt, n_pair=3, n_extra=0, steps=50)
+    assert 0 < _check_paired(s, src, tgt, n_src=3, steps=50) <= 3
 
 
 def test_paired_region_with_dtw_partners_from_the_region(tmp_path):
@@ -299,7 +327,7 @@ def test_paired_region_with_dtw_partners_from_the_region(tmp_path):
     assert all(set(p) <= set(cands[e]) and len(p) == 2 for e, p in dtw.partners.items())
     kw = {"batch_size": 10, "batch_ratio": 0.6, "seed": 3, "heuristic": True, "window_size": 1,
           "alignment": "dtw", "paired_region": True, "src_regions": SRC_REGIONS, "tgt_regions": TGT_REGIONS}
-    _check_paired(CoTrainBatchSampler(src, tgt, dtw=dtw, **kw), src, tgt, n_pair=4, n_extra=2, steps=100)
+    _check_paired(CoTrainBatchSampler(src, tgt, dtw=dtw, **kw), src, tgt, n_src=6, steps=100)
     unrestricted = DTWAlignment(trajectories(tgt), trajectories(src), seed=0, max_partners=5)
     with pytest.raises(ValueError, match="outside its region"):
         CoTrainBatchSampler(src, tgt, dtw=unrestricted, **kw)

@@ -18,10 +18,14 @@ target episode's DTW partner episodes and the DTW-aligned frame of f_t. The sour
 draw uniformly over training frames. The item's ``phase`` is ``f / L``; with DTW the source item's phase is the
 phase of the target frame it is aligned with, so the OT temporal prior compares like with like.
 
-Paired-region OT (``paired_region=True``): partners are drawn only from source episodes of the target
-episode's region (:mod:`dpot.data.regions`; with ``heuristic=False`` uniformly over their frames, with DTW the
-partner subsets must come from those episodes), extra source items from all source episodes; ``ot_pair`` is
-True for target and partner items, False for extra source items (without ``paired_region`` all True).
+Paired-region OT (``paired_region=True``): the OT term pairs target items only with source items of the
+target episode's region (:mod:`dpot.data.regions`), while behaviour cloning sees all source data. The source
+half of the batch is first drawn uniformly over all source frames, as without ``paired_region`` (so every region
+keeps its natural share of the BC batch); then target item i takes one not yet used source slot of its own
+region, if the batch has one, and that slot becomes its temporal partner from the region's episodes (position i,
+``ot_pair`` True; with ``heuristic=False`` uniform over the region's frames, with DTW the partner subsets must come
+from those episodes). The other slots stay where they were drawn, ``ot_pair`` False (left out of the OT term).
+With target demos in one region and a source split evenly, about half the target items get a partner.
 
 DTW paths (:class:`DTWAlignment`) are computed once per (target episode, source episode) pair, for a fixed
 random subset of at most ``max_partners`` source episodes per target episode (O(L_s * L_t) each), on the
@@ -270,6 +274,7 @@ class CoTrainBatchSampler:
             partners = region_partners(tgt.episode.tolist(), src.episode.tolist(), tgt_regions, src_regions)
             row = {int(e): i for i, e in enumerate(src.episode)}
             allowed = [np.asarray([row[e] for e in partners[int(ep)]], dtype=np.int64) for ep in tgt.episode]
+            self._allowed_sets = [set(a.tolist()) for a in allowed]
         windowed = {"window_size": window_size, "drop_n_last_frames": self.drop, "allowed": allowed}
         self.pairing: Pairing | None
         if not heuristic:
@@ -299,12 +304,14 @@ class CoTrainBatchSampler:
 
     def global_batch(self, step: int) -> tuple[list[SampledItem], list[SampledItem]]:
         """All processes' ``(src_items, tgt_items)`` for ``step``; source item i < min(ns, nt) partners target
-        item i when there is a pairing."""
+        item i when there is a pairing (under ``paired_region`` only where its ``ot_pair`` is True)."""
         rng = np.random.default_rng([self.seed, seeds.SAMPLER, int(step)])
         ns, nt = self.n_src * self.world, self.n_tgt * self.world
         te, tf = self._uniform(rng, self.tgt, nt)
         tgt_items = [SampledItem(TGT, int(self.tgt.start[e] + f), _phase(f, self.tgt.length[e]))
                      for e, f in zip(te, tf)]
+        if self.paired_region:
+            return self._paired_region_sources(rng, ns, te, tf), tgt_items
         n_pair = min(ns, nt) if self.pairing is not None else 0
         src_items = []
         for i in range(n_pair):
@@ -312,10 +319,27 @@ class CoTrainBatchSampler:
             src_items.append(SampledItem(SRC, int(self.src.start[e_s] + f_s), ph))
         if ns > n_pair:
             se, sf = self._uniform(rng, self.src, ns - n_pair)
-            extra = not self.paired_region  # extra source items take part in OT only without paired regions
-            src_items += [SampledItem(SRC, int(self.src.start[e] + f), _phase(f, self.src.length[e]), extra)
+            src_items += [SampledItem(SRC, int(self.src.start[e] + f), _phase(f, self.src.length[e]))
                           for e, f in zip(se, sf)]
         return src_items, tgt_items
+
+    def _paired_region_sources(self, rng, ns: int, te, tf) -> list[SampledItem]:
+        """The ``ns`` source items under ``paired_region`` (module docstring): uniform slots, then target item i
+        (i < ns) claims the first unused slot whose episode is in its region and gets its partner there."""
+        se, sf = self._uniform(rng, self.src, ns)
+        used = np.zeros(ns, dtype=bool)
+        items: list[SampledItem | None] = [None] * ns
+        for i in range(min(ns, len(te))):
+            allowed = self._allowed_sets[int(te[i])]
+            j = next((j for j in range(ns) if not used[j] and int(se[j]) in allowed), None)
+            if j is None:
+                continue
+            used[j] = True
+            e_s, f_s, ph = self.pairing.partner(rng, int(te[i]), int(tf[i]))
+            items[i] = SampledItem(SRC, int(self.src.start[e_s] + f_s), ph)
+        rest = iter(SampledItem(SRC, int(self.src.start[se[j]] + sf[j]), _phase(sf[j], self.src.length[se[j]]), False)
+                    for j in range(ns) if not used[j])
+        return [it if it is not None else next(rest) for it in items]
 
     def batch_for_step(self, step: int) -> list[SampledItem]:
         """This rank's batch: its slice of the source items, then its slice of the target items."""
