@@ -164,7 +164,15 @@ def test_mask_selects_rows_before_the_costs():
     ref = loss(rows(src, keep_s), rows(tgt, keep_t))
     assert masked.plan.shape == (5, 6) and not masked.plan.requires_grad
     torch.testing.assert_close(masked.plan, ref.plan)
-    assert masked.metrics == pytest.approx(ref.metrics)
+    diag = {"ot_pi_diag", "ot_pi_diag_frac"}
+    assert {k: v for k, v in masked.metrics.items() if k not in diag} == pytest.approx(
+        {k: v for k, v in ref.metrics.items() if k not in diag})
+    # the paired diagonal is by position in the batch: kept source 0, 3, 5 meet kept target 0, 3, 5
+    # (rows 0, 2, 3 of the plan; columns 0, 2, 4), not the plan's own diagonal
+    p = masked.plan
+    assert masked.metrics["ot_pi_diag"] == pytest.approx(float(p[0, 0] + p[2, 2] + p[3, 4]), rel=1e-6)
+    assert masked.metrics["ot_pi_diag_frac"] == pytest.approx(masked.metrics["ot_pi_diag"] / float(p.sum()))
+    assert ref.metrics["ot_pi_diag"] == pytest.approx(float(torch.diagonal(ref.plan).sum()), rel=1e-6)
     assert set(masked.costs) == {"img_top", "img_wrist", "action_lbl"}
     assert all(c.shape == (5, 6) and not c.requires_grad for c in masked.costs.values())
     # the weighted cost matrices are the ones the loss uses: <plan, sum_k C_k> * lambda = loss

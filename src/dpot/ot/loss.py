@@ -8,7 +8,8 @@ problem and its scale").
 Only the masked-in rows of each domain (``DomainFeatures.mask``) enter C, the plan and the metrics.
 
 Metrics (without the ``train/`` prefix): ``ot_loss`` (= the scaled loss), ``ot_pi_sum`` (plan mass),
-``ot_pi_diag`` (mass on the paired diagonal ``sum_i pi[i, i]``), ``ot_pi_diag_frac`` (= pi_diag / pi_sum; about
+``ot_pi_diag`` (mass on the paired diagonal ``sum_i pi[i, i]``, i the item's position in the batch before
+masking: source item i is target item i's temporal partner), ``ot_pi_diag_frac`` (= pi_diag / pi_sum; about
 1/n for random pairing), ``ot_cost/<term>`` (``<pi*, w_k C_k>``), ``ot_cost_mean/<term>`` (mean of ``w_k C_k``:
 the cost scale, visible even when the plan mass vanishes), ``ot_embed_spread/<camera>`` (mean within-domain
 pairwise squared distance per feature dimension, averaged over the two domains: the embeddings' own scale, so
@@ -117,6 +118,15 @@ def _no_row_metrics(names: Sequence[str]) -> dict[str, float]:
     return out
 
 
+def _same_position(src: DomainFeatures, tgt: DomainFeatures) -> torch.Tensor:
+    """Bool ``[n_src_in, n_tgt_in]`` over the masked-in rows: True where the source and target items held the same
+    position in the batch (the paired diagonal; the plain diagonal when nothing is masked out)."""
+    def positions(d):
+        n = len(d)
+        return torch.arange(n) if d.mask is None else torch.nonzero(d.mask.reshape(-1).cpu().bool()).flatten()
+    return positions(src)[:, None] == positions(tgt)[None, :]
+
+
 class OTAlignmentLoss(nn.Module):
     """Unbalanced entropic OT loss between source and target features, configured by ``dpot.config.OTConfig``.
 
@@ -182,6 +192,7 @@ class OTAlignmentLoss(nn.Module):
         if self.cameras is None and tgt.embeds:
             self.cameras = sorted(tgt.embeds)
         device_type = next(iter((*src.embeds.values(), *src.labels.values()))).device.type
+        paired = _same_position(src, tgt)        # [n_src_in, n_tgt_in]: source item i partners target item i
         src, tgt = src.selected(), tgt.selected()
         if len(src) < 1 or len(tgt) < 1:  # nothing to align on one side: skip like a non-finite step
             zero = next(iter((*src.embeds.values(), *src.labels.values()))).new_zeros((), dtype=torch.float32)
@@ -208,7 +219,7 @@ class OTAlignmentLoss(nn.Module):
                 return OTResult(loss=cost.new_zeros(()), metrics=metrics)
             loss = cfg.lambda_ot * (plan * cost).sum()
             pi_sum = float(plan.sum())
-            pi_diag = float(torch.diagonal(plan).sum())
+            pi_diag = float(plan[paired.to(plan.device)].sum())
             metrics.update({
                 "ot_loss": float(loss.detach()),
                 "ot_pi_sum": pi_sum,
