@@ -121,9 +121,9 @@ def _no_row_metrics(names: Sequence[str]) -> dict[str, float]:
 def _same_position(src: DomainFeatures, tgt: DomainFeatures) -> torch.Tensor:
     """Bool ``[n_src_in, n_tgt_in]`` over the masked-in rows: True where the source and target items held the same
     position in the batch (the paired diagonal; the plain diagonal when nothing is masked out)."""
-    def positions(d):
-        n = len(d)
-        return torch.arange(n) if d.mask is None else torch.nonzero(d.mask.reshape(-1).cpu().bool()).flatten()
+    def positions(d: DomainFeatures) -> torch.Tensor:
+        return torch.arange(len(d)) if d.mask is None else torch.nonzero(d.mask.reshape(-1).cpu().bool()).flatten()
+
     return positions(src)[:, None] == positions(tgt)[None, :]
 
 
