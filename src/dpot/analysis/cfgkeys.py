@@ -7,6 +7,11 @@ import copy
 _MISSING = object()
 
 
+def is_number(x) -> bool:
+    """A config value that is a real number (int or float; a bool is a switch, not a number)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 def get(config: dict, dotted: str, default=None):
     """``config['a']['b']`` for ``'a.b'``; list items by index (``ot.features.1.weight_label``)."""
     node = config

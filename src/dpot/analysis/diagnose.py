@@ -102,10 +102,6 @@ def _lr_changes(config: dict, new: float) -> dict:
     return changes
 
 
-def _num(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
 class Rule(ABC):
     """A diagnosis rule: ``id`` (its ``rules.toml`` table), ``group`` (the proposal it feeds), ``monitors``;
     built with its table (``thr``: thresholds, ``propose``: the values it proposes)."""
@@ -323,10 +319,10 @@ class OtWeak(Rule):
         lam, reg = ot.get("lambda_ot"), ot.get("reg")
         pr = self.propose
         changes = {}
-        if _num(lam) and lam > 0:
+        if cfgkeys.is_number(lam) and lam > 0:
             changes["ot.lambda_ot"] = _r(min(pr["lambda_ot_max_factor"] * lam,
                                              max(lam * pr["lambda_ot_min_factor"], pr["lambda_ot_target"])))
-        if _num(reg):
+        if cfgkeys.is_number(reg):
             changes["ot.reg"] = _r(reg * pr["reg_factor"])
         mature = bool(mature_points)
         ev = {"pi_diag_median": _r(med), "window_steps": f"{win[0][0]}-{win[-1][0]}",
@@ -357,13 +353,13 @@ class OtMassDestroyed(Rule):
         ot = ctx.run.config.get("ot") or {}
         reg, ts, tt = ot.get("reg"), ot.get("tau_src"), ot.get("tau_tgt")
         ev = {"pi_sum_median": _r(med), "threshold": low, "reg": reg, "tau_src": ts, "tau_tgt": tt}
-        if all(_num(x) for x in (reg, ts, tt)) and med > 0:
+        if all(cfgkeys.is_number(x) for x in (reg, ts, tt)) and med > 0:
             ev["implied_cost"] = _r(-math.log(med) * (reg + ts + tt))   # mass = exp(-c / (reg + tau_src + tau_tgt))
         means = [ctx.series(k) for k in ctx.run.history if k.startswith(COST_PREFIXES[1])]
         if means:
             ev["mean_cost_total"] = _r(sum(ctx.late_median(s) for s in means if s))
         changes = {key: _r(self.propose["tau_factor"] * val)
-                   for key, val in (("ot.tau_src", ts), ("ot.tau_tgt", tt)) if _num(val)}
+                   for key, val in (("ot.tau_src", ts), ("ot.tau_tgt", tt)) if cfgkeys.is_number(val)}
         return self.finding("alarm" if med < low * self.thr["alarm_frac"] else "warn", ev, changes)
 
 
@@ -395,10 +391,10 @@ class OtStrong(Rule):
         changes = {}
         for i, f in cfgkeys.label_features(ctx.run.config):
             w = f.get("weight_label")
-            if _num(w) and w > 0:
+            if cfgkeys.is_number(w) and w > 0:
                 changes[f"ot.features.{i}.weight_label"] = _r(w * self.propose["weight_label_factor"])
         ot = ctx.run.config.get("ot") or {}
-        if _num(ot.get("reg")):
+        if cfgkeys.is_number(ot.get("reg")):
             changes["ot.reg"] = _r(ot["reg"] * self.propose["reg_factor"])
         ev = {"pi_diag_median": _r(med_diag), "frac_above": _r(above, 3), "max_pi_diag": top,
               "pi_diag_over_pi_sum": _r(ratio, 3) if ratio is not None else None, "heuristic": ot.get("heuristic")}
@@ -439,7 +435,7 @@ class CostDominance(Rule):
             features, wkey = _FEATURES_OF_KIND[kind]
             for i, f in features(run.config):
                 w = f.get(wkey)
-                if _num(w) and w > 0:
+                if cfgkeys.is_number(w) and w > 0:
                     changes[f"ot.features.{i}.{wkey}"] = float(f"{w / factor:.2g}")
         ev = {"dominant": top, "dominant_kind": kind, "dominant_cost": _r(a), "next": second, "next_cost": _r(b),
               "ratio": _r(ratio, 3) if math.isfinite(ratio) else "inf", "metric": prefix.rstrip("/"),
@@ -634,7 +630,8 @@ def bound_steps(finding: Finding, config: dict, step: dict) -> Finding:
         return finding
     for key, target in list(finding.changes.items()):
         old = cfgkeys.get(config, key)
-        if not (_num(old) and _num(target) and old > 0 and target > 0 and is_bounded(key, step["bounded"])):
+        if not (cfgkeys.is_number(old) and cfgkeys.is_number(target) and old > 0 and target > 0
+                and is_bounded(key, step["bounded"])):
             continue
         new = person_step(float(old), float(target), step["max_factor"])
         if new != target:

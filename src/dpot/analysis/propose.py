@@ -118,8 +118,7 @@ def title_of(changes: dict, parent: dict, limit: int = 4) -> str:
         if isinstance(v, dict):
             desc = "/".join(str(v[a]) for a in ("type", "name") if v.get(a) is not None)
             item = f"set {name} ({desc})" if desc else f"set {name}"
-        elif isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(old, (int, float)) \
-                and not isinstance(old, bool) and old != v:
+        elif cfgkeys.is_number(v) and cfgkeys.is_number(old) and old != v:
             item = f"{'lower' if v < old else 'raise'} {name} {old:g} → {v:g}"
         else:
             item = f"{name} = {json.dumps(v)}"

@@ -24,7 +24,7 @@ def space_params(cfg: dict) -> dict:
             val = cfgkeys.get(cfg, keys[0]) if keys else None
         else:
             val = cfgkeys.get(cfg, key)
-        if isinstance(val, (int, float)) and not isinstance(val, bool) and lo <= float(val) <= hi:
+        if cfgkeys.is_number(val) and lo <= float(val) <= hi:
             out[name] = float(val)
     return out
 
@@ -66,7 +66,7 @@ def scale_lr(cfg: dict, factor: float) -> tuple[dict, dict]:
     changed = {}
     for key in spec.lr_keys(cfg):
         lr = cfgkeys.get(cfg, key)
-        if isinstance(lr, (int, float)) and not isinstance(lr, bool):
+        if cfgkeys.is_number(lr):
             cfg = cfgkeys.set_(cfg, key, lr * factor)
             changed[key] = lr * factor
     return cfg, changed
@@ -79,8 +79,7 @@ INERT_REL = 1e-4
 
 def move_direction(old, new) -> int:
     """+1 / -1 when a number went up / down, 0 for any other change (a switch, a string, a list)."""
-    num = (int, float)
-    if isinstance(old, num) and isinstance(new, num) and not isinstance(old, bool) and not isinstance(new, bool):
+    if cfgkeys.is_number(old) and cfgkeys.is_number(new):
         return (new > old) - (new < old)
     return 0
 
@@ -124,7 +123,7 @@ def explore_moves(cfg: dict) -> list[tuple[str, str, dict]]:
         keys.append(("ot.reg", "reg"))
     for key, short in keys:
         val = cfgkeys.get(cfg, key)
-        if not isinstance(val, (int, float)) or isinstance(val, bool) or val <= 0:
+        if not cfgkeys.is_number(val) or val <= 0:
             continue
         for factor, word in ((2.0, "up"), (0.5, "down")):
             new = cfgkeys.set_(cfg, key, val * factor)
