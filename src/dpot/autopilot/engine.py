@@ -675,13 +675,14 @@ class Search:
         are neither tried (same config digest) nor equal to ``parent``, nor only repeat moves that left the
         objective unchanged before (:func:`inert_moves`); successive halving when more than 2. True if any."""
         parent_cfg = self._config_of(parent)
+        parent_digest = spec.config_digest(parent_cfg)
         tried = {t.user_attrs.get("digest") for t in trials}
         inert = inert_moves(t.user_attrs for t in trials)
         chosen = []
         for name, title, diagnoses, cfg, keys in cands:
             cfg = {**cfg, "steps": self.steps}
             digest = spec.config_digest(cfg)
-            if digest in tried or digest == spec.config_digest(parent_cfg):
+            if digest in tried or digest == parent_digest:
                 continue
             changes = spec.leaf_changes(parent_cfg, cfg, list(cfg) if keys is None else keys)
             proof = repeats_inert(changes, inert)
