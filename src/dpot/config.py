@@ -463,6 +463,7 @@ def load_train_config(config_path: str | os.PathLike | None, overrides: Sequence
         if not isinstance(raw, dict):
             raise UserError(f"--config_path: {path} must hold a JSON object")
         _check_tree("", raw, DpotTrainConfig)
+    _check_policy_type(raw, overrides)
     for arg in overrides:
         key, _ = _split_override(arg)
         _check_override_key(key, raw)
@@ -486,7 +487,21 @@ def load_train_config(config_path: str | os.PathLike | None, overrides: Sequence
 # dpot's defaults where LeRobot's would download or misbehave: no ImageNet weights (nothing is fetched at run
 # time), and then GroupNorm in the encoder (BatchNorm would mix source and target batch statistics and is
 # unstable at the small batches/images of CPU runs). An explicit value in the JSON or on the CLI wins.
-POLICY_DEFAULTS = {"diffusion": {"pretrained_backbone_weights": None, "use_group_norm": True}}
+POLICY_DEFAULTS = {"diffusion": {"pretrained_backbone_weights": None, "use_group_norm": True},
+                   "act": {"pretrained_backbone_weights": None}}
+
+
+def _check_policy_type(raw: dict, overrides: Sequence[str]) -> None:
+    """``policy.type`` (the last ``--policy.type=`` override, else the JSON's) must have a dpot policy hook
+    (:func:`dpot.policy.supported_policy_types`); checked before draccus decodes the policy's fields."""
+    from dpot.policy import get_hook
+
+    ptype = raw.get("policy", {}).get("type") if isinstance(raw.get("policy"), dict) else None
+    for arg in overrides:
+        if arg.startswith("--policy.type="):
+            ptype = arg.split("=", 1)[1]
+    if ptype is not None:
+        get_hook(str(ptype))
 
 
 def _apply_policy_defaults(raw: dict, overrides: Sequence[str]) -> None:
