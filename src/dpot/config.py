@@ -339,6 +339,12 @@ def _drop_other_kind_keys(path: str, value: dict, kind: type) -> None:
                                 OTFeatureConfig.get_choice_name(kind))
 
 
+def _field_default(tp: Any, name: str) -> Any:
+    """The declared default of dataclass ``tp``'s field ``name`` (None when it has none)."""
+    f = next(f for f in dataclasses.fields(tp) if f.name == name)
+    return None if f.default is dataclasses.MISSING else f.default
+
+
 def _check_tree(path: str, value: Any, tp: Any) -> None:
     """Walk raw JSON against the dataclass tree: unknown keys (with a suggestion) and wrong leaf types."""
     declared = tp
@@ -362,6 +368,8 @@ def _check_tree(path: str, value: Any, tp: Any) -> None:
             sub_path = f"{path}.{key}" if path else key
             if key not in names:
                 raise UserError(f"{sub_path}: unknown key{did_you_mean(key, names)}; remove it or fix its name")
+            if isinstance(sub, bool) and isinstance(_field_default(tp, key), bool):
+                continue  # LeRobot's own `int = False` fields (ACT's replace_final_stride_with_dilation) save a bool
             _check_tree(sub_path, sub, hints[key])
         return
     origin = typing.get_origin(tp)

@@ -70,14 +70,16 @@ class _Capture:
 
 
 def act_loss_with_features(policy, batch: dict[str, Tensor], *, latent_eps: Tensor | None = None,
-                           dropout_seed: int | None = None) -> PolicyStepOutput:
+                           dropout_seed: int | None = None, valid_share: Tensor | None = None) -> PolicyStepOutput:
     """LeRobot's ACT training loss on the normalized ``batch`` and the per-camera features of the same pass.
 
     ``loss = l1 + kl_weight * kld`` with ``l1 = sum(|a - a_hat| * valid) / (n_valid * A)`` (``valid = not
     action_is_pad``) and ``kld = mean_b sum_l -0.5 (1 + log_sigma_x2 - mu^2 - exp(log_sigma_x2))`` (only with
     ``use_vae`` in training mode), as ``ACTPolicy.forward``. ``latent_eps`` ``[B, latent_dim]`` replaces the
     VAE's ``randn_like`` noise; ``dropout_seed`` seeds the dropout masks (inside ``fork_rng``). Without them the
-    global RNG is used, as LeRobot does. A batch without ``action_is_pad`` raises ValueError.
+    global RNG is used, as LeRobot does. ``valid_share`` (under DDP: ``world * n_valid_local / n_valid_global``)
+    scales ``l1`` so the ranks' mean is the global batch's masked mean. A batch without ``action_is_pad`` raises
+    ValueError.
 
     Returns:
         PolicyStepOutput with ``embeds[camera] = mean_{h,w} proj(layer4(image))`` ``[B, dim_model]`` and extras
@@ -106,6 +108,8 @@ def act_loss_with_features(policy, batch: dict[str, Tensor], *, latent_eps: Tens
     valid = ~batch["action_is_pad"].unsqueeze(-1)
     l1 = (abs_err * valid).sum() / (valid.sum() * abs_err.shape[-1]).clamp_min(1)
     per_item = (abs_err * valid).sum((1, 2)) / (valid.sum((1, 2)) * abs_err.shape[-1]).clamp_min(1)
+    if valid_share is not None:
+        l1 = l1 * valid_share.to(l1.device, l1.dtype)
     extras = {"l1_loss": l1.detach()}
     loss = l1
     if cfg.use_vae and log_sigma_x2 is not None:
@@ -132,7 +136,10 @@ class ACTHook(PolicyHook):
 
     def forward(self, policy, batch, draws):
         return act_loss_with_features(policy, batch, latent_eps=draws["latent_eps"],
-                                      dropout_seed=int(draws["dropout_seed"]))
+                                      dropout_seed=int(draws["dropout_seed"]), valid_share=draws.get("valid_share"))
+
+    def pad_normalized(self, policy_config):
+        return True
 
     def log_metrics(self, out):
         return {f"train/{k}": float(v) for k, v in out["extras"].items()}

@@ -69,6 +69,12 @@ class PolicyHook:
         """The policy's training loss on the normalized ``batch`` with the step's ``draws``, and its features."""
         raise NotImplementedError
 
+    def pad_normalized(self, policy_config) -> bool:
+        """True when the BC loss is a mean over the batch's valid (non-padded) action steps: under DDP the
+        trainer then passes ``draws["valid_share"]`` (:func:`dpot.train.distributed.valid_share`), the factor
+        that makes the ranks' mean gradient equal the one-process gradient of the global batch."""
+        return False
+
     def log_metrics(self, out: dict) -> dict[str, float]:
         """``train/<key>`` metrics of the policy (after the update) from the step module's output dict."""
         return {}

@@ -48,7 +48,7 @@ from dpot.metrics_log import METRICS_FILE, JsonlSink, truncate_metrics
 from dpot.ot.loss import DomainFeatures
 from dpot.policy import PolicyHook, get_hook
 from dpot.train import checkpoint as ckpt_mod
-from dpot.train.distributed import gather_with_grad
+from dpot.train.distributed import gather_with_grad, valid_share
 from dpot.train.inputs import RunInputs, check_inputs, combined_stats
 from dpot.train.offline_eval import OfflineEvaluator
 from dpot.train.ot_records import plan_due, plan_snapshot, save_plan_snapshot, write_ot_terms
@@ -389,6 +389,8 @@ def train_step(run: TrainRun, batch: dict, meta: dict, step: int, *, keep_plan: 
     acc = run.accelerator
     n_src, n_tgt = run.n_src, run.n_tgt
     draws = run.hook.step_draws(run.policy.config, run.seed, step, (n_src, n_tgt, run.world, run.rank))
+    if run.world > 1 and run.hook.pad_normalized(run.policy.config):
+        draws["valid_share"] = valid_share(batch["action_is_pad"], run.gather_group)
     with acc.autocast():
         out = run.step_module(batch, {k: v.to(run.device) for k, v in draws.items()})
     bc = out["loss"]
