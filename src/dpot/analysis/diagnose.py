@@ -94,11 +94,16 @@ def _lr_key(config: dict) -> str:
 
 
 def _lr_changes(config: dict, new: float) -> dict:
-    """The dotted keys that set the base LR to ``new`` (the preset key and, when resolved, ``optimizer.lr``)."""
+    """The dotted keys that set the base LR to ``new`` (the preset key and, when resolved, ``optimizer.lr``);
+    a separate backbone LR (ACT's ``policy.optimizer_lr_backbone``, used with or without the preset) moves with
+    it at the same ratio to the base LR."""
     key = _lr_key(config)
     changes = {key: new}
     if key == "policy.optimizer_lr" and isinstance(config.get("optimizer"), dict):
         changes["optimizer.lr"] = new
+    old, backbone = cfgkeys.base_lr(config), cfgkeys.get(config, "policy.optimizer_lr_backbone")
+    if cfgkeys.is_number(backbone) and old:
+        changes["policy.optimizer_lr_backbone"] = float(f"{new * backbone / old:.6g}")
     return changes
 
 
@@ -163,9 +168,15 @@ class LrFlat(Rule):
         sch = cfgkeys.schedule(ctx.run.config)
         ev = {"lr_min": _r(lo), "lr_max": _r(hi), "points": len(vals), "steps": f"{lr[0][0]}-{lr[-1][0]}",
               "scheduler": (f"{sch['type']}/{sch['name']} warmup={sch['warmup']}" if sch else "none")}
+        ptype, low, high = self.lr_range(ctx.run.config)
+        if sch is None and ptype in self.thr.get("constant_ok", []):
+            return None  # e.g. ACT: LeRobot's preset has no scheduler, a constant LR is the preset
         severity = "warn" if (sch is None or sch["varies"]) else "info"
         ev["configured_varies"] = bool(sch and sch["varies"])
         changes = copy.deepcopy(self.propose)
+        opt = changes.get("optimizer")
+        if isinstance(opt, dict) and cfgkeys.is_number(opt.get("lr")):
+            opt["lr"] = min(high, max(low, opt["lr"]))  # the policy's usual range (ACT: not Diffusion's 3e-4)
         steps = ctx.run.config.get("steps")
         warmup = (changes.get("scheduler") or {}).get("num_warmup_steps")
         if isinstance(steps, int) and steps > 0 and isinstance(warmup, int):
