@@ -46,13 +46,20 @@ def test_lerobot_layout_bad_input(tmp_path, capsys):
     assert not (tmp_path / "d").exists()
 
 
-@pytest.mark.slow
-def test_lerobot_layout_data_trains_and_runs_in_dpot_eval_and_lerobot_eval(tmp_path, monkeypatch):
-    from train_helpers import tiny_config, write_config
-
-    data = tmp_path / "lr"
+@pytest.fixture(scope="module")
+def lr_data(tmp_path_factory):
+    """2 target-visual episodes (region id) in LeRobot's layout."""
+    data = tmp_path_factory.mktemp("lerobot_layout") / "lr"
     generate_dataset(TASK, "target-visual", 2, data, seed=0, progress=False, obs="proprio", layout="lerobot",
                      region="id", image_size=480)
+    return data
+
+
+@pytest.mark.slow
+def test_lerobot_layout_data_trains_and_runs_in_dpot_eval_and_lerobot_eval(lr_data, tmp_path, monkeypatch):
+    from train_helpers import tiny_config, write_config
+
+    data = lr_data
     info = json.loads((data / "meta" / "info.json").read_text())
     assert info["fps"] == LEROBOT_FPS == 80
     assert info["features"][LEROBOT_IMAGE_KEY]["shape"] == [480, 480, 3]
@@ -93,3 +100,23 @@ def test_lerobot_layout_data_trains_and_runs_in_dpot_eval_and_lerobot_eval(tmp_p
     lerobot_eval.main()
     le = json.loads((le_out / "eval_info.json").read_text())
     assert le["overall"]["n_episodes"] == 1
+
+
+@pytest.mark.slow
+def test_dpot_bench_eval_runs_a_lerobot_train_act_policy_on_lerobot_layout_data(lr_data, tmp_path):
+    import subprocess
+
+    from train_helpers import TINY_ACT
+
+    out = tmp_path / "lt"
+    flags = [f"--policy.{k}={'null' if v is None else str(v).lower() if isinstance(v, bool) else v}"
+             for k, v in TINY_ACT.items()]
+    r = subprocess.run([str(Path(sys.executable).with_name("lerobot-train")), "--dataset.repo_id=local/lr",
+                        f"--dataset.root={lr_data}", *flags, "--batch_size=2", "--steps=1", "--save_freq=1",
+                        "--num_workers=0", "--wandb.enable=false", "--env_eval_freq=0", f"--output_dir={out}"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = tmp_path / "eval.json"
+    assert dpot_main(["bench", "eval", "--policy", str(out / "checkpoints" / "last" / "pretrained_model"),
+                      "--task", TASK, "--episodes", "1", "--max-steps", "2", "--workers", "1", "--out", str(res)]) == 0
+    assert json.loads(res.read_text())["layout"] == "lerobot"  # read from the policy's observation.image input
