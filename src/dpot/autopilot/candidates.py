@@ -31,7 +31,7 @@ from dpot.autopilot.decisions import (
     sh_budgets,
     space_params,
 )
-from dpot.autopilot.record import Decision, Kind, TrialRecord
+from dpot.autopilot.record import BASE_RUN, Decision, Kind, TrialRecord
 from dpot.autopilot.spec import Objective, SearchDir
 from dpot.autopilot.store import Entry, TrialStore
 
@@ -120,7 +120,7 @@ class Planner:
 
     def enqueue_base(self, base_cfg: dict) -> None:
         """The base run: iteration 0, the full budget."""
-        self.enqueue(TrialRecord(name="base", iteration=0, parent=None, kind=Kind.BASE, budget=self.steps,
+        self.enqueue(TrialRecord(name=BASE_RUN, iteration=0, parent=None, kind=Kind.BASE, budget=self.steps,
                                  budget_min=self.steps, title="base config"), base_cfg)
 
     def enqueue_retry(self, record: TrialRecord) -> None:

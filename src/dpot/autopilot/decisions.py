@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from dpot.analysis import cfgkeys
 from dpot.autopilot import runs
-from dpot.autopilot.record import Decision, IterationRecord, Kind, TrialRecord
+from dpot.autopilot.record import BASE_RUN, Decision, IterationRecord, Kind, TrialRecord
 from dpot.autopilot.spec import Objective
 
 
@@ -30,6 +30,11 @@ class Param:
 # sampler or a person reading the study sees them). Wide on purpose: a diagnosis may go outside any prior.
 SPACE = {"lr": Param("lr", 1e-8, 10.0, True), "ot.lambda_ot": Param(cfgkeys.OT_LAMBDA, 0.0, 100.0, False),
          "ot.reg": Param(cfgkeys.OT_REG, 1e-5, 100.0, True)}
+
+
+# A change whose run moved the objective by at most this fraction of the parent's objective had no measurable
+# effect (a seeded run repeats to ~1e-7; the autopilot benchmark saw label-weight changes leave it equal to 7 digits).
+INERT_REL = 1e-4
 
 
 def space_params(cfg: dict) -> dict:
@@ -137,8 +142,8 @@ def close_iteration(it: int, records: list[TrialRecord], previous: dict[int, Ite
         The :class:`IterationRecord`.
     """
     if it == 0:
-        obj, _ = final_objective(records, "base", steps)
-        return IterationRecord(parent=None, best="base", next_parent="base", best_objective=obj, global_best=obj)
+        obj, _ = final_objective(records, BASE_RUN, steps)
+        return IterationRecord(parent=None, best=BASE_RUN, next_parent=BASE_RUN, best_objective=obj, global_best=obj)
     parent = previous[it - 1].next_parent
     parent_obj, _ = final_objective(records, parent, steps)
     kept = kept_runs(records, steps, objective, among={r.name for r in records if r.iteration == it})
@@ -179,11 +184,6 @@ def scale_lr(cfg: dict, factor: float) -> tuple[dict, dict]:
             cfg = cfgkeys.set_(cfg, key, lr * factor)
             changed[key] = lr * factor
     return cfg, changed
-
-
-# A change whose run moved the objective by at most this fraction of the parent's objective had no measurable
-# effect (a seeded run repeats to ~1e-7; the autopilot benchmark saw label-weight changes leave it equal to 7 digits).
-INERT_REL = 1e-4
 
 
 def move_direction(old, new) -> int:

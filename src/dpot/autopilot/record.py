@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 
+BASE_RUN = "base"         # the name of the run of the base config (iteration 0)
+
 
 class Kind(StrEnum):
     """Why a trial exists: the base config, a candidate of an iteration, or the LR-halved retry of one."""
