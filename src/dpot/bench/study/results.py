@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dpot.atomic import write_text
-from dpot.bench.presets import EVAL_SEED
 from dpot.bench.study.rendering import plot_curves, render_markdown
 from dpot.errors import UserError
 
@@ -115,7 +114,8 @@ def write_results(study: Study) -> dict:
     results = {"preset": p.name, "task": study.task, "steps": p.steps, "obs": p.obs, "shift": p.shift,
                "eval_episodes": p.eval_episodes, "curve_episodes": p.curve_episodes,
                "eval_cells": {c: dict(zip(("domain", "region"), study.cell(c), strict=True)) for c in p.eval_domains},
-               "curve_cell": p.curve_domains[0] if p.curve_domains else None, "eval_seed": EVAL_SEED,
+               "curve_cell": p.curve_domains[0] if p.curve_domains else None, "eval_seed": p.eval_seed,
+               "source_eval_episodes": p.cell_episodes("source"),
                "jobs_done": sorted(m["job"] for m in markers), "versions": _versions(),
                "methods": aggregate(markers, list(p.method_table))}
     write_json(study.root / "results.json", results)
