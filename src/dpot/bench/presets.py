@@ -181,6 +181,14 @@ TASK2_METHODS: dict[str, Method] = {m.name: m for m in [
 ]}
 METHOD_TABLES = {"v1": METHODS, "idood": IDOOD_METHODS, "powered": POWERED_METHODS, "task2": TASK2_METHODS}
 
+# The contrasts each method table pre-registers (docs/results.md, "Pre-registration"), arm A − arm B, read in the
+# target cells by dpot.bench.study.contrasts (seed-paired t as the main test, layout-paired as the secondary)
+CONTRASTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "powered": (("dp-ot-official", "naive-cotrain"), ("dp-ot-seed", "naive-cotrain"),
+                ("target-only-16", "naive-cotrain"), ("dp-ot-paper", "naive-cotrain")),
+    "task2": (("dp-ot-official", "naive-cotrain"), ("naive-cotrain", "target-only")),
+}
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -268,6 +276,15 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            seeds=1, warmup_steps=1, log_freq=1, note="for tests: cpu-idood's protocol at seconds per job",
            eval_domains=("target_id", "target_ood", "source"), obs="proprio", shift="target-visual",
            target_region="id", curve_domains=("target_id", "target_ood"), methods="idood"),
+    Preset("micro-powered", ("button-press-topdown-v3", "drawer-open-v3"), source_episodes=2, target_episodes=2,
+           image_size=32, cameras=("corner4", "gripperPOV"), steps=4, batch_size=4, save_every=4,
+           policy={"down_dims": [16, 32], "horizon": 8, "n_action_steps": 4, "diffusion_step_embed_dim": 32,
+                   "num_inference_steps": 2, "spatial_softmax_num_keypoints": 8, "n_obs_steps": 1},
+           eval_episodes=2, curve_episodes=1, eval_max_steps=12, num_workers=0, eval_workers=1, device="cpu",
+           seeds=1, warmup_steps=1, log_freq=1, note="for tests: cpu-idood-powered's arms at seconds per job",
+           eval_domains=("target_id", "target_ood", "source"), obs="proprio", shift="target-visual",
+           target_region="id", curve_domains=("target_id", "target_ood"), methods="powered",
+           eval_seed=200_000, source_eval_episodes=1),
     # The pilot's settings (docs/results.md, "Calibration"): 4-d state, goal only in the images, 10 target demos
     # in the id half, 100 source demos over the whole range; target-only 86 % ID / 8 % OOD, source-only 14 %
     # target vs 50 % source at 1500 steps (~12 min per run on one core, two runs side by side)
@@ -384,6 +401,6 @@ def parse_methods(text: str | None, table: dict[str, Method] | None = None) -> l
     return sorted(out, key=lambda m: (m.group, order.index(m.name)))
 
 
-__all__ = ["DATA_SEEDS", "EVAL_CELLS", "EVAL_SEED", "IDOOD_METHODS", "METHODS", "METHOD_TABLES", "OFFICIAL_OT",
+__all__ = ["CONTRASTS", "DATA_SEEDS", "EVAL_CELLS", "EVAL_SEED", "IDOOD_METHODS", "METHODS", "METHOD_TABLES", "OFFICIAL_OT",
            "PAPER_OT", "POWERED_METHODS", "TASK2_METHODS",
            "PRESETS", "SEED_OT", "Method", "Preset", "get_preset", "parse_methods", "train_config"]
