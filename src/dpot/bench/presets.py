@@ -51,6 +51,13 @@ chunk (the benchmark's state holds no end-effector orientation; the hand positio
 integral). ``window_size`` stays the seed's 20 frames (the official window of 10 is counted in their
 subsampled frames). These are the closest dpot expressions, not an exact copy.
 
+``dp-ot-official`` (:data:`OFFICIAL_OT`, the powered design of issue 19) is the official cost as exactly as dpot's keys
+express it: one embed term over the concatenation of every camera's features and the normalized state
+(``concat``/``include_state``: the U-Net's whole conditioning, the official ``z``) at weight 0.01, the hand position
+(``observation.state`` dims 0-2, current step, raw metres: ``normalized=false``) at 0.05, plain squared distances
+(``cost_norm="none"``), reg 0.1, tau 0.05/0.05, lambda 0.1, window 10 frames, phase pairing. What still differs from
+the official code is listed in docs/results.md ("Cost balance").
+
 In all study runs ``eval.val_fraction=0`` and ``eval_freq=0``: every target demo is used for training (a held-out
 episode would otherwise leak into ``target-only``'s "source" half) and closed-loop success is the measure.
 """
@@ -401,6 +408,6 @@ def parse_methods(text: str | None, table: dict[str, Method] | None = None) -> l
     return sorted(out, key=lambda m: (m.group, order.index(m.name)))
 
 
-__all__ = ["CONTRASTS", "DATA_SEEDS", "EVAL_CELLS", "EVAL_SEED", "IDOOD_METHODS", "METHODS", "METHOD_TABLES", "OFFICIAL_OT",
-           "PAPER_OT", "POWERED_METHODS", "TASK2_METHODS",
-           "PRESETS", "SEED_OT", "Method", "Preset", "get_preset", "parse_methods", "train_config"]
+__all__ = ["CONTRASTS", "DATA_SEEDS", "EVAL_CELLS", "EVAL_SEED", "IDOOD_METHODS", "METHODS", "METHOD_TABLES",
+           "OFFICIAL_OT", "PAPER_OT", "POWERED_METHODS", "PRESETS", "SEED_OT", "TASK2_METHODS", "Method", "Preset",
+           "get_preset", "parse_methods", "train_config"]
