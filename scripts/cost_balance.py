@@ -7,7 +7,8 @@ preset's data, policy and batch) for ``--steps`` steps with ``log_freq=1`` and r
 100 and 500: the metrics logged at step s+1 are those of the forward pass of the model after s updates (the plan is
 computed before the update), so "step 0" is the initial model. Steps 100 and 500 average the logged values of the
 20 steps up to them (one batch is noisy). Written: ``DIR/balance.json`` (per arm and step: mean weighted cost per
-term ``ot_cost_mean/<term>``, image:label ratio = (sum of embed terms) / (sum of label terms), plan mass
+term ``ot_cost_mean/<term>`` (a concatenated term also split into its cameras and the state), the images:label
+ratio (image costs only: a concatenated term's state part left out) and the embed:label ratio (whole terms), plan mass
 ``ot_pi_sum``, diagonal share ``ot_pi_diag_frac`` and the OT loss next to the BC loss) and ``DIR/balance.md``
 (the table docs/results.md quotes), plus each run's config, ``ot_terms.json`` and ``metrics.jsonl``.
 Resumable: an arm whose run reached ``--steps`` is only read.
@@ -64,23 +65,35 @@ def balance_at(rows: list[dict], kinds: dict[str, str], step: int) -> dict:
         return sum(vals) / len(vals)
 
     terms = {t: mean(f"train/ot_cost_mean/{t}") for t in kinds}
+    parts = {k.removeprefix("train/ot_cost_mean/"): mean(k) for k in sel[0] if k.startswith("train/ot_cost_mean/")
+             and "@" in k}
     embed = sum(v for t, v in terms.items() if kinds[t] == "embed")
     label = sum(v for t, v in terms.items() if kinds[t] == "label")
+    # images alone: a concatenated term's image parts (its state part is not an image), every other embed term
+    state = sum(v for k, v in parts.items() if k.endswith("@state"))
+    images = embed - state
     return {"steps_averaged": [r["step"] for r in sel][:1] + [r["step"] for r in sel][-1:],
-            "cost_mean": terms, "image_to_label": embed / label if label > 0 else None,
+            "cost_mean": terms, "cost_parts": parts, "image_to_label": images / label if label > 0 else None,
+            "embed_to_label": embed / label if label > 0 else None,
             "pi_sum": mean("train/ot_pi_sum"), "pi_diag_frac": mean("train/ot_pi_diag_frac"),
             "ot_loss": mean("train/ot_loss"), "bc_loss": mean("train/bc_loss")}
 
 
 def render(result: dict) -> str:
     """The Markdown table of ``result`` (one row per arm and step)."""
-    lines = ["| arm | step | mean cost per term (weighted) | image : label | plan mass | diagonal share | "
-             "OT loss / BC loss |", "|---|---|---|---|---|---|---|"]
+    lines = ["| arm | step | mean cost per term (weighted) | images : label | embed term(s) : label | plan mass | "
+             "diagonal share | OT loss / BC loss |", "|---|---|---|---|---|---|---|---|"]
+
+    def ratio(x) -> str:
+        return "n/a" if x is None else f"{x:.3g}"
+
     for arm, per in result["arms"].items():
         for step, b in per["points"].items():
             costs = ", ".join(f"{t} {v:.3g}" for t, v in b["cost_mean"].items())
-            ratio = "n/a" if b["image_to_label"] is None else f"{b['image_to_label']:.3g}"
-            lines.append(f"| {arm} | {step} | {costs} | {ratio} | {b['pi_sum']:.3f} | {b['pi_diag_frac']:.3f} | "
+            if b.get("cost_parts"):
+                costs += " (" + ", ".join(f"{k} {v:.3g}" for k, v in b["cost_parts"].items()) + ")"
+            lines.append(f"| {arm} | {step} | {costs} | {ratio(b['image_to_label'])} | "
+                         f"{ratio(b.get('embed_to_label'))} | {b['pi_sum']:.3f} | {b['pi_diag_frac']:.3f} | "
                          f"{b['ot_loss'] / b['bc_loss']:.2e} |")
     return "\n".join(lines) + "\n"
 

@@ -118,6 +118,12 @@ class OTFeatureConfig(draccus.ChoiceRegistry):
         ``tgt``; ``cost_norm`` is the section's default (:meth:`norm` picks this term's own when set)."""
         raise NotImplementedError
 
+    def cost_parts(self, src, tgt, cost_norm: str) -> dict[str, float]:
+        """``ot_cost_mean/<term>@<part>``: the mean weighted cost of each part of a term made of several (the
+        cameras and the state of a concatenated embedding; none for a one-part term), so a reader can tell the
+        images from the state inside one term. The parts' means add up to the term's mean."""
+        return {}
+
     def norm(self, default: str) -> str:
         """This term's cost normalization: its own ``cost_norm`` or the section's ``default``."""
         return self.cost_norm or default
@@ -197,6 +203,23 @@ class EmbedFeatureConfig(OTFeatureConfig):
 
         return {name: w * normalize_cost(sq_euclidean_cost(x, y), x.shape[1], self.norm(cost_norm))
                 for name, w, x, y in self.embedding_pairs(src, tgt)}
+
+    def cost_parts(self, src, tgt, cost_norm: str) -> dict[str, float]:
+        import torch
+
+        from dpot.ot.costs import sq_euclidean_cost
+
+        if not self.concat:
+            return {}
+        with torch.no_grad():
+            parts = {f"img_{name.removeprefix('img_')}": (x, y) for name, _, x, y in
+                     EmbedFeatureConfig(use_learned_embed=False, cameras=self.cameras).embedding_pairs(src, tgt)}
+            if self.include_state:
+                parts["state"] = (src.labels[STATE_KEY].float().flatten(1), tgt.labels[STATE_KEY].float().flatten(1))
+            sq = {k: sq_euclidean_cost(x, y) for k, (x, y) in parts.items()}
+            total = torch.stack(list(sq.values())).sum(0).clamp_min(1e-30)
+            term = self.cost_terms(src, tgt, cost_norm)[CONCAT_TERM].detach()
+            return {f"{CONCAT_TERM}@{k}": float((term * v / total).mean()) for k, v in sq.items()}
 
     def check_dataset(self, where: str, cameras: Sequence[str], shapes: dict[str, tuple[int, ...]]) -> None:
         for cam in self.cameras or []:

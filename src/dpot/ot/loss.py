@@ -11,7 +11,8 @@ Metrics (without the ``train/`` prefix): ``ot_loss`` (= the scaled loss), ``ot_p
 ``ot_pi_diag`` (mass on the paired diagonal ``sum_i pi[i, i]``, i the item's position in the batch before
 masking: source item i is target item i's temporal partner), ``ot_pi_diag_frac`` (= pi_diag / pi_sum; about
 1/n for random pairing), ``ot_cost/<term>`` (``<pi*, w_k C_k>``), ``ot_cost_mean/<term>`` (mean of ``w_k C_k``:
-the cost scale, visible even when the plan mass vanishes), ``ot_embed_spread/<camera>`` (mean within-domain
+the cost scale, visible even when the plan mass vanishes; ``ot_cost_mean/<term>@<part>`` splits a concatenated term
+into its cameras and the state, the parts summing to the term), ``ot_embed_spread/<camera>`` (mean within-domain
 pairwise squared distance per feature dimension, averaged over the two domains: the embeddings' own scale, so
 that cross-domain costs falling through alignment can be told from embeddings shrinking as a whole),
 ``ot_skipped`` (1 when a non-finite cost or plan, or a domain with no masked-in row, made this step skip the OT
@@ -185,6 +186,8 @@ class OTAlignmentLoss(nn.Module):
             terms = self.cost_terms(src, tgt)
             cost = torch.stack(list(terms.values())).sum(0)
             metrics: dict[str, float] = {f"ot_cost_mean/{k}": float(v.detach().mean()) for k, v in terms.items()}
+            for feat in cfg.features:   # parts of a term made of several (a concatenated embedding)
+                metrics.update({f"ot_cost_mean/{k}": v for k, v in feat.cost_parts(src, tgt, cfg.cost_norm).items()})
             metrics.update(self.embed_spread(src, tgt))
             solve_cost = cost.detach()
             if cfg.heuristic and src.phase is not None and tgt.phase is not None:
