@@ -4,14 +4,17 @@
 
 For each arm (default dp-ot-paper, dp-ot-seed, dp-ot-official) it trains the study's own job config (seed 0, the
 preset's data, policy, batch and its full ``steps``, so the LR schedule is the study's) with ``log_freq=1``, stops
-the trainer once step ``--steps`` is logged, and reads ``metrics.jsonl`` at steps 0, 100 and 500: the metrics logged at step s+1 are those of the forward pass of the model after s updates (the plan is
-computed before the update), so "step 0" is the initial model. Steps 100 and 500 average the logged values of the
-20 steps up to them (one batch is noisy). Written: ``DIR/balance.json`` (per arm and step: mean weighted cost per
-term ``ot_cost_mean/<term>`` (a concatenated term also split into its cameras and the state), the images:label
-ratio (image costs only: a concatenated term's state part left out) and the embed:label ratio (whole terms), plan mass
-``ot_pi_sum``, diagonal share ``ot_pi_diag_frac`` and the OT loss next to the BC loss) and ``DIR/balance.md``
-(the table docs/results.md quotes), plus each run's config, ``ot_terms.json`` and ``metrics.jsonl``.
-Resumable: an arm whose run reached ``--steps`` is only read.
+the trainer once step ``--steps`` is logged, and reads ``metrics.jsonl`` at steps 0, 100 and 500. The metrics
+logged at step s+1 are those of the forward pass of the model after s updates (the plan is computed before the
+update), so "step 0" is the initial model; steps 100 and 500 average the logged values of the 20 steps up to them
+(one batch is noisy).
+
+Written: ``DIR/balance.json`` (per arm and step: the mean weighted cost per term ``ot_cost_mean/<term>``, a
+concatenated term also split into its cameras and the state; the images:label ratio, image costs only, a
+concatenated term's state part left out; the embed:label ratio of whole terms; the plan mass ``ot_pi_sum``; the
+diagonal share ``ot_pi_diag_frac``; the OT loss next to the BC loss), ``DIR/balance.md`` (the table docs/results.md
+quotes), and each run's config, ``ot_terms.json`` and ``metrics.jsonl``. Resumable: an arm whose run reached
+``--steps`` is only read.
 """
 
 from __future__ import annotations
