@@ -33,6 +33,7 @@ from lerobot.configs.train import TrainPipelineConfig
 
 from dpot.atomic import write_text
 from dpot.errors import UserError, did_you_mean
+from dpot.fork_config import lerobot_key_notes, translate_fork_config, translate_override
 
 __all__ = [
     "OTFeatureConfig",
@@ -91,6 +92,9 @@ class EmbedFeatureConfig(OTFeatureConfig):
     use_learned_embed: bool = True
     weight_embed: float = 1.0
     cameras: list[str] | None = None
+    # metric name of the term (train/ot_cost/<term_name>); None = img_<camera>; with several cameras
+    # <term_name>_<camera>
+    term_name: str | None = None
 
     def validate(self, where: str) -> None:
         if self.weight_embed < 0:
@@ -106,6 +110,8 @@ class LabelFeatureConfig(OTFeatureConfig):
     key: str = "action"
     dim_slice: list[int] | None = None
     weight_label: float = 0.05
+    # metric name of the term (train/ot_cost/<term_name>); None = <key>_lbl
+    term_name: str | None = None
 
     def validate(self, where: str) -> None:
         if self.weight_label < 0:
@@ -158,6 +164,19 @@ class OTConfig:
     paired_region: bool = False
     # save one step's plan (and per-term costs) every log_freq * plan_log_every steps to <run>/ot_plans/; 0 = never
     plan_log_every: int = 10
+    # DTW-weighted pairing (dpot.data.pairs; with a pair file always, heuristic then switches only the temporal
+    # prior; without one when heuristic and alignment="dtw"): the source partner of a target frame comes from its
+    # DTW partner demos, demo d drawn with p_d ∝ exp(-sharpness * dist_d) among the topk_src_episodes closest,
+    # p_d < cutoff dropped (then renormalized), frame = aligned frame + U{-window_size, window_size}, or any frame
+    # of the demo with no_window. Partners from pair_info_path (the fork's pair_info.json; episode names' digits
+    # minus pair_base_index_* = episode index) or, when null and alignment="dtw", from dpot's own DTW.
+    pair_info_path: str | None = None
+    pair_base_index_src: int = 0
+    pair_base_index_tgt: int = 0
+    sharpness: float = 0.0
+    cutoff: float = 0.0
+    topk_src_episodes: int | None = None
+    no_window: bool = False
 
     def validate(self, where: str = "ot") -> None:
         """Raise UserError naming ``<where>.<field>`` for a value out of range (each feature checks its own)."""
@@ -185,6 +204,15 @@ class OTConfig:
             raise _err(f"{where}.max_iters", f"must be >= 1, got {self.max_iters}")
         if not self.tol > 0:
             raise _err(f"{where}.tol", f"must be > 0, got {self.tol}")
+        if self.sharpness < 0:
+            raise _err(f"{where}.sharpness", f"must be >= 0 (0 = every partner demo equally likely), got "
+                                             f"{self.sharpness}")
+        if not 0 <= self.cutoff < 1:
+            raise _err(f"{where}.cutoff", f"must be in [0, 1) (partner demos below this probability are dropped), "
+                                          f"got {self.cutoff}")
+        if self.topk_src_episodes is not None and self.topk_src_episodes < 1:
+            raise _err(f"{where}.topk_src_episodes", f"must be >= 1 or null (all partners), got "
+                                                     f"{self.topk_src_episodes}")
         if self.lambda_ot > 0 and not self.features:
             raise _err(f"{where}.features", "is empty while ot.lambda_ot > 0; add an embed and/or a label term, "
                                             "or set ot.lambda_ot=0 for plain co-training")
@@ -193,6 +221,10 @@ class OTConfig:
                                             'image embeddings only); add {"type": "embed"}')
         for i, feat in enumerate(self.features):
             feat.validate(f"{where}.features[{i}]")
+        names = [f.term_name for f in self.features if f.term_name is not None]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise _err(f"{where}.features", f"term_name '{dup[0]}' is used twice; each term needs its own name")
 
 
 @dataclass
@@ -401,10 +433,23 @@ def validate_config(cfg: DpotTrainConfig) -> None:
     cfg.eval.validate("eval")
     if cfg.policy is None:
         raise _err("policy", 'missing; e.g. "policy": {"type": "diffusion", "pretrained_backbone_weights": null}')
+    check_policy_type(cfg.policy.type)
     if not cfg.use_policy_training_preset and (cfg.optimizer is None or cfg.scheduler is None):
         missing = "optimizer" if cfg.optimizer is None else "scheduler"
         raise _err(missing, "missing while use_policy_training_preset=false; give both optimizer and scheduler "
                             '(e.g. "optimizer": {"type": "adamw", "lr": 3e-4}) or set use_policy_training_preset=true')
+
+
+# the policy types the trainer supports (dpot.policy.features re-expresses the diffusion loss); the one place to
+# extend when another policy lands
+SUPPORTED_POLICY_TYPES = ("diffusion",)
+
+
+def check_policy_type(policy_type: str) -> None:
+    """Raise UserError (``policy.type: ...``) for a policy type dpot cannot train yet (e.g. the fork's ``act``)."""
+    if policy_type not in SUPPORTED_POLICY_TYPES:
+        raise _err("policy.type", f"'{policy_type}' is not supported by dpot yet (supported: "
+                                  f"{list(SUPPORTED_POLICY_TYPES)}); use a diffusion config")
 
 
 # ------------------------------------------------------------------------------------------ load / save
@@ -442,6 +487,15 @@ def _check_override_key(key: str, raw: dict) -> None:
         node = node.get(part, {}) if isinstance(node, dict) else {}
 
 
+def read_raw_config(raw: dict) -> dict:
+    """A config's raw JSON in dpot's keys: a LeRobot OT fork config (``ot.enable``, ``ot.loss_config``, ...)
+    translated by :func:`dpot.fork_config.translate_fork_config` (one warning line per key dpot does not act on),
+    plus the notes on LeRobot keys dpot does not act on (:func:`dpot.fork_config.lerobot_key_notes`)."""
+    raw, _ = translate_fork_config(raw)
+    lerobot_key_notes(raw)
+    return raw
+
+
 def load_train_config(config_path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> DpotTrainConfig:
     """Load a run config: JSON file (may be None) + ``--a.b=c`` overrides, then :func:`validate_config`.
 
@@ -462,7 +516,11 @@ def load_train_config(config_path: str | os.PathLike | None, overrides: Sequence
                             f"column {err.colno})") from None
         if not isinstance(raw, dict):
             raise UserError(f"--config_path: {path} must hold a JSON object")
+        raw = read_raw_config(raw)
+        if isinstance(raw.get("policy"), dict) and isinstance(raw["policy"].get("type"), str):
+            check_policy_type(raw["policy"]["type"])  # before its keys are checked against another policy's
         _check_tree("", raw, DpotTrainConfig)
+    overrides = [a for a in (translate_override(a) for a in overrides) if a]  # the fork's names (--ot.src_root=)
     for arg in overrides:
         key, _ = _split_override(arg)
         _check_override_key(key, raw)

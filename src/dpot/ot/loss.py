@@ -32,9 +32,10 @@ from dpot.ot.costs import label_features, normalize_cost, prior_cost_shift, sq_e
 from dpot.ot.sinkhorn import unbalanced_sinkhorn
 
 if TYPE_CHECKING:  # the OT core imports no config module (and so no LeRobot) at run time
-    from dpot.config import EmbedFeatureConfig, OTFeatureConfig
+    from dpot.config import EmbedFeatureConfig, LabelFeatureConfig, OTFeatureConfig
 
-__all__ = ["DomainFeatures", "OTResult", "OTAlignmentLoss", "term_kinds", "embed_cameras"]
+__all__ = ["DomainFeatures", "OTResult", "OTAlignmentLoss", "term_kinds", "embed_cameras", "embed_term_names",
+           "label_term_name"]
 
 IMG_PREFIX = "observation.images."
 
@@ -98,15 +99,30 @@ def embed_cameras(feat: EmbedFeatureConfig, available: Sequence[str]) -> list[st
     return [c.removeprefix(IMG_PREFIX) for c in feat.cameras]
 
 
+def embed_term_names(feat: EmbedFeatureConfig, cameras: Sequence[str]) -> dict[str, str]:
+    """Camera -> cost term name of an embed term over ``cameras`` (its :func:`embed_cameras`): ``img_<camera>``,
+    or ``feat.term_name`` when set (``<term_name>_<camera>`` when the term covers several cameras)."""
+    if feat.term_name is None:
+        return {cam: f"img_{cam}" for cam in cameras}
+    if len(cameras) == 1:
+        return {cameras[0]: feat.term_name}
+    return {cam: f"{feat.term_name}_{cam}" for cam in cameras}
+
+
+def label_term_name(feat: LabelFeatureConfig) -> str:
+    """The cost term name of a label term: ``feat.term_name`` or ``<key>_lbl``."""
+    return feat.term_name if feat.term_name is not None else f"{feat.key}_lbl"
+
+
 def term_kinds(features: Sequence[OTFeatureConfig], cameras: Sequence[str]) -> dict[str, str]:
     """Cost term name -> kind: ``{"img_<camera>": "embed", "<key>_lbl": "label"}`` for the configured features,
     ``cameras`` being the target cameras' short names (what ``cameras: null`` expands to)."""
     kinds: dict[str, str] = {}
     for feat in features:
         if feat.type == "embed":
-            kinds.update({f"img_{cam}": "embed" for cam in embed_cameras(feat, cameras)})
+            kinds.update({name: "embed" for name in embed_term_names(feat, embed_cameras(feat, cameras)).values()})
         elif feat.type == "label":
-            kinds[f"{feat.key}_lbl"] = "label"
+            kinds[label_term_name(feat)] = "label"
         else:
             raise TypeError(f"unknown OT feature kind {feat.type!r}")
     return kinds
@@ -152,7 +168,8 @@ class OTAlignmentLoss(nn.Module):
         terms: dict[str, torch.Tensor] = {}
         for feat in self.cfg.features:
             if feat.type == "embed":  # an EmbedFeatureConfig (the registered kinds of dpot.config)
-                for cam in embed_cameras(feat, tgt.embeds):
+                names = embed_term_names(feat, embed_cameras(feat, tgt.embeds))
+                for cam in names:
                     if cam not in src.embeds or cam not in tgt.embeds:
                         raise KeyError(f"camera '{cam}' has no embedding in both domains "
                                        f"(source: {sorted(src.embeds)}, target: {sorted(tgt.embeds)})")
@@ -160,12 +177,12 @@ class OTAlignmentLoss(nn.Module):
                     if not feat.use_learned_embed:
                         x, y = x.detach(), y.detach()
                     c = normalize_cost(sq_euclidean_cost(x, y), x.flatten(1).shape[1], self.cfg.cost_norm)
-                    terms[f"img_{cam}"] = feat.weight_embed * c
+                    terms[names[cam]] = feat.weight_embed * c
             elif feat.type == "label":  # a LabelFeatureConfig
                 x = label_features(src.labels[feat.key].float(), feat.dim_slice)
                 y = label_features(tgt.labels[feat.key].float(), feat.dim_slice)
                 c = normalize_cost(sq_euclidean_cost(x, y), x.shape[1], self.cfg.cost_norm)
-                terms[f"{feat.key}_lbl"] = feat.weight_label * c
+                terms[label_term_name(feat)] = feat.weight_label * c
             else:
                 raise TypeError(f"unknown OT feature kind {feat.type!r}")
         return terms

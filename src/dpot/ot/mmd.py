@@ -25,7 +25,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from dpot.ot.loss import IMG_PREFIX, DomainFeatures, OTAlignmentLoss, OTResult, embed_cameras, term_kinds
+from dpot.ot.loss import (
+    IMG_PREFIX,
+    DomainFeatures,
+    OTAlignmentLoss,
+    OTResult,
+    embed_cameras,
+    embed_term_names,
+    term_kinds,
+)
 
 __all__ = ["energy_distance", "MMDAlignmentLoss"]
 
@@ -72,14 +80,15 @@ class MMDAlignmentLoss(nn.Module):
             self.cameras = sorted(tgt.embeds)
         any_tensor = next(iter((*src.embeds.values(), *src.labels.values())))
         src, tgt = src.selected(), tgt.selected()
-        names = [f"img_{c}" for f in self.embed_features for c in embed_cameras(f, tgt.embeds)]
+        names = [n for f in self.embed_features for n in embed_term_names(f, embed_cameras(f, tgt.embeds)).values()]
         skipped = {"ot_loss": 0.0, "ot_skipped": 1.0, **{f"mmd/{k}": 0.0 for k in names}}
         if len(src) < 1 or len(tgt) < 1:
             return OTResult(loss=any_tensor.new_zeros((), dtype=torch.float32), metrics=skipped)
         with torch.autocast(device_type=any_tensor.device.type, enabled=False):
             terms: dict[str, torch.Tensor] = {}
             for feat in self.embed_features:
-                for cam in embed_cameras(feat, tgt.embeds):
+                term_names = embed_term_names(feat, embed_cameras(feat, tgt.embeds))
+                for cam in term_names:
                     if cam not in src.embeds or cam not in tgt.embeds:
                         raise KeyError(f"camera '{cam}' has no embedding in both domains "
                                        f"(source: {sorted(src.embeds)}, target: {sorted(tgt.embeds)})")
@@ -88,7 +97,7 @@ class MMDAlignmentLoss(nn.Module):
                         x, y = x.detach(), y.detach()
                     if cfg.cost_norm != "none":
                         x, y = x / math.sqrt(x.shape[1]), y / math.sqrt(y.shape[1])
-                    terms[f"img_{cam}"] = feat.weight_embed * energy_distance(x, y)
+                    terms[term_names[cam]] = feat.weight_embed * energy_distance(x, y)
             if not terms:
                 raise ValueError("ot.method=mmd needs an embed feature in ot.features")
             loss = cfg.lambda_ot * torch.stack(list(terms.values())).sum()
