@@ -221,6 +221,11 @@ class OTConfig:
                                             'image embeddings only); add {"type": "embed"}')
         for i, feat in enumerate(self.features):
             feat.validate(f"{where}.features[{i}]")
+        weighted = (self.pair_info_path is not None or self.sharpness > 0 or self.cutoff > 0
+                    or self.topk_src_episodes is not None or self.no_window)
+        if weighted and self.paired_region:
+            raise _err(f"{where}.paired_region", "cannot be combined with DTW-weighted pairing (pair_info_path, "
+                                                 "sharpness, cutoff, topk_src_episodes, no_window) yet; use one")
         names = [f.term_name for f in self.features if f.term_name is not None]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:

@@ -42,6 +42,7 @@ from dpot.data.cotrain import (
     split_episodes,
     val_batches,
 )
+from dpot.data.pairs import pair_info_for_run
 from dpot.errors import UserError
 from dpot.metrics_log import METRICS_FILE, JsonlSink, truncate_metrics
 from dpot.ot.loss import DomainFeatures
@@ -303,12 +304,20 @@ def build_run(cfg, *, accelerator=None) -> TrainRun:
     if cfg.ot.heuristic and cfg.ot.alignment == "dtw":
         dtw = DTWAlignment(_trajectories(tgt_ds, train_eps), _trajectories(src_ds, src_table.episode.tolist()),
                            seed=seed, cache_path=out_dir / "dtw_cache.npz" if main else None)
+    all_tgt = EpisodeTable.from_meta(tgt_meta)
+    pair_info = pair_info_for_run(  # ot.pair_info_path (validated here, before anything is written) or own DTW
+        cfg.ot, src_lengths=dict(zip(src_table.episode.tolist(), src_table.length.tolist())),
+        tgt_lengths=dict(zip(all_tgt.episode.tolist(), all_tgt.length.tolist())),
+        trajectories=lambda: (_trajectories(tgt_ds, train_eps), _trajectories(src_ds, src_table.episode.tolist())),
+        cache_path=out_dir / "dtw_pairs.json" if main else None)
     sampler = CoTrainBatchSampler(src_table, tgt_table, batch_size=cfg.batch_size, batch_ratio=cfg.ot.batch_ratio,
                                   seed=seed, heuristic=cfg.ot.heuristic, window_size=cfg.ot.window_size,
                                   drop_n_last_frames=int(getattr(policy.config, "drop_n_last_frames", 0) or 0),
                                   num_processes=world, rank=rank, alignment=cfg.ot.alignment, dtw=dtw,
                                   paired_region=cfg.ot.paired_region, src_regions=inputs.src_regions,
-                                  tgt_regions=inputs.tgt_regions)
+                                  tgt_regions=inputs.tgt_regions, pair_info=pair_info, sharpness=cfg.ot.sharpness,
+                                  topk_src_episodes=cfg.ot.topk_src_episodes, cutoff=cfg.ot.cutoff,
+                                  no_window=cfg.ot.no_window)
 
     # optimizer, resume
     optimizer, scheduler = make_optimizer_and_scheduler(cfg, policy)
