@@ -50,7 +50,8 @@ def test_dtw_align_path_and_cost():
     assert np.all(np.diff(path, axis=0) >= 0) and np.all(np.diff(path, axis=0).sum(1) >= 1)
     assert cost == pytest.approx(((x[path[:, 0]] - y[path[:, 1]]) ** 2).sum())
     banded, bpath = dtw_align(x, y, window=3)
-    assert banded >= cost and np.all(np.abs(bpath[:, 0] - bpath[:, 1]) <= 3)
+    shift = bpath[:, 1] - bpath[:, 0]                                       # band widened by Ly - Lx = 3 above
+    assert banded >= cost and shift.min() >= -3 and shift.max() <= 6
 
 
 def test_pair_file_round_trip(tmp_path):

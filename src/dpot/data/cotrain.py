@@ -96,7 +96,8 @@ def dtw_align(x: np.ndarray, y: np.ndarray, window: int | None = None) -> tuple[
     """Dynamic time warping of ``x`` ``[Lx, d]`` onto ``y`` ``[Ly, d]`` with the squared Euclidean frame cost.
 
     ``acc[i, j] = c(i, j) + min(acc[i-1, j-1], acc[i-1, j], acc[i, j-1])``; ``window`` (Sakoe-Chiba band, frames):
-    only cells with ``|i - j| <= max(window, |Lx - Ly|)`` (None = no band).
+    only cells with ``-window - max(0, Lx - Ly) <= j - i <= window + max(0, Ly - Lx)`` (the band widened on the
+    longer side so the end cell is reachable: dtaidistance's band with its ``window = window + 1``; None = no band).
 
     Returns:
         ``(cost, path)``: the accumulated cost of the optimal path and the path ``[K, 2]`` of ``(i, j)`` pairs
@@ -104,7 +105,8 @@ def dtw_align(x: np.ndarray, y: np.ndarray, window: int | None = None) -> tuple[
     """
     lx, ly = len(x), len(y)
     cost = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
-    band = None if window is None else max(int(window), abs(lx - ly))
+    below = None if window is None else int(window) + max(0, lx - ly)  # j >= i - below
+    above = None if window is None else int(window) + max(0, ly - lx)  # j <= i + above
     acc = np.full((lx + 1, ly + 1), np.inf)
     acc[0, 0] = 0.0
     for i in range(1, lx + 1):
@@ -112,7 +114,7 @@ def dtw_align(x: np.ndarray, y: np.ndarray, window: int | None = None) -> tuple[
         prev = acc[i - 1]
         cur = acc[i]
         diag_up = np.minimum(prev[:-1], prev[1:])  # (i-1, j-1), (i-1, j)
-        lo, hi = (1, ly) if band is None else (max(1, i - band), min(ly, i + band))
+        lo, hi = (1, ly) if window is None else (max(1, i - below), min(ly, i + above))
         for j in range(lo, hi + 1):
             cur[j] = row[j - 1] + min(diag_up[j - 1], cur[j - 1])
     i, j = lx, ly

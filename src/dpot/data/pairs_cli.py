@@ -82,8 +82,9 @@ def dtw_function(name: str):
         return dtw_align
 
     def dtai(x, y, window):
-        d, paths = dtw_ndim.warping_paths(np.ascontiguousarray(x), np.ascontiguousarray(y), window=window,
-                                          use_c=True)
+        # dtaidistance's band holds |shift| < window (dpot's: <= window); 0 = no band
+        d, paths = dtw_ndim.warping_paths(np.ascontiguousarray(x), np.ascontiguousarray(y),
+                                          window=None if window is None else int(window) + 1, use_c=True)
         path = np.asarray(dtai_dtw.best_path(paths), dtype=np.int64)
         return float(d) ** 2, path  # dtaidistance returns sqrt of the accumulated squared distance
 
