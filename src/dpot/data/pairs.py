@@ -33,8 +33,8 @@ import numpy as np
 
 from dpot.errors import UserError
 
-__all__ = ["Partner", "PairInfo", "episode_name", "episode_index", "zscore", "build_pair_info", "pair_info_to_json",
-           "write_pair_file", "read_pair_file", "partner_distribution"]
+__all__ = ["Partner", "PairInfo", "dtw_function", "episode_name", "episode_index", "zscore", "build_pair_info",
+           "pair_info_to_json", "write_pair_file", "read_pair_file", "partner_distribution", "pair_info_for_run"]
 
 
 @dataclass
@@ -72,6 +72,33 @@ def zscore(*groups: dict[int, np.ndarray]) -> list[dict[int, np.ndarray]]:
 DTWFn = Callable[[np.ndarray, np.ndarray, int | None], tuple[float, np.ndarray]]
 
 
+def dtw_function(name: str):
+    """The DTW implementation ``(x, y, window) -> (cost, path)``: ``dpot`` (:func:`dpot.data.cotrain.dtw_align`),
+    ``dtaidistance`` (its C ``dtw_ndim.warping_paths`` + ``best_path``; same cost and path up to ties) or
+    ``auto`` (dtaidistance when installed, else dpot's)."""
+    from dpot.data.cotrain import dtw_align
+
+    if name == "dpot":
+        return dtw_align
+    try:
+        from dtaidistance import dtw as dtai_dtw
+        from dtaidistance import dtw_ndim
+    except ImportError:
+        if name == "dtaidistance":
+            raise UserError("--dtw: dtaidistance is not installed (pip install dtaidistance), "
+                            "or use --dtw=dpot") from None
+        return dtw_align
+
+    def dtai(x, y, window):
+        # dtaidistance's band holds |shift| < window (dpot's: <= window); 0 = no band
+        d, paths = dtw_ndim.warping_paths(np.ascontiguousarray(x), np.ascontiguousarray(y),
+                                          window=None if window is None else int(window) + 1, use_c=True)
+        path = np.asarray(dtai_dtw.best_path(paths), dtype=np.int64)
+        return float(d) ** 2, path  # dtaidistance returns sqrt of the accumulated squared distance
+
+    return dtai
+
+
 def build_pair_info(tgt_seqs: dict[int, np.ndarray], src_seqs: dict[int, np.ndarray], *, top_k: int | None = None,
                     window: int | None = None, stride: int = 1, dtw: DTWFn | None = None) -> PairInfo:
     """DTW partners of every target episode (see the module docstring).
@@ -81,13 +108,13 @@ def build_pair_info(tgt_seqs: dict[int, np.ndarray], src_seqs: dict[int, np.ndar
         top_k: partners kept per target episode (closest first; None = all source episodes).
         window: Sakoe-Chiba band in (strided) frames; None = no band.
         stride: align every ``stride``-th frame (frame indices in the result are the original ones).
-        dtw: ``(x, y, window) -> (accumulated cost, path [K, 2])``; default :func:`dpot.data.cotrain.dtw_align`.
+        dtw: ``(x, y, window) -> (accumulated cost, path [K, 2])``; default ``dtw_function("auto")``.
 
     Returns:
         target episode -> partners sorted by ``dist`` (ties by source episode).
     """
     if dtw is None:
-        from dpot.data.cotrain import dtw_align as dtw
+        dtw = dtw_function("auto")
     stride = max(int(stride), 1)
     info: PairInfo = {}
     for et in sorted(tgt_seqs):

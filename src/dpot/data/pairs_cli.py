@@ -64,33 +64,6 @@ def _dims(text: str | None) -> tuple[int, int] | None:
     return lo, hi
 
 
-def dtw_function(name: str):
-    """The DTW implementation ``(x, y, window) -> (cost, path)``: ``dpot`` (:func:`dpot.data.cotrain.dtw_align`),
-    ``dtaidistance`` (its C ``dtw_ndim.warping_paths`` + ``best_path``; same cost and path up to ties) or
-    ``auto`` (dtaidistance when installed, else dpot's)."""
-    from dpot.data.cotrain import dtw_align
-
-    if name == "dpot":
-        return dtw_align
-    try:
-        from dtaidistance import dtw as dtai_dtw
-        from dtaidistance import dtw_ndim
-    except ImportError:
-        if name == "dtaidistance":
-            raise UserError("--dtw: dtaidistance is not installed (pip install dtaidistance), "
-                            "or use --dtw=dpot") from None
-        return dtw_align
-
-    def dtai(x, y, window):
-        # dtaidistance's band holds |shift| < window (dpot's: <= window); 0 = no band
-        d, paths = dtw_ndim.warping_paths(np.ascontiguousarray(x), np.ascontiguousarray(y),
-                                          window=None if window is None else int(window) + 1, use_c=True)
-        path = np.asarray(dtai_dtw.best_path(paths), dtype=np.int64)
-        return float(d) ** 2, path  # dtaidistance returns sqrt of the accumulated squared distance
-
-    return dtai
-
-
 def main(argv: list[str], command: str = "pairs") -> int:
     parser = argparse.ArgumentParser(prog="dpot pairs", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -112,7 +85,7 @@ def main(argv: list[str], command: str = "pairs") -> int:
             return 0
         raise UserError("dpot pairs: usage: dpot pairs build --source ROOT --target ROOT --label state|action "
                         "--top-k K --out FILE") from None
-    from dpot.data.pairs import build_pair_info, write_pair_file, zscore
+    from dpot.data.pairs import build_pair_info, dtw_function, write_pair_file, zscore
 
     if args.top_k < 1:
         raise UserError(f"--top-k: must be >= 1, got {args.top_k}")
