@@ -27,6 +27,13 @@ region, if the batch has one, and that slot becomes its temporal partner from th
 from those episodes). The other slots stay where they were drawn, ``ot_pair`` False (left out of the OT term).
 With target demos in one region and a source split evenly, about half the target items get a partner.
 
+DTW-weighted pairing (a pair file ``ot.pair_info_path``, or dpot's own DTW pairs when ``sharpness`` / ``cutoff`` /
+``topk_src_episodes`` / ``no_window`` are set; :mod:`dpot.data.pairs`): :class:`WeightedPairing` draws target item
+i's partner demo with ``p ∝ exp(-sharpness * dist)`` among the ``topk`` closest (``p < cutoff`` dropped), the
+centre among the source frames aligned with the paired target frame nearest f_t, the frame within the window (or
+anywhere in the demo with ``no_window``); the source slots are claimed as under ``paired_region`` (the partner
+demos playing the region), so BC keeps the natural source mix.
+
 DTW paths (:class:`DTWAlignment`) are computed once per (target episode, source episode) pair, for a fixed
 random subset of at most ``max_partners`` source episodes per target episode (O(L_s * L_t) each), on the
 per-episode action trajectories, and cached in an ``.npz`` file next to the run.
