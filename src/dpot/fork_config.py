@@ -220,17 +220,12 @@ def translate_override(arg: str) -> str:
 def lerobot_key_notes(raw: dict) -> list[str]:
     """Warning lines for LeRobot keys that dpot reads but does not act on as ``lerobot-train`` does (logged).
 
-    ``dataset.image_transforms.enable=true``: dpot reads frames without LeRobot's per-item transforms, so training
-    runs without augmentation. ``wandb.disable_artifact=false`` with W&B on: dpot never uploads checkpoints as
-    W&B artifacts (they stay in the run directory). ``policy.use_amp`` and ``dataset.use_imagenet_stats`` are
-    honoured (bf16 autocast through accelerate; ImageNet camera stats) and need no note.
+    ``wandb.disable_artifact=false`` with W&B on: dpot never uploads checkpoints as W&B artifacts (they stay in the
+    run directory). ``policy.use_amp``, ``dataset.use_imagenet_stats`` and ``dataset.image_transforms`` are
+    honoured (bf16 autocast through accelerate; ImageNet camera stats; LeRobot's augmentation on the training
+    items of both domains, :class:`dpot.data.cotrain.CoTrainDataset`) and need no note.
     """
     notes: list[str] = []
-    ds = raw.get("dataset") if isinstance(raw.get("dataset"), dict) else {}
-    tf = ds.get("image_transforms") if isinstance(ds.get("image_transforms"), dict) else {}
-    if tf.get("enable") is True:
-        _warn(notes, "dataset.image_transforms.enable=true not applied: dpot trains without LeRobot's image "
-                     "augmentation")
     wb = raw.get("wandb") if isinstance(raw.get("wandb"), dict) else {}
     if wb.get("enable") is True and wb.get("disable_artifact") is False:
         _warn(notes, "wandb.disable_artifact=false: dpot does not upload checkpoints as W&B artifacts; they stay "

@@ -144,6 +144,33 @@ def test_lerobot_keys_dpot_does_not_act_on_are_warned(tmp_path, caplog):
     raw["wandb"] = {"enable": True, "disable_artifact": False, "project": "p"}
     with caplog.at_level(logging.WARNING, logger="dpot.fork_config"):
         cfg = load_train_config(_write(tmp_path, raw))
-    text = caplog.text
-    assert "dataset.image_transforms.enable=true not applied" in text and "wandb.disable_artifact=false" in text
-    assert cfg.dataset.image_transforms.enable  # kept as given (the saved config says what was asked)
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["ot.obs_keys=[\"observation.images.top\", "
+                                                                      "\"observation.images.wrist\"] not used",
+                                                                      "wandb.disable_artifact=false"]
+    assert cfg.dataset.image_transforms.enable and cfg.policy.use_amp is False  # honoured by the trainer
+
+
+def test_image_transforms_apply_to_training_items_not_to_held_out_ones(toy_data):
+    """dataset.image_transforms.enable: LeRobot's ImageTransforms on each camera of the co-training items (as
+    LeRobotDataset applies them), off inside without_transforms() (the held-out batches)."""
+    import torch
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from lerobot.transforms import ImageTransformConfig, ImageTransforms, ImageTransformsConfig
+
+    from dpot.data.cotrain import SRC, TGT, CoTrainDataset, SampledItem
+
+    tf = ImageTransforms(ImageTransformsConfig(enable=True, max_num_transforms=1, tfs={
+        "brightness": ImageTransformConfig(type="ColorJitter", kwargs={"brightness": (0.5, 0.5)})}))
+    open_ds = lambda root: LeRobotDataset("local/toy", root=root, return_uint8=True)  # noqa: E731
+    src_ds, tgt_ds = open_ds(toy_data["src"]), open_ds(toy_data["tgt"])
+    keys = ["observation.images.top", "observation.state", "action"]
+    plain = CoTrainDataset(src_ds, tgt_ds, camera_map={}, keys=keys)
+    aug = CoTrainDataset(src_ds, tgt_ds, camera_map={}, keys=keys, image_transforms=tf)
+    for item in (SampledItem(SRC, 3, 0.0), SampledItem(TGT, 5, 0.0)):
+        a, b = plain[item]["observation.images.top"], aug[item]["observation.images.top"]
+        assert b.dtype == torch.uint8
+        expected = (a.float() * 0.5).round()                               # brightness x0.5, exactly
+        assert torch.allclose(b.float(), expected, atol=1.0) and not torch.equal(a, b)
+        with aug.without_transforms():
+            assert torch.equal(aug[item]["observation.images.top"], a)
+        assert torch.equal(aug[item]["action"], plain[item]["action"])

@@ -47,6 +47,7 @@ def test_fork_config_trains_and_logs_its_term_names(toy_data, tmp_path, variant)
                           cutoff=0.01, window_size=10)
     elif variant == "iter5b":
         cfg = iter5b(fork_config(label_slice=(0, 2)))
+        cfg["dataset"]["image_transforms"]["enable"] = True  # LeRobot's augmentation on the training items
     else:
         cfg = fork_config(label_slice=(0, 2), sharpness=0.5, topk_src_episodes=2, no_window=True)
     out = tmp_path / "run"
@@ -61,6 +62,7 @@ def test_fork_config_trains_and_logs_its_term_names(toy_data, tmp_path, variant)
     if variant == "iter5b":
         assert (saved["ot"]["heuristic"], saved["ot"]["tau_src"], saved["ot"]["features"][-1]["weight_label"]) == (
             False, 0.005, 0.005)
+        assert saved["dataset"]["image_transforms"]["enable"] is True
     if variant == "sharpness_own_dtw":
         assert (out / "dtw_pairs.json").is_file()  # dpot's own DTW pairs, cached for resume
 

@@ -41,6 +41,7 @@ per-episode action trajectories, and cached in an ``.npz`` file next to the run.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
@@ -478,11 +479,18 @@ class CoTrainDataset(torch.utils.data.Dataset):
     96x128: 25x). Tolerance against resizing inside the policy (torchvision ``Resize``, bilinear + antialias
     on float frames): the frame is rounded to uint8 after the resize, so each pixel differs by at most
     0.5/255 before normalization (tests/train/test_mismatch_inputs.py checks it).
+
+    ``image_transforms`` (LeRobot's ``ImageTransforms`` when ``dataset.image_transforms.enable``): applied to each
+    camera's ``[T, C, H, W]`` frames of every item of both domains, as ``LeRobotDataset`` applies it (one draw of
+    the random parameters per camera and item), on the ``[0, 1]`` floats, the result rounded back to uint8 (so
+    after the ``image_size`` resize, not before); off inside :meth:`without_transforms`.
     """
 
     def __init__(self, source, target, *, camera_map: dict[str, str], keys: list[str],
-                 image_size: tuple[int, int] | None = None):
+                 image_size: tuple[int, int] | None = None, image_transforms=None):
         from dpot.data.frames import FrameReader
+
+        self.image_transforms = image_transforms
 
         self.rename = {SRC: dict(camera_map), TGT: {}}
         self.keys = list(keys)
@@ -501,6 +509,15 @@ class CoTrainDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.datasets[SRC]) + len(self.datasets[TGT])
 
+    @contextlib.contextmanager
+    def without_transforms(self):
+        """Items without ``image_transforms`` inside the block (the held-out batches, as LeRobot's val set)."""
+        saved, self.image_transforms = self.image_transforms, None
+        try:
+            yield self
+        finally:
+            self.image_transforms = saved
+
     def __getitem__(self, item):
         domain, idx, phase, ot_pair = item
         raw = self.datasets[domain][int(idx)]
@@ -511,6 +528,8 @@ class CoTrainDataset(torch.utils.data.Dataset):
             val = raw[src_key]
             if key in self.camera_keys and val.dtype != torch.uint8:
                 val = (val * 255).round().to(torch.uint8)  # exact for LeRobot's v / 255 (ToTensor)
+            if key in self.camera_keys and self.image_transforms is not None:
+                val = (self.image_transforms(val.float() / 255).clamp(0, 1) * 255).round().to(torch.uint8)
             out[key] = val
             pad = f"{src_key}_is_pad"
             if pad in raw:

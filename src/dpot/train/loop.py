@@ -235,6 +235,15 @@ def make_accelerator(cfg):
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
 
 
+def _image_transforms(cfg):
+    """LeRobot's ``ImageTransforms`` of ``dataset.image_transforms`` when enabled (as ``make_dataset``), else None."""
+    if not cfg.dataset.image_transforms.enable:
+        return None
+    from lerobot.transforms import ImageTransforms
+
+    return ImageTransforms(cfg.dataset.image_transforms)
+
+
 def _open_dataset(cfg, ds_cfg, root, meta):
     from lerobot.datasets.factory import resolve_delta_timestamps
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
@@ -297,7 +306,7 @@ def build_run(cfg, *, accelerator=None) -> TrainRun:
     # inside the policy; a no-op when the data already has that size)
     resize = getattr(policy.config, "resize_shape", None)
     dataset = CoTrainDataset(src_ds, tgt_ds, camera_map=inputs.camera_map, keys=keys,
-                             image_size=tuple(resize) if resize else None)
+                             image_size=tuple(resize) if resize else None, image_transforms=_image_transforms(cfg))
     src_table = EpisodeTable.from_meta(src_meta)
     tgt_table = EpisodeTable.from_meta(tgt_meta).subset(train_eps)
     dtw = None
@@ -350,7 +359,8 @@ def build_run(cfg, *, accelerator=None) -> TrainRun:
     if main and cfg.eval_freq > 0 and val_eps:
         vt = EpisodeTable.from_meta(tgt_meta).subset(val_eps)
         vb = val_batches(vt, n_batches=cfg.eval.n_batches, batch_size=cfg.batch_size, seed=seed)
-        raw_batches = list(torch.utils.data.DataLoader(dataset, batch_sampler=vb, num_workers=0))
+        with dataset.without_transforms():  # held-out batches unaugmented, as LeRobot's val set
+            raw_batches = list(torch.utils.data.DataLoader(dataset, batch_sampler=vb, num_workers=0))
         evaluator = OfflineEvaluator(raw_batches, functools.partial(_prepare_eval_batch, preprocessor=preprocessor,
                                                                     image_keys=image_keys), seed=seed)
 
