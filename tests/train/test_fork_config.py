@@ -174,3 +174,12 @@ def test_image_transforms_apply_to_training_items_not_to_held_out_ones(toy_data)
         with aug.without_transforms():
             assert torch.equal(aug[item]["observation.images.top"], a)
         assert torch.equal(aug[item]["action"], plain[item]["action"])
+
+
+def test_autopilot_takes_a_fork_file_as_its_base(tmp_path):
+    """The autopilot's base config is the trainer's resolved config, so a fork file works there too."""
+    from dpot.autopilot.spec import load_base_config
+
+    base = load_base_config(_write(tmp_path, fork_config(sharpness=2.0)))
+    assert base["source_dataset"]["root"] == "data/sim" and base["ot"]["sharpness"] == 2.0
+    assert base["ot"]["features"][0]["term_name"] == "img_top" and "loss_config" not in base["ot"]
