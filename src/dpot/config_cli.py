@@ -28,8 +28,13 @@ def convert(src: str | Path, dst: str | Path) -> Path:
     from dpot.atomic import write_text
     from dpot.config import load_train_config, read_raw_config
 
-    load_train_config(src)  # the whole check (keys, types, values) before anything is written
-    raw = read_raw_config(json.loads(Path(src).read_text()))
+    load_train_config(src)  # the whole check (keys, types, values) before anything is written; warns once
+    quiet = logging.getLogger("dpot.fork_config")
+    was, quiet.disabled = quiet.disabled, True  # the same warnings again: already printed by the load
+    try:
+        raw = read_raw_config(json.loads(Path(src).read_text()))
+    finally:
+        quiet.disabled = was
     return write_text(dst, json.dumps(raw, indent=2) + "\n")
 
 

@@ -183,6 +183,12 @@ def translate_fork_config(raw: dict) -> tuple[dict, list[str]]:
             if not isinstance(src, dict):
                 raise UserError(f"source_dataset: expected an object, got {json.dumps(src)}")
             src.setdefault(dest.removeprefix("source_dataset."), value)
+    # the fork's "off" spellings: topk_src_episodes -1/0 = all partners, sharpness null = 0, window_size null = 0
+    if ot.get("topk_src_episodes") in (-1, 0):
+        ot["topk_src_episodes"] = None
+    for key, off in (("sharpness", 0.0), ("window_size", 0), ("cutoff", 0.0)):
+        if key in ot and ot[key] is None:
+            ot[key] = off
     if fork_ot.get("enable", True) is False:
         ot["lambda_ot"] = 0.0
         _warn(warnings, "ot.enable=false: dpot still co-trains on both datasets, with ot.lambda_ot=0 (no OT term); "
