@@ -164,12 +164,13 @@ class OTConfig:
     paired_region: bool = False
     # save one step's plan (and per-term costs) every log_freq * plan_log_every steps to <run>/ot_plans/; 0 = never
     plan_log_every: int = 10
-    # DTW-weighted pairing (dpot.data.pairs; with a pair file always, heuristic then switches only the temporal
-    # prior; without one when heuristic and alignment="dtw"): the source partner of a target frame comes from its
-    # DTW partner demos, demo d drawn with p_d ∝ exp(-sharpness * dist_d) among the topk_src_episodes closest,
-    # p_d < cutoff dropped (then renormalized), frame = aligned frame + U{-window_size, window_size}, or any frame
-    # of the demo with no_window. Partners from pair_info_path (the fork's pair_info.json; episode names' digits
-    # minus pair_base_index_* = episode index) or, when null and alignment="dtw", from dpot's own DTW.
+    # DTW-weighted pairing (dpot.data.pairs): the source partner of a target frame comes from its DTW partner
+    # demos, demo d drawn with p_d ∝ exp(-sharpness * dist_d) among the topk_src_episodes closest, p_d < cutoff
+    # dropped (then renormalized), frame = aligned frame + U{-window_size, window_size}, or any frame of the demo
+    # with no_window. Partners from pair_info_path (the fork's pair_info.json; episode names' digits minus
+    # pair_base_index_* = episode index; batches are then always paired from it and heuristic switches only the
+    # temporal prior) or, without a file, with heuristic=true and any of sharpness/cutoff/topk_src_episodes/
+    # no_window set, from dpot's own DTW of the action trajectories.
     pair_info_path: str | None = None
     pair_base_index_src: int = 0
     pair_base_index_tgt: int = 0

@@ -301,24 +301,24 @@ def build_run(cfg, *, accelerator=None) -> TrainRun:
 
     tgt_ds = _open_dataset(cfg, cfg.dataset, inputs.tgt_root, tgt_meta)
     src_ds = _open_dataset(cfg, cfg.source_dataset, inputs.src_root, src_meta)
-    # frames delivered at the policy's resize_shape (resized once, when a video cache is built): the policy's own
-    # Resize then has nothing left to do and a 480x640 batch moves 25x fewer bytes (within 0.5/255 of resizing
-    # inside the policy; a no-op when the data already has that size)
-    resize = getattr(policy.config, "resize_shape", None)
-    dataset = CoTrainDataset(src_ds, tgt_ds, camera_map=inputs.camera_map, keys=keys,
-                             image_size=tuple(resize) if resize else None, image_transforms=_image_transforms(cfg))
     src_table = EpisodeTable.from_meta(src_meta)
     tgt_table = EpisodeTable.from_meta(tgt_meta).subset(train_eps)
-    dtw = None
-    if cfg.ot.heuristic and cfg.ot.alignment == "dtw":
-        dtw = DTWAlignment(_trajectories(tgt_ds, train_eps), _trajectories(src_ds, src_table.episode.tolist()),
-                           seed=seed, cache_path=out_dir / "dtw_cache.npz" if main else None)
     all_tgt = EpisodeTable.from_meta(tgt_meta)
     pair_info = pair_info_for_run(  # ot.pair_info_path (validated here, before anything is written) or own DTW
         cfg.ot, src_lengths=dict(zip(src_table.episode.tolist(), src_table.length.tolist())),
         tgt_lengths=dict(zip(all_tgt.episode.tolist(), all_tgt.length.tolist())),
         trajectories=lambda: (_trajectories(tgt_ds, train_eps), _trajectories(src_ds, src_table.episode.tolist())),
         cache_path=out_dir / "dtw_pairs.json" if main else None)
+    # frames delivered at the policy's resize_shape (resized once, when a video cache is built): the policy's own
+    # Resize then has nothing left to do and a 480x640 batch moves 25x fewer bytes (within 0.5/255 of resizing
+    # inside the policy; a no-op when the data already has that size)
+    resize = getattr(policy.config, "resize_shape", None)
+    dataset = CoTrainDataset(src_ds, tgt_ds, camera_map=inputs.camera_map, keys=keys,
+                             image_size=tuple(resize) if resize else None, image_transforms=_image_transforms(cfg))
+    dtw = None
+    if cfg.ot.heuristic and cfg.ot.alignment == "dtw":
+        dtw = DTWAlignment(_trajectories(tgt_ds, train_eps), _trajectories(src_ds, src_table.episode.tolist()),
+                           seed=seed, cache_path=out_dir / "dtw_cache.npz" if main else None)
     sampler = CoTrainBatchSampler(src_table, tgt_table, batch_size=cfg.batch_size, batch_ratio=cfg.ot.batch_ratio,
                                   seed=seed, heuristic=cfg.ot.heuristic, window_size=cfg.ot.window_size,
                                   drop_n_last_frames=int(getattr(policy.config, "drop_n_last_frames", 0) or 0),
