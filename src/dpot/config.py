@@ -452,8 +452,11 @@ SUPPORTED_POLICY_TYPES = ("diffusion",)
 
 
 def check_policy_type(policy_type: str) -> None:
-    """Raise UserError (``policy.type: ...``) for a policy type dpot cannot train yet (e.g. the fork's ``act``)."""
-    if policy_type not in SUPPORTED_POLICY_TYPES:
+    """Raise UserError (``policy.type: ...``) for a LeRobot policy type dpot cannot train yet (e.g. the fork's
+    ``act``); a name LeRobot does not know is left to the key check (did-you-mean)."""
+    from lerobot.configs.policies import PreTrainedConfig
+
+    if policy_type in PreTrainedConfig.get_known_choices() and policy_type not in SUPPORTED_POLICY_TYPES:
         raise _err("policy.type", f"'{policy_type}' is not supported by dpot yet (supported: "
                                   f"{list(SUPPORTED_POLICY_TYPES)}); use a diffusion config")
 

@@ -185,8 +185,9 @@ def test_pairs_build_cli_writes_a_readable_file_and_refuses_bad_input(toy_data, 
     cmd = [sys.executable, "-m", "dpot", "pairs", "build", "--source", str(toy_data["src"]), "--target",
            str(toy_data["tgt"]), "--label", "state", "--dims", "0:2", "--top-k", "2", "--window", "20", "--stride", "2",
            "--dtw", "dpot"]
-    res = subprocess.run(cmd + ["--out", str(out)], capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
+    from dpot.cli import main as dpot_main
+
+    assert dpot_main(cmd[3:] + ["--out", str(out)]) == 0
     raw = json.loads(out.read_text())
     assert len(raw) == 4 and all(len(v) == 2 for v in raw.values())
     import pyarrow.parquet as pq
