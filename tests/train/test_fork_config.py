@@ -190,3 +190,15 @@ def test_autopilot_takes_a_fork_file_as_its_base(tmp_path):
     base = load_base_config(_write(tmp_path, fork_config(sharpness=2.0)))
     assert base["source_dataset"]["root"] == "data/sim" and base["ot"]["sharpness"] == 2.0
     assert base["ot"]["features"][0]["term_name"] == "img_top" and "loss_config" not in base["ot"]
+
+
+def test_term_name_renames_every_kind_of_term():
+    one = EmbedFeatureConfig(cameras=["top"], term_name="front")
+    both = EmbedFeatureConfig(term_name="view")
+    concat = EmbedFeatureConfig(concat=True, term_name="z")
+    label = LabelFeatureConfig(key="observation.state", term_name="pose")
+    assert term_kinds([one, label], ["top", "wrist"]) == {"front": "embed", "pose": "label"}
+    assert term_kinds([both], ["top", "wrist"]) == {"view_top": "embed", "view_wrist": "embed"}
+    assert term_kinds([concat], ["top", "wrist"]) == {"z": "embed"}
+    assert term_kinds([EmbedFeatureConfig(), LabelFeatureConfig()], ["top"]) == {"img_top": "embed",
+                                                                                  "action_lbl": "label"}
