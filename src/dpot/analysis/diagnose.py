@@ -514,6 +514,36 @@ class OtSkipped(Rule):
         return self.finding("alarm", {"ot_skipped": total, "last_step": sk[-1][0]})
 
 
+@register
+class OtNotConverged(Rule):
+    """The Sinkhorn solve stopped at ``ot.max_iters`` before meeting ``ot.tol`` on more than ``max_share`` of the
+    late window's steps (``train/ot_sinkhorn_maxed``: capped solves per log window, summed)."""
+
+    id = "ot_not_converged"
+    group = "ot"
+    monitors = ("train/ot_sinkhorn_maxed", "train/ot_sinkhorn_iters")
+
+    def check(self, ctx):
+        maxed = ctx.series("train/ot_sinkhorn_maxed")
+        if not maxed:
+            return None
+        late = ctx.late(maxed)
+        before = len(maxed) - len(late)
+        start = maxed[before - 1][0] if before > 0 else 0   # the late window's records cover steps (start, last]
+        n_steps = late[-1][0] - start
+        share = sum(v for _, v in late) / n_steps if n_steps > 0 else 0.0
+        if share <= self.thr["max_share"]:
+            return None
+        iters = ctx.late(ctx.series("train/ot_sinkhorn_iters"))
+        max_iters = cfgkeys.get(ctx.run.config, "ot.max_iters")
+        ev = {"maxed_pct": _r(100 * min(share, 1.0), 3), "steps": f"{late[0][0]}-{late[-1][0]}",
+              "median_iters": _r(median(v for _, v in iters)) if iters else None, "max_iters": max_iters}
+        changes = {}
+        if cfgkeys.is_number(max_iters) and max_iters > 0:
+            changes["ot.max_iters"] = int(max_iters * self.propose["max_iters_factor"])
+        return self.finding("warn", ev, changes)
+
+
 # ------------------------------------------------------------------ dynamics rules
 
 @register

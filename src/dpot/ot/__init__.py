@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from dpot.ot.costs import label_features, normalize_cost, prior_cost_shift, sq_euclidean_cost
 from dpot.ot.loss import DomainFeatures, OTAlignmentLoss, OTResult, term_kinds
 from dpot.ot.mmd import MMDAlignmentLoss, energy_distance
-from dpot.ot.sinkhorn import unbalanced_sinkhorn
+from dpot.ot.sinkhorn import SinkhornInfo, unbalanced_sinkhorn
 
 __all__ = [
     "unbalanced_sinkhorn",
+    "SinkhornInfo",
     "sq_euclidean_cost",
     "normalize_cost",
     "label_features",

@@ -15,7 +15,8 @@ the cost scale, visible even when the plan mass vanishes), ``ot_embed_spread/<ca
 pairwise squared distance per feature dimension, averaged over the two domains: the embeddings' own scale, so
 that cross-domain costs falling through alignment can be told from embeddings shrinking as a whole),
 ``ot_skipped`` (1 when a non-finite cost or plan, or a domain with no masked-in row, made this step skip the OT
-term, else 0).
+term, else 0); when the solver ran: ``ot_sinkhorn_iters`` (its iterations) and ``ot_sinkhorn_maxed`` (1 when it
+stopped at ``ot.max_iters`` before meeting ``ot.tol``, else 0; :class:`dpot.ot.sinkhorn.SinkhornInfo`).
 """
 
 from __future__ import annotations
@@ -210,8 +211,10 @@ class OTAlignmentLoss(nn.Module):
             finite = bool(torch.isfinite(solve_cost).all())
             plan = None
             if finite:
-                plan = unbalanced_sinkhorn(solve_cost, reg=cfg.reg, tau_src=cfg.tau_src, tau_tgt=cfg.tau_tgt,
-                                           max_iters=cfg.max_iters, tol=cfg.tol).detach()
+                plan, info = unbalanced_sinkhorn(solve_cost, reg=cfg.reg, tau_src=cfg.tau_src, tau_tgt=cfg.tau_tgt,
+                                                 max_iters=cfg.max_iters, tol=cfg.tol, return_info=True)
+                plan = plan.detach()
+                metrics.update({"ot_sinkhorn_iters": float(info.iters), "ot_sinkhorn_maxed": float(not info.converged)})
                 finite = bool(torch.isfinite(plan).all())
             if not finite:
                 metrics.update(_no_row_metrics(list(terms)))

@@ -17,7 +17,8 @@ Only the items flagged ``ot_pair`` enter the alignment term (all of them unless 
 Noise and diffusion timesteps come from a generator seeded by ``(seed, step)`` for the global batch (each rank
 takes its slice), and the data order is a function of ``(seed, step)``: a resumed run and an N-process run
 replay the same numbers. Metrics (docs/architecture.md, "Contracts") are averaged over the ``log_freq`` window
-(``train/lr`` is the last post-step value; ``train/ot_skipped`` is the count in the window) and averaged across
+(``train/lr`` is the last post-step value; ``train/ot_skipped`` and ``train/ot_sinkhorn_maxed`` are counts in the
+window) and averaged across
 processes. Besides metrics the run records ``ot_terms.json`` and plan snapshots (:mod:`dpot.train.ot_records`).
 """
 
@@ -55,7 +56,7 @@ from dpot.train.sinks import Sinks, TensorBoardSink, WandbSink
 
 log = logging.getLogger(__name__)
 META_KEYS = ("domain", "phase", "frame_index", "episode_index", "ot_pair")
-SUM_KEYS = ("train/ot_skipped",)
+SUM_KEYS = ("train/ot_skipped", "train/ot_sinkhorn_maxed")
 LAST_KEYS = ("train/lr",)
 
 
@@ -537,16 +538,14 @@ def train(cfg, *, accelerator=None) -> Path:
 
 
 def _reduce(accelerator, metrics: dict[str, float]) -> dict[str, float]:
-    """Mean of each metric over processes (sums for counts); identity with one process."""
+    """Mean of each metric over processes; identity with one process. The window counts (``SUM_KEYS``) are
+    averaged too: every rank solves the same OT problem on the all-gathered batch, so each holds the whole count."""
     if accelerator.num_processes == 1:
         return metrics
     keys = sorted(metrics)
     vals = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=accelerator.device)
     vals = accelerator.reduce(vals, reduction="sum")
-    out = {}
-    for k, v in zip(keys, vals.tolist(), strict=True):
-        out[k] = v if k in SUM_KEYS else v / accelerator.num_processes
-    return out
+    return {k: v / accelerator.num_processes for k, v in zip(keys, vals.tolist(), strict=True)}
 
 
 def _trajectories(ds, episodes: list[int]) -> dict[int, np.ndarray]:
