@@ -18,6 +18,10 @@ def test_demo_smoke(tmp_path, capsys):
     assert f"demo: checkpoint {run / 'checkpoints' / 'last' / 'pretrained_model'}" in printed
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("eval/offline_eval/avg_loss" in r for r in rows)
+    train_rows = [r for r in rows if "train/loss" in r]
+    iters = [r["train/ot_sinkhorn_iters"] for r in train_rows]   # the solver's iterations on every logged step
+    assert iters and all(0 < it <= 200 for it in iters) and all(r["train/ot_sinkhorn_maxed"] >= 0 for r in train_rows)
+    assert f"demo: OT solver  {sum(iters) / len(iters):.0f} iterations per solve (mean; ot.max_iters=200)" in printed
     assert (run / "checkpoints" / "last" / "pretrained_model" / "model.safetensors").is_file()
     assert (out / "data" / "toy_source" / "meta" / "info.json").is_file()
 
