@@ -673,7 +673,7 @@ def bound_steps(finding: Finding, config: dict, step: dict) -> Finding:
 def diagnose(ctx: RuleContext, rules: dict) -> list[Finding]:
     """Run every enabled rule on ``ctx``; findings sorted alarm → warn → info (registration order within).
     Changes are bounded steps (:func:`bound_steps`) except those of rules that move a value into its usual
-    range (``into_range``, e.g. an LR far outside it: the seed's person went 1e-5 → 1e-4 at once)."""
+    range (``into_range``: e.g. an LR far outside that range moves into it in one proposal)."""
     step = rules.get("step") or {"max_factor": 4.0, "bounded": []}
     out = []
     for rule in build_rules(rules):

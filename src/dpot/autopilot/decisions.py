@@ -5,14 +5,26 @@ successive-halving budgets, the candidate values recorded as Optuna params, the 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from dpot.analysis import cfgkeys
 from dpot.autopilot import runs, spec
 
-# Recorded trial parameters (Optuna distributions) for the values a candidate config holds: the search space of
-# the TPE / random baselines in benchmarks/autopilot.py. Wide on purpose: a diagnosis may go outside any prior.
-SPACE = {"lr": ("lr", 1e-8, 10.0, True), "ot.lambda_ot": ("ot.lambda_ot", 0.0, 100.0, False),
-         "ot.reg": ("ot.reg", 1e-5, 100.0, True)}
+
+class ParamRange(NamedTuple):
+    """An Optuna float distribution: the config ``key`` it reads, ``low``..``high``, on a ``log`` scale or not."""
+
+    key: str
+    low: float
+    high: float
+    log: bool
+
+
+# The distributions under which a candidate's values are recorded as its trial's (fixed) params, so that Optuna's
+# samplers and plots can read them. The names are those of the TPE / random baselines in benchmarks/autopilot.py,
+# which search narrower ranges of their own; these are wide on purpose: a diagnosis may go outside any prior.
+SPACE = {"lr": ParamRange("lr", 1e-8, 10.0, True), "ot.lambda_ot": ParamRange("ot.lambda_ot", 0.0, 100.0, False),
+         "ot.reg": ParamRange("ot.reg", 1e-5, 100.0, True)}
 
 
 def space_params(cfg: dict) -> dict:

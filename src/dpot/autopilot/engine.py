@@ -352,7 +352,7 @@ class Search:
         prev_budget = int(a.get("prev_budget", 0))
         run_dir, cfg_path = self.run_dir(name), self.config_path(name)
         for pname in a.get("params") or {}:       # record the enqueued (fixed) params, TPE-compatible
-            trial.suggest_float(pname, SPACE[pname][1], SPACE[pname][2], log=SPACE[pname][3])
+            trial.suggest_float(pname, SPACE[pname].low, SPACE[pname].high, log=SPACE[pname].log)
         t0 = time.time()
         reported: set[int] = set(int(k) for k in trial.storage.get_trial(trial._trial_id).intermediate_values)
         reason, rc = "", 0
@@ -624,7 +624,7 @@ class Search:
     def _fallback_parents(self, parent: str, trials) -> list[str]:
         """``parent``, then every other run that was kept at the full budget, best objective first: where the
         best run's diagnoses are used up (each proposal already tried), the search goes on from the next best
-        run's, as the seed's person went back to iter4a's branch after iter5 — rather than stopping."""
+        run's rather than stopping (docs/architecture.md, "Where the rules' numbers come from")."""
         others = []
         for name in sorted({t.user_attrs["name"] for t in trials} - {parent}):
             obj, decision = self._final_objective(name, trials)

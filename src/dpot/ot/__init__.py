@@ -30,10 +30,21 @@ ALIGNMENT_LOSSES = {"uot": OTAlignmentLoss, "mmd": MMDAlignmentLoss}
 
 
 def make_alignment_loss(cfg, cameras: Sequence[str] | None = None) -> OTAlignmentLoss | MMDAlignmentLoss:
-    """The alignment loss of ``cfg.method`` (``dpot.config.OTConfig``): ``"uot"`` -> :class:`OTAlignmentLoss`,
-    ``"mmd"`` -> :class:`MMDAlignmentLoss`. Both are called ``loss(src: DomainFeatures, tgt: DomainFeatures) ->
-    OTResult`` and expose ``term_kinds``; ``cameras`` (target cameras, short or full names) lets ``term_kinds``
-    answer before the first call."""
+    """The alignment loss of ``cfg.method``: the trainer's only entry point to this package.
+
+    Args:
+        cfg: the ``ot`` section of the config (``dpot.config.OTConfig``): ``method`` ``"uot"`` ->
+            :class:`OTAlignmentLoss`, ``"mmd"`` -> :class:`MMDAlignmentLoss`.
+        cameras: the target cameras (short or ``observation.images.`` names), so that ``term_kinds`` can answer
+            before the first call (None: known after it).
+
+    Returns:
+        The loss module: called ``loss(src: DomainFeatures, tgt: DomainFeatures) -> OTResult``, with
+        ``term_kinds`` (cost term -> ``"embed"`` | ``"label"``).
+
+    Raises:
+        ValueError: an unknown ``cfg.method``.
+    """
     try:
         cls = ALIGNMENT_LOSSES[cfg.method]
     except KeyError:

@@ -129,10 +129,14 @@ def _same_position(src: DomainFeatures, tgt: DomainFeatures) -> torch.Tensor:
 
 
 class OTAlignmentLoss(nn.Module):
-    """Unbalanced entropic OT loss between source and target features, configured by ``dpot.config.OTConfig``.
+    """Unbalanced entropic OT loss between source and target features (the module docstring's formulas).
 
-    ``cameras``: the target cameras' short names, for :attr:`term_kinds` before the first call (after a call, the
-    cameras seen are used when none were given).
+    Args:
+        cfg: the ``ot`` section of the config (``dpot.config.OTConfig``): ``features`` (cost terms), ``cost_norm``,
+            ``reg``, ``tau_src``, ``tau_tgt``, ``heuristic`` + ``prior_sigma`` (temporal prior), ``max_iters``,
+            ``tol``, ``lambda_ot``.
+        cameras: the target cameras' short names, for :attr:`term_kinds` before the first call (after a call, the
+            cameras seen are used when none were given).
     """
 
     def __init__(self, cfg, cameras: Sequence[str] | None = None):
@@ -188,7 +192,16 @@ class OTAlignmentLoss(nn.Module):
         return out
 
     def forward(self, src: DomainFeatures, tgt: DomainFeatures) -> OTResult:
-        """Compute the plan on the detached cost of the masked-in rows and return ``lambda_ot * <pi*, C>``."""
+        """Compute the plan on the detached cost of the masked-in rows and return ``lambda_ot * <pi*, C>``.
+
+        Args:
+            src, tgt: the source and target items' features (``DomainFeatures``; ``mask`` selects the rows that
+                take part; the two masks' positions define the paired diagonal).
+
+        Returns:
+            An :class:`OTResult`: the scalar loss (differentiable w.r.t. the features through ``C``; a constant 0
+            when the step is skipped), the metrics of the module docstring, the detached plan and per-term costs.
+        """
         cfg = self.cfg
         if self.cameras is None and tgt.embeds:
             self.cameras = sorted(tgt.embeds)

@@ -256,7 +256,19 @@ def _make_sinks(cfg, out_dir: Path, main: bool, ot_terms: dict[str, str]) -> Sin
 
 def build_run(cfg, *, accelerator=None) -> TrainRun:
     """Check the inputs (nothing written before they pass), then build the run and write its first files
-    (``train_config.json``, ``ot_terms.json``; ``metrics.jsonl`` cut back to the checkpoint on resume)."""
+    (``train_config.json``, ``ot_terms.json``; ``metrics.jsonl`` cut back to the checkpoint on resume).
+
+    Args:
+        cfg: a validated ``dpot.config.DpotTrainConfig`` (:func:`dpot.config.load_train_config`).
+        accelerator: an ``accelerate.Accelerator`` to train under (None: one made from ``cfg``).
+
+    Returns:
+        The :class:`TrainRun` (policy, optimizer and scheduler prepared, sampler, loaders, OT loss, sinks,
+        evaluator), positioned at ``start_step`` (the checkpoint's step on resume, else 0).
+
+    Raises:
+        UserError: a bad input (datasets, cameras, dims, resume checkpoint, output_dir), before anything is written.
+    """
     from accelerate.utils import set_seed
     from lerobot.optim.factory import make_optimizer_and_scheduler
     from lerobot.policies.factory import make_policy, make_pre_post_processors
@@ -491,9 +503,22 @@ def _save_due(cfg, step: int) -> bool:
 
 
 def train(cfg, *, accelerator=None) -> Path:
-    """Run (or resume) a co-training run described by a ``DpotTrainConfig``. Returns the output directory.
+    """Run (or resume) a co-training run: :func:`build_run`, then :func:`train_step` up to ``cfg.steps`` with
+    logging, offline evaluation, plan snapshots and checkpoints at their periods.
 
     All input checks (datasets, cameras, dims, resume checkpoint, output_dir) happen before anything is written.
+
+    Args:
+        cfg: a validated ``dpot.config.DpotTrainConfig`` (``cfg.resume=True`` continues from the last checkpoint).
+        accelerator: an ``accelerate.Accelerator`` (None: one made from ``cfg``; under ``accelerate launch``
+            it joins the launched processes).
+
+    Returns:
+        The run directory (``cfg.output_dir``): ``train_config.json``, ``metrics.jsonl``, ``checkpoints/``, ...
+        (docs/architecture.md, "Contracts").
+
+    Raises:
+        UserError: a bad input, before anything is written.
     """
     from tqdm.auto import tqdm
 
