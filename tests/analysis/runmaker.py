@@ -127,7 +127,7 @@ def generate_dpot_run(out: Path, src_root: Path, tgt_root: Path, config: dict, *
     plan_every = int(ot.get("plan_log_every") or 0)
     for i_log, step in enumerate(range(log_every, steps + 1, log_every), start=1):
         prog = step / steps
-        a = align[0] + (align[1] - align[0]) * prog
+        misalign = align[0] + (align[1] - align[0]) * prog   # 1: target embedding far from its partner, 0: on it
         phase = rng.uniform(0, 1, n)
         e_t, e_s = rng.integers(len(tgt), size=n), rng.integers(len(src), size=n)
         if not ot["heuristic"]:
@@ -141,7 +141,7 @@ def generate_dpot_run(out: Path, src_root: Path, tgt_root: Path, config: dict, *
         s_state, s_act = zip(*(item(src, e, p) for e, p in zip(e_s, phase_s)))
         t_state, t_act = zip(*(item(tgt, e, p) for e, p in zip(e_t, phase)))
         s_state, t_state = np.array(s_state), np.array(t_state)
-        emb_t = s_state + a * (t_state - s_state) + a * 0.5   # target embedding drifts onto its source partner
+        emb_t = s_state + misalign * (t_state - s_state) + misalign * 0.5   # drifts onto its source partner
         c_e = ((s_state[:, None] - emb_t[None]) ** 2).mean(-1)
         s_act, t_act = np.array(s_act)[:, sl], np.array(t_act)[:, sl]
         c_l = ((s_act[:, None] - t_act[None]) ** 2).mean(-1) if w_l else np.zeros((n, n))

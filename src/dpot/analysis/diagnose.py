@@ -630,9 +630,9 @@ class Rollback(Rule):
         if not mine or not theirs:
             return self.finding("info", {"parent": parent.run_id, "metric": EVAL_KEY, "child_logged": bool(mine),
                                          "parent_logged": bool(theirs)}, id="rollback_unchecked")
-        a = min(v for _, v in ctx.late(mine))
-        b = min(v for _, v in ctx.late(theirs))
-        reg = (a - b) / abs(b) if b else 0.0
+        child_best = min(v for _, v in ctx.late(mine))
+        parent_best = min(v for _, v in ctx.late(theirs))
+        reg = (child_best - parent_best) / abs(parent_best) if parent_best else 0.0
         if reg <= self.thr["max_regression"]:
             return None
         changes = {}
@@ -642,8 +642,9 @@ class Rollback(Rule):
                 continue
             if flat_p.get(k) != flat_c.get(k) and k in flat_p:
                 changes[k] = flat_p[k]
-        ev = {"parent": parent.run_id, "child_eval": _r(a), "parent_eval": _r(b), "regression_pct": _r(100 * reg, 3),
-              "threshold_pct": 100 * self.thr["max_regression"], "reverted_keys": sorted(changes)[:12]}
+        ev = {"parent": parent.run_id, "child_eval": _r(child_best), "parent_eval": _r(parent_best),
+              "regression_pct": _r(100 * reg, 3), "threshold_pct": 100 * self.thr["max_regression"],
+              "reverted_keys": sorted(changes)[:12]}
         return self.finding("alarm", ev, changes)
 
 

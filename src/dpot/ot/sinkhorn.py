@@ -86,15 +86,17 @@ class _Torch:
 def _stabilized_kernels(xp, cr, f0, g0):
     """``log K = F0 + G0 - C/reg`` normalized per row (``kr``, max 1 per row) and per column (``kc``).
 
+    Returns ``(kr, kc, row_max, col_max)``, the two kernels and the log maxima they were divided by.
+
     Normalizing by the row/column max means no row or column of a kernel underflows to 0, even when the
     plan's mass there is ``exp(-10^4)``: the failure mode of kernel-domain solvers at large ``C / reg``.
     """
     logk = f0[..., :, None] + g0[..., None, :] - cr
-    r = xp.amax(logk, -1)
-    s = xp.amax(logk, -2)
-    r = xp.where(xp.isfinite(r), r, xp.zeros_like(r))
-    s = xp.where(xp.isfinite(s), s, xp.zeros_like(s))
-    return xp.exp(logk - r[..., :, None]), xp.exp(logk - s[..., None, :]), r, s
+    row_max = xp.amax(logk, -1)
+    col_max = xp.amax(logk, -2)
+    row_max = xp.where(xp.isfinite(row_max), row_max, xp.zeros_like(row_max))
+    col_max = xp.where(xp.isfinite(col_max), col_max, xp.zeros_like(col_max))
+    return xp.exp(logk - row_max[..., :, None]), xp.exp(logk - col_max[..., None, :]), row_max, col_max
 
 
 def _scaling_iterations(xp, cr, log_a, log_b, phi_src, phi_tgt, max_iters, tol, check_every):
@@ -105,7 +107,7 @@ def _scaling_iterations(xp, cr, log_a, log_b, phi_src, phi_tgt, max_iters, tol, 
         F_i = -phi_src * LSE_j(log b_j + G_j - Cr_ij)
             = -phi_src * ( log sum_j Kr_ij b_j exp(G_j - G0_j) + r_i - F0_i )
 
-    with ``Kr = exp(F0 + G0 - Cr - r)``: one matrix-vector product instead of an ``n x m`` exponential.
+    with ``Kr = exp(F0 + G0 - Cr - row_max)``: one matrix-vector product instead of an ``n x m`` exponential.
     When ``|F - F0|`` or ``|G - G0|`` exceeds ``ABSORB`` the kernels are recomputed at the current potentials.
 
     Returns:
@@ -116,21 +118,21 @@ def _scaling_iterations(xp, cr, log_a, log_b, phi_src, phi_tgt, max_iters, tol, 
     f = xp.zeros_like(log_a)
     g = xp.zeros_like(log_b)
     f0, g0 = f, g
-    kr, kc, r, s = _stabilized_kernels(xp, cr, f0, g0)
+    kr, kc, row_max, col_max = _stabilized_kernels(xp, cr, f0, g0)
     iters, converged, err = 0, False, float("nan")
     for it in range(max_iters):
         iters = it + 1
         check = (it + 1) % check_every == 0 or it + 1 == max_iters
         if check:
             f_prev, g_prev = f, g
-        f = -phi_src * (xp.log((kr @ (b * xp.exp(g - g0))[..., :, None])[..., 0]) + r - f0)
+        f = -phi_src * (xp.log((kr @ (b * xp.exp(g - g0))[..., :, None])[..., 0]) + row_max - f0)
         if xp.scalar(xp.amax(xp.abs(f - f0), None)) > ABSORB:
             f0, g0 = f, g
-            kr, kc, r, s = _stabilized_kernels(xp, cr, f0, g0)
-        g = -phi_tgt * (xp.log(((a * xp.exp(f - f0))[..., None, :] @ kc)[..., 0, :]) + s - g0)
+            kr, kc, row_max, col_max = _stabilized_kernels(xp, cr, f0, g0)
+        g = -phi_tgt * (xp.log(((a * xp.exp(f - f0))[..., None, :] @ kc)[..., 0, :]) + col_max - g0)
         if xp.scalar(xp.amax(xp.abs(g - g0), None)) > ABSORB:
             f0, g0 = f, g
-            kr, kc, r, s = _stabilized_kernels(xp, cr, f0, g0)
+            kr, kc, row_max, col_max = _stabilized_kernels(xp, cr, f0, g0)
         if check:
             err = max(xp.scalar(xp.amax(xp.abs(f - f_prev), None)), xp.scalar(xp.amax(xp.abs(g - g_prev), None)))
             if err < tol:  # nan compares False: a non-finite problem runs to max_iters; callers check the plan
