@@ -235,3 +235,15 @@ def test_window_counts_capped_solves_and_averages_iterations():
         win.add({"train/ot_sinkhorn_iters": float(iters), "train/ot_sinkhorn_maxed": maxed})
     out = win.result()
     assert out["train/ot_sinkhorn_maxed"] == 2.0 and out["train/ot_sinkhorn_iters"] == pytest.approx(110.0)
+
+
+def test_window_counts_are_not_multiplied_by_the_process_count():
+    """Every rank solves the same OT problem on the all-gathered batch: the logged count is the count, not its sum
+    over ranks (and means stay means)."""
+    from types import SimpleNamespace
+
+    from dpot.train.loop import _reduce
+
+    two_ranks = SimpleNamespace(num_processes=2, device="cpu", reduce=lambda t, reduction: t * 2)  # equal ranks
+    out = _reduce(two_ranks, {"train/ot_sinkhorn_maxed": 3.0, "train/ot_skipped": 1.0, "train/loss": 0.5})
+    assert out == {"train/ot_sinkhorn_maxed": 3.0, "train/ot_skipped": 1.0, "train/loss": 0.5}

@@ -99,5 +99,6 @@ def test_two_processes_match_one_with_the_same_global_batch(toy_data, tmp_path):
     assert len(m1) == len(m2) == 3
     for x, y in zip(m1, m2):
         for k in ("train/loss", "train/l1_loss", "train/grad_norm", "train/lr", "train/ot_loss", "train/ot_pi_sum",
-                  "train/ot_pi_diag", "train/ot_cost/img_top", "train/ot_cost/action_lbl"):
+                  "train/ot_pi_diag", "train/ot_cost/img_top", "train/ot_cost/action_lbl", "train/ot_skipped",
+                  "train/ot_sinkhorn_iters", "train/ot_sinkhorn_maxed"):
             assert x[k] == pytest.approx(y[k], rel=1e-4, abs=1e-6), k
