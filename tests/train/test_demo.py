@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from dpot.cli import main as dpot_main
 
 
+@pytest.mark.slow
 def test_demo_smoke(tmp_path, capsys):
     out = tmp_path / "demo"
     rc = dpot_main(["demo", f"--output_dir={out}", "--data=toy", "--steps=2", "--batch_size=4", "--num_workers=0",

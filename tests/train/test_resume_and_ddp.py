@@ -18,6 +18,8 @@ from train_helpers import read_metrics, tiny_config, write_config
 
 from dpot.cli import main as dpot_main
 
+pytestmark = pytest.mark.slow  # trains for real (make check leaves it to make test)
+
 TIMING = {"train/update_s", "train/dataloading_s", "eval/offline_eval/eval_s"}
 FAST_LR = {"use_policy_training_preset": False,
            "optimizer": {"type": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "grad_clip_norm": 10.0},

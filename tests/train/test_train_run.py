@@ -13,6 +13,8 @@ from train_helpers import read_metrics, tiny_config, write_config
 
 from dpot.cli import main as dpot_main
 
+pytestmark = pytest.mark.slow  # trains for real (make check leaves it to make test)
+
 TRAIN_KEYS = ["train/loss", "train/l1_loss", "train/grad_norm", "train/lr", "train/update_s", "train/dataloading_s",
               "train/ot_loss", "train/ot_pi_sum", "train/ot_pi_diag", "train/ot_pi_diag_frac", "train/ot_skipped",
               "train/ot_sinkhorn_iters", "train/ot_sinkhorn_maxed",
