@@ -33,3 +33,24 @@ def test_demo_bad_option(capsys):
     assert dpot_main(["demo", "--stpes=3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --stpes")
+
+
+def test_demo_data_follows_the_papers_protocol(tmp_path, monkeypatch):
+    """MetaWorld demo data: 4-d proprio state (goal only in the images), in folders named for it, so that a 7-d
+    dataset left by an older demo is never reused."""
+    import dpot.bench.generate as generate
+    from dpot.demo import make_demo_data
+
+    calls = []
+
+    def record(task, domain, *, episodes, out, obs, **kw):
+        calls.append({"task": task, "domain": domain, "episodes": episodes, "out": out, "obs": obs})
+        return {"episodes": episodes, "reused": True}
+
+    monkeypatch.setattr(generate, "generate_dataset", record)
+    src, tgt, kind = make_demo_data(tmp_path, "metaworld")
+    assert kind == "metaworld"
+    got = [(c["domain"], c["episodes"], c["obs"]) for c in calls]
+    assert got == [("source", 20, "proprio"), ("target", 5, "proprio")]
+    assert src["root"] == str(calls[0]["out"]) and tgt["root"] == str(calls[1]["out"])
+    assert calls[0]["out"].name.endswith("_source_proprio") and src["repo_id"].endswith("_source")
