@@ -299,3 +299,18 @@ def test_info_batched_counts_the_joint_iterations():
     same_iters = [unbalanced_sinkhorn(C[i], return_info=True, **{**kw, "tol": 0.0, "max_iters": info.iters})[1]
                   for i in range(3)]
     assert info.marginal_err == pytest.approx(max(s.marginal_err for s in same_iters), rel=1e-9)
+
+
+def test_torch_backend_marginal_error_matches_numpy():
+    """The GPU path's marginal error (torch ops) equals the CPU path's (numpy), here on CPU tensors, batched."""
+    from dpot.ot.sinkhorn import _marginal_error, _Numpy, _scaling_iterations, _Torch
+
+    rng = np.random.default_rng(6)
+    cr = rng.uniform(0, 1, (2, 7, 5)) / 0.05
+    la, lb = np.full((2, 7), -np.log(7)), np.full((2, 5), -np.log(5))
+    phis = (1.0 / 1.05, 0.5 / 0.55)
+    f, g, *_ = _scaling_iterations(_Numpy, cr, la, lb, *phis, 12, 0.0, 10)
+    log_plan = la[..., :, None] + lb[..., None, :] + f[..., :, None] + g[..., None, :] - cr
+    err_np = _marginal_error(_Numpy, log_plan, la, lb, f, g, *phis)
+    err_t = _marginal_error(_Torch, *(torch.tensor(x) for x in (log_plan, la, lb, f, g)), *phis)
+    assert err_np > 1e-4 and err_t == pytest.approx(err_np, rel=1e-12)

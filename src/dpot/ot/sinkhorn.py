@@ -17,6 +17,7 @@ algorithms for entropy regularized transport problems", SIAM J. Sci. Comput. 201
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, overload
 
@@ -64,6 +65,10 @@ class _Numpy:
         return x.max(axis=axis)
 
     @staticmethod
+    def sum(x, axis):
+        return x.sum(axis=axis)
+
+    @staticmethod
     def scalar(x) -> float:
         return float(x)
 
@@ -77,6 +82,10 @@ class _Torch:
     @staticmethod
     def amax(x, axis):
         return x.amax(dim=axis)
+
+    @staticmethod
+    def sum(x, axis):
+        return x.sum(dim=axis)
 
     @staticmethod
     def scalar(x) -> float:
@@ -141,8 +150,7 @@ def _scaling_iterations(xp, cr, log_a, log_b, phi_src, phi_tgt, max_iters, tol, 
     return f, g, iters, converged, err
 
 
-def _marginal_error(log_plan: torch.Tensor, log_a: torch.Tensor, log_b: torch.Tensor, f: torch.Tensor,
-                    g: torch.Tensor, phi_src: float, phi_tgt: float) -> float:
+def _marginal_error(xp, log_plan, log_a, log_b, f, g, phi_src: float, phi_tgt: float) -> float:
     """:attr:`SinkhornInfo.marginal_err` from the log plan and the potentials ``F = f / reg``, ``G = g / reg``.
 
     The fixed point's marginal is ``a exp(-f / tau) = a exp(-F (1 - phi) / phi)`` (``phi = tau / (tau + reg)``);
@@ -153,14 +161,17 @@ def _marginal_error(log_plan: torch.Tensor, log_a: torch.Tensor, log_b: torch.Te
     for axis, log_w, pot, phi in ((-1, log_a, f, phi_src), (-2, log_b, g, phi_tgt)):
         if phi == 0.0:  # tau = 0: the marginal is free, no condition to violate
             continue
-        log_marg = torch.logsumexp(log_plan, dim=axis)
+        peak = xp.amax(log_plan, axis)       # log-sum-exp of the plan along ``axis``, shifted by its max
+        peak = xp.where(xp.isfinite(peak), peak, xp.zeros_like(peak))
+        shifted = log_plan - (peak[..., :, None] if axis == -1 else peak[..., None, :])
+        log_marg = xp.log(xp.sum(xp.exp(shifted), axis)) + peak
         log_want = log_w - pot * ((1.0 - phi) / phi)
-        top = log_want.amax(dim=-1, keepdim=True)
-        marg, want = torch.exp(log_marg - top), torch.exp(log_want - top)
-        err = ((marg - want).abs().sum(-1) / want.sum(-1)).max()
-        worst = max(worst, float(err)) if torch.isfinite(err) else float("nan")
-        if worst != worst:
-            break
+        top = xp.amax(log_want, -1)[..., None]
+        marg, want = xp.exp(log_marg - top), xp.exp(log_want - top)
+        err = xp.scalar(xp.amax(xp.sum(xp.abs(marg - want), -1) / xp.sum(want, -1), None))
+        if not math.isfinite(err):
+            return float("nan")
+        worst = max(worst, err)
     return worst
 
 
@@ -255,7 +266,8 @@ def unbalanced_sinkhorn(
                                                                      max_iters, tol, check_every)
                 log_plan = log_a[..., :, None] + log_b[..., None, :] + f[..., :, None] + g[..., None, :] - cr
                 plan = torch.from_numpy(np.exp(log_plan))
-            la, lb = log_a, log_b
+                if return_info:
+                    err = _marginal_error(_Numpy, log_plan, log_a, log_b, f, g, phi_src, phi_tgt)
         else:
             cr = cost.detach().to(torch.float64) / reg
             la, lb = (torch.from_numpy(x).to(cr.device) for x in (log_a, log_b))
@@ -263,10 +275,9 @@ def unbalanced_sinkhorn(
                                                                  tol, check_every)
             log_plan = la[..., :, None] + lb[..., None, :] + f[..., :, None] + g[..., None, :] - cr
             plan = torch.exp(log_plan)
+            if return_info:
+                err = _marginal_error(_Torch, log_plan, la, lb, f, g, phi_src, phi_tgt)
         plan = plan.to(device=cost.device, dtype=cost.dtype)
         if not return_info:
             return plan
-        log_plan, la, lb, f, g = (torch.tensor(x) if isinstance(x, np.ndarray) else x  # numpy: read-only views
-                                  for x in (log_plan, la, lb, f, g))
-        err = _marginal_error(log_plan, la, lb, f, g, phi_src, phi_tgt)
         return plan, SinkhornInfo(iters=iters, converged=converged, potential_change=change, marginal_err=err)
