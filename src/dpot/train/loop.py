@@ -18,8 +18,7 @@ Noise and diffusion timesteps come from a generator seeded by ``(seed, step)`` f
 takes its slice), and the data order is a function of ``(seed, step)``: a resumed run and an N-process run
 replay the same numbers. Metrics (docs/architecture.md, "Contracts") are averaged over the ``log_freq`` window
 (``train/lr`` is the last post-step value; ``train/ot_skipped`` and ``train/ot_sinkhorn_maxed`` are counts in the
-window) and averaged across
-processes. Besides metrics the run records ``ot_terms.json`` and plan snapshots (:mod:`dpot.train.ot_records`).
+window) and averaged across processes. Besides metrics the run records ``ot_terms.json`` and plan snapshots (:mod:`dpot.train.ot_records`).
 """
 
 from __future__ import annotations
