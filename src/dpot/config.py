@@ -33,6 +33,8 @@ from lerobot.configs.train import TrainPipelineConfig
 
 from dpot.atomic import write_text
 from dpot.errors import UserError, did_you_mean
+from dpot.fork_config import lerobot_key_notes, translate_fork_config, translate_override
+from dpot.ot.registry import method_names
 
 __all__ = [
     "OTFeatureConfig",
@@ -49,7 +51,10 @@ __all__ = [
 
 ALIGNMENTS = ("phase", "dtw")
 COST_NORMS = ("dim", "median", "none")
-OT_METHODS = ("uot", "mmd")
+IMG_PREFIX = "observation.images."
+STATE_KEY = "observation.state"
+LABEL_KEYS = ("action", STATE_KEY)  # the batch tensors a label term can read
+CONCAT_TERM = "obs_embed"           # the name of a concat=true embed term
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +72,19 @@ def _one_of(field_: str, value: str, choices: Sequence[str]) -> None:
 class OTFeatureConfig(draccus.ChoiceRegistry):
     """One kind of OT cost term, chosen by its ``type`` in JSON (``{"type": "embed", ...}``), as LeRobot chooses
     policy types. Registered kinds: ``embed`` (:class:`EmbedFeatureConfig`), ``label`` (:class:`LabelFeatureConfig`).
+
+    A kind carries its behaviour: the terms it adds (:meth:`term_kinds`), the label tensors it reads
+    (:meth:`label_inputs`), its weighted cost matrices (:meth:`cost_terms`), the embeddings it aligns
+    (:meth:`embedding_pairs`, for the MMD baseline) and its dataset checks (:meth:`check_dataset`), so a new kind is
+    one new registered class. ``cost_norm``: this term's normalization (``dim`` | ``median`` | ``none``; None = the
+    section's ``ot.cost_norm``).
     """
+
+    cost_norm: str | None = None
+    # the term's metric name (train/ot_cost/<term_name>) instead of the default (img_<camera>, obs_embed, <key>_lbl);
+    # an embed term over several cameras (concat=false) logs <term_name>_<camera>
+    term_name: str | None = None
+    embeds_images = False  # class attribute: whether the kind aligns learned image embeddings
 
     @classmethod
     def default_choice_name(cls) -> str:
@@ -79,43 +96,223 @@ class OTFeatureConfig(draccus.ChoiceRegistry):
 
     def validate(self, where: str) -> None:
         """Raise UserError naming ``<where>.<field>`` for a value out of range (dataset-free checks only)."""
+        if self.cost_norm is not None:
+            _one_of(f"{where}.cost_norm", self.cost_norm, COST_NORMS)
+
+    def covers_all_cameras(self) -> bool:
+        """Whether the term's names depend on the target cameras (an embed term with ``cameras: null``)."""
+        return False
+
+    def term_kinds(self, cameras: Sequence[str]) -> dict[str, str]:
+        """Cost term name -> kind (``embed`` | ``label``) for target cameras ``cameras`` (short names)."""
+        raise NotImplementedError
+
+    def label_inputs(self) -> set[tuple[str, bool]]:
+        """``(key, normalized)`` of every batch tensor the term reads from ``DomainFeatures.labels`` (normalized)
+        or ``raw_labels`` (raw units): the trainer collects exactly these."""
+        return set()
+
+    def embedding_pairs(self, src, tgt) -> list[tuple[str, float, Any, Any]]:
+        """``(term, weight, x [n_src, D], y [n_tgt, D])`` of the learned embeddings the term aligns (none for a
+        label term); ``src``/``tgt`` are :class:`dpot.ot.loss.DomainFeatures`."""
+        return []
+
+    def cost_terms(self, src, tgt, cost_norm: str) -> dict[str, Any]:
+        """Term name -> weighted cost matrix ``w C`` (``[n_src, n_tgt]``, float32) between the rows of ``src`` and
+        ``tgt``; ``cost_norm`` is the section's default (:meth:`norm` picks this term's own when set)."""
+        raise NotImplementedError
+
+    def cost_parts(self, src, tgt, cost_norm: str) -> dict[str, float]:
+        """``ot_cost_mean/<term>@<part>``: the mean weighted cost of each part of a term made of several (the
+        cameras and the state of a concatenated embedding; none for a one-part term), so a reader can tell the
+        images from the state inside one term. The parts' means add up to the term's mean."""
+        return {}
+
+    def norm(self, default: str) -> str:
+        """This term's cost normalization: its own ``cost_norm`` or the section's ``default``."""
+        return self.cost_norm or default
+
+    def check_dataset(self, where: str, cameras: Sequence[str], shapes: dict[str, tuple[int, ...]]) -> None:
+        """Raise UserError naming ``<where>.<field>`` when the term does not fit the target dataset (``cameras``:
+        short camera names, ``shapes``: feature key -> shape)."""
 
 
 @OTFeatureConfig.register_subclass("embed")
 @dataclass
 class EmbedFeatureConfig(OTFeatureConfig):
-    """The policy's learned image embedding, one cost term ``img_<camera>`` per camera (``cameras``: None = all
-    target cameras), weighted by ``weight_embed``; ``use_learned_embed=false`` detaches it (the plan is computed,
-    no gradient reaches the encoder)."""
+    """The policy's learned image embedding, weighted by ``weight_embed``; ``use_learned_embed=false`` detaches it
+    (the plan is computed, no gradient reaches the encoder).
+
+    ``concat=false``: one cost term ``img_<camera>`` per camera (``cameras``: None = all target cameras).
+    ``concat=true``: ONE term ``obs_embed`` over the concatenation of those cameras' features and, with
+    ``include_state=true``, the normalized ``observation.state`` (what the policy's U-Net is conditioned on): the
+    official code's ``z = encoder(obs)`` flattened per item. A squared distance is a sum over dimensions, so the
+    order of the concatenation does not change the cost.
+    """
 
     use_learned_embed: bool = True
     weight_embed: float = 1.0
     cameras: list[str] | None = None
+    concat: bool = False
+    include_state: bool = False
+    embeds_images = True
 
     def validate(self, where: str) -> None:
+        super().validate(where)
         if self.weight_embed < 0:
             raise _err(f"{where}.weight_embed", f"must be >= 0, got {self.weight_embed}")
+        if self.include_state and not self.concat:
+            raise _err(f"{where}.include_state", "needs concat=true (the state joins the concatenated embedding)")
+
+    def covers_all_cameras(self) -> bool:
+        return self.cameras is None
+
+    def term_cameras(self, available: Sequence[str]) -> list[str]:
+        """The cameras of this term: ``cameras`` (``observation.images.`` prefix optional) or all ``available``
+        ones (sorted)."""
+        if self.cameras is None:
+            return sorted(available)
+        return [c.removeprefix(IMG_PREFIX) for c in self.cameras]
+
+    def camera_term(self, cam: str, n_cameras: int) -> str:
+        """The name of camera ``cam``'s term (concat=false) among ``n_cameras``: ``img_<cam>``, or ``term_name``
+        (one camera) / ``<term_name>_<cam>`` (several)."""
+        if self.term_name is None:
+            return f"img_{cam}"
+        return self.term_name if n_cameras == 1 else f"{self.term_name}_{cam}"
+
+    @property
+    def concat_term(self) -> str:
+        """The name of the concat=true term: ``term_name`` or ``obs_embed``."""
+        return self.term_name or CONCAT_TERM
+
+    def term_kinds(self, cameras: Sequence[str]) -> dict[str, str]:
+        if self.concat:
+            return {self.concat_term: "embed"}
+        cams = self.term_cameras(cameras)
+        return {self.camera_term(cam, len(cams)): "embed" for cam in cams}
+
+    def label_inputs(self) -> set[tuple[str, bool]]:
+        return {(STATE_KEY, True)} if self.include_state else set()
+
+    def embedding_pairs(self, src, tgt) -> list[tuple[str, float, Any, Any]]:
+        import torch
+
+        pairs = []
+        cams = self.term_cameras(tgt.embeds)
+        for cam in cams:
+            if cam not in src.embeds or cam not in tgt.embeds:
+                raise KeyError(f"camera '{cam}' has no embedding in both domains "
+                               f"(source: {sorted(src.embeds)}, target: {sorted(tgt.embeds)})")
+            x, y = src.embeds[cam].float().flatten(1), tgt.embeds[cam].float().flatten(1)
+            if not self.use_learned_embed:
+                x, y = x.detach(), y.detach()
+            pairs.append((self.camera_term(cam, len(cams)), self.weight_embed, x, y))
+        if not self.concat:
+            return pairs
+        xs, ys = [p[2] for p in pairs], [p[3] for p in pairs]
+        if self.include_state:
+            xs.append(src.labels[STATE_KEY].float().flatten(1))
+            ys.append(tgt.labels[STATE_KEY].float().flatten(1))
+        return [(self.concat_term, self.weight_embed, torch.cat(xs, dim=1), torch.cat(ys, dim=1))]
+
+    def cost_terms(self, src, tgt, cost_norm: str) -> dict[str, Any]:
+        from dpot.ot.costs import normalize_cost, sq_euclidean_cost
+
+        return {name: w * normalize_cost(sq_euclidean_cost(x, y), x.shape[1], self.norm(cost_norm))
+                for name, w, x, y in self.embedding_pairs(src, tgt)}
+
+    def cost_parts(self, src, tgt, cost_norm: str) -> dict[str, float]:
+        import torch
+
+        from dpot.ot.costs import sq_euclidean_cost
+
+        if not self.concat:
+            return {}
+        with torch.no_grad():
+            parts = {f"img_{name.removeprefix('img_')}": (x, y) for name, _, x, y in
+                     EmbedFeatureConfig(use_learned_embed=False, cameras=self.cameras).embedding_pairs(src, tgt)}
+            if self.include_state:
+                parts["state"] = (src.labels[STATE_KEY].float().flatten(1), tgt.labels[STATE_KEY].float().flatten(1))
+            sq = {k: sq_euclidean_cost(x, y) for k, (x, y) in parts.items()}
+            total = torch.stack(list(sq.values())).sum(0).clamp_min(1e-30)
+            term = self.cost_terms(src, tgt, cost_norm)[self.concat_term].detach()
+            return {f"{self.concat_term}@{k}": float((term * v / total).mean()) for k, v in sq.items()}
+
+    def check_dataset(self, where: str, cameras: Sequence[str], shapes: dict[str, tuple[int, ...]]) -> None:
+        for cam in self.cameras or []:
+            if cam.removeprefix(IMG_PREFIX) not in cameras:
+                raise _err(f"{where}.cameras", f"'{cam}' is not a target camera; one of {list(cameras)}")
+        if self.include_state and STATE_KEY not in shapes:
+            raise _err(f"{where}.include_state", f"the target dataset has no {STATE_KEY}; set include_state=false")
 
 
 @OTFeatureConfig.register_subclass("label")
 @dataclass
 class LabelFeatureConfig(OTFeatureConfig):
-    """The normalized ``key`` chunk (``action``) restricted to the half-open range ``dim_slice=[lo, hi)`` of its last
-    dimension (None = all): one cost term ``<key>_lbl``, weighted by ``weight_label``."""
+    """A label: the ``key`` tensor of each item (``action``: the action chunk; ``observation.state``: the state
+    over the observation horizon) restricted to the half-open range ``dim_slice=[lo, hi)`` of its last dimension
+    (None = all) and, with ``time_index``, to one step of its time axis (``-1`` = the last: for
+    ``observation.state`` the current step; None = the whole chunk). ``normalized=true`` uses the policy's
+    normalized values (the same numbers in both domains: the stats are pooled); ``false`` the raw dataset units
+    (e.g. metres for the hand position). One cost term ``<name>_lbl`` (``action_lbl``, ``state_lbl``), weighted
+    by ``weight_label``."""
 
     key: str = "action"
     dim_slice: list[int] | None = None
     weight_label: float = 0.05
+    time_index: int | None = None
+    normalized: bool = True
 
     def validate(self, where: str) -> None:
+        super().validate(where)
         if self.weight_label < 0:
             raise _err(f"{where}.weight_label", f"must be >= 0, got {self.weight_label}")
+        if self.key not in LABEL_KEYS:
+            raise _err(f"{where}.key", f"unknown label '{self.key}'{did_you_mean(self.key, LABEL_KEYS)}; "
+                                       f"one of {list(LABEL_KEYS)}")
         ds = self.dim_slice
         if ds is not None:
             if len(ds) != 2:
                 raise _err(f"{where}.dim_slice", f"must be two integers [start, stop], got {ds}")
             if ds[0] < 0 or ds[1] <= ds[0]:
                 raise _err(f"{where}.dim_slice", f"must satisfy 0 <= start < stop, got {ds}")
+
+    @property
+    def label_term(self) -> str:
+        """The term's name: ``term_name``, or ``<last part of key>_lbl`` (``action_lbl``, ``state_lbl``)."""
+        return self.term_name or f"{self.key.rsplit('.', 1)[-1]}_lbl"
+
+    def term_kinds(self, cameras: Sequence[str]) -> dict[str, str]:
+        return {self.label_term: "label"}
+
+    def label_inputs(self) -> set[tuple[str, bool]]:
+        return {(self.key, self.normalized)}
+
+    def values(self, domain):
+        """``[n, F]``: this label of a domain's rows (``DomainFeatures``), sliced in time and dimension."""
+        from dpot.ot.costs import label_features
+
+        labels = (domain.labels if self.normalized else domain.raw_labels)[self.key].float()
+        if self.time_index is not None and labels.ndim >= 3:
+            labels = labels[:, self.time_index]
+        return label_features(labels, self.dim_slice)
+
+    def cost_terms(self, src, tgt, cost_norm: str) -> dict[str, Any]:
+        from dpot.ot.costs import normalize_cost, sq_euclidean_cost
+
+        x, y = self.values(src), self.values(tgt)
+        return {self.label_term: self.weight_label * normalize_cost(sq_euclidean_cost(x, y), x.shape[1],
+                                                                   self.norm(cost_norm))}
+
+    def check_dataset(self, where: str, cameras: Sequence[str], shapes: dict[str, tuple[int, ...]]) -> None:
+        if self.key not in shapes:
+            raise _err(f"{where}.key", f"the target dataset has no '{self.key}'; one of "
+                                       f"{[k for k in LABEL_KEYS if k in shapes]}")
+        dim = int(shapes[self.key][-1])
+        if self.dim_slice is not None and self.dim_slice[1] > dim:
+            raise _err(f"{where}.dim_slice", f"{self.dim_slice} goes beyond the {self.key} dim {dim}; "
+                                             f"use a stop <= {dim}")
 
 
 def _default_features() -> list[OTFeatureConfig]:
@@ -158,6 +355,20 @@ class OTConfig:
     paired_region: bool = False
     # save one step's plan (and per-term costs) every log_freq * plan_log_every steps to <run>/ot_plans/; 0 = never
     plan_log_every: int = 10
+    # DTW-weighted pairing (dpot.data.pairs): the source partner of a target frame comes from its DTW partner
+    # demos, demo d drawn with p_d ∝ exp(-sharpness * dist_d) among the topk_src_episodes closest, p_d < cutoff
+    # dropped (then renormalized), frame = aligned frame + U{-window_size, window_size}, or any frame of the demo
+    # with no_window. Partners from pair_info_path (the fork's pair_info.json; episode names' digits minus
+    # pair_base_index_* = episode index; batches are then always paired from it and heuristic switches only the
+    # temporal prior) or, without a file, with heuristic=true and any of sharpness/cutoff/topk_src_episodes/
+    # no_window set, from dpot's own DTW of the action trajectories.
+    pair_info_path: str | None = None
+    pair_base_index_src: int = 0
+    pair_base_index_tgt: int = 0
+    sharpness: float = 0.0
+    cutoff: float = 0.0
+    topk_src_episodes: int | None = None
+    no_window: bool = False
 
     def validate(self, where: str = "ot") -> None:
         """Raise UserError naming ``<where>.<field>`` for a value out of range (each feature checks its own)."""
@@ -176,7 +387,7 @@ class OTConfig:
             raise _err(f"{where}.window_size", f"must be >= 0 frames, got {self.window_size}")
         _one_of(f"{where}.alignment", self.alignment, ALIGNMENTS)
         _one_of(f"{where}.cost_norm", self.cost_norm, COST_NORMS)
-        _one_of(f"{where}.method", self.method, OT_METHODS)
+        _one_of(f"{where}.method", self.method, method_names())
         if self.plan_log_every < 0:
             raise _err(f"{where}.plan_log_every", f"must be >= 0 (0 = never save plans), got {self.plan_log_every}")
         if not self.prior_sigma > 0:
@@ -185,14 +396,32 @@ class OTConfig:
             raise _err(f"{where}.max_iters", f"must be >= 1, got {self.max_iters}")
         if not self.tol > 0:
             raise _err(f"{where}.tol", f"must be > 0, got {self.tol}")
+        if self.sharpness < 0:
+            raise _err(f"{where}.sharpness", f"must be >= 0 (0 = every partner demo equally likely), got "
+                                             f"{self.sharpness}")
+        if not 0 <= self.cutoff < 1:
+            raise _err(f"{where}.cutoff", f"must be in [0, 1) (partner demos below this probability are dropped), "
+                                          f"got {self.cutoff}")
+        if self.topk_src_episodes is not None and self.topk_src_episodes < 1:
+            raise _err(f"{where}.topk_src_episodes", f"must be >= 1 or null (all partners), got "
+                                                     f"{self.topk_src_episodes}")
         if self.lambda_ot > 0 and not self.features:
             raise _err(f"{where}.features", "is empty while ot.lambda_ot > 0; add an embed and/or a label term, "
                                             "or set ot.lambda_ot=0 for plain co-training")
-        if self.method == "mmd" and self.lambda_ot > 0 and not any(f.type == "embed" for f in self.features):
+        if self.method == "mmd" and self.lambda_ot > 0 and not any(f.embeds_images for f in self.features):
             raise _err(f"{where}.features", 'has no embed term while ot.method="mmd" (the MMD baseline matches '
                                             'image embeddings only); add {"type": "embed"}')
         for i, feat in enumerate(self.features):
             feat.validate(f"{where}.features[{i}]")
+        weighted = (self.pair_info_path is not None or self.sharpness > 0 or self.cutoff > 0
+                    or self.topk_src_episodes is not None or self.no_window)
+        if weighted and self.paired_region:
+            raise _err(f"{where}.paired_region", "cannot be combined with DTW-weighted pairing (pair_info_path, "
+                                                 "sharpness, cutoff, topk_src_episodes, no_window) yet; use one")
+        names = [f.term_name for f in self.features if f.term_name is not None]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise _err(f"{where}.features", f"term_name '{dup[0]}' is used twice; each term needs its own name")
 
 
 @dataclass
@@ -401,10 +630,26 @@ def validate_config(cfg: DpotTrainConfig) -> None:
     cfg.eval.validate("eval")
     if cfg.policy is None:
         raise _err("policy", 'missing; e.g. "policy": {"type": "diffusion", "pretrained_backbone_weights": null}')
+    check_policy_type(cfg.policy.type)
     if not cfg.use_policy_training_preset and (cfg.optimizer is None or cfg.scheduler is None):
         missing = "optimizer" if cfg.optimizer is None else "scheduler"
         raise _err(missing, "missing while use_policy_training_preset=false; give both optimizer and scheduler "
                             '(e.g. "optimizer": {"type": "adamw", "lr": 3e-4}) or set use_policy_training_preset=true')
+
+
+# the policy types the trainer supports (dpot.policy.features re-expresses the diffusion loss); the one place to
+# extend when another policy lands
+SUPPORTED_POLICY_TYPES = ("diffusion",)
+
+
+def check_policy_type(policy_type: str) -> None:
+    """Raise UserError (``policy.type: ...``) for a LeRobot policy type dpot cannot train yet (e.g. the fork's
+    ``act``); a name LeRobot does not know is left to the key check (did-you-mean)."""
+    from lerobot.configs.policies import PreTrainedConfig
+
+    if policy_type in PreTrainedConfig.get_known_choices() and policy_type not in SUPPORTED_POLICY_TYPES:
+        raise _err("policy.type", f"'{policy_type}' is not supported by dpot yet (supported: "
+                                  f"{list(SUPPORTED_POLICY_TYPES)}); use a diffusion config")
 
 
 # ------------------------------------------------------------------------------------------ load / save
@@ -442,6 +687,15 @@ def _check_override_key(key: str, raw: dict) -> None:
         node = node.get(part, {}) if isinstance(node, dict) else {}
 
 
+def read_raw_config(raw: dict) -> dict:
+    """A config's raw JSON in dpot's keys: a LeRobot OT fork config (``ot.enable``, ``ot.loss_config``, ...)
+    translated by :func:`dpot.fork_config.translate_fork_config` (one warning line per key dpot does not act on),
+    plus the notes on LeRobot keys dpot does not act on (:func:`dpot.fork_config.lerobot_key_notes`)."""
+    raw, _ = translate_fork_config(raw)
+    lerobot_key_notes(raw)
+    return raw
+
+
 def load_train_config(config_path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> DpotTrainConfig:
     """Load a run config: JSON file (may be None) + ``--a.b=c`` overrides, then :func:`validate_config`.
 
@@ -462,7 +716,11 @@ def load_train_config(config_path: str | os.PathLike | None, overrides: Sequence
                             f"column {err.colno})") from None
         if not isinstance(raw, dict):
             raise UserError(f"--config_path: {path} must hold a JSON object")
+        raw = read_raw_config(raw)
+        if isinstance(raw.get("policy"), dict) and isinstance(raw["policy"].get("type"), str):
+            check_policy_type(raw["policy"]["type"])  # before its keys are checked against another policy's
         _check_tree("", raw, DpotTrainConfig)
+    overrides = [a for a in (translate_override(a) for a in overrides) if a]  # the fork's names (--ot.src_root=)
     for arg in overrides:
         key, _ = _split_override(arg)
         _check_override_key(key, raw)

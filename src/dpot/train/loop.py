@@ -18,7 +18,8 @@ Noise and diffusion timesteps come from a generator seeded by ``(seed, step)`` f
 takes its slice), and the data order is a function of ``(seed, step)``: a resumed run and an N-process run
 replay the same numbers. Metrics (docs/architecture.md, "Contracts") are averaged over the ``log_freq`` window
 (``train/lr`` is the last post-step value; ``train/ot_skipped`` and ``train/ot_sinkhorn_maxed`` are counts in the
-window) and averaged across processes. Besides metrics the run records ``ot_terms.json`` and plan snapshots (:mod:`dpot.train.ot_records`).
+window) and averaged across processes. Besides metrics the run records ``ot_terms.json`` and plan snapshots
+(:mod:`dpot.train.ot_records`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from dpot.data.cotrain import (
     split_episodes,
     val_batches,
 )
+from dpot.data.pairs import pair_info_for_run
 from dpot.errors import UserError
 from dpot.metrics_log import METRICS_FILE, JsonlSink, truncate_metrics
 from dpot.ot.loss import DomainFeatures
@@ -55,6 +57,7 @@ from dpot.train.sinks import Sinks, TensorBoardSink, WandbSink
 
 log = logging.getLogger(__name__)
 META_KEYS = ("domain", "phase", "frame_index", "episode_index", "ot_pair")
+RAW_PREFIX = "raw/"  # meta key prefix of the unnormalized copies of OT labels (prepare_batch)
 SUM_KEYS = ("train/ot_skipped", "train/ot_sinkhorn_maxed")
 LAST_KEYS = ("train/lr",)
 
@@ -148,6 +151,16 @@ class TrainRun:
         return self.sampler.n_src
 
     @property
+    def label_inputs(self) -> set[tuple[str, bool]]:
+        """``(key, normalized)`` of every label the OT terms read (``OTFeatureConfig.label_inputs``)."""
+        return set().union(*(f.label_inputs() for f in self.cfg.ot.features)) if self.use_ot else set()
+
+    @property
+    def raw_label_keys(self) -> tuple[str, ...]:
+        """Batch keys whose unnormalized copy :func:`prepare_batch` keeps (labels in raw units)."""
+        return tuple(sorted(k for k, normalized in self.label_inputs if not normalized))
+
+    @property
     def n_tgt(self) -> int:
         return self.sampler.n_tgt
 
@@ -186,12 +199,15 @@ def _default_output_dir(cfg) -> Path:
     return Path("outputs/train") / now.strftime("%Y-%m-%d") / f"{now:%H-%M-%S}_{cfg.job_name or 'dpot'}"
 
 
-def prepare_batch(raw: dict, preprocessor, image_keys: list[str]) -> tuple[dict, dict]:
-    """Split a collated loader batch into the normalized policy batch and its per-item meta (``META_KEYS``).
+def prepare_batch(raw: dict, preprocessor, image_keys: list[str],
+                  raw_keys: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    """Split a collated loader batch into the normalized policy batch and its per-item meta (``META_KEYS``, plus
+    ``raw/<key>``: an unnormalized copy of each of ``raw_keys``, for OT label terms in raw units).
 
     Mutates ``raw`` (pass a copy to keep it): uint8 images become float in [0, 1] before the preprocessor.
     """
     meta = {k: raw.pop(k) for k in META_KEYS if k in raw}
+    meta.update({f"{RAW_PREFIX}{k}": raw[k].clone() for k in raw_keys})
     for k in image_keys:
         if raw[k].dtype == torch.uint8:
             raw[k] = raw[k].float() / 255.0
@@ -232,6 +248,15 @@ def make_accelerator(cfg):
     return Accelerator(step_scheduler_with_optimizer=False, cpu=str(cfg.policy.device) == "cpu",
                        mixed_precision=("bf16" if cfg.policy.use_amp else None),
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
+
+
+def _image_transforms(cfg):
+    """LeRobot's ``ImageTransforms`` of ``dataset.image_transforms`` when enabled (as ``make_dataset``), else None."""
+    if not cfg.dataset.image_transforms.enable:
+        return None
+    from lerobot.transforms import ImageTransforms
+
+    return ImageTransforms(cfg.dataset.image_transforms)
 
 
 def _open_dataset(cfg, ds_cfg, root, meta):
@@ -303,14 +328,20 @@ def build_run(cfg, *, accelerator=None) -> TrainRun:
 
     tgt_ds = _open_dataset(cfg, cfg.dataset, inputs.tgt_root, tgt_meta)
     src_ds = _open_dataset(cfg, cfg.source_dataset, inputs.src_root, src_meta)
+    src_table = EpisodeTable.from_meta(src_meta)
+    tgt_table = EpisodeTable.from_meta(tgt_meta).subset(train_eps)
+    all_tgt = EpisodeTable.from_meta(tgt_meta)
+    pair_info = pair_info_for_run(  # ot.pair_info_path (validated here, before anything is written) or own DTW
+        cfg.ot, src_lengths=dict(zip(src_table.episode.tolist(), src_table.length.tolist())),
+        tgt_lengths=dict(zip(all_tgt.episode.tolist(), all_tgt.length.tolist())),
+        trajectories=lambda: (_trajectories(tgt_ds, train_eps), _trajectories(src_ds, src_table.episode.tolist())),
+        cache_path=out_dir / "dtw_pairs.json" if main else None)
     # frames delivered at the policy's resize_shape (resized once, when a video cache is built): the policy's own
     # Resize then has nothing left to do and a 480x640 batch moves 25x fewer bytes (within 0.5/255 of resizing
     # inside the policy; a no-op when the data already has that size)
     resize = getattr(policy.config, "resize_shape", None)
     dataset = CoTrainDataset(src_ds, tgt_ds, camera_map=inputs.camera_map, keys=keys,
-                             image_size=tuple(resize) if resize else None)
-    src_table = EpisodeTable.from_meta(src_meta)
-    tgt_table = EpisodeTable.from_meta(tgt_meta).subset(train_eps)
+                             image_size=tuple(resize) if resize else None, image_transforms=_image_transforms(cfg))
     dtw = None
     if cfg.ot.heuristic and cfg.ot.alignment == "dtw":
         dtw = DTWAlignment(_trajectories(tgt_ds, train_eps), _trajectories(src_ds, src_table.episode.tolist()),
@@ -320,7 +351,9 @@ def build_run(cfg, *, accelerator=None) -> TrainRun:
                                   drop_n_last_frames=int(getattr(policy.config, "drop_n_last_frames", 0) or 0),
                                   num_processes=world, rank=rank, alignment=cfg.ot.alignment, dtw=dtw,
                                   paired_region=cfg.ot.paired_region, src_regions=inputs.src_regions,
-                                  tgt_regions=inputs.tgt_regions)
+                                  tgt_regions=inputs.tgt_regions, pair_info=pair_info, sharpness=cfg.ot.sharpness,
+                                  topk_src_episodes=cfg.ot.topk_src_episodes, cutoff=cfg.ot.cutoff,
+                                  no_window=cfg.ot.no_window)
 
     # optimizer, resume
     optimizer, scheduler = make_optimizer_and_scheduler(cfg, policy)
@@ -353,7 +386,8 @@ def build_run(cfg, *, accelerator=None) -> TrainRun:
     if main and cfg.eval_freq > 0 and val_eps:
         vt = EpisodeTable.from_meta(tgt_meta).subset(val_eps)
         vb = val_batches(vt, n_batches=cfg.eval.n_batches, batch_size=cfg.batch_size, seed=seed)
-        raw_batches = list(torch.utils.data.DataLoader(dataset, batch_sampler=vb, num_workers=0))
+        with dataset.without_transforms():  # held-out batches unaugmented, as LeRobot's val set
+            raw_batches = list(torch.utils.data.DataLoader(dataset, batch_sampler=vb, num_workers=0))
         evaluator = OfflineEvaluator(raw_batches, functools.partial(_prepare_eval_batch, preprocessor=preprocessor,
                                                                     image_keys=image_keys), seed=seed)
 
@@ -380,18 +414,26 @@ def _gather(x: torch.Tensor, run: TrainRun) -> torch.Tensor:
     return gather_with_grad(x, run.gather_group)
 
 
-def domain_features(run: TrainRun, out: dict, meta: dict, sl: slice):
+def domain_features(run: TrainRun, out: dict, meta: dict, sl: slice, batch: dict | None = None):
     """One domain's OT features (``sl`` = its rows of the local batch), all-gathered over processes.
 
-    Labels are the detached normalized action chunks; ``mask`` is the items' ``ot_pair`` flag (None when the
-    batch has none): the loss uses only the masked-in rows.
+    Labels (detached) are what the OT feature kinds ask for (``OTFeatureConfig.label_inputs``): the normalized
+    action chunk of the forward pass and the normalized ``batch`` tensors of other keys, or the raw copies of
+    :func:`prepare_batch`; ``mask`` is the items' ``ot_pair`` flag (None when the batch has none): the loss uses
+    only the masked-in rows.
     """
     mask = None
     if "ot_pair" in meta:
         mask = _gather(meta["ot_pair"][sl].to(run.device, torch.uint8), run).bool()
-    return DomainFeatures(embeds={k: _gather(v[sl], run) for k, v in out["embeds"].items()},
-                          labels={"action": _gather(out["action"][sl].detach(), run)},
-                          phase=_gather(meta["phase"][sl].to(run.device), run), mask=mask)
+    labels = {"action": _gather(out["action"][sl].detach(), run)}
+    raw_labels = {}
+    for key, normalized in sorted(run.label_inputs):
+        if normalized and key not in labels:
+            labels[key] = _gather(batch[key][sl].detach(), run)
+        elif not normalized:
+            raw_labels[key] = _gather(meta[f"{RAW_PREFIX}{key}"][sl].to(run.device), run)
+    return DomainFeatures(embeds={k: _gather(v[sl], run) for k, v in out["embeds"].items()}, labels=labels,
+                          phase=_gather(meta["phase"][sl].to(run.device), run), mask=mask, raw_labels=raw_labels)
 
 
 def _snapshot(run: TrainRun, res, src, tgt, meta: dict) -> dict[str, np.ndarray] | None:
@@ -426,8 +468,8 @@ def train_step(run: TrainRun, batch: dict, meta: dict, step: int, *, keep_plan: 
     metrics: dict[str, float] = {}
     snapshot = src = tgt = res = None
     if run.use_ot:
-        src = domain_features(run, out, meta, slice(0, n_src))
-        tgt = domain_features(run, out, meta, slice(n_src, None))
+        src = domain_features(run, out, meta, slice(0, n_src), batch)
+        tgt = domain_features(run, out, meta, slice(n_src, None), batch)
         res = run.ot_loss_fn(src, tgt)
         loss = loss + res.loss
         metrics.update({f"train/{k}": v for k, v in res.metrics.items()})
@@ -534,7 +576,7 @@ def train(cfg, *, accelerator=None) -> Path:
     try:
         while step < cfg.steps:
             t0 = time.perf_counter()
-            batch, meta = prepare_batch(next(data_iter), run.preprocessor, run.image_keys)
+            batch, meta = prepare_batch(next(data_iter), run.preprocessor, run.image_keys, run.raw_label_keys)
             data_s = time.perf_counter() - t0
             keep_plan = plan_due(step + 1, cfg.log_freq, cfg.ot.plan_log_every, run.use_ot)
             metrics, snapshot = train_step(run, batch, meta, step, keep_plan=keep_plan)
