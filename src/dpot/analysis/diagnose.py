@@ -514,12 +514,12 @@ class OtNotConverged(Rule):
         if share <= self.thr["max_share"]:
             return None
         iters = ctx.late(ctx.series("train/ot_sinkhorn_iters"))
-        max_iters = cfgkeys.get(ctx.run.config, "ot.max_iters")
+        max_iters = cfgkeys.get(ctx.run.config, cfgkeys.OT_MAX_ITERS)
         ev = {"maxed_pct": _r(100 * min(share, 1.0), 3), "steps": f"{late[0][0]}-{late[-1][0]}",
               "median_iters": _r(median(v for _, v in iters)) if iters else None, "max_iters": max_iters}
         changes = {}
         if cfgkeys.is_number(max_iters) and max_iters > 0:
-            changes["ot.max_iters"] = int(max_iters * self.propose["max_iters_factor"])
+            changes[cfgkeys.OT_MAX_ITERS] = int(max_iters * self.propose["max_iters_factor"])
         return self.finding("warn", ev, changes)
 
 
