@@ -36,6 +36,7 @@ KNOWN_CYCLES = [["dpot.data.cotrain", "dpot.data.pairs"]]
 # Leaves: modules that import nothing of dpot's but these.
 LEAVES: dict[str, tuple[str, ...]] = {
     "dpot.errors": (),
+    "dpot.data.seeds": (),   # the salts of every seeded stream: a leaf any layer may import (NEVER exempts it)
     "dpot.atomic": ("dpot.errors",),
     "dpot.metrics_log": ("dpot.atomic", "dpot.errors"),
 }
@@ -155,7 +156,8 @@ def test_no_import_cycle_between_dpot_modules():
 def test_layers_never_import_what_they_must_not():
     graph = _graph()
     bad = [f"{mod} -> {dep} (line {line})" for mod, deps in sorted(graph.items()) for dep, line in sorted(deps.items())
-           for layer, banned in NEVER.items() if _in(mod, layer) and any(_in(dep, b) for b in banned)]
+           for layer, banned in NEVER.items()
+           if _in(mod, layer) and dep not in LEAVES and any(_in(dep, b) for b in banned)]
     assert bad == []
     for leaf, allowed in LEAVES.items():
         assert set(graph[leaf]) <= set(allowed), (leaf, graph[leaf])
