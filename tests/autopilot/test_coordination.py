@@ -127,10 +127,11 @@ def test_used_up_parent_falls_back_to_the_next_best_kept_run(tmp_path, monkeypat
 def test_spent_diagnoses_lead_to_exploration_and_no_effect_moves_are_passed_over(tmp_path, monkeypatch):
     """The parent's only proposal repeats a label-weight decrease that left the objective unchanged in it2a: it is
     passed over; no run has anything else, so iteration 3 explores one step around the parent (LR first). With
-    exploration off the search has nothing to run."""
+    exploration off the search has nothing to run (``--strategy rules``; ``both`` samples instead:
+    tests/autopilot/test_strategy.py)."""
     from dpot.autopilot import tools
 
-    s = _search(tmp_path, candidates=2)
+    s = _search(tmp_path, candidates=2, strategy="rules")
     w = "ot.features.1.w"
     parent_cfg = {"use_policy_training_preset": False, "optimizer": {"lr": 1e-4}, "steps": 8,
                   "ot": {"lambda_ot": 0.1, "reg": 0.02, "features": [{"w": 1.0}, {"w": 0.02}]}}
@@ -151,7 +152,7 @@ def test_spent_diagnoses_lead_to_exploration_and_no_effect_moves_are_passed_over
     assert up[0].changes == {"optimizer.lr": [1e-4, 2e-4]} and up[0].diagnoses == ["explore"]
     assert s.planner.config_of("it3b")["optimizer"]["lr"] == 5e-5
     assert any("passing over 'balance cost terms'" in x and "it2a" in x for x in said)
-    off = _search(tmp_path / "off", candidates=2, explore=False)
+    off = _search(tmp_path / "off", candidates=2, explore=False, strategy="rules")
     for name, cfg in (("base", {**parent_cfg, "optimizer": {"lr": 1e-5}}), ("it1a", parent_cfg), ("it2a", lower)):
         off.planner.write_config(name, cfg, 8)
     _add(off, "base", 1.0, iteration=0, parent=None, kind="base")

@@ -1,9 +1,12 @@
 """What the search trains next, and how it is enqueued: the base run, an iteration's candidates, the successive-
 halving promotions and the LR-halved retry.
 
-Candidates, in this order: the parent's ``dpot propose`` proposals; when those are all tried, the next best kept
-run's (backtracking); when no kept run has an untried proposal, one-step exploration moves (LR, ``ot.lambda_ot``,
-``ot.reg`` x2 and /2) around the parent, then around the other kept runs (``--no_explore`` turns this off). A
+Candidates (``--strategy``): ``rules`` and ``both`` first take the parent's ``dpot propose`` proposals; when those
+are all tried, the next best kept run's (backtracking). When no kept run has an untried proposal, ``both`` asks the
+model-based sampler (:mod:`.sampling`, TPE by default) for K configs around the parent, inside the ranges the rules
+allow; ``rules`` instead tries one-step exploration moves (LR, ``ot.lambda_ot``, ``ot.reg`` x2 and /2) around the
+parent, then around the other kept runs (``--no_explore`` turns this off). ``sampler`` skips the diagnoses: every
+iteration is K sampled configs around the base config (plain model-based search). A
 candidate whose config was tried before (same digest), equals its parent, or only repeats moves (key and
 direction) which left the objective unchanged before (:func:`~dpot.autopilot.decisions.inert_moves`) is passed
 over, with a line saying which run showed it.
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 
 from dpot.analysis import cfgkeys
 from dpot.atomic import write_text
-from dpot.autopilot import spec, tools
+from dpot.autopilot import sampling, spec, tools
 from dpot.autopilot.decisions import (
     explore_moves,
     inert_moves,
@@ -58,14 +61,19 @@ class Planner:
         objective: the search's objective.
         candidates: at most this many candidates per iteration (``--candidates``).
         rules: the ``--rules`` TOML passed to ``dpot propose``, or None.
-        explore: try one-step exploration moves once the diagnoses are spent (``--no_explore`` turns it off).
+        explore: try one-step exploration moves once the diagnoses are spent (``--no_explore`` turns it off;
+            ``rules`` strategy only).
         say: prints a progress line.
+        strategy: ``rules`` | ``sampler`` | ``both`` (:data:`~dpot.autopilot.sampling.STRATEGIES`).
+        sampler: the model-based sampler (``tpe`` | ``gp`` | ``cmaes``).
     """
 
     def __init__(self, store: TrialStore, dirs: SearchDir, steps: int, objective: Objective, candidates: int,
-                 rules: str | None, explore: bool, say: Callable[[str], None]):
+                 rules: str | None, explore: bool, say: Callable[[str], None], strategy: str = "both",
+                 sampler: str = "tpe"):
         self.store, self.dirs, self.steps, self.objective = store, dirs, steps, objective
         self.candidates, self.rules, self.explore, self.say = candidates, rules, explore, say
+        self.strategy, self.sampler = strategy, sampler
 
     # -------------------------------------------------------------- configs and enqueueing
 
@@ -172,15 +180,24 @@ class Planner:
 
     def propose_next(self, it: int, parent: str, records: list[TrialRecord]) -> str | None:
         """Enqueue iteration ``it`` from ``parent`` or, when nothing untried is proposed there, from the first
-        fallback run (:meth:`fallback_parents`) that has something; when no run's diagnoses are left, one-step
-        exploration moves (:func:`explore_moves`) around the same runs in the same order, unless ``explore`` is
-        off. Returns the run used, None when none."""
+        fallback run (:meth:`fallback_parents`) that has something; when no run's diagnoses are left, sampled
+        configs around ``parent`` (strategy ``both``) or one-step exploration moves (:func:`explore_moves`) around
+        the same runs in the same order (strategy ``rules``, unless ``explore`` is off). Strategy ``sampler``:
+        sampled configs around the base run only. Returns the run used, None when none."""
+        if self.strategy == "sampler":
+            return BASE_RUN if self.sample_around(it, BASE_RUN, records) else None
         for run in self.fallback_parents(parent, records):
             if self.propose(it, run, records):
                 if run != parent:
                     self.say(f"autopilot: nothing new proposed for {parent}; iteration {it} continues from "
                              f"{run}, the next best kept run")
                 return run
+        if self.strategy == "both":
+            if self.sample_around(it, parent, records):
+                self.say(f"autopilot: no diagnosis left to act on for {parent} or any other kept run; "
+                         f"iteration {it} samples around {parent} ({self.sampler})")
+                return parent
+            return None
         if self.explore:
             for run in self.fallback_parents(parent, records):
                 if self.explore_around(it, run, records):
@@ -201,16 +218,42 @@ class Planner:
                  if cfgkeys.STEPS not in p.get("changes", {})]   # 'longer training': the budget per run is fixed
         return self.enqueue_candidates(it, parent, cands, records)
 
+    def sample_around(self, it: int, parent: str, records: list[TrialRecord], tries: int = 20) -> bool:
+        """Enqueue up to K configs drawn by the model-based sampler around ``parent`` (:mod:`.sampling`), told
+        about every finished trial; a draw equal to a tried config is drawn again (at most ``tries`` draws)."""
+        from dpot.analysis.rules import load_rules
+
+        parent_cfg = self.config_of(parent)
+        space = sampling.sample_space(parent_cfg, load_rules(self.rules))
+        if not space:
+            return False
+        tried = {r.digest for r in records} | {spec.config_digest(parent_cfg)}
+        cands: list[Candidate] = []
+        for i in range(tries):
+            params = sampling.draw(self.store.study, self.store.storage, self.sampler, space,
+                                   seed=len(records) * 1000 + i, mark=self.store.mark_duplicate)
+            cfg = sampling.apply_params(parent_cfg, params)
+            digest = spec.config_digest({**cfg, "steps": self.steps})
+            if digest in tried:
+                continue
+            tried.add(digest)
+            title = "sampler: " + ", ".join(f"{k}={float(f'{v:.4g}'):g}" for k, v in params.items())
+            cands.append(Candidate(f"sampled_{i}", title, [sampling.SAMPLED], cfg, None))
+            if len(cands) >= self.candidates:
+                break
+        return self.enqueue_candidates(it, parent, cands, records, check_inert=False)
+
     def explore_around(self, it: int, parent: str, records: list[TrialRecord]) -> bool:
         """Enqueue up to K untried one-step exploration moves around ``parent`` for iteration ``it``."""
         cands = [Candidate(name, title, ["explore"], cfg, None)
                  for name, title, cfg in explore_moves(self.config_of(parent))]
         return self.enqueue_candidates(it, parent, cands, records)
 
-    def enqueue_candidates(self, it: int, parent: str, cands: list[Candidate], records: list[TrialRecord]) -> bool:
+    def enqueue_candidates(self, it: int, parent: str, cands: list[Candidate], records: list[TrialRecord],
+                           check_inert: bool = True) -> bool:
         """Enqueue the first K of ``cands`` that are neither tried (same config digest) nor equal to ``parent``,
-        nor only repeat moves that left the objective unchanged before (:func:`inert_moves`); successive halving
-        when more than 2. Returns True if any."""
+        nor (``check_inert``) only repeat moves that left the objective unchanged before (:func:`inert_moves`);
+        successive halving when more than 2. Returns True if any."""
         parent_cfg = self.config_of(parent)
         parent_digest = spec.config_digest(parent_cfg)
         tried = {r.digest for r in records}
@@ -222,7 +265,7 @@ class Planner:
             if digest in tried or digest == parent_digest:
                 continue
             changes = spec.leaf_changes(parent_cfg, cfg, list(cfg) if cand.keys is None else cand.keys)
-            proof = repeats_inert(changes, inert)
+            proof = repeats_inert(changes, inert) if check_inert else None
             if proof is not None:
                 self.say(f"autopilot: passing over '{cand.title}' on {parent}: the same move of "
                          f"{', '.join(changes)} left {self.objective.key} unchanged in {proof}")

@@ -2,6 +2,7 @@
 
     dpot autopilot --config_path BASE.json --out DIR [--iterations N] [--candidates K] [--steps S]
                    [--objective METRIC[:min|max]] [--storage URL] [--launcher TEMPLATE] [--rules PATH]
+                   [--strategy rules|sampler|both] [--sampler tpe|gp]
 
 Rerun the same command to continue a stopped or killed search; start it several times (same arguments) to have
 several workers share it (SQLite under DIR on one machine; --storage postgresql://... across machines).
@@ -56,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no_explore", dest="explore", action="store_false",
                    help="stop when the diagnoses are spent instead of trying one-step moves (lr, lambda_ot, "
                         "reg x2 and /2)")
+    p.add_argument("--strategy", choices=("rules", "sampler", "both"), default="both",
+                   help="how candidates are found: 'both' (default) acts on the diagnoses first, then samples around "
+                        "the best kept run with a model-based sampler told about every finished run; 'rules' only "
+                        "diagnoses (then --no_explore's one-step moves); 'sampler' only samples around the base config")
+    p.add_argument("--sampler", choices=("tpe", "gp"), default="tpe",
+                   help="the model-based Optuna sampler of --strategy both|sampler (default tpe)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -69,7 +76,7 @@ def main(argv: list[str] | None = None, command: str = "autopilot") -> int:
                  steps=a.steps, objective=a.objective, storage=a.storage, launcher=a.launcher, rules=a.rules,
                  max_regression=a.max_regression, patience=a.patience, min_delta=a.min_delta, pruner=a.pruner,
                  bench_episodes=a.bench_episodes, bench_max_steps=a.bench_max_steps, explore=a.explore,
-                 quiet=a.quiet)
+                 strategy=a.strategy, sampler=a.sampler, quiet=a.quiet)
     search = Search(s)
     search.open()
     search.run()

@@ -71,6 +71,12 @@ class Search:
             raise UserError("--candidates: must be >= 1")
         if s.steps is not None and s.steps < 1:
             raise UserError("--steps: must be >= 1")
+        from dpot.autopilot.sampling import SAMPLERS, STRATEGIES
+
+        if s.strategy not in STRATEGIES:
+            raise UserError(f"--strategy: {s.strategy!r} is not one of {', '.join(STRATEGIES)}")
+        if s.sampler not in SAMPLERS:
+            raise UserError(f"--sampler: {s.sampler!r} is not one of {', '.join(SAMPLERS)}")
         if s.rules and not Path(s.rules).is_file():
             raise UserError(f"--rules: {s.rules} does not exist")
         self.worker = worker_id()
@@ -131,7 +137,7 @@ class Search:
         """Work on ``study`` (created on ``storage``, an ``optuna.storages.BaseStorage``); needs ``self.steps``."""
         self.store = TrialStore(study, storage)
         self.planner = Planner(self.store, self.dirs, self.steps, self.objective, self.s.candidates, self.s.rules,
-                               self.s.explore, self._say)
+                               self.s.explore, self._say, strategy=self.s.strategy, sampler=self.s.sampler)
         self.runner = TrialRunner(self.s, self.objective, self.steps, self.dirs, self.store, self.planner, self._say)
         self.claimer = Claimer(self.store, self.out, self.worker, self._say)
 
@@ -246,8 +252,9 @@ class Search:
             parent = closed[it].next_parent
             if self.planner.propose_next(it + 1, parent, records) is not None:
                 return "work"
-            reason = f"nothing new proposed (diagnoses{' or exploration moves' if self.s.explore else ''}) " \
-                     f"for {parent} or any other kept run"
+            what = {"rules": "diagnoses" + (" or exploration moves" if self.s.explore else ""),
+                    "both": "diagnoses or sampler", "sampler": "sampler"}[self.s.strategy]
+            reason = f"nothing new proposed ({what}) for {parent} or any other kept run"
         store.set_stop(reason, it if reason.endswith("iteration(s) done") else None)
         return "done"
 

@@ -41,6 +41,8 @@ class Settings:
     bench_episodes: int = 10
     bench_max_steps: int = 150
     explore: bool = True
+    strategy: str = "both"
+    sampler: str = "tpe"
     poll_s: float = 0.5
     quiet: bool = False
 

@@ -17,8 +17,9 @@ from pathlib import Path
 from dpot.autopilot import runs, tools
 from dpot.autopilot.candidates import Planner
 from dpot.autopilot.claim import heartbeat
-from dpot.autopilot.decisions import SPACE, decide
+from dpot.autopilot.decisions import decide
 from dpot.autopilot.record import Decision, Kind, TrialRecord
+from dpot.autopilot.sampling import record_params
 from dpot.autopilot.spec import Objective, SearchDir, Settings
 from dpot.autopilot.store import TrialStore
 from dpot.errors import UserError
@@ -85,9 +86,7 @@ class TrialRunner:
         prev_budget = int(r.prev_budget)
         run_dir, cfg_path = self.dirs.run_dir(name), self.dirs.config_path(name)
         log_path = self.dirs.log_path(name)
-        for pname in r.params:       # record the enqueued (fixed) params, TPE-compatible
-            p = SPACE[pname]
-            trial.suggest_float(pname, p.low, p.high, log=p.log)
+        record_params(trial, r.params)     # every sampler of the study learns from this run
         t0 = time.time()
         reported: set[int] = self.store.reported_steps(trial.number)
         reason, rc = "", 0

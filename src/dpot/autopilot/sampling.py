@@ -1,0 +1,101 @@
+"""The model-based search step: an Optuna sampler (TPE by default) proposes configs around a parent run.
+
+Used when the diagnoses have nothing left (``--strategy both``) or instead of them (``--strategy sampler``). The
+sampler is told about every finished run of the study, rule-proposed or sampled: every trial records its values
+of :data:`~dpot.autopilot.decisions.SPACE` as Optuna params with the same distribution kind and log flag
+(:mod:`.training` suggests them on the claimed trial), and Optuna's samplers read the params of every COMPLETE
+trial whatever the range it was recorded with.
+
+The ranges it samples in are the ones the rules allow (:func:`sample_space`): the base LR in the policy's usual
+range (``rules.toml [lr_range]``); ``ot.lambda_ot`` (when > 0) and ``ot.reg`` (when the OT method has a plan)
+within ``[step] max_factor`` (x4) either side of the parent's value.
+
+Values are drawn with ``study.ask(fixed_distributions)`` on a second handle of the same study (``optuna.load_study``
+with the chosen sampler, public API); the drawn trial is closed at once as ``duplicate`` (FAIL: samplers ignore
+it) and the config is enqueued as a normal candidate, so a kill between the two loses nothing but a draw.
+"""
+
+from __future__ import annotations
+
+from dpot.analysis import cfgkeys
+from dpot.autopilot.decisions import SPACE
+
+SAMPLERS = ("tpe", "gp")      # CMA-ES needs the cmaes package, which dpot does not depend on
+STRATEGIES = ("rules", "sampler", "both")
+SAMPLED = "sampler"            # the ``diagnoses`` entry of a sampled candidate (the lineage's "why")
+
+
+def sample_space(cfg: dict, rules: dict) -> dict:
+    """``{SPACE name: optuna FloatDistribution}`` the sampler draws from around ``cfg``.
+
+    Args:
+        cfg: the parent's train config.
+        rules: the loaded rules (``dpot.analysis.rules.load_rules``): ``[lr_range]`` and ``[step] max_factor``.
+    Returns:
+        lr in ``[low, high]`` of the policy's usual range (log); ``ot.lambda_ot`` in ``[v/f, v*f]`` when v > 0;
+        ``ot.reg`` in ``[v/f, v*f]`` (log) when the OT method has a plan; f = ``[step] max_factor``. Log flags are
+        those of :data:`SPACE`, so rule-proposed trials' params are compatible.
+    """
+    from optuna.distributions import FloatDistribution
+
+    out = {}
+    ranges = rules.get("lr_range") or {"default": [1e-5, 1e-3]}
+    low, high = ranges.get(cfgkeys.policy_type(cfg) or "default", ranges["default"])
+    if cfgkeys.base_lr(cfg) is not None:
+        out["lr"] = FloatDistribution(float(low), float(high), log=SPACE["lr"].log)
+    f = float((rules.get("step") or {}).get("max_factor", 4.0))
+    ot = cfgkeys.ot_settings(cfg)
+    for name in ("ot.lambda_ot", "ot.reg"):
+        if name == "ot.reg" and not ot.has_plan:
+            continue
+        v = cfgkeys.get(cfg, SPACE[name].key)
+        if cfgkeys.is_number(v) and v > 0:
+            out[name] = FloatDistribution(float(v) / f, float(v) * f, log=SPACE[name].log)
+    return out
+
+
+def apply_params(cfg: dict, params: dict) -> dict:
+    """``cfg`` with the sampled ``params`` ({SPACE name: value}) set (the LR on every LR key, round to 4 digits)."""
+    for name, value in params.items():
+        value = float(f"{value:.4g}")
+        if name == "lr":
+            for key, new in cfgkeys.lr_changes(cfg, value).items():
+                cfg = cfgkeys.set_(cfg, key, new)
+        else:
+            cfg = cfgkeys.set_(cfg, SPACE[name].key, value)
+    return cfg
+
+
+def make_sampler(kind: str, seed: int):
+    """The Optuna sampler ``kind`` (``tpe`` | ``gp``), seeded; each models the objective after 3 trials."""
+    import optuna
+
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(n_startup_trials=3, seed=seed)
+    if kind == "gp":
+        return optuna.samplers.GPSampler(n_startup_trials=3, seed=seed)
+    raise ValueError(f"unknown sampler {kind!r}")
+
+
+def record_params(trial, params: dict) -> None:
+    """Record a claimed trial's enqueued (fixed) ``params`` as Optuna params with the :data:`SPACE`
+    distributions, so that every sampler of the study learns from it once it is COMPLETE."""
+    for name in params:
+        p = SPACE[name]
+        trial.suggest_float(name, p.low, p.high, log=p.log)
+
+
+def draw(study, storage, kind: str, space: dict, seed: int, mark) -> dict:
+    """One draw of ``kind`` over ``space`` told about every trial of ``study``: ``{name: value}``.
+
+    Args:
+        study: the search's ``optuna.Study``; a second handle with the sampler is loaded on ``storage``.
+        mark: closes the drawn trial as not part of the search (``TrialStore.mark_duplicate``).
+    """
+    import optuna
+
+    handle = optuna.load_study(study_name=study.study_name, storage=storage, sampler=make_sampler(kind, seed))
+    trial = handle.ask(fixed_distributions=space)
+    params = dict(trial.params)
+    mark(trial)
+    return params

@@ -1,0 +1,138 @@
+"""``--strategy``: diagnoses first, then the model-based sampler, on a real Optuna study without training.
+
+Trials are claimed as a worker claims them (:class:`~dpot.autopilot.claim.Claimer`), their params recorded as
+training records them (:func:`~dpot.autopilot.sampling.record_params`) and told a made-up objective."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from dpot.autopilot import sampling, tools
+from dpot.autopilot.engine import Search, Settings
+from dpot.autopilot.record import TrialRecord
+from dpot.cli import main
+
+BASE = {"policy": {"type": "diffusion"}, "use_policy_training_preset": False, "optimizer": {"lr": 1e-5},
+        "steps": 8, "ot": {"lambda_ot": 0.1, "reg": 0.02}}
+RAISED = {**BASE, "optimizer": {"lr": 1e-4}}
+
+
+def _search(tmp_path, **kw) -> Search:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    s = Search(Settings(config_path="unused.json", out=tmp_path, quiet=True, candidates=2, **kw))
+    s.steps = 8
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
+    s.attach(optuna.create_study(storage=storage, direction="minimize"), storage)
+    return s
+
+
+def _train_all(s: Search, objective) -> list[TrialRecord]:
+    """Claim every waiting trial, record its params and tell ``objective(config)`` (kept)."""
+    done = []
+    while (claimed := s.claimer.claim()) is not None:
+        trial, rec = claimed
+        sampling.record_params(trial, rec.params)
+        trial.set_user_attr("decision", "kept")
+        value = objective(s.planner.config_of(rec.name))
+        trial.set_user_attr("objective", value)
+        s.study.tell(trial, value)
+        done.append(rec)
+    return done
+
+
+def _loss(cfg: dict) -> float:
+    """A made-up objective, best at lr = 2e-4."""
+    import math
+
+    return abs(math.log(cfg["optimizer"]["lr"] / 2e-4)) + 0.1
+
+
+def _rule_proposal(monkeypatch, spent: set):
+    """``dpot propose`` made up: base gets an lr_low proposal (LR x10); every other run (or a spent one) none."""
+    def propose(run_dir, out, rules):
+        if run_dir.name == "base" and "base" not in spent:
+            return [({"name": "lr_low", "title": "raise lr", "changes": {"optimizer.lr": 1e-4},
+                      "findings": ["lr_low"]}, RAISED)]
+        return []
+    monkeypatch.setattr(tools, "propose", propose)
+
+
+def _base(s: Search) -> None:
+    s.planner.enqueue_base(BASE)
+    _train_all(s, _loss)
+
+
+def test_both_acts_on_the_diagnoses_before_sampling_and_the_sampler_is_told_of_every_run(tmp_path, monkeypatch):
+    s = _search(tmp_path, strategy="both")
+    _rule_proposal(monkeypatch, set())
+    _base(s)
+    assert s.planner.propose_next(1, "base", s.records()) == "base"
+    first = _train_all(s, _loss)
+    assert [r.diagnoses for r in first] == [["lr_low"]]              # the diagnosis first, nothing sampled
+    rule_lr = first[0].params["lr"]
+    assert rule_lr == pytest.approx(1e-4)
+
+    seen = []                                                       # what the sampler is told when it samples
+
+    class Spy(optuna.samplers.TPESampler):
+        def sample_independent(self, study, trial, name, dist):
+            if name == "lr":
+                seen.append([t.params.get(name) for t in study.get_trials(states=(TrialState.COMPLETE,))])
+            return super().sample_independent(study, trial, name, dist)
+
+    monkeypatch.setattr(sampling, "make_sampler", lambda kind, seed: Spy(n_startup_trials=3, seed=seed))
+    assert s.planner.propose_next(2, "it1a", s.records()) == "it1a"  # it1a's diagnoses are spent: sample
+    sampled = sorted((r for r in s.records() if r.iteration == 2), key=lambda r: r.name)
+    assert len(sampled) == 2 and all(r.diagnoses == [sampling.SAMPLED] for r in sampled)
+    assert all(r.title.startswith("sampler: lr=") and r.parent == "it1a" and r.changes for r in sampled)
+    assert seen == [[1e-5, rule_lr]] * 2                            # base and the rule's run, at each draw
+    for r in sampled:                                               # inside the ranges the rules allow
+        cfg = s.planner.config_of(r.name)
+        assert 1e-4 <= cfg["optimizer"]["lr"] <= 3e-4
+        assert 0.1 / 4 <= cfg["ot"]["lambda_ot"] <= 0.1 * 4 and 0.02 / 4 <= cfg["ot"]["reg"] <= 0.02 * 4
+    _train_all(s, _loss)
+    lr_dists = {t.distributions["lr"] for t in s.study.get_trials(states=(TrialState.COMPLETE,))}
+    assert {d.log for d in lr_dists} == {True}                      # one kind for every run: all usable
+    assert {r.name for r in s.records()} == {"base", "it1a", "it2a", "it2b"}   # the draws are no runs
+
+
+def test_sampler_strategy_never_diagnoses_and_samples_around_the_base(tmp_path, monkeypatch):
+    s = _search(tmp_path, strategy="sampler")
+    monkeypatch.setattr(tools, "propose", lambda *a: pytest.fail("sampler-only must not diagnose"))
+    _base(s)
+    assert s.planner.propose_next(1, "base", s.records()) == "base"
+    _train_all(s, _loss)
+    assert s.planner.propose_next(2, "it1a", s.records()) == "base"  # always the base config's neighbourhood
+    recs = [r for r in s.records() if r.iteration > 0]
+    assert len(recs) == 4 and all(r.parent == "base" and r.diagnoses == [sampling.SAMPLED] for r in recs)
+    assert len({r.digest for r in recs}) == 4                       # no config drawn twice
+
+
+def test_rules_strategy_explores_instead_of_sampling(tmp_path, monkeypatch):
+    s = _search(tmp_path, strategy="rules")
+    _rule_proposal(monkeypatch, {"base"})
+    monkeypatch.setattr(sampling, "draw", lambda *a, **k: pytest.fail("rules-only must not sample"))
+    _base(s)
+    assert s.planner.propose_next(1, "base", s.records()) == "base"
+    assert [r.diagnoses for r in s.records() if r.iteration == 1] == [["explore"], ["explore"]]
+
+
+def test_sample_space_follows_the_rules_ranges():
+    space = sampling.sample_space(BASE, {"lr_range": {"diffusion": [1e-4, 3e-4], "default": [1e-5, 1e-3]},
+                                         "step": {"max_factor": 2.0}})
+    assert (space["lr"].low, space["lr"].high, space["lr"].log) == (1e-4, 3e-4, True)
+    assert (space["ot.lambda_ot"].low, space["ot.lambda_ot"].high) == (0.05, 0.2)
+    no_ot = sampling.sample_space({**BASE, "ot": {"lambda_ot": 0.0, "reg": 0.02, "method": "mmd"}}, {})
+    assert list(no_ot) == ["lr"]
+    cfg = sampling.apply_params(BASE, {"lr": 1.234567e-4, "ot.reg": 0.03})
+    assert cfg["optimizer"]["lr"] == 1.235e-4 and cfg["ot"]["reg"] == 0.03 and BASE["optimizer"]["lr"] == 1e-5
+
+
+@pytest.mark.parametrize("flag", ["--strategy=guess", "--sampler=cmaes"])
+def test_bad_strategy_or_sampler_is_one_line_exit_2(tmp_path, capsys, flag):
+    assert main(["autopilot", "--config_path", str(tmp_path / "x.json"), "--out", str(tmp_path / "o"), flag]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and flag.split("=")[0] in err and not (tmp_path / "o").exists()
