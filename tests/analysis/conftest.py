@@ -73,11 +73,14 @@ def gen_base(work, toy):
     return runmaker.resolved_config(cfg, work)
 
 
-def _gen(work, toy, base, name, ot=None, lr=None, **kw) -> Path:
+def _gen(work, toy, base, name, ot=None, lr=None, warmup=None, **kw) -> Path:
     from dpot.analysis import cfgkeys
 
     cfg = copy.deepcopy(base)
     cfg["ot"].update(ot or {})
+    if warmup is not None:       # on the key the schedule is read from
+        key = cfgkeys.SCHEDULER_WARMUP if isinstance(cfg.get(cfgkeys.SCHEDULER), dict) else cfgkeys.POLICY_WARMUP
+        cfg = cfgkeys.set_(cfg, key, warmup)
     for key in ("optimizer.lr", "policy.optimizer_lr"):
         if lr is not None and cfgkeys.get(cfg, key) is not None:
             cfg = cfgkeys.set_(cfg, key, lr)
@@ -109,6 +112,11 @@ def gen_runs(work, toy, gen_base):
         # converged: the same problem with the default budget
         "unconverged": g("unconverged", ot={"tau_src": 1.0, "tau_tgt": 1.0, "max_iters": 20, "features": _feats(0.1)},
                          align=(1.0, 0.1)),
+        # issue 22's dynamics: a loss that blows up after 60 % of the run, an eval loss that rises while the train
+        # loss falls, a warmup longer than the run
+        "diverging": g("diverging", ot={"features": _feats(0.1)}, align=(1.0, 0.1), diverge_from=0.6),
+        "overfitting": g("overfitting", ot={"features": _feats(0.1)}, align=(1.0, 0.1), overfit=True),
+        "long_warmup": g("long_warmup", ot={"features": _feats(0.1)}, align=(1.0, 0.1), warmup=20000),
         "converged": g("converged", ot={"tau_src": 1.0, "tau_tgt": 1.0, "max_iters": 5000, "features": _feats(0.1)},
                        align=(1.0, 0.1)),
     }

@@ -96,10 +96,12 @@ def _cosine_lr(step, base, warmup, total):
 def generate_dpot_run(out: Path, src_root: Path, tgt_root: Path, config: dict, *, log_every: int = 200,
                       align=(1.0, 0.2), n: int = 8, seed: int = 0, eval_scale: float = 1.0,
                       grad_spikes: tuple[int, ...] = (), partial_tail: bool = False, decay: float = 0.5,
-                      stall: bool = False) -> Path:
+                      stall: bool = False, diverge_from: float | None = None, overfit: bool = False) -> Path:
     """Write ``metrics.jsonl`` + ``train_config.json`` for a GENERATED run (see the module docstring).
 
-    ``stall``: the loss barely falls (0.9 → 0.8, as with an LR far too high). Every ``ot.plan_log_every`` log
+    ``stall``: the loss barely falls (0.9 → 0.8, as with an LR far too high). ``diverge_from``: after this fraction
+    of the run the loss grows (x1 + 30 per unit of progress). ``overfit``: the offline eval loss rises again after
+    40 % of the run (+0.8 per unit of progress) while the train loss keeps falling. Every ``ot.plan_log_every`` log
     points it writes a plan snapshot ``ot_plans/step_<step:06d>.npz`` as ``dpot train`` does (docs/architecture.md):
     the solver's plan, the weighted cost per term, the items' phases and episodes.
     """
@@ -163,6 +165,8 @@ def generate_dpot_run(out: Path, src_root: Path, tgt_root: Path, config: dict, *
         bc = 0.05 + 0.9 * math.exp(-step / (decay * steps)) + 0.01 * rng.normal()
         if stall:
             bc = 0.8 + 0.1 * math.exp(-step / (0.05 * steps)) + 0.01 * rng.normal()
+        if diverge_from is not None and prog > diverge_from:
+            bc *= 1 + 30 * (prog - diverge_from)
         spread = float(((emb_t[:, None] - emb_t[None]) ** 2).mean(-1).sum() / (n * (n - 1)))
         gn = 2.0 + 20 * math.exp(-step / (0.1 * steps)) + 0.2 * rng.normal()
         if step in grad_spikes:
@@ -185,7 +189,8 @@ def generate_dpot_run(out: Path, src_root: Path, tgt_root: Path, config: dict, *
         if step % config["eval_freq"] < log_every:
             ev_s = 2.0
             t_wall += ev_s
-            rec["eval/offline_eval/avg_loss"] = eval_scale * (0.12 + 0.5 * math.exp(-step / (decay * steps)))
+            rec["eval/offline_eval/avg_loss"] = eval_scale * (0.12 + 0.5 * math.exp(-step / (decay * steps))
+                                                              + (0.8 * max(0.0, prog - 0.4) if overfit else 0.0))
             rec["eval/offline_eval/eval_s"] = ev_s
         lines.append(json.dumps(rec))
     text = "\n".join(lines) + "\n"

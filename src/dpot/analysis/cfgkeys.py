@@ -130,6 +130,15 @@ def base_lr(config: dict) -> float | None:
     return None
 
 
+def weight_decay_keys(config: dict) -> list[str]:
+    """The keys that hold the weight decay the run trains with: ``optimizer.weight_decay`` of an explicit
+    optimizer, ``policy.optimizer_weight_decay`` under the policy preset (only those holding a number)."""
+    keys = ["policy.optimizer_weight_decay"] if config.get(PRESET, True) else []
+    if isinstance(config.get(OPTIMIZER), dict):
+        keys.append("optimizer.weight_decay")
+    return [k for k in keys if is_number(get(config, k))]
+
+
 def lr_changes(config: dict, new: float) -> dict:
     """``{key: new}`` for every key of :func:`lr_keys`: the changes that set the base LR to ``new``; a backbone
     LR the config holds (:data:`BACKBONE_LR`, ACT) moves with it, keeping its ratio to the base LR."""

@@ -575,6 +575,117 @@ class Instability(Rule):
 
 
 @register
+class Divergence(Rule):
+    """The loss went down, then blew up: the late-window median of train/loss is above ``max_rise`` × the lowest
+    level reached before it (a rolling median over a late-window-sized span, so one spike is no minimum), or
+    the loss turned non-finite after finite values. Proposes the base LR × ``lr_factor`` (a bounded step);
+    rolled back as any candidate (objective worse than the parent's by more than ``[rollback] max_regression``)."""
+
+    id = "divergence"
+    monitors = ("train/loss", "train/grad_norm")
+
+    def check(self, ctx):
+        raw = ctx.run.history.get("train/loss", [])
+        loss = ctx.series("train/loss")
+        if len(loss) < self.thr["min_points"]:
+            return None
+        vals = [v for _, v in loss]
+        late = ctx.late(loss)
+        w = window_size(len(vals), ctx.frac, ctx.min_points)
+        before = vals[:len(vals) - len(late)]
+        levels = [median(before[i:i + w]) for i in range(0, max(1, len(before) - w + 1))] if before else []
+        low = min(levels) if levels else None
+        late_level = median(v for _, v in late)
+        first_finite = next((i for i, (_, v) in enumerate(raw) if math.isfinite(v)), None)
+        blown = first_finite is not None and any(not math.isfinite(v) for _, v in raw[first_finite:])
+        rise = late_level / low if low and low > 0 else None
+        if not blown and (rise is None or rise <= self.thr["max_rise"]):
+            return None
+        ev = {"loss_low": _r(low) if low is not None else None, "loss_late": _r(late_level),
+              "rise": _r(rise, 3) if rise is not None else None, "max_rise": self.thr["max_rise"],
+              "non_finite_after_finite": blown, "window_steps": f"{late[0][0]}-{late[-1][0]}"}
+        lr = cfgkeys.base_lr(ctx.run.config)
+        changes = cfgkeys.lr_changes(ctx.run.config, _r(lr * self.propose["lr_factor"])) if lr else {}
+        return self.finding("alarm", ev, changes)
+
+
+@register
+class Overfitting(Rule):
+    """The offline eval loss rises while train/loss keeps falling: the late-window median of
+    ``eval/offline_eval/avg_loss`` is above ``(1 + min_rise)`` × its lowest value, reached before the late window,
+    while the late-window median of train/loss is below its level at that best eval step. Proposes the weight
+    decay (``optimizer.weight_decay``, or ``policy.optimizer_weight_decay`` under the policy preset) ×
+    ``weight_decay_factor`` (at most ``max_weight_decay``; from ``min_weight_decay``
+    when it is 0); evidence names the best eval step (its checkpoint is the one to keep). Rolled back as any
+    candidate (``[rollback] max_regression``)."""
+
+    id = "overfitting"
+    monitors = (EVAL_KEY, "train/loss")
+
+    def check(self, ctx):
+        ev_s, loss = ctx.series(EVAL_KEY), ctx.series("train/loss")
+        if len(ev_s) < self.thr["min_points"] or len(loss) < self.thr["min_points"]:
+            return None
+        late = ctx.late(ev_s)
+        before = ev_s[:len(ev_s) - len(late)]
+        if not before:
+            return None
+        best_step, best = min(before, key=lambda p: p[1])
+        late_eval = median(v for _, v in late)
+        if best <= 0 or late_eval <= best * (1 + self.thr["min_rise"]):
+            return None
+        near = [v for s, v in loss if s <= best_step][-window_size(len(loss), ctx.frac, ctx.min_points):]
+        late_train = ctx.late_median(loss)
+        if not near or late_train >= median(near):
+            return None
+        ev = {"best_eval": _r(best), "best_step": best_step, "late_eval": _r(late_eval),
+              "rise_pct": _r(100 * (late_eval / best - 1), 3), "train_at_best": _r(median(near)),
+              "late_train": _r(late_train)}
+        changes = {}
+        for key in cfgkeys.weight_decay_keys(ctx.run.config):
+            wd = cfgkeys.get(ctx.run.config, key)
+            new = max(self.propose["min_weight_decay"], wd * self.propose["weight_decay_factor"])
+            new = min(self.propose["max_weight_decay"], new)
+            if new > wd:
+                changes[key] = _r(new)
+        return self.finding("warn", ev, changes)
+
+
+@register
+class ScheduleMismatch(Rule):
+    """The configured LR schedule cannot do within the run what its config says: its warmup is at least
+    ``max_warmup_frac`` of the run's steps (a warmup as long as the run never reaches the base LR, and leaves no
+    decay), or the logged train/lr never reaches ``min_reached`` × the base LR. Proposes the warmup cut to
+    ``target_warmup_frac`` of the steps (at least 1), on the key that holds it; rolled back as any candidate."""
+
+    id = "schedule_mismatch"
+    monitors = ("train/lr",)
+
+    def check(self, ctx):
+        config = ctx.run.config
+        sch = cfgkeys.schedule(config)
+        steps = cfgkeys.get(config, cfgkeys.STEPS)
+        if sch is None or not isinstance(steps, int) or steps <= 0:
+            return None
+        warmup = sch["warmup"] if isinstance(sch["warmup"], int) else 0
+        lr = ctx.series("train/lr")
+        base = cfgkeys.base_lr(config)
+        reached = max(v for _, v in lr) / base if lr and base else None
+        long_warmup = warmup >= self.thr["max_warmup_frac"] * steps
+        never = (reached is not None and len(lr) >= self.thr["min_points"] and sch["varies"]
+                 and reached < self.thr["min_reached"])
+        if not (long_warmup or never):
+            return None
+        ev = {"warmup": warmup, "steps": steps, "warmup_frac": _r(warmup / steps, 3),
+              "lr_reached_frac": _r(reached, 3) if reached is not None else None,
+              "scheduler": f"{sch['type']}/{sch['name']}"}
+        key = cfgkeys.SCHEDULER_WARMUP if isinstance(config.get(cfgkeys.SCHEDULER), dict) else cfgkeys.POLICY_WARMUP
+        new = max(1, round(self.propose["target_warmup_frac"] * steps))
+        changes = {key: new} if warmup > new else {}
+        return self.finding("alarm" if warmup >= steps else "warn", ev, changes)
+
+
+@register
 class Plateau(Rule):
     """Diminishing returns: the second half gains far less than the first half (levels = medians over a
     late-window-sized span at the start, the middle and the end)."""

@@ -105,6 +105,24 @@ FINDINGS = {
     "instability": {
         "en": "Instability: {detail}.",
         "zh": "训练不稳定：{detail}。"},
+    "divergence": {
+        "en": "Divergence: train/loss fell to {loss_low}, then rose to {loss_late} (x{rise}, limit x{max_rise}; "
+              "steps {window_steps}; non-finite after finite values: {non_finite_after_finite}). Lower the LR.",
+        "zh": "训练发散：train/loss 曾降到 {loss_low}，随后升到 {loss_late}（×{rise}，上限 ×{max_rise}；步 "
+              "{window_steps}；有限值之后出现非有限值：{non_finite_after_finite}）。请降低学习率。"},
+    "overfitting": {
+        "en": "Overfitting: offline eval loss rose from its best {best_eval} (step {best_step}) to {late_eval} "
+              "(+{rise_pct}%) while train/loss kept falling ({train_at_best} -> {late_train}). Keep the step "
+              "{best_step} checkpoint; more regularisation (weight decay) or less training.",
+        "zh": "过拟合：离线评估损失从最佳 {best_eval}（步 {best_step}）升到 {late_eval}（+{rise_pct}%），而 "
+              "train/loss 仍在下降（{train_at_best} -> {late_train}）。保留步 {best_step} 的检查点；加强正则化"
+              "（weight decay）或缩短训练。"},
+    "schedule_mismatch": {
+        "en": "The LR schedule ({scheduler}) cannot do what its config says within the run: warmup {warmup} of "
+              "{steps} steps ({warmup_frac} of the run); the logged LR reached {lr_reached_frac} of the base LR. "
+              "Shorten the warmup.",
+        "zh": "学习率调度（{scheduler}）在本次运行内无法按配置执行：预热 {warmup} 步，总共 {steps} 步（占 "
+              "{warmup_frac}）；记录的学习率只达到基础学习率的 {lr_reached_frac}。请缩短预热。"},
     "plateau": {
         "en": "Diminishing returns on {metric}: gain {first_half_gain} in the first half vs {second_half_gain} in "
               "the second (steps {steps}).",
