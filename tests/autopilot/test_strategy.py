@@ -136,3 +136,28 @@ def test_bad_strategy_or_sampler_is_one_line_exit_2(tmp_path, capsys, flag):
     assert main(["autopilot", "--config_path", str(tmp_path / "x.json"), "--out", str(tmp_path / "o"), flag]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and flag.split("=")[0] in err and not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_a_sampled_iteration_end_to_end(toy, tmp_path):
+    """Tiny trainings: the base run, then one sampled candidate (``--strategy both`` with every rule off, so
+    nothing is diagnosed); the sampled run's params are in the study, inside the rules' LR range, and the lineage
+    says 'sampler'. (``sampler`` differs only in never diagnosing: test_sampler_strategy_never_diagnoses...)"""
+    from aphelpers import base_config, lineage, node, run_autopilot
+
+    from dpot.analysis.diagnose import RULES
+
+    cfg = base_config(toy, tmp_path / "base.json")
+    rules = tmp_path / "rules.toml"
+    rules.write_text("".join(f"[{rid}]\nenabled = false\n" for rid in RULES))
+    out = tmp_path / "search"
+    res = run_autopilot("--config_path", str(cfg), "--out", str(out), "--iterations", "1", "--candidates", "1",
+                        "--patience", "0", "--rules", str(rules), "--strategy", "both")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    it1 = node(lineage(out), "it1a")
+    assert it1["diagnoses"] == ["sampler"] and it1["parent"] == "base" and it1["decision"] in ("kept", "best",
+                                                                                                "rolled_back")
+    study = optuna.load_study(study_name="dpot-autopilot-search", storage=f"sqlite:///{out / 'study.db'}")
+    done = {t.user_attrs["name"]: t for t in study.get_trials(states=(TrialState.COMPLETE,)) if "name" in t.user_attrs}
+    assert set(done) == {"base", "it1a"}
+    assert done["base"].params["lr"] == pytest.approx(1e-6) and 1e-4 <= done["it1a"].params["lr"] <= 3e-4
