@@ -2,7 +2,14 @@
 seed's hand-written iterations (``configs/iter*.json``), ``--repeats`` seeds each.
 
     .venv/bin/python benchmarks/autopilot.py [--quick] [--steps S] [--iterations I] [--candidates K]
-        [--repeats 3] [--source DIR --target DIR] [--out DIR] [--write docs/benchmarks.md]
+        [--repeats 5] [--starts seed,healthy,lr-100x-high,...] [--source DIR --target DIR] [--out DIR]
+        [--results docs/results/autopilot/results.json] [--write docs/benchmarks.md]
+
+Start conditions (``--starts``, :data:`STARTS`, applied to the base config by :func:`start_config`): ``seed`` (the
+seed run's hyper-parameters, below), ``healthy`` (presets, lr 1e-4 in Diffusion's usual range, warmup 5 % of the
+run), and planted pathologies: ``lr-100x-high`` (lr 100x the usual top: 3e-2), ``lr-100x-low-flat`` (lr 100x below
+the usual bottom: 1e-6, constant schedule), ``warmup-longer-than-run`` (warmup 2x the steps), ``label-dominated``
+(every label weight x1000).
 
 Protocol (one repeat = one seed, the same for every method):
 * base config = the seed run's hyper-parameters (``configs/seed_p80qgmx9.json``: presets, lr 1e-5, cosine warmup
@@ -16,7 +23,10 @@ Protocol (one repeat = one seed, the same for every method):
 * hand-written: the base, then iter1, iter4a, iter4b, iter5a, iter5b, iter5c (their optimiser, schedule and OT
   blocks on the same base; warmups scaled by S / their steps; their step counts are NOT copied: every run gets S),
   as many as the budget allows.
-Result per method: the best final objective over its runs (mean ± std over repeats) and the steps it used.
+Result per start and method (``results.json``, :func:`results_doc`): ``{"direction": "min", "objective": ...,
+"starts": {start: {"methods": {method: {"repeats": [{"seed", "best", "steps", "runs", "runs_to_tpe_best"}]}}}}}``;
+``runs_to_tpe_best``: the runs a method needed to match TPE's final best in that repeat (None if never,
+:func:`runs_to_match`); the table gives the mean ± std of ``best`` and the median of ``runs_to_tpe_best``.
 Without ``--source/--target`` it writes toy datasets (``dpot.data.toy``, 8-dim actions: the seed's label cost
 slices action dims 0-8) to the out dir.
 ``--write`` replaces the ``## Autopilot (dpot autopilot)`` section of the given Markdown file (appended at the end
@@ -41,6 +51,8 @@ from dpot.metrics_log import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## Autopilot (dpot autopilot)"
+STARTS = ("seed", "healthy", "lr-100x-high", "lr-100x-low-flat", "warmup-longer-than-run", "label-dominated")
+METHODS = ("autopilot", "tpe", "random", "hand")
 OBJ = "eval/offline_eval/avg_loss"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false",
        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
@@ -102,6 +114,64 @@ def base_config(src: Path, tgt: Path, steps: int, seed: int) -> dict:
             "wandb": {"enable": False}, "seed": seed, "ot": fit_label_slices(seed_cfg["ot"], action_dim(tgt))}
 
 
+def start_config(start: str, base: dict) -> dict:
+    """The base config of start condition ``start`` (:data:`STARTS`; see the module docstring)."""
+    cfg = copy.deepcopy(base)
+    pol, steps = cfg["policy"], int(cfg["steps"])
+    if start == "seed":
+        return cfg
+    if start in ("healthy", "lr-100x-high", "warmup-longer-than-run"):
+        pol["scheduler_name"] = "cosine"          # the Diffusion preset's, made explicit
+    if start == "healthy":
+        pol["optimizer_lr"], pol["scheduler_warmup_steps"] = 1e-4, max(1, steps // 20)
+    elif start == "lr-100x-high":
+        pol["optimizer_lr"], pol["scheduler_warmup_steps"] = 3e-2, max(1, steps // 20)
+    elif start == "lr-100x-low-flat":
+        pol["optimizer_lr"], pol["scheduler_name"], pol["scheduler_warmup_steps"] = 1e-6, "constant", 0
+    elif start == "warmup-longer-than-run":
+        pol["optimizer_lr"], pol["scheduler_warmup_steps"] = 1e-4, 2 * steps
+    elif start == "label-dominated":
+        for f in cfg["ot"].get("features", []):
+            if f.get("type") == "label":
+                f["weight_label"] = float(f.get("weight_label", 1.0)) * 1000
+    else:
+        raise ValueError(f"unknown start {start!r}; choose from {', '.join(STARTS)}")
+    return cfg
+
+
+def runs_to_match(values: list[float], target: float, rel_tol: float = 1e-6) -> int | None:
+    """The number of runs (in the order trained) after which the running best of ``values`` (min; NaN = a failed
+    run) is at most ``target`` (up to ``rel_tol`` relative); None when it never is."""
+    best = float("inf")
+    for i, v in enumerate(values, start=1):
+        if v == v:
+            best = min(best, v)
+        if best <= target + rel_tol * abs(target):
+            return i
+    return None
+
+
+def results_doc(results: dict) -> dict:
+    """The results JSON (module docstring) from ``{start: {method: [per-repeat dict with 'values']}}``: each
+    repeat's ``runs_to_tpe_best`` is counted against TPE's final best of the same start and repeat."""
+    starts = {}
+    for start, methods in results.items():
+        tpe = methods.get("tpe") or []
+        out = {}
+        for method, reps in methods.items():
+            rows = []
+            for i, r in enumerate(reps):
+                target = tpe[i]["best"] if i < len(tpe) else None
+                ok = target is not None and target == target and abs(target) != float("inf")
+                hit = runs_to_match(r["values"], target) if ok else None
+                best = r["best"] if r["best"] == r["best"] and abs(r["best"]) != float("inf") else None
+                rows.append({"seed": r["seed"], "best": best, "steps": r["steps"], "runs": r["runs"],
+                             "runs_to_tpe_best": hit})
+            out[method] = {"repeats": rows}
+        starts[start] = {"methods": out}
+    return {"direction": "min", "objective": OBJ, "starts": starts}
+
+
 def hand_config(base: dict, name: str) -> dict:
     """``configs/<name>.json``'s optimiser, schedule and OT on ``base`` (warmups scaled to the run length)."""
     hand = json.loads((REPO / "configs" / f"{name}.json").read_text())
@@ -158,8 +228,11 @@ def run_autopilot(base: dict, work: Path, a) -> dict:
     lin = json.loads((out / "lineage.json").read_text())
     vals = [n["objective"] for n in lin["nodes"] if isinstance(n["objective"], float)
             and n["decision"] in ("kept", "best")]
+    order = [n["objective"] if isinstance(n["objective"], float) and n["decision"] in ("kept", "best")
+             else float("nan") for n in lin["nodes"]]
     steps = sum(_steps(out / n["run"]) for n in lin["nodes"])
-    return {"best": min(vals), "steps": steps, "runs": len(lin["nodes"]), "wall_s": time.time() - t0}
+    return {"best": min(vals) if vals else float("nan"), "steps": steps, "runs": len(lin["nodes"]),
+            "values": order, "wall_s": time.time() - t0}
 
 
 def run_sampler(kind: str, base: dict, work: Path, budget: int, a, seed: int) -> dict:
@@ -170,7 +243,7 @@ def run_sampler(kind: str, base: dict, work: Path, budget: int, a, seed: int) ->
                if kind == "tpe" else optuna.samplers.RandomSampler(seed=seed))
     study = optuna.create_study(direction="minimize", sampler=sampler)
     work.mkdir(parents=True, exist_ok=True)
-    t0, best, steps, n = time.time(), float("inf"), 0, 0
+    t0, best, steps, n, values = time.time(), float("inf"), 0, 0, []
     while steps + a.steps <= budget:
         run = work / f"t{n}"
         if n == 0:
@@ -186,13 +259,14 @@ def run_sampler(kind: str, base: dict, work: Path, budget: int, a, seed: int) ->
                        state=None if val == val else optuna.trial.TrialState.FAIL)
         if val == val:
             best = min(best, val)
+        values.append(val)
         n += 1
-    return {"best": best, "steps": steps, "runs": n, "wall_s": time.time() - t0}
+    return {"best": best, "steps": steps, "runs": n, "values": values, "wall_s": time.time() - t0}
 
 
 def run_hand(base: dict, work: Path, budget: int, a) -> dict:
     work.mkdir(parents=True, exist_ok=True)
-    t0, best, steps, n = time.time(), float("inf"), 0, 0
+    t0, best, steps, n, values = time.time(), float("inf"), 0, 0, []
     for name in ["base", *HAND]:
         if steps + a.steps > budget:
             break
@@ -202,24 +276,32 @@ def run_hand(base: dict, work: Path, budget: int, a) -> dict:
         steps += _steps(run)
         if val == val:
             best = min(best, val)
+        values.append(val)
         n += 1
-    return {"best": best, "steps": steps, "runs": n, "wall_s": time.time() - t0}
+    return {"best": best, "steps": steps, "runs": n, "values": values, "wall_s": time.time() - t0}
 
 
-def table(results: dict, a) -> str:
+def table(doc: dict, a) -> str:
+    """The Markdown section: one row per start and method (best: mean ± sd over repeats; runs to TPE's best:
+    median over repeats, '-' when never in most)."""
     lines = [SECTION, "",
              f"`benchmarks/autopilot.py {' '.join(sys.argv[1:])}` on {platform.node() or 'this machine'} "
              f"({os.cpu_count()} CPUs, shared): {a.steps} steps per run, autopilot {a.iterations} iteration(s) x "
              f"<= {a.candidates} candidate(s), {a.repeats} repeat(s), objective `{OBJ}` (min, final value of a "
              f"run); each method's budget = the autopilot's total trained steps.", "",
-             "| method | best objective (mean ± std) | per repeat | steps used (mean) | runs (mean) |",
-             "|---|---|---|---|---|"]
-    for method, rs in results.items():
-        bests = [r["best"] for r in rs]
-        sd = statistics.pstdev(bests) if len(bests) > 1 else 0.0
-        lines.append(f"| {method} | {statistics.mean(bests):.4f} ± {sd:.4f} | "
-                     f"{', '.join(f'{b:.4f}' for b in bests)} | {statistics.mean(r['steps'] for r in rs):.0f} | "
-                     f"{statistics.mean(r['runs'] for r in rs):.1f} |")
+             "| start | method | best objective (mean ± sd) | per repeat | steps (mean) | runs (mean) | "
+             "runs to TPE's best (median) |", "|---|---|---|---|---|---|---|"]
+    for start, entry in doc["starts"].items():
+        for method, m in entry["methods"].items():
+            rs = m["repeats"]
+            bests = [r["best"] if r["best"] is not None else float("nan") for r in rs]
+            sd = statistics.pstdev(bests) if len(bests) > 1 else 0.0
+            hits = [r["runs_to_tpe_best"] for r in rs]
+            med = (statistics.median([h if h is not None else float("inf") for h in hits]) if hits else None)
+            lines.append(f"| {start} | {method} | {statistics.mean(bests):.4f} ± {sd:.4f} | "
+                         f"{', '.join(f'{b:.4f}' for b in bests)} | {statistics.mean(r['steps'] for r in rs):.0f} | "
+                         f"{statistics.mean(r['runs'] for r in rs):.1f} | "
+                         f"{'-' if med is None or med == float('inf') else f'{med:g}'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -232,18 +314,27 @@ def write_section(path: Path, text: str) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="tiny budget: 6 steps, 1 iteration x 1 candidate, 1 repeat")
-    p.add_argument("--steps", type=int, default=200, help="training steps per run")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny budget: 6 steps, 1 iteration x 1 candidate, 1 repeat, starts seed and lr-100x-high")
+    p.add_argument("--steps", type=int, default=300, help="training steps per run")
     p.add_argument("--iterations", type=int, default=3)
     p.add_argument("--candidates", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--starts", default=",".join(STARTS), help=f"comma-separated start conditions ({', '.join(STARTS)})")
     p.add_argument("--source", help="source dataset root (default: toy data)")
     p.add_argument("--target", help="target dataset root (default: toy data)")
     p.add_argument("--out", default="outputs/bench_autopilot", help="work directory")
+    p.add_argument("--results", default=None, help="also write the results JSON here (e.g. "
+                                                    "docs/results/autopilot/results.json)")
     p.add_argument("--write", help="Markdown file whose autopilot section is replaced")
     a = p.parse_args()
+    starts = [x.strip() for x in a.starts.split(",") if x.strip()]
     if a.quick:
         a.steps, a.iterations, a.candidates, a.repeats = 6, 1, 1, 1
+        starts = ["seed", "lr-100x-high"] if a.starts == ",".join(STARTS) else starts
+    bad = [x for x in starts if x not in STARTS]
+    if bad:
+        p.error(f"--starts: unknown {', '.join(bad)}; choose from {', '.join(STARTS)}")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if a.source and a.target:
@@ -255,22 +346,29 @@ def main() -> int:
         if not tgt.exists():
             make_toy_dataset(src, "source", episodes=8, image_size=32, cameras=("top",), action_dim=8)
             make_toy_dataset(tgt, "target", episodes=6, image_size=32, cameras=("top",), action_dim=8)
-    results: dict[str, list[dict]] = {"autopilot": [], "Optuna TPE": [], "random": [], "hand-written iter*": []}
-    for rep in range(a.repeats):
-        work = out / f"rep{rep}"
-        base = base_config(src, tgt, a.steps, seed=rep)
-        ap = run_autopilot(base, work / "autopilot", a)
-        results["autopilot"].append(ap)
-        budget = ap["steps"]
-        results["Optuna TPE"].append(run_sampler("tpe", base, work / "tpe", budget, a, rep))
-        results["random"].append(run_sampler("random", base, work / "random", budget, a, rep))
-        results["hand-written iter*"].append(run_hand(base, work / "hand", budget, a))
-        print(json.dumps({k: v[-1] for k, v in results.items()}, default=str), flush=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    text = table(results, a)
-    print(text)
+    results: dict[str, dict[str, list[dict]]] = {}
+    for start in starts:
+        res = results.setdefault(start, {m: [] for m in METHODS})
+        for rep in range(a.repeats):
+            work = out / start / f"rep{rep}"
+            base = start_config(start, base_config(src, tgt, a.steps, seed=rep))
+            ap = run_autopilot(base, work / "autopilot", a)
+            budget = ap["steps"]
+            for method, r in (("autopilot", ap), ("tpe", run_sampler("tpe", base, work / "tpe", budget, a, rep)),
+                              ("random", run_sampler("random", base, work / "random", budget, a, rep)),
+                              ("hand", run_hand(base, work / "hand", budget, a))):
+                res[method].append({**r, "seed": rep})
+            print(json.dumps({start: {m: v[-1]["best"] for m, v in res.items()}}), flush=True)
+    doc = results_doc(results)
+    text = json.dumps(doc, indent=2) + "\n"
+    (out / "results.json").write_text(text)
+    if a.results:
+        Path(a.results).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.results).write_text(text)
+    md = table(doc, a)
+    print(md)
     if a.write:
-        write_section(Path(a.write), text)
+        write_section(Path(a.write), md)
     return 0
 
 

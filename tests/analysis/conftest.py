@@ -39,7 +39,8 @@ def toy(work):
 def real_runs(work, toy):
     """Three real runs, trained in parallel once per session:
 
-    * ``healthy``: plain lerobot-train, diffusion presets (lr 1e-4, cosine warmup), eval every 5 steps;
+    * ``healthy``: plain lerobot-train, diffusion presets (lr 1e-4, cosine) with a 1-step warmup (the preset's 500
+      would be longer than the 8-step run: schedule_mismatch), eval every 4 steps;
     * ``planted``: plain lerobot-train with a constant schedule, lr 1e-5 and an eval at every step;
     * ``dpot_label``: ``dpot train`` with a huge ``weight_label`` (1000), which makes the label cost dominate;
     * ``lr_high``: plain lerobot-train with lr 0.3 (1000x the usual top), cosine without warmup.
@@ -47,7 +48,8 @@ def real_runs(work, toy):
     runs = {"healthy": work / "lr_healthy", "planted": work / "lr_planted", "lr_high": work / "lr_high",
             "dpot_label": work / "dpot_label"}
     procs = [
-        runmaker.lerobot_train(toy["target"], runs["healthy"], "--steps=8", "--eval_steps=4"),
+        runmaker.lerobot_train(toy["target"], runs["healthy"], "--steps=8", "--eval_steps=4",
+                               "--policy.scheduler_warmup_steps=1"),
         runmaker.lerobot_train(toy["target"], runs["planted"], "--steps=8", "--eval_steps=1",
                                "--policy.scheduler_name=constant", "--policy.optimizer_lr=1e-5"),
         runmaker.lerobot_train(toy["target"], runs["lr_high"], "--steps=8", "--eval_steps=4",

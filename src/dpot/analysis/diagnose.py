@@ -653,7 +653,7 @@ class Overfitting(Rule):
 
 @register
 class ScheduleMismatch(Rule):
-    """The configured LR schedule cannot do within the run what its config says: its warmup is at least
+    """A varying LR schedule that cannot do within the run what its config says: its warmup is at least
     ``max_warmup_frac`` of the run's steps (a warmup as long as the run never reaches the base LR, and leaves no
     decay), or the logged train/lr never reaches ``min_reached`` × the base LR. Proposes the warmup cut to
     ``target_warmup_frac`` of the steps (at least 1), on the key that holds it; rolled back as any candidate."""
@@ -665,15 +665,14 @@ class ScheduleMismatch(Rule):
         config = ctx.run.config
         sch = cfgkeys.schedule(config)
         steps = cfgkeys.get(config, cfgkeys.STEPS)
-        if sch is None or not isinstance(steps, int) or steps <= 0:
-            return None
+        if sch is None or not sch["varies"] or not isinstance(steps, int) or steps <= 0:
+            return None          # a constant schedule ignores its warmup
         warmup = sch["warmup"] if isinstance(sch["warmup"], int) else 0
         lr = ctx.series("train/lr")
         base = cfgkeys.base_lr(config)
         reached = max(v for _, v in lr) / base if lr and base else None
         long_warmup = warmup >= self.thr["max_warmup_frac"] * steps
-        never = (reached is not None and len(lr) >= self.thr["min_points"] and sch["varies"]
-                 and reached < self.thr["min_reached"])
+        never = reached is not None and len(lr) >= self.thr["min_points"] and reached < self.thr["min_reached"]
         if not (long_warmup or never):
             return None
         ev = {"warmup": warmup, "steps": steps, "warmup_frac": _r(warmup / steps, 3),

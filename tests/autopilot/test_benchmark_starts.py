@@ -1,0 +1,65 @@
+"""benchmarks/autopilot.py without training: the start conditions plant what they say (the diagnoses' own readers
+see it), and the results JSON has the issue's schema with runs_to_tpe_best counted against TPE's final best."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from dpot.analysis import cfgkeys
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import autopilot as bench  # noqa: E402
+
+
+@pytest.fixture
+def base(tmp_path):
+    """The benchmark's base config on a dataset root that only has the ``meta/info.json`` it reads."""
+    (tmp_path / "meta").mkdir()
+    (tmp_path / "meta" / "info.json").write_text(json.dumps({"features": {
+        "action": {"dtype": "float32", "shape": [8]}, "observation.images.top": {"dtype": "image",
+                                                                                 "shape": [32, 32, 3]}}}))
+    return bench.base_config(tmp_path, tmp_path, steps=300, seed=0)
+
+
+def test_each_start_plants_its_condition(base):
+    cfgs = {s: bench.start_config(s, base) for s in bench.STARTS}
+    assert cfgs["seed"] == base and cfgkeys.base_lr(base) == 1e-5
+    assert cfgkeys.base_lr(cfgs["healthy"]) == 1e-4 and cfgkeys.schedule(cfgs["healthy"])["warmup"] == 15
+    assert cfgkeys.base_lr(cfgs["lr-100x-high"]) == pytest.approx(100 * 3e-4)
+    low = cfgs["lr-100x-low-flat"]
+    assert cfgkeys.base_lr(low) == pytest.approx(1e-4 / 100) and not cfgkeys.schedule(low)["varies"]
+    assert cfgkeys.schedule(cfgs["warmup-longer-than-run"])["warmup"] == 600 > cfgs["warmup-longer-than-run"]["steps"]
+    lbl = [f["weight_label"] for _, f in cfgkeys.label_features(cfgs["label-dominated"])]
+    assert lbl and lbl == [1000 * f["weight_label"] for _, f in cfgkeys.label_features(base)]
+    assert base["policy"]["optimizer_lr"] == 1e-5                      # the base is not changed in place
+    with pytest.raises(ValueError, match="unknown start"):
+        bench.start_config("nope", base)
+
+
+def test_runs_to_match_counts_runs_until_the_running_best_reaches_the_target():
+    nan = float("nan")
+    assert bench.runs_to_match([1.0, nan, 0.8, 0.9, 0.7], 0.8) == 3
+    assert bench.runs_to_match([1.0, 0.9], 0.8) is None
+    assert bench.runs_to_match([0.5], 0.8) == 1
+
+
+def test_results_doc_has_the_issue_schema():
+    rep = lambda best, values, seed=0: {"best": best, "steps": 600, "runs": len(values), "values": values,  # noqa: E731
+                                        "seed": seed}
+    results = {"lr-100x-high": {"autopilot": [rep(0.7, [2.0, 0.7, 0.9])], "tpe": [rep(0.8, [2.0, 1.0, 0.8])],
+                                "random": [rep(float("nan"), [float("nan")])], "hand": [rep(0.9, [2.0, 0.9])]}}
+    doc = json.loads(json.dumps(bench.results_doc(results)))            # plain JSON: no NaN
+    assert doc["direction"] == "min" and doc["objective"] == bench.OBJ
+    m = doc["starts"]["lr-100x-high"]["methods"]
+    assert set(m) == set(bench.METHODS)
+    assert m["autopilot"]["repeats"] == [{"seed": 0, "best": 0.7, "steps": 600, "runs": 3, "runs_to_tpe_best": 2}]
+    assert m["tpe"]["repeats"][0]["runs_to_tpe_best"] == 3
+    assert m["random"]["repeats"][0]["best"] is None and m["random"]["repeats"][0]["runs_to_tpe_best"] is None
+    assert m["hand"]["repeats"][0]["runs_to_tpe_best"] is None
+    text = bench.table(doc, type("A", (), {"steps": 300, "iterations": 3, "candidates": 2, "repeats": 1})())
+    assert "| lr-100x-high | autopilot | 0.7000 ± 0.0000 | 0.7000 | 600 | 3.0 | 2 |" in text
+    assert "| lr-100x-high | random | nan" in text and "| 1.0 | - |" in text
