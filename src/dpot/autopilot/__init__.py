@@ -3,7 +3,8 @@
 Modules: :mod:`.spec` (arguments, objective, the search's identity in ``DIR/autopilot.json``, its directory
 layout), :mod:`.record` (the typed state: ``TrialRecord``, ``IterationRecord``, the ``Decision`` / ``Kind``
 values), :mod:`.store` (that state in the Optuna study, public API only), :mod:`.claim` (workers: claiming,
-take-over, heartbeats, the lock), :mod:`.candidates` (what is trained next, enqueued as plans), :mod:`.training`
+take-over, heartbeats, the lock), :mod:`.candidates` (what is trained next, enqueued as plans; ``--strategy``),
+:mod:`.sampling` (the model-based sampler's ranges and draws, the params every trial records), :mod:`.training`
 (one trial: train, report, decide, tell), :mod:`.decisions` (the rules as pure functions: rollback triggers,
 closing an iteration, stops, retries, halving budgets), :mod:`.runs` (what a run directory says: metrics,
 checkpoints, objective), :mod:`.tools` (``dpot report/propose/train`` as subprocesses, the ``--launcher``
