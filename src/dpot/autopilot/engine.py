@@ -48,6 +48,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dpot import rundir
 from dpot.analysis import cfgkeys
 from dpot.atomic import write_text
 from dpot.autopilot import runs, spec, tools
@@ -120,7 +121,7 @@ class Search:
         self.s = s
         self.out = Path(s.out).resolve()
         self.objective = spec.parse_objective(s.objective)
-        tools.check_launcher(s.launcher)
+        rundir.check_launcher(s.launcher)
         if s.iterations < 0:
             raise UserError("--iterations: must be >= 0")
         if s.candidates < 1:
@@ -319,9 +320,9 @@ class Search:
         task = self.objective.bench_task
         if task is None:
             return runs.series(read_metrics(run_dir), self.objective.key, budget)
-        cache = run_dir / f"bench_{task}_{budget:06d}.json"
+        cache = rundir.bench_result_path(run_dir, task, budget, self.steps)
         if not cache.exists():
-            ckpt = run_dir / "checkpoints" / f"{budget:06d}" / "pretrained_model"
+            ckpt = rundir.checkpoint_dir(run_dir, budget, self.steps) / rundir.MODEL_DIR
             if not evaluate or not ckpt.exists():
                 return []
             tools.bench_eval(ckpt, task, self.s.bench_episodes, self.s.bench_max_steps, cache)
@@ -364,26 +365,22 @@ class Search:
                     reported.add(step)
                     if kind != "base" and trial.should_prune():
                         return "pruned"
-            if budget < self.steps and runs.reached(run_dir, budget):
+            if budget < self.steps and rundir.is_finished(run_dir, budget):
                 return "budget"
             return None
 
-        if runs.reached(run_dir, budget):
+        log_file = rundir.log_path(self.out, name)
+        if rundir.is_finished(run_dir, budget):
             reason = poll() or ""           # trained before a crash: only read it
-        else:
-            if tools.kill_leftover(self.out / "logs" / f"{name}.log", str(cfg_path)):
-                time.sleep(1.0)
-            resume = bool(runs.checkpoint_steps(run_dir))
-            if not resume and run_dir.exists():
-                shutil.rmtree(run_dir)      # started, but no checkpoint yet: start over
-            cmd = tools.train_command(cfg_path, resume, name, run_dir, self.s.launcher)
-            rc, reason = tools.run_monitored(cmd, self.out / "logs" / f"{name}.log", poll, self.s.poll_s)
+        else:                               # resumes from its checkpoint, if any
+            launch = rundir.launch_train(cfg_path, run_dir, log_file, name=name, launcher=self.s.launcher, poll=poll,
+                                         interval=self.s.poll_s, who="autopilot")
+            rc, reason = launch.returncode, launch.reason
         rows = read_metrics(run_dir)
-        failed = rc != 0 and reason not in ("budget", "pruned") and not runs.reached(run_dir, budget)
+        failed = rc != 0 and reason not in ("budget", "pruned") and not rundir.is_finished(run_dir, budget)
         if kind == "base" and failed:
-            tail = _log_tail(self.out / "logs" / f"{name}.log")
-            raise ObjectiveMissing(f"--config_path: the base run failed (exit {rc}): {tail}; see "
-                                   f"{self.out / 'logs' / f'{name}.log'}")
+            tail = _log_tail(log_file)
+            raise ObjectiveMissing(f"--config_path: the base run failed (exit {rc}): {tail}; see {log_file}")
         try:
             pts = [] if failed else self._points(run_dir, budget)
         except RuntimeError as err:          # bench:<task>: the closed-loop evaluation failed
@@ -408,7 +405,7 @@ class Search:
         regression = (self.objective.regression(objective, parent_best)
                       if runs.is_finite(objective) and runs.is_finite(parent_best) else None)
         if failed:
-            note = note or _log_tail(self.out / "logs" / f"{name}.log")
+            note = note or _log_tail(log_file)
         decision = decide(kind=kind, final=final, failed=failed, pruned=reason == "pruned", objective=objective,
                           regression=regression, findings=findings, max_regression=self.s.max_regression)
         if decision == "retried":

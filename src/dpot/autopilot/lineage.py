@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dpot import rundir
 from dpot.atomic import write_text
 
 
@@ -45,7 +46,7 @@ def nodes(search) -> list[dict]:
         elif decision == "halving" and a["iteration"] in records:
             decision = "pruned"           # not promoted by successive halving
         run_dir = search.run_dir(name)
-        report = run_dir / "report.html"
+        report = run_dir / rundir.REPORT_HTML
         out.append({
             "name": name, "parent": a.get("parent"), "changes": a.get("changes") or {},
             "diagnoses": a.get("diagnoses") or [], "objective": a.get("objective"), "decision": decision,

@@ -20,12 +20,13 @@ Rendering uses fast settings (no MSAA, shadows or reflections) unless ``fast_ren
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections import deque
 from dataclasses import dataclass
 
-os.environ.setdefault("MUJOCO_GL", "egl")
+from dpot.rundir import set_env_defaults
+
+set_env_defaults()  # MUJOCO_GL must be set before mujoco is first imported
 
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402

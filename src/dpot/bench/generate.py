@@ -42,6 +42,7 @@ import numpy as np
 from dpot.bench.domains import check_camera, resolve_spec
 from dpot.bench.env import ACTION_NAMES, DEFAULT_CAMERAS, OBS_MODES, DomainEnv, check_obs, check_region, check_task
 from dpot.errors import UserError
+from dpot.rundir import set_env_defaults
 
 META_FILE = "meta/dpot_bench.json"
 DESCRIPTIONS = {
@@ -58,7 +59,7 @@ _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(task, spec, image_size, cameras, fast_render, obs):
-    os.environ.setdefault("MUJOCO_GL", "egl")
+    set_env_defaults()
     import torch  # noqa: F401  (keep intra-op threads low if torch was imported)
 
     torch.set_num_threads(1)

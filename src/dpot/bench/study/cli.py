@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from dpot import rundir
 from dpot.bench.presets import parse_methods
 from dpot.bench.study.plan import plan_jobs
 from dpot.bench.study.rendering import pct
@@ -35,7 +36,7 @@ def run_cli(args) -> int:
         study = make_study(args.preset, task=args.task, root=args.dir, shift=args.shift)
         for job in plan_jobs(parse_methods(args.only, study.preset.method_table), args.seeds or study.preset.seeds):
             state = "done" if study.is_done(job) else (
-                "partial" if (study.run_dir(job) / "checkpoints" / "last").exists() else "todo")
+                "partial" if rundir.last_checkpoint(study.run_dir(job)) is not None else "todo")
             print(f"{job.id:32s} {state}")
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
