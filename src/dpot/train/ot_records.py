@@ -1,9 +1,6 @@
-"""What the trainer records about the OT term besides metrics: ``ot_terms.json`` and plan snapshots (their
-names and paths: :mod:`dpot.rundir`).
-
-``<run>/ot_terms.json`` = ``{"terms": {"img_<camera>": "embed", "<key>_lbl": "label", ...}}`` (the alignment
-loss's ``term_kinds``), written once at start: the kind of every cost term, so readers classify
-``train/ot_cost/<term>`` (``train/mmd/<term>``) by kind, not by name.
+"""What the trainer records about the OT term besides metrics: plan snapshots (paths: :mod:`dpot.rundir`, which
+also writes ``ot_terms.json``, the alignment loss's ``term_kinds``, once at start, so readers classify
+``train/ot_cost/<term>`` (``train/mmd/<term>``) by kind, not by name).
 
 ``<run>/ot_plans/step_<step:06d>.npz`` (every ``log_freq * ot.plan_log_every`` steps, OT on, main process):
 ``plan`` ``[n_src, n_tgt]`` float32 (pi* of that step's global batch), ``cost_<term>`` ``[n_src, n_tgt]`` float32
