@@ -23,8 +23,9 @@ Study directory::
 redone only if its output is missing: training resumes from its newest complete checkpoint (``--resume=true``
 with the run's own ``train_config.json``; a run dir without any checkpoint holds nothing to keep and is started
 again), a job counts as trained once it holds a complete checkpoint at the preset's steps
-(:func:`dpot.rundir.is_finished`), and every evaluation whose JSON exists is kept. Jobs run in plan order: the calibration runs (seed 0 of the methods marked ``calibration``: target-only
-and source-only in the ID/OOD study) first, then the core methods (group 0) for all seeds, seed by seed, then
+(:func:`dpot.rundir.is_finished`), and every evaluation whose JSON exists is kept. Jobs run in plan order: the
+calibration runs (seed 0 of the methods marked ``calibration``: target-only and source-only in the ID/OOD study)
+first, then the core methods (group 0) for all seeds, seed by seed, then
 the other groups. Training runs in a subprocess (``dpot train``, started by :func:`dpot.rundir.launch_train`
 as the autopilot's are).
 
