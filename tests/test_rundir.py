@@ -68,6 +68,14 @@ def test_each_run_directory_name_is_spelled_in_one_module():
     assert not wrong, "run-directory names spelled outside their owner (use dpot.rundir):\n" + "\n".join(wrong)
 
 
+def test_rundir_is_a_leaf():
+    """Every layer may use it: it imports nothing of dpot's but atomic, errors and metrics_log (anywhere in it)."""
+    tree = ast.parse((SRC / "rundir.py").read_text())
+    mods = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    mods |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert {m for m in mods if m.startswith("dpot")} == {"dpot.atomic", "dpot.errors", "dpot.metrics_log"}
+
+
 def _fake_checkpoint(run: Path, step: int, total: int) -> None:
     state = rundir.checkpoint_dir(run, step, total) / rundir.STATE_DIR
     state.mkdir(parents=True)
