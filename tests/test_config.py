@@ -135,8 +135,10 @@ def test_feature_kinds_are_registered_types_with_their_own_fields(tmp_path):
     assert (embed.type, label.type) == ("embed", "label")
     assert not hasattr(embed, "dim_slice") and not hasattr(label, "weight_embed")
     saved = config_to_dict(cfg)["ot"]["features"]
-    assert saved == [{"type": "embed", "use_learned_embed": True, "weight_embed": 1.0, "cameras": None},
-                     {"type": "label", "key": "action", "dim_slice": [0, 8], "weight_label": 0.05}]
+    assert saved == [{"type": "embed", "cost_norm": None, "use_learned_embed": True, "weight_embed": 1.0,
+                      "cameras": None, "concat": False, "include_state": False},
+                     {"type": "label", "cost_norm": None, "key": "action", "dim_slice": [0, 8], "weight_label": 0.05,
+                      "time_index": None, "normalized": True}]
     assert draccus.decode(OTConfig, draccus.encode(cfg.ot)) == cfg.ot  # encode/decode round trip
     a_feature_without_type = json.loads(json.dumps(BASE))
     a_feature_without_type["ot"]["features"][0].pop("type")  # "type" defaulted to "embed" before the split

@@ -33,6 +33,7 @@ from lerobot.configs.train import TrainPipelineConfig
 
 from dpot.atomic import write_text
 from dpot.errors import UserError, did_you_mean
+from dpot.ot.registry import method_names
 from dpot.rundir import CONFIG_FILE
 
 __all__ = [
@@ -50,7 +51,10 @@ __all__ = [
 
 ALIGNMENTS = ("phase", "dtw")
 COST_NORMS = ("dim", "median", "none")
-OT_METHODS = ("uot", "mmd")
+IMG_PREFIX = "observation.images."
+STATE_KEY = "observation.state"
+LABEL_KEYS = ("action", STATE_KEY)  # the batch tensors a label term can read
+CONCAT_TERM = "obs_embed"           # the name of a concat=true embed term
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +72,16 @@ def _one_of(field_: str, value: str, choices: Sequence[str]) -> None:
 class OTFeatureConfig(draccus.ChoiceRegistry):
     """One kind of OT cost term, chosen by its ``type`` in JSON (``{"type": "embed", ...}``), as LeRobot chooses
     policy types. Registered kinds: ``embed`` (:class:`EmbedFeatureConfig`), ``label`` (:class:`LabelFeatureConfig`).
+
+    A kind carries its behaviour: the terms it adds (:meth:`term_kinds`), the label tensors it reads
+    (:meth:`label_inputs`), its weighted cost matrices (:meth:`cost_terms`), the embeddings it aligns
+    (:meth:`embedding_pairs`, for the MMD baseline) and its dataset checks (:meth:`check_dataset`), so a new kind is
+    one new registered class. ``cost_norm``: this term's normalization (``dim`` | ``median`` | ``none``; None = the
+    section's ``ot.cost_norm``).
     """
+
+    cost_norm: str | None = None
+    embeds_images = False  # class attribute: whether the kind aligns learned image embeddings
 
     @classmethod
     def default_choice_name(cls) -> str:
@@ -80,43 +93,209 @@ class OTFeatureConfig(draccus.ChoiceRegistry):
 
     def validate(self, where: str) -> None:
         """Raise UserError naming ``<where>.<field>`` for a value out of range (dataset-free checks only)."""
+        if self.cost_norm is not None:
+            _one_of(f"{where}.cost_norm", self.cost_norm, COST_NORMS)
+
+    def covers_all_cameras(self) -> bool:
+        """Whether the term's names depend on the target cameras (an embed term with ``cameras: null``)."""
+        return False
+
+    def term_kinds(self, cameras: Sequence[str]) -> dict[str, str]:
+        """Cost term name -> kind (``embed`` | ``label``) for target cameras ``cameras`` (short names)."""
+        raise NotImplementedError
+
+    def label_inputs(self) -> set[tuple[str, bool]]:
+        """``(key, normalized)`` of every batch tensor the term reads from ``DomainFeatures.labels`` (normalized)
+        or ``raw_labels`` (raw units): the trainer collects exactly these."""
+        return set()
+
+    def embedding_pairs(self, src, tgt) -> list[tuple[str, float, Any, Any]]:
+        """``(term, weight, x [n_src, D], y [n_tgt, D])`` of the learned embeddings the term aligns (none for a
+        label term); ``src``/``tgt`` are :class:`dpot.ot.loss.DomainFeatures`."""
+        return []
+
+    def cost_terms(self, src, tgt, cost_norm: str) -> dict[str, Any]:
+        """Term name -> weighted cost matrix ``w C`` (``[n_src, n_tgt]``, float32) between the rows of ``src`` and
+        ``tgt``; ``cost_norm`` is the section's default (:meth:`norm` picks this term's own when set)."""
+        raise NotImplementedError
+
+    def cost_parts(self, src, tgt, cost_norm: str) -> dict[str, float]:
+        """``ot_cost_mean/<term>@<part>``: the mean weighted cost of each part of a term made of several (the
+        cameras and the state of a concatenated embedding; none for a one-part term), so a reader can tell the
+        images from the state inside one term. The parts' means add up to the term's mean."""
+        return {}
+
+    def norm(self, default: str) -> str:
+        """This term's cost normalization: its own ``cost_norm`` or the section's ``default``."""
+        return self.cost_norm or default
+
+    def check_dataset(self, where: str, cameras: Sequence[str], shapes: dict[str, tuple[int, ...]]) -> None:
+        """Raise UserError naming ``<where>.<field>`` when the term does not fit the target dataset (``cameras``:
+        short camera names, ``shapes``: feature key -> shape)."""
 
 
 @OTFeatureConfig.register_subclass("embed")
 @dataclass
 class EmbedFeatureConfig(OTFeatureConfig):
-    """The policy's learned image embedding, one cost term ``img_<camera>`` per camera (``cameras``: None = all
-    target cameras), weighted by ``weight_embed``; ``use_learned_embed=false`` detaches it (the plan is computed,
-    no gradient reaches the encoder)."""
+    """The policy's learned image embedding, weighted by ``weight_embed``; ``use_learned_embed=false`` detaches it
+    (the plan is computed, no gradient reaches the encoder).
+
+    ``concat=false``: one cost term ``img_<camera>`` per camera (``cameras``: None = all target cameras).
+    ``concat=true``: ONE term ``obs_embed`` over the concatenation of those cameras' features and, with
+    ``include_state=true``, the normalized ``observation.state`` (what the policy's U-Net is conditioned on): the
+    official code's ``z = encoder(obs)`` flattened per item. A squared distance is a sum over dimensions, so the
+    order of the concatenation does not change the cost.
+    """
 
     use_learned_embed: bool = True
     weight_embed: float = 1.0
     cameras: list[str] | None = None
+    concat: bool = False
+    include_state: bool = False
+    embeds_images = True
 
     def validate(self, where: str) -> None:
+        super().validate(where)
         if self.weight_embed < 0:
             raise _err(f"{where}.weight_embed", f"must be >= 0, got {self.weight_embed}")
+        if self.include_state and not self.concat:
+            raise _err(f"{where}.include_state", "needs concat=true (the state joins the concatenated embedding)")
+
+    def covers_all_cameras(self) -> bool:
+        return self.cameras is None
+
+    def term_cameras(self, available: Sequence[str]) -> list[str]:
+        """The cameras of this term: ``cameras`` (``observation.images.`` prefix optional) or all ``available``
+        ones (sorted)."""
+        if self.cameras is None:
+            return sorted(available)
+        return [c.removeprefix(IMG_PREFIX) for c in self.cameras]
+
+    def term_kinds(self, cameras: Sequence[str]) -> dict[str, str]:
+        if self.concat:
+            return {CONCAT_TERM: "embed"}
+        return {f"img_{cam}": "embed" for cam in self.term_cameras(cameras)}
+
+    def label_inputs(self) -> set[tuple[str, bool]]:
+        return {(STATE_KEY, True)} if self.include_state else set()
+
+    def embedding_pairs(self, src, tgt) -> list[tuple[str, float, Any, Any]]:
+        import torch
+
+        pairs = []
+        for cam in self.term_cameras(tgt.embeds):
+            if cam not in src.embeds or cam not in tgt.embeds:
+                raise KeyError(f"camera '{cam}' has no embedding in both domains "
+                               f"(source: {sorted(src.embeds)}, target: {sorted(tgt.embeds)})")
+            x, y = src.embeds[cam].float().flatten(1), tgt.embeds[cam].float().flatten(1)
+            if not self.use_learned_embed:
+                x, y = x.detach(), y.detach()
+            pairs.append((f"img_{cam}", self.weight_embed, x, y))
+        if not self.concat:
+            return pairs
+        xs, ys = [p[2] for p in pairs], [p[3] for p in pairs]
+        if self.include_state:
+            xs.append(src.labels[STATE_KEY].float().flatten(1))
+            ys.append(tgt.labels[STATE_KEY].float().flatten(1))
+        return [(CONCAT_TERM, self.weight_embed, torch.cat(xs, dim=1), torch.cat(ys, dim=1))]
+
+    def cost_terms(self, src, tgt, cost_norm: str) -> dict[str, Any]:
+        from dpot.ot.costs import normalize_cost, sq_euclidean_cost
+
+        return {name: w * normalize_cost(sq_euclidean_cost(x, y), x.shape[1], self.norm(cost_norm))
+                for name, w, x, y in self.embedding_pairs(src, tgt)}
+
+    def cost_parts(self, src, tgt, cost_norm: str) -> dict[str, float]:
+        import torch
+
+        from dpot.ot.costs import sq_euclidean_cost
+
+        if not self.concat:
+            return {}
+        with torch.no_grad():
+            parts = {f"img_{name.removeprefix('img_')}": (x, y) for name, _, x, y in
+                     EmbedFeatureConfig(use_learned_embed=False, cameras=self.cameras).embedding_pairs(src, tgt)}
+            if self.include_state:
+                parts["state"] = (src.labels[STATE_KEY].float().flatten(1), tgt.labels[STATE_KEY].float().flatten(1))
+            sq = {k: sq_euclidean_cost(x, y) for k, (x, y) in parts.items()}
+            total = torch.stack(list(sq.values())).sum(0).clamp_min(1e-30)
+            term = self.cost_terms(src, tgt, cost_norm)[CONCAT_TERM].detach()
+            return {f"{CONCAT_TERM}@{k}": float((term * v / total).mean()) for k, v in sq.items()}
+
+    def check_dataset(self, where: str, cameras: Sequence[str], shapes: dict[str, tuple[int, ...]]) -> None:
+        for cam in self.cameras or []:
+            if cam.removeprefix(IMG_PREFIX) not in cameras:
+                raise _err(f"{where}.cameras", f"'{cam}' is not a target camera; one of {list(cameras)}")
+        if self.include_state and STATE_KEY not in shapes:
+            raise _err(f"{where}.include_state", f"the target dataset has no {STATE_KEY}; set include_state=false")
 
 
 @OTFeatureConfig.register_subclass("label")
 @dataclass
 class LabelFeatureConfig(OTFeatureConfig):
-    """The normalized ``key`` chunk (``action``) restricted to the half-open range ``dim_slice=[lo, hi)`` of its last
-    dimension (None = all): one cost term ``<key>_lbl``, weighted by ``weight_label``."""
+    """A label: the ``key`` tensor of each item (``action``: the action chunk; ``observation.state``: the state
+    over the observation horizon) restricted to the half-open range ``dim_slice=[lo, hi)`` of its last dimension
+    (None = all) and, with ``time_index``, to one step of its time axis (``-1`` = the last: for
+    ``observation.state`` the current step; None = the whole chunk). ``normalized=true`` uses the policy's
+    normalized values (the same numbers in both domains: the stats are pooled); ``false`` the raw dataset units
+    (e.g. metres for the hand position). One cost term ``<name>_lbl`` (``action_lbl``, ``state_lbl``), weighted
+    by ``weight_label``."""
 
     key: str = "action"
     dim_slice: list[int] | None = None
     weight_label: float = 0.05
+    time_index: int | None = None
+    normalized: bool = True
 
     def validate(self, where: str) -> None:
+        super().validate(where)
         if self.weight_label < 0:
             raise _err(f"{where}.weight_label", f"must be >= 0, got {self.weight_label}")
+        if self.key not in LABEL_KEYS:
+            raise _err(f"{where}.key", f"unknown label '{self.key}'{did_you_mean(self.key, LABEL_KEYS)}; "
+                                       f"one of {list(LABEL_KEYS)}")
         ds = self.dim_slice
         if ds is not None:
             if len(ds) != 2:
                 raise _err(f"{where}.dim_slice", f"must be two integers [start, stop], got {ds}")
             if ds[0] < 0 or ds[1] <= ds[0]:
                 raise _err(f"{where}.dim_slice", f"must satisfy 0 <= start < stop, got {ds}")
+
+    @property
+    def term_name(self) -> str:
+        """``<last part of key>_lbl``: ``action_lbl``, ``state_lbl``."""
+        return f"{self.key.rsplit('.', 1)[-1]}_lbl"
+
+    def term_kinds(self, cameras: Sequence[str]) -> dict[str, str]:
+        return {self.term_name: "label"}
+
+    def label_inputs(self) -> set[tuple[str, bool]]:
+        return {(self.key, self.normalized)}
+
+    def values(self, domain):
+        """``[n, F]``: this label of a domain's rows (``DomainFeatures``), sliced in time and dimension."""
+        from dpot.ot.costs import label_features
+
+        labels = (domain.labels if self.normalized else domain.raw_labels)[self.key].float()
+        if self.time_index is not None and labels.ndim >= 3:
+            labels = labels[:, self.time_index]
+        return label_features(labels, self.dim_slice)
+
+    def cost_terms(self, src, tgt, cost_norm: str) -> dict[str, Any]:
+        from dpot.ot.costs import normalize_cost, sq_euclidean_cost
+
+        x, y = self.values(src), self.values(tgt)
+        return {self.term_name: self.weight_label * normalize_cost(sq_euclidean_cost(x, y), x.shape[1],
+                                                                   self.norm(cost_norm))}
+
+    def check_dataset(self, where: str, cameras: Sequence[str], shapes: dict[str, tuple[int, ...]]) -> None:
+        if self.key not in shapes:
+            raise _err(f"{where}.key", f"the target dataset has no '{self.key}'; one of "
+                                       f"{[k for k in LABEL_KEYS if k in shapes]}")
+        dim = int(shapes[self.key][-1])
+        if self.dim_slice is not None and self.dim_slice[1] > dim:
+            raise _err(f"{where}.dim_slice", f"{self.dim_slice} goes beyond the {self.key} dim {dim}; "
+                                             f"use a stop <= {dim}")
 
 
 def _default_features() -> list[OTFeatureConfig]:
@@ -177,7 +356,7 @@ class OTConfig:
             raise _err(f"{where}.window_size", f"must be >= 0 frames, got {self.window_size}")
         _one_of(f"{where}.alignment", self.alignment, ALIGNMENTS)
         _one_of(f"{where}.cost_norm", self.cost_norm, COST_NORMS)
-        _one_of(f"{where}.method", self.method, OT_METHODS)
+        _one_of(f"{where}.method", self.method, method_names())
         if self.plan_log_every < 0:
             raise _err(f"{where}.plan_log_every", f"must be >= 0 (0 = never save plans), got {self.plan_log_every}")
         if not self.prior_sigma > 0:
@@ -189,7 +368,7 @@ class OTConfig:
         if self.lambda_ot > 0 and not self.features:
             raise _err(f"{where}.features", "is empty while ot.lambda_ot > 0; add an embed and/or a label term, "
                                             "or set ot.lambda_ot=0 for plain co-training")
-        if self.method == "mmd" and self.lambda_ot > 0 and not any(f.type == "embed" for f in self.features):
+        if self.method == "mmd" and self.lambda_ot > 0 and not any(f.embeds_images for f in self.features):
             raise _err(f"{where}.features", 'has no embed term while ot.method="mmd" (the MMD baseline matches '
                                             'image embeddings only); add {"type": "embed"}')
         for i, feat in enumerate(self.features):

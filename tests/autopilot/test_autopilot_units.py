@@ -18,6 +18,7 @@ from dpot.autopilot.decisions import (
     space_params,
 )
 from dpot.autopilot.html import render
+from dpot.autopilot.record import TrialRecord
 from dpot.errors import UserError
 from dpot.metrics_log import read_metrics
 from dpot.rundir import check_launcher, train_command
@@ -74,8 +75,9 @@ def test_lr_halving_and_recorded_params():
 
 
 def _cand(name, changes, obj, parent_obj, **kw):
-    return {"name": name, "kind": "candidate", "decision": "kept", "changes": changes, "objective": obj,
-            "parent_objective": parent_obj, **kw}
+    return TrialRecord.from_attrs({"name": name, "iteration": 1, "parent": "base", "kind": "candidate",
+                                   "decision": "kept", "changes": changes, "objective": obj,
+                                   "parent_objective": parent_obj, **kw})
 
 
 def test_inert_moves_are_the_changes_that_left_the_objective_unchanged():

@@ -47,7 +47,7 @@ def test_every_method_gives_a_valid_train_config(preset, tmp_path):
         path = tmp_path / f"{method.name}.json"
         path.write_text(json.dumps(cfg))
         loaded = load_train_config(path)           # the trainer's own validation
-        assert loaded.steps == p.steps and loaded.batch_size == p.batch_size and loaded.seed == 1
+        assert loaded.steps == p.steps and loaded.batch_size == (method.batch_size or p.batch_size) and loaded.seed == 1
         assert loaded.eval.val_fraction == 0 and loaded.eval_freq == 0
         assert loaded.save_freq == p.save_every
         assert list(loaded.policy.down_dims) == p.policy["down_dims"]

@@ -1,10 +1,52 @@
-"""Dotted-key access to resolved train configs, and the key settings a report shows (LR, schedule, OT)."""
+"""The one way to read a saved train config outside ``train/``: dotted-key access, and what the settings mean.
+
+A saved config is ``train_config.json`` (``dpot.config.config_to_dict`` of the resolved ``DpotTrainConfig``), or
+the config a W&B / TensorBoard run recorded. The report, the rules (``diagnose``), ``propose``, the autopilot and
+the study read the learning rate, its schedule and the OT settings here and nowhere else, through the key constants
+below (the only place outside ``config.py`` that spells them) and the accessors :func:`lr_keys`, :func:`base_lr`,
+:func:`lr_changes`, :func:`schedule`, :func:`ot_settings`, :func:`features`, :func:`feature_weights`.
+``tests/analysis/test_cfgkeys.py`` resolves real configs through ``dpot.config`` and checks every key and default
+here against them: a renamed config field fails that test instead of silently turning a rule or a proposal off.
+This module imports nothing of dpot's (analysis never imports train, nor the heavy config module).
+"""
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 _MISSING = object()
+
+# ------------------------------------------------------------------ keys of a saved config
+PRESET = "use_policy_training_preset"     # true: LeRobot's policy presets set the optimizer and the scheduler
+LR = "optimizer.lr"                       # the explicit (or the resolved preset) optimizer's LR
+POLICY_LR = "policy.optimizer_lr"         # the LR the policy preset uses
+OPTIMIZER = "optimizer"
+SCHEDULER = "scheduler"                   # {type, name, num_warmup_steps, ...}
+SCHEDULER_TYPE = "scheduler.type"
+SCHEDULER_NAME = "scheduler.name"
+SCHEDULER_WARMUP = "scheduler.num_warmup_steps"
+POLICY_SCHEDULER = "policy.scheduler_name"
+POLICY_WARMUP = "policy.scheduler_warmup_steps"
+POLICY_TYPE = "policy.type"
+STEPS = "steps"
+NUM_WORKERS = "num_workers"
+OT = "ot"
+OT_LAMBDA = "ot.lambda_ot"
+OT_REG = "ot.reg"
+OT_TAU_SRC = "ot.tau_src"
+OT_TAU_TGT = "ot.tau_tgt"
+OT_METHOD = "ot.method"
+OT_COST_NORM = "ot.cost_norm"
+OT_HEURISTIC = "ot.heuristic"
+OT_FEATURES = "ot.features"
+FEATURE_TYPE = "type"                     # of an ot.features item: "embed" | "label"
+FEATURE_WEIGHT = {"embed": "weight_embed", "label": "weight_label"}   # the weight field of each feature kind
+
+# OTConfig's defaults for keys a saved config may lack (older runs, W&B configs); checked against OTConfig by
+# tests/analysis/test_cfgkeys.py, never restated elsewhere.
+OT_DEFAULTS = {"method": "uot", "cost_norm": "dim"}
+PLANLESS_METHODS = ("mmd",)               # alignment methods without a transport plan (no reg, no pi metrics)
 
 
 def is_number(x) -> bool:
@@ -58,43 +100,115 @@ def flatten(config, prefix: str = "") -> dict:
     return out
 
 
+def lr_keys(config: dict) -> list[str]:
+    """The dotted keys that set the base LR the trainer uses.
+
+    ``optimizer.lr`` when the policy presets are off (``use_policy_training_preset: false``: the explicit
+    optimizer); else ``policy.optimizer_lr`` (what the preset reads), plus ``optimizer.lr`` when the config holds
+    the resolved optimizer (a saved config does; changing both keeps them equal).
+
+    Args:
+        config: a saved train config (JSON data).
+    Returns:
+        The keys, the one the trainer reads first.
+    """
+    if config.get(PRESET) is False:
+        return [LR]
+    return [POLICY_LR] + ([LR] if isinstance(config.get(OPTIMIZER), dict) else [])
+
+
 def base_lr(config: dict) -> float | None:
-    """The configured base LR: ``optimizer.lr`` (resolved) else ``policy.optimizer_lr``."""
-    for key in ("optimizer.lr", "policy.optimizer_lr"):
+    """The configured base LR: the value of the first of :func:`lr_keys` that holds a number, else None."""
+    for key in lr_keys(config):
         v = get(config, key)
-        if isinstance(v, (int, float)):
+        if is_number(v):
             return float(v)
     return None
 
 
+def lr_changes(config: dict, new: float) -> dict:
+    """``{key: new}`` for every key of :func:`lr_keys`: the changes that set the base LR to ``new``."""
+    return {key: new for key in lr_keys(config)}
+
+
 def schedule(config: dict) -> dict | None:
     """``{'type', 'name', 'warmup', 'varies'}`` of the configured LR schedule, None when there is none."""
-    sch = config.get("scheduler")
+    sch = config.get(SCHEDULER)
     if isinstance(sch, dict) and sch:
-        typ = sch.get("type")
-        name = sch.get("name")
-        warmup = sch.get("num_warmup_steps")
-    elif config.get("use_policy_training_preset", True) and get(config, "policy.scheduler_name"):
-        typ, name = "diffuser", get(config, "policy.scheduler_name")
-        warmup = get(config, "policy.scheduler_warmup_steps")
+        typ = get(config, SCHEDULER_TYPE)
+        name = get(config, SCHEDULER_NAME)
+        warmup = get(config, SCHEDULER_WARMUP)
+    elif config.get(PRESET, True) and get(config, POLICY_SCHEDULER):
+        typ, name = "diffuser", get(config, POLICY_SCHEDULER)
+        warmup = get(config, POLICY_WARMUP)
     else:
         return None
     varies = not (typ == "diffuser" and name == "constant") and typ not in (None, "constant")
     return {"type": typ, "name": name, "warmup": warmup, "varies": varies}
 
 
+def features(config: dict, kind: str) -> list[tuple[int, dict]]:
+    """``(index, feature)`` for the OT cost terms of ``kind`` (``embed`` | ``label``) in ``ot.features``."""
+    feats = get(config, OT_FEATURES, []) or []
+    return [(i, f) for i, f in enumerate(feats) if isinstance(f, dict) and f.get(FEATURE_TYPE) == kind]
+
+
 def label_features(config: dict) -> list[tuple[int, dict]]:
     """``(index, feature)`` for the OT ``label`` terms of ``ot.features``."""
-    feats = get(config, "ot.features", []) or []
-    return [(i, f) for i, f in enumerate(feats) if isinstance(f, dict) and f.get("type") == "label"]
+    return features(config, "label")
 
 
 def embed_features(config: dict) -> list[tuple[int, dict]]:
     """``(index, feature)`` for the OT ``embed`` terms of ``ot.features``."""
-    feats = get(config, "ot.features", []) or []
-    return [(i, f) for i, f in enumerate(feats) if isinstance(f, dict) and f.get("type") == "embed"]
+    return features(config, "embed")
+
+
+def feature_weights(config: dict, kind: str) -> dict[str, float]:
+    """``{dotted weight key: weight}`` of the ``kind`` features whose weight is a positive number
+    (``ot.features.<i>.weight_label`` / ``.weight_embed``)."""
+    field_name = FEATURE_WEIGHT[kind]
+    out = {}
+    for i, f in features(config, kind):
+        w = f.get(field_name)
+        if is_number(w) and w > 0:
+            out[f"{OT_FEATURES}.{i}.{field_name}"] = w
+    return out
+
+
+@dataclass(frozen=True)
+class OtSettings:
+    """The OT block of a saved config; a value the config lacks is None (``method`` / ``cost_norm``: OTConfig's
+    default). ``present``: the config has an OT block (a plain LeRobot run has none)."""
+
+    present: bool
+    lambda_ot: float | None
+    reg: float | None
+    tau_src: float | None
+    tau_tgt: float | None
+    heuristic: bool | None
+    method: str
+    cost_norm: str
+
+    @property
+    def active(self) -> bool:
+        """The alignment term is on: ``lambda_ot`` a number > 0."""
+        return is_number(self.lambda_ot) and self.lambda_ot > 0
+
+    @property
+    def has_plan(self) -> bool:
+        """The method solves a transport plan (``reg`` and the pi metrics mean something)."""
+        return self.method not in PLANLESS_METHODS
+
+
+def ot_settings(config: dict) -> OtSettings:
+    """The :class:`OtSettings` of a saved config."""
+    return OtSettings(present=isinstance(config.get(OT), dict), lambda_ot=get(config, OT_LAMBDA),
+                      reg=get(config, OT_REG), tau_src=get(config, OT_TAU_SRC), tau_tgt=get(config, OT_TAU_TGT),
+                      heuristic=get(config, OT_HEURISTIC),
+                      method=get(config, OT_METHOD, OT_DEFAULTS["method"]),
+                      cost_norm=get(config, OT_COST_NORM, OT_DEFAULTS["cost_norm"]))
 
 
 def policy_type(config: dict) -> str | None:
     """``policy.type`` (e.g. ``diffusion``)."""
-    return get(config, "policy.type")
+    return get(config, POLICY_TYPE)

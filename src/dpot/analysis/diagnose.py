@@ -89,19 +89,6 @@ def _r(x, nd=4):
     return float(f"{x:.{nd}g}") if isinstance(x, float) and math.isfinite(x) else x
 
 
-def _lr_key(config: dict) -> str:
-    return "optimizer.lr" if config.get("use_policy_training_preset") is False else "policy.optimizer_lr"
-
-
-def _lr_changes(config: dict, new: float) -> dict:
-    """The dotted keys that set the base LR to ``new`` (the preset key and, when resolved, ``optimizer.lr``)."""
-    key = _lr_key(config)
-    changes = {key: new}
-    if key == "policy.optimizer_lr" and isinstance(config.get("optimizer"), dict):
-        changes["optimizer.lr"] = new
-    return changes
-
-
 class Rule(ABC):
     """A diagnosis rule: ``id`` (its ``rules.toml`` table), ``group`` (the proposal it feeds), ``monitors``;
     built with its table (``thr``: thresholds, ``propose``: the values it proposes)."""
@@ -166,10 +153,11 @@ class LrFlat(Rule):
         severity = "warn" if (sch is None or sch["varies"]) else "info"
         ev["configured_varies"] = bool(sch and sch["varies"])
         changes = copy.deepcopy(self.propose)
-        steps = ctx.run.config.get("steps")
-        warmup = (changes.get("scheduler") or {}).get("num_warmup_steps")
+        steps = cfgkeys.get(ctx.run.config, cfgkeys.STEPS)
+        warmup = cfgkeys.get(changes, cfgkeys.SCHEDULER_WARMUP)
         if isinstance(steps, int) and steps > 0 and isinstance(warmup, int):
-            changes["scheduler"]["num_warmup_steps"] = min(warmup, max(1, round(self.thr["max_warmup_frac"] * steps)))
+            changes = cfgkeys.set_(changes, cfgkeys.SCHEDULER_WARMUP,
+                                   min(warmup, max(1, round(self.thr["max_warmup_frac"] * steps))))
         return self.finding(severity, ev, changes)
 
 
@@ -190,7 +178,8 @@ class LrLow(Rule):
         if lr >= low * (1 - 1e-9):
             return None
         new = min(high, max(low, lr * self.propose["lr_factor"]))
-        return self.finding("warn", {"lr": lr, "policy": ptype, "usual_range": [low, high]}, _lr_changes(config, new))
+        return self.finding("warn", {"lr": lr, "policy": ptype, "usual_range": [low, high]},
+                            cfgkeys.lr_changes(config, new))
 
 
 @register
@@ -240,7 +229,7 @@ class LrHigh(Rule):
             ev["parent_loss_late"] = _r(ctx.late_median(ctx.series("train/loss", parent)))
             ev["parent_lr"] = cfgkeys.base_lr(parent.config)
         new = max(low, min(high, lr / self.propose["lr_divisor"]))
-        return self.finding("alarm", ev, _lr_changes(config, _r(new)))
+        return self.finding("alarm", ev, cfgkeys.lr_changes(config, _r(new)))
 
 
 @register
@@ -255,12 +244,13 @@ class DataBound(Rule):
         share = tp.get("data_share")
         if share is None or share <= self.thr["max_data_share"]:
             return None
-        nw = ctx.run.config.get("num_workers")
+        nw = cfgkeys.get(ctx.run.config, cfgkeys.NUM_WORKERS)
         ev = {"data_share": _r(share, 3), "dataloading_s": _r(tp["dataloading_s"]), "update_s": _r(tp["update_s"]),
               "num_workers": nw}
         changes = {}
         if isinstance(nw, int) or nw is None:
-            changes["num_workers"] = max(self.propose["min_workers"], self.propose["workers_factor"] * int(nw or 0))
+            changes[cfgkeys.NUM_WORKERS] = max(self.propose["min_workers"],
+                                               self.propose["workers_factor"] * int(nw or 0))
         return self.finding("warn", ev, changes)
 
 
@@ -274,7 +264,7 @@ class EvalTooFrequent(Rule):
     def check(self, ctx):
         tp, config = ctx.throughput, ctx.run.config
         freq = tp.get("eval_freq")
-        steps = config.get("steps") or ctx.run.last_step
+        steps = cfgkeys.get(config, cfgkeys.STEPS) or ctx.run.last_step
         if not freq or not steps:
             return None
         max_evals, max_share = self.thr["max_evals"], self.thr["max_eval_share"]
@@ -315,15 +305,15 @@ class OtWeak(Rule):
         med = median(v for _, v in win)
         if med >= self.thr["min_pi_diag"]:
             return None
-        ot = ctx.run.config.get("ot") or {}
-        lam, reg = ot.get("lambda_ot"), ot.get("reg")
+        ot = cfgkeys.ot_settings(ctx.run.config)
+        lam, reg = ot.lambda_ot, ot.reg
         pr = self.propose
         changes = {}
-        if cfgkeys.is_number(lam) and lam > 0:
-            changes["ot.lambda_ot"] = _r(min(pr["lambda_ot_max_factor"] * lam,
-                                             max(lam * pr["lambda_ot_min_factor"], pr["lambda_ot_target"])))
+        if ot.active:
+            changes[cfgkeys.OT_LAMBDA] = _r(min(pr["lambda_ot_max_factor"] * lam,
+                                                max(lam * pr["lambda_ot_min_factor"], pr["lambda_ot_target"])))
         if cfgkeys.is_number(reg):
-            changes["ot.reg"] = _r(reg * pr["reg_factor"])
+            changes[cfgkeys.OT_REG] = _r(reg * pr["reg_factor"])
         mature = bool(mature_points)
         ev = {"pi_diag_median": _r(med), "window_steps": f"{win[0][0]}-{win[-1][0]}",
               "threshold": self.thr["min_pi_diag"], "after_step": after, "reached_after_step": mature,
@@ -350,8 +340,8 @@ class OtMassDestroyed(Rule):
         low = self.thr["min_pi_sum"]
         if med >= low:
             return None
-        ot = ctx.run.config.get("ot") or {}
-        reg, ts, tt = ot.get("reg"), ot.get("tau_src"), ot.get("tau_tgt")
+        ot = cfgkeys.ot_settings(ctx.run.config)
+        reg, ts, tt = ot.reg, ot.tau_src, ot.tau_tgt
         ev = {"pi_sum_median": _r(med), "threshold": low, "reg": reg, "tau_src": ts, "tau_tgt": tt}
         if all(cfgkeys.is_number(x) for x in (reg, ts, tt)) and med > 0:
             ev["implied_cost"] = _r(-math.log(med) * (reg + ts + tt))   # mass = exp(-c / (reg + tau_src + tau_tgt))
@@ -359,7 +349,7 @@ class OtMassDestroyed(Rule):
         if means:
             ev["mean_cost_total"] = _r(sum(ctx.late_median(s) for s in means if s))
         changes = {key: _r(self.propose["tau_factor"] * val)
-                   for key, val in (("ot.tau_src", ts), ("ot.tau_tgt", tt)) if cfgkeys.is_number(val)}
+                   for key, val in ((cfgkeys.OT_TAU_SRC, ts), (cfgkeys.OT_TAU_TGT, tt)) if cfgkeys.is_number(val)}
         return self.finding("alarm" if med < low * self.thr["alarm_frac"] else "warn", ev, changes)
 
 
@@ -388,21 +378,14 @@ class OtStrong(Rule):
         on_diag = ratio is not None and ratio > self.thr["diag_equals_sum"] and med_diag > top / 2
         if not (sustained or on_diag):
             return None
-        changes = {}
-        for i, f in cfgkeys.label_features(ctx.run.config):
-            w = f.get("weight_label")
-            if cfgkeys.is_number(w) and w > 0:
-                changes[f"ot.features.{i}.weight_label"] = _r(w * self.propose["weight_label_factor"])
-        ot = ctx.run.config.get("ot") or {}
-        if cfgkeys.is_number(ot.get("reg")):
-            changes["ot.reg"] = _r(ot["reg"] * self.propose["reg_factor"])
+        changes = {key: _r(w * self.propose["weight_label_factor"])
+                   for key, w in cfgkeys.feature_weights(ctx.run.config, "label").items()}
+        ot = cfgkeys.ot_settings(ctx.run.config)
+        if cfgkeys.is_number(ot.reg):
+            changes[cfgkeys.OT_REG] = _r(ot.reg * self.propose["reg_factor"])
         ev = {"pi_diag_median": _r(med_diag), "frac_above": _r(above, 3), "max_pi_diag": top,
-              "pi_diag_over_pi_sum": _r(ratio, 3) if ratio is not None else None, "heuristic": ot.get("heuristic")}
+              "pi_diag_over_pi_sum": _r(ratio, 3) if ratio is not None else None, "heuristic": ot.heuristic}
         return self.finding("warn", ev, changes)
-
-
-_FEATURES_OF_KIND = {"label": (cfgkeys.label_features, "weight_label"),
-                     "embed": (cfgkeys.embed_features, "weight_embed")}
 
 
 @register
@@ -431,12 +414,8 @@ class CostDominance(Rule):
         factor = min(max(factor, pr["min_factor"]), pr["max_factor"])
         kind = term_kind(run, top)
         changes = {}
-        if kind in _FEATURES_OF_KIND:
-            features, wkey = _FEATURES_OF_KIND[kind]
-            for i, f in features(run.config):
-                w = f.get(wkey)
-                if cfgkeys.is_number(w) and w > 0:
-                    changes[f"ot.features.{i}.{wkey}"] = float(f"{w / factor:.2g}")
+        if kind in cfgkeys.FEATURE_WEIGHT:
+            changes = {key: float(f"{w / factor:.2g}") for key, w in cfgkeys.feature_weights(run.config, kind).items()}
         ev = {"dominant": top, "dominant_kind": kind, "dominant_cost": _r(a), "next": second, "next_cost": _r(b),
               "ratio": _r(ratio, 3) if math.isfinite(ratio) else "inf", "metric": prefix.rstrip("/"),
               "levels": {t: _r(v) for t, v in levels.items()}}
@@ -472,7 +451,7 @@ class EmbedCollapse(Rule):
         return (_r(first), _r(last), _r(last / first, 3)) if first > 0 else None
 
     def check(self, ctx):
-        norm = cfgkeys.get(ctx.run.config, "ot.cost_norm", "dim")
+        norm = cfgkeys.ot_settings(ctx.run.config).cost_norm
         if norm in self.thr["skip_cost_norms"]:
             return None
         prefix, limit = COST_PREFIXES[1], self.thr["max_ratio"]
@@ -493,7 +472,7 @@ class EmbedCollapse(Rule):
                             for c, v in collapsed.items())
         ev = {"cost_norm": norm, "max_ratio": limit, "cameras": collapsed, "summary": summary}
         mons = [s for s, _ in monitors] + [c for _, c in monitors]
-        return self.finding("warn", ev, {"ot.cost_norm": self.propose["cost_norm"]}, mons)
+        return self.finding("warn", ev, {cfgkeys.OT_COST_NORM: self.propose["cost_norm"]}, mons)
 
 
 @register
@@ -555,7 +534,7 @@ class Instability(Rule):
         changes = {}
         lr = cfgkeys.base_lr(run.config)
         if lr:
-            changes[_lr_key(run.config)] = _r(lr * self.propose["lr_factor"])
+            changes = cfgkeys.lr_changes(run.config, _r(lr * self.propose["lr_factor"]))
         return self.finding(sev, ev, changes)
 
 

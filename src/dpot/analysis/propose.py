@@ -68,8 +68,8 @@ def _base_config(run) -> tuple[dict, list[str]]:
     cfg = copy.deepcopy(run.config)
     if not cfg:
         raise ValueError("run has no resolved config")
-    if not isinstance(cfg.get("ot"), dict):
-        cfg["ot"] = copy.deepcopy(NEUTRAL_OT)
+    if not cfgkeys.ot_settings(cfg).present:
+        cfg[cfgkeys.OT] = copy.deepcopy(NEUTRAL_OT)
         msg = "parent is not a dpot run: added a neutral OT block (ot.lambda_ot=0)"
         if not cfg.get("source_dataset") and isinstance(cfg.get("dataset"), dict):
             cfg["source_dataset"] = copy.deepcopy(cfg["dataset"])
@@ -99,9 +99,9 @@ def _merge(findings, groups) -> tuple[dict, list[str], list[str], dict]:
 def _short(key: str, parent: dict) -> str:
     """A config key as a title names it: ``weight_label (action)`` for a feature field, else the key."""
     parts = key.split(".")
-    if len(parts) == 4 and parts[:2] == ["ot", "features"]:
+    if len(parts) == 4 and ".".join(parts[:2]) == cfgkeys.OT_FEATURES:
         f = cfgkeys.get(parent, ".".join(parts[:3])) or {}
-        what = f.get("key") or ("images" if f.get("type") == "embed" else parts[2])
+        what = f.get("key") or ("images" if f.get(cfgkeys.FEATURE_TYPE) == "embed" else parts[2])
         return f"{parts[3]} ({what})"
     return key
 
@@ -111,7 +111,7 @@ def title_of(changes: dict, parent: dict, limit: int = 4) -> str:
     (numbers: lower/raise old → new; tables: the table and its type; at most ``limit`` items, then +N more)."""
     items, seen = [], set()
     for k, v in changes.items():
-        if k == "optimizer.lr" and "policy.optimizer_lr" in changes:
+        if k == cfgkeys.LR and cfgkeys.POLICY_LR in changes:
             continue          # the same LR set twice (preset key and resolved optimizer)
         old = cfgkeys.get(parent, k)
         name = _short(k, parent)
@@ -190,7 +190,7 @@ def build_proposals(run, findings, rules: dict, parent_spec: str) -> list[Propos
     if optim:
         add("tuning", title_of(optim, run.config), _describe(optim, run.config, tg_a, mf), optim, mon_a, ids_a, tg_a)
     ot_changes, mon_b, ids_b, tg_b = _merge([f for f in findings if f.id != "cost_dominance"], {"ot"})
-    has_ot = isinstance(run.config.get("ot"), dict) and (run.config["ot"].get("lambda_ot") or 0) > 0
+    has_ot = cfgkeys.ot_settings(run.config).active
     if ot_changes and has_ot:
         both = {**optim, **ot_changes}
         add("ot", title_of(ot_changes, run.config) + (" (on top of a)" if optim else ""),
@@ -198,13 +198,13 @@ def build_proposals(run, findings, rules: dict, parent_spec: str) -> list[Propos
             + (f" (on top of a: {_describe(optim, run.config, tg_a, mf)})" if optim else ""),
             both, mon_b, ids_a + ids_b, {**tg_a, **tg_b})
     plateau = any(f.id == "plateau" for f in findings)
-    steps = run.config.get("steps")
+    steps = cfgkeys.get(run.config, cfgkeys.STEPS)
     primary = _primary_trend(run)
     improving = primary is not None and primary < -1.0
     if isinstance(steps, int) and steps > 0 and not plateau and not rb and (improving or not out):
         why = (f"still improving (trend {primary:+.1f}% over the last window)" if improving
                else "no rule triggered: same settings, longer")
-        longer = {**optim, "steps": steps * 2}
+        longer = {**optim, cfgkeys.STEPS: steps * 2}
         add("longer", f"longer training: steps {steps} → {steps * 2}" + (" (on top of a)" if optim else ""),
             f"steps: {steps} → {steps * 2}: {why}"
             + (f" (on top of a: {_describe(optim, run.config, tg_a, mf)})" if optim else ""),

@@ -89,7 +89,7 @@ def _reason(lang: str, f) -> str:
 def run_line(a) -> str:
     """The run in one line: id, kind, policy, steps, the primary loss first → last and where it is heading."""
     run, s = a.run, a.summaries
-    steps = run.config.get("steps")
+    steps = cfgkeys.get(run.config, cfgkeys.STEPS)
     parts = [f"<b>{_e(run.run_id)}</b>", _e(run.kind), _e(cfgkeys.policy_type(run.config) or "policy n/a"),
              f"step {run.last_step}" + (f" of {steps}" if steps else "")]
     ev = s.get("eval/offline_eval/avg_loss") or s.get("train/loss")
@@ -122,7 +122,7 @@ def summary_table(a, lang: str) -> str:
     """metric | first | last | Δ% | best@step | trend; an unlogged core metric says what the run logged."""
     run = a.run
     keys = list(CORE)
-    if isinstance(run.config.get("ot"), dict) or any(k.startswith("train/ot_") for k in run.history):
+    if cfgkeys.ot_settings(run.config).present or any(k.startswith("train/ot_") for k in run.history):
         keys += OT_KEYS + sorted(k for k in run.history if k.startswith(("train/ot_cost", "train/ot_embed_spread")))
     head = "<tr><th>metric</th><th>first</th><th>last</th><th>Δ%</th><th>best@step</th><th>trend</th></tr>"
     rows = []

@@ -85,7 +85,7 @@ def _overview(run, summaries) -> list[str]:
     lines.append(f"- Dataset: {g('dataset.repo_id')} (bs={c.get('batch_size')}, steps={c.get('steps')})"
                  + (f"; source: {g('source_dataset.repo_id')}" if g("source_dataset.repo_id") else ""))
     sch = cfgkeys.schedule(c)
-    preset = c.get("use_policy_training_preset")
+    preset = c.get(cfgkeys.PRESET)
     lr_obs = ""
     lr = summaries.get("train/lr")
     if lr:
@@ -94,10 +94,10 @@ def _overview(run, summaries) -> list[str]:
                  f"({g('optimizer.type')}), "
                  + (f"{sch['name'] or sch['type']} sched (warmup={sch['warmup']})" if sch else "no scheduler")
                  + lr_obs)
-    ot = c.get("ot")
-    if isinstance(ot, dict):
+    ot = cfgkeys.ot_settings(c)
+    if ot.present:
         feats = []
-        for f in ot.get("features") or []:
+        for f in g(cfgkeys.OT_FEATURES) or []:
             if f.get("type") == "embed":
                 feats.append(f"images embed: use_learned_embed={f.get('use_learned_embed')}, "
                              f"weight_embed={f.get('weight_embed')}")
@@ -106,10 +106,9 @@ def _overview(run, summaries) -> list[str]:
                              f"weight_label={f.get('weight_label')}")
         lines.append("- OT setup:")
         lines += [f"  - {x}" for x in feats]
-        lines.append(f"  - reg={ot.get('reg')}, tau_src={ot.get('tau_src')}, tau_tgt={ot.get('tau_tgt')}, "
-                     f"heuristic={ot.get('heuristic')}")
-        lines.append(f"  - lambda_ot={ot.get('lambda_ot')}, batch_ratio={ot.get('batch_ratio')}, "
-                     f"window_size={ot.get('window_size')}")
+        lines.append(f"  - reg={ot.reg}, tau_src={ot.tau_src}, tau_tgt={ot.tau_tgt}, heuristic={ot.heuristic}")
+        lines.append(f"  - lambda_ot={ot.lambda_ot}, batch_ratio={g('ot.batch_ratio')}, "
+                     f"window_size={g('ot.window_size')}")
     else:
         lines.append("- OT setup: none (not a dpot run: plain LeRobot training)")
     return lines
@@ -155,7 +154,7 @@ def render_markdown(a, lang: str = "en", proposal_paths: dict | None = None, plo
     L = [f"# {t(lang, 'title', run_id=run.run_id)}", "", f"## {t(lang, 'overview')}", *_overview(run, a.summaries), ""]
     L += [f"## {t(lang, 'curves')}"]
     keys = list(CORE)
-    has_ot = isinstance(run.config.get("ot"), dict) or any(k.startswith("train/ot_") for k in run.history)
+    has_ot = cfgkeys.ot_settings(run.config).present or any(k.startswith("train/ot_") for k in run.history)
     if has_ot:
         keys += OT_KEYS + sorted(k for k in run.history if k.startswith(COST_PREFIXES))
     L += [f"- {metric_line(run, a.summaries, k, lang)}" for k in keys]

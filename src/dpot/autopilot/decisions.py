@@ -1,30 +1,48 @@
-"""The autopilot's rules as pure functions: the seed's rollback triggers (:func:`decide`), the LR-halved retry,
-successive-halving budgets, the candidate values recorded as Optuna params, the memory of moves that had no effect
-(:func:`inert_moves`) and the one-step exploration moves used once the diagnoses are spent (:func:`explore_moves`)."""
+"""The autopilot's rules as pure functions: the rollback triggers (:func:`decide`), closing an iteration
+(:func:`close_iteration`: the best kept run becomes the next parent), the stop rules (:func:`stop_reason`), the
+runs to fall back on (:func:`kept_runs`), the LR-halved retry, successive-halving budgets, the candidate values
+recorded as Optuna params, the memory of moves that had no effect (:func:`inert_moves`) and the one-step
+exploration moves used once the diagnoses are spent (:func:`explore_moves`)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from dpot.analysis import cfgkeys
-from dpot.autopilot import runs, spec
+from dpot.autopilot import runs
+from dpot.autopilot.record import BASE_RUN, Decision, IterationRecord, Kind, TrialRecord
+from dpot.autopilot.spec import Objective
 
-# Recorded trial parameters (Optuna distributions) for the values a candidate config holds: the search space of
-# the TPE / random baselines in benchmarks/autopilot.py. Wide on purpose: a diagnosis may go outside any prior.
-SPACE = {"lr": ("lr", 1e-8, 10.0, True), "ot.lambda_ot": ("ot.lambda_ot", 0.0, 100.0, False),
-         "ot.reg": ("ot.reg", 1e-5, 100.0, True)}
+
+@dataclass(frozen=True)
+class Param:
+    """A config value recorded as a trial's Optuna param: its dotted key and a float distribution."""
+
+    key: str
+    low: float
+    high: float
+    log: bool
+
+
+# The values of a candidate config recorded as its trial's params (fixed params of an enqueued trial, so an Optuna
+# sampler or a person reading the study sees them). Wide on purpose: a diagnosis may go outside any prior.
+SPACE = {"lr": Param("lr", 1e-8, 10.0, True), "ot.lambda_ot": Param(cfgkeys.OT_LAMBDA, 0.0, 100.0, False),
+         "ot.reg": Param(cfgkeys.OT_REG, 1e-5, 100.0, True)}
+
+
+# A change whose run moved the objective by at most this fraction of the parent's objective had no measurable
+# effect (a seeded run repeats to ~1e-7; the autopilot benchmark saw label-weight changes leave it equal to 7 digits).
+INERT_REL = 1e-4
 
 
 def space_params(cfg: dict) -> dict:
     """The candidate config's values of :data:`SPACE` (recorded as the trial's params)."""
     out = {}
-    for name, (key, lo, hi, _) in SPACE.items():
-        if name == "lr":
-            keys = spec.lr_keys(cfg)
-            val = cfgkeys.get(cfg, keys[0]) if keys else None
-        else:
-            val = cfgkeys.get(cfg, key)
-        if cfgkeys.is_number(val) and lo <= float(val) <= hi:
+    for name, p in SPACE.items():
+        val = cfgkeys.base_lr(cfg) if name == "lr" else cfgkeys.get(cfg, p.key)
+        if cfgkeys.is_number(val) and p.low <= float(val) <= p.high:
             out[name] = float(val)
     return out
 
@@ -41,40 +59,131 @@ def sh_budgets(n: int, steps: int) -> list[int]:
     return [steps // (2 ** (r - i)) for i in range(r)] + [steps]
 
 
-def decide(*, kind: str, final: bool, failed: bool, pruned: bool, objective: float | None,
-           regression: float | None, findings: list[str], max_regression: float) -> str:
-    """The decision on one finished trial (the seed's rollback triggers; see the module docstring):
-    failed | pruned | halving (a short successive-halving rung) | kept | retried | rolled_back."""
+def decide(*, kind: Kind, final: bool, failed: bool, pruned: bool, objective: float | None,
+           regression: float | None, findings: list[str], max_regression: float) -> Decision:
+    """The decision on one finished trial (the rollback triggers):
+
+    failed training -> ``FAILED``; stopped by the pruner -> ``PRUNED``; a short successive-halving rung ->
+    ``HALVING``; the base run -> ``KEPT``; a non-finite objective or the ``instability`` finding -> ``RETRIED``
+    (once: a retry is not retried); a non-finite objective or ``regression > max_regression`` -> ``ROLLED_BACK``;
+    else ``KEPT``.
+
+    Args:
+        kind: the trial's kind.
+        final: the trial trained the full budget.
+        failed, pruned: training exited with an error / was stopped by the pruner.
+        objective: the run's objective (None: nothing logged).
+        regression: relative worsening against the parent's best (:meth:`Objective.regression`), None if unknown.
+        findings: rule ids ``dpot report`` found on the run.
+        max_regression: the rollback tolerance (``--max_regression``).
+    Returns:
+        The :class:`Decision`.
+    """
     if failed:
-        return "failed"
+        return Decision.FAILED
     if pruned:
-        return "pruned"
+        return Decision.PRUNED
     if not final:
-        return "halving"
-    if kind == "base":
-        return "kept"
+        return Decision.HALVING
+    if kind == Kind.BASE:
+        return Decision.KEPT
     unstable = not runs.is_finite(objective) or "instability" in findings
-    if unstable and kind != "retry":
-        return "retried"
+    if unstable and kind != Kind.RETRY:
+        return Decision.RETRIED
     if not runs.is_finite(objective) or (regression is not None and regression > max_regression):
-        return "rolled_back"
-    return "kept"
+        return Decision.ROLLED_BACK
+    return Decision.KEPT
+
+
+def final_trial(records: Iterable[TrialRecord], name: str, steps: int) -> TrialRecord | None:
+    """The last trial of run ``name`` that trained the full budget ``steps`` (records in trial order), or None."""
+    last = None
+    for r in records:
+        if r.name == name and r.budget >= steps:
+            last = r
+    return last
+
+
+def final_objective(records: Iterable[TrialRecord], name: str, steps: int) -> tuple[float | None, Decision | None]:
+    """``(objective, decision)`` of run ``name`` at the full budget; ``(None, None)`` before it got there. A
+    non-finite objective reads as None."""
+    r = final_trial(records, name, steps)
+    if r is None:
+        return None, None
+    return r.final_objective, r.decision
+
+
+def kept_runs(records: list[TrialRecord], steps: int, objective: Objective, among: Iterable[str] | None = None
+              ) -> list[tuple[float, str]]:
+    """``(objective, name)`` of the runs kept at the full budget with a finite objective, best first (ties by
+    name). ``among``: only these runs (default every run)."""
+    names = sorted({r.name for r in records} if among is None else set(among))
+    out = []
+    for name in names:
+        obj, decision = final_objective(records, name, steps)
+        if decision == Decision.KEPT and obj is not None:
+            out.append((obj, name))
+    out.sort(reverse=objective.direction == "max")
+    return out
+
+
+def close_iteration(it: int, records: list[TrialRecord], previous: dict[int, IterationRecord], steps: int,
+                    objective: Objective) -> IterationRecord:
+    """Close iteration ``it``: its best kept run becomes the next parent when it beats the parent by more than a
+    no-effect change does (``regression < -INERT_REL``), else the parent stays.
+
+    Args:
+        it: the iteration (0 = the base run).
+        records: every trial of the search, in trial order.
+        previous: the records of the iterations closed before (``it - 1`` at least, when ``it > 0``).
+        steps: the full budget.
+        objective: the search's objective.
+    Returns:
+        The :class:`IterationRecord`.
+    """
+    if it == 0:
+        obj, _ = final_objective(records, BASE_RUN, steps)
+        return IterationRecord(parent=None, best=BASE_RUN, next_parent=BASE_RUN, best_objective=obj, global_best=obj)
+    parent = previous[it - 1].next_parent
+    parent_obj, _ = final_objective(records, parent, steps)
+    kept = kept_runs(records, steps, objective, among={r.name for r in records if r.iteration == it})
+    best = kept[0] if kept else None
+    nxt = parent
+    if best is not None and (parent_obj is None or objective.regression(best[0], parent_obj) < -INERT_REL):
+        nxt = best[1]                 # beats the parent by more than a no-effect change does
+    glob = previous[it - 1].global_best
+    if best is not None and (glob is None or objective.better(best[0], glob)):
+        glob = best[0]
+    return IterationRecord(parent=parent, best=nxt if nxt != parent else None, next_parent=nxt,
+                           parent_objective=parent_obj, best_objective=best[0] if best else None, global_best=glob)
+
+
+def stop_reason(it: int, closed: dict[int, IterationRecord], iterations: int, patience: int, min_delta: float,
+                objective: Objective) -> str | None:
+    """Why the search stops after iteration ``it``, None when it goes on: ``iterations`` done, or a plateau (the
+    best objective improved by less than ``min_delta``, relative, over the last ``patience`` iterations; 0 =
+    never)."""
+    if it >= iterations:
+        return f"{iterations} iteration(s) done"
+    if patience > 0 and it >= patience and it - patience in closed:
+        old, new = closed[it - patience].global_best, closed[it].global_best
+        if old is not None and new is not None:
+            gain = objective.regression(old, new)    # relative improvement of new over old
+            if gain < min_delta:
+                return f"plateau: best {objective.key} improved by {gain * 100:.2f}% over the last {patience} " \
+                       f"iteration(s) (< {min_delta * 100:g}%)"
+    return None
 
 
 def scale_lr(cfg: dict, factor: float) -> tuple[dict, dict]:
     """``cfg`` with its base learning rate(s) times ``factor``, and ``{key: new value}`` of what changed."""
     changed = {}
-    for key in spec.lr_keys(cfg):
+    for key in cfgkeys.lr_keys(cfg):
         lr = cfgkeys.get(cfg, key)
         if cfgkeys.is_number(lr):
             cfg = cfgkeys.set_(cfg, key, lr * factor)
             changed[key] = lr * factor
     return cfg, changed
-
-
-# A change whose run moved the objective by at most this fraction of the parent's objective had no measurable
-# effect (a seeded run repeats to ~1e-7; the autopilot benchmark saw label-weight changes leave it equal to 7 digits).
-INERT_REL = 1e-4
 
 
 def move_direction(old, new) -> int:
@@ -84,20 +193,19 @@ def move_direction(old, new) -> int:
     return 0
 
 
-def inert_moves(records, rel_tol: float = INERT_REL) -> dict[tuple[str, int], str]:
-    """``{(key, direction): run}`` for every leaf change of a finished candidate that left the objective
-    unchanged: ``|objective - parent_objective| <= rel_tol * |parent_objective|``. ``records`` are trial user
-    attributes (``name``, ``kind``, ``changes`` = {key: [old, new]}, ``objective``, ``parent_objective``,
-    ``decision``); only full-budget candidates that were kept or rolled back count."""
+def inert_moves(records: Iterable[TrialRecord], rel_tol: float = INERT_REL) -> dict[tuple[str, int], str]:
+    """``{(key, direction): run}`` for every leaf change (``changes`` = {key: [old, new]}) of a finished candidate
+    that left the objective unchanged: ``|objective - parent_objective| <= rel_tol * |parent_objective|``. Only
+    candidates that were kept or rolled back (at the full budget) count."""
     out: dict[tuple[str, int], str] = {}
-    for a in records:
-        obj, par = a.get("objective"), a.get("parent_objective")
-        if (a.get("kind") != "candidate" or a.get("decision") not in ("kept", "best", "rolled_back")
+    for r in records:
+        obj, par = r.final_objective, r.parent_objective
+        if (r.kind != Kind.CANDIDATE or r.decision not in (Decision.KEPT, Decision.ROLLED_BACK)
                 or not (runs.is_finite(obj) and runs.is_finite(par))):
             continue
         if abs(obj - par) <= rel_tol * abs(par):
-            for key, (old, new) in (a.get("changes") or {}).items():
-                out.setdefault((key, move_direction(old, new)), a["name"])
+            for key, (old, new) in r.changes.items():
+                out.setdefault((key, move_direction(old, new)), r.name)
     return out
 
 
@@ -117,10 +225,9 @@ def explore_moves(cfg: dict) -> list[tuple[str, str, dict]]:
         new, changed = scale_lr(cfg, factor)
         if changed:
             out.append((f"explore_lr_{word}", f"explore: lr x{factor:g}", new))
-    ot = cfg.get("ot") if isinstance(cfg.get("ot"), dict) else {}
-    keys = [("ot.lambda_ot", "lambda_ot")]
-    if ot.get("method", "uot") != "mmd":
-        keys.append(("ot.reg", "reg"))
+    keys = [(cfgkeys.OT_LAMBDA, "lambda_ot")]
+    if cfgkeys.ot_settings(cfg).has_plan:
+        keys.append((cfgkeys.OT_REG, "reg"))
     for key, short in keys:
         val = cfgkeys.get(cfg, key)
         if not cfgkeys.is_number(val) or val <= 0:

@@ -6,8 +6,12 @@ from __future__ import annotations
 import html
 import math
 
-COLOURS = {"best": "#1a7f37", "kept": "#2f6fdd", "rolled_back": "#cf222e", "retried": "#bf8700",
-           "pruned": "#8c959f", "failed": "#6e7781", "training": "#8250df", "queued": "#d0d7de"}
+from dpot.autopilot.record import Decision, Shown
+
+# the colour of each decision a node shows (a halving rung that is not done is shown with the default)
+COLOURS = {Shown.BEST: "#1a7f37", Decision.KEPT: "#2f6fdd", Decision.ROLLED_BACK: "#cf222e",
+           Decision.RETRIED: "#bf8700", Decision.PRUNED: "#8c959f", Decision.FAILED: "#6e7781",
+           Shown.TRAINING: "#8250df", Shown.QUEUED: "#d0d7de"}
 
 
 def _fmt(v) -> str:
@@ -78,7 +82,7 @@ def _chart(nodes: list[dict], objective: str) -> str:
     maximize = objective.endswith(":max")
     best_line, best = [], None
     for it in sorted(set(its)):
-        for v in (p[1] for p in pts if p[0] == it and p[2]["decision"] in ("kept", "best")):
+        for v in (p[1] for p in pts if p[0] == it and p[2]["decision"] in (Decision.KEPT, Shown.BEST)):
             best = v if best is None else (max(best, v) if maximize else min(best, v))
         if best is not None:
             best_line.append(f"{sx(it):.1f},{sy(best):.1f}")

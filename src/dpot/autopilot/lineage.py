@@ -8,7 +8,8 @@ lineage.json::
      "nodes": [{"name", "parent", "changes": {"<key>": [old, new]}, "diagnoses": [rule ids], "objective",
                 "decision", "iteration", "kind", "title", "findings", "budget", "run", "report", ...}, ...]}
 
-Decisions: ``kept`` (within the rollback tolerance of its parent), ``best`` (the kept run with the best objective of
+Decisions (:class:`~dpot.autopilot.record.Decision`, or one of :class:`~dpot.autopilot.record.Shown`): ``kept``
+(within the rollback tolerance of its parent), ``best`` (shown only: the kept run with the best objective of
 the whole search; ``became_parent`` marks every run an iteration started from),
 ``rolled_back`` (objective worse than the parent's best by more than the tolerance, or non-finite), ``retried``
 (unstable: retried with the LR halved as ``<name>-r``), ``pruned`` (stopped early by the pruner or not promoted by
@@ -22,60 +23,60 @@ from pathlib import Path
 
 from dpot import rundir
 from dpot.atomic import write_text
+from dpot.autopilot.record import Decision, Shown
 
 
 def nodes(search) -> list[dict]:
-    """One node per run, in the order runs were first enqueued."""
+    """One node per run, in the order runs were first enqueued (see the module docstring)."""
     from optuna.trial import TrialState
 
-    trials = sorted(search._trials(), key=lambda t: t.number)
-    records = search._iter_records()
-    best_names = {r.get("best") for r in records.values() if r.get("best")}
+    entries = sorted(search.store.entries(), key=lambda e: e.number)
+    closed = search.iterations()
+    became_parent = {r.best for r in closed.values() if r.best}
     by_name: dict[str, list] = {}
-    for t in trials:
-        by_name.setdefault(t.user_attrs["name"], []).append(t)
+    for e in entries:
+        by_name.setdefault(e.record.name, []).append(e)
     out = []
-    for name, ts in by_name.items():
-        last = ts[-1]
-        a = last.user_attrs
-        decision = a.get("decision")
+    for name, es in by_name.items():
+        last = es[-1]
+        r = last.record
+        shown: str | None = r.decision
         if last.state == TrialState.WAITING:
-            decision = "queued"
+            shown = Shown.QUEUED
         elif last.state == TrialState.RUNNING:
-            decision = "training"
-        elif decision == "halving" and a["iteration"] in records:
-            decision = "pruned"           # not promoted by successive halving
+            shown = Shown.TRAINING
+        elif r.decision == Decision.HALVING and r.iteration in closed:
+            shown = Decision.PRUNED           # not promoted by successive halving
         run_dir = search.run_dir(name)
         report = run_dir / rundir.REPORT_HTML
         out.append({
-            "name": name, "parent": a.get("parent"), "changes": a.get("changes") or {},
-            "diagnoses": a.get("diagnoses") or [], "objective": a.get("objective"), "decision": decision,
-            "iteration": a["iteration"], "kind": a["kind"], "title": a.get("title", ""),
-            "findings": a.get("findings") or [], "budget": a.get("budget"),
-            "parent_best": a.get("parent_best"), "regression": a.get("regression"),
-            "rungs": [{"budget": t.user_attrs.get("budget"), "objective": t.user_attrs.get("objective")}
-                      for t in ts if t.user_attrs.get("objective") is not None],
-            "retry_of": a.get("retry_of"), "seconds": a.get("seconds"), "worker": a.get("worker"),
+            "name": name, "parent": r.parent, "changes": r.changes, "diagnoses": r.diagnoses,
+            "objective": r.objective, "decision": shown, "iteration": r.iteration, "kind": r.kind,
+            "title": r.title, "findings": r.findings, "budget": r.budget,
+            "parent_best": r.parent_best, "regression": r.regression,
+            "rungs": [{"budget": x.record.budget, "objective": x.record.objective}
+                      for x in es if x.record.objective is not None],
+            "retry_of": r.retry_of, "seconds": r.seconds, "worker": r.worker,
             "run": str(run_dir.relative_to(search.out)),
             "report": str(report.relative_to(search.out)) if report.exists() else None,
-            "note": a.get("note") or None, "became_parent": name in best_names,
+            "note": r.note or None, "became_parent": name in became_parent,
         })
-    kept = [n for n in out if n["decision"] == "kept" and isinstance(n["objective"], (int, float))]
+    kept = [n for n in out if n["decision"] == Decision.KEPT and isinstance(n["objective"], (int, float))]
     if kept:
         best = kept[0]
         for n in kept[1:]:
             if search.objective.better(n["objective"], best["objective"]):
                 best = n
-        best["decision"] = "best"
+        best["decision"] = Shown.BEST
     return out
 
 
 def lineage(search) -> dict:
     """The whole lineage document (see the module docstring)."""
-    records = search._iter_records()
+    closed = search.iterations()
     return {"objective": search.objective.text, "steps": search.steps, "study": search.study.study_name,
-            "stop": search.study.user_attrs.get("stop"),
-            "iterations": [{"iteration": i, **records[i]} for i in sorted(records)],
+            "stop": search.store.stop,
+            "iterations": [{"iteration": i, **closed[i].to_attrs()} for i in sorted(closed)],
             "nodes": nodes(search)}
 
 

@@ -13,12 +13,37 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from dpot.analysis.cfgkeys import get as dotted_get  # dotted keys of a JSON config, list indices allowed
+from dpot import rundir
+from dpot.analysis import cfgkeys
 from dpot.errors import UserError
 
 DEFAULT_OBJECTIVE = "eval/offline_eval/avg_loss:min"
 SPEC_FILE = "autopilot.json"
 SPEC_VERSION = 1
+
+
+@dataclass
+class Settings:
+    """Everything ``dpot autopilot`` was asked for (see :mod:`dpot.autopilot.cli` for each option)."""
+
+    config_path: str
+    out: Path
+    iterations: int = 3
+    candidates: int = 3
+    steps: int | None = None
+    objective: str = DEFAULT_OBJECTIVE
+    storage: str | None = None
+    launcher: str | None = None
+    rules: str | None = None
+    max_regression: float = 0.10
+    patience: int = 2
+    min_delta: float = 0.01
+    pruner: str = "median"
+    bench_episodes: int = 10
+    bench_max_steps: int = 150
+    explore: bool = True
+    poll_s: float = 0.5
+    quiet: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,19 +91,6 @@ def parse_objective(text: str) -> Objective:
     return Objective(key, direction)
 
 
-def lr_keys(cfg: dict) -> list[str]:
-    """Dotted keys holding the base learning rate the trainer uses: ``optimizer.lr`` when the policy presets are
-    off, else ``policy.optimizer_lr`` (plus ``optimizer.lr`` when an optimizer block is present)."""
-    keys = []
-    if cfg.get("use_policy_training_preset") is False and isinstance(cfg.get("optimizer"), dict):
-        return ["optimizer.lr"]
-    if isinstance(cfg.get("policy"), dict) and "optimizer_lr" in cfg["policy"]:
-        keys.append("policy.optimizer_lr")
-    if isinstance(cfg.get("optimizer"), dict) and "lr" in cfg["optimizer"]:
-        keys.append("optimizer.lr")
-    return keys
-
-
 def leaf_changes(old_cfg: dict, new_cfg: dict, keys) -> dict:
     """``{dotted leaf key: [old, new]}`` for the leaves under ``keys`` whose values differ between the configs
     (a changed dict is split into its changed leaves; lists compare whole)."""
@@ -92,7 +104,7 @@ def leaf_changes(old_cfg: dict, new_cfg: dict, keys) -> dict:
             out[key] = [old, new]
 
     for key in keys:
-        walk(key, dotted_get(old_cfg, key), dotted_get(new_cfg, key))
+        walk(key, cfgkeys.get(old_cfg, key), cfgkeys.get(new_cfg, key))
     return out
 
 
@@ -121,6 +133,27 @@ def config_digest(cfg: dict) -> str:
 def mask_url(url: str) -> str:
     """A storage URL without its password (what is written to disk and printed)."""
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+@dataclass(frozen=True)
+class SearchDir:
+    """Where a search keeps its runs: ``runs/<name>`` (a dpot run directory), ``configs/<name>.json`` (its train
+    config, written before it is enqueued), ``logs/<name>.log`` (its training output), ``proposals/<name>/`` (what
+    ``dpot propose`` made on it)."""
+
+    out: Path
+
+    def run_dir(self, name: str) -> Path:
+        return self.out / "runs" / name
+
+    def config_path(self, name: str) -> Path:
+        return self.out / "configs" / f"{name}.json"
+
+    def log_path(self, name: str) -> Path:
+        return rundir.log_path(self.out, name)
+
+    def proposals_dir(self, name: str) -> Path:
+        return self.out / "proposals" / name
 
 
 @dataclass

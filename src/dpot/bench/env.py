@@ -152,6 +152,7 @@ class DomainEnv:
             self.env.seed(region_seed(seed, attempt))
             self._obs, _ = self.env.reset()
             if region == "all" or region_of(self.task, self.env._last_rand_vec) == region:
+                self.last_seed = region_seed(seed, attempt)  # the MetaWorld seed behind this episode's layout
                 break
         else:  # pragma: no cover - probability 2**-200
             raise RuntimeError(f"no {region} layout for seed {seed} in {_MAX_REGION_TRIES} draws")

@@ -122,7 +122,8 @@ def needs_images(policy) -> bool:
 
 def rollout(policy, pre, post, env, seed: int, *, task: str, cameras: tuple[str, ...], max_steps: int,
             render_all: bool = False, keep_frames: bool = False, region: str = "all") -> dict:
-    """One closed-loop episode: ``{"success", "length", "actions" (T, 4), "frames" (if keep_frames)}``.
+    """One closed-loop episode: ``{"success", "length", "actions" (T, 4), "layout" (:meth:`DomainEnv.layout`
+    at the reset: region, reset vector, goal and object position), "frames" (if keep_frames)}``.
 
     Images are rendered only for observations that can reach an inference (:func:`needs_images`) unless
     ``render_all`` or ``keep_frames``; a skipped observation carries the last rendered images."""
@@ -132,6 +133,7 @@ def rollout(policy, pre, post, env, seed: int, *, task: str, cameras: tuple[str,
 
     policy.reset()
     obs = env.reset(seed, region=region)
+    layout = env.layout()
     images = obs["images"]
     frames, actions, success, length = [], [], False, max_steps
     for t in range(max_steps):
@@ -150,7 +152,7 @@ def rollout(policy, pre, post, env, seed: int, *, task: str, cameras: tuple[str,
         if done:
             success, length = True, t + 1
             break
-    out = {"success": success, "length": length, "actions": np.asarray(actions)}
+    out = {"success": success, "length": length, "actions": np.asarray(actions), "layout": layout}
     if keep_frames:
         out["frames"] = frames
     return out
@@ -185,7 +187,10 @@ def _run_episodes(policy_dir: str, task: str, spec: dict, seeds: list[int], max_
             gif = bool(gif_dir) and k < gif_count
             r = rollout(policy, pre, post, env, seed, task=task, cameras=cameras, max_steps=max_steps,
                         keep_frames=gif, region=region)
-            records.append({"seed": seed, "success": r["success"], "length": r["length"]})
+            lay = r["layout"]
+            records.append({"seed": seed, "success": r["success"], "length": r["length"],
+                            "layout": {"region": lay["region"], "rand_vec": lay["rand_vec"],
+                                       "goal_pos": lay["goal_pos"], "obj_pos": lay["obj_pos"]}})
             if _DONE is not None:
                 with _DONE.get_lock():
                     _DONE.value += 1

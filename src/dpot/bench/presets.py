@@ -51,6 +51,13 @@ chunk (the benchmark's state holds no end-effector orientation; the hand positio
 integral). ``window_size`` stays the seed's 20 frames (the official window of 10 is counted in their
 subsampled frames). These are the closest dpot expressions, not an exact copy.
 
+``dp-ot-official`` (:data:`OFFICIAL_OT`, the powered design of issue 19) is the official cost as exactly as dpot's keys
+express it: one embed term over the concatenation of every camera's features and the normalized state
+(``concat``/``include_state``: the U-Net's whole conditioning, the official ``z``) at weight 0.01, the hand position
+(``observation.state`` dims 0-2, current step, raw metres: ``normalized=false``) at 0.05, plain squared distances
+(``cost_norm="none"``), reg 0.1, tau 0.05/0.05, lambda 0.1, window 10 frames, phase pairing. What still differs from
+the official code is listed in docs/results.md ("Cost balance").
+
 In all study runs ``eval.val_fraction=0`` and ``eval_freq=0``: every target demo is used for training (a held-out
 episode would otherwise leak into ``target-only``'s "source" half) and closed-loop success is the measure.
 """
@@ -68,6 +75,17 @@ SEED_OT = {"lambda_ot": 0.1, "reg": 0.02, "tau_src": 0.01, "tau_tgt": 0.01, "heu
            "features": [{"type": "embed", "use_learned_embed": True, "weight_embed": 1.0},
                         {"type": "label", "key": "action", "dim_slice": None, "weight_label": 0.05}]}
 
+
+# The official code's cost as exactly as dpot's keys express it (module docstring, "dp-ot-official"):
+# M = 0.01 ||z_s - z_t||^2 + 0.05 ||p_s - p_t||^2, z = the encoder's whole output for an item (every camera's
+# features and the state the U-Net is conditioned on), p = the hand position (observation.state dims 0-2) of the
+# current step in metres; plain squared distances (cost_norm none); reg 0.1, tau 0.05/0.05, lambda 0.1, window 10.
+OFFICIAL_OT = {**SEED_OT, "lambda_ot": 0.1, "reg": 0.1, "tau_src": 0.05, "tau_tgt": 0.05, "window_size": 10,
+               "cost_norm": "none",
+               "features": [{"type": "embed", "use_learned_embed": True, "weight_embed": 0.01, "concat": True,
+                             "include_state": True},
+                            {"type": "label", "key": "observation.state", "dim_slice": [0, 3], "time_index": -1,
+                             "normalized": False, "weight_label": 0.05}]}
 
 PAPER_OT = {**SEED_OT, "lambda_ot": 0.1, "reg": 0.1, "tau_src": 0.05, "tau_tgt": 0.05, "cost_norm": "dim",
             "features": [{"type": "embed", "use_learned_embed": True, "weight_embed": 0.01},
@@ -98,6 +116,10 @@ class Method:
     help: str
     base: dict = field(default_factory=lambda: SEED_OT)
     calibration: bool = False
+    # seeds of this arm (None = the preset's / --seeds); batch_size: None = the preset's (target-only-16 sets 16 so
+    # that it sees 16 target items per step, the co-training arms' target exposure)
+    seeds: int | None = None
+    batch_size: int | None = None
 
     def ot_config(self) -> dict:
         """The full ``ot`` section of the run's train config."""
@@ -136,7 +158,43 @@ IDOOD_METHODS: dict[str, Method] = {m.name: m for m in [
     Method("dp-ot-paired", "source", "target", {"paired_region": True}, 2,
            "dp-ot-paper with OT partners only from the target item's region", base=PAPER_OT),
 ]}
-METHOD_TABLES = {"v1": METHODS, "idood": IDOOD_METHODS}
+# The powered design (issue 19; docs/results.md, "Pre-registration"): the primary contrast dp-ot-official vs
+# naive-cotrain, the secondary dp-ot-seed vs naive-cotrain, dp-ot-paper at 3 seeds, and the exposure control
+# target-only-16 (16 target items per step, as the co-training arms see). Core arms first, seed by seed.
+POWERED_METHODS: dict[str, Method] = {m.name: m for m in [
+    Method("naive-cotrain", "source", "target", {"lambda_ot": 0.0}, 0,
+           "co-training, the same data mix, lambda_ot=0", base=PAPER_OT, seeds=7),
+    Method("dp-ot-official", "source", "target", {}, 0, "DP+OT, the official cost as exactly as dpot expresses it",
+           base=OFFICIAL_OT, seeds=7),
+    Method("dp-ot-seed", "source", "target", {}, 0, "DP+OT, the seed's OT settings", seeds=7),
+    Method("target-only-16", "target", "target", {"lambda_ot": 0.0, "heuristic": False}, 1,
+           "BC on the target demos only, 16 items per step (the co-training arms' target exposure)",
+           base=PAPER_OT, seeds=3, batch_size=16),
+    Method("dp-ot-paper", "source", "target", {}, 1, "DP+OT, the official numbers mapped onto cost_norm=dim",
+           base=PAPER_OT, seeds=3),
+]}
+
+# The second task (breadth): calibration (target-only, source-only seed 0) first, then the primary contrast
+TASK2_METHODS: dict[str, Method] = {m.name: m for m in [
+    Method("target-only", "target", "target", {"lambda_ot": 0.0, "heuristic": False}, 0,
+           "BC on the target demos only (id half)", base=PAPER_OT, calibration=True, seeds=3),
+    Method("source-only", "source", "source", {"lambda_ot": 0.0, "heuristic": False}, 2,
+           "BC on the source demos only (whole range): calibration criterion (b)", base=PAPER_OT,
+           calibration=True, seeds=1),
+    Method("naive-cotrain", "source", "target", {"lambda_ot": 0.0}, 0,
+           "co-training, the same data mix, lambda_ot=0", base=PAPER_OT, seeds=3),
+    Method("dp-ot-official", "source", "target", {}, 0, "DP+OT, the official cost as exactly as dpot expresses it",
+           base=OFFICIAL_OT, seeds=3),
+]}
+METHOD_TABLES = {"v1": METHODS, "idood": IDOOD_METHODS, "powered": POWERED_METHODS, "task2": TASK2_METHODS}
+
+# The contrasts each method table pre-registers (docs/results.md, "Pre-registration"), arm A − arm B, read in the
+# target cells by dpot.bench.study.contrasts (seed-paired t as the main test, layout-paired as the secondary)
+CONTRASTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "powered": (("dp-ot-official", "naive-cotrain"), ("dp-ot-seed", "naive-cotrain"),
+                ("target-only-16", "naive-cotrain"), ("dp-ot-paper", "naive-cotrain")),
+    "task2": (("dp-ot-official", "naive-cotrain"), ("naive-cotrain", "target-only")),
+}
 
 
 @dataclass(frozen=True)
@@ -175,6 +233,20 @@ class Preset:
     target_region: str = "all"
     curve_domains: tuple[str, ...] = ("target",)
     methods: str = "v1"
+    # added with the powered design (issue 19): the first evaluation episode seed of every cell (layouts are drawn
+    # from it: a new eval_seed gives layouts never used before) and the episodes of the source cell (None = the
+    # same as the target cells' eval_episodes)
+    eval_seed: int = EVAL_SEED
+    source_eval_episodes: int | None = None
+    # rough one-core costs for ``--plan``'s estimate (measured on the cpu-idood policy: docs/results.md)
+    cpu_s_per_step: float = 0.75
+    cpu_s_per_episode: float = 1.2
+
+    def cell_episodes(self, cell: str) -> int:
+        """Final-checkpoint evaluation episodes of ``cell`` (``source`` may have fewer than the target cells)."""
+        if cell == "source" and self.source_eval_episodes is not None:
+            return self.source_eval_episodes
+        return self.eval_episodes
 
     @property
     def method_table(self) -> dict[str, Method]:
@@ -211,6 +283,15 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            seeds=1, warmup_steps=1, log_freq=1, note="for tests: cpu-idood's protocol at seconds per job",
            eval_domains=("target_id", "target_ood", "source"), obs="proprio", shift="target-visual",
            target_region="id", curve_domains=("target_id", "target_ood"), methods="idood"),
+    Preset("micro-powered", ("button-press-topdown-v3", "drawer-open-v3"), source_episodes=2, target_episodes=2,
+           image_size=32, cameras=("corner4", "gripperPOV"), steps=4, batch_size=4, save_every=4,
+           policy={"down_dims": [16, 32], "horizon": 8, "n_action_steps": 4, "diffusion_step_embed_dim": 32,
+                   "num_inference_steps": 2, "spatial_softmax_num_keypoints": 8, "n_obs_steps": 1},
+           eval_episodes=2, curve_episodes=1, eval_max_steps=12, num_workers=0, eval_workers=1, device="cpu",
+           seeds=1, warmup_steps=1, log_freq=1, note="for tests: cpu-idood-powered's arms at seconds per job",
+           eval_domains=("target_id", "target_ood", "source"), obs="proprio", shift="target-visual",
+           target_region="id", curve_domains=("target_id", "target_ood"), methods="powered",
+           eval_seed=200_000, source_eval_episodes=1),
     # The pilot's settings (docs/results.md, "Calibration"): 4-d state, goal only in the images, 10 target demos
     # in the id half, 100 source demos over the whole range; target-only 86 % ID / 8 % OOD, source-only 14 %
     # target vs 50 % source at 1500 steps (~12 min per run on one core, two runs side by side)
@@ -222,6 +303,29 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            note="2 CPU cores, two sittings: ~12 min training + ~8 min evaluation per run",
            eval_domains=("target_id", "target_ood", "source"), obs="proprio", shift="target",
            target_region="id", curve_domains=("target_id", "target_ood"), methods="idood"),
+    # The powered design (issue 19, docs/results.md "Pre-registration"): cpu-idood's data, policy and budget, new
+    # evaluation layouts (eval_seed 200000: seeds never used by a study before), 200 episodes per target cell and
+    # 50 for the source cell; per-arm seeds in POWERED_METHODS (7 for the core arms, 3 for the others)
+    Preset("cpu-idood-powered", ("button-press-topdown-v3",), source_episodes=100, target_episodes=10,
+           image_size=64, cameras=("corner4", "gripperPOV"), steps=1500, batch_size=32, save_every=500,
+           policy={"n_obs_steps": 1, "down_dims": [64, 128, 256], "resize_shape": [64, 64], "crop_ratio": 0.875,
+                   "use_separate_rgb_encoder_per_camera": False, "num_inference_steps": 10},
+           eval_episodes=200, curve_episodes=20, num_workers=2, eval_workers=2, device="cpu", seeds=7,
+           note="2 CPU cores, several sittings: ~19 min training + ~10 min evaluation per run on one core",
+           eval_domains=("target_id", "target_ood", "source"), obs="proprio", shift="target",
+           target_region="id", curve_domains=("target_id", "target_ood"), methods="powered",
+           eval_seed=200_000, source_eval_episodes=50),
+    # The second task (breadth): drawer-open-v3, the drawer's position only in the images (4-d state), the same
+    # protocol, budget and criteria as cpu-idood, evaluated like cpu-idood-powered
+    Preset("cpu-idood-task2", ("drawer-open-v3",), source_episodes=100, target_episodes=10, image_size=64,
+           cameras=("corner4", "gripperPOV"), steps=1500, batch_size=32, save_every=500,
+           policy={"n_obs_steps": 1, "down_dims": [64, 128, 256], "resize_shape": [64, 64], "crop_ratio": 0.875,
+                   "use_separate_rgb_encoder_per_camera": False, "num_inference_steps": 10},
+           eval_episodes=200, curve_episodes=20, num_workers=2, eval_workers=2, device="cpu", seeds=3,
+           note="2 CPU cores, several sittings: calibration (target-only, source-only seed 0) first",
+           eval_domains=("target_id", "target_ood", "source"), obs="proprio", shift="target",
+           target_region="id", curve_domains=("target_id", "target_ood"), methods="task2",
+           eval_seed=200_000, source_eval_episodes=50),
     # The cpu-idood protocol at a GPU budget (scripts/gpu_study.sh: the core methods side by side on one lent GPU,
     # one seed per call, <= 9 min per command with data generation and evaluation): 96 px images, a twice wider
     # U-Net, batch 64 and 3000 steps (2x cpu-idood's samples per step, 2x its steps). The GPU step time was not
@@ -304,5 +408,6 @@ def parse_methods(text: str | None, table: dict[str, Method] | None = None) -> l
     return sorted(out, key=lambda m: (m.group, order.index(m.name)))
 
 
-__all__ = ["DATA_SEEDS", "EVAL_CELLS", "EVAL_SEED", "IDOOD_METHODS", "METHODS", "METHOD_TABLES", "PAPER_OT",
-           "PRESETS", "SEED_OT", "Method", "Preset", "get_preset", "parse_methods", "train_config"]
+__all__ = ["CONTRASTS", "DATA_SEEDS", "EVAL_CELLS", "EVAL_SEED", "IDOOD_METHODS", "METHODS", "METHOD_TABLES",
+           "OFFICIAL_OT", "PAPER_OT", "POWERED_METHODS", "PRESETS", "SEED_OT", "TASK2_METHODS", "Method", "Preset",
+           "get_preset", "parse_methods", "train_config"]

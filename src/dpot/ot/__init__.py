@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dpot.ot.costs import label_features, normalize_cost, prior_cost_shift, sq_euclidean_cost
 from dpot.ot.loss import DomainFeatures, OTAlignmentLoss, OTResult, term_kinds
 from dpot.ot.mmd import MMDAlignmentLoss, energy_distance
+from dpot.ot.registry import ALIGNMENT_METHODS, method_names, register_method
 from dpot.ot.sinkhorn import unbalanced_sinkhorn
 
 __all__ = [
@@ -23,18 +24,25 @@ __all__ = [
     "OTResult",
     "term_kinds",
     "make_alignment_loss",
+    "ALIGNMENT_METHODS",
+    "method_names",
+    "register_method",
 ]
-
-ALIGNMENT_LOSSES = {"uot": OTAlignmentLoss, "mmd": MMDAlignmentLoss}
 
 
 def make_alignment_loss(cfg, cameras: Sequence[str] | None = None) -> OTAlignmentLoss | MMDAlignmentLoss:
-    """The alignment loss of ``cfg.method`` (``dpot.config.OTConfig``): ``"uot"`` -> :class:`OTAlignmentLoss`,
-    ``"mmd"`` -> :class:`MMDAlignmentLoss`. Both are called ``loss(src: DomainFeatures, tgt: DomainFeatures) ->
-    OTResult`` and expose ``term_kinds``; ``cameras`` (target cameras, short or full names) lets ``term_kinds``
-    answer before the first call."""
+    """The alignment loss registered as ``cfg.method`` (:mod:`dpot.ot.registry`).
+
+    Args:
+        cfg: a ``dpot.config.OTConfig`` (``method``: ``"uot"`` -> :class:`OTAlignmentLoss`, ``"mmd"`` ->
+            :class:`MMDAlignmentLoss`).
+        cameras: the target cameras (short or full names), so that ``term_kinds`` answers before the first call.
+
+    Returns:
+        A module called ``loss(src: DomainFeatures, tgt: DomainFeatures) -> OTResult`` exposing ``term_kinds``.
+    """
     try:
-        cls = ALIGNMENT_LOSSES[cfg.method]
+        cls = ALIGNMENT_METHODS[cfg.method]
     except KeyError:
-        raise ValueError(f"ot.method: unknown {cfg.method!r}; one of {sorted(ALIGNMENT_LOSSES)}") from None
+        raise ValueError(f"ot.method: unknown {cfg.method!r}; one of {list(method_names())}") from None
     return cls(cfg, cameras=cameras)

@@ -1,7 +1,7 @@
 """The OT alignment loss between the source and target items of a co-training batch (docs/architecture.md, "The OT
 problem and its scale").
 
-    C        = sum_k w_k C_k                       (embed term per camera, label term on the action chunk)
+    C        = sum_k w_k C_k                       (the terms of the configured feature kinds: dpot.config)
     pi*      = unbalanced_sinkhorn(C.detach() [+ reg * prior shift], reg, tau_src, tau_tgt)
     L_OT     = lambda_ot * <pi*, C>                (pi* constant: gradients reach the features through C)
 
@@ -11,7 +11,8 @@ Metrics (without the ``train/`` prefix): ``ot_loss`` (= the scaled loss), ``ot_p
 ``ot_pi_diag`` (mass on the paired diagonal ``sum_i pi[i, i]``, i the item's position in the batch before
 masking: source item i is target item i's temporal partner), ``ot_pi_diag_frac`` (= pi_diag / pi_sum; about
 1/n for random pairing), ``ot_cost/<term>`` (``<pi*, w_k C_k>``), ``ot_cost_mean/<term>`` (mean of ``w_k C_k``:
-the cost scale, visible even when the plan mass vanishes), ``ot_embed_spread/<camera>`` (mean within-domain
+the cost scale, visible even when the plan mass vanishes; ``ot_cost_mean/<term>@<part>`` splits a concatenated term
+into its cameras and the state, the parts summing to the term), ``ot_embed_spread/<camera>`` (mean within-domain
 pairwise squared distance per feature dimension, averaged over the two domains: the embeddings' own scale, so
 that cross-domain costs falling through alignment can be told from embeddings shrinking as a whole),
 ``ot_skipped`` (1 when a non-finite cost or plan, or a domain with no masked-in row, made this step skip the OT
@@ -28,13 +29,14 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from dpot.ot.costs import label_features, normalize_cost, prior_cost_shift, sq_euclidean_cost
+from dpot.ot.costs import prior_cost_shift, sq_euclidean_cost
+from dpot.ot.registry import register_method
 from dpot.ot.sinkhorn import unbalanced_sinkhorn
 
 if TYPE_CHECKING:  # the OT core imports no config module (and so no LeRobot) at run time
-    from dpot.config import EmbedFeatureConfig, OTFeatureConfig
+    from dpot.config import OTFeatureConfig
 
-__all__ = ["DomainFeatures", "OTResult", "OTAlignmentLoss", "term_kinds", "embed_cameras"]
+__all__ = ["DomainFeatures", "OTResult", "OTAlignmentLoss", "term_kinds"]
 
 IMG_PREFIX = "observation.images."
 
@@ -44,7 +46,9 @@ class DomainFeatures:
     """Features of one domain's items.
 
     ``embeds``: camera name -> ``[n, D]`` learned image embeddings (n_obs_steps flattened into D).
-    ``labels``: key (``action``) -> ``[n, horizon, action_dim]`` normalized label chunks.
+    ``labels``: key -> normalized label tensors (``action``: ``[n, horizon, action_dim]``; ``observation.state``:
+    ``[n, n_obs_steps, state_dim]``), the policy's own values.
+    ``raw_labels``: key -> the same tensors in the dataset's raw units (only the keys a term asks for unnormalized).
     ``phase``: ``[n]`` aligned time in [0, 1], used by the temporal prior when ``heuristic`` is on.
     ``mask``: ``[n]`` bool, the items taking part in the alignment term (None = all); the losses use only the
     masked-in rows (:meth:`selected`).
@@ -54,9 +58,10 @@ class DomainFeatures:
     labels: dict[str, torch.Tensor] = field(default_factory=dict)
     phase: torch.Tensor | None = None
     mask: torch.Tensor | None = None
+    raw_labels: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        for t in (*self.embeds.values(), *self.labels.values()):
+        for t in (*self.embeds.values(), *self.labels.values(), *self.raw_labels.values()):
             return int(t.shape[0])
         return 0 if self.phase is None else int(self.phase.numel())
 
@@ -73,7 +78,12 @@ class DomainFeatures:
 
         return DomainFeatures(embeds={k: rows(v) for k, v in self.embeds.items()},
                               labels={k: rows(v) for k, v in self.labels.items()},
-                              phase=None if self.phase is None else rows(self.phase.reshape(-1)))
+                              phase=None if self.phase is None else rows(self.phase.reshape(-1)),
+                              raw_labels={k: rows(v) for k, v in self.raw_labels.items()})
+
+    def any_tensor(self) -> torch.Tensor:
+        """One of the domain's tensors (its device and dtype stand for all)."""
+        return next(iter((*self.embeds.values(), *self.labels.values(), *self.raw_labels.values())))
 
 
 @dataclass
@@ -90,25 +100,13 @@ class OTResult:
     costs: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def embed_cameras(feat: EmbedFeatureConfig, available: Sequence[str]) -> list[str]:
-    """The cameras of an embed term: ``feat.cameras`` (``observation.images.`` prefix optional) or all
-    ``available`` ones (sorted)."""
-    if feat.cameras is None:
-        return sorted(available)
-    return [c.removeprefix(IMG_PREFIX) for c in feat.cameras]
-
-
 def term_kinds(features: Sequence[OTFeatureConfig], cameras: Sequence[str]) -> dict[str, str]:
-    """Cost term name -> kind: ``{"img_<camera>": "embed", "<key>_lbl": "label"}`` for the configured features,
-    ``cameras`` being the target cameras' short names (what ``cameras: null`` expands to)."""
+    """Cost term name -> kind: e.g. ``{"img_<camera>": "embed", "action_lbl": "label"}`` for the configured
+    features (each kind names its own terms), ``cameras`` being the target cameras' short names (what
+    ``cameras: null`` expands to)."""
     kinds: dict[str, str] = {}
     for feat in features:
-        if feat.type == "embed":
-            kinds.update({f"img_{cam}": "embed" for cam in embed_cameras(feat, cameras)})
-        elif feat.type == "label":
-            kinds[f"{feat.key}_lbl"] = "label"
-        else:
-            raise TypeError(f"unknown OT feature kind {feat.type!r}")
+        kinds.update(feat.term_kinds(cameras))
     return kinds
 
 
@@ -127,6 +125,7 @@ def _same_position(src: DomainFeatures, tgt: DomainFeatures) -> torch.Tensor:
     return positions(src)[:, None] == positions(tgt)[None, :]
 
 
+@register_method("uot")
 class OTAlignmentLoss(nn.Module):
     """Unbalanced entropic OT loss between source and target features, configured by ``dpot.config.OTConfig``.
 
@@ -142,32 +141,17 @@ class OTAlignmentLoss(nn.Module):
     @property
     def term_kinds(self) -> dict[str, str]:
         """``{"img_<camera>": "embed", "<key>_lbl": "label"}``: the kind of every cost term this loss logs."""
-        needs_cameras = any(f.type == "embed" and f.cameras is None for f in self.cfg.features)
+        needs_cameras = any(f.covers_all_cameras() for f in self.cfg.features)
         if needs_cameras and self.cameras is None:
             raise ValueError("term_kinds: an embed term covers all cameras; construct the loss with cameras=[...]")
         return term_kinds(self.cfg.features, self.cameras or [])
 
     def cost_terms(self, src: DomainFeatures, tgt: DomainFeatures) -> dict[str, torch.Tensor]:
-        """Weighted cost matrices ``w_k C_k`` (float32, ``[n_src, n_tgt]``) by term name (all rows given)."""
+        """Weighted cost matrices ``w_k C_k`` (float32, ``[n_src, n_tgt]``) by term name (all rows given), each
+        built by its feature kind (``OTFeatureConfig.cost_terms``) with its own or the section's ``cost_norm``."""
         terms: dict[str, torch.Tensor] = {}
         for feat in self.cfg.features:
-            if feat.type == "embed":  # an EmbedFeatureConfig (the registered kinds of dpot.config)
-                for cam in embed_cameras(feat, tgt.embeds):
-                    if cam not in src.embeds or cam not in tgt.embeds:
-                        raise KeyError(f"camera '{cam}' has no embedding in both domains "
-                                       f"(source: {sorted(src.embeds)}, target: {sorted(tgt.embeds)})")
-                    x, y = src.embeds[cam].float(), tgt.embeds[cam].float()
-                    if not feat.use_learned_embed:
-                        x, y = x.detach(), y.detach()
-                    c = normalize_cost(sq_euclidean_cost(x, y), x.flatten(1).shape[1], self.cfg.cost_norm)
-                    terms[f"img_{cam}"] = feat.weight_embed * c
-            elif feat.type == "label":  # a LabelFeatureConfig
-                x = label_features(src.labels[feat.key].float(), feat.dim_slice)
-                y = label_features(tgt.labels[feat.key].float(), feat.dim_slice)
-                c = normalize_cost(sq_euclidean_cost(x, y), x.shape[1], self.cfg.cost_norm)
-                terms[f"{feat.key}_lbl"] = feat.weight_label * c
-            else:
-                raise TypeError(f"unknown OT feature kind {feat.type!r}")
+            terms.update(feat.cost_terms(src, tgt, self.cfg.cost_norm))
         return terms
 
     @staticmethod
@@ -191,17 +175,19 @@ class OTAlignmentLoss(nn.Module):
         cfg = self.cfg
         if self.cameras is None and tgt.embeds:
             self.cameras = sorted(tgt.embeds)
-        device_type = next(iter((*src.embeds.values(), *src.labels.values()))).device.type
+        device_type = src.any_tensor().device.type
         paired = _same_position(src, tgt)        # [n_src_in, n_tgt_in]: source item i partners target item i
         src, tgt = src.selected(), tgt.selected()
         if len(src) < 1 or len(tgt) < 1:  # nothing to align on one side: skip like a non-finite step
-            zero = next(iter((*src.embeds.values(), *src.labels.values()))).new_zeros((), dtype=torch.float32)
+            zero = src.any_tensor().new_zeros((), dtype=torch.float32)
             names = term_kinds(cfg.features, sorted(tgt.embeds))
             return OTResult(loss=zero, metrics=_no_row_metrics(list(names)))
         with torch.autocast(device_type=device_type, enabled=False):
             terms = self.cost_terms(src, tgt)
             cost = torch.stack(list(terms.values())).sum(0)
             metrics: dict[str, float] = {f"ot_cost_mean/{k}": float(v.detach().mean()) for k, v in terms.items()}
+            for feat in cfg.features:   # parts of a term made of several (a concatenated embedding)
+                metrics.update({f"ot_cost_mean/{k}": v for k, v in feat.cost_parts(src, tgt, cfg.cost_norm).items()})
             metrics.update(self.embed_spread(src, tgt))
             solve_cost = cost.detach()
             if cfg.heuristic and src.phase is not None and tgt.phase is not None:

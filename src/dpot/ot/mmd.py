@@ -25,7 +25,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from dpot.ot.loss import IMG_PREFIX, DomainFeatures, OTAlignmentLoss, OTResult, embed_cameras, term_kinds
+from dpot.ot.loss import IMG_PREFIX, DomainFeatures, OTAlignmentLoss, OTResult, term_kinds
+from dpot.ot.registry import register_method
 
 __all__ = ["energy_distance", "MMDAlignmentLoss"]
 
@@ -44,6 +45,7 @@ def energy_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return _mean_dist(x, y) - 0.5 * (_mean_dist(x, x) + _mean_dist(y, y))
 
 
+@register_method("mmd")
 class MMDAlignmentLoss(nn.Module):
     """The energy-distance baseline between source and target embeddings, configured by ``dpot.config.OTConfig``
     (uses ``lambda_ot``, ``cost_norm`` and the embed features; label features are ignored). Same call as
@@ -55,40 +57,32 @@ class MMDAlignmentLoss(nn.Module):
         self.cameras = None if cameras is None else [c.removeprefix(IMG_PREFIX) for c in cameras]
 
     @property
-    def embed_features(self) -> list:
-        return [f for f in self.cfg.features if f.type == "embed"]
-
-    @property
     def term_kinds(self) -> dict[str, str]:
-        """``{"img_<camera>": "embed"}``: the terms this loss logs under ``mmd/<term>``."""
-        if any(f.cameras is None for f in self.embed_features) and self.cameras is None:
+        """``{"img_<camera>": "embed"}``: the embed terms of the configured features (logged as ``mmd/<term>``)."""
+        if self.cameras is None and any(f.covers_all_cameras() for f in self.cfg.features):
             raise ValueError("term_kinds: an embed term covers all cameras; construct the loss with cameras=[...]")
-        return term_kinds(self.embed_features, self.cameras or [])
+        kinds = term_kinds(self.cfg.features, self.cameras or [])
+        return {k: v for k, v in kinds.items() if v == "embed"}
 
     def forward(self, src: DomainFeatures, tgt: DomainFeatures) -> OTResult:
         """``lambda_ot * sum_k w_k E_k`` over the masked-in rows (see the module docstring)."""
         cfg = self.cfg
         if self.cameras is None and tgt.embeds:
             self.cameras = sorted(tgt.embeds)
-        any_tensor = next(iter((*src.embeds.values(), *src.labels.values())))
+        any_tensor = src.any_tensor()
         src, tgt = src.selected(), tgt.selected()
-        names = [f"img_{c}" for f in self.embed_features for c in embed_cameras(f, tgt.embeds)]
+        names = [k for k, kind in term_kinds(cfg.features, sorted(tgt.embeds)).items() if kind == "embed"]
         skipped = {"ot_loss": 0.0, "ot_skipped": 1.0, **{f"mmd/{k}": 0.0 for k in names}}
         if len(src) < 1 or len(tgt) < 1:
             return OTResult(loss=any_tensor.new_zeros((), dtype=torch.float32), metrics=skipped)
         with torch.autocast(device_type=any_tensor.device.type, enabled=False):
             terms: dict[str, torch.Tensor] = {}
-            for feat in self.embed_features:
-                for cam in embed_cameras(feat, tgt.embeds):
-                    if cam not in src.embeds or cam not in tgt.embeds:
-                        raise KeyError(f"camera '{cam}' has no embedding in both domains "
-                                       f"(source: {sorted(src.embeds)}, target: {sorted(tgt.embeds)})")
-                    x, y = src.embeds[cam].float().flatten(1), tgt.embeds[cam].float().flatten(1)
-                    if not feat.use_learned_embed:
-                        x, y = x.detach(), y.detach()
-                    if cfg.cost_norm != "none":
+            for feat in cfg.features:
+                scaled = feat.norm(cfg.cost_norm) != "none"
+                for name, weight, x, y in feat.embedding_pairs(src, tgt):
+                    if scaled:
                         x, y = x / math.sqrt(x.shape[1]), y / math.sqrt(y.shape[1])
-                    terms[f"img_{cam}"] = feat.weight_embed * energy_distance(x, y)
+                    terms[name] = weight * energy_distance(x, y)
             if not terms:
                 raise ValueError("ot.method=mmd needs an embed feature in ot.features")
             loss = cfg.lambda_ot * torch.stack(list(terms.values())).sum()

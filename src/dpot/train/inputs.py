@@ -144,19 +144,10 @@ def check_inputs(cfg) -> RunInputs:
                 raise UserError(f"dataset.use_imagenet_stats: {field} {root} has no normalization stats for "
                                 f"{missing}; keep --dataset.use_imagenet_stats=true or write them to meta/stats.json "
                                 "(LeRobot's dataset_tools.recompute_stats(ds, skip_image_video=False))")
-    action_dim = int(tgt_meta.features["action"]["shape"][0])
     short = [c.removeprefix(IMG_PREFIX) for c in tgt_cams]
+    shapes = {k: tuple(v["shape"]) for k, v in tgt_meta.features.items()}
     for i, feat in enumerate(cfg.ot.features):
-        if feat.type == "embed" and feat.cameras:
-            for cam in feat.cameras:
-                if cam.removeprefix(IMG_PREFIX) not in short:
-                    raise UserError(f"ot.features[{i}].cameras: '{cam}' is not a target camera; one of {short}")
-        if feat.type == "label":
-            if feat.key != "action":
-                raise UserError(f"ot.features[{i}].key: only 'action' is supported, got '{feat.key}'")
-            if feat.dim_slice is not None and feat.dim_slice[1] > action_dim:
-                raise UserError(f"ot.features[{i}].dim_slice: {feat.dim_slice} goes beyond the action dim "
-                                f"{action_dim}; use a stop <= {action_dim}")
+        feat.check_dataset(f"ot.features[{i}]", short, shapes)
     if cfg.eval.val_episodes is not None:
         bad = [e for e in cfg.eval.val_episodes if not 0 <= int(e) < tgt_meta.total_episodes]
         if bad:

@@ -56,6 +56,7 @@ from dpot.train.sinks import Sinks, TensorBoardSink, WandbSink
 
 log = logging.getLogger(__name__)
 META_KEYS = ("domain", "phase", "frame_index", "episode_index", "ot_pair")
+RAW_PREFIX = "raw/"  # meta key prefix of the unnormalized copies of OT labels (prepare_batch)
 SUM_KEYS = ("train/ot_skipped",)
 LAST_KEYS = ("train/lr",)
 
@@ -149,6 +150,16 @@ class TrainRun:
         return self.sampler.n_src
 
     @property
+    def label_inputs(self) -> set[tuple[str, bool]]:
+        """``(key, normalized)`` of every label the OT terms read (``OTFeatureConfig.label_inputs``)."""
+        return set().union(*(f.label_inputs() for f in self.cfg.ot.features)) if self.use_ot else set()
+
+    @property
+    def raw_label_keys(self) -> tuple[str, ...]:
+        """Batch keys whose unnormalized copy :func:`prepare_batch` keeps (labels in raw units)."""
+        return tuple(sorted(k for k, normalized in self.label_inputs if not normalized))
+
+    @property
     def n_tgt(self) -> int:
         return self.sampler.n_tgt
 
@@ -187,12 +198,15 @@ def _default_output_dir(cfg) -> Path:
     return Path("outputs/train") / now.strftime("%Y-%m-%d") / f"{now:%H-%M-%S}_{cfg.job_name or 'dpot'}"
 
 
-def prepare_batch(raw: dict, preprocessor, image_keys: list[str]) -> tuple[dict, dict]:
-    """Split a collated loader batch into the normalized policy batch and its per-item meta (``META_KEYS``).
+def prepare_batch(raw: dict, preprocessor, image_keys: list[str],
+                  raw_keys: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    """Split a collated loader batch into the normalized policy batch and its per-item meta (``META_KEYS``, plus
+    ``raw/<key>``: an unnormalized copy of each of ``raw_keys``, for OT label terms in raw units).
 
     Mutates ``raw`` (pass a copy to keep it): uint8 images become float in [0, 1] before the preprocessor.
     """
     meta = {k: raw.pop(k) for k in META_KEYS if k in raw}
+    meta.update({f"{RAW_PREFIX}{k}": raw[k].clone() for k in raw_keys})
     for k in image_keys:
         if raw[k].dtype == torch.uint8:
             raw[k] = raw[k].float() / 255.0
@@ -369,18 +383,26 @@ def _gather(x: torch.Tensor, run: TrainRun) -> torch.Tensor:
     return gather_with_grad(x, run.gather_group)
 
 
-def domain_features(run: TrainRun, out: dict, meta: dict, sl: slice):
+def domain_features(run: TrainRun, out: dict, meta: dict, sl: slice, batch: dict | None = None):
     """One domain's OT features (``sl`` = its rows of the local batch), all-gathered over processes.
 
-    Labels are the detached normalized action chunks; ``mask`` is the items' ``ot_pair`` flag (None when the
-    batch has none): the loss uses only the masked-in rows.
+    Labels (detached) are what the OT feature kinds ask for (``OTFeatureConfig.label_inputs``): the normalized
+    action chunk of the forward pass and the normalized ``batch`` tensors of other keys, or the raw copies of
+    :func:`prepare_batch`; ``mask`` is the items' ``ot_pair`` flag (None when the batch has none): the loss uses
+    only the masked-in rows.
     """
     mask = None
     if "ot_pair" in meta:
         mask = _gather(meta["ot_pair"][sl].to(run.device, torch.uint8), run).bool()
-    return DomainFeatures(embeds={k: _gather(v[sl], run) for k, v in out["embeds"].items()},
-                          labels={"action": _gather(out["action"][sl].detach(), run)},
-                          phase=_gather(meta["phase"][sl].to(run.device), run), mask=mask)
+    labels = {"action": _gather(out["action"][sl].detach(), run)}
+    raw_labels = {}
+    for key, normalized in sorted(run.label_inputs):
+        if normalized and key not in labels:
+            labels[key] = _gather(batch[key][sl].detach(), run)
+        elif not normalized:
+            raw_labels[key] = _gather(meta[f"{RAW_PREFIX}{key}"][sl].to(run.device), run)
+    return DomainFeatures(embeds={k: _gather(v[sl], run) for k, v in out["embeds"].items()}, labels=labels,
+                          phase=_gather(meta["phase"][sl].to(run.device), run), mask=mask, raw_labels=raw_labels)
 
 
 def _snapshot(run: TrainRun, res, src, tgt, meta: dict) -> dict[str, np.ndarray] | None:
@@ -415,8 +437,8 @@ def train_step(run: TrainRun, batch: dict, meta: dict, step: int, *, keep_plan: 
     metrics: dict[str, float] = {}
     snapshot = src = tgt = res = None
     if run.use_ot:
-        src = domain_features(run, out, meta, slice(0, n_src))
-        tgt = domain_features(run, out, meta, slice(n_src, None))
+        src = domain_features(run, out, meta, slice(0, n_src), batch)
+        tgt = domain_features(run, out, meta, slice(n_src, None), batch)
         res = run.ot_loss_fn(src, tgt)
         loss = loss + res.loss
         metrics.update({f"train/{k}": v for k, v in res.metrics.items()})
@@ -510,7 +532,7 @@ def train(cfg, *, accelerator=None) -> Path:
     try:
         while step < cfg.steps:
             t0 = time.perf_counter()
-            batch, meta = prepare_batch(next(data_iter), run.preprocessor, run.image_keys)
+            batch, meta = prepare_batch(next(data_iter), run.preprocessor, run.image_keys, run.raw_label_keys)
             data_s = time.perf_counter() - t0
             keep_plan = plan_due(step + 1, cfg.log_freq, cfg.ot.plan_log_every, run.use_ot)
             metrics, snapshot = train_step(run, batch, meta, step, keep_plan=keep_plan)

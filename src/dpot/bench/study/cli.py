@@ -34,10 +34,19 @@ def run_cli(args) -> int:
     """``dpot bench study`` with parsed ``args``; returns the exit code."""
     if args.plan:
         study = make_study(args.preset, task=args.task, root=args.dir, shift=args.shift)
-        for job in plan_jobs(parse_methods(args.only, study.preset.method_table), args.seeds or study.preset.seeds):
+        jobs = plan_jobs(parse_methods(args.only, study.preset.method_table), args.seeds or study.preset.seeds,
+                         cap=args.seeds)
+        total = 0.0
+        for job in jobs:
             state = "done" if study.is_done(job) else (
                 "partial" if rundir.last_checkpoint(study.run_dir(job)) is not None else "todo")
-            print(f"{job.id:32s} {state}")
+            left = study.cpu_seconds_left(job)
+            total += left
+            est = f"~{left / 60:.0f} core-min left" if left else ""
+            print(f"{job.id:32s} {state:8s} {est}")
+        print(f"{sum(not study.is_done(j) for j in jobs)} of {len(jobs)} jobs left, ~{total / 3600:.1f} core-hours "
+              f"(estimate: {study.preset.cpu_s_per_step} s/step, {study.preset.cpu_s_per_episode} s/episode on one "
+              "core)")
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("dpot.bench.study").setLevel(logging.INFO)

@@ -19,13 +19,33 @@ class Job:
         return f"{self.method.name}-seed{self.seed}"
 
 
-def plan_jobs(methods: list[Method], seeds: int) -> list[Job]:
-    """Jobs in execution order: the calibration runs (seed 0 of a ``calibration`` method), then by method group
-    (core first), then seed, then the order of ``methods``."""
+# The first FIRST_SEEDS seeds of every arm run before any arm's later seeds (a powered design's 6th and 7th seeds
+# of its core arms come after the other arms' seeds: the minimum design first)
+FIRST_SEEDS = 5
+
+
+def plan_jobs(methods: list[Method], seeds: int, cap: int | None = None) -> list[Job]:
+    """Jobs in execution order: the calibration runs (seed 0 of a ``calibration`` method), then the first
+    :data:`FIRST_SEEDS` seeds by method group (core first), seed and the order of ``methods``, then the later seeds.
+
+    ``seeds``: seeds of a method whose ``Method.seeds`` is None; ``cap``: at most this many seeds per method (the
+    command line's ``--seeds``)."""
     order = [m.name for m in methods]
-    jobs = [Job(m, s) for m in methods for s in range(seeds)]
-    return sorted(jobs, key=lambda j: (-1 if j.method.calibration and j.seed == 0 else j.method.group, j.seed,
-                                       order.index(j.method.name)))
+
+    def n_seeds(m: Method) -> int:
+        n = seeds if m.seeds is None else m.seeds
+        return n if cap is None else min(n, cap)
+
+    jobs = [Job(m, s) for m in methods for s in range(n_seeds(m))]
+
+    def key(j: Job) -> tuple:
+        if j.method.calibration and j.seed == 0:
+            tier = -1
+        else:
+            tier = j.method.group if j.seed < FIRST_SEEDS else 100 + j.method.group
+        return tier, j.seed, order.index(j.method.name)
+
+    return sorted(jobs, key=key)
 
 
-__all__ = ["Job", "plan_jobs"]
+__all__ = ["FIRST_SEEDS", "Job", "plan_jobs"]

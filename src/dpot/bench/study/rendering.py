@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from dpot.bench.study.contrasts import render_contrasts
+
 
 def pct(d: dict) -> str:
     lo, hi = d["ci95"]
@@ -39,6 +41,7 @@ def render_markdown(results: dict, curves_png: str | None = None) -> str:
             cells += [pct(d) if d else "–", per_seed]
         lines.append(f"| {name} | {len(m['seeds'])} | " + " | ".join(cells) + " |")
     lines += differences(results["methods"], names)
+    lines += render_contrasts(results.get("contrasts") or [])
     lines += ["", f"## Learning curves ({curve_cell} success per checkpoint, pooled over seeds)", ""]
     if curves_png:
         lines += [f"![curves]({curves_png})", ""]

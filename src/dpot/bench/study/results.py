@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dpot.atomic import write_text
-from dpot.bench.presets import EVAL_SEED
 from dpot.bench.study.rendering import plot_curves, render_markdown
 from dpot.errors import UserError
 from dpot.rundir import metrics_path
@@ -105,6 +104,39 @@ def _versions() -> dict:
     return out
 
 
+def registered_contrasts(study: Study, markers: list[dict]) -> list[dict]:
+    """The preset's pre-registered contrasts (:data:`dpot.bench.presets.CONTRASTS`) in its target cells, from the
+    evaluation JSONs' per-episode outcomes: first at the first ``FIRST_SEEDS`` seeds (the primary analysis), then,
+    when later seeds exist, at all common seeds (``"analysis": "primary" | "all seeds"``)."""
+    from dpot.bench.presets import CONTRASTS
+    from dpot.bench.study.contrasts import contrast
+    from dpot.bench.study.plan import FIRST_SEEDS, Job
+
+    p = study.preset
+    by_arm: dict[str, dict[str, dict[int, str]]] = {}
+    for m in markers:
+        job = Job(p.method_table[m["method"]], m["seed"]) if m["method"] in p.method_table else None
+        for cell in p.eval_domains:
+            path = study.eval_path(job, cell) if job else None
+            if path is not None and path.is_file():
+                ev = json.loads(path.read_text())
+                if ev.get("episode_success"):
+                    by_arm.setdefault(m["method"], {}).setdefault(cell, {})[m["seed"]] = ev["episode_success"]
+    out = []
+    for a, b in CONTRASTS.get(p.methods, ()):
+        for cell in (c for c in p.eval_domains if c.startswith("target")):
+            ea, eb = by_arm.get(a, {}).get(cell, {}), by_arm.get(b, {}).get(cell, {})
+            common = sorted(set(ea) & set(eb))
+            if not common:
+                continue
+            first = [s for s in common if s < FIRST_SEEDS]
+            if first:
+                out.append({**contrast(a, b, cell, ea, eb, first), "analysis": "primary"})
+            if len(common) > len(first):
+                out.append({**contrast(a, b, cell, ea, eb, common), "analysis": "all seeds"})
+    return out
+
+
 def write_results(study: Study) -> dict:
     """Collect every done marker of the study into ``results.json``, ``results.md`` and ``curves.png``."""
     markers = [json.loads(p.read_text()) for p in sorted((study.root / "done").glob("*.json"))]
@@ -116,9 +148,11 @@ def write_results(study: Study) -> dict:
     results = {"preset": p.name, "task": study.task, "steps": p.steps, "obs": p.obs, "shift": p.shift,
                "eval_episodes": p.eval_episodes, "curve_episodes": p.curve_episodes,
                "eval_cells": {c: dict(zip(("domain", "region"), study.cell(c), strict=True)) for c in p.eval_domains},
-               "curve_cell": p.curve_domains[0] if p.curve_domains else None, "eval_seed": EVAL_SEED,
+               "curve_cell": p.curve_domains[0] if p.curve_domains else None, "eval_seed": p.eval_seed,
+               "source_eval_episodes": p.cell_episodes("source"),
                "jobs_done": sorted(m["job"] for m in markers), "versions": _versions(),
                "methods": aggregate(markers, list(p.method_table))}
+    results["contrasts"] = registered_contrasts(study, markers)
     write_json(study.root / "results.json", results)
     png = plot_curves(results, study.root / "curves.png")
     write_text(study.root / "results.md", render_markdown(results, png.name if png else None))

@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 CURVE_FILE = "{job}-{cell}-step{step:06d}.json"
 # Preset fields added after the first studies were recorded: an older study.json had these values
 _LATER_FIELDS = {"obs": "full", "shift": "target", "source_region": "all", "target_region": "all",
-                 "curve_domains": ["target"], "methods": "v1"}
+                 "curve_domains": ["target"], "methods": "v1", "eval_seed": EVAL_SEED, "source_eval_episodes": None,
+                 "cpu_s_per_step": 0.75, "cpu_s_per_episode": 1.2}
 
 
 @contextmanager
@@ -92,6 +93,17 @@ class Study:
         """The domain of a dataset role: ``source`` is the source domain, ``target`` the preset's shift."""
         return "source" if role == "source" else self.preset.shift
 
+    def cpu_seconds_left(self, job: Job) -> float:
+        """Rough one-core seconds still needed by ``job`` (``--plan``): the training steps after its last
+        checkpoint times ``cpu_s_per_step``, plus its evaluation episodes not on disk times ``cpu_s_per_episode``."""
+        if self.is_done(job):
+            return 0.0
+        p = self.preset
+        done_steps = (rundir.checkpoint_steps(self.run_dir(job)) or [0])[-1]
+        episodes = sum(p.cell_episodes(c) for c in p.eval_domains if not self.eval_path(job, c).is_file())
+        episodes += len(p.curve_domains) * p.curve_episodes * max(0, p.steps // p.save_every - 1)
+        return (p.steps - done_steps) * p.cpu_s_per_step + episodes * p.cpu_s_per_episode
+
     def is_done(self, job: Job) -> bool:
         """Finished: the done marker, the final checkpoint and every final evaluation are on disk."""
         return (self.done_path(job).is_file() and self.trained(job)
@@ -138,6 +150,8 @@ class Study:
             cfg.pop("prefetch_factor", None)
         cfg.update({"job_name": f"study-{job.id}", "seed": job.seed, "save_freq": p.save_every, "eval_freq": 0,
                     "log_freq": p.log_freq, "ot": job.method.ot_config()})
+        if job.method.batch_size is not None:
+            cfg["batch_size"] = job.method.batch_size
         cfg["eval"] = {**cfg.get("eval", {}), "val_fraction": 0.0}
         return cfg
 
@@ -162,19 +176,21 @@ class Study:
     # -------------------------------------------------------------- evaluation
     def evaluate(self, job: Job, ckpt: Path, cell: str, episodes: int, path: Path) -> dict:
         """Closed-loop evaluation of one checkpoint in one cell (kept if its JSON exists); compact result dict.
-        Every method and seed gets the same episode seeds ``EVAL_SEED, EVAL_SEED + 1, ...`` per cell."""
+        Every method and seed gets the same episode seeds ``eval_seed, eval_seed + 1, ...`` per cell (the preset's);
+        every episode's layout (seed, region, reset vector, goal and object position) is kept in the JSON."""
         if path.is_file():
             return json.loads(path.read_text())
         from dpot.bench.evaluate import evaluate_policy
 
         domain, region = self.cell(cell)
-        r = evaluate_policy(ckpt / rundir.MODEL_DIR, self.task, domain, episodes, EVAL_SEED,
+        r = evaluate_policy(ckpt / rundir.MODEL_DIR, self.task, domain, episodes, self.preset.eval_seed,
                             max_steps=self.preset.eval_max_steps, workers=self.eval_workers, device=self.device,
                             progress=self.progress, obs=self.preset.obs, region=region)
         detail = r.pop("episodes_detail", [])
         r.update({"job": job.id, "method": job.method.name, "train_seed": job.seed, "step": _ckpt_step(ckpt),
                   "cell": cell,
-                  "episode_success": "".join("1" if e["success"] else "0" for e in detail)})
+                  "episode_success": "".join("1" if e["success"] else "0" for e in detail),
+                  "episode_layouts": [{"seed": e["seed"], **e["layout"]} for e in detail if "layout" in e]})
         write_json(path, r)
         return r
 
@@ -198,7 +214,7 @@ class Study:
         final = self.final_checkpoint(job)
         evals = {}
         for cell in self.preset.eval_domains:
-            r = self.evaluate(job, final, cell, self.preset.eval_episodes, self.eval_path(job, cell))
+            r = self.evaluate(job, final, cell, self.preset.cell_episodes(cell), self.eval_path(job, cell))
             evals[cell] = {k: r[k] for k in ("successes", "episodes", "success_rate", "ci95", "mean_length")}
         curves = {cell: self.curve(job, cell) for cell in self.preset.curve_domains}
         for cell, curve in curves.items():
@@ -288,7 +304,7 @@ def run_study(preset: str, *, task: str | None = None, root: str | Path | None =
         raise UserError(f"--max-jobs: must be >= 0, got {max_jobs}")
     study = make_study(preset, task=task, root=root, shift=shift, device=device, eval_workers=eval_workers,
                        progress=progress)
-    jobs = plan_jobs(parse_methods(only, study.preset.method_table), seeds or study.preset.seeds)
+    jobs = plan_jobs(parse_methods(only, study.preset.method_table), seeds or study.preset.seeds, cap=seeds)
     rundir.set_env_defaults()
     return study.run(jobs, max_jobs)
 

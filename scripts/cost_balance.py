@@ -1,0 +1,127 @@
+"""Cost balance of the OT arms before any of their study runs: what sets the plan, images or labels?
+
+    .venv/bin/python scripts/cost_balance.py [--preset cpu-idood-powered] [--steps 500] [--out DIR] [--arms a,b]
+
+For each arm (default dp-ot-paper, dp-ot-seed, dp-ot-official) it trains the study's own job config (seed 0, the
+preset's data, policy and batch) for ``--steps`` steps with ``log_freq=1`` and reads ``metrics.jsonl`` at steps 0,
+100 and 500: the metrics logged at step s+1 are those of the forward pass of the model after s updates (the plan is
+computed before the update), so "step 0" is the initial model. Steps 100 and 500 average the logged values of the
+20 steps up to them (one batch is noisy). Written: ``DIR/balance.json`` (per arm and step: mean weighted cost per
+term ``ot_cost_mean/<term>`` (a concatenated term also split into its cameras and the state), the images:label
+ratio (image costs only: a concatenated term's state part left out) and the embed:label ratio (whole terms), plan mass
+``ot_pi_sum``, diagonal share ``ot_pi_diag_frac`` and the OT loss next to the BC loss) and ``DIR/balance.md``
+(the table docs/results.md quotes), plus each run's config, ``ot_terms.json`` and ``metrics.jsonl``.
+Resumable: an arm whose run reached ``--steps`` is only read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from dpot.bench.study.plan import Job
+from dpot.bench.study.runner import make_study, write_json
+from dpot.metrics_log import read_metrics
+
+ARMS = ("dp-ot-paper", "dp-ot-seed", "dp-ot-official")
+POINTS = (0, 100, 500)
+WINDOW = 20
+
+
+def train_arm(study, arm: str, steps: int, out: Path) -> Path:
+    """Train ``arm`` (seed 0, the study's job config) for ``steps`` steps into ``out/runs/<arm>``; returns the run."""
+    run = out / "runs" / arm
+    rows = read_metrics(run) if (run / "metrics.jsonl").is_file() else []
+    if rows and max(r["step"] for r in rows) >= steps:
+        return run
+    if run.exists():
+        shutil.rmtree(run)
+    cfg = study.job_config(Job(study.preset.method_table[arm], 0), study.datasets())
+    cfg.update({"steps": steps, "log_freq": 1, "save_freq": steps, "output_dir": str(run),
+                "job_name": f"cost-balance-{arm}"})
+    cfg["ot"]["plan_log_every"] = 0
+    path = write_json(out / "configs" / f"{arm}.json", cfg)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    with (out / f"{arm}.log").open("w") as log:
+        subprocess.run([sys.executable, "-m", "dpot.train", f"--config_path={path}"], stdout=log,
+                       stderr=subprocess.STDOUT, env=env, check=True)
+    return run
+
+
+def balance_at(rows: list[dict], kinds: dict[str, str], step: int) -> dict:
+    """The balance at ``step``: the row logged at step 1 for step 0, else the mean of the rows in
+    ``(step - WINDOW, step]``."""
+    sel = [r for r in rows if r["step"] == 1] if step == 0 else [r for r in rows if step - WINDOW < r["step"] <= step]
+    if not sel:
+        raise SystemExit(f"no logged step near {step}")
+
+    def mean(key: str) -> float:
+        vals = [r[key] for r in sel if key in r]
+        return sum(vals) / len(vals)
+
+    terms = {t: mean(f"train/ot_cost_mean/{t}") for t in kinds}
+    parts = {k.removeprefix("train/ot_cost_mean/"): mean(k) for k in sel[0] if k.startswith("train/ot_cost_mean/")
+             and "@" in k}
+    embed = sum(v for t, v in terms.items() if kinds[t] == "embed")
+    label = sum(v for t, v in terms.items() if kinds[t] == "label")
+    # images alone: a concatenated term's image parts (its state part is not an image), every other embed term
+    state = sum(v for k, v in parts.items() if k.endswith("@state"))
+    images = embed - state
+    return {"steps_averaged": [r["step"] for r in sel][:1] + [r["step"] for r in sel][-1:],
+            "cost_mean": terms, "cost_parts": parts, "image_to_label": images / label if label > 0 else None,
+            "embed_to_label": embed / label if label > 0 else None,
+            "pi_sum": mean("train/ot_pi_sum"), "pi_diag_frac": mean("train/ot_pi_diag_frac"),
+            "ot_loss": mean("train/ot_loss"), "bc_loss": mean("train/bc_loss")}
+
+
+def render(result: dict) -> str:
+    """The Markdown table of ``result`` (one row per arm and step)."""
+    lines = ["| arm | step | mean cost per term (weighted) | images : label | embed term(s) : label | plan mass | "
+             "diagonal share | OT loss / BC loss |", "|---|---|---|---|---|---|---|---|"]
+
+    def ratio(x) -> str:
+        return "n/a" if x is None else f"{x:.3g}"
+
+    for arm, per in result["arms"].items():
+        for step, b in per["points"].items():
+            costs = ", ".join(f"{t} {v:.3g}" for t, v in b["cost_mean"].items())
+            if b.get("cost_parts"):
+                costs += " (" + ", ".join(f"{k} {v:.3g}" for k, v in b["cost_parts"].items()) + ")"
+            lines.append(f"| {arm} | {step} | {costs} | {ratio(b['image_to_label'])} | "
+                         f"{ratio(b.get('embed_to_label'))} | {b['pi_sum']:.3f} | {b['pi_diag_frac']:.3f} | "
+                         f"{b['ot_loss'] / b['bc_loss']:.2e} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="cpu-idood-powered")
+    ap.add_argument("--study-dir", default=None, help="the preset's study directory (its data is reused)")
+    ap.add_argument("--steps", type=int, default=max(POINTS))
+    ap.add_argument("--arms", default=",".join(ARMS))
+    ap.add_argument("--out", default="docs/results/cost-balance")
+    args = ap.parse_args(argv)
+    study = make_study(args.preset, root=args.study_dir, progress=False)
+    study.open()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"preset": args.preset, "task": study.task, "seed": 0, "window": WINDOW, "arms": {}}
+    for arm in args.arms.split(","):
+        run = train_arm(study, arm, args.steps, out)
+        kinds = json.loads((run / "ot_terms.json").read_text())["terms"]
+        rows = read_metrics(run)
+        result["arms"][arm] = {"ot": json.loads((run / "train_config.json").read_text())["ot"],
+                               "points": {str(s): balance_at(rows, kinds, s) for s in POINTS if s <= args.steps}}
+        write_json(out / "balance.json", result)
+        (out / "balance.md").write_text(render(result))
+    print(render(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,98 @@
+"""The one reader of saved configs outside train/ (dpot.analysis.cfgkeys) against configs the trainer resolves.
+
+Every key cfgkeys spells must exist in a saved config, and a change made through it must reach the trainer's
+config: a renamed field of dpot.config fails here, not silently in the rules, ``dpot propose`` or the autopilot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from dpot.analysis import cfgkeys
+from dpot.config import EmbedFeatureConfig, LabelFeatureConfig, OTConfig, config_to_dict, load_train_config
+from dpot.train.loop import resolve_optim
+
+BASE = {
+    "dataset": {"repo_id": "local/real", "root": "data/real"},
+    "source_dataset": {"repo_id": "local/sim", "root": "data/sim"},
+    "policy": {"type": "diffusion", "pretrained_backbone_weights": None, "down_dims": [64, 128],
+               "push_to_hub": False},
+    "ot": {"lambda_ot": 0.1, "features": [{"type": "embed", "use_learned_embed": True, "weight_embed": 1.0},
+                                          {"type": "label", "key": "action", "dim_slice": [0, 8],
+                                           "weight_label": 0.05}]},
+    "batch_size": 16, "steps": 100,
+}
+EXPLICIT = {"use_policy_training_preset": False,
+            "optimizer": {"type": "adamw", "lr": 3e-4, "weight_decay": 1e-4, "betas": [0.9, 0.999], "eps": 1e-8,
+                          "grad_clip_norm": 10.0},
+            "scheduler": {"type": "diffuser", "name": "constant", "num_warmup_steps": 0}}
+
+
+def _load(tmp_path, data: dict):
+    """The trainer's view of ``data``: load + validate, then the policy presets applied (as train/loop does)."""
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(data))
+    cfg = load_train_config(path)
+    resolve_optim(cfg)
+    return cfg
+
+
+def _saved(tmp_path, **over) -> dict:
+    """What ``train_config.json`` holds for BASE (+ ``over``)."""
+    return config_to_dict(_load(tmp_path, {**BASE, **over}))
+
+
+def test_every_key_is_in_a_saved_config(tmp_path):
+    keys = [v for k, v in vars(cfgkeys).items() if k.isupper() and isinstance(v, str) and k != "FEATURE_TYPE"]
+    assert cfgkeys.OT_REG in keys and cfgkeys.PRESET in keys and len(keys) >= 20
+    for saved in (_saved(tmp_path), _saved(tmp_path, **EXPLICIT)):
+        missing = [k for k in keys if cfgkeys.get(saved, k, KeyError) is KeyError]
+        assert not missing, f"cfgkeys names keys a saved config does not have: {missing}"
+        ot = cfgkeys.ot_settings(saved)
+        assert all(v is not None for v in dataclasses.astuple(ot)), ot
+        for kind, weight in cfgkeys.FEATURE_WEIGHT.items():     # each kind's items found by type, with its weight
+            found = cfgkeys.features(saved, kind)
+            assert found and all(weight in f for _, f in found), (kind, cfgkeys.get(saved, cfgkeys.OT_FEATURES))
+
+
+def test_defaults_and_feature_weights_are_otconfigs():
+    ot = OTConfig()
+    assert cfgkeys.OT_DEFAULTS == {k: getattr(ot, k) for k in cfgkeys.OT_DEFAULTS}
+    assert {f.name for f in dataclasses.fields(EmbedFeatureConfig)} >= {cfgkeys.FEATURE_WEIGHT["embed"]}
+    assert {f.name for f in dataclasses.fields(LabelFeatureConfig)} >= {cfgkeys.FEATURE_WEIGHT["label"]}
+
+
+@pytest.mark.parametrize("over", [{}, EXPLICIT], ids=["policy preset", "explicit optimizer"])
+def test_lr_read_and_changed_through_cfgkeys_reaches_the_trainer(tmp_path, over):
+    saved = _saved(tmp_path, **over)
+    trained = _load(tmp_path, {**BASE, **over})
+    assert cfgkeys.base_lr(saved) == pytest.approx(trained.optimizer.lr)
+    assert cfgkeys.lr_keys(saved) == (["optimizer.lr"] if over else ["policy.optimizer_lr", "optimizer.lr"])
+    changed = saved
+    for key, value in cfgkeys.lr_changes(saved, 7e-5).items():
+        changed = cfgkeys.set_(changed, key, value)
+    assert _load(tmp_path, changed).optimizer.lr == pytest.approx(7e-5)
+    sch = cfgkeys.schedule(saved)
+    assert (sch["name"], sch["warmup"], sch["varies"]) == ((trained.scheduler.name, trained.scheduler.num_warmup_steps,
+                                                            trained.scheduler.name != "constant"))
+
+
+def test_ot_keys_and_feature_weights_changed_through_cfgkeys_reach_the_trainer(tmp_path):
+    saved = _saved(tmp_path)
+    ot = cfgkeys.ot_settings(saved)
+    assert (ot.lambda_ot, ot.reg, ot.method, ot.active, ot.has_plan) == (0.1, OTConfig().reg, "uot", True, True)
+    weights = {**cfgkeys.feature_weights(saved, "embed"), **cfgkeys.feature_weights(saved, "label")}
+    assert weights == {"ot.features.0.weight_embed": 1.0, "ot.features.1.weight_label": 0.05}
+    changes = {cfgkeys.OT_LAMBDA: 0.3, cfgkeys.OT_REG: 0.04, cfgkeys.OT_TAU_SRC: 0.5, cfgkeys.OT_TAU_TGT: 0.6,
+               cfgkeys.OT_COST_NORM: "median", **{k: w / 2 for k, w in weights.items()}}
+    changed = saved
+    for key, value in changes.items():
+        changed = cfgkeys.set_(changed, key, value)
+    got = _load(tmp_path, changed).ot
+    assert (got.lambda_ot, got.reg, got.tau_src, got.tau_tgt, got.cost_norm) == (0.3, 0.04, 0.5, 0.6, "median")
+    assert (got.features[0].weight_embed, got.features[1].weight_label) == (0.5, 0.025)
+    assert not cfgkeys.ot_settings(cfgkeys.set_(saved, cfgkeys.OT_METHOD, "mmd")).has_plan
+    assert not cfgkeys.ot_settings({"policy": {}}).present
