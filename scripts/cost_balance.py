@@ -3,15 +3,18 @@
     .venv/bin/python scripts/cost_balance.py [--preset cpu-idood-powered] [--steps 500] [--out DIR] [--arms a,b]
 
 For each arm (default dp-ot-paper, dp-ot-seed, dp-ot-official) it trains the study's own job config (seed 0, the
-preset's data, policy and batch) for ``--steps`` steps with ``log_freq=1`` and reads ``metrics.jsonl`` at steps 0,
-100 and 500: the metrics logged at step s+1 are those of the forward pass of the model after s updates (the plan is
-computed before the update), so "step 0" is the initial model. Steps 100 and 500 average the logged values of the
-20 steps up to them (one batch is noisy). Written: ``DIR/balance.json`` (per arm and step: mean weighted cost per
-term ``ot_cost_mean/<term>`` (a concatenated term also split into its cameras and the state), the images:label
-ratio (image costs only: a concatenated term's state part left out) and the embed:label ratio (whole terms), plan mass
-``ot_pi_sum``, diagonal share ``ot_pi_diag_frac`` and the OT loss next to the BC loss) and ``DIR/balance.md``
-(the table docs/results.md quotes), plus each run's config, ``ot_terms.json`` and ``metrics.jsonl``.
-Resumable: an arm whose run reached ``--steps`` is only read.
+preset's data, policy, batch and its full ``steps``, so the LR schedule is the study's) with ``log_freq=1``, stops
+the trainer once step ``--steps`` is logged, and reads ``metrics.jsonl`` at steps 0, 100 and 500. The metrics
+logged at step s+1 are those of the forward pass of the model after s updates (the plan is computed before the
+update), so "step 0" is the initial model; steps 100 and 500 average the logged values of the 20 steps up to them
+(one batch is noisy).
+
+Written: ``DIR/balance.json`` (per arm and step: the mean weighted cost per term ``ot_cost_mean/<term>``, a
+concatenated term also split into its cameras and the state; the images:label ratio, image costs only, a
+concatenated term's state part left out; the embed:label ratio of whole terms; the plan mass ``ot_pi_sum``; the
+diagonal share ``ot_pi_diag_frac``; the OT loss next to the BC loss), ``DIR/balance.md`` (the table docs/results.md
+quotes), and each run's config, ``ot_terms.json`` and ``metrics.jsonl``. Resumable: an arm whose run reached
+``--steps`` is only read.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from dpot.bench.study.plan import Job
@@ -33,23 +38,37 @@ POINTS = (0, 100, 500)
 WINDOW = 20
 
 
-def train_arm(study, arm: str, steps: int, out: Path) -> Path:
-    """Train ``arm`` (seed 0, the study's job config) for ``steps`` steps into ``out/runs/<arm>``; returns the run."""
-    run = out / "runs" / arm
+def logged_to(run: Path) -> int:
+    """The last step logged in ``run``'s metrics.jsonl (0 when none)."""
     rows = read_metrics(run) if (run / "metrics.jsonl").is_file() else []
-    if rows and max(r["step"] for r in rows) >= steps:
+    return max((r["step"] for r in rows), default=0)
+
+
+def train_arm(study, arm: str, stop: int, out: Path) -> Path:
+    """Train ``arm`` (seed 0, the study's job config and schedule) into ``out/runs/<arm>`` until step ``stop`` is
+    logged, then stop the trainer; returns the run."""
+    run = out / "runs" / arm
+    if logged_to(run) >= stop:
         return run
     if run.exists():
         shutil.rmtree(run)
     cfg = study.job_config(Job(study.preset.method_table[arm], 0), study.datasets())
-    cfg.update({"steps": steps, "log_freq": 1, "save_freq": steps, "output_dir": str(run),
-                "job_name": f"cost-balance-{arm}"})
+    cfg.update({"log_freq": 1, "save_freq": cfg["steps"], "output_dir": str(run), "job_name": f"cost-balance-{arm}"})
     cfg["ot"]["plan_log_every"] = 0
     path = write_json(out / "configs" / f"{arm}.json", cfg)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     with (out / f"{arm}.log").open("w") as log:
-        subprocess.run([sys.executable, "-m", "dpot.train", f"--config_path={path}"], stdout=log,
-                       stderr=subprocess.STDOUT, env=env, check=True)
+        proc = subprocess.Popen([sys.executable, "-m", "dpot.train", f"--config_path={path}"], stdout=log,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            while proc.poll() is None and logged_to(run) < stop:
+                time.sleep(5)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait()
+    if logged_to(run) < stop:
+        raise SystemExit(f"{arm}: the trainer ended at step {logged_to(run)} before step {stop}; see {log.name}")
     return run
 
 
@@ -102,7 +121,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="cpu-idood-powered")
     ap.add_argument("--study-dir", default=None, help="the preset's study directory (its data is reused)")
-    ap.add_argument("--steps", type=int, default=max(POINTS))
+    ap.add_argument("--steps", type=int, default=max(POINTS), help="stop once this step is logged")
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--out", default="docs/results/cost-balance")
     args = ap.parse_args(argv)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The ID/OOD study's core methods on one lent GPU in one command (issue 10, item 7); results into $OUT (or --out).
+# The powered design's primary contrast (naive-cotrain vs dp-ot-official, issue 19) on one lent GPU in one command;
+# results into $OUT (or --out). --preset gpu-idood --methods target-only,naive-cotrain,dp-ot-paper: v2's core.
 #
 #   bash scripts/gpu_study.sh [--dry-run] [--preset P] [--methods a,b,c] [--seeds N] [--out DIR] [--work DIR]
 #                             [--budget-s S] [--gen-workers N]
@@ -12,9 +13,11 @@
 #          and DIR/study.tar.gz (results.md, study.json, done/, evals/, configs/, logs/, script_logs/ = this
 #          script's generate/sitting logs, runs/*/metrics.jsonl + ot_terms.json; no data, no checkpoints).
 #          A job counts in results.json only once fully trained and evaluated (the study's done marker).
-#       Defaults: preset gpu-idood (cpu-idood's protocol, 96 px, batch 64, 3000 steps, 50 episodes per cell),
-#       methods target-only,naive-cotrain,dp-ot-paper, seeds 1, work dir /tmp/dpot-gpu-study (survives between
-#       calls while the machine stays warm), device cuda. --dry-run (or no CUDA): preset micro-idood on the CPU
+#       Defaults: preset gpu-idood-powered (cpu-idood's protocol, 96 px, batch 64, 3000 steps, 200 episodes per
+#       target cell and 50 source on the new layouts), methods naive-cotrain,dp-ot-official, seeds 1, work dir
+#       /tmp/dpot-gpu-study (survives between calls while the machine stays warm), device cuda. The time estimates
+#       below were measured with v2's preset (50 episodes per cell): four times the target episodes need a third
+#       call. --dry-run (or no CUDA): preset micro-powered on the CPU
 #       in a fresh work dir under DIR (tests/study/test_gpu_study_dryrun.py runs it; ~1-2 min on 2 cores).
 #   Time guard: S (default 530 s from this script's start, wheel install included, so the command ends inside the
 #       run tool's 9-10 minutes) is a hard end: the sittings get `timeout` at S - 25 s minus what generation used,
@@ -40,7 +43,7 @@ REPO=$PWD
 
 DRY=0
 PRESET=
-METHODS=target-only,naive-cotrain,dp-ot-paper
+METHODS=naive-cotrain,dp-ot-official
 SEEDS=1
 OUT_DIR=${OUT:-outputs/gpu_study}
 WORK=
@@ -76,16 +79,16 @@ gpu_select_python
 gpu_require_imports "torch, lerobot, metaworld, dpot.bench.study" "carry .whl1 in a first call (bash \
 scripts/gpu_check.sh --install-only) and .whl2 + .gl in this one (see --help)"
 if [ "$DRY" = 0 ] && ! gpu_has_cuda; then
-    say "no CUDA device: dry run (preset micro-idood on the CPU)"
+    say "no CUDA device: dry run (preset micro-powered on the CPU)"
     DRY=1
 fi
 if [ "$DRY" = 1 ]; then
-    PRESET=${PRESET:-micro-idood}
+    PRESET=${PRESET:-micro-powered}
     DEVICE=cpu
     WORK=${WORK:-$OUT_DIR/work}
     GEN_WORKERS=${GEN_WORKERS:-1}
 else
-    PRESET=${PRESET:-gpu-idood}
+    PRESET=${PRESET:-gpu-idood-powered}
     DEVICE=cuda
     WORK=${WORK:-/tmp/dpot-gpu-study}
     GEN_WORKERS=${GEN_WORKERS:-14}

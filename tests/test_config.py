@@ -135,10 +135,10 @@ def test_feature_kinds_are_registered_types_with_their_own_fields(tmp_path):
     assert (embed.type, label.type) == ("embed", "label")
     assert not hasattr(embed, "dim_slice") and not hasattr(label, "weight_embed")
     saved = config_to_dict(cfg)["ot"]["features"]
-    assert saved == [{"type": "embed", "cost_norm": None, "use_learned_embed": True, "weight_embed": 1.0,
-                      "cameras": None, "concat": False, "include_state": False},
-                     {"type": "label", "cost_norm": None, "key": "action", "dim_slice": [0, 8], "weight_label": 0.05,
-                      "time_index": None, "normalized": True}]
+    assert saved == [{"type": "embed", "cost_norm": None, "term_name": None, "use_learned_embed": True,
+                      "weight_embed": 1.0, "cameras": None, "concat": False, "include_state": False},
+                     {"type": "label", "cost_norm": None, "term_name": None, "key": "action", "dim_slice": [0, 8],
+                      "weight_label": 0.05, "time_index": None, "normalized": True}]
     assert draccus.decode(OTConfig, draccus.encode(cfg.ot)) == cfg.ot  # encode/decode round trip
     a_feature_without_type = json.loads(json.dumps(BASE))
     a_feature_without_type["ot"]["features"][0].pop("type")  # "type" defaulted to "embed" before the split
@@ -177,5 +177,7 @@ def test_train_help_lists_every_dpot_key_with_its_default():
     for name in ("n_batches", "val_episodes", "val_fraction"):
         assert f"--eval.{name}=" in text
     assert "--ot.reg=0.02" in text and '--ot.method="uot"' in text and "--eval_freq=1000" in text
-    assert '{"type": "embed"}: use_learned_embed=true' in text and '{"type": "label"}: key="action"' in text
+    lines = {line.split("}: ")[0].split("{")[-1]: line for line in text.splitlines() if "ot.features[]" in line}
+    assert "use_learned_embed=true" in lines['"type": "embed"'] and 'key="action"' in lines['"type": "label"']
+    assert "term_name=null" in lines['"type": "embed"'] and "term_name=null" in lines['"type": "label"']
     assert "--steps=" not in text  # LeRobot's own keys are referred to, not repeated

@@ -8,6 +8,8 @@ Commands (each lives in its own module; this file only dispatches and turns user
     propose   next configs for a run        (dpot.analysis.cli)
     bench     two-domain benchmark          (dpot.bench.cli)
     autopilot report/propose/train loop   (dpot.autopilot.cli)
+    config    config conversion (fork -> dpot keys)  (dpot.config_cli)
+    pairs     DTW pair files                (dpot.data.pairs_cli)
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "propose": ("dpot.analysis.cli", "write next configs: dpot propose RUN --out DIR"),
     "bench": ("dpot.bench.cli", "two-domain benchmark: dpot bench generate|eval|gap|study ..."),
     "autopilot": ("dpot.autopilot.cli", "search: dpot autopilot --config_path BASE.json --out DIR"),
+    "config": ("dpot.config_cli", "convert a config to dpot's keys: dpot config convert IN OUT"),
+    "pairs": ("dpot.data.pairs_cli", "DTW pair file: dpot pairs build --source ROOT --target ROOT --out FILE"),
 }
 
 

@@ -33,6 +33,7 @@ from lerobot.configs.train import TrainPipelineConfig
 
 from dpot.atomic import write_text
 from dpot.errors import UserError, did_you_mean
+from dpot.fork_config import lerobot_key_notes, translate_fork_config, translate_override
 from dpot.ot.registry import method_names
 from dpot.rundir import CONFIG_FILE
 
@@ -81,6 +82,9 @@ class OTFeatureConfig(draccus.ChoiceRegistry):
     """
 
     cost_norm: str | None = None
+    # the term's metric name (train/ot_cost/<term_name>) instead of the default (img_<camera>, obs_embed, <key>_lbl);
+    # an embed term over several cameras (concat=false) logs <term_name>_<camera>
+    term_name: str | None = None
     embeds_images = False  # class attribute: whether the kind aligns learned image embeddings
 
     @classmethod
@@ -171,10 +175,23 @@ class EmbedFeatureConfig(OTFeatureConfig):
             return sorted(available)
         return [c.removeprefix(IMG_PREFIX) for c in self.cameras]
 
+    def camera_term(self, cam: str, n_cameras: int) -> str:
+        """The name of camera ``cam``'s term (concat=false) among ``n_cameras``: ``img_<cam>``, or ``term_name``
+        (one camera) / ``<term_name>_<cam>`` (several)."""
+        if self.term_name is None:
+            return f"img_{cam}"
+        return self.term_name if n_cameras == 1 else f"{self.term_name}_{cam}"
+
+    @property
+    def concat_term(self) -> str:
+        """The name of the concat=true term: ``term_name`` or ``obs_embed``."""
+        return self.term_name or CONCAT_TERM
+
     def term_kinds(self, cameras: Sequence[str]) -> dict[str, str]:
         if self.concat:
-            return {CONCAT_TERM: "embed"}
-        return {f"img_{cam}": "embed" for cam in self.term_cameras(cameras)}
+            return {self.concat_term: "embed"}
+        cams = self.term_cameras(cameras)
+        return {self.camera_term(cam, len(cams)): "embed" for cam in cams}
 
     def label_inputs(self) -> set[tuple[str, bool]]:
         return {(STATE_KEY, True)} if self.include_state else set()
@@ -183,21 +200,22 @@ class EmbedFeatureConfig(OTFeatureConfig):
         import torch
 
         pairs = []
-        for cam in self.term_cameras(tgt.embeds):
+        cams = self.term_cameras(tgt.embeds)
+        for cam in cams:
             if cam not in src.embeds or cam not in tgt.embeds:
                 raise KeyError(f"camera '{cam}' has no embedding in both domains "
                                f"(source: {sorted(src.embeds)}, target: {sorted(tgt.embeds)})")
             x, y = src.embeds[cam].float().flatten(1), tgt.embeds[cam].float().flatten(1)
             if not self.use_learned_embed:
                 x, y = x.detach(), y.detach()
-            pairs.append((f"img_{cam}", self.weight_embed, x, y))
+            pairs.append((self.camera_term(cam, len(cams)), self.weight_embed, x, y))
         if not self.concat:
             return pairs
         xs, ys = [p[2] for p in pairs], [p[3] for p in pairs]
         if self.include_state:
             xs.append(src.labels[STATE_KEY].float().flatten(1))
             ys.append(tgt.labels[STATE_KEY].float().flatten(1))
-        return [(CONCAT_TERM, self.weight_embed, torch.cat(xs, dim=1), torch.cat(ys, dim=1))]
+        return [(self.concat_term, self.weight_embed, torch.cat(xs, dim=1), torch.cat(ys, dim=1))]
 
     def cost_terms(self, src, tgt, cost_norm: str) -> dict[str, Any]:
         from dpot.ot.costs import normalize_cost, sq_euclidean_cost
@@ -219,8 +237,8 @@ class EmbedFeatureConfig(OTFeatureConfig):
                 parts["state"] = (src.labels[STATE_KEY].float().flatten(1), tgt.labels[STATE_KEY].float().flatten(1))
             sq = {k: sq_euclidean_cost(x, y) for k, (x, y) in parts.items()}
             total = torch.stack(list(sq.values())).sum(0).clamp_min(1e-30)
-            term = self.cost_terms(src, tgt, cost_norm)[CONCAT_TERM].detach()
-            return {f"{CONCAT_TERM}@{k}": float((term * v / total).mean()) for k, v in sq.items()}
+            term = self.cost_terms(src, tgt, cost_norm)[self.concat_term].detach()
+            return {f"{self.concat_term}@{k}": float((term * v / total).mean()) for k, v in sq.items()}
 
     def check_dataset(self, where: str, cameras: Sequence[str], shapes: dict[str, tuple[int, ...]]) -> None:
         for cam in self.cameras or []:
@@ -262,12 +280,12 @@ class LabelFeatureConfig(OTFeatureConfig):
                 raise _err(f"{where}.dim_slice", f"must satisfy 0 <= start < stop, got {ds}")
 
     @property
-    def term_name(self) -> str:
-        """``<last part of key>_lbl``: ``action_lbl``, ``state_lbl``."""
-        return f"{self.key.rsplit('.', 1)[-1]}_lbl"
+    def label_term(self) -> str:
+        """The term's name: ``term_name``, or ``<last part of key>_lbl`` (``action_lbl``, ``state_lbl``)."""
+        return self.term_name or f"{self.key.rsplit('.', 1)[-1]}_lbl"
 
     def term_kinds(self, cameras: Sequence[str]) -> dict[str, str]:
-        return {self.term_name: "label"}
+        return {self.label_term: "label"}
 
     def label_inputs(self) -> set[tuple[str, bool]]:
         return {(self.key, self.normalized)}
@@ -285,7 +303,7 @@ class LabelFeatureConfig(OTFeatureConfig):
         from dpot.ot.costs import normalize_cost, sq_euclidean_cost
 
         x, y = self.values(src), self.values(tgt)
-        return {self.term_name: self.weight_label * normalize_cost(sq_euclidean_cost(x, y), x.shape[1],
+        return {self.label_term: self.weight_label * normalize_cost(sq_euclidean_cost(x, y), x.shape[1],
                                                                    self.norm(cost_norm))}
 
     def check_dataset(self, where: str, cameras: Sequence[str], shapes: dict[str, tuple[int, ...]]) -> None:
@@ -338,6 +356,20 @@ class OTConfig:
     paired_region: bool = False
     # save one step's plan (and per-term costs) every log_freq * plan_log_every steps to <run>/ot_plans/; 0 = never
     plan_log_every: int = 10
+    # DTW-weighted pairing (dpot.data.pairs): the source partner of a target frame comes from its DTW partner
+    # demos, demo d drawn with p_d ∝ exp(-sharpness * dist_d) among the topk_src_episodes closest, p_d < cutoff
+    # dropped (then renormalized), frame = aligned frame + U{-window_size, window_size}, or any frame of the demo
+    # with no_window. Partners from pair_info_path (the fork's pair_info.json; episode names' digits minus
+    # pair_base_index_* = episode index; batches are then always paired from it and heuristic switches only the
+    # temporal prior) or, without a file, with heuristic=true and any of sharpness/cutoff/topk_src_episodes/
+    # no_window set, from dpot's own DTW of the action trajectories.
+    pair_info_path: str | None = None
+    pair_base_index_src: int = 0
+    pair_base_index_tgt: int = 0
+    sharpness: float = 0.0
+    cutoff: float = 0.0
+    topk_src_episodes: int | None = None
+    no_window: bool = False
 
     def validate(self, where: str = "ot") -> None:
         """Raise UserError naming ``<where>.<field>`` for a value out of range (each feature checks its own)."""
@@ -365,6 +397,15 @@ class OTConfig:
             raise _err(f"{where}.max_iters", f"must be >= 1, got {self.max_iters}")
         if not self.tol > 0:
             raise _err(f"{where}.tol", f"must be > 0, got {self.tol}")
+        if self.sharpness < 0:
+            raise _err(f"{where}.sharpness", f"must be >= 0 (0 = every partner demo equally likely), got "
+                                             f"{self.sharpness}")
+        if not 0 <= self.cutoff < 1:
+            raise _err(f"{where}.cutoff", f"must be in [0, 1) (partner demos below this probability are dropped), "
+                                          f"got {self.cutoff}")
+        if self.topk_src_episodes is not None and self.topk_src_episodes < 1:
+            raise _err(f"{where}.topk_src_episodes", f"must be >= 1 or null (all partners), got "
+                                                     f"{self.topk_src_episodes}")
         if self.lambda_ot > 0 and not self.features:
             raise _err(f"{where}.features", "is empty while ot.lambda_ot > 0; add an embed and/or a label term, "
                                             "or set ot.lambda_ot=0 for plain co-training")
@@ -373,6 +414,15 @@ class OTConfig:
                                             'image embeddings only); add {"type": "embed"}')
         for i, feat in enumerate(self.features):
             feat.validate(f"{where}.features[{i}]")
+        weighted = (self.pair_info_path is not None or self.sharpness > 0 or self.cutoff > 0
+                    or self.topk_src_episodes is not None or self.no_window)
+        if weighted and self.paired_region:
+            raise _err(f"{where}.paired_region", "cannot be combined with DTW-weighted pairing (pair_info_path, "
+                                                 "sharpness, cutoff, topk_src_episodes, no_window) yet; use one")
+        names = [f.term_name for f in self.features if f.term_name is not None]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise _err(f"{where}.features", f"term_name '{dup[0]}' is used twice; each term needs its own name")
 
 
 @dataclass
@@ -581,10 +631,26 @@ def validate_config(cfg: DpotTrainConfig) -> None:
     cfg.eval.validate("eval")
     if cfg.policy is None:
         raise _err("policy", 'missing; e.g. "policy": {"type": "diffusion", "pretrained_backbone_weights": null}')
+    check_policy_type(cfg.policy.type)
     if not cfg.use_policy_training_preset and (cfg.optimizer is None or cfg.scheduler is None):
         missing = "optimizer" if cfg.optimizer is None else "scheduler"
         raise _err(missing, "missing while use_policy_training_preset=false; give both optimizer and scheduler "
                             '(e.g. "optimizer": {"type": "adamw", "lr": 3e-4}) or set use_policy_training_preset=true')
+
+
+# the policy types the trainer supports (dpot.policy.features re-expresses the diffusion loss); the one place to
+# extend when another policy lands
+SUPPORTED_POLICY_TYPES = ("diffusion",)
+
+
+def check_policy_type(policy_type: str) -> None:
+    """Raise UserError (``policy.type: ...``) for a LeRobot policy type dpot cannot train yet (e.g. the fork's
+    ``act``); a name LeRobot does not know is left to the key check (did-you-mean)."""
+    from lerobot.configs.policies import PreTrainedConfig
+
+    if policy_type in PreTrainedConfig.get_known_choices() and policy_type not in SUPPORTED_POLICY_TYPES:
+        raise _err("policy.type", f"'{policy_type}' is not supported by dpot yet (supported: "
+                                  f"{list(SUPPORTED_POLICY_TYPES)}); use a diffusion config")
 
 
 # ------------------------------------------------------------------------------------------ load / save
@@ -622,6 +688,15 @@ def _check_override_key(key: str, raw: dict) -> None:
         node = node.get(part, {}) if isinstance(node, dict) else {}
 
 
+def read_raw_config(raw: dict) -> dict:
+    """A config's raw JSON in dpot's keys: a LeRobot OT fork config (``ot.enable``, ``ot.loss_config``, ...)
+    translated by :func:`dpot.fork_config.translate_fork_config` (one warning line per key dpot does not act on),
+    plus the notes on LeRobot keys dpot does not act on (:func:`dpot.fork_config.lerobot_key_notes`)."""
+    raw, _ = translate_fork_config(raw)
+    lerobot_key_notes(raw)
+    return raw
+
+
 def load_train_config(config_path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> DpotTrainConfig:
     """Load a run config: JSON file (may be None) + ``--a.b=c`` overrides, then :func:`validate_config`.
 
@@ -642,7 +717,11 @@ def load_train_config(config_path: str | os.PathLike | None, overrides: Sequence
                             f"column {err.colno})") from None
         if not isinstance(raw, dict):
             raise UserError(f"--config_path: {path} must hold a JSON object")
+        raw = read_raw_config(raw)
+        if isinstance(raw.get("policy"), dict) and isinstance(raw["policy"].get("type"), str):
+            check_policy_type(raw["policy"]["type"])  # before its keys are checked against another policy's
         _check_tree("", raw, DpotTrainConfig)
+    overrides = [a for a in (translate_override(a) for a in overrides) if a]  # the fork's names (--ot.src_root=)
     for arg in overrides:
         key, _ = _split_override(arg)
         _check_override_key(key, raw)

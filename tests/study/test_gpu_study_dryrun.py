@@ -1,4 +1,4 @@
-"""``scripts/gpu_study.sh --dry-run``: the GPU study's one command at the ``micro-idood`` budget on the CPU (data
+"""``scripts/gpu_study.sh --dry-run``: the GPU study's one command at the ``micro-powered`` budget on the CPU (data
 made there by ``dpot bench generate``, one ``dpot bench study --only`` sitting per method, results.json copied to
 ``--out``), and its one-line error for a bad option."""
 
@@ -22,33 +22,33 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHON": sy
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_dry_run_writes_results_with_the_idood_cells(tmp_path):
-    """One method (the full default of three takes ~2.5 min on a loaded 2-core machine): ~1 min."""
-    r = subprocess.run(["bash", str(SCRIPT), "--dry-run", "--methods", "target-only", "--out", str(tmp_path)],
+    """One method (the exposure-control arm: a micro run of it), ~1 min; the default two take twice as long."""
+    r = subprocess.run(["bash", str(SCRIPT), "--dry-run", "--methods", "target-only-16", "--out", str(tmp_path)],
                        env=ENV, capture_output=True, text=True, timeout=590, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     res = json.loads((tmp_path / "results.json").read_text())
-    assert res["preset"] == "micro-idood" and res["jobs_done"] == ["target-only-seed0"]
-    cells = res["methods"]["target-only"]["domains"]
+    assert res["preset"] == "micro-powered" and res["jobs_done"] == ["target-only-16-seed0"]
+    cells = res["methods"]["target-only-16"]["domains"]
     assert set(cells) == {"target_id", "target_ood", "source"}
-    for cell in cells.values():
-        assert cell["episodes"] == 1 and [s["seed"] for s in cell["per_seed"]] == [0]
+    for name, cell in cells.items():   # micro-powered: 2 episodes per target cell, 1 in the source domain
+        assert cell["episodes"] == (1 if name == "source" else 2) and [s["seed"] for s in cell["per_seed"]] == [0]
     # what the run tool brings back: at most 8 files, none deeper than 2 folders (the work dir, which a dry run
     # keeps under --out, stays behind on a GPU machine)
     returned = [f for f in tmp_path.rglob("*") if f.is_file() and "work" not in f.relative_to(tmp_path).parts]
     assert sorted(f.name for f in returned) == ["curves.png", "gpu_study.log", "results.json", "study.tar.gz"]
     with tarfile.open(tmp_path / "study.tar.gz") as tar:
         names = set(tar.getnames())
-    for name in ("results.json", "done/target-only-seed0.json", "evals/target-only-seed0-target_ood.json",
-                 "runs/target-only-seed0/metrics.jsonl", "script_logs/sitting_target-only.log",
-                 "script_logs/generate_0.log", "configs/target-only-seed0.json"):
+    for name in ("results.json", "done/target-only-16-seed0.json", "evals/target-only-16-seed0-target_ood.json",
+                 "runs/target-only-16-seed0/metrics.jsonl", "script_logs/sitting_target-only-16.log",
+                 "script_logs/generate_0.log", "configs/target-only-16-seed0.json"):
         assert name in names, sorted(names)
     # the study reused the datasets the script generated (same settings): its sitting wrote none
-    assert "wrote" not in (tmp_path / "work" / "script_logs" / "sitting_target-only.log").read_text()
+    assert "wrote" not in (tmp_path / "work" / "script_logs" / "sitting_target-only-16.log").read_text()
     for role in ("source", "target"):
         assert (tmp_path / "work" / "data" / f"button-press-topdown-v3_{role}" / "meta" / "dpot_bench.json").is_file()
     log = (tmp_path / "gpu_study.log").read_text()
-    assert "job target-only-seed0: last checkpoint step 4; logged to step 4, median update" in log, log
-    assert "eval target-only-seed0 target_id step 4: " in log and "exit 0" in log
+    assert "job target-only-16-seed0: last checkpoint step 4; logged to step 4, median update" in log, log
+    assert "eval target-only-16-seed0 target_id step 4: " in log and "exit 0" in log
 
 
 def test_bad_option_is_one_error_line(tmp_path):

@@ -54,8 +54,9 @@ def metric_line(run, summaries, key: str, lang: str = "en") -> str:
 
 
 # the fields each OT feature type has; the resolved config carries every field on every feature
-FEATURE_FIELDS = {"embed": ("type", "use_learned_embed", "weight_embed", "cameras"),
-                  "label": ("type", "key", "dim_slice", "weight_label")}
+FEATURE_FIELDS = {"embed": ("type", "use_learned_embed", "weight_embed", "cameras", "concat", "include_state",
+                            "cost_norm"),
+                  "label": ("type", "key", "dim_slice", "time_index", "normalized", "weight_label", "cost_norm")}
 
 
 def appendix_ot(config: dict) -> dict:
@@ -98,12 +99,16 @@ def _overview(run, summaries) -> list[str]:
     if ot.present:
         feats = []
         for f in g(cfgkeys.OT_FEATURES) or []:
+            extra = "".join(f", {k}={f[k]}" for k in ("concat", "include_state", "time_index", "cost_norm")
+                            if f.get(k) not in (None, False))
+            if f.get("normalized") is False:
+                extra += ", raw units"
             if f.get("type") == "embed":
                 feats.append(f"images embed: use_learned_embed={f.get('use_learned_embed')}, "
-                             f"weight_embed={f.get('weight_embed')}")
+                             f"weight_embed={f.get('weight_embed')}{extra}")
             else:
                 feats.append(f"{f.get('key', 'action')} label: dim_slice={f.get('dim_slice')}, "
-                             f"weight_label={f.get('weight_label')}")
+                             f"weight_label={f.get('weight_label')}{extra}")
         lines.append("- OT setup:")
         lines += [f"  - {x}" for x in feats]
         lines.append(f"  - reg={ot.reg}, tau_src={ot.tau_src}, tau_tgt={ot.tau_tgt}, heuristic={ot.heuristic}")

@@ -340,6 +340,18 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            note="one lent GPU, 16 cores: the core methods side by side (scripts/gpu_study.sh), one seed per call",
            eval_domains=("target_id", "target_ood", "source"), obs="proprio", shift="target",
            target_region="id", curve_domains=("target_id", "target_ood"), methods="idood"),
+    # The powered design's primary contrast at the GPU budget (scripts/gpu_study.sh's default since issue 19):
+    # gpu-idood's scale, POWERED_METHODS, the new layouts (eval_seed 200000) at 200 / 200 / 50 episodes
+    Preset("gpu-idood-powered", ("button-press-topdown-v3",), source_episodes=100, target_episodes=10, image_size=96,
+           cameras=("corner4", "gripperPOV"), steps=3000, batch_size=64, save_every=1000,
+           policy={"n_obs_steps": 1, "down_dims": [128, 256, 512], "resize_shape": [96, 96], "crop_ratio": 0.875,
+                   "use_separate_rgb_encoder_per_camera": False, "num_inference_steps": 10},
+           eval_episodes=200, curve_episodes=10, num_workers=3, eval_workers=6, device="cuda", seeds=1,
+           warmup_steps=100, log_freq=50,
+           note="one lent GPU, 16 cores: naive-cotrain vs dp-ot-official side by side (scripts/gpu_study.sh)",
+           eval_domains=("target_id", "target_ood", "source"), obs="proprio", shift="target",
+           target_region="id", curve_domains=("target_id", "target_ood"), methods="powered",
+           eval_seed=200_000, source_eval_episodes=50),
     Preset("gpu-full", ("push-v3", "pick-place-v3", "button-press-topdown-v3"), source_episodes=200,
            target_episodes=20, image_size=96, cameras=("corner4", "gripperPOV", "topview"), steps=30000,
            batch_size=64, save_every=5000,

@@ -27,6 +27,13 @@ region, if the batch has one, and that slot becomes its temporal partner from th
 from those episodes). The other slots stay where they were drawn, ``ot_pair`` False (left out of the OT term).
 With target demos in one region and a source split evenly, about half the target items get a partner.
 
+DTW-weighted pairing (a pair file ``ot.pair_info_path``, or dpot's own DTW pairs when ``sharpness`` / ``cutoff`` /
+``topk_src_episodes`` / ``no_window`` are set; :mod:`dpot.data.pairs`): :class:`WeightedPairing` draws target item
+i's partner demo with ``p ∝ exp(-sharpness * dist)`` among the ``topk`` closest (``p < cutoff`` dropped), the
+centre among the source frames aligned with the paired target frame nearest f_t, the frame within the window (or
+anywhere in the demo with ``no_window``); the source slots are claimed as under ``paired_region`` (the partner
+demos playing the region), so BC keeps the natural source mix.
+
 DTW paths (:class:`DTWAlignment`) are computed once per (target episode, source episode) pair, for a fixed
 random subset of at most ``max_partners`` source episodes per target episode (O(L_s * L_t) each), on the
 per-episode action trajectories, and cached in an ``.npz`` file next to the run.
@@ -34,6 +41,7 @@ per-episode action trajectories, and cached in an ``.npz`` file next to the run.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
@@ -92,13 +100,21 @@ class EpisodeTable:
         return len(self.episode)
 
 
-def dtw_path(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Dynamic time warping of ``x`` ``[Lx, d]`` onto ``y`` ``[Ly, d]`` (squared Euclidean cost).
+def dtw_align(x: np.ndarray, y: np.ndarray, window: int | None = None) -> tuple[float, np.ndarray]:
+    """Dynamic time warping of ``x`` ``[Lx, d]`` onto ``y`` ``[Ly, d]`` with the squared Euclidean frame cost.
 
-    Returns ``map_xy`` ``[Lx]``: for each frame of x, the mean index of the y frames on the optimal path.
+    ``acc[i, j] = c(i, j) + min(acc[i-1, j-1], acc[i-1, j], acc[i, j-1])``; ``window`` (Sakoe-Chiba band, frames):
+    only cells with ``-window - max(0, Lx - Ly) <= j - i <= window + max(0, Ly - Lx)`` (the band widened on the
+    longer side so the end cell is reachable: dtaidistance's band with its ``window = window + 1``; None = no band).
+
+    Returns:
+        ``(cost, path)``: the accumulated cost of the optimal path and the path ``[K, 2]`` of ``(i, j)`` pairs
+        from ``(0, 0)`` to ``(Lx-1, Ly-1)`` (ties broken diagonal, then up, then left).
     """
     lx, ly = len(x), len(y)
     cost = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
+    below = None if window is None else int(window) + max(0, lx - ly)  # j >= i - below
+    above = None if window is None else int(window) + max(0, ly - lx)  # j <= i + above
     acc = np.full((lx + 1, ly + 1), np.inf)
     acc[0, 0] = 0.0
     for i in range(1, lx + 1):
@@ -106,7 +122,8 @@ def dtw_path(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         prev = acc[i - 1]
         cur = acc[i]
         diag_up = np.minimum(prev[:-1], prev[1:])  # (i-1, j-1), (i-1, j)
-        for j in range(1, ly + 1):
+        lo, hi = (1, ly) if window is None else (max(1, i - below), min(ly, i + above))
+        for j in range(lo, hi + 1):
             cur[j] = row[j - 1] + min(diag_up[j - 1], cur[j - 1])
     i, j = lx, ly
     pairs = []
@@ -119,11 +136,19 @@ def dtw_path(x: np.ndarray, y: np.ndarray) -> np.ndarray:
             i -= 1
         else:
             j -= 1
-    out = np.zeros(lx)
-    cnt = np.zeros(lx)
-    for a, b in pairs:
-        out[a] += b
-        cnt[a] += 1
+    return float(acc[lx, ly]), np.asarray(pairs[::-1], dtype=np.int64).reshape(-1, 2)
+
+
+def dtw_path(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Dynamic time warping of ``x`` ``[Lx, d]`` onto ``y`` ``[Ly, d]`` (squared Euclidean cost, :func:`dtw_align`).
+
+    Returns ``map_xy`` ``[Lx]``: for each frame of x, the mean index of the y frames on the optimal path.
+    """
+    _, path = dtw_align(x, y)
+    out = np.zeros(len(x))
+    cnt = np.zeros(len(x))
+    np.add.at(out, path[:, 0], path[:, 1])
+    np.add.at(cnt, path[:, 0], 1)
     return out / np.maximum(cnt, 1)
 
 
@@ -233,6 +258,63 @@ class DTWPairing(_WindowedPairing):
         return e_s, f_s, _phase(self.dtw.s2t[(ep_t, ep_s)][f_s], self.tgt.length[tgt_episode])
 
 
+class WeightedPairing(_WindowedPairing):
+    """DTW-weighted partners from a pair file or dpot's own DTW (:mod:`dpot.data.pairs`): for target row e_t a
+    partner demo d drawn with the probabilities of :func:`dpot.data.pairs.partner_distribution` (``sharpness``,
+    ``topk``, ``cutoff``), one of the source frames aligned with the paired target frame nearest f_t (uniform among
+    them) as the centre, then the windowed frame (any usable frame of the demo with ``no_window``). The item's
+    phase is the target frame's, so the temporal prior compares the aligned times. A target episode the pairs do
+    not cover falls back to :class:`PhasePairing`. ``allowed_sets[e_t]``: the source rows it can pair with (None =
+    any; the batch sampler's slot claiming, as paired-region OT does)."""
+
+    def __init__(self, src: EpisodeTable, tgt: EpisodeTable, pair_info, *, sharpness: float = 0.0,
+                 topk: int | None = None, cutoff: float = 0.0, no_window: bool = False, **kwargs):
+        from dpot.data.pairs import partner_distribution
+
+        super().__init__(src, tgt, **kwargs)
+        self.no_window = bool(no_window)
+        self.usable = src.usable(kwargs.get("drop_n_last_frames", 0))
+        self.fallback = PhasePairing(src, tgt, **kwargs)
+        row = {int(e): i for i, e in enumerate(src.episode)}
+        self.cands: list[tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, list[list[int]]]]] | None] = []
+        self.allowed_sets: list[set[int] | None] = []
+        for ep_t in tgt.episode.tolist():
+            partners = [q for q in pair_info.get(int(ep_t), []) if q.src_episode in row]
+            kept, prob = partner_distribution(partners, sharpness=sharpness, topk=topk, cutoff=cutoff)
+            if not kept:
+                self.cands.append(None)
+                self.allowed_sets.append(None)
+                continue
+            rows = np.asarray([row[q.src_episode] for q in kept], dtype=np.int64)
+            maps = [(np.asarray(sorted(q.pairing), dtype=np.int64), [q.pairing[k] for k in sorted(q.pairing)])
+                    for q in kept]
+            self.cands.append((rows, prob, maps))
+            self.allowed_sets.append(set(rows.tolist()))
+
+    def probabilities(self, tgt_episode: int) -> dict[int, float]:
+        """Source row -> probability of being the partner demo of target row ``tgt_episode`` (empty: fallback)."""
+        c = self.cands[tgt_episode]
+        return {} if c is None else {int(r): float(p) for r, p in zip(c[0], c[1])}
+
+    def partner(self, rng, tgt_episode, tgt_frame):
+        c = self.cands[tgt_episode]
+        if c is None:
+            return self.fallback.partner(rng, tgt_episode, tgt_frame)
+        rows, prob, maps = c
+        k = int(rng.choice(len(rows), p=prob)) if len(rows) > 1 else 0
+        e_s = int(rows[k])
+        ph = _phase(tgt_frame, self.tgt.length[tgt_episode])
+        if self.no_window:
+            return e_s, int(rng.random() * self.usable[e_s]), ph
+        keys, frames = maps[k]
+        pos = int(np.searchsorted(keys, tgt_frame))
+        if pos == len(keys) or (pos > 0 and tgt_frame - keys[pos - 1] <= keys[pos] - tgt_frame):
+            pos -= 1
+        aligned = frames[pos]
+        centre = aligned[int(rng.integers(len(aligned)))] if len(aligned) > 1 else aligned[0]
+        return e_s, self._frame(rng, e_s, int(centre)), ph
+
+
 class RegionUniformPairing:
     """No temporal pairing (``heuristic=False``) but paired regions: a frame drawn uniformly over the usable
     frames of the source episodes in ``allowed[e_t]``; phase ``f_s / L_s``."""
@@ -261,7 +343,8 @@ class CoTrainBatchSampler:
                  heuristic: bool, window_size: int, drop_n_last_frames: int = 0, num_processes: int = 1,
                  rank: int = 0, alignment: str = "phase", dtw: DTWAlignment | None = None, start_step: int = 0,
                  paired_region: bool = False, src_regions: dict[int, str] | None = None,
-                 tgt_regions: dict[int, str] | None = None):
+                 tgt_regions: dict[int, str] | None = None, pair_info=None, sharpness: float = 0.0,
+                 topk_src_episodes: int | None = None, cutoff: float = 0.0, no_window: bool = False):
         self.n_src, self.n_tgt = split_batch(batch_size, batch_ratio)
         self.src, self.tgt = src, tgt
         self.seed, self.heuristic = int(seed), bool(heuristic)
@@ -277,7 +360,15 @@ class CoTrainBatchSampler:
             self._allowed_sets = [set(a.tolist()) for a in allowed]
         windowed = {"window_size": window_size, "drop_n_last_frames": self.drop, "allowed": allowed}
         self.pairing: Pairing | None
-        if not heuristic:
+        self.claim_slots = self.paired_region
+        if pair_info is not None:
+            if self.paired_region:
+                raise ValueError("pair_info and paired_region cannot be combined yet")
+            self.pairing = WeightedPairing(src, tgt, pair_info, sharpness=sharpness, topk=topk_src_episodes,
+                                           cutoff=cutoff, no_window=no_window, **windowed)
+            self._allowed_sets = self.pairing.allowed_sets
+            self.claim_slots = True
+        elif not heuristic:
             self.pairing = (None if allowed is None
                             else RegionUniformPairing(src, drop_n_last_frames=self.drop, allowed=allowed))
         elif alignment == "dtw":
@@ -310,7 +401,7 @@ class CoTrainBatchSampler:
         te, tf = self._uniform(rng, self.tgt, nt)
         tgt_items = [SampledItem(TGT, int(self.tgt.start[e] + f), _phase(f, self.tgt.length[e]))
                      for e, f in zip(te, tf)]
-        if self.paired_region:
+        if self.claim_slots:
             return self._paired_region_sources(rng, ns, te, tf), tgt_items
         n_pair = min(ns, nt) if self.pairing is not None else 0
         src_items = []
@@ -324,14 +415,15 @@ class CoTrainBatchSampler:
         return src_items, tgt_items
 
     def _paired_region_sources(self, rng, ns: int, te, tf) -> list[SampledItem]:
-        """The ``ns`` source items under ``paired_region`` (module docstring): uniform slots, then target item i
-        (i < ns) claims the first unused slot whose episode is in its region and gets its partner there."""
+        """The ``ns`` source items under ``paired_region`` or DTW-weighted pairing (module docstring): uniform
+        slots, then target item i (i < ns) claims the first unused slot whose episode is in its region (its
+        partner demos; None = any) and gets its partner there."""
         se, sf = self._uniform(rng, self.src, ns)
         used = np.zeros(ns, dtype=bool)
         items: list[SampledItem | None] = [None] * ns
         for i in range(min(ns, len(te))):
             allowed = self._allowed_sets[int(te[i])]
-            j = next((j for j in range(ns) if not used[j] and int(se[j]) in allowed), None)
+            j = next((j for j in range(ns) if not used[j] and (allowed is None or int(se[j]) in allowed)), None)
             if j is None:
                 continue
             used[j] = True
@@ -387,11 +479,18 @@ class CoTrainDataset(torch.utils.data.Dataset):
     96x128: 25x). Tolerance against resizing inside the policy (torchvision ``Resize``, bilinear + antialias
     on float frames): the frame is rounded to uint8 after the resize, so each pixel differs by at most
     0.5/255 before normalization (tests/train/test_mismatch_inputs.py checks it).
+
+    ``image_transforms`` (LeRobot's ``ImageTransforms`` when ``dataset.image_transforms.enable``): applied to each
+    camera's ``[T, C, H, W]`` frames of every item of both domains, as ``LeRobotDataset`` applies it (one draw of
+    the random parameters per camera and item), on the ``[0, 1]`` floats, the result rounded back to uint8 (so
+    after the ``image_size`` resize, not before); off inside :meth:`without_transforms`.
     """
 
     def __init__(self, source, target, *, camera_map: dict[str, str], keys: list[str],
-                 image_size: tuple[int, int] | None = None):
+                 image_size: tuple[int, int] | None = None, image_transforms=None):
         from dpot.data.frames import FrameReader
+
+        self.image_transforms = image_transforms
 
         self.rename = {SRC: dict(camera_map), TGT: {}}
         self.keys = list(keys)
@@ -410,6 +509,15 @@ class CoTrainDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.datasets[SRC]) + len(self.datasets[TGT])
 
+    @contextlib.contextmanager
+    def without_transforms(self):
+        """Items without ``image_transforms`` inside the block (the held-out batches, as LeRobot's val set)."""
+        saved, self.image_transforms = self.image_transforms, None
+        try:
+            yield self
+        finally:
+            self.image_transforms = saved
+
     def __getitem__(self, item):
         domain, idx, phase, ot_pair = item
         raw = self.datasets[domain][int(idx)]
@@ -420,6 +528,8 @@ class CoTrainDataset(torch.utils.data.Dataset):
             val = raw[src_key]
             if key in self.camera_keys and val.dtype != torch.uint8:
                 val = (val * 255).round().to(torch.uint8)  # exact for LeRobot's v / 255 (ToTensor)
+            if key in self.camera_keys and self.image_transforms is not None:
+                val = (self.image_transforms(val.float() / 255).clamp(0, 1) * 255).round().to(torch.uint8)
             out[key] = val
             pad = f"{src_key}_is_pad"
             if pad in raw:

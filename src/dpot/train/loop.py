@@ -43,6 +43,7 @@ from dpot.data.cotrain import (
     split_episodes,
     val_batches,
 )
+from dpot.data.pairs import pair_info_for_run
 from dpot.errors import UserError
 from dpot.metrics_log import JsonlSink, truncate_metrics
 from dpot.ot.loss import DomainFeatures
@@ -249,6 +250,15 @@ def make_accelerator(cfg):
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
 
 
+def _image_transforms(cfg):
+    """LeRobot's ``ImageTransforms`` of ``dataset.image_transforms`` when enabled (as ``make_dataset``), else None."""
+    if not cfg.dataset.image_transforms.enable:
+        return None
+    from lerobot.transforms import ImageTransforms
+
+    return ImageTransforms(cfg.dataset.image_transforms)
+
+
 def _open_dataset(cfg, ds_cfg, root, meta):
     from lerobot.datasets.factory import resolve_delta_timestamps
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
@@ -306,14 +316,20 @@ def build_run(cfg, *, accelerator=None) -> TrainRun:
 
     tgt_ds = _open_dataset(cfg, cfg.dataset, inputs.tgt_root, tgt_meta)
     src_ds = _open_dataset(cfg, cfg.source_dataset, inputs.src_root, src_meta)
+    src_table = EpisodeTable.from_meta(src_meta)
+    tgt_table = EpisodeTable.from_meta(tgt_meta).subset(train_eps)
+    all_tgt = EpisodeTable.from_meta(tgt_meta)
+    pair_info = pair_info_for_run(  # ot.pair_info_path (validated here, before anything is written) or own DTW
+        cfg.ot, src_lengths=dict(zip(src_table.episode.tolist(), src_table.length.tolist())),
+        tgt_lengths=dict(zip(all_tgt.episode.tolist(), all_tgt.length.tolist())),
+        trajectories=lambda: (_trajectories(tgt_ds, train_eps), _trajectories(src_ds, src_table.episode.tolist())),
+        cache_path=out_dir / "dtw_pairs.json" if main else None)
     # frames delivered at the policy's resize_shape (resized once, when a video cache is built): the policy's own
     # Resize then has nothing left to do and a 480x640 batch moves 25x fewer bytes (within 0.5/255 of resizing
     # inside the policy; a no-op when the data already has that size)
     resize = getattr(policy.config, "resize_shape", None)
     dataset = CoTrainDataset(src_ds, tgt_ds, camera_map=inputs.camera_map, keys=keys,
-                             image_size=tuple(resize) if resize else None)
-    src_table = EpisodeTable.from_meta(src_meta)
-    tgt_table = EpisodeTable.from_meta(tgt_meta).subset(train_eps)
+                             image_size=tuple(resize) if resize else None, image_transforms=_image_transforms(cfg))
     dtw = None
     if cfg.ot.heuristic and cfg.ot.alignment == "dtw":
         dtw = DTWAlignment(_trajectories(tgt_ds, train_eps), _trajectories(src_ds, src_table.episode.tolist()),
@@ -323,7 +339,9 @@ def build_run(cfg, *, accelerator=None) -> TrainRun:
                                   drop_n_last_frames=int(getattr(policy.config, "drop_n_last_frames", 0) or 0),
                                   num_processes=world, rank=rank, alignment=cfg.ot.alignment, dtw=dtw,
                                   paired_region=cfg.ot.paired_region, src_regions=inputs.src_regions,
-                                  tgt_regions=inputs.tgt_regions)
+                                  tgt_regions=inputs.tgt_regions, pair_info=pair_info, sharpness=cfg.ot.sharpness,
+                                  topk_src_episodes=cfg.ot.topk_src_episodes, cutoff=cfg.ot.cutoff,
+                                  no_window=cfg.ot.no_window)
 
     # optimizer, resume
     optimizer, scheduler = make_optimizer_and_scheduler(cfg, policy)
@@ -356,7 +374,8 @@ def build_run(cfg, *, accelerator=None) -> TrainRun:
     if main and cfg.eval_freq > 0 and val_eps:
         vt = EpisodeTable.from_meta(tgt_meta).subset(val_eps)
         vb = val_batches(vt, n_batches=cfg.eval.n_batches, batch_size=cfg.batch_size, seed=seed)
-        raw_batches = list(torch.utils.data.DataLoader(dataset, batch_sampler=vb, num_workers=0))
+        with dataset.without_transforms():  # held-out batches unaugmented, as LeRobot's val set
+            raw_batches = list(torch.utils.data.DataLoader(dataset, batch_sampler=vb, num_workers=0))
         evaluator = OfflineEvaluator(raw_batches, functools.partial(_prepare_eval_batch, preprocessor=preprocessor,
                                                                     image_keys=image_keys), seed=seed)
 
