@@ -20,6 +20,8 @@ OWNER = {name: "rundir.py" for name in (
     "training_step.json", "model.safetensors", "dpot_state.json", "dtw_cache.npz", "report.md", "report.html",
     "report.json")}
 OWNER["metrics.jsonl"] = "metrics_log.py"
+# an English word too: a name only as a whole literal or next to a "/" ("<run>/checkpoints/<step>")
+WORDS = {"checkpoints"}
 # generic words: a path component only where joined with `/` (``run / "last"``)
 JOINED = {"last": "rundir.py", "logs": "rundir.py", "tensorboard": "rundir.py"}
 
@@ -42,7 +44,9 @@ def spellings(path: Path) -> list[tuple[str, int]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
             for name in OWNER:
-                if re.search(rf"(?<![\w.]){re.escape(name)}(?![\w])", node.value):
+                pattern = (rf"^{name}$|/{name}(?!\w)|(?<!\w){name}/" if name in WORDS
+                           else rf"(?<![\w.]){re.escape(name)}(?!\w)")
+                if re.search(pattern, node.value):
                     found.append((name, node.lineno))
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
             for side in (node.left, node.right):
@@ -54,8 +58,9 @@ def spellings(path: Path) -> list[tuple[str, int]]:
 def test_the_scan_sees_literals_and_joins_but_not_docstrings(tmp_path):
     mod = tmp_path / "m.py"
     mod.write_text('"""writes train_config.json"""\nx = run / "checkpoints" / "last"\ny = f"{run}/ot_terms.json"\n'
-                   'z = "a metrics.jsonl line"\nw = {"last": 1}\n')
-    assert sorted(spellings(mod)) == [("checkpoints", 2), ("last", 2), ("metrics.jsonl", 4), ("ot_terms.json", 3)]
+                   'z = "a metrics.jsonl line"\nw = {"last": 1}\nv = "keep the checkpoints"\nu = f"{r}/checkpoints"\n')
+    assert sorted(spellings(mod)) == [("checkpoints", 2), ("checkpoints", 7), ("last", 2), ("metrics.jsonl", 4),
+                                      ("ot_terms.json", 3)]
 
 
 def test_each_run_directory_name_is_spelled_in_one_module():
