@@ -267,7 +267,7 @@ def check_amp_bf16(ctx: Ctx) -> dict:
 
     from dpot.config import OTConfig
     from dpot.ot.loss import DomainFeatures, OTAlignmentLoss
-    from dpot.policy.features import diffusion_loss_with_features
+    from dpot.policy.diffusion import diffusion_loss_with_features
 
     b = 8
     policy, batch, noise, t = _tiny_policy_and_batch(ctx, b)

@@ -172,7 +172,7 @@ def interleaved_ot_cost(tgt: Path, args, reps: int) -> dict:
 
     from dpot.config import OTConfig
     from dpot.ot.loss import DomainFeatures, OTAlignmentLoss
-    from dpot.policy.features import diffusion_loss_with_features
+    from dpot.policy.diffusion import diffusion_loss_with_features
 
     meta = LeRobotDatasetMetadata("local/target", root=tgt)
     pkeys = policy_config(args)

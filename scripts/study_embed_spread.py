@@ -19,7 +19,7 @@ from lerobot.datasets.lerobot_dataset import LeRobotDataset  # noqa: E402
 
 from dpot.bench.evaluate import _load  # noqa: E402
 from dpot.data.frames import FrameReader  # noqa: E402
-from dpot.policy.features import diffusion_loss_with_features  # noqa: E402
+from dpot.policy.diffusion import diffusion_loss_with_features  # noqa: E402
 
 S = Path("outputs/study/cpu-small-button-press-topdown-v3")  # the study directory
 cams = ["observation.images.corner4", "observation.images.gripperPOV"]

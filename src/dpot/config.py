@@ -569,6 +569,12 @@ def _drop_other_kind_keys(path: str, value: dict, kind: type) -> None:
                                 OTFeatureConfig.get_choice_name(kind))
 
 
+def _field_default(tp: Any, name: str) -> Any:
+    """The declared default of dataclass ``tp``'s field ``name`` (None when it has none)."""
+    f = next(f for f in dataclasses.fields(tp) if f.name == name)
+    return None if f.default is dataclasses.MISSING else f.default
+
+
 def _check_tree(path: str, value: Any, tp: Any) -> None:
     """Walk raw JSON against the dataclass tree: unknown keys (with a suggestion) and wrong leaf types."""
     declared = tp
@@ -592,6 +598,8 @@ def _check_tree(path: str, value: Any, tp: Any) -> None:
             sub_path = f"{path}.{key}" if path else key
             if key not in names:
                 raise UserError(f"{sub_path}: unknown key{did_you_mean(key, names)}; remove it or fix its name")
+            if isinstance(sub, bool) and isinstance(_field_default(tp, key), bool):
+                continue  # LeRobot's own `int = False` fields (ACT's replace_final_stride_with_dilation) save a bool
             _check_tree(sub_path, sub, hints[key])
         return
     origin = typing.get_origin(tp)
@@ -640,17 +648,18 @@ def validate_config(cfg: DpotTrainConfig) -> None:
 
 # the policy types the trainer supports (dpot.policy.features re-expresses the diffusion loss); the one place to
 # extend when another policy lands
-SUPPORTED_POLICY_TYPES = ("diffusion",)
 
 
 def check_policy_type(policy_type: str) -> None:
-    """Raise UserError (``policy.type: ...``) for a LeRobot policy type dpot cannot train yet (e.g. the fork's
-    ``act``); a name LeRobot does not know is left to the key check (did-you-mean)."""
+    """Raise UserError (``policy.type: '<type>' is not supported by dpot train; supported types: act,
+    diffusion``) for a LeRobot policy type without a dpot policy hook (:func:`dpot.policy.supported_policy_types`);
+    a name LeRobot does not know is left to the key check (did-you-mean)."""
     from lerobot.configs.policies import PreTrainedConfig
 
-    if policy_type in PreTrainedConfig.get_known_choices() and policy_type not in SUPPORTED_POLICY_TYPES:
-        raise _err("policy.type", f"'{policy_type}' is not supported by dpot yet (supported: "
-                                  f"{list(SUPPORTED_POLICY_TYPES)}); use a diffusion config")
+    from dpot.policy import get_hook
+
+    if policy_type in PreTrainedConfig.get_known_choices():
+        get_hook(policy_type)
 
 
 # ------------------------------------------------------------------------------------------ load / save
@@ -722,6 +731,7 @@ def load_train_config(config_path: str | os.PathLike | None, overrides: Sequence
             check_policy_type(raw["policy"]["type"])  # before its keys are checked against another policy's
         _check_tree("", raw, DpotTrainConfig)
     overrides = [a for a in (translate_override(a) for a in overrides) if a]  # the fork's names (--ot.src_root=)
+    _check_policy_override(overrides)
     for arg in overrides:
         key, _ = _split_override(arg)
         _check_override_key(key, raw)
@@ -745,7 +755,16 @@ def load_train_config(config_path: str | os.PathLike | None, overrides: Sequence
 # dpot's defaults where LeRobot's would download or misbehave: no ImageNet weights (nothing is fetched at run
 # time), and then GroupNorm in the encoder (BatchNorm would mix source and target batch statistics and is
 # unstable at the small batches/images of CPU runs). An explicit value in the JSON or on the CLI wins.
-POLICY_DEFAULTS = {"diffusion": {"pretrained_backbone_weights": None, "use_group_norm": True}}
+POLICY_DEFAULTS = {"diffusion": {"pretrained_backbone_weights": None, "use_group_norm": True},
+                   "act": {"pretrained_backbone_weights": None}}
+
+
+def _check_policy_override(overrides: Sequence[str]) -> None:
+    """A ``--policy.type=`` override gets :func:`check_policy_type` before draccus decodes the policy's fields
+    (the JSON's type is checked when the file is read)."""
+    for arg in overrides:
+        if arg.startswith("--policy.type="):
+            check_policy_type(arg.split("=", 1)[1])
 
 
 def _apply_policy_defaults(raw: dict, overrides: Sequence[str]) -> None:

@@ -1,12 +1,13 @@
-"""``dpot demo [--output_dir=DIR] [--steps=N] [--data=metaworld|toy] [--batch_size=8] [--num_workers=2]
-[--device=cpu] [--report=true|false]`` — the README's main job.
+"""``dpot demo [--output_dir=DIR] [--steps=N] [--data=metaworld|toy] [--policy=diffusion|act] [--batch_size=8]
+[--num_workers=2] [--device=cpu] [--report=true|false]`` — the README's main job.
 
 1. Generates (or reuses) a small source and target dataset under ``DIR/data``: MetaWorld
    ``button-press-topdown-v3`` at 64 px, 20 source + 5 target episodes (``dpot.bench.generate``), or the
    synthetic toy datasets (``--data=toy``, seconds; also the fallback when MetaWorld cannot run).
 2. Trains DP+OT (CPU-sized diffusion policy: 64 px, one shared ResNet18 without pretrained weights, U-Net
    ``down_dims=[32, 64, 128]``, DDIM 10 steps) for ``--steps`` (default 300) steps in ``DIR/runs/<time>``,
-   with offline evaluation on a held-out target episode.
+   with offline evaluation on a held-out target episode. ``--policy=act``: ACT + OT instead (:data:`ACT_POLICY`:
+   LeRobot's ACT at CPU size, the same OT settings).
 3. Writes a report for the run (``dpot report``) when the analysis package is available.
 """
 
@@ -24,11 +25,18 @@ from dpot.errors import UserError
 from dpot.metrics_log import read_metrics
 
 TASK = "button-press-topdown-v3"
+POLICIES = ("diffusion", "act")
+#: ``--policy=act``: LeRobot's ACT at CPU size (ResNet18 without pretrained weights, a 2+1-layer transformer of
+#: width 256, chunks of 16 of which 8 are executed); LeRobot's ACT preset (AdamW, a backbone param group) at
+#: 1e-4, the top of ACT's usual range (dpot.analysis rules.toml [lr_range]), as the demo runs only 300 steps
+ACT_POLICY = {"type": "act", "pretrained_backbone_weights": None, "dim_model": 256, "n_heads": 8,
+              "dim_feedforward": 1024, "n_encoder_layers": 2, "n_decoder_layers": 1, "n_vae_encoder_layers": 2,
+              "chunk_size": 16, "n_action_steps": 8, "optimizer_lr": 1e-4, "optimizer_lr_backbone": 1e-4}
 
 
 def _parse(argv: list[str]) -> dict:
     opts = {"output_dir": "outputs/demo", "steps": "300", "data": "metaworld", "device": "cpu",
-            "batch_size": "8", "num_workers": "2",
+            "batch_size": "8", "num_workers": "2", "policy": "diffusion",
             "report": "true"}
     for arg in argv:
         if arg in ("-h", "--help"):
@@ -38,13 +46,15 @@ def _parse(argv: list[str]) -> dict:
             raise UserError(f"{arg}: demo options look like --output_dir=DIR, --steps=N, --data=metaworld|toy")
         key, value = arg[2:].split("=", 1)
         if key not in opts:
-            raise UserError(f"--{key}: unknown demo option; use --output_dir, --steps, --data, --device, "
-                            "--batch_size, --num_workers or --report")
+            raise UserError(f"--{key}: unknown demo option; use --output_dir, --steps, --data, --policy, "
+                            "--device, --batch_size, --num_workers or --report")
         opts[key] = value
     if opts["report"] not in ("true", "false"):
         raise UserError(f"--report: must be true or false, got {opts['report']!r}")
     if opts["data"] not in ("metaworld", "toy"):
         raise UserError(f"--data: must be metaworld or toy, got {opts['data']!r}")
+    if opts["policy"] not in POLICIES:
+        raise UserError(f"--policy: must be one of {', '.join(POLICIES)}, got {opts['policy']!r}")
     for k in ("steps", "batch_size", "num_workers"):
         if not opts[k].isdigit() or (k != "num_workers" and int(opts[k]) < 1):
             raise UserError(f"--{k}: must be a positive integer, got {opts[k]!r}")
@@ -81,12 +91,17 @@ def make_demo_data(data_dir: Path, kind: str) -> tuple[dict, dict, str]:
 
 
 def demo_config(source: dict, target: dict, run_dir: Path, *, steps: int, batch_size: int, num_workers: int,
-                device: str) -> dict:
-    """The demo's train config: :func:`dpot.bench.presets.train_config`."""
+                device: str, policy: str = "diffusion") -> dict:
+    """The demo's train config: :func:`dpot.bench.presets.train_config`; ``policy="act"`` swaps in
+    :data:`ACT_POLICY` (same data, OT, steps and evaluation)."""
     from dpot.bench.presets import train_config
 
-    return train_config(source, target, run_dir, steps=steps, batch_size=batch_size, num_workers=num_workers,
-                        device=device)
+    cfg = train_config(source, target, run_dir, steps=steps, batch_size=batch_size, num_workers=num_workers,
+                       device=device)
+    if policy == "act":
+        cfg["policy"] = {**ACT_POLICY, "device": device, "push_to_hub": False}
+        cfg["job_name"] = "dpot_demo_act"
+    return cfg
 
 
 def main(argv: list[str] | None = None, command: str = "demo") -> int:
@@ -107,7 +122,7 @@ def main(argv: list[str] | None = None, command: str = "demo") -> int:
     t_data = time.perf_counter() - t0
     run_dir = out / "runs" / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     cfg_dict = demo_config(source, target, run_dir, steps=int(opts["steps"]), batch_size=int(opts["batch_size"]),
-                           num_workers=int(opts["num_workers"]), device=opts["device"])
+                           num_workers=int(opts["num_workers"]), device=opts["device"], policy=opts["policy"])
     cfg_path = out / "demo_config.json"
     cfg_path.parent.mkdir(parents=True, exist_ok=True)
     cfg_path.write_text(json.dumps(cfg_dict, indent=2))

@@ -88,7 +88,7 @@ def test_every_fork_key_is_mapped_or_warned(caplog):
      "ot.loss_config.features[0].weigth_embed: unknown key (did you mean 'weight_embed'?)"),
     (lambda c: c["ot"]["loss_config"]["features"][-1].update(src_key="observation.state"),
      "ot.loss_config.features[2].src_key: 'observation.state' differs from tgt_key 'action'"),
-    (lambda c: c["policy"].update(type="act"), "policy.type: 'act' is not supported by dpot yet"),
+    (lambda c: c["policy"].update(type="vqbet"), "policy.type: 'vqbet' is not supported by dpot train"),
     (lambda c: c["ot"].update(sharpness=-1), "ot.sharpness: must be >= 0"),
 ])
 def test_bad_fork_config_one_line(tmp_path, mutate, expected):

@@ -78,3 +78,24 @@ def test_bad_pair_file_one_line_exit_2_nothing_written(toy_data, tmp_path, capsy
     assert err[-1].startswith(f"error: ot.pair_info_path: {bad}: 'episode_000000'[0].pairing['9999']: target frame")
     assert not any(line.startswith("Traceback") for line in err)
     assert not (out / "train_config.json").exists() and not (out / "metrics.jsonl").exists()
+
+
+def test_fork_act_config_trains(toy_data, tmp_path):
+    """The fork's ACT iteration configs (issue 21): ACT with LeRobot's preset (lr 1e-5, backbone 1e-5), a weight
+    per camera, label 0.02, reg 0.2, tau 1.0, window 8, sharpness 0.5, top-k source episodes, lambda 0.12."""
+    from train_helpers import TINY_ACT
+
+    cfg = fork_config(label_slice=(0, 2), sharpness=0.5, topk_src_episodes=2, window_size=8, lambda_ot=0.12,
+                      loss_config={"reg": 0.2, "tau_src": 1.0, "tau_tgt": 1.0})
+    cfg["policy"] = {**TINY_ACT, "optimizer_lr": 1e-5, "optimizer_lr_backbone": 1e-5, "use_amp": False}
+    cfg["use_policy_training_preset"] = True
+    path = tmp_path / "fork_act.json"
+    path.write_text(json.dumps(cfg))
+    out = tmp_path / "run"
+    assert _train(toy_data, tmp_path, str(path), out) == 0
+    rows = read_metrics(out)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(r["train/kld_loss"] > 0 and r["train/ot_cost/img_top"] > 0 for r in rows)
+    assert all(r["train/lr"] == pytest.approx(1e-5) for r in rows)  # LeRobot's ACT preset: constant 1e-5
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["policy"]["type"] == "act" and saved["optimizer"]["type"] == "adamw"

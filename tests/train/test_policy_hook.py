@@ -7,7 +7,7 @@ from train_helpers import tiny_config, write_config
 
 from dpot.config import load_train_config
 from dpot.ot.loss import DomainFeatures, OTAlignmentLoss
-from dpot.policy.features import diffusion_loss_with_features
+from dpot.policy.diffusion import diffusion_loss_with_features
 
 
 def _policy_and_batch(toy_data, tmp_path, **over):

@@ -7,7 +7,7 @@ import torch
 from train_helpers import tiny_config, write_config
 
 from dpot.config import load_train_config
-from dpot.policy.features import diffusion_loss_with_features
+from dpot.policy.diffusion import diffusion_loss_with_features
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,6 @@
-"""Exact resume after SIGKILL, and 2-process accelerate (gloo) == 1 process with the same global batch."""
+"""Exact resume after SIGKILL, and 2-process accelerate (gloo) == 1 process with the same global batch, for each
+policy dpot trains (Diffusion; ACT marked slow: ACT's dropout masks are drawn per process, so its 2-process run
+is compared at ``policy.dropout=0``)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_helpers import read_metrics, tiny_config, write_config
+from train_helpers import read_metrics, tiny_act_config, tiny_config, write_config
 
 from dpot.cli import main as dpot_main
 
@@ -43,8 +45,19 @@ def _strip(rows):
     return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
-def test_resume_after_sigkill_is_exact(toy_data, tmp_path):
-    cfg = tiny_config(toy_data, steps=6, save_freq=2, log_freq=1, eval_freq=3, **FAST_LR)
+def _act_no_dropout(toy_data, **over):
+    return tiny_act_config(toy_data, policy={"dropout": 0.0}, **over)
+
+
+POLICIES = [pytest.param(tiny_config, id="diffusion"),
+            pytest.param(tiny_act_config, id="act", marks=pytest.mark.slow)]
+POLICIES_DDP = [pytest.param(tiny_config, id="diffusion"),
+                pytest.param(_act_no_dropout, id="act", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("make_config", POLICIES)
+def test_resume_after_sigkill_is_exact(toy_data, tmp_path, make_config):
+    cfg = make_config(toy_data, steps=6, save_freq=2, log_freq=1, eval_freq=3, **FAST_LR)
     ref = tmp_path / "ref"
     torch.set_num_threads(1)
     try:
@@ -77,11 +90,12 @@ def test_resume_after_sigkill_is_exact(toy_data, tmp_path):
 
 
 @pytest.mark.timeout(600)
-def test_two_processes_match_one_with_the_same_global_batch(toy_data, tmp_path):
+@pytest.mark.parametrize("make_config", POLICIES_DDP)
+def test_two_processes_match_one_with_the_same_global_batch(toy_data, tmp_path, make_config):
     one = tmp_path / "one"
     two = tmp_path / "two"
-    cfg1 = write_config(tmp_path / "one.json", tiny_config(toy_data, batch_size=4, steps=3, **SGD))
-    cfg2 = write_config(tmp_path / "two.json", tiny_config(toy_data, batch_size=2, steps=3, **SGD))
+    cfg1 = write_config(tmp_path / "one.json", make_config(toy_data, batch_size=4, steps=3, **SGD))
+    cfg2 = write_config(tmp_path / "two.json", make_config(toy_data, batch_size=2, steps=3, **SGD))
     assert dpot_main(["train", f"--config_path={cfg1}", f"--output_dir={one}"]) == 0
     accel = Path(sys.executable).with_name("accelerate")
     r2 = subprocess.run([str(accel), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",

@@ -30,6 +30,20 @@ def tiny_config(toy_data: dict, **over) -> dict:
     return cfg
 
 
+#: a CPU-sized LeRobot ACT (ResNet18 backbone without pretrained weights, a one-layer transformer, chunk of 8)
+TINY_ACT = {"type": "act", "pretrained_backbone_weights": None, "dim_model": 64, "n_heads": 2, "dim_feedforward": 128,
+            "n_encoder_layers": 1, "n_decoder_layers": 1, "n_vae_encoder_layers": 1, "chunk_size": 8,
+            "n_action_steps": 4, "latent_dim": 8, "device": "cpu", "push_to_hub": False}
+
+
+def tiny_act_config(toy_data: dict, **over) -> dict:
+    """:func:`tiny_config` with :data:`TINY_ACT` as the policy (``policy`` in ``over`` updates it)."""
+    policy = {**TINY_ACT, **over.pop("policy", {})}
+    cfg = tiny_config(toy_data, **over)
+    cfg["policy"] = policy
+    return cfg
+
+
 def write_config(path: Path, cfg: dict) -> Path:
     path.write_text(json.dumps(cfg, indent=1))
     return path

@@ -13,6 +13,7 @@ import re
 CANONICAL: dict[str, tuple[str, str | None]] = {
     "train/loss": ("train loss", "min"),
     "train/l1_loss": ("train L1", "min"),
+    "train/kld_loss": ("train KL (ACT)", "min"),
     "train/grad_norm": ("grad norm", "min"),
     "train/lr": ("learning rate", None),
     "train/update_s": ("update s/step", "min"),

@@ -21,6 +21,9 @@ _MISSING = object()
 PRESET = "use_policy_training_preset"     # true: LeRobot's policy presets set the optimizer and the scheduler
 LR = "optimizer.lr"                       # the explicit (or the resolved preset) optimizer's LR
 POLICY_LR = "policy.optimizer_lr"         # the LR the policy preset uses
+#: policy-specific LR keys (a tuple: not in every saved config): ACT's backbone param group, used with or without
+#: the preset (ACTPolicy.get_optim_params)
+BACKBONE_LR = ("policy.optimizer_lr_backbone",)
 OPTIMIZER = "optimizer"
 SCHEDULER = "scheduler"                   # {type, name, num_warmup_steps, ...}
 SCHEDULER_TYPE = "scheduler.type"
@@ -127,8 +130,15 @@ def base_lr(config: dict) -> float | None:
 
 
 def lr_changes(config: dict, new: float) -> dict:
-    """``{key: new}`` for every key of :func:`lr_keys`: the changes that set the base LR to ``new``."""
-    return {key: new for key in lr_keys(config)}
+    """``{key: new}`` for every key of :func:`lr_keys`: the changes that set the base LR to ``new``; a backbone
+    LR the config holds (:data:`BACKBONE_LR`, ACT) moves with it, keeping its ratio to the base LR."""
+    changes = {key: new for key in lr_keys(config)}
+    old = base_lr(config)
+    for key in BACKBONE_LR:
+        v = get(config, key)
+        if is_number(v) and old:
+            changes[key] = float(f"{new * v / old:.6g}")
+    return changes
 
 
 def schedule(config: dict) -> dict | None:

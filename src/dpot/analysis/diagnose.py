@@ -150,9 +150,15 @@ class LrFlat(Rule):
         sch = cfgkeys.schedule(ctx.run.config)
         ev = {"lr_min": _r(lo), "lr_max": _r(hi), "points": len(vals), "steps": f"{lr[0][0]}-{lr[-1][0]}",
               "scheduler": (f"{sch['type']}/{sch['name']} warmup={sch['warmup']}" if sch else "none")}
+        ptype, low, high = self.lr_range(ctx.run.config)
+        if sch is None and ptype in self.thr.get("constant_ok", []):
+            return None  # e.g. ACT: LeRobot's preset has no scheduler, a constant LR is the preset
         severity = "warn" if (sch is None or sch["varies"]) else "info"
         ev["configured_varies"] = bool(sch and sch["varies"])
         changes = copy.deepcopy(self.propose)
+        proposed_lr = cfgkeys.get(changes, cfgkeys.LR)
+        if cfgkeys.is_number(proposed_lr):  # the policy's usual range (ACT: not Diffusion's 3e-4)
+            changes = cfgkeys.set_(changes, cfgkeys.LR, min(high, max(low, proposed_lr)))
         steps = cfgkeys.get(ctx.run.config, cfgkeys.STEPS)
         warmup = cfgkeys.get(changes, cfgkeys.SCHEDULER_WARMUP)
         if isinstance(steps, int) and steps > 0 and isinstance(warmup, int):

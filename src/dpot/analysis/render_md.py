@@ -82,7 +82,9 @@ def _overview(run, summaries) -> list[str]:
     if not c:
         return lines + [f"- Config: not available (no {CONFIG_FILE} / W&B config)"]
     lines.append(f"- Policy: {g('policy.type')} (n_obs_steps={g('policy.n_obs_steps')}, "
-                 f"n_action_steps={g('policy.n_action_steps')}, horizon={g('policy.horizon')})")
+                 f"n_action_steps={g('policy.n_action_steps')}, "
+                 + (f"chunk_size={g('policy.chunk_size')})" if g("policy.chunk_size") is not None
+                    else f"horizon={g('policy.horizon')})"))
     lines.append(f"- Dataset: {g('dataset.repo_id')} (bs={c.get('batch_size')}, steps={c.get('steps')})"
                  + (f"; source: {g('source_dataset.repo_id')}" if g("source_dataset.repo_id") else ""))
     sch = cfgkeys.schedule(c)

@@ -10,7 +10,7 @@ import argparse
 import json
 from collections.abc import Callable
 
-from dpot.bench.env import DEFAULT_CAMERAS, OBS_MODES, REGIONS, check_obs, check_region
+from dpot.bench.env import DEFAULT_CAMERAS, OBS_MODES, REGIONS, check_layout, check_obs, check_region
 from dpot.errors import UserError, did_you_mean
 from dpot.rundir import MODEL_DIR
 
@@ -36,33 +36,48 @@ _REGION_HELP = (f"{' | '.join(REGIONS)}: the half of the task's layout range to 
                 "(id = lower half of the split coordinate, e.g. button x < 0; see docs/benchmarks.md)")
 
 
+_LAYOUT_HELP = ("dpot | lerobot: observation.images.<camera> (dpot) or LeRobot's MetaWorld env layout "
+                "(observation.image from its corner2 view at 480 px, 4-d state, fps 80)")
+
+
 def _generate_args(p):
     p.add_argument("--task", required=True)
     p.add_argument("--domain", default="source", help=_DOMAINS_HELP + "; see --domain-spec")
     p.add_argument("--domain-spec", help="JSON domain spec file (overrides --domain)")
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--out", required=True, help="dataset folder (LeRobotDataset v3)")
-    p.add_argument("--image-size", type=int, default=96)
-    p.add_argument("--cameras", type=_cameras, default=DEFAULT_CAMERAS, help="comma-separated, e.g. corner4,gripperPOV")
+    p.add_argument("--image-size", type=int, default=None, help="default 96 (--layout lerobot: 480, LeRobot's)")
+    p.add_argument("--cameras", type=_cameras, default=None,
+                   help=f"comma-separated, default {','.join(DEFAULT_CAMERAS)} (--layout lerobot: LeRobot's corner2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--noise", type=float, default=0.05, help="std of the Gaussian action noise")
     p.add_argument("--max-steps", type=int, default=150)
     p.add_argument("--video", action="store_true", help="store images as mp4 video instead of PNG")
     p.add_argument("--workers", type=int, default=1, help="rollout processes")
     p.add_argument("--overwrite", action="store_true", help="replace a dpot bench dataset already at --out")
-    p.add_argument("--obs", type=check_obs, default="full",
+    p.add_argument("--obs", type=check_obs, default=None,
                    help=f"{' | '.join(OBS_MODES)}: observation.state = hand xyz + gripper (proprio, 4-d) "
-                        "or + goal xyz (full, 7-d; default)")
+                        "or + goal xyz (full, 7-d; default; --layout lerobot: proprio)")
     p.add_argument("--region", type=check_region, default="all", help=_REGION_HELP + "; default all")
+    p.add_argument("--layout", type=check_layout, default="dpot", help=_LAYOUT_HELP + "; default dpot")
+    p.add_argument("--full-render", action="store_true",
+                   help="MetaWorld's default render quality (--layout lerobot: pixel-identical to LeRobot's env; "
+                        "8x slower than the default fast settings)")
+
 
 
 def _generate(args) -> int:
     from dpot.bench.generate import generate_dataset
 
-    s = generate_dataset(args.task, _domain(args), args.episodes, args.out, image_size=args.image_size,
-                         cameras=args.cameras, seed=args.seed, noise=args.noise, max_steps=args.max_steps,
-                         use_videos=args.video, workers=args.workers, overwrite=args.overwrite, obs=args.obs,
-                         region=args.region)
+    lerobot = args.layout == "lerobot"
+    if lerobot and args.cameras is not None:
+        raise UserError("--cameras: the lerobot layout has LeRobot's one camera (corner2); leave --cameras out")
+    s = generate_dataset(args.task, _domain(args), args.episodes, args.out,
+                         image_size=args.image_size or (480 if lerobot else 96),
+                         cameras=args.cameras or DEFAULT_CAMERAS, seed=args.seed, noise=args.noise,
+                         max_steps=args.max_steps, use_videos=args.video, workers=args.workers,
+                         overwrite=args.overwrite, obs=args.obs or ("proprio" if lerobot else "full"),
+                         region=args.region, layout=args.layout, fast_render=not args.full_render)
     print(f"{'reused' if s.get('reused') else 'wrote'} {s['out']}: {s['episodes']} episodes, {s['frames']} frames; "
           f"expert success {s['episodes']}/{s['attempts']} = {s['expert_success_rate']:.2f}; "
           f"{s['seconds']:.1f} s ({s['episodes_per_s']:.2f} episodes/s)")
@@ -87,6 +102,9 @@ def _eval_args(p):
                    help="proprio | full; default: the policy's own (from its observation.state shape); "
                         "a different value is an error")
     p.add_argument("--region", type=check_region, default="all", help=_REGION_HELP + "; default all")
+    p.add_argument("--layout", type=check_layout, default=None,
+                   help="dpot | lerobot; default: the policy's own (observation.image input = lerobot); "
+                        "a different value is an error")
 
 
 def _eval(args) -> int:
@@ -95,7 +113,7 @@ def _eval(args) -> int:
     r = evaluate_policy(args.policy, args.task, _domain(args), args.episodes,
                         EVAL_SEED if args.seed is None else args.seed, max_steps=args.max_steps,
                         workers=args.workers, device=args.device, gif_dir=args.gif_dir, gifs=args.gifs, out=args.out,
-                        obs=args.obs, region=args.region)
+                        obs=args.obs, region=args.region, layout=args.layout)
     lo, hi = r["ci95"]
     print(f"{r['task']} [{r['domain']}, region {r['region']}]: success {r['successes']}/{r['episodes']} = "
           f"{r['success_rate']:.2f} "

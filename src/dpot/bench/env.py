@@ -16,6 +16,15 @@ Action: 4-d in [-1, 1] (xyz motion of the hand, gripper), clipped. Cameras: ``co
 flipped upright), ``gripperPOV`` (wrist), optionally ``topview``. One MetaWorld step is 12.5 ms of
 simulated time (80 Hz); datasets record every step and label it ``fps=10`` (see ``dpot.bench.generate``).
 Rendering uses fast settings (no MSAA, shadows or reflections) unless ``fast_render=False``.
+
+Layouts (:data:`LAYOUTS`): ``dpot`` (the above) or ``lerobot``: the observation LeRobot 0.6.1's MetaWorld env
+(``lerobot/envs/metaworld.py``, ``obs_type=pixels_agent_pos``) gives a policy: one camera, ``corner2`` moved to
+LeRobot's position (:data:`LEROBOT_CORNER2_POS`) and flipped on both axes as LeRobot flips it, at LeRobot's
+480x480, and the 4-d state (``proprio``). With ``fast_render=False`` (MetaWorld's default render quality) the
+image is pixel-identical to LeRobot's env at the same seed (mean |difference| 0.0/255, 0.31 s per frame on
+this CPU); the fast settings differ by 7.3/255 on average and render 8x faster (0.04 s). A domain's ``corner4``
+camera shift (``camera_pos_offset`` / ``camera_fovy_scale``) applies to that camera; regions apply as in
+``dpot``.
 """
 
 from __future__ import annotations
@@ -41,6 +50,14 @@ STATE_NAMES = ["hand_x", "hand_y", "hand_z", "gripper", "goal_x", "goal_y", "goa
 OBS_MODES = {"proprio": STATE_NAMES[:4], "full": STATE_NAMES}  # obs mode -> names of observation.state
 ACTION_NAMES = ["dx", "dy", "dz", "grip"]
 REGIONS = ("all", "id", "ood")
+LAYOUTS = ("dpot", "lerobot")
+#: LeRobot's MetaWorld env (0.6.1): camera "corner2" at this position, images of this size, this clock
+LEROBOT_CAMERA = "corner2"
+LEROBOT_CORNER2_POS = (0.75, 0.075, 0.7)
+LEROBOT_IMAGE_SIZE = 480
+LEROBOT_FPS = 80
+#: dataset / policy key of the lerobot layout's image (LeRobot's env features_map: pixels -> observation.image)
+LEROBOT_IMAGE_KEY = "observation.image"
 
 
 @dataclass(frozen=True)
@@ -98,6 +115,25 @@ def region_seed(seed: int, attempt: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(attempt), 0x5E610]).generate_state(1)[0])
 
 
+def check_layout(layout: str) -> str:
+    """Return ``layout`` if it is ``dpot`` or ``lerobot``, else raise ``UserError``."""
+    if layout not in LAYOUTS:
+        raise UserError(f"--layout: unknown layout '{layout}'{did_you_mean(layout, LAYOUTS)}; "
+                        f"choose from {', '.join(LAYOUTS)}")
+    return layout
+
+
+def lerobot_spec(spec: DomainSpec) -> DomainSpec:
+    """``spec`` with its ``corner4`` camera shift moved onto LeRobot's ``corner2`` (the lerobot layout's view)."""
+    import dataclasses
+
+    def move(d: dict) -> dict:
+        return {(LEROBOT_CAMERA if k == "corner4" else k): v for k, v in d.items()}
+
+    return dataclasses.replace(spec, camera_pos_offset=move(spec.camera_pos_offset),
+                               camera_fovy_scale=move(spec.camera_fovy_scale))
+
+
 def check_task(task: str) -> str:
     """Return ``task`` if the benchmark supports it, else raise ``UserError`` naming it."""
     if task not in TASKS:
@@ -109,11 +145,18 @@ class DomainEnv:
     """A MetaWorld task (goal observable, randomized layouts) with a domain spec applied."""
 
     def __init__(self, task: str, domain: str | DomainSpec | dict = "source", *, image_size: int = 96,
-                 cameras: tuple[str, ...] = DEFAULT_CAMERAS, fast_render: bool = True, obs: str = "full"):
+                 cameras: tuple[str, ...] = DEFAULT_CAMERAS, fast_render: bool = True, obs: str = "full",
+                 layout: str = "dpot"):
+        """``layout="lerobot"`` overrides ``cameras``, ``image_size`` and ``obs`` with LeRobot's (module
+        docstring)."""
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE
 
         self.task = check_task(task)
         self.spec = resolve_spec(domain)
+        self.obs_layout = check_layout(layout)
+        if self.obs_layout == "lerobot":
+            self.spec = lerobot_spec(self.spec)
+            cameras, image_size, obs = (LEROBOT_CAMERA,), LEROBOT_IMAGE_SIZE, "proprio"
         self.obs_mode = check_obs(obs)
         self.cameras = tuple(check_camera(c) for c in cameras)
         if not self.cameras:
@@ -128,6 +171,9 @@ class DomainEnv:
         self.env.seeded_rand_vec = True
         self.env.max_path_length = 10**6  # callers enforce their own step budget (150 by default)
         self.model, self.data = self.env.model, self.env.data
+        if self.obs_layout == "lerobot":  # as LeRobot's MetaworldEnv._ensure_env places it
+            self.model.cam_pos[mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, LEROBOT_CAMERA)] = \
+                LEROBOT_CORNER2_POS
         apply_model_spec(self.model, self.spec)
         self._base_action_scale = float(self.env.action_scale)
         self.env.action_scale = self._base_action_scale * self.spec.action_gain

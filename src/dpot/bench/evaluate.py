@@ -10,6 +10,11 @@ input shape, so a policy is always evaluated with the observations it was traine
 disagrees is a ``UserError``. ``region`` (``all`` | ``id`` | ``ood``) draws every episode's layout in that half
 of the task's range (:data:`dpot.bench.env.REGION_SPLITS`); the same seed and region give the same layout for
 every policy.
+
+Layout (:data:`dpot.bench.env.LAYOUTS`): a policy with an ``observation.image`` input (LeRobot's MetaWorld
+layout, e.g. trained on ``dpot bench generate --layout lerobot`` data by dpot or by ``lerobot-train``) is
+evaluated in the ``lerobot`` layout: LeRobot's corner2 view at 480 px, resized to the policy's input size when
+that differs, and the 4-d state. Any LeRobot policy type loads (``get_policy_class`` of its ``config.json``).
 """
 
 from __future__ import annotations
@@ -24,7 +29,15 @@ from pathlib import Path
 import numpy as np
 
 from dpot.bench.domains import check_camera, resolve_spec
-from dpot.bench.env import OBS_MODES, check_obs, check_region, check_task
+from dpot.bench.env import (
+    LEROBOT_CAMERA,
+    LEROBOT_IMAGE_KEY,
+    OBS_MODES,
+    check_layout,
+    check_obs,
+    check_region,
+    check_task,
+)
 from dpot.errors import UserError
 from dpot.rundir import MODEL_DIR, POLICY_CONFIG_FILE, WEIGHTS_FILE, set_env_defaults
 
@@ -63,10 +76,10 @@ def _policy_dir(policy_path: str | Path) -> Path:
 
 
 def _load(policy_dir: Path, device: str):
-    from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
-    from lerobot.policies.factory import make_pre_post_processors
+    from lerobot.policies.factory import get_policy_class, make_pre_post_processors
 
-    policy = DiffusionPolicy.from_pretrained(str(policy_dir))
+    ptype = json.loads((policy_dir / "config.json").read_text()).get("type", "diffusion")
+    policy = get_policy_class(ptype).from_pretrained(str(policy_dir))
     policy.config.device = device
     policy.to(device).eval()
     pre, post = make_pre_post_processors(policy.config, pretrained_path=str(policy_dir),
@@ -88,21 +101,52 @@ def _check_policy_features(policy_dir: Path, obs: str | None = None) -> str:
         raise UserError(f"--obs: the policy was trained with observation.state of {state[0]} dims (--obs {mode}), "
                         f"not --obs {obs}; leave --obs out or pass --obs {mode}")
     cams = [k.split(".", 2)[2] for k in feats if k.startswith("observation.images.")]
+    if not cams and LEROBOT_IMAGE_KEY in feats:
+        return mode  # LeRobot's MetaWorld layout (policy_layout)
     if not cams:
-        raise UserError(f"--policy {policy_dir}: has no observation.images.<camera> inputs")
+        raise UserError(f"--policy {policy_dir}: has no observation.images.<camera> inputs (nor LeRobot's "
+                        f"{LEROBOT_IMAGE_KEY})")
     for cam in cams:
         check_camera(cam, where=f"--policy {policy_dir}")
     return mode
 
 
+def policy_layout(policy_dir: Path, layout: str | None = None) -> str:
+    """``lerobot`` when the policy reads LeRobot's ``observation.image`` and no ``observation.images.*``, else
+    ``dpot``; UserError when an explicit ``layout`` disagrees."""
+    feats = json.loads((policy_dir / "config.json").read_text()).get("input_features", {})
+    own = "lerobot" if LEROBOT_IMAGE_KEY in feats and not any(k.startswith("observation.images.") for k in feats) \
+        else "dpot"
+    if layout is not None and check_layout(layout) != own:
+        reads = LEROBOT_IMAGE_KEY if own == "lerobot" else "observation.images.<camera>"
+        raise UserError(f"--layout: the policy reads {reads} (--layout {own}), not --layout {layout}; leave "
+                        f"--layout out or pass --layout {own}")
+    return own
+
+
 def policy_cameras(config) -> tuple[tuple[str, ...], int]:
-    """Cameras (``observation.images.<cam>`` input features) and image size a policy config expects."""
+    """Cameras (``observation.images.<cam>`` input features, or LeRobot's ``corner2`` for its
+    ``observation.image``) and the image size a policy config expects."""
     cams, size = [], None
     for key, feat in config.input_features.items():
         if key.startswith("observation.images."):
             cams.append(key.split(".", 2)[2])
             size = int(feat.shape[-1])
+        elif key == LEROBOT_IMAGE_KEY:
+            cams.append(LEROBOT_CAMERA)
+            size = int(feat.shape[-1])
     return tuple(cams), size or 96
+
+
+def _image_tensor(img: np.ndarray, size: int):
+    """uint8 ``(H, W, 3)`` -> float ``[1, 3, size, size]`` in [0, 1] (bilinear, antialiased when H != size)."""
+    import torch
+
+    x = torch.from_numpy(img).permute(2, 0, 1).float().div(255.0).unsqueeze(0)
+    if x.shape[-2:] != (size, size):
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
+                                            align_corners=False)
+    return x
 
 
 def needs_images(policy) -> bool:
@@ -121,12 +165,14 @@ def needs_images(policy) -> bool:
 
 
 def rollout(policy, pre, post, env, seed: int, *, task: str, cameras: tuple[str, ...], max_steps: int,
-            render_all: bool = False, keep_frames: bool = False, region: str = "all") -> dict:
+            render_all: bool = False, keep_frames: bool = False, region: str = "all",
+            keys: dict[str, str] | None = None, image_size: int | None = None) -> dict:
     """One closed-loop episode: ``{"success", "length", "actions" (T, 4), "layout" (:meth:`DomainEnv.layout`
     at the reset: region, reset vector, goal and object position), "frames" (if keep_frames)}``.
 
     Images are rendered only for observations that can reach an inference (:func:`needs_images`) unless
-    ``render_all`` or ``keep_frames``; a skipped observation carries the last rendered images."""
+    ``render_all`` or ``keep_frames``; a skipped observation carries the last rendered images. ``keys``: camera ->
+    policy input key (default ``observation.images.<camera>``); ``image_size``: resize frames of another size."""
     import torch
 
     from dpot.bench.generate import DESCRIPTIONS
@@ -139,8 +185,8 @@ def rollout(policy, pre, post, env, seed: int, *, task: str, cameras: tuple[str,
     for t in range(max_steps):
         if obs["images"]:
             images = obs["images"]
-        batch = {f"observation.images.{c}": torch.from_numpy(images[c]).permute(2, 0, 1)
-                 .float().div(255.0).unsqueeze(0) for c in cameras}
+        batch = {(keys or {}).get(c, f"observation.images.{c}"):
+                 _image_tensor(images[c], image_size or images[c].shape[0]) for c in cameras}
         batch["observation.state"] = torch.from_numpy(obs["state"]).unsqueeze(0)
         batch["task"] = [DESCRIPTIONS[task]]
         with torch.inference_mode():
@@ -168,7 +214,7 @@ def _set_counter(counter) -> None:
 
 def _run_episodes(policy_dir: str, task: str, spec: dict, seeds: list[int], max_steps: int, device: str,
                   gif_dir: str | None, gif_count: int, threads: int, obs: str = "full", region: str = "all",
-                  on_episode=None) -> list[dict]:
+                  layout: str = "dpot", on_episode=None) -> list[dict]:
     """Run the given seeds in this process; returns one record per episode. After each episode: ``on_episode()``
     and the shared counter of a pool worker (:func:`_set_counter`) is raised by one."""
     set_env_defaults()
@@ -181,12 +227,13 @@ def _run_episodes(policy_dir: str, task: str, spec: dict, seeds: list[int], max_
     cameras, size = policy_cameras(policy.config)
     for c in cameras:
         check_camera(c, where=f"policy {policy_dir}")
+    keys = {LEROBOT_CAMERA: LEROBOT_IMAGE_KEY} if layout == "lerobot" else None
     records = []
-    with DomainEnv(task, spec, image_size=size, cameras=cameras, obs=obs) as env:
+    with DomainEnv(task, spec, image_size=size, cameras=cameras, obs=obs, layout=layout) as env:
         for k, seed in enumerate(seeds):
             gif = bool(gif_dir) and k < gif_count
             r = rollout(policy, pre, post, env, seed, task=task, cameras=cameras, max_steps=max_steps,
-                        keep_frames=gif, region=region)
+                        keep_frames=gif, region=region, keys=keys, image_size=size)
             lay = r["layout"]
             records.append({"seed": seed, "success": r["success"], "length": r["length"],
                             "layout": {"region": lay["region"], "rand_vec": lay["rand_vec"],
@@ -208,7 +255,7 @@ def evaluate_policy(policy_path: str | Path, task: str, domain="target", episode
                     seed: int = EVAL_SEED, *, max_steps: int = 150, workers: int | None = None,
                     device: str | None = None, gif_dir: str | Path | None = None, gifs: int = 3,
                     out: str | Path | None = None, progress: bool = True, obs: str | None = None,
-                    region: str = "all") -> dict:
+                    region: str = "all", layout: str | None = None) -> dict:
     """Run ``episodes`` closed-loop episodes of the policy at ``policy_path`` in ``domain``; return a result dict
     (a progress bar counts finished episodes unless ``progress=False``).
 
@@ -216,7 +263,8 @@ def evaluate_policy(policy_path: str | Path, task: str, domain="target", episode
     ``mean_length`` (success = first success step, failure = ``max_steps``), ``episodes_detail``, ``seconds``,
     and the settings. ``workers`` processes share the episodes (default: up to the CPU count, at most 8).
     ``gif_dir`` gets the first ``gifs`` rollouts as GIFs (all cameras side by side). ``out``: also write JSON.
-    ``obs``: None = the policy's own mode (module docstring); ``region``: the half of the layout range.
+    ``obs``: None = the policy's own mode (module docstring); ``region``: the half of the layout range;
+    ``layout``: None = the policy's own (``dpot`` or ``lerobot``, module docstring).
     """
     check_task(task)
     spec = resolve_spec(domain)
@@ -224,6 +272,7 @@ def evaluate_policy(policy_path: str | Path, task: str, domain="target", episode
     policy_dir = _policy_dir(policy_path)
     if episodes < 1:
         raise UserError(f"--episodes: must be >= 1, got {episodes}")
+    layout = policy_layout(policy_dir, layout)
     obs = _check_policy_features(policy_dir, obs)
     if device is None:
         import torch
@@ -242,7 +291,7 @@ def evaluate_policy(policy_path: str | Path, task: str, domain="target", episode
     threads = int(omp) if omp.isdigit() and int(omp) > 0 else max(1, (os.cpu_count() or 1) // workers)
     t0 = time.perf_counter()
     args = [(str(policy_dir), task, spec.to_dict(), chunk, max_steps, device,
-             str(gif_dir) if gif_dir is not None and i == 0 else None, gifs, threads, obs, region)
+             str(gif_dir) if gif_dir is not None and i == 0 else None, gifs, threads, obs, region, layout)
             for i, chunk in enumerate(chunks)]
     ctx = mp.get_context("spawn")
     counter = ctx.Value("i", 0)
@@ -265,6 +314,7 @@ def evaluate_policy(policy_path: str | Path, task: str, domain="target", episode
     n_ok = sum(r["success"] for r in records)
     low, high = wilson_interval(n_ok, len(records))
     result = {"policy": str(policy_dir), "task": task, "domain": spec.name, "region": region, "obs": obs,
+              "layout": layout,
               "episodes": len(records),
               "successes": n_ok, "success_rate": n_ok / len(records), "ci95": [low, high],
               "mean_length": float(np.mean([r["length"] for r in records])), "max_steps": max_steps,

@@ -22,6 +22,10 @@ in ``meta/dpot_bench.json``::
 ``settings`` holds ``obs``/``region`` only when they differ from ``full``/``all``, so datasets made before
 these options existed keep matching their settings.
 
+``layout="lerobot"`` writes LeRobot's MetaWorld layout instead (:mod:`dpot.bench.env`): one image
+``observation.image`` (480, 480, 3) from LeRobot's ``corner2`` view, the 4-d state, labelled ``fps=80`` as
+LeRobot's env declares; ``settings`` then holds ``"layout": "lerobot"``.
+
 The dataset is written to a hidden temp folder next to ``out`` and renamed to ``out`` only once finalized, so
 an interrupted run never leaves a dataset that loads as if complete.
 """
@@ -40,7 +44,20 @@ from typing import Any
 import numpy as np
 
 from dpot.bench.domains import check_camera, resolve_spec
-from dpot.bench.env import ACTION_NAMES, DEFAULT_CAMERAS, OBS_MODES, DomainEnv, check_obs, check_region, check_task
+from dpot.bench.env import (
+    ACTION_NAMES,
+    DEFAULT_CAMERAS,
+    LEROBOT_CAMERA,
+    LEROBOT_FPS,
+    LEROBOT_IMAGE_KEY,
+    LEROBOT_IMAGE_SIZE,
+    OBS_MODES,
+    DomainEnv,
+    check_layout,
+    check_obs,
+    check_region,
+    check_task,
+)
 from dpot.errors import UserError
 from dpot.rundir import set_env_defaults
 
@@ -58,13 +75,13 @@ FPS = 10
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(task, spec, image_size, cameras, fast_render, obs):
+def _worker_init(task, spec, image_size, cameras, fast_render, obs, layout="dpot"):
     set_env_defaults()
     import torch  # noqa: F401  (keep intra-op threads low if torch was imported)
 
     torch.set_num_threads(1)
     _WORKER["env"] = DomainEnv(task, spec, image_size=image_size, cameras=cameras, fast_render=fast_render,
-                               obs=obs)
+                               obs=obs, layout=layout)
 
 
 def _worker_rollout(args):
@@ -80,7 +97,7 @@ def _episodes(settings: dict, seeds: range, workers: int):
     region = settings.get("region", "all")
     args = [(s, settings["noise"], settings["extra_frames"], settings["max_steps"], region) for s in seeds]
     init = (settings["task"], settings["spec"], settings["image_size"], tuple(settings["cameras"]),
-            settings["fast_render"], settings.get("obs", "full"))
+            settings["fast_render"], settings.get("obs", "full"), settings.get("layout", "dpot"))
     if workers <= 1:
         _worker_init(*init)
         try:
@@ -109,10 +126,17 @@ def _episodes(settings: dict, seeds: range, workers: int):
         pool.join()
 
 
-def _features(cameras, image_size, use_videos, obs="full"):
+def image_keys(cameras, layout: str = "dpot") -> dict[str, str]:
+    """camera -> dataset key: ``observation.images.<camera>``, or LeRobot's ``observation.image`` (lerobot)."""
+    if layout == "lerobot":
+        return {LEROBOT_CAMERA: LEROBOT_IMAGE_KEY}
+    return {c: f"observation.images.{c}" for c in cameras}
+
+
+def _features(cameras, image_size, use_videos, obs="full", layout="dpot"):
     dtype = "video" if use_videos else "image"
-    feats = {f"observation.images.{c}": {"dtype": dtype, "shape": (image_size, image_size, 3),
-                                         "names": ["height", "width", "channels"]} for c in cameras}
+    feats = {key: {"dtype": dtype, "shape": (image_size, image_size, 3), "names": ["height", "width", "channels"]}
+             for key in image_keys(cameras, layout).values()}
     names = OBS_MODES[obs]
     feats["observation.state"] = {"dtype": "float32", "shape": (len(names),), "names": list(names)}
     feats["action"] = {"dtype": "float32", "shape": (4,), "names": ACTION_NAMES}
@@ -147,11 +171,12 @@ def generate_dataset(task: str, domain="source", episodes: int = 50, out: str | 
                      image_size: int = 96, cameras: tuple[str, ...] = DEFAULT_CAMERAS, seed: int = 0, *,
                      noise: float = 0.05, extra_frames: int = 5, max_steps: int = 150, use_videos: bool = False,
                      workers: int = 1, fast_render: bool = True, overwrite: bool = False,
-                     progress: bool = True, obs: str = "full", region: str = "all") -> dict:
+                     progress: bool = True, obs: str = "full", region: str = "all", layout: str = "dpot") -> dict:
     """Write ``episodes`` successful expert episodes of ``task`` in ``domain`` to the LeRobotDataset ``out``.
 
     ``domain``: "source", "target", "target-visual", a JSON spec path, a dict or a ``DomainSpec``. ``obs``:
-    ``proprio`` (4-d state) or ``full`` (7-d); ``region``: ``all``, ``id`` or ``ood`` (module docstring). Returns
+    ``proprio`` (4-d state) or ``full`` (7-d); ``region``: ``all``, ``id`` or ``ood``; ``layout``: ``dpot`` or
+    ``lerobot`` (then ``cameras`` is LeRobot's, ``image_size`` must be 480 and ``obs`` ``proprio``). Returns
     a summary dict
     (``episodes``, ``attempts``, ``expert_success_rate``, ``frames``, ``seconds``, ``episodes_per_s``, ...).
     If ``out`` already holds the same dataset (same settings) it is reused and its summary returned.
@@ -164,6 +189,16 @@ def generate_dataset(task: str, domain="source", episodes: int = 50, out: str | 
     spec = resolve_spec(domain)
     check_obs(obs)
     check_region(region)
+    check_layout(layout)
+    fps = FPS
+    if layout == "lerobot":
+        if obs != "proprio":
+            raise UserError(f"--obs: the lerobot layout's state is LeRobot's 4-d agent_pos (--obs proprio), "
+                            f"not --obs {obs}")
+        if int(image_size) != LEROBOT_IMAGE_SIZE:
+            raise UserError(f"--image-size: the lerobot layout is LeRobot's env size {LEROBOT_IMAGE_SIZE}, not "
+                            f"{image_size}; leave --image-size out (the policy resizes)")
+        cameras, fps = (LEROBOT_CAMERA,), LEROBOT_FPS
     if episodes < 1:
         raise UserError(f"--episodes: must be >= 1, got {episodes}")
     out = Path(out)
@@ -174,7 +209,9 @@ def generate_dataset(task: str, domain="source", episodes: int = 50, out: str | 
     settings = {"task": task, "spec": spec.to_dict(), "episodes": int(episodes), "image_size": int(image_size),
                 "cameras": list(cameras), "seed": int(seed), "noise": float(noise),
                 "extra_frames": int(extra_frames), "max_steps": int(max_steps), "use_videos": bool(use_videos),
-                "fast_render": bool(fast_render), "fps": FPS}
+                "fast_render": bool(fast_render), "fps": fps}
+    if layout != "dpot":
+        settings["layout"] = layout
     if obs != "full":
         settings["obs"] = obs
     if region != "all":
@@ -193,8 +230,9 @@ def generate_dataset(task: str, domain="source", episodes: int = 50, out: str | 
     lengths, records = [], []
     ds = None
     try:
-        ds = LeRobotDataset.create(repo_id=f"local/{task}_{spec.name}", fps=FPS,
-                                   features=_features(cameras, image_size, use_videos, obs), root=tmp,
+        keys = image_keys(cameras, layout)
+        ds = LeRobotDataset.create(repo_id=f"local/{task}_{spec.name}", fps=fps,
+                                   features=_features(cameras, image_size, use_videos, obs, layout), root=tmp,
                                    use_videos=use_videos, robot_type="sawyer_metaworld")
         bar = tqdm(total=episodes, desc=f"{task} [{spec.name}]", unit="ep", disable=not progress)
         description = DESCRIPTIONS[task]
@@ -202,7 +240,7 @@ def generate_dataset(task: str, domain="source", episodes: int = 50, out: str | 
             attempts += 1
             if ep["success"]:
                 for t in range(ep["length"]):
-                    frame = {f"observation.images.{c}": ep["images"][c][t] for c in cameras}
+                    frame = {keys[c]: ep["images"][c][t] for c in cameras}
                     frame["observation.state"] = ep["state"][t]
                     frame["action"] = ep["action"][t]
                     frame["task"] = description
@@ -226,7 +264,7 @@ def generate_dataset(task: str, domain="source", episodes: int = 50, out: str | 
         summary = {"out": str(out), "task": task, "domain": spec.name, "episodes": kept, "attempts": attempts,
                    "expert_success_rate": kept / attempts, "frames": frames,
                    "mean_length": float(np.mean(lengths)), "seconds": round(seconds, 2),
-                   "episodes_per_s": kept / seconds, "fps": FPS, "image_size": image_size,
+                   "episodes_per_s": kept / seconds, "fps": fps, "image_size": image_size, "layout": layout,
                    "cameras": list(cameras), "workers": workers, "obs": obs, "region": region,
                    "regions": {r: sum(e["region"] == r for e in records) for r in ("id", "ood")}}
         (tmp / META_FILE).write_text(json.dumps({"settings": settings, "summary": summary, "episodes": records},

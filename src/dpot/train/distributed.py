@@ -44,3 +44,15 @@ def gather_with_grad(x: torch.Tensor, group=None) -> torch.Tensor:
     out = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
     dist.all_gather(out, x.contiguous(), group=group)
     return torch.cat(out, dim=0)
+
+
+def valid_share(action_is_pad: torch.Tensor, group=None) -> torch.Tensor:
+    """``world * n_valid_local / n_valid_global``: the factor that turns a loss averaged over this rank's valid
+    (non-padded) action steps into its share of the mean over the global batch's valid steps (DDP's mean of the
+    ranks' gradients then equals the one-process gradient). 1 when not distributed."""
+    local = (~action_is_pad).sum().to(torch.float64)
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
+        return torch.ones((), dtype=torch.float64)
+    total = local.clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
+    return dist.get_world_size(group) * local / total.clamp_min(1)

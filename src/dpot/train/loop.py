@@ -6,16 +6,17 @@ scheduler, sampler, loaders, OT loss, sinks, evaluator); :func:`train_step` is o
 save helpers. Per step (``B = batch_size`` per process, ``n_src = round(ot.batch_ratio * B)`` source items
 then ``B - n_src`` target items, see :mod:`dpot.data.cotrain`):
 
-    out   = diffusion_loss_with_features(policy, normalize(batch), noise, t)   # one forward pass
-    L     = out.loss                                # LeRobot's diffusion loss over the whole batch (both domains)
+    out   = hook.forward(policy, normalize(batch), draws)   # one forward pass (dpot.policy: diffusion, act)
+    L     = out.loss                                # the policy's own BC loss over the whole batch (both domains)
           + lambda_ot * <pi*, C(out.embeds, out.action)>   # OTAlignmentLoss on the all-gathered batch
                                                            # (ot.method=mmd: lambda_ot * sum_k w_k E_k instead)
     optimizer.step(); scheduler.step(); lr = optimizer.param_groups[0]["lr"]     # logged after the step
 
 Only the items flagged ``ot_pair`` enter the alignment term (all of them unless ``ot.paired_region``).
 
-Noise and diffusion timesteps come from a generator seeded by ``(seed, step)`` for the global batch (each rank
-takes its slice), and the data order is a function of ``(seed, step)``: a resumed run and an N-process run
+The step's random draws (diffusion noise and timesteps; ACT's latent noise and dropout seed) come from a
+generator seeded by ``(seed, step)`` for the global batch (each rank takes its slice: ``hook.step_draws``), and
+the data order is a function of ``(seed, step)``: a resumed run and an N-process run
 replay the same numbers. Metrics (docs/architecture.md, "Contracts") are averaged over the ``log_freq`` window
 (``train/lr`` is the last post-step value; ``train/ot_skipped`` is the count in the window) and averaged across
 processes. Besides metrics the run records ``ot_terms.json`` and plan snapshots (:mod:`dpot.train.ot_records`).
@@ -47,9 +48,9 @@ from dpot.data.pairs import pair_info_for_run
 from dpot.errors import UserError
 from dpot.metrics_log import JsonlSink, truncate_metrics
 from dpot.ot.loss import DomainFeatures
-from dpot.policy.features import diffusion_loss_with_features
+from dpot.policy import PolicyHook, get_hook
 from dpot.train import checkpoint as ckpt_mod
-from dpot.train.distributed import gather_with_grad
+from dpot.train.distributed import gather_with_grad, valid_share
 from dpot.train.inputs import RunInputs, check_inputs, combined_stats
 from dpot.train.offline_eval import OfflineEvaluator
 from dpot.train.ot_records import plan_due, plan_snapshot, save_plan_snapshot
@@ -63,16 +64,16 @@ LAST_KEYS = ("train/lr",)
 
 
 class TrainStep(nn.Module):
-    """The module DDP wraps: ``forward(batch, noise, timesteps)`` -> dict of the training forward's outputs."""
+    """The module DDP wraps: ``forward(batch, draws)`` -> the policy hook's step output as a dict
+    (``loss``, ``per_item``, ``embeds``, ``action``, ``extras``: :class:`dpot.policy.PolicyStepOutput`)."""
 
-    def __init__(self, policy):
+    def __init__(self, policy, hook: PolicyHook):
         super().__init__()
         self.policy = policy
+        self.hook = hook
 
-    def forward(self, batch, noise, timesteps):
-        out = diffusion_loss_with_features(self.policy, batch, noise=noise, timesteps=timesteps)
-        return {"loss": out.loss, "per_item": out.per_item_loss, "embeds": out.embeds, "action": out.action,
-                "x0_hat": out.x0_hat}
+    def forward(self, batch, draws):
+        return self.hook.forward(self.policy, batch, draws).as_dict()
 
 
 class MetricWindow:
@@ -129,6 +130,7 @@ class TrainRun:
     use_ot: bool
     grad_clip: float
     params: list[torch.nn.Parameter]
+    hook: PolicyHook  # dpot.policy.get_hook(policy.type): the policy's loss, features, draws and logged metrics
 
     @property
     def main(self) -> bool:
@@ -171,27 +173,6 @@ def resolve_optim(cfg) -> None:
     if cfg.use_policy_training_preset:
         cfg.optimizer = cfg.policy.get_optimizer_preset()
         cfg.scheduler = cfg.policy.get_scheduler_preset()
-
-
-def _step_generator(seed: int, step: int) -> torch.Generator:
-    g = torch.Generator()
-    g.manual_seed(int(np.random.SeedSequence([int(seed), 31337, int(step)]).generate_state(1)[0]))
-    return g
-
-
-def step_noise(seed: int, step: int, n_src: int, n_tgt: int, world: int, rank: int, horizon: int, action_dim: int,
-               num_train_timesteps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """This rank's diffusion noise ``[B, horizon, A]`` and timesteps ``[B]`` for ``step`` (drawn for the global
-    batch, so every process count gives the same numbers)."""
-    g = _step_generator(seed, step)
-    ns, nt = n_src * world, n_tgt * world
-    noise = torch.randn(ns + nt, horizon, action_dim, generator=g)
-    t = torch.randint(0, num_train_timesteps, (ns + nt,), generator=g)
-
-    def rank_slice(x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x[rank * n_src:(rank + 1) * n_src], x[ns + rank * n_tgt:ns + (rank + 1) * n_tgt]])
-
-    return rank_slice(noise), rank_slice(t)
 
 
 def _default_output_dir(cfg) -> Path:
@@ -288,6 +269,7 @@ def build_run(cfg, *, accelerator=None) -> TrainRun:
     from dpot.config import save_train_config
     from dpot.ot import make_alignment_loss
 
+    hook = get_hook(cfg.policy.type)  # an unsupported policy.type: one error line naming the supported ones
     inputs, out_dir, resume_ckpt = check_run(cfg)
     if accelerator is None:
         accelerator = make_accelerator(cfg)
@@ -377,9 +359,10 @@ def build_run(cfg, *, accelerator=None) -> TrainRun:
         with dataset.without_transforms():  # held-out batches unaugmented, as LeRobot's val set
             raw_batches = list(torch.utils.data.DataLoader(dataset, batch_sampler=vb, num_workers=0))
         evaluator = OfflineEvaluator(raw_batches, functools.partial(_prepare_eval_batch, preprocessor=preprocessor,
-                                                                    image_keys=image_keys), seed=seed)
+                                                                    image_keys=image_keys), seed=seed,
+                                     predict=hook.predict_chunk)
 
-    step_module, optimizer = accelerator.prepare(TrainStep(policy), optimizer)
+    step_module, optimizer = accelerator.prepare(TrainStep(policy, hook), optimizer)
     gather_group = None
     if world > 1:
         import torch.distributed as dist
@@ -392,7 +375,7 @@ def build_run(cfg, *, accelerator=None) -> TrainRun:
         gather_group=gather_group, window=window, image_keys=image_keys, start_step=start_step, seed=seed,
         use_ot=cfg.ot.lambda_ot > 0 and bool(cfg.ot.features),
         grad_clip=float(getattr(cfg.optimizer, "grad_clip_norm", 0.0) or 0.0),
-        params=[p for p in policy.parameters() if p.requires_grad])
+        params=[p for p in policy.parameters() if p.requires_grad], hook=hook)
 
 
 # ------------------------------------------------------------------------------------------ one update
@@ -445,12 +428,13 @@ def train_step(run: TrainRun, batch: dict, meta: dict, step: int, *, keep_plan: 
     after the scheduler step; ``train/dataloading_s`` is the caller's), and the snapshot when ``keep_plan``.
     """
     t0 = time.perf_counter()
-    acc, pcfg = run.accelerator, run.policy.config
+    acc = run.accelerator
     n_src, n_tgt = run.n_src, run.n_tgt
-    noise, tsteps = step_noise(run.seed, step, n_src, n_tgt, run.world, run.rank, pcfg.horizon,
-                               int(pcfg.output_features["action"].shape[0]), int(pcfg.num_train_timesteps))
+    draws = run.hook.step_draws(run.policy.config, run.seed, step, (n_src, n_tgt, run.world, run.rank))
+    if run.world > 1 and run.hook.pad_normalized(run.policy.config):
+        draws["valid_share"] = valid_share(batch["action_is_pad"], run.gather_group)
     with acc.autocast():
-        out = run.step_module(batch, noise.to(run.device), tsteps.to(run.device))
+        out = run.step_module(batch, {k: v.to(run.device) for k, v in draws.items()})
     bc = out["loss"]
     loss = bc
     metrics: dict[str, float] = {}
@@ -478,11 +462,10 @@ def train_step(run: TrainRun, batch: dict, meta: dict, step: int, *, keep_plan: 
     if run.use_ot and keep_plan:  # after the update, outside train/update_s (the features keep their values)
         snapshot = _snapshot(run, res, src, tgt, meta)
     per_item = out["per_item"].detach()
-    l1 = (out["x0_hat"].detach().float() - out["action"].detach().float()).abs().mean()
     metrics.update({
         "train/loss": float(loss.detach()), "train/bc_loss": float(bc.detach()),
         "train/bc_loss_src": float(per_item[:n_src].mean()), "train/bc_loss_tgt": float(per_item[n_src:].mean()),
-        "train/l1_loss": float(l1), "train/grad_norm": float(gn),
+        **run.hook.log_metrics(out), "train/grad_norm": float(gn),
         "train/lr": float(run.optimizer.param_groups[0]["lr"]),
         "train/update_s": update_s,
     })
@@ -612,4 +595,4 @@ def _trajectories(ds, episodes: list[int]) -> dict[int, np.ndarray]:
 
 
 __all__ = ["train", "build_run", "train_step", "TrainRun", "TrainStep", "MetricWindow", "resolve_optim",
-           "step_noise", "prepare_batch"]
+           "prepare_batch"]

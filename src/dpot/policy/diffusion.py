@@ -1,4 +1,4 @@
-"""Diffusion loss + per-camera image embeddings + denoised estimate from ONE forward pass.
+"""The Diffusion Policy hook: diffusion loss + per-camera image embeddings + denoised estimate, ONE forward pass.
 
 LeRobot's ``DiffusionModel.compute_loss`` returns only a scalar; the per-camera encoder outputs exist only inside
 ``_prepare_global_conditioning``. :func:`diffusion_loss_with_features` re-implements those ~15 lines with the
@@ -6,7 +6,8 @@ policy's own modules (``rgb_encoder``, ``unet``, ``noise_scheduler``), so the OT
 that condition the U-Net (gradients flow into the encoders) and no second encoder pass is made.
 
 Checked against LeRobot 0.6.1 (`tests/train/test_policy_hook.py` compares with ``DiffusionModel.compute_loss``
-under the same noise and timesteps).
+under the same noise and timesteps). :class:`DiffusionHook` is the trainer's entry point (registered for
+``policy.type=diffusion``, :mod:`dpot.policy.hooks`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import einops
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from dpot.policy.hooks import PolicyHook, PolicyStepOutput, rank_rows, register_hook, step_generator
 
 OBS_STATE = "observation.state"
 OBS_IMAGES = "observation.images"
@@ -141,3 +144,37 @@ def diffusion_loss_with_features(
         per_item = err.mean((1, 2))
     return DiffusionStepOutput(loss=loss, per_item_loss=per_item.detach(), embeds=embeds, action=trajectory,
                                x0_hat=x0_hat)
+
+
+@register_hook("diffusion")
+class DiffusionHook(PolicyHook):
+    """LeRobot's ``DiffusionPolicy``: BC = its diffusion loss, embeddings = its RGB encoder outputs,
+    ``train/l1_loss`` = mean ``|x0_hat - action|`` (normalized action space)."""
+
+    def step_draws(self, policy_config, seed, step, layout):
+        """Noise ``[B, horizon, A]`` then timesteps ``[B]``, drawn in that order for the global batch."""
+        n_src, n_tgt, world, _ = layout
+        g = step_generator(seed, step)
+        n = (n_src + n_tgt) * world
+        noise = torch.randn(n, policy_config.horizon, int(policy_config.output_features[ACTION].shape[0]), generator=g)
+        t = torch.randint(0, int(policy_config.num_train_timesteps), (n,), generator=g)
+        return {"noise": rank_rows(noise, layout), "timesteps": rank_rows(t, layout)}
+
+    def forward(self, policy, batch, draws):
+        out = diffusion_loss_with_features(policy, batch, noise=draws["noise"], timesteps=draws["timesteps"])
+        return PolicyStepOutput(loss=out.loss, per_item_loss=out.per_item_loss, embeds=out.embeds,
+                                action=out.action, extras={"x0_hat": out.x0_hat})
+
+    def log_metrics(self, out):
+        l1 = (out["extras"]["x0_hat"].detach().float() - out["action"].detach().float()).abs().mean()
+        return {"train/l1_loss": float(l1)}
+
+    def predict_chunk(self, policy, batch):
+        """The full reverse diffusion (``generate_actions``) from noise drawn from the global RNG."""
+        cfg = policy.config
+        start = cfg.n_obs_steps - 1
+        gt = batch[ACTION][:, start:start + cfg.n_action_steps]
+        image_keys = list(cfg.image_features) if cfg.image_features else []
+        b = stack_cameras(batch, image_keys, cfg.n_obs_steps)
+        noise = torch.randn(gt.shape[0], cfg.horizon, gt.shape[-1], device=gt.device)
+        return policy.diffusion.generate_actions(b, noise=noise), gt
