@@ -1,4 +1,4 @@
-"""``dpot pairs build`` time: dpot's own DTW (``dpot.data.cotrain.dtw_align``) vs dtaidistance (C), equal results.
+"""``dpot pairs build`` time: dpot's own DTW (``dpot.data.dtw.dtw_align``) vs dtaidistance (C), equal results.
 
     .venv/bin/python benchmarks/dtw_pairs.py [--source ROOT --target ROOT] [--label action] [--window W] [--reps 3]
 
@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
 
-    from dpot.data.cotrain import dtw_align
+    from dpot.data.dtw import dtw_align
     from dpot.data.pairs import build_pair_info, dtw_function, zscore
     from dpot.data.pairs_cli import LABEL_KEYS, read_sequences
 

@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from dpot.config import EmbedFeatureConfig, LabelFeatureConfig, OTConfig
-from dpot.ot import DomainFeatures, OTAlignmentLoss, label_features, prior_cost_shift, sq_euclidean_cost
+from dpot.ot import (
+    DomainFeatures,
+    OTAlignmentLoss,
+    label_features,
+    prior_cost_shift,
+    sq_euclidean_cost,
+    unbalanced_sinkhorn,
+)
 
 
 def _features(n=8, d=16, horizon=4, adim=6, seed=0, noise=0.05):
@@ -202,3 +209,41 @@ def test_term_kinds_name_every_logged_cost_term():
     assert one_cam.term_kinds == {"img_wrist": "embed"}  # explicit cameras: known before any call
     with pytest.raises(ValueError, match="cameras"):
         OTAlignmentLoss(_cfg()).term_kinds  # noqa: B018  (all cameras, none given, no call yet)
+
+
+def test_solver_iterations_and_cap_in_the_metrics():
+    """``ot_sinkhorn_iters`` / ``ot_sinkhorn_maxed`` are the solve's own SinkhornInfo: a generous budget converges
+    (maxed 0, iterations below the cap); a budget of 3 iterations at a near-balanced tau stops at the cap."""
+    src, tgt = _features()
+    ok = OTAlignmentLoss(_cfg(reg=0.05, tau_src=0.05, tau_tgt=0.05, max_iters=500, tol=1e-5))(src, tgt).metrics
+    assert ok["ot_sinkhorn_maxed"] == 0.0 and 0 < ok["ot_sinkhorn_iters"] < 500
+    capped_cfg = _cfg(reg=0.05, tau_src=10.0, tau_tgt=10.0, max_iters=3, tol=1e-5, heuristic=False)
+    res = OTAlignmentLoss(capped_cfg)(src, tgt)
+    assert res.metrics["ot_sinkhorn_maxed"] == 1.0 and res.metrics["ot_sinkhorn_iters"] == 3.0
+    cost = sum(res.costs.values())
+    plan, info = unbalanced_sinkhorn(cost, reg=0.05, tau_src=10.0, tau_tgt=10.0, max_iters=3, tol=1e-5,
+                                     return_info=True)
+    assert torch.equal(plan, res.plan) and info.iters == 3 and not info.converged
+
+
+def test_window_counts_capped_solves_and_averages_iterations():
+    """In the log window the cap count is summed (like ot_skipped) and the iterations averaged."""
+    from dpot.train.loop import MetricWindow
+
+    win = MetricWindow()
+    for iters, maxed in ((10, 0.0), (200, 1.0), (200, 1.0), (30, 0.0)):
+        win.add({"train/ot_sinkhorn_iters": float(iters), "train/ot_sinkhorn_maxed": maxed})
+    out = win.result()
+    assert out["train/ot_sinkhorn_maxed"] == 2.0 and out["train/ot_sinkhorn_iters"] == pytest.approx(110.0)
+
+
+def test_window_counts_are_not_multiplied_by_the_process_count():
+    """Every rank solves the same OT problem on the all-gathered batch: the logged count is the count, not its sum
+    over ranks (and means stay means)."""
+    from types import SimpleNamespace
+
+    from dpot.train.loop import _reduce
+
+    two_ranks = SimpleNamespace(num_processes=2, device="cpu", reduce=lambda t, reduction: t * 2)  # equal ranks
+    out = _reduce(two_ranks, {"train/ot_sinkhorn_maxed": 3.0, "train/ot_skipped": 1.0, "train/loss": 0.5})
+    assert out == {"train/ot_sinkhorn_maxed": 3.0, "train/ot_skipped": 1.0, "train/loss": 0.5}

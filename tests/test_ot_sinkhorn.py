@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import logsumexp
 
-from dpot.ot import unbalanced_sinkhorn
+from dpot.ot import SinkhornInfo, unbalanced_sinkhorn
 
 GRID_N = [8, 16, 64, 256]
 GRID_REG = [0.005, 0.01, 0.02]
@@ -212,8 +212,105 @@ def test_torch_backend_matches_numpy_backend():
     cr = rng.uniform(0, 50, (3, 12, 9)) / 0.01  # C/reg up to 5000: absorption happens
     la, lb = np.full((3, 12), -np.log(12)), np.full((3, 9), -np.log(9))
     args = (0.02 / 0.03, 0.5 / 0.51, 5000, 1e-9, 10)
-    f_np, g_np = _scaling_iterations(_Numpy, cr, la, lb, *args)
-    f_t, g_t = _scaling_iterations(_Torch, torch.tensor(cr), torch.tensor(la), torch.tensor(lb), *args)
+    f_np, g_np, iters_np, conv_np, _ = _scaling_iterations(_Numpy, cr, la, lb, *args)
+    f_t, g_t, iters_t, conv_t, _ = _scaling_iterations(_Torch, torch.tensor(cr), torch.tensor(la), torch.tensor(lb),
+                                                       *args)
+    assert (iters_t, conv_t) == (iters_np, conv_np) and conv_np and iters_np < 5000
     assert np.allclose(f_t.numpy(), f_np, rtol=1e-10, atol=1e-8)
     assert np.allclose(g_t.numpy(), g_np, rtol=1e-10, atol=1e-8)
     assert np.all(np.isfinite(f_np)) and np.all(np.isfinite(g_np))
+
+
+def _pot_log(C, a, b, reg, tau1, tau2, cap, thr):
+    import ot
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # POT warns when it stops at numItermax
+        return ot.unbalanced.sinkhorn_unbalanced(a, b, C, reg, (tau1, tau2), numItermax=cap, stopThr=thr, log=True)
+
+
+@pytest.mark.parametrize("cap", [5, 30])
+def test_info_of_a_capped_solve_matches_pot(cap):
+    """Stopped at max_iters: POT's iteration count and plan, converged False, and the marginal error of POT's own
+    plan and potentials (``f = reg log u``): ||pi 1 - a exp(-f / tau_src)||_1 / ||a exp(-f / tau_src)||_1."""
+    rng = np.random.default_rng(11)
+    C = rng.uniform(0, 1, (10, 7))
+    a, b = np.full(10, 1 / 10), np.full(7, 1 / 7)
+    reg, tau1, tau2 = 0.05, 1.0, 0.5
+    P, log = _pot_log(C, a, b, reg, tau1, tau2, cap, 1e-12)
+    want_r, want_c = a * np.exp(-reg * log["logu"] / tau1), b * np.exp(-reg * log["logv"] / tau2)
+    pot_err = max(np.abs(P.sum(1) - want_r).sum() / want_r.sum(), np.abs(P.sum(0) - want_c).sum() / want_c.sum())
+    plan, info = unbalanced_sinkhorn(torch.tensor(C), reg=reg, tau_src=tau1, tau_tgt=tau2, max_iters=cap, tol=1e-12,
+                                     return_info=True)
+    assert isinstance(info, SinkhornInfo)
+    assert info.iters == len(log["err"]) == cap and not info.converged
+    assert np.abs(plan.numpy() - P).max() < 1e-14
+    assert info.marginal_err == pytest.approx(pot_err, rel=1e-9) and info.marginal_err > 1e-4
+    assert info.potential_change > 1e-12
+
+
+def test_info_of_a_converged_solve():
+    """Converged: iterations within one check period of POT's (stopping tests differ), far below the cap, and a
+    marginal error at the tolerance's level; the same plan, bit for bit, as without ``return_info``."""
+    rng = np.random.default_rng(12)
+    C = rng.uniform(0, 1, (10, 7))
+    a, b = np.full(10, 1 / 10), np.full(7, 1 / 7)
+    _, log = _pot_log(C, a, b, 0.05, 1.0, 0.5, 100_000, 1e-9)
+    kw = dict(reg=0.05, tau_src=1.0, tau_tgt=0.5, max_iters=100_000, tol=1e-9)
+    plan, info = unbalanced_sinkhorn(torch.tensor(C), return_info=True, **kw)
+    assert info.converged and info.potential_change < 1e-9
+    assert abs(info.iters - len(log["err"])) <= 10 and info.iters < 100_000
+    assert info.marginal_err < 1e-8
+    assert torch.equal(plan, unbalanced_sinkhorn(torch.tensor(C), **kw))
+
+
+def test_info_balanced_limit_is_the_plain_marginal_error():
+    """tau = inf: the condition is pi 1 = a, so the error is ||pi 1 - a||_1 (a sums to 1) as POT reports it."""
+    C = torch.tensor(_cost(12, 1.0, 4))
+    plan, info = unbalanced_sinkhorn(C, reg=0.05, tau_src=float("inf"), tau_tgt=float("inf"), max_iters=7,
+                                     return_info=True)
+    a = np.full(12, 1 / 12)
+    row_err = np.abs(plan.numpy().sum(1) - a).sum()
+    col_err = np.abs(plan.numpy().sum(0) - a).sum()
+    assert not info.converged and info.iters == 7
+    assert info.marginal_err == pytest.approx(max(row_err, col_err), rel=1e-9) and row_err > 1e-3
+
+
+def test_info_when_mass_underflows_and_when_not_finite():
+    """C/reg ~ 1e4 (plan mass below float64's range in places): the error is still finite and small once converged.
+    A non-finite cost never converges: it runs to the cap and reports nan."""
+    C = torch.tensor(_cost(8, 50.0, 9))
+    _, info = unbalanced_sinkhorn(C, reg=0.005, tau_src=0.02, tau_tgt=0.02, max_iters=5000, tol=1e-9,
+                                  return_info=True)
+    assert info.converged and 0 <= info.marginal_err < 1e-8
+    bad = C.clone()
+    bad[0, 0] = float("nan")
+    _, info = unbalanced_sinkhorn(bad, reg=0.02, tau_src=0.01, tau_tgt=0.01, max_iters=40, return_info=True)
+    assert info.iters == 40 and not info.converged and np.isnan(info.marginal_err)
+
+
+def test_info_batched_counts_the_joint_iterations():
+    """A batch is iterated jointly: its count is the slowest problem's, its error the worst problem's."""
+    C = torch.tensor(np.stack([_cost(9, 1.0, s) for s in range(3)]))
+    kw = dict(reg=0.05, tau_src=1.0, tau_tgt=1.0, tol=1e-8, max_iters=10_000)
+    _, info = unbalanced_sinkhorn(C, return_info=True, **kw)
+    singles = [unbalanced_sinkhorn(C[i], return_info=True, **kw)[1] for i in range(3)]
+    assert info.converged and info.iters == max(s.iters for s in singles)
+    same_iters = [unbalanced_sinkhorn(C[i], return_info=True, **{**kw, "tol": 0.0, "max_iters": info.iters})[1]
+                  for i in range(3)]
+    assert info.marginal_err == pytest.approx(max(s.marginal_err for s in same_iters), rel=1e-9)
+
+
+def test_torch_backend_marginal_error_matches_numpy():
+    """The GPU path's marginal error (torch ops) equals the CPU path's (numpy), here on CPU tensors, batched."""
+    from dpot.ot.sinkhorn import _marginal_error, _Numpy, _scaling_iterations, _Torch
+
+    rng = np.random.default_rng(6)
+    cr = rng.uniform(0, 1, (2, 7, 5)) / 0.05
+    la, lb = np.full((2, 7), -np.log(7)), np.full((2, 5), -np.log(5))
+    phis = (1.0 / 1.05, 0.5 / 0.55)
+    f, g, *_ = _scaling_iterations(_Numpy, cr, la, lb, *phis, 12, 0.0, 10)
+    log_plan = la[..., :, None] + lb[..., None, :] + f[..., :, None] + g[..., None, :] - cr
+    err_np = _marginal_error(_Numpy, log_plan, la, lb, f, g, *phis)
+    err_t = _marginal_error(_Torch, *(torch.tensor(x) for x in (log_plan, la, lb, f, g)), *phis)
+    assert err_np > 1e-4 and err_t == pytest.approx(err_np, rel=1e-12)

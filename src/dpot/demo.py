@@ -2,13 +2,17 @@
 [--num_workers=2] [--device=cpu] [--report=true|false]`` — the README's main job.
 
 1. Generates (or reuses) a small source and target dataset under ``DIR/data``: MetaWorld
-   ``button-press-topdown-v3`` at 64 px, 20 source + 5 target episodes (``dpot.bench.generate``), or the
-   synthetic toy datasets (``--data=toy``, seconds; also the fallback when MetaWorld cannot run).
+   ``button-press-topdown-v3`` at 64 px, 20 source + 5 target episodes (``dpot.bench.generate``) with the paper's
+   observation protocol, ``obs=proprio`` (4-d state: hand xyz + gripper; the goal only in the images), as the
+   README's tour and the study use; or the synthetic toy datasets (``--data=toy``, seconds; also the fallback
+   when MetaWorld cannot run).
 2. Trains DP+OT (CPU-sized diffusion policy: 64 px, one shared ResNet18 without pretrained weights, U-Net
    ``down_dims=[32, 64, 128]``, DDIM 10 steps) for ``--steps`` (default 300) steps in ``DIR/runs/<time>``,
    with offline evaluation on a held-out target episode. ``--policy=act``: ACT + OT instead (:data:`ACT_POLICY`:
    LeRobot's ACT at CPU size, the same OT settings).
 3. Writes a report for the run (``dpot report``) when the analysis package is available.
+4. Prints where things are, the offline eval loss and the OT solver's iterations per solve
+   (``train/ot_sinkhorn_iters``; how many solves stopped at ``ot.max_iters``: ``train/ot_sinkhorn_maxed``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dpot.errors import UserError
 from dpot.metrics_log import read_metrics
 
 TASK = "button-press-topdown-v3"
+OBS = "proprio"  # the paper's protocol (docs/results.md): the state holds no goal, the images show it
 POLICIES = ("diffusion", "act")
 #: ``--policy=act``: LeRobot's ACT at CPU size (ResNet18 without pretrained weights, a 2+1-layer transformer of
 #: width 256, chunks of 16 of which 8 are executed); LeRobot's ACT preset (AdamW, a backbone param group) at
@@ -68,12 +73,13 @@ def make_demo_data(data_dir: Path, kind: str) -> tuple[dict, dict, str]:
             from dpot.bench.generate import generate_dataset
 
             for domain, n in (("source", 20), ("target", 5)):
-                out = data_dir / f"{TASK}_{domain}"
-                summary = generate_dataset(TASK, domain, episodes=n, out=out, image_size=64, seed=0, progress=True)
+                out = data_dir / f"{TASK}_{domain}_{OBS}"
+                summary = generate_dataset(TASK, domain, episodes=n, out=out, image_size=64, seed=0, progress=True,
+                                           obs=OBS)
                 print(f"demo: {domain} data {out} ({summary.get('episodes')} episodes, "
                       f"{'reused' if summary.get('reused') else str(summary.get('seconds')) + ' s'})", flush=True)
-            return ({"repo_id": f"local/{TASK}_source", "root": str(data_dir / f"{TASK}_source")},
-                    {"repo_id": f"local/{TASK}_target", "root": str(data_dir / f"{TASK}_target")}, "metaworld")
+            return tuple({"repo_id": f"local/{TASK}_{domain}", "root": str(data_dir / f"{TASK}_{domain}_{OBS}")}
+                         for domain in ("source", "target")) + ("metaworld",)
         except UserError:
             raise
         except Exception as err:  # noqa: BLE001 - no simulator here: keep the demo useful with toy data
@@ -102,6 +108,17 @@ def demo_config(source: dict, target: dict, run_dir: Path, *, steps: int, batch_
         cfg["policy"] = {**ACT_POLICY, "device": device, "push_to_hub": False}
         cfg["job_name"] = "dpot_demo_act"
     return cfg
+
+
+def solver_line(rows: list[dict], max_iters: int) -> str:
+    """One line on the OT solver from the run's metrics: mean iterations per solve over the logged windows and
+    the solves that stopped at ``max_iters`` (summed over the windows)."""
+    iters = [r["train/ot_sinkhorn_iters"] for r in rows if "train/ot_sinkhorn_iters" in r]
+    if not iters:
+        return "demo: OT solver  not run (no OT solve logged)"
+    capped = sum(r.get("train/ot_sinkhorn_maxed", 0.0) for r in rows)
+    return (f"demo: OT solver  {sum(iters) / len(iters):.0f} iterations per solve (mean; ot.max_iters={max_iters}), "
+            f"{capped:.0f} solve(s) stopped at the cap")
 
 
 def main(argv: list[str] | None = None, command: str = "demo") -> int:
@@ -148,6 +165,7 @@ def main(argv: list[str] | None = None, command: str = "demo") -> int:
           f"total {time.perf_counter() - t0:.0f} s")
     if evals:
         print(f"demo: eval/offline_eval/avg_loss {evals[0]:.4f} -> {evals[-1]:.4f}")
+    print(solver_line(rows, cfg.ot.max_iters))
     print(f"demo: metrics    {rundir.metrics_path(run_dir)}")
     model = rundir.last_link(run_dir) / rundir.MODEL_DIR
     if model.is_dir():

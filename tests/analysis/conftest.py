@@ -105,6 +105,12 @@ def gen_runs(work, toy, gen_base):
         # LR 0.5 (diffusion's usual range is 1e-4..3e-4): the loss stalls at ~0.8, or (lr_high_fine) falls anyway
         "lr_high": g("lr_high", ot={"features": _feats(0.1)}, align=(1.0, 0.1), lr=0.5, stall=True),
         "lr_high_fine": g("lr_high_fine", ot={"features": _feats(0.1)}, align=(1.0, 0.1), lr=0.5),
+        # near-balanced tau (phi = 0.98) with a budget of 20 iterations: every solve stops at ot.max_iters;
+        # converged: the same problem with the default budget
+        "unconverged": g("unconverged", ot={"tau_src": 1.0, "tau_tgt": 1.0, "max_iters": 20, "features": _feats(0.1)},
+                         align=(1.0, 0.1)),
+        "converged": g("converged", ot={"tau_src": 1.0, "tau_tgt": 1.0, "max_iters": 5000, "features": _feats(0.1)},
+                       align=(1.0, 0.1)),
     }
 
 

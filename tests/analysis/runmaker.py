@@ -5,7 +5,8 @@
 * ``generate_dpot_run``: a GENERATED dpot-format run dir for OT regimes that need >10k steps. Its OT metrics
   are computed by the real solver (``dpot.ot.unbalanced_sinkhorn``) on real costs: squared distances between
   temporally paired source/target items of the toy datasets (``observation.state`` as the embedding, the
-  action as the label, docs/architecture.md costs, weights, temporal prior). What is synthetic: the embedding's
+  action as the label, docs/architecture.md costs, weights, temporal prior; the config's ``ot.max_iters`` and
+  ``ot.tol``, whose iterations and cap are logged). What is synthetic: the embedding's
   drift towards alignment over "training" (``align``), and the loss / grad-norm / eval curves (smooth
   decays + noise). Its ``train_config.json`` is a real resolved config from ``dpot.config``.
 """
@@ -126,7 +127,7 @@ def generate_dpot_run(out: Path, src_root: Path, tgt_root: Path, config: dict, *
     plan_every = int(ot.get("plan_log_every") or 0)
     for i_log, step in enumerate(range(log_every, steps + 1, log_every), start=1):
         prog = step / steps
-        a = align[0] + (align[1] - align[0]) * prog
+        misalign = align[0] + (align[1] - align[0]) * prog   # 1: target embedding far from its partner, 0: on it
         phase = rng.uniform(0, 1, n)
         e_t, e_s = rng.integers(len(tgt), size=n), rng.integers(len(src), size=n)
         if not ot["heuristic"]:
@@ -140,7 +141,7 @@ def generate_dpot_run(out: Path, src_root: Path, tgt_root: Path, config: dict, *
         s_state, s_act = zip(*(item(src, e, p) for e, p in zip(e_s, phase_s)))
         t_state, t_act = zip(*(item(tgt, e, p) for e, p in zip(e_t, phase)))
         s_state, t_state = np.array(s_state), np.array(t_state)
-        emb_t = s_state + a * (t_state - s_state) + a * 0.5   # target embedding drifts onto its source partner
+        emb_t = s_state + misalign * (t_state - s_state) + misalign * 0.5   # drifts onto its source partner
         c_e = ((s_state[:, None] - emb_t[None]) ** 2).mean(-1)
         s_act, t_act = np.array(s_act)[:, sl], np.array(t_act)[:, sl]
         c_l = ((s_act[:, None] - t_act[None]) ** 2).mean(-1) if w_l else np.zeros((n, n))
@@ -148,8 +149,10 @@ def generate_dpot_run(out: Path, src_root: Path, tgt_root: Path, config: dict, *
         solve = cost.copy()
         if ot["heuristic"]:
             solve = solve + ot["reg"] * np.abs(phase_s[:, None] - phase[None]) / ot.get("prior_sigma", 0.05)
-        pi = unbalanced_sinkhorn(torch.tensor(solve), reg=ot["reg"], tau_src=ot["tau_src"],
-                                 tau_tgt=ot["tau_tgt"]).numpy()
+        pi, info = unbalanced_sinkhorn(torch.tensor(solve), reg=ot["reg"], tau_src=ot["tau_src"],
+                                       tau_tgt=ot["tau_tgt"], max_iters=int(ot["max_iters"]), tol=float(ot["tol"]),
+                                       return_info=True)
+        pi = pi.numpy()
         pi_sum, pi_diag = float(pi.sum()), float(np.trace(pi))
         if plan_every and i_log % plan_every == 0:
             (out / "ot_plans").mkdir(exist_ok=True)
@@ -174,6 +177,9 @@ def generate_dpot_run(out: Path, src_root: Path, tgt_root: Path, config: dict, *
                "train/ot_cost/action_lbl": float((pi * w_l * c_l).sum()),
                "train/ot_cost_mean/embed_state": float((w_e * c_e).mean()),
                "train/ot_cost_mean/action_lbl": float((w_l * c_l).mean()), "train/ot_skipped": 0.0,
+               # this log point's one solve stands for the window's log_every solves (a count, as dpot train sums)
+               "train/ot_sinkhorn_iters": float(info.iters),
+               "train/ot_sinkhorn_maxed": 0.0 if info.converged else float(log_every),
                "train/ot_embed_spread/embed_state": spread,
                "_timestamp": t_wall}
         if step % config["eval_freq"] < log_every:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from dpot.analysis import analyze, load_rules
+from dpot.analysis import analyze, load_rules, open_run
+from dpot.analysis.i18n import finding_text
 
 
 def _found(path):
@@ -47,6 +48,22 @@ def test_strong_coupling(gen_runs):
     assert ev["pi_diag_median"] > 0.4 and ev["frac_above"] >= 0.8 and ev["pi_diag_over_pi_sum"] > 0.8
     assert found["ot_strong"].targets["ot.features.1.weight_label"] == pytest.approx(0.01)
     assert found["ot_strong"].changes["ot.features.1.weight_label"] == 0.03   # one step of at most x4
+
+
+def test_solver_stopping_at_max_iters_is_flagged(gen_runs):
+    """Every logged solve hit ot.max_iters=20: the report says so and proposes a 4x budget; the same problem with
+    a budget it meets is silent on it, as is the healthy run (whose solves converge)."""
+    run, found = _found(gen_runs["unconverged"])
+    f = found["ot_not_converged"]
+    assert f.severity == "warn" and f.group == "ot"
+    assert f.evidence["maxed_pct"] == 100.0 and f.evidence["max_iters"] == 20 and f.evidence["median_iters"] == 20
+    assert f.changes == {"ot.max_iters": 80}
+    assert "ot.max_iters=20" in finding_text("en", f) and "100.0%" in finding_text("en", f)
+    _, found = _found(gen_runs["converged"])
+    assert "ot_not_converged" not in found
+    healthy = open_run(str(gen_runs["healthy"])).history
+    assert max(v for _, v in healthy["train/ot_sinkhorn_maxed"]) == 0.0
+    assert 0 < max(v for _, v in healthy["train/ot_sinkhorn_iters"]) < 200
 
 
 def test_grad_norm_spikes(gen_runs):

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 
+import pytest
 import runmaker
 from runmaker import dpot_cli, read_json
 
@@ -82,6 +83,7 @@ def _no_external_urls(html: str) -> None:
     assert not re.search(r"url\(\s*['\"]?(?:https?:)?//", html) and "@import" not in html
 
 
+@pytest.mark.slow
 def test_html_renders_with_plots_in_chromium(gen_runs, tmp_path, chromium):
     out = tmp_path / "rep"
     r = dpot_cli("report", str(gen_runs["huge_label"]), "--out", str(out))

@@ -95,6 +95,7 @@ def test_cam_offset_moves_only_that_camera():
     assert np.array_equal(np.delete(model.cam_pos, cid, 0), np.delete(before, cid, 0))
 
 
+@pytest.mark.slow
 def test_action_gain_and_latency_act_on_dynamics():
     moves = {}
     for name, spec in (("stock", {}), ("slow", {"action_gain": 0.5}), ("late", {"action_latency": 3})):
@@ -118,6 +119,7 @@ def test_bad_spec_key_names_it():
     assert spec_from_dict(TARGET.to_dict()) == TARGET
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["push-v3", "pick-place-v3", "door-open-v3", "button-press-topdown-v3"])
 def test_expert_succeeds_in_both_domains(task):
     for domain in ("source", "target"):
@@ -126,6 +128,7 @@ def test_expert_succeeds_in_both_domains(task):
         assert sum(results) / len(results) >= 0.9, f"{task} [{domain}]: expert success {results}"
 
 
+@pytest.mark.slow
 def test_gap_png_shows_both_domains(tmp_path):
     import imageio.v2 as imageio
 

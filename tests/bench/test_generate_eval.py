@@ -16,6 +16,7 @@ from dpot.errors import UserError
 CAMS = ("observation.images.corner4", "observation.images.gripperPOV")
 
 
+@pytest.mark.slow
 def test_dataset_round_trips_with_delta_timestamps(push_dataset):
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
@@ -39,6 +40,7 @@ def test_dataset_round_trips_with_delta_timestamps(push_dataset):
     assert np.allclose(states[:, 4:], states[0, 4:]) and not np.allclose(states[:, :3], states[0, :3])
 
 
+@pytest.mark.slow
 def test_same_settings_reuse_and_different_dataset_is_refused(push_dataset, capsys):
     path, summary = push_dataset
     again = generate_dataset("push-v3", "source", 2, path, image_size=64, seed=0, progress=False)
@@ -50,6 +52,7 @@ def test_same_settings_reuse_and_different_dataset_is_refused(push_dataset, caps
     assert rc == 2 and err.startswith("error: --out") and "\n" not in err
 
 
+@pytest.mark.slow
 def test_interrupted_generation_leaves_no_dataset(tmp_path, monkeypatch):
     real = experts.rollout_expert
     calls = []
@@ -100,6 +103,7 @@ def test_wilson_interval():
     assert lo == 0.0 and hi == pytest.approx(0.1611, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_eval_of_trivial_policy_in_two_processes(tiny_policy, tmp_path, capsys):
     res = evaluate_policy(tiny_policy, "push-v3", "target", episodes=2, max_steps=12, workers=2,
                           gif_dir=tmp_path / "gifs", gifs=1, out=tmp_path / "eval.json")
@@ -113,6 +117,7 @@ def test_eval_of_trivial_policy_in_two_processes(tiny_policy, tmp_path, capsys):
     assert json.loads((tmp_path / "eval.json").read_text())["successes"] == res["successes"]
 
 
+@pytest.mark.slow
 def test_eval_cli(tiny_policy, tmp_path, capsys):
     rc = dpot_main(["bench", "eval", "--policy", str(tiny_policy.parent), "--task", "push-v3", "--episodes", "1",
                     "--max-steps", "4", "--workers", "1", "--seed", "7", "--out", str(tmp_path / "r.json")])
@@ -125,6 +130,7 @@ def test_eval_cli(tiny_policy, tmp_path, capsys):
     assert "success 0/1" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_eval_refuses_a_policy_with_other_inputs(tiny_policy, tmp_path):
     import shutil
 
@@ -137,6 +143,7 @@ def test_eval_refuses_a_policy_with_other_inputs(tiny_policy, tmp_path):
         evaluate_policy(bad, "push-v3", "target", episodes=1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_obs", [1, 2])
 def test_rendering_only_observations_that_reach_an_inference_gives_the_same_actions(tiny_policy, n_obs, monkeypatch):
     """Skipping the renders the policy never looks at (dpot.bench.evaluate.needs_images) changes nothing:

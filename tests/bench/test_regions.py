@@ -87,6 +87,7 @@ def test_target_visual_changes_only_camera_and_table():
     assert diff > 10
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task, seeds", [("button-press-topdown-v3", 3), *[(t, 1) for t in TASKS
                                                                           if t != "button-press-topdown-v3"]])
 def test_expert_succeeds_in_both_regions_and_both_shifts(task, seeds):
@@ -97,6 +98,7 @@ def test_expert_succeeds_in_both_regions_and_both_shifts(task, seeds):
                 assert all(ok), f"{task} [{domain}, {region}]: expert success {ok}"
 
 
+@pytest.mark.slow
 def test_generated_dataset_records_regions_and_a_4d_state(tmp_path):
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
@@ -133,6 +135,7 @@ def test_bad_obs_region_domain_is_one_line_exit_2(argv, needle, tmp_path, capsys
     assert not (tmp_path / "X").exists()
 
 
+@pytest.mark.slow
 def test_eval_uses_the_policys_observation_mode(tiny_policy):
     """The tiny policy takes a 7-d state: evaluating it as proprio is refused; its own mode is found (a state size
     that is neither mode: test_generate_eval.py::test_eval_refuses_a_policy_with_other_inputs)."""

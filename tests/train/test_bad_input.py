@@ -59,6 +59,7 @@ def test_resume_without_checkpoint(toy_data, tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow  # trains one step
 def test_wandb_unreachable_warns_and_continues(toy_data, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)

@@ -16,11 +16,11 @@ from dpot.data.cotrain import (
     CoTrainDataset,
     DTWAlignment,
     EpisodeTable,
-    dtw_path,
     split_batch,
     split_episodes,
     val_batches,
 )
+from dpot.data.dtw import dtw_path
 from dpot.data.regions import episode_regions, region_partners
 from dpot.errors import UserError
 

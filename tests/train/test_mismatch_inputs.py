@@ -47,6 +47,7 @@ def _run(tmp_path, cfg):
     return rc, out
 
 
+@pytest.mark.slow
 def test_mismatched_source_trains(toy_data, odd_source, tmp_path):
     """Other camera names (camera_map), other size (resized), other fps, video vs PNG, no stats: trains."""
     cfg = _cfg(toy_data, odd_source, camera_map={"front": "top", "side": "wrist"}, steps=2)

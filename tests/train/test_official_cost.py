@@ -10,7 +10,7 @@ from train_helpers import tiny_config, write_config
 
 from dpot.bench.presets import OFFICIAL_OT
 from dpot.config import load_train_config
-from dpot.policy.features import diffusion_loss_with_features
+from dpot.policy.diffusion import diffusion_loss_with_features
 from dpot.train.loop import build_run, domain_features, prepare_batch
 
 pytestmark = pytest.mark.slow

@@ -7,9 +7,12 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 from train_helpers import read_metrics, tiny_config, write_config
 
 from dpot.cli import main as dpot_main
+
+pytestmark = pytest.mark.slow  # trains for real (make check leaves it to make test)
 
 REGIONS = {0: "id", 1: "ood", 2: "id", 3: "ood"}
 

@@ -86,7 +86,7 @@ def test_ot_terms_file(tmp_path):
 def test_domain_features_carry_the_ot_pair_mask(with_flag):
     from dpot.train.loop import domain_features
 
-    run = SimpleNamespace(device=torch.device("cpu"), gather_group=None)
+    run = SimpleNamespace(device=torch.device("cpu"), gather_group=None, label_inputs=set())  # action only
     out = {"embeds": {"top": torch.rand(4, 6)}, "action": torch.rand(4, 8, 2)}
     meta = {"phase": torch.tensor([0.1, 0.2, 0.3, 0.4])}
     if with_flag:

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from dpot.data.cotrain import CoTrainBatchSampler, EpisodeTable, dtw_align
+from dpot.data.cotrain import CoTrainBatchSampler, EpisodeTable
+from dpot.data.dtw import dtw_align
 from dpot.data.pairs import (
     Partner,
     build_pair_info,

@@ -20,6 +20,8 @@ from train_helpers import read_metrics, tiny_act_config, tiny_config, write_conf
 
 from dpot.cli import main as dpot_main
 
+pytestmark = pytest.mark.slow  # trains for real (make check leaves it to make test)
+
 TIMING = {"train/update_s", "train/dataloading_s", "eval/offline_eval/eval_s"}
 FAST_LR = {"use_policy_training_preset": False,
            "optimizer": {"type": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "grad_clip_norm": 10.0},
@@ -113,5 +115,6 @@ def test_two_processes_match_one_with_the_same_global_batch(toy_data, tmp_path, 
     assert len(m1) == len(m2) == 3
     for x, y in zip(m1, m2):
         for k in ("train/loss", "train/l1_loss", "train/grad_norm", "train/lr", "train/ot_loss", "train/ot_pi_sum",
-                  "train/ot_pi_diag", "train/ot_cost/img_top", "train/ot_cost/action_lbl"):
+                  "train/ot_pi_diag", "train/ot_cost/img_top", "train/ot_cost/action_lbl", "train/ot_skipped",
+                  "train/ot_sinkhorn_iters", "train/ot_sinkhorn_maxed"):
             assert x[k] == pytest.approx(y[k], rel=1e-4, abs=1e-6), k

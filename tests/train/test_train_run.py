@@ -13,8 +13,11 @@ from train_helpers import read_metrics, tiny_config, write_config
 
 from dpot.cli import main as dpot_main
 
+pytestmark = pytest.mark.slow  # trains for real (make check leaves it to make test)
+
 TRAIN_KEYS = ["train/loss", "train/l1_loss", "train/grad_norm", "train/lr", "train/update_s", "train/dataloading_s",
               "train/ot_loss", "train/ot_pi_sum", "train/ot_pi_diag", "train/ot_pi_diag_frac", "train/ot_skipped",
+              "train/ot_sinkhorn_iters", "train/ot_sinkhorn_maxed",
               "train/ot_cost/img_top", "train/ot_cost/img_wrist", "train/ot_cost/action_lbl"]
 EVAL_KEYS = ["eval/offline_eval/avg_loss", "eval/offline_eval/eval_s"]
 TERMS = {"img_top": "embed", "img_wrist": "embed", "action_lbl": "label"}

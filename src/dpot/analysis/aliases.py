@@ -24,6 +24,8 @@ CANONICAL: dict[str, tuple[str, str | None]] = {
     "train/ot_pi_diag": ("pi_diag", None),
     "train/ot_pi_diag_frac": ("pi_diag/pi_sum", None),
     "train/ot_skipped": ("OT skipped", "min"),
+    "train/ot_sinkhorn_iters": ("Sinkhorn iterations", None),
+    "train/ot_sinkhorn_maxed": ("Sinkhorn solves at max_iters", "min"),
     "eval/offline_eval/avg_loss": ("eval loss", "min"),
     "eval/offline_eval/eval_s": ("eval s", "min"),
 }

@@ -42,6 +42,7 @@ OT_TAU_TGT = "ot.tau_tgt"
 OT_METHOD = "ot.method"
 OT_COST_NORM = "ot.cost_norm"
 OT_HEURISTIC = "ot.heuristic"
+OT_MAX_ITERS = "ot.max_iters"             # the Sinkhorn solve's iteration cap
 OT_FEATURES = "ot.features"
 FEATURE_TYPE = "type"                     # of an ot.features item: "embed" | "label"
 FEATURE_WEIGHT = {"embed": "weight_embed", "label": "weight_label"}   # the weight field of each feature kind

@@ -499,6 +499,36 @@ class OtSkipped(Rule):
         return self.finding("alarm", {"ot_skipped": total, "last_step": sk[-1][0]})
 
 
+@register
+class OtNotConverged(Rule):
+    """The Sinkhorn solve stopped at ``ot.max_iters`` before meeting ``ot.tol`` on more than ``max_share`` of the
+    late window's steps (``train/ot_sinkhorn_maxed``: capped solves per log window, summed)."""
+
+    id = "ot_not_converged"
+    group = "ot"
+    monitors = ("train/ot_sinkhorn_maxed", "train/ot_sinkhorn_iters")
+
+    def check(self, ctx):
+        maxed = ctx.series("train/ot_sinkhorn_maxed")
+        if not maxed:
+            return None
+        late = ctx.late(maxed)
+        before = len(maxed) - len(late)
+        start = maxed[before - 1][0] if before > 0 else 0   # the late window's records cover steps (start, last]
+        n_steps = late[-1][0] - start
+        share = sum(v for _, v in late) / n_steps if n_steps > 0 else 0.0
+        if share <= self.thr["max_share"]:
+            return None
+        iters = ctx.late(ctx.series("train/ot_sinkhorn_iters"))
+        max_iters = cfgkeys.get(ctx.run.config, cfgkeys.OT_MAX_ITERS)
+        ev = {"maxed_pct": _r(100 * min(share, 1.0), 3), "steps": f"{late[0][0]}-{late[-1][0]}",
+              "median_iters": _r(median(v for _, v in iters)) if iters else None, "max_iters": max_iters}
+        changes = {}
+        if cfgkeys.is_number(max_iters) and max_iters > 0:
+            changes[cfgkeys.OT_MAX_ITERS] = int(max_iters * self.propose["max_iters_factor"])
+        return self.finding("warn", ev, changes)
+
+
 # ------------------------------------------------------------------ dynamics rules
 
 @register
@@ -585,9 +615,9 @@ class Rollback(Rule):
         if not mine or not theirs:
             return self.finding("info", {"parent": parent.run_id, "metric": EVAL_KEY, "child_logged": bool(mine),
                                          "parent_logged": bool(theirs)}, id="rollback_unchecked")
-        a = min(v for _, v in ctx.late(mine))
-        b = min(v for _, v in ctx.late(theirs))
-        reg = (a - b) / abs(b) if b else 0.0
+        child_best = min(v for _, v in ctx.late(mine))
+        parent_best = min(v for _, v in ctx.late(theirs))
+        reg = (child_best - parent_best) / abs(parent_best) if parent_best else 0.0
         if reg <= self.thr["max_regression"]:
             return None
         changes = {}
@@ -597,8 +627,9 @@ class Rollback(Rule):
                 continue
             if flat_p.get(k) != flat_c.get(k) and k in flat_p:
                 changes[k] = flat_p[k]
-        ev = {"parent": parent.run_id, "child_eval": _r(a), "parent_eval": _r(b), "regression_pct": _r(100 * reg, 3),
-              "threshold_pct": 100 * self.thr["max_regression"], "reverted_keys": sorted(changes)[:12]}
+        ev = {"parent": parent.run_id, "child_eval": _r(child_best), "parent_eval": _r(parent_best),
+              "regression_pct": _r(100 * reg, 3), "threshold_pct": 100 * self.thr["max_regression"],
+              "reverted_keys": sorted(changes)[:12]}
         return self.finding("alarm", ev, changes)
 
 
@@ -628,7 +659,7 @@ def bound_steps(finding: Finding, config: dict, step: dict) -> Finding:
 def diagnose(ctx: RuleContext, rules: dict) -> list[Finding]:
     """Run every enabled rule on ``ctx``; findings sorted alarm → warn → info (registration order within).
     Changes are bounded steps (:func:`bound_steps`) except those of rules that move a value into its usual
-    range (``into_range``, e.g. an LR far outside it: the seed's person went 1e-5 → 1e-4 at once)."""
+    range (``into_range``: e.g. an LR far outside that range moves into it in one proposal)."""
     step = rules.get("step") or {"max_factor": 4.0, "bounded": []}
     out = []
     for rule in build_rules(rules):

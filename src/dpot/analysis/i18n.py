@@ -95,6 +95,13 @@ FINDINGS = {
     "ot_skipped": {
         "en": "OT term skipped {ot_skipped} times (non-finite cost or plan), last at step {last_step}.",
         "zh": "OT 项被跳过 {ot_skipped} 次（代价或传输计划非有限值），最近一次在步 {last_step}。"},
+    "ot_not_converged": {
+        "en": "The OT solver stopped at ot.max_iters={max_iters} before reaching ot.tol on {maxed_pct}% of the steps "
+              "{steps} (median {median_iters} iterations per solve): the plan is an unconverged iterate, not the "
+              "optimal plan. Raise ot.max_iters; a larger ot.reg or smaller tau also converge faster.",
+        "zh": "OT 求解器在步 {steps} 中有 {maxed_pct}% 的步骤在达到 ot.tol 之前就停在 ot.max_iters={max_iters}"
+              "（每次求解中位数 {median_iters} 次迭代）：传输计划是未收敛的迭代结果，而非最优计划。建议增大 "
+              "ot.max_iters；更大的 ot.reg 或更小的 tau 也收敛更快。"},
     "instability": {
         "en": "Instability: {detail}.",
         "zh": "训练不稳定：{detail}。"},

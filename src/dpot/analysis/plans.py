@@ -1,4 +1,5 @@
-"""OT plan snapshots a run saved (``<run>/ot_plans/step_<step:06d>.npz``: :func:`dpot.rundir.plan_files`).
+"""OT plan snapshots a run saved (``<run>/ot_plans/step_<step:06d>.npz``: :func:`dpot.rundir.plan_files`;
+docs/architecture.md, "Contracts", run directory).
 
 Each file holds ``plan`` [n_src, n_tgt] float32 (the transport plan of one logged step), ``cost_<term>``
 [n_src, n_tgt] (the weighted cost of each term), ``src_phase`` / ``tgt_phase`` [n] float32 and ``src_episode`` /

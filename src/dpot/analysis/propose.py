@@ -179,7 +179,7 @@ def build_proposals(run, findings, rules: dict, parent_spec: str) -> list[Propos
             f"{ev['parent']} ({ev['parent_eval']}): revert the changed keys", rb[0].changes, [eval_key], ["rollback"])
     optim, mon_a, ids_a, tg_a = _merge(findings, {"optim"})
     dom = [f for f in findings if f.id == "cost_dominance"]
-    for f in dom:           # balancing cost terms is low risk: part of a (the seed's Iter 1)
+    for f in dom:           # balancing cost terms is low risk: part of proposal a
         for k, v in f.changes.items():
             if k not in optim:
                 optim[k] = v

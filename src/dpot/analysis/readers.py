@@ -182,7 +182,20 @@ def detect_kind(spec: str) -> str:
 
 
 def open_run(spec: str) -> Run:
-    """Read RUN (any of the four kinds) into a :class:`Run`. Raises UserError on bad input."""
+    """Read one run, whatever stored it, into a :class:`Run` (the analysis' only entry to run data).
+
+    Args:
+        spec: a dpot run directory (``metrics.jsonl``), a W&B offline run directory (``wandb/offline-run-*``,
+            or an output directory holding ``wandb/``), a TensorBoard log directory (``events.out.tfevents.*``),
+            or a W&B run path ``entity/project/run_id`` (read online).
+
+    Returns:
+        The run: ``history`` under canonical metric keys (:mod:`dpot.analysis.aliases`), its resolved config,
+        parent run, recorded cost-term kinds and reader notes (e.g. a torn last line dropped).
+
+    Raises:
+        UserError: ``spec`` is none of these kinds, cannot be read, or holds no metric yet.
+    """
     kind = detect_kind(spec)
     run = READERS[kind](spec).read()
     if not run.history:

@@ -13,6 +13,7 @@ from dpot.rundir import CONFIG_FILE
 
 CORE = ["train/loss", "train/l1_loss", "train/grad_norm", "eval/offline_eval/avg_loss", "train/lr"]
 OT_KEYS = ["train/ot_loss", "train/ot_pi_sum", "train/ot_pi_diag", "train/ot_pi_diag_frac", "train/ot_skipped"]
+SOLVER_KEYS = ["train/ot_sinkhorn_iters", "train/ot_sinkhorn_maxed"]   # listed when logged (runs before them did not)
 
 
 def fmt(x) -> str:
@@ -163,7 +164,8 @@ def render_markdown(a, lang: str = "en", proposal_paths: dict | None = None, plo
     keys = list(CORE)
     has_ot = cfgkeys.ot_settings(run.config).present or any(k.startswith("train/ot_") for k in run.history)
     if has_ot:
-        keys += OT_KEYS + sorted(k for k in run.history if k.startswith(COST_PREFIXES))
+        keys += OT_KEYS + [k for k in SOLVER_KEYS if k in run.history]
+        keys += sorted(k for k in run.history if k.startswith(COST_PREFIXES))
     L += [f"- {metric_line(run, a.summaries, k, lang)}" for k in keys]
     tp = a.throughput
     if tp.get("update_s") is not None:

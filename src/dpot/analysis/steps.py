@@ -2,8 +2,8 @@
 
 A rule says where a value should end up (its *target*); the next run gets one step towards it. Within
 ``×max_factor`` of the current value the step is the target itself; further away it is the "round" value
-(``{1, 2, 3, 5} × 10^k``) nearest the bound on the current value's side, so that the seed's person's
-sequence comes out: ``weight_label`` 0.05 → 0.02 → 0.005 with ``max_factor = 4``. The rationale says how many
+(``{1, 2, 3, 5} × 10^k``) nearest the bound on the current value's side: ``weight_label`` 0.05 → 0.02 → 0.005
+with ``max_factor = 4`` (docs/architecture.md, "Where the rules' numbers come from"). The rationale says how many
 such steps remain to the target if the next run confirms the direction.
 """
 

@@ -73,10 +73,10 @@ DTWFn = Callable[[np.ndarray, np.ndarray, int | None], tuple[float, np.ndarray]]
 
 
 def dtw_function(name: str):
-    """The DTW implementation ``(x, y, window) -> (cost, path)``: ``dpot`` (:func:`dpot.data.cotrain.dtw_align`),
+    """The DTW implementation ``(x, y, window) -> (cost, path)``: ``dpot`` (:func:`dpot.data.dtw.dtw_align`),
     ``dtaidistance`` (its C ``dtw_ndim.warping_paths`` + ``best_path``; same cost and path up to ties) or
     ``auto`` (dtaidistance when installed, else dpot's)."""
-    from dpot.data.cotrain import dtw_align
+    from dpot.data.dtw import dtw_align
 
     if name == "dpot":
         return dtw_align

@@ -9,10 +9,11 @@ from dpot.ot.costs import label_features, normalize_cost, prior_cost_shift, sq_e
 from dpot.ot.loss import DomainFeatures, OTAlignmentLoss, OTResult, term_kinds
 from dpot.ot.mmd import MMDAlignmentLoss, energy_distance
 from dpot.ot.registry import ALIGNMENT_METHODS, method_names, register_method
-from dpot.ot.sinkhorn import unbalanced_sinkhorn
+from dpot.ot.sinkhorn import SinkhornInfo, unbalanced_sinkhorn
 
 __all__ = [
     "unbalanced_sinkhorn",
+    "SinkhornInfo",
     "sq_euclidean_cost",
     "normalize_cost",
     "label_features",
@@ -40,6 +41,9 @@ def make_alignment_loss(cfg, cameras: Sequence[str] | None = None) -> OTAlignmen
 
     Returns:
         A module called ``loss(src: DomainFeatures, tgt: DomainFeatures) -> OTResult`` exposing ``term_kinds``.
+
+    Raises:
+        ValueError: an unknown ``cfg.method``.
     """
     try:
         cls = ALIGNMENT_METHODS[cfg.method]

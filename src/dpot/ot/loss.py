@@ -16,7 +16,8 @@ into its cameras and the state, the parts summing to the term), ``ot_embed_sprea
 pairwise squared distance per feature dimension, averaged over the two domains: the embeddings' own scale, so
 that cross-domain costs falling through alignment can be told from embeddings shrinking as a whole),
 ``ot_skipped`` (1 when a non-finite cost or plan, or a domain with no masked-in row, made this step skip the OT
-term, else 0).
+term, else 0); when the solver ran: ``ot_sinkhorn_iters`` (its iterations) and ``ot_sinkhorn_maxed`` (1 when it
+stopped at ``ot.max_iters`` before meeting ``ot.tol``, else 0; :class:`dpot.ot.sinkhorn.SinkhornInfo`).
 """
 
 from __future__ import annotations
@@ -127,10 +128,14 @@ def _same_position(src: DomainFeatures, tgt: DomainFeatures) -> torch.Tensor:
 
 @register_method("uot")
 class OTAlignmentLoss(nn.Module):
-    """Unbalanced entropic OT loss between source and target features, configured by ``dpot.config.OTConfig``.
+    """Unbalanced entropic OT loss between source and target features (the module docstring's formulas).
 
-    ``cameras``: the target cameras' short names, for :attr:`term_kinds` before the first call (after a call, the
-    cameras seen are used when none were given).
+    Args:
+        cfg: the ``ot`` section of the config (``dpot.config.OTConfig``): ``features`` (cost terms), ``cost_norm``,
+            ``reg``, ``tau_src``, ``tau_tgt``, ``heuristic`` + ``prior_sigma`` (temporal prior), ``max_iters``,
+            ``tol``, ``lambda_ot``.
+        cameras: the target cameras' short names, for :attr:`term_kinds` before the first call (after a call, the
+            cameras seen are used when none were given).
     """
 
     def __init__(self, cfg, cameras: Sequence[str] | None = None):
@@ -171,7 +176,16 @@ class OTAlignmentLoss(nn.Module):
         return out
 
     def forward(self, src: DomainFeatures, tgt: DomainFeatures) -> OTResult:
-        """Compute the plan on the detached cost of the masked-in rows and return ``lambda_ot * <pi*, C>``."""
+        """Compute the plan on the detached cost of the masked-in rows and return ``lambda_ot * <pi*, C>``.
+
+        Args:
+            src, tgt: the source and target items' features (``DomainFeatures``; ``mask`` selects the rows that
+                take part; the two masks' positions define the paired diagonal).
+
+        Returns:
+            An :class:`OTResult`: the scalar loss (differentiable w.r.t. the features through ``C``; a constant 0
+            when the step is skipped), the metrics of the module docstring, the detached plan and per-term costs.
+        """
         cfg = self.cfg
         if self.cameras is None and tgt.embeds:
             self.cameras = sorted(tgt.embeds)
@@ -196,8 +210,10 @@ class OTAlignmentLoss(nn.Module):
             finite = bool(torch.isfinite(solve_cost).all())
             plan = None
             if finite:
-                plan = unbalanced_sinkhorn(solve_cost, reg=cfg.reg, tau_src=cfg.tau_src, tau_tgt=cfg.tau_tgt,
-                                           max_iters=cfg.max_iters, tol=cfg.tol).detach()
+                plan, info = unbalanced_sinkhorn(solve_cost, reg=cfg.reg, tau_src=cfg.tau_src, tau_tgt=cfg.tau_tgt,
+                                                 max_iters=cfg.max_iters, tol=cfg.tol, return_info=True)
+                plan = plan.detach()
+                metrics.update({"ot_sinkhorn_iters": float(info.iters), "ot_sinkhorn_maxed": float(not info.converged)})
                 finite = bool(torch.isfinite(plan).all())
             if not finite:
                 metrics.update(_no_row_metrics(list(terms)))

@@ -17,14 +17,42 @@ algorithms for entropy regularized transport problems", SIAM J. Sci. Comput. 201
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from typing import Literal, overload
+
 import numpy as np
 import torch
 
-__all__ = ["unbalanced_sinkhorn"]
+__all__ = ["unbalanced_sinkhorn", "SinkhornInfo"]
 
 # Absorb the scalings into the potentials once they drift this far (in units of reg): exp(±ABSORB) stays
 # far from float64 overflow, and the stabilized kernel is recomputed only a few times per solve.
 ABSORB = 30.0
+
+
+@dataclass(frozen=True)
+class SinkhornInfo:
+    """How a solve ended (``unbalanced_sinkhorn(..., return_info=True)``; POT's ``log=True`` counterpart).
+
+    Attributes:
+        iters: scaling iterations run (one iteration = one update of ``f`` and one of ``g``; a batch is
+            iterated jointly, so one count covers all its problems).
+        converged: the stopping test ``max(|ΔF|, |ΔG|) < tol`` passed; False means the solve stopped at
+            ``max_iters`` (or met a non-finite value) and the plan is the last iterate, not the fixed point.
+        potential_change: ``max(|ΔF|, |ΔG|)`` at the last check (``F = f / reg``; nan when non-finite).
+        marginal_err: relative L1 violation of the fixed point's marginal condition, the larger of the two
+            sides and over the batch: ``||pi 1 - a exp(-f / tau_src)||_1 / ||a exp(-f / tau_src)||_1`` (and the
+            same for ``pi^T 1``, ``b``, ``g``, ``tau_tgt``). At the optimum of the unbalanced problem the
+            plan's marginals are exactly ``a exp(-f / tau_src)`` and ``b exp(-g / tau_tgt)``; for balanced OT
+            (``tau = inf``) this is POT's marginal error ``||pi 1 - a||_1`` relative to ``||a||_1``. A free
+            marginal (``tau = 0``) has no condition: 0. nan when the plan is not finite.
+    """
+
+    iters: int
+    converged: bool
+    potential_change: float
+    marginal_err: float
 
 
 class _Numpy:
@@ -35,6 +63,10 @@ class _Numpy:
     @staticmethod
     def amax(x, axis):
         return x.max(axis=axis)
+
+    @staticmethod
+    def sum(x, axis):
+        return x.sum(axis=axis)
 
     @staticmethod
     def scalar(x) -> float:
@@ -52,6 +84,10 @@ class _Torch:
         return x.amax(dim=axis)
 
     @staticmethod
+    def sum(x, axis):
+        return x.sum(dim=axis)
+
+    @staticmethod
     def scalar(x) -> float:
         return float(x.item())
 
@@ -59,15 +95,17 @@ class _Torch:
 def _stabilized_kernels(xp, cr, f0, g0):
     """``log K = F0 + G0 - C/reg`` normalized per row (``kr``, max 1 per row) and per column (``kc``).
 
+    Returns ``(kr, kc, row_max, col_max)``, the two kernels and the log maxima they were divided by.
+
     Normalizing by the row/column max means no row or column of a kernel underflows to 0, even when the
     plan's mass there is ``exp(-10^4)``: the failure mode of kernel-domain solvers at large ``C / reg``.
     """
     logk = f0[..., :, None] + g0[..., None, :] - cr
-    r = xp.amax(logk, -1)
-    s = xp.amax(logk, -2)
-    r = xp.where(xp.isfinite(r), r, xp.zeros_like(r))
-    s = xp.where(xp.isfinite(s), s, xp.zeros_like(s))
-    return xp.exp(logk - r[..., :, None]), xp.exp(logk - s[..., None, :]), r, s
+    row_max = xp.amax(logk, -1)
+    col_max = xp.amax(logk, -2)
+    row_max = xp.where(xp.isfinite(row_max), row_max, xp.zeros_like(row_max))
+    col_max = xp.where(xp.isfinite(col_max), col_max, xp.zeros_like(col_max))
+    return xp.exp(logk - row_max[..., :, None]), xp.exp(logk - col_max[..., None, :]), row_max, col_max
 
 
 def _scaling_iterations(xp, cr, log_a, log_b, phi_src, phi_tgt, max_iters, tol, check_every):
@@ -78,31 +116,63 @@ def _scaling_iterations(xp, cr, log_a, log_b, phi_src, phi_tgt, max_iters, tol, 
         F_i = -phi_src * LSE_j(log b_j + G_j - Cr_ij)
             = -phi_src * ( log sum_j Kr_ij b_j exp(G_j - G0_j) + r_i - F0_i )
 
-    with ``Kr = exp(F0 + G0 - Cr - r)``: one matrix-vector product instead of an ``n x m`` exponential.
+    with ``Kr = exp(F0 + G0 - Cr - row_max)``: one matrix-vector product instead of an ``n x m`` exponential.
     When ``|F - F0|`` or ``|G - G0|`` exceeds ``ABSORB`` the kernels are recomputed at the current potentials.
+
+    Returns:
+        ``(F, G, iters, converged, change)``: the potentials, the iterations run, whether ``change < tol``
+        stopped them, and ``change = max(|ΔF|, |ΔG|)`` at the last check (nan when none was made).
     """
     a, b = xp.exp(log_a), xp.exp(log_b)
     f = xp.zeros_like(log_a)
     g = xp.zeros_like(log_b)
     f0, g0 = f, g
-    kr, kc, r, s = _stabilized_kernels(xp, cr, f0, g0)
+    kr, kc, row_max, col_max = _stabilized_kernels(xp, cr, f0, g0)
+    iters, converged, err = 0, False, float("nan")
     for it in range(max_iters):
+        iters = it + 1
         check = (it + 1) % check_every == 0 or it + 1 == max_iters
         if check:
             f_prev, g_prev = f, g
-        f = -phi_src * (xp.log((kr @ (b * xp.exp(g - g0))[..., :, None])[..., 0]) + r - f0)
+        f = -phi_src * (xp.log((kr @ (b * xp.exp(g - g0))[..., :, None])[..., 0]) + row_max - f0)
         if xp.scalar(xp.amax(xp.abs(f - f0), None)) > ABSORB:
             f0, g0 = f, g
-            kr, kc, r, s = _stabilized_kernels(xp, cr, f0, g0)
-        g = -phi_tgt * (xp.log(((a * xp.exp(f - f0))[..., None, :] @ kc)[..., 0, :]) + s - g0)
+            kr, kc, row_max, col_max = _stabilized_kernels(xp, cr, f0, g0)
+        g = -phi_tgt * (xp.log(((a * xp.exp(f - f0))[..., None, :] @ kc)[..., 0, :]) + col_max - g0)
         if xp.scalar(xp.amax(xp.abs(g - g0), None)) > ABSORB:
             f0, g0 = f, g
-            kr, kc, r, s = _stabilized_kernels(xp, cr, f0, g0)
+            kr, kc, row_max, col_max = _stabilized_kernels(xp, cr, f0, g0)
         if check:
             err = max(xp.scalar(xp.amax(xp.abs(f - f_prev), None)), xp.scalar(xp.amax(xp.abs(g - g_prev), None)))
             if err < tol:  # nan compares False: a non-finite problem runs to max_iters; callers check the plan
+                converged = True
                 break
-    return f, g
+    return f, g, iters, converged, err
+
+
+def _marginal_error(xp, log_plan, log_a, log_b, f, g, phi_src: float, phi_tgt: float) -> float:
+    """:attr:`SinkhornInfo.marginal_err` from the log plan and the potentials ``F = f / reg``, ``G = g / reg``.
+
+    The fixed point's marginal is ``a exp(-f / tau) = a exp(-F (1 - phi) / phi)`` (``phi = tau / (tau + reg)``);
+    both sides are compared after dividing by their largest entry, so the error stays meaningful when the
+    plan's mass is far below float64's range (``C / reg`` in the thousands).
+    """
+    worst = 0.0
+    for axis, log_w, pot, phi in ((-1, log_a, f, phi_src), (-2, log_b, g, phi_tgt)):
+        if phi == 0.0:  # tau = 0: the marginal is free, no condition to violate
+            continue
+        peak = xp.amax(log_plan, axis)       # log-sum-exp of the plan along ``axis``, shifted by its max
+        peak = xp.where(xp.isfinite(peak), peak, xp.zeros_like(peak))
+        shifted = log_plan - (peak[..., :, None] if axis == -1 else peak[..., None, :])
+        log_marg = xp.log(xp.sum(xp.exp(shifted), axis)) + peak
+        log_want = log_w - pot * ((1.0 - phi) / phi)
+        top = xp.amax(log_want, -1)[..., None]
+        marg, want = xp.exp(log_marg - top), xp.exp(log_want - top)
+        err = xp.scalar(xp.amax(xp.sum(xp.abs(marg - want), -1) / xp.sum(want, -1), None))
+        if not math.isfinite(err):
+            return float("nan")
+        worst = max(worst, err)
+    return worst
 
 
 def _log_marginal(w, n: int, batch_shape: tuple) -> np.ndarray:
@@ -117,6 +187,18 @@ def _log_marginal(w, n: int, batch_shape: tuple) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(np.log(w.astype(np.float64)), (*batch_shape, n)))
 
 
+@overload
+def unbalanced_sinkhorn(cost: torch.Tensor, a: torch.Tensor | None = None, b: torch.Tensor | None = None, *,
+                        reg: float, tau_src: float, tau_tgt: float, max_iters: int = 2000, tol: float = 1e-6,
+                        check_every: int = 10, return_info: Literal[False] = False) -> torch.Tensor: ...
+
+
+@overload
+def unbalanced_sinkhorn(cost: torch.Tensor, a: torch.Tensor | None = None, b: torch.Tensor | None = None, *,
+                        reg: float, tau_src: float, tau_tgt: float, max_iters: int = 2000, tol: float = 1e-6,
+                        check_every: int = 10, return_info: Literal[True]) -> tuple[torch.Tensor, SinkhornInfo]: ...
+
+
 def unbalanced_sinkhorn(
     cost: torch.Tensor,
     a: torch.Tensor | None = None,
@@ -128,7 +210,8 @@ def unbalanced_sinkhorn(
     max_iters: int = 2000,
     tol: float = 1e-6,
     check_every: int = 10,
-) -> torch.Tensor:
+    return_info: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, SinkhornInfo]:
     """Solve the entropic unbalanced OT problem above and return the plan ``pi*``.
 
     Args:
@@ -141,12 +224,16 @@ def unbalanced_sinkhorn(
         tau_src, tau_tgt: KL marginal penalties ``>= 0`` (``0``: that marginal is free; ``inf``: held exactly).
         max_iters: iteration cap. ``tol``: stop when ``max(|ΔF|, |ΔG|) < tol`` with ``F = f / reg``,
             ``G = g / reg`` (a change of ``tol`` in F is a relative change of ``tol`` in the plan); checked every
-            ``check_every`` iterations.
+            ``check_every`` iterations. Hitting ``max_iters`` is not an error (the plan is the last iterate);
+            ``return_info=True`` says whether it happened.
+        return_info: also return a :class:`SinkhornInfo` (iterations, converged, final potential change and
+            marginal error), as POT's ``log=True`` does.
 
     Returns:
-        The plan, same shape, dtype and device as ``cost``. Iterations run in float64 (the potentials reach
-        ``C / reg ~ 1e4``, where float32's resolution would stall convergence); on CPU through numpy, whose
-        per-operation overhead suits these small problems, on GPU through torch.
+        The plan (or ``(plan, info)`` with ``return_info=True``), same shape, dtype and device as ``cost``.
+        Iterations run in float64 (the potentials reach ``C / reg ~ 1e4``, where float32's resolution would stall
+        convergence); on CPU through numpy, whose per-operation overhead suits these small problems, on GPU
+        through torch.
 
     Updates (potentials ``f, g`` in cost units, ``phi = tau / (tau + reg)``)::
 
@@ -175,12 +262,22 @@ def unbalanced_sinkhorn(
         if cost.device.type == "cpu":
             with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
                 cr = cost.detach().to(torch.float64).numpy() / reg  # cast first: numpy has no bfloat16
-                f, g = _scaling_iterations(_Numpy, cr, log_a, log_b, phi_src, phi_tgt, max_iters, tol, check_every)
-                plan = torch.from_numpy(np.exp(log_a[..., :, None] + log_b[..., None, :]
-                                               + f[..., :, None] + g[..., None, :] - cr))
+                f, g, iters, converged, change = _scaling_iterations(_Numpy, cr, log_a, log_b, phi_src, phi_tgt,
+                                                                     max_iters, tol, check_every)
+                log_plan = log_a[..., :, None] + log_b[..., None, :] + f[..., :, None] + g[..., None, :] - cr
+                plan = torch.from_numpy(np.exp(log_plan))
+                if return_info:
+                    err = _marginal_error(_Numpy, log_plan, log_a, log_b, f, g, phi_src, phi_tgt)
         else:
             cr = cost.detach().to(torch.float64) / reg
             la, lb = (torch.from_numpy(x).to(cr.device) for x in (log_a, log_b))
-            f, g = _scaling_iterations(_Torch, cr, la, lb, phi_src, phi_tgt, max_iters, tol, check_every)
-            plan = torch.exp(la[..., :, None] + lb[..., None, :] + f[..., :, None] + g[..., None, :] - cr)
-        return plan.to(device=cost.device, dtype=cost.dtype)
+            f, g, iters, converged, change = _scaling_iterations(_Torch, cr, la, lb, phi_src, phi_tgt, max_iters,
+                                                                 tol, check_every)
+            log_plan = la[..., :, None] + lb[..., None, :] + f[..., :, None] + g[..., None, :] - cr
+            plan = torch.exp(log_plan)
+            if return_info:
+                err = _marginal_error(_Torch, log_plan, la, lb, f, g, phi_src, phi_tgt)
+        plan = plan.to(device=cost.device, dtype=cost.dtype)
+        if not return_info:
+            return plan
+        return plan, SinkhornInfo(iters=iters, converged=converged, potential_change=change, marginal_err=err)

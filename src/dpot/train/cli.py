@@ -1,7 +1,8 @@
 """``dpot train --config_path=cfg.json [--a.b=c ...]`` (also ``python -m dpot.train`` under ``accelerate launch``).
 
 Multi-process: ``accelerate launch --multi_gpu --num_processes N -m dpot.train --config_path=cfg.json`` (GPUs; add
-``--mixed_precision=bf16`` or set ``policy.use_amp=true`` — the OT solve stays float32). On CPU use the same
+``--mixed_precision=bf16`` or set ``policy.use_amp=true`` — the OT solve is never autocast: the cost terms are
+built in float32 and the Sinkhorn iterations run in float64, :func:`dpot.ot.unbalanced_sinkhorn`). On CPU use the same
 command with ``--policy.device=cpu`` (gloo): accelerate's ``--cpu`` flag starts a single process, the
 ``--multi_gpu`` launcher (torchrun) is what starts N. ``batch_size`` is per process (the global batch is
 N * batch_size, each rank takes its slice of every domain) and the OT loss is computed on the all-gathered batch
@@ -58,7 +59,18 @@ def configure_logging() -> None:
 
 
 def main(argv: list[str] | None = None, command: str = "train") -> int:
-    """Parse the config (UserError on bad input), train, return 0."""
+    """``dpot train``: parse the config, train, return the exit code.
+
+    Args:
+        argv: ``--config_path=cfg.json`` and ``--dotted.key=value`` overrides (None: ``sys.argv[1:]``).
+        command: the command name, for messages.
+
+    Returns:
+        0 when training finished (``-h`` prints the keys and returns 0).
+
+    Raises:
+        UserError: a bad config or input (the ``dpot`` CLI prints it as one ``error:`` line, exit 2).
+    """
     from dpot.config import parse_train_args
     from dpot.train.loop import train
 

@@ -18,8 +18,9 @@ The step's random draws (diffusion noise and timesteps; ACT's latent noise and d
 generator seeded by ``(seed, step)`` for the global batch (each rank takes its slice: ``hook.step_draws``), and
 the data order is a function of ``(seed, step)``: a resumed run and an N-process run
 replay the same numbers. Metrics (docs/architecture.md, "Contracts") are averaged over the ``log_freq`` window
-(``train/lr`` is the last post-step value; ``train/ot_skipped`` is the count in the window) and averaged across
-processes. Besides metrics the run records ``ot_terms.json`` and plan snapshots (:mod:`dpot.train.ot_records`).
+(``train/lr`` is the last post-step value; ``train/ot_skipped`` and ``train/ot_sinkhorn_maxed`` are counts in the
+window) and averaged across processes. Besides metrics the run records ``ot_terms.json`` and plan snapshots
+(:mod:`dpot.train.ot_records`).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from dpot.train.sinks import Sinks, TensorBoardSink, WandbSink
 log = logging.getLogger(__name__)
 META_KEYS = ("domain", "phase", "frame_index", "episode_index", "ot_pair")
 RAW_PREFIX = "raw/"  # meta key prefix of the unnormalized copies of OT labels (prepare_batch)
-SUM_KEYS = ("train/ot_skipped",)
+SUM_KEYS = ("train/ot_skipped", "train/ot_sinkhorn_maxed")
 LAST_KEYS = ("train/lr",)
 
 
@@ -261,7 +262,19 @@ def _make_sinks(cfg, out_dir: Path, main: bool, ot_terms: dict[str, str]) -> Sin
 
 def build_run(cfg, *, accelerator=None) -> TrainRun:
     """Check the inputs (nothing written before they pass), then build the run and write its first files
-    (``train_config.json``, ``ot_terms.json``; ``metrics.jsonl`` cut back to the checkpoint on resume)."""
+    (``train_config.json``, ``ot_terms.json``; ``metrics.jsonl`` cut back to the checkpoint on resume).
+
+    Args:
+        cfg: a validated ``dpot.config.DpotTrainConfig`` (:func:`dpot.config.load_train_config`).
+        accelerator: an ``accelerate.Accelerator`` to train under (None: one made from ``cfg``).
+
+    Returns:
+        The :class:`TrainRun` (policy, optimizer and scheduler prepared, sampler, loaders, OT loss, sinks,
+        evaluator), positioned at ``start_step`` (the checkpoint's step on resume, else 0).
+
+    Raises:
+        UserError: a bad input (datasets, cameras, dims, resume checkpoint, output_dir), before anything is written.
+    """
     from accelerate.utils import set_seed
     from lerobot.optim.factory import make_optimizer_and_scheduler
     from lerobot.policies.factory import make_policy, make_pre_post_processors
@@ -515,9 +528,22 @@ def _save_due(cfg, step: int) -> bool:
 
 
 def train(cfg, *, accelerator=None) -> Path:
-    """Run (or resume) a co-training run described by a ``DpotTrainConfig``. Returns the output directory.
+    """Run (or resume) a co-training run: :func:`build_run`, then :func:`train_step` up to ``cfg.steps`` with
+    logging, offline evaluation, plan snapshots and checkpoints at their periods.
 
     All input checks (datasets, cameras, dims, resume checkpoint, output_dir) happen before anything is written.
+
+    Args:
+        cfg: a validated ``dpot.config.DpotTrainConfig`` (``cfg.resume=True`` continues from the last checkpoint).
+        accelerator: an ``accelerate.Accelerator`` (None: one made from ``cfg``; under ``accelerate launch``
+            it joins the launched processes).
+
+    Returns:
+        The run directory (``cfg.output_dir``): ``train_config.json``, ``metrics.jsonl``, ``checkpoints/``, ...
+        (docs/architecture.md, "Contracts").
+
+    Raises:
+        UserError: a bad input, before anything is written.
     """
     from tqdm.auto import tqdm
 
@@ -569,16 +595,14 @@ def _checkpoint_note(out_dir: Path) -> str:
 
 
 def _reduce(accelerator, metrics: dict[str, float]) -> dict[str, float]:
-    """Mean of each metric over processes (sums for counts); identity with one process."""
+    """Mean of each metric over processes; identity with one process. The window counts (``SUM_KEYS``) are
+    averaged too: every rank solves the same OT problem on the all-gathered batch, so each holds the whole count."""
     if accelerator.num_processes == 1:
         return metrics
     keys = sorted(metrics)
     vals = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=accelerator.device)
     vals = accelerator.reduce(vals, reduction="sum")
-    out = {}
-    for k, v in zip(keys, vals.tolist(), strict=True):
-        out[k] = v if k in SUM_KEYS else v / accelerator.num_processes
-    return out
+    return {k: v / accelerator.num_processes for k, v in zip(keys, vals.tolist(), strict=True)}
 
 
 def _trajectories(ds, episodes: list[int]) -> dict[int, np.ndarray]:

@@ -1,0 +1,25 @@
+"""Suite-wide marks: the end-to-end tests that read real training runs are ``slow``, and under pytest-xdist
+(``make test``: ``-n 2 --dist loadgroup``) every test file is one unit of work, so a module-scoped fixture (a
+trained run, a generated dataset) is built once. Files that share an expensive session fixture form one unit:
+the analysis tests on the real and generated runs (trained / generated once per session), and the bench tests on
+the generated MetaWorld dataset."""
+
+from __future__ import annotations
+
+import pytest
+
+# session fixture -> the xdist group of every test that uses it (directly or through another fixture)
+SHARED_FIXTURES = {"real_runs": "analysis-runs", "gen_runs": "analysis-runs", "gen_base": "analysis-runs",
+                   "push_dataset": "bench-data", "tiny_policy": "bench-data"}
+# fixtures that train for real (lerobot-train / dpot train subprocesses): their tests are end-to-end
+TRAINING_FIXTURES = {"real_runs"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & TRAINING_FIXTURES and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("xdist_group") is None:
+            shared = sorted({SHARED_FIXTURES[n] for n in names if n in SHARED_FIXTURES})
+            item.add_marker(pytest.mark.xdist_group(shared[0] if shared else item.nodeid.split("::")[0]))
