@@ -35,6 +35,7 @@ from dpot.atomic import write_text
 from dpot.errors import UserError, did_you_mean
 from dpot.fork_config import lerobot_key_notes, translate_fork_config, translate_override
 from dpot.ot.registry import method_names
+from dpot.rundir import CONFIG_FILE
 
 __all__ = [
     "OTFeatureConfig",
@@ -689,7 +690,7 @@ def _check_override_key(key: str, raw: dict) -> None:
             prefix = ".".join(parts[:depth])
             where = f"{prefix}.{part}" if prefix else part
             raise UserError(f"--{where}: unknown key{did_you_mean(part, names)}; see the config reference in "
-                            "docs/architecture.md or a saved train_config.json")
+                            f"docs/architecture.md or a saved {CONFIG_FILE}")
         if part == "path":
             return
         tp = typing.get_type_hints(tp)[part]

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import sys
 import time
 import warnings
 from pathlib import Path
 
+from dpot import rundir
 from dpot.errors import UserError
 from dpot.metrics_log import read_metrics
 
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None, command: str = "demo") -> int:
     from dpot.train.cli import configure_logging
     from dpot.train.loop import train
 
-    os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must be set before mujoco is first imported
+    rundir.set_env_defaults()  # headless rendering; must be set before mujoco is first imported
     opts = _parse(list(sys.argv[1:] if argv is None else argv))
     if opts.get("help"):
         print(__doc__)
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None, command: str = "demo") -> int:
         from dpot.analysis.cli import main as report_main
 
         if report_main([str(run_dir)], command="report") == 0:
-            report = run_dir / "report.md"
+            report = run_dir / rundir.REPORT_MD
     except ImportError:
         pass
     except Exception as err:  # noqa: BLE001 - the report is a bonus; the run is done
@@ -166,8 +166,10 @@ def main(argv: list[str] | None = None, command: str = "demo") -> int:
     if evals:
         print(f"demo: eval/offline_eval/avg_loss {evals[0]:.4f} -> {evals[-1]:.4f}")
     print(solver_line(rows, cfg.ot.max_iters))
-    print(f"demo: metrics    {run_dir / 'metrics.jsonl'}")
-    print(f"demo: checkpoint {run_dir / 'checkpoints' / 'last' / 'pretrained_model'}")
+    print(f"demo: metrics    {rundir.metrics_path(run_dir)}")
+    model = rundir.last_link(run_dir) / rundir.MODEL_DIR
+    if model.is_dir():
+        print(f"demo: checkpoint {model}")
     if report is not None and report.exists():
         print(f"demo: report     {report}")
     return 0

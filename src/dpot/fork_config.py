@@ -25,6 +25,7 @@ import logging
 from typing import Any
 
 from dpot.errors import UserError, did_you_mean
+from dpot.rundir import CHECKPOINTS_DIR
 
 __all__ = ["FORK_OT_KEYS", "FORK_FEATURE_KEYS", "is_fork_config", "translate_fork_config", "translate_override",
            "lerobot_key_notes"]
@@ -235,5 +236,5 @@ def lerobot_key_notes(raw: dict) -> list[str]:
     wb = raw.get("wandb") if isinstance(raw.get("wandb"), dict) else {}
     if wb.get("enable") is True and wb.get("disable_artifact") is False:
         _warn(notes, "wandb.disable_artifact=false: dpot does not upload checkpoints as W&B artifacts; they stay "
-                     "in <output_dir>/checkpoints")
+                     f"in <output_dir>/{CHECKPOINTS_DIR}")
     return notes

@@ -134,3 +134,65 @@ def test_wandb_online_reads_through_api(monkeypatch):
     assert run.term_kinds == {"img_top": "embed", "action_lbl": "label"} and "dpot_ot_terms" not in run.config
     assert len(run.history["train/loss"]) == 2500 and run.history["train/ot_pi_diag"][0] == (1, 0.2)
     assert json.dumps(run.summary)
+
+
+def _tb_run(log_dir: Path, steps: int) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    w = SummaryWriter(str(log_dir))
+    for step in range(1, steps + 1):
+        w.add_scalar("train/loss", 1.0 / step, step)
+    w.close()
+
+
+def _wandb_offline_run(output_dir: Path, run_id: str) -> None:
+    """The layout of a W&B offline run (the folder is what the refusal reads; the record file stays empty)."""
+    d = output_dir / "wandb" / f"offline-run-20260101_000000-{run_id}"
+    d.mkdir(parents=True)
+    (d / f"run-{run_id}.wandb").write_bytes(b"")
+
+
+@pytest.mark.parametrize("case", ["tensorboard_x2", "wandb_offline_x2", "mix"])
+def test_a_folder_holding_several_runs_is_refused_with_the_runs_listed(case, tmp_path):
+    """Never merged (two TensorBoard runs' curves mixed), never one picked silently (W&B): one ``error:`` line that
+    lists what is there, exit 2, nothing written, for report, compare and propose alike."""
+    folder = tmp_path / "runs"
+    if case == "tensorboard_x2":
+        _tb_run(folder / "a", 20)
+        _tb_run(folder / "b", 8)
+        listed = ["tensorboard a", "tensorboard b"]
+    elif case == "wandb_offline_x2":
+        _wandb_offline_run(folder, "aaa111")
+        _wandb_offline_run(folder, "bbb222")
+        listed = [f"wandb-offline wandb/offline-run-20260101_000000-{i}" for i in ("aaa111", "bbb222")]
+    else:
+        _tb_run(folder / "tb", 4)
+        _wandb_offline_run(folder / "lerobot", "ccc333")
+        (folder / "dpot").mkdir()
+        (folder / "dpot" / "metrics.jsonl").write_text('{"step": 1, "train/loss": 1.0}\n')
+        _tb_run(folder / "dpot" / "tensorboard", 1)              # part of the dpot run, not a run of its own
+        listed = ["dpot dpot", "wandb-offline lerobot/wandb/offline-run-20260101_000000-ccc333", "tensorboard tb"]
+    before = sorted(p for p in folder.rglob("*"))
+    for cmd in (["report", str(folder), "--out", str(tmp_path / "o")], ["compare", str(folder), str(folder)],
+                ["propose", str(folder), "--out", str(tmp_path / "p")]):
+        r = dpot_cli(*cmd, cwd=tmp_path)
+        assert r.returncode == 2, (cmd, r.stdout, r.stderr)
+        assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1 and not r.stdout, r.stderr
+        assert f"holds {len(listed)} runs ({', '.join(listed)})" in r.stderr, r.stderr
+    assert not (tmp_path / "o").exists() and not (tmp_path / "p").exists()
+    assert sorted(p for p in folder.rglob("*")) == before
+
+
+def test_a_folder_holding_one_nested_dpot_run_names_it(tmp_path):
+    (tmp_path / "out" / "run1").mkdir(parents=True)
+    (tmp_path / "out" / "run1" / "metrics.jsonl").write_text('{"step": 1, "train/loss": 1.0}\n')
+    with pytest.raises(UserError, match=r"holds one run \(dpot run1\): pass that"):
+        open_run(str(tmp_path / "out"))
+    resumed = tmp_path / "resumed"                    # one W&B run in two folders (a resume): one run, read
+    for stamp in ("20260101_000000", "20260102_000000"):
+        d = resumed / "wandb" / f"offline-run-{stamp}-abc"
+        d.mkdir(parents=True)
+        (d / "run-abc.wandb").write_bytes(b"")
+    from dpot.analysis.readers import detect_kind, runs_in
+
+    assert [k for k, _ in runs_in(resumed)] == ["wandb-offline"] and detect_kind(str(resumed)) == "wandb-offline"

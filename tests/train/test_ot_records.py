@@ -9,13 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from dpot.train.ot_records import (
-    plan_due,
-    plan_path,
-    plan_snapshot,
-    save_plan_snapshot,
-    write_ot_terms,
-)
+from dpot.rundir import plan_path, write_terms
+from dpot.train.ot_records import plan_due, plan_snapshot, save_plan_snapshot
 
 
 def _meta(n_src: int, n_tgt: int, ot_pair=None) -> dict:
@@ -82,7 +77,7 @@ def test_saved_snapshot_is_atomic_and_loads(tmp_path):
 
 
 def test_ot_terms_file(tmp_path):
-    path = write_ot_terms(tmp_path, {"img_wrist": "embed", "action_lbl": "label"})
+    path = write_terms(tmp_path, {"img_wrist": "embed", "action_lbl": "label"})
     assert path == tmp_path / "ot_terms.json"
     assert json.loads(path.read_text()) == {"terms": {"img_wrist": "embed", "action_lbl": "label"}}
 

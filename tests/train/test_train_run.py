@@ -1,5 +1,5 @@
 """An end-to-end tiny run: metric keys, lr schedule, W&B offline + TensorBoard, checkpoint layout, OT records
-(ot_terms.json, plan snapshots), lambda_ot=0."""
+(ot_terms.json, plan snapshots), lambda_ot=0, the closing line (names only what was written)."""
 
 from __future__ import annotations
 
@@ -123,11 +123,13 @@ def test_checkpoint_is_a_plain_lerobot_policy(run):
     assert "api_key" not in (run / "train_config.json").read_text().lower()
 
 
-def test_lambda_zero_is_plain_cotraining_and_dtw_pairing_runs(toy_data, tmp_path):
+def test_lambda_zero_is_plain_cotraining_and_dtw_pairing_runs(toy_data, tmp_path, capsys):
     cfg = tiny_config(toy_data, steps=2, ot={"lambda_ot": 0.0, "alignment": "dtw", "plan_log_every": 1})
     out = tmp_path / "out"
     assert dpot_main(["train", f"--config_path={write_config(tmp_path / 'c.json', cfg)}",
                       f"--output_dir={out}"]) == 0
+    model = out / "checkpoints" / "last" / "pretrained_model"
+    assert f"checkpoint: {model}" in capsys.readouterr().out and (model / "model.safetensors").is_file()
     for r in read_metrics(out):
         assert r["train/loss"] == pytest.approx(r["train/bc_loss"])
         assert r["train/ot_loss"] == 0.0 and "train/ot_pi_sum" not in r
@@ -168,11 +170,15 @@ def test_plan_snapshots_every_log_freq_times_plan_log_every_steps(run):
         assert not set(snap["tgt_episode"].tolist()) & val_eps  # target items come from training episodes
 
 
-def test_no_plan_snapshots_when_plan_log_every_is_zero(toy_data, tmp_path):
-    cfg = tiny_config(toy_data, steps=2, ot={"lambda_ot": 0.1, "plan_log_every": 0})
+def test_no_plan_snapshots_when_plan_log_every_is_zero(toy_data, tmp_path, capsys):
+    """Also ``save_checkpoint=false``: no checkpoint, and the closing line names none (only files that exist)."""
+    cfg = tiny_config(toy_data, steps=2, save_checkpoint=False, ot={"lambda_ot": 0.1, "plan_log_every": 0})
     out = tmp_path / "out"
     assert dpot_main(["train", f"--config_path={write_config(tmp_path / 'c.json', cfg)}",
                       f"--output_dir={out}"]) == 0
+    done = [x for x in capsys.readouterr().out.splitlines() if x.startswith("dpot train: done")]
+    assert len(done) == 1 and "checkpoint:" not in done[0] and "no checkpoint saved" in done[0], done
+    assert f"metrics: {out / 'metrics.jsonl'}" in done[0] and not (out / "checkpoints").exists()
     assert [r["step"] for r in read_metrics(out)] == [1, 2] and read_metrics(out)[-1]["train/ot_pi_sum"] > 0
     assert not (out / "ot_plans").exists()
     assert json.loads((out / "ot_terms.json").read_text()) == {"terms": TERMS}

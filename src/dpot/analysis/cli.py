@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from dpot.errors import UserError
+from dpot.rundir import CONFIG_FILE, METRICS_FILE, REPORT_HTML, REPORT_JSON, REPORT_MD
 
 
 class _Parser(argparse.ArgumentParser):
@@ -20,8 +21,8 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}")
 
 
-RUN_HELP = ("a dpot run dir (metrics.jsonl), a W&B offline run (wandb/offline-run-*), a TensorBoard log dir, "
-            "or a W&B run entity/project/run_id")
+RUN_HELP = (f"a dpot run dir ({METRICS_FILE}), a W&B offline run (wandb/offline-run-*), a TensorBoard log dir, "
+            "or a W&B run entity/project/run_id (a folder holding several runs is refused)")
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
@@ -32,8 +33,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("run", metavar="RUN", help=f"the run to analyse: {RUN_HELP}")
         p.add_argument("--parent", metavar="RUN",
                        help="parent run for the rollback check (default: the recorded parent, if any)")
-    out_help = {"report": "output directory for report.md/.html/.json and plots (default: the run's own dir, "
-                          "else reports/<run id>)",
+    out_help = {"report": f"output directory for {REPORT_MD}, {REPORT_HTML}, {REPORT_JSON} and plots (default: the "
+                          "run's own dir, else reports/<run id>)",
                 "compare": "output directory for compare.md, compare.json and the interactive compare.html "
                            "(default: print only)",
                 "propose": "output directory for the next configs <name>.json, lineage.json and proposals.json "
@@ -77,16 +78,16 @@ def _report(args) -> int:
     plans = read_plans(a.run.local_dir)
     page = render_report_html(a, report_figures(a.run, a.summaries, a.rules, plans), lang)
     data = to_json(a)
-    data["files"] = {"markdown": str(out / "report.md"), "html": str(out / "report.html"),
+    data["files"] = {"markdown": str(out / REPORT_MD), "html": str(out / REPORT_HTML),
                      "plots": [str(out / n) for n in plots]}
     data["ot_plan_steps"] = [p.step for p in plans]
     for name, png in plots.items():
         write_bytes(out / name, png)
-    write_text(out / "report.html", page)
-    write_text(out / "report.json", json.dumps(data, indent=2, default=str) + "\n")
-    write_text(out / "report.md", md)
+    write_text(out / REPORT_HTML, page)
+    write_text(out / REPORT_JSON, json.dumps(data, indent=2, default=str) + "\n")
+    write_text(out / REPORT_MD, md)
     print(json.dumps(data, indent=2, default=str) if args.json else md)
-    print(f"wrote {out / 'report.md'} and {out / 'report.html'}", file=sys.stderr)
+    print(f"wrote {out / REPORT_MD} and {out / REPORT_HTML}", file=sys.stderr)
     return 0
 
 
@@ -121,7 +122,7 @@ def _propose(args) -> int:
         raise UserError("dpot propose: --out DIR is required (where the next configs are written)")
     a = analyze(args.run, load_rules(args.rules), parent=args.parent)
     if not a.run.config:
-        raise UserError(f"{args.run}: no resolved config found (train_config.json or W&B config); "
+        raise UserError(f"{args.run}: no resolved config found ({CONFIG_FILE} or W&B config); "
                         f"cannot derive next configs")
     spec = str(Path(args.run).resolve()) if Path(args.run).exists() else args.run
     paths = write_proposals(a.proposals, Path(args.out), spec)

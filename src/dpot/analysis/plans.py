@@ -1,5 +1,5 @@
-"""OT plan snapshots a run saved (``<run>/ot_plans/step_<step:06d>.npz``, docs/architecture.md,
-"Contracts", run directory).
+"""OT plan snapshots a run saved (``<run>/ot_plans/step_<step:06d>.npz``: :func:`dpot.rundir.plan_files`;
+docs/architecture.md, "Contracts", run directory).
 
 Each file holds ``plan`` [n_src, n_tgt] float32 (the transport plan of one logged step), ``cost_<term>``
 [n_src, n_tgt] (the weighted cost of each term), ``src_phase`` / ``tgt_phase`` [n] float32 and ``src_episode`` /
@@ -9,17 +9,15 @@ Each file holds ``plan`` [n_src, n_tgt] float32 (the transport plan of one logge
 from __future__ import annotations
 
 import logging
-import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from dpot.rundir import plan_files
 
-PLAN_DIR = "ot_plans"
-_NAME = re.compile(r"^step_(\d+)\.npz$")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,18 +31,6 @@ class PlanSnapshot:
     tgt_phase: np.ndarray | None = None
     src_episode: np.ndarray | None = None
     tgt_episode: np.ndarray | None = None
-
-
-def plan_files(run_dir: Path | None) -> list[tuple[int, Path]]:
-    """``(step, path)`` of the snapshots under ``run_dir/ot_plans``, by step (empty when there are none)."""
-    if run_dir is None or not (Path(run_dir) / PLAN_DIR).is_dir():
-        return []
-    out = []
-    for p in (Path(run_dir) / PLAN_DIR).iterdir():
-        m = _NAME.match(p.name)
-        if m:
-            out.append((int(m.group(1)), p))
-    return sorted(out)
 
 
 def pick_steps(files: list[tuple[int, Path]], k: int = 4) -> list[tuple[int, Path]]:

@@ -1,6 +1,6 @@
 """Run readers: one interface (``open_run(spec) -> Run``) over four kinds of RUN, each a :class:`RunReader`.
 
-* a dpot run directory (``metrics.jsonl`` + ``train_config.json``),
+* a dpot run directory (``metrics.jsonl`` + ``train_config.json``: :mod:`dpot.rundir`),
 * a W&B offline run (``wandb/offline-run-*/run-*.wandb``, or an output dir holding ``wandb/``), read with
   wandb's own record reader (``wandb.sdk.internal.datastore``), no network,
 * a W&B online run ``entity/project/run_id`` through ``wandb.Api()`` (paginated ``scan_history``),
@@ -24,14 +24,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import ClassVar
 
+from dpot import rundir
 from dpot.analysis.aliases import canonical_key
 from dpot.errors import UserError
-from dpot.metrics_log import load_metrics
 
 KINDS = ("dpot", "wandb-offline", "wandb-online", "tensorboard")
 TERM_KINDS = ("embed", "label")
-TERMS_FILE = "ot_terms.json"           # written by the trainer: {"terms": {"img_top": "embed", ...}}
-TERMS_CONFIG_KEY = "dpot_ot_terms"     # the same mapping in the W&B config
+TERMS_CONFIG_KEY = "dpot_ot_terms"     # the trainer's ot_terms.json mapping, in the W&B config
 
 
 @dataclass
@@ -129,18 +128,52 @@ def _tb_files(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("events.out.tfevents.*") if p.is_file()) if path.is_dir() else []
 
 
+def runs_in(folder: Path) -> list[tuple[str, Path]]:
+    """``(kind, folder)`` of every run stored under ``folder``, sorted: dpot run dirs, W&B offline runs (one per
+    run id: the folders of a resumed run count once) and TensorBoard runs (each folder holding event files, as
+    TensorBoard itself counts runs). A W&B or TensorBoard log inside a dpot run dir is part of that run, and event
+    files inside a ``wandb`` folder (synced TensorBoard) are part of the W&B run."""
+    dpot = sorted({p.parent for p in folder.rglob(rundir.METRICS_FILE) if rundir.is_run_dir(p.parent)})
+
+    def owned(p: Path) -> bool:
+        return any(p == d or d in p.parents for d in dpot)
+
+    wandb: dict[str, Path] = {}
+    for f in sorted(folder.rglob("run-*.wandb")):
+        if f.is_file() and not owned(f):
+            wandb.setdefault(f.stem.removeprefix("run-"), f.parent)
+    tb = {p.parent for p in _tb_files(folder)}
+    tb = {d for d in tb if not owned(d) and "wandb" not in d.relative_to(folder).parts}
+    found = [("dpot", d) for d in dpot] + [("wandb-offline", d) for d in wandb.values()]
+    return sorted(found + [("tensorboard", d) for d in tb], key=lambda r: (str(r[1]), r[0]))
+
+
+def _listing(folder: Path, runs: list[tuple[str, Path]], limit: int = 8) -> str:
+    names = [f"{kind} {d.relative_to(folder) if d != folder else '.'}" for kind, d in runs[:limit]]
+    more = f", and {len(runs) - limit} more" if len(runs) > limit else ""
+    return ", ".join(names) + more
+
+
 def detect_kind(spec: str) -> str:
-    """Which of ``KINDS`` ``spec`` is; raises UserError when it is none of them."""
+    """Which of ``KINDS`` ``spec`` is; raises UserError when it is none of them, or when it is a folder holding
+    several runs (of any kinds: :func:`runs_in`), which are never merged into one."""
     path = Path(spec).expanduser()
     if path.exists():
-        if path.is_dir() and (path / "metrics.jsonl").exists():
+        if rundir.is_run_dir(path):
             return "dpot"
+        if path.is_dir():
+            runs = runs_in(path)
+            if len(runs) > 1:
+                raise UserError(f"{spec}: holds {len(runs)} runs ({_listing(path, runs)}); runs are never merged "
+                                f"into one: pass one of them")
+            if runs and runs[0][0] == "tensorboard":
+                return "tensorboard"
+            if runs and _wandb_file_in(path) is None:
+                raise UserError(f"{spec}: not a run itself; it holds one run ({_listing(path, runs)}): pass that")
         if _wandb_file_in(path) is not None:
             return "wandb-offline"
-        if _tb_files(path):
-            return "tensorboard"
         raise UserError(
-            f"{spec}: not a run: expected a dpot run dir (metrics.jsonl), a W&B offline run "
+            f"{spec}: not a run: expected a dpot run dir ({rundir.METRICS_FILE}), a W&B offline run "
             f"(wandb/offline-run-*/run-*.wandb), a TensorBoard log dir (events.out.tfevents.*) or a W&B path "
             f"entity/project/run_id")
     if _WANDB_URL.match(spec) or _WANDB_PATH.match(spec):
@@ -253,11 +286,11 @@ def _checked_term_kinds(value, where: str) -> dict[str, str]:
 
 
 def _terms_file_in(directories: Iterable[Path]) -> dict[str, str] | None:
-    """The ``terms`` of the first ``ot_terms.json`` in ``directories``; None when there is none."""
+    """The ``terms`` of the first ``ot_terms.json`` in ``directories`` (:func:`dpot.rundir.read_terms`); None when
+    there is none."""
     for d in directories:
-        path = d / TERMS_FILE
-        if path.exists():
-            return _checked_term_kinds(_load_json(path).get("terms"), f"{path}: terms")
+        if rundir.terms_path(d).exists():
+            return _checked_term_kinds(rundir.read_terms(d), f"{rundir.terms_path(d)}: terms")
     return None
 
 
@@ -285,7 +318,7 @@ class _LocalDirReader(RunReader):
         return Run(run_id=self.dir.resolve().name, kind=self.kind, location=str(self.dir), local_dir=self.dir)
 
     def config(self) -> dict:
-        return _first_config([d / "train_config.json" for d in self.search_dirs()]) or {}
+        return _first_config([rundir.config_path(d) for d in self.search_dirs()]) or {}
 
     def lineage(self) -> str | None:
         return _lineage_in(self.dir)
@@ -302,11 +335,11 @@ class DpotDirReader(_LocalDirReader):
     def scan(self, run: Run, col: _Collector) -> None:
         """Read ``metrics.jsonl``; a partial last line (run still writing) is ignored, with a note."""
         d = self.dir
-        if not (d / "train_config.json").exists():
-            run.notes.append("train_config.json missing: config-based rules are skipped")
-        log = load_metrics(d, strict=True)
+        if not rundir.config_path(d).exists():
+            run.notes.append(f"{rundir.CONFIG_FILE} missing: config-based rules are skipped")
+        log = rundir.load_metrics(d, strict=True)
         if log.torn_tail:
-            run.notes.append("metrics.jsonl: last line is incomplete (run still writing?); "
+            run.notes.append(f"{rundir.METRICS_FILE}: last line is incomplete (run still writing?); "
                              "read up to the last complete record")
         for rec in log.rows:
             for k, v in rec.items():
@@ -371,8 +404,8 @@ class WandbOfflineReader(RunReader):
     def config(self) -> dict:
         """The newest resolved ``train_config.json`` of the output dir, else the W&B config."""
         if self.out_dir is not None:
-            cfg = _first_config([self.out_dir / "train_config.json", *sorted(
-                self.out_dir.glob("checkpoints/*/pretrained_model/train_config.json"), reverse=True)])
+            cfg = _first_config([rundir.config_path(self.out_dir), *sorted(rundir.checkpoints_root(
+                self.out_dir).glob(f"*/{rundir.MODEL_DIR}/{rundir.CONFIG_FILE}"), reverse=True)])
             if cfg is not None:
                 return cfg
         return _train_config_of(self.found.config)

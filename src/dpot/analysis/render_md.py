@@ -9,6 +9,7 @@ from dpot.analysis import cfgkeys
 from dpot.analysis.aliases import COST_PREFIXES
 from dpot.analysis.i18n import finding_text, prose, t
 from dpot.analysis.summary import span_text
+from dpot.rundir import CONFIG_FILE
 
 CORE = ["train/loss", "train/l1_loss", "train/grad_norm", "eval/offline_eval/avg_loss", "train/lr"]
 OT_KEYS = ["train/ot_loss", "train/ot_pi_sum", "train/ot_pi_diag", "train/ot_pi_diag_frac", "train/ot_skipped"]
@@ -80,7 +81,7 @@ def _overview(run, summaries) -> list[str]:
     lines = [f"- Source: {run.kind} — {run.location}", f"- Steps logged: {run.last_step}"
              + (f" of {c['steps']} planned" if c.get("steps") else "")]
     if not c:
-        return lines + ["- Config: not available (no train_config.json / W&B config)"]
+        return lines + [f"- Config: not available (no {CONFIG_FILE} / W&B config)"]
     lines.append(f"- Policy: {g('policy.type')} (n_obs_steps={g('policy.n_obs_steps')}, "
                  f"n_action_steps={g('policy.n_action_steps')}, "
                  + (f"chunk_size={g('policy.chunk_size')})" if g("policy.chunk_size") is not None

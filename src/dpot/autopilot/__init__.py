@@ -1,13 +1,13 @@
 """``dpot autopilot``: the report -> propose -> train -> compare -> rollback loop of the seed report, run by the tool.
 
-Modules: :mod:`.spec` (arguments, objective, the search's identity in ``DIR/autopilot.json``, its directory
-layout), :mod:`.record` (the typed state: ``TrialRecord``, ``IterationRecord``, the ``Decision`` / ``Kind``
-values), :mod:`.store` (that state in the Optuna study, public API only), :mod:`.claim` (workers: claiming,
-take-over, heartbeats, the lock), :mod:`.candidates` (what is trained next, enqueued as plans; ``--strategy``),
+Modules: :mod:`.spec` (arguments, objective, the search's identity in ``DIR/autopilot.json``, its directory layout),
+:mod:`.record` (the typed state: ``TrialRecord``, ``IterationRecord``, the ``Decision`` / ``Kind`` values),
+:mod:`.store` (that state in the Optuna study, public API only), :mod:`.claim` (workers: claiming, take-over,
+heartbeats, the lock), :mod:`.candidates` (what is trained next, enqueued as plans; ``--strategy``),
 :mod:`.sampling` (the model-based sampler's ranges and draws, the params every trial records), :mod:`.training`
 (one trial: train, report, decide, tell), :mod:`.decisions` (the rules as pure functions: rollback triggers,
-closing an iteration, stops, retries, halving budgets), :mod:`.runs` (what a run directory says: metrics,
-checkpoints, objective), :mod:`.tools` (``dpot report/propose/train`` as subprocesses, the ``--launcher``
-template), :mod:`.engine` (opens the search and runs the loop), :mod:`.lineage` (``lineage.json``), :mod:`.html`
-(``autopilot.html``), :mod:`.cli` (``dpot autopilot``).
+closing an iteration, stops, retries, halving budgets), :mod:`.runs` (a run's objective from its metrics), :mod:`.tools`
+(``dpot report/propose/bench eval`` as subprocesses; training is launched, with the ``--launcher`` template, by
+:func:`dpot.rundir.launch_train`), :mod:`.engine` (opens the search and runs the loop), :mod:`.lineage`
+(``lineage.json``), :mod:`.html` (``autopilot.html``), :mod:`.cli` (``dpot autopilot``).
 """

@@ -41,8 +41,9 @@ import shutil
 import time
 from pathlib import Path
 
+from dpot import rundir
 from dpot.atomic import write_text
-from dpot.autopilot import spec, tools
+from dpot.autopilot import spec
 from dpot.autopilot.candidates import Planner
 from dpot.autopilot.claim import Claimer, dir_lock, worker_id
 from dpot.autopilot.decisions import close_iteration, stop_reason
@@ -64,7 +65,7 @@ class Search:
         self.s = s
         self.out = Path(s.out).resolve()
         self.objective = spec.parse_objective(s.objective)
-        tools.check_launcher(s.launcher)
+        rundir.check_launcher(s.launcher)
         if s.iterations < 0:
             raise UserError("--iterations: must be >= 0")
         if s.candidates < 1:

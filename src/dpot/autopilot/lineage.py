@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dpot import rundir
 from dpot.atomic import write_text
 from dpot.autopilot.record import Decision, Shown
 
@@ -47,7 +48,7 @@ def nodes(search) -> list[dict]:
         elif r.decision == Decision.HALVING and r.iteration in closed:
             shown = Decision.PRUNED           # not promoted by successive halving
         run_dir = search.run_dir(name)
-        report = run_dir / "report.html"
+        report = run_dir / rundir.REPORT_HTML
         out.append({
             "name": name, "parent": r.parent, "changes": r.changes, "diagnoses": r.diagnoses,
             "objective": r.objective, "decision": shown, "iteration": r.iteration, "kind": r.kind,

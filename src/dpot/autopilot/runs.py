@@ -1,4 +1,5 @@
-"""What a dpot run directory says: logged metrics (read by :mod:`dpot.metrics_log`), checkpoints, the objective.
+"""The objective of a dpot run, from its logged metrics (read by :mod:`dpot.metrics_log`; checkpoints and "finished":
+:mod:`dpot.rundir`).
 
 The objective of a run at a budget ``b`` is the last finite value of the objective metric logged at a step
 ``<= b`` (the value of the checkpoint one keeps); a run's *best* is the min (or max) over those values.
@@ -7,7 +8,6 @@ The objective of a run at a budget ``b`` is the last finite value of the objecti
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 
 def _float(v) -> float:
@@ -46,21 +46,6 @@ def best_value(points: list[tuple[int, float]], direction: str) -> float | None:
     if not vals:
         return None
     return min(vals) if direction == "min" else max(vals)
-
-
-def checkpoint_steps(run_dir: Path) -> list[int]:
-    """Steps of the complete checkpoints ``<run>/checkpoints/<step:06d>`` (the trainer renames a finished
-    temp dir into place, so a listed one is complete)."""
-    ck = Path(run_dir) / "checkpoints"
-    if not ck.is_dir():
-        return []
-    return sorted(int(p.name) for p in ck.iterdir() if p.is_dir() and p.name.isdigit() and not p.is_symlink())
-
-
-def reached(run_dir: Path, budget: int) -> bool:
-    """True when the run holds a checkpoint at ``budget`` steps or later (its training to ``budget`` is done)."""
-    steps = checkpoint_steps(run_dir)
-    return bool(steps) and steps[-1] >= budget
 
 
 def is_finite(x: float | None) -> bool:

@@ -13,6 +13,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from dpot import rundir
 from dpot.analysis import cfgkeys
 from dpot.errors import UserError
 
@@ -151,7 +152,7 @@ class SearchDir:
         return self.out / "configs" / f"{name}.json"
 
     def log_path(self, name: str) -> Path:
-        return self.out / "logs" / f"{name}.log"
+        return rundir.log_path(self.out, name)
 
     def proposals_dir(self, name: str) -> Path:
         return self.out / "proposals" / name

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 
+from dpot import rundir
 from dpot.autopilot import runs, tools
 from dpot.autopilot.candidates import Planner
 from dpot.autopilot.claim import heartbeat
@@ -55,9 +55,9 @@ class TrialRunner:
         task = self.objective.bench_task
         if task is None:
             return runs.series(read_metrics(run_dir), self.objective.key, budget)
-        cache = run_dir / f"bench_{task}_{budget:06d}.json"
+        cache = rundir.bench_result_path(run_dir, task, budget, self.steps)
         if not cache.exists():
-            ckpt = run_dir / "checkpoints" / f"{budget:06d}" / "pretrained_model"
+            ckpt = rundir.checkpoint_dir(run_dir, budget, self.steps) / rundir.MODEL_DIR
             if not evaluate or not ckpt.exists():
                 return []
             tools.bench_eval(ckpt, task, self.s.bench_episodes, self.s.bench_max_steps, cache)
@@ -98,22 +98,18 @@ class TrialRunner:
                     reported.add(step)
                     if kind != Kind.BASE and trial.should_prune():
                         return "pruned"
-            if budget < self.steps and runs.reached(run_dir, budget):
+            if budget < self.steps and rundir.is_finished(run_dir, budget):
                 return "budget"
             return None
 
-        if runs.reached(run_dir, budget):
+        if rundir.is_finished(run_dir, budget):
             reason = poll() or ""           # trained before a crash: only read it
-        else:
-            if tools.kill_leftover(log_path, str(cfg_path)):
-                time.sleep(1.0)
-            resume = bool(runs.checkpoint_steps(run_dir))
-            if not resume and run_dir.exists():
-                shutil.rmtree(run_dir)      # started, but no checkpoint yet: start over
-            cmd = tools.train_command(cfg_path, resume, name, run_dir, self.s.launcher)
-            rc, reason = tools.run_monitored(cmd, log_path, poll, self.s.poll_s)
+        else:                               # resumes from its checkpoint, if any
+            launch = rundir.launch_train(cfg_path, run_dir, log_path, name=name, launcher=self.s.launcher, poll=poll,
+                                         interval=self.s.poll_s, who="autopilot")
+            rc, reason = launch.returncode, launch.reason
         rows = read_metrics(run_dir)
-        failed = rc != 0 and reason not in ("budget", "pruned") and not runs.reached(run_dir, budget)
+        failed = rc != 0 and reason not in ("budget", "pruned") and not rundir.is_finished(run_dir, budget)
         if kind == Kind.BASE and failed:
             raise ObjectiveMissing(f"--config_path: the base run failed (exit {rc}): {_log_tail(log_path)}; see "
                                    f"{log_path}")

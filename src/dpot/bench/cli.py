@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from dpot.bench.env import DEFAULT_CAMERAS, OBS_MODES, REGIONS, check_layout, check_obs, check_region
 from dpot.errors import UserError, did_you_mean
+from dpot.rundir import MODEL_DIR
 
 
 class _Parser(argparse.ArgumentParser):
@@ -85,7 +86,7 @@ def _generate(args) -> int:
 
 # ------------------------------------------------------------------ eval
 def _eval_args(p):
-    p.add_argument("--policy", required=True, help="a pretrained_model/ folder (or a checkpoint folder holding one)")
+    p.add_argument("--policy", required=True, help=f"a {MODEL_DIR}/ folder (or a checkpoint folder holding one)")
     p.add_argument("--task", required=True)
     p.add_argument("--domain", default="target", help=_DOMAINS_HELP + "; default target")
     p.add_argument("--domain-spec", help="JSON domain spec file (overrides --domain)")

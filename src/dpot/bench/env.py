@@ -29,12 +29,13 @@ camera shift (``camera_pos_offset`` / ``camera_fovy_scale``) applies to that cam
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections import deque
 from dataclasses import dataclass
 
-os.environ.setdefault("MUJOCO_GL", "egl")
+from dpot.rundir import set_env_defaults
+
+set_env_defaults()  # MUJOCO_GL must be set before mujoco is first imported
 
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402

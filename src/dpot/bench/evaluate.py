@@ -39,6 +39,7 @@ from dpot.bench.env import (
     check_task,
 )
 from dpot.errors import UserError
+from dpot.rundir import MODEL_DIR, POLICY_CONFIG_FILE, WEIGHTS_FILE, set_env_defaults
 
 EVAL_SEED = 100_000
 
@@ -66,11 +67,11 @@ def newcombe_interval(s1: int, n1: int, s2: int, n2: int, z: float = 1.959964) -
 
 def _policy_dir(policy_path: str | Path) -> Path:
     path = Path(policy_path)
-    if (path / "pretrained_model" / "config.json").is_file():
-        path = path / "pretrained_model"
-    if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
-        raise UserError(f"--policy {policy_path}: not a LeRobot pretrained_model folder "
-                        f"(config.json and model.safetensors missing)")
+    if (path / MODEL_DIR / POLICY_CONFIG_FILE).is_file():
+        path = path / MODEL_DIR
+    if not (path / POLICY_CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
+        raise UserError(f"--policy {policy_path}: not a LeRobot {MODEL_DIR} folder "
+                        f"({POLICY_CONFIG_FILE} and {WEIGHTS_FILE} missing)")
     return path
 
 
@@ -216,7 +217,7 @@ def _run_episodes(policy_dir: str, task: str, spec: dict, seeds: list[int], max_
                   layout: str = "dpot", on_episode=None) -> list[dict]:
     """Run the given seeds in this process; returns one record per episode. After each episode: ``on_episode()``
     and the shared counter of a pool worker (:func:`_set_counter`) is raised by one."""
-    os.environ.setdefault("MUJOCO_GL", "egl")
+    set_env_defaults()
     import torch
 
     from dpot.bench.env import DomainEnv

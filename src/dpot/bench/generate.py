@@ -59,6 +59,7 @@ from dpot.bench.env import (
     check_task,
 )
 from dpot.errors import UserError
+from dpot.rundir import set_env_defaults
 
 META_FILE = "meta/dpot_bench.json"
 DESCRIPTIONS = {
@@ -75,7 +76,7 @@ _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(task, spec, image_size, cameras, fast_render, obs, layout="dpot"):
-    os.environ.setdefault("MUJOCO_GL", "egl")
+    set_env_defaults()
     import torch  # noqa: F401  (keep intra-op threads low if torch was imported)
 
     torch.set_num_threads(1)

@@ -1,6 +1,6 @@
-"""Atomic checkpoints in LeRobot's layout, and resume.
+"""Atomic checkpoints in LeRobot's layout, and resume (names and the complete-checkpoint rule: :mod:`dpot.rundir`).
 
-``<output_dir>/checkpoints/<step:06d>/``
+``<output_dir>/checkpoints/<step>/`` (:func:`dpot.rundir.checkpoint_name`)
     ``pretrained_model/`` — a plain LeRobot DiffusionPolicy: ``config.json``, ``model.safetensors``,
     ``policy_preprocessor.json`` / ``policy_postprocessor.json`` + normalizer ``.safetensors`` (combined stats),
     ``train_config.json`` (dpot's resolved config; ``dpot train --config_path=<it> --resume=true`` works).
@@ -9,7 +9,7 @@
     (sampler position = step, the open metric window).
 ``<output_dir>/checkpoints/last`` — symlink to the newest complete checkpoint.
 
-Atomicity: everything is written into ``checkpoints/.tmp-<step>``, which is renamed to ``<step:06d>`` only when
+Atomicity: everything is written into ``checkpoints/.tmp-<step>``, which is renamed to ``<step>`` only when
 complete; ``last`` is replaced with ``os.replace`` of a fresh symlink. A SIGKILL leaves either the old or the new
 checkpoint, never a half-written one. Weights are read with safetensors only.
 """
@@ -21,16 +21,8 @@ import os
 import shutil
 from pathlib import Path
 
+from dpot import rundir
 from dpot.errors import UserError
-
-CKPT_DIR = "checkpoints"
-LAST = "last"
-DPOT_STATE = "dpot_state.json"
-
-
-def step_dir_name(step: int, total_steps: int) -> str:
-    """Zero-padded step like LeRobot's ``get_step_identifier`` (at least 6 digits)."""
-    return f"{step:0{max(6, len(str(total_steps)))}d}"
 
 
 def save_checkpoint(output_dir: Path, step: int, *, cfg, policy, optimizer, scheduler, preprocessor,
@@ -40,16 +32,16 @@ def save_checkpoint(output_dir: Path, step: int, *, cfg, policy, optimizer, sche
 
     from dpot.config import save_train_config
 
-    root = Path(output_dir) / CKPT_DIR
+    root = rundir.checkpoints_root(output_dir)
     root.mkdir(parents=True, exist_ok=True)
-    final = root / step_dir_name(step, cfg.steps)
+    final = rundir.checkpoint_dir(output_dir, step, cfg.steps)
     tmp = root / f".tmp-{final.name}"
     if tmp.exists():
         shutil.rmtree(tmp)
     lr_save_checkpoint(tmp, step, cfg, policy, optimizer, scheduler, preprocessor=preprocessor,
                        postprocessor=postprocessor, num_processes=num_processes, batch_size=cfg.batch_size)
-    save_train_config(cfg, tmp / "pretrained_model" / "train_config.json")  # dpot's format, reloadable
-    (tmp / "training_state" / DPOT_STATE).write_text(json.dumps(dpot_state))
+    save_train_config(cfg, rundir.config_path(tmp / rundir.MODEL_DIR))  # dpot's format, reloadable
+    (tmp / rundir.STATE_DIR / rundir.DPOT_STATE_FILE).write_text(json.dumps(dpot_state))
     if final.exists():  # re-saving a step after a resume: replace the old copy
         trash = root / f".old-{final.name}"
         os.replace(final, trash)
@@ -57,27 +49,22 @@ def save_checkpoint(output_dir: Path, step: int, *, cfg, policy, optimizer, sche
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp, final)
-    link_tmp = root / f".{LAST}.tmp"
+    link_tmp = root / f".{rundir.LAST_LINK}.tmp"
     if link_tmp.is_symlink() or link_tmp.exists():
         link_tmp.unlink()
     link_tmp.symlink_to(final.name)
-    os.replace(link_tmp, root / LAST)
+    os.replace(link_tmp, rundir.last_link(output_dir))
     return final
 
 
-def last_checkpoint(output_dir: Path) -> Path:
-    """The newest complete checkpoint of a run; UserError when there is none.
-
-    A numbered directory exists only once complete (it is renamed from ``.tmp-<step>``), so the highest-numbered
-    one is the newest complete checkpoint even when a kill fell between that rename and the update of ``last``
-    (``last`` then still names the previous one, or does not exist yet)."""
-    root = Path(output_dir) / CKPT_DIR
-    steps = [d for d in (root.iterdir() if root.is_dir() else [])
-             if d.name.isdigit() and (d / "training_state" / "training_step.json").is_file()]
-    if not steps:
-        raise UserError(f"resume: no checkpoint in {root} (no complete checkpoints/<step> directory); "
-                        "run without --resume=true or point output_dir at a run that saved one")
-    return max(steps, key=lambda d: int(d.name)).resolve()
+def resume_checkpoint(output_dir: Path) -> Path:
+    """The checkpoint ``--resume=true`` continues from: :func:`dpot.rundir.last_checkpoint`; UserError when the
+    run has none."""
+    ckpt = rundir.last_checkpoint(output_dir)
+    if ckpt is None:
+        raise UserError(f"resume: no checkpoint in {rundir.checkpoints_root(output_dir)} (no complete numbered "
+                        "checkpoint directory); run without --resume=true or point output_dir at a run that saved one")
+    return ckpt
 
 
 def load_checkpoint(ckpt: Path, *, policy, optimizer, scheduler) -> tuple[int, dict]:
@@ -88,11 +75,11 @@ def load_checkpoint(ckpt: Path, *, policy, optimizer, scheduler) -> tuple[int, d
     from lerobot.common.train_utils import load_training_state
     from safetensors.torch import load_file
 
-    state = load_file(str(ckpt / "pretrained_model" / "model.safetensors"))
+    state = load_file(str(ckpt / rundir.MODEL_DIR / rundir.WEIGHTS_FILE))
     missing, unexpected = policy.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.endswith("num_batches_tracked")]:
         raise UserError(f"resume: {ckpt} does not match this policy (missing {missing[:3]}, unexpected "
-                        f"{unexpected[:3]}); resume with the run's own train_config.json")
+                        f"{unexpected[:3]}); resume with the run's own {rundir.CONFIG_FILE}")
     step, _, _ = load_training_state(ckpt, optimizer, scheduler)
-    dpot_state = json.loads((ckpt / "training_state" / DPOT_STATE).read_text())
+    dpot_state = json.loads((ckpt / rundir.STATE_DIR / rundir.DPOT_STATE_FILE).read_text())
     return int(step), dpot_state

@@ -18,8 +18,10 @@ from __future__ import annotations
 import logging
 import sys
 
+from dpot.rundir import CONFIG_FILE
+
 USAGE = ("usage: dpot train --config_path=cfg.json [--dotted.key=value ...]\n"
-         "       dpot train --config_path=<run>/train_config.json --resume=true\n"
+         f"       dpot train --config_path=<run>/{CONFIG_FILE} --resume=true\n"
          "multi-process: accelerate launch --multi_gpu --num_processes N -m dpot.train --config_path=cfg.json")
 
 

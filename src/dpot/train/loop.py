@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dpot import rundir
 from dpot.data.cotrain import (
     CoTrainBatchSampler,
     CoTrainDataset,
@@ -46,14 +47,14 @@ from dpot.data.cotrain import (
 )
 from dpot.data.pairs import pair_info_for_run
 from dpot.errors import UserError
-from dpot.metrics_log import METRICS_FILE, JsonlSink, truncate_metrics
+from dpot.metrics_log import JsonlSink, truncate_metrics
 from dpot.ot.loss import DomainFeatures
 from dpot.policy import PolicyHook, get_hook
 from dpot.train import checkpoint as ckpt_mod
 from dpot.train.distributed import gather_with_grad, valid_share
 from dpot.train.inputs import RunInputs, check_inputs, combined_stats
 from dpot.train.offline_eval import OfflineEvaluator
-from dpot.train.ot_records import plan_due, plan_snapshot, save_plan_snapshot, write_ot_terms
+from dpot.train.ot_records import plan_due, plan_snapshot, save_plan_snapshot
 from dpot.train.sinks import Sinks, TensorBoardSink, WandbSink
 
 log = logging.getLogger(__name__)
@@ -210,7 +211,7 @@ def check_run(cfg) -> tuple[RunInputs, Path, Path | None]:
     out_dir = Path(cfg.output_dir)
     resume_ckpt = None
     if cfg.resume:
-        resume_ckpt = ckpt_mod.last_checkpoint(out_dir)
+        resume_ckpt = ckpt_mod.resume_checkpoint(out_dir)
     elif out_dir.exists() and any(out_dir.iterdir()):
         raise UserError(f"output_dir: {out_dir} already exists and is not empty; pass --resume=true to continue "
                         "that run or choose a new output_dir")
@@ -251,11 +252,11 @@ def _open_dataset(cfg, ds_cfg, root, meta):
 def _make_sinks(cfg, out_dir: Path, main: bool, ot_terms: dict[str, str]) -> Sinks:
     sinks = Sinks([])
     if main:
-        sinks.sinks.append(JsonlSink(out_dir / METRICS_FILE))
+        sinks.sinks.append(JsonlSink(rundir.metrics_path(out_dir)))
         if cfg.wandb.enable:
             sinks.sinks.append(WandbSink(cfg, extra_config={"dpot_ot_terms": ot_terms}))
         if cfg.tensorboard:
-            sinks.sinks.append(TensorBoardSink(out_dir / "tensorboard"))
+            sinks.sinks.append(TensorBoardSink(out_dir / rundir.TENSORBOARD_DIR))
     return sinks
 
 
@@ -327,7 +328,7 @@ def build_run(cfg, *, accelerator=None) -> TrainRun:
     dtw = None
     if cfg.ot.heuristic and cfg.ot.alignment == "dtw":
         dtw = DTWAlignment(_trajectories(tgt_ds, train_eps), _trajectories(src_ds, src_table.episode.tolist()),
-                           seed=seed, cache_path=out_dir / "dtw_cache.npz" if main else None)
+                           seed=seed, cache_path=out_dir / rundir.DTW_CACHE_FILE if main else None)
     sampler = CoTrainBatchSampler(src_table, tgt_table, batch_size=cfg.batch_size, batch_ratio=cfg.ot.batch_ratio,
                                   seed=seed, heuristic=cfg.ot.heuristic, window_size=cfg.ot.window_size,
                                   drop_n_last_frames=int(getattr(policy.config, "drop_n_last_frames", 0) or 0),
@@ -351,8 +352,8 @@ def build_run(cfg, *, accelerator=None) -> TrainRun:
     # outputs (first writes)
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        save_train_config(cfg, out_dir / "train_config.json")
-        write_ot_terms(out_dir, ot_terms)
+        save_train_config(cfg, rundir.config_path(out_dir))
+        rundir.write_terms(out_dir, ot_terms)
         if resume_ckpt is not None:
             truncate_metrics(out_dir, start_step)
     accelerator.wait_for_everyone()
@@ -580,10 +581,17 @@ def train(cfg, *, accelerator=None) -> Path:
         run.sinks.close()
     run.accelerator.wait_for_everyone()
     if run.main:
-        log.info("dpot train: done (%d steps). metrics: %s  checkpoint: %s", step, run.out_dir / "metrics.jsonl",
-                 run.out_dir / "checkpoints" / "last" / "pretrained_model")
+        log.info("dpot train: done (%d steps). metrics: %s  %s", step, rundir.metrics_path(run.out_dir),
+                 _checkpoint_note(run.out_dir))
     run.accelerator.end_training()
     return run.out_dir
+
+
+def _checkpoint_note(out_dir: Path) -> str:
+    """``checkpoint: <run>/checkpoints/last/pretrained_model`` when the run holds one, else says there is none
+    (``save_checkpoint=false``): the end line names only what exists."""
+    model = rundir.last_link(out_dir) / rundir.MODEL_DIR
+    return f"checkpoint: {model}" if model.is_dir() else "no checkpoint saved"
 
 
 def _reduce(accelerator, metrics: dict[str, float]) -> dict[str, float]:

@@ -1,8 +1,6 @@
-"""What the trainer records about the OT term besides metrics: ``ot_terms.json`` and plan snapshots.
-
-``<run>/ot_terms.json`` = ``{"terms": {"img_<camera>": "embed", "<key>_lbl": "label", ...}}`` (the alignment
-loss's ``term_kinds``), written once at start: the kind of every cost term, so readers classify
-``train/ot_cost/<term>`` (``train/mmd/<term>``) by kind, not by name.
+"""What the trainer records about the OT term besides metrics: plan snapshots (paths: :mod:`dpot.rundir`, which
+also writes ``ot_terms.json``, the alignment loss's ``term_kinds``, once at start, so readers classify
+``train/ot_cost/<term>`` (``train/mmd/<term>``) by kind, not by name).
 
 ``<run>/ot_plans/step_<step:06d>.npz`` (every ``log_freq * ot.plan_log_every`` steps, OT on, main process):
 ``plan`` ``[n_src, n_tgt]`` float32 (pi* of that step's global batch), ``cost_<term>`` ``[n_src, n_tgt]`` float32
@@ -14,27 +12,20 @@ all of them without ``ot.paired_region``), and so do the item arrays.
 from __future__ import annotations
 
 import io
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from dpot.atomic import write_bytes, write_text
+from dpot import rundir
+from dpot.atomic import write_bytes
 
 log = logging.getLogger(__name__)
-
-TERMS_FILE = "ot_terms.json"
-PLANS_DIR = "ot_plans"
 
 
 def plan_due(step: int, log_freq: int, plan_log_every: int, use_ot: bool) -> bool:
     """True when the step numbered ``step`` (1-based, as in ``metrics.jsonl``) saves a plan snapshot."""
     return use_ot and plan_log_every > 0 and step % (log_freq * plan_log_every) == 0
-
-
-def plan_path(run_dir: str | Path, step: int) -> Path:
-    return Path(run_dir) / PLANS_DIR / f"step_{step:06d}.npz"
 
 
 def _numpy(x) -> np.ndarray:
@@ -78,9 +69,5 @@ def save_plan_snapshot(run_dir: str | Path, step: int, arrays: dict[str, np.ndar
     """Write ``<run>/ot_plans/step_<step:06d>.npz`` atomically."""
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    return write_bytes(plan_path(run_dir, step), buf.getvalue())
+    return write_bytes(rundir.plan_path(run_dir, step), buf.getvalue())
 
-
-def write_ot_terms(run_dir: str | Path, terms: dict[str, str]) -> Path:
-    """Write ``<run>/ot_terms.json`` = ``{"terms": terms}`` atomically."""
-    return write_text(Path(run_dir) / TERMS_FILE, json.dumps({"terms": terms}, indent=1) + "\n")

@@ -12,6 +12,8 @@ import os
 import warnings
 from pathlib import Path
 
+from dpot.metrics_log import METRICS_FILE
+
 log = logging.getLogger(__name__)
 
 
@@ -39,8 +41,8 @@ class WandbSink:
             self.run = self._wandb.run
         except Exception as err:  # noqa: BLE001 - W&B problems must never stop training
             self.error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-            warnings.warn(f"W&B logging disabled ({self.error}); metrics still go to metrics.jsonl", stacklevel=2)
-            log.warning("W&B logging disabled (%s); metrics still go to metrics.jsonl", self.error)
+            warnings.warn(f"W&B logging disabled ({self.error}); metrics still go to {METRICS_FILE}", stacklevel=2)
+            log.warning("W&B logging disabled (%s); metrics still go to %s", self.error, METRICS_FILE)
         if extra_config and self.run is not None:
             try:
                 self.run.config.update(extra_config, allow_val_change=True)

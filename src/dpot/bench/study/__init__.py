@@ -20,11 +20,14 @@ Study directory::
     D/results.json, results.md, curves.png
 
 ``<job>`` = ``<method>-seed<k>``. Resume: a job with a ``done/`` marker is skipped; otherwise each stage is
-redone only if its output is missing: training resumes from ``checkpoints/last`` (``--resume=true``; a run dir
-without any checkpoint holds nothing to keep and is started again), and every evaluation whose JSON exists is
-kept. Jobs run in plan order: the calibration runs (seed 0 of the methods marked ``calibration``: target-only
-and source-only in the ID/OOD study) first, then the core methods (group 0) for all seeds, seed by seed, then
-the other groups. Training runs in a subprocess (``python -m dpot.train``).
+redone only if its output is missing: training resumes from its newest complete checkpoint (``--resume=true``
+with the run's own ``train_config.json``; a run dir without any checkpoint holds nothing to keep and is started
+again), a job counts as trained once it holds a complete checkpoint at the preset's steps
+(:func:`dpot.rundir.is_finished`), and every evaluation whose JSON exists is kept. Jobs run in plan order: the
+calibration runs (seed 0 of the methods marked ``calibration``: target-only and source-only in the ID/OOD study)
+first, then the core methods (group 0) for all seeds, seed by seed, then
+the other groups. Training runs in a subprocess (``dpot train``, started by :func:`dpot.rundir.launch_train`
+as the autopilot's are).
 
 Several sittings may share one directory at the same time (e.g. two processes with ``OMP_NUM_THREADS=1`` on a
 2-core machine): a sitting works on a job only while it holds an exclusive ``flock`` on ``claims/<job>.lock``

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from dpot import rundir
 from dpot.bench.presets import parse_methods
 from dpot.bench.study.plan import plan_jobs
 from dpot.bench.study.rendering import pct
@@ -38,7 +39,7 @@ def run_cli(args) -> int:
         total = 0.0
         for job in jobs:
             state = "done" if study.is_done(job) else (
-                "partial" if (study.run_dir(job) / "checkpoints" / "last").exists() else "todo")
+                "partial" if rundir.last_checkpoint(study.run_dir(job)) is not None else "todo")
             left = study.cpu_seconds_left(job)
             total += left
             est = f"~{left / 60:.0f} core-min left" if left else ""

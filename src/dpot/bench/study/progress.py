@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from dpot.metrics_log import read_metrics
+from dpot.rundir import checkpoint_steps
 
 
 def run_progress(run_dir: Path) -> str:
@@ -20,8 +21,8 @@ def run_progress(run_dir: Path) -> str:
     directory's numbered checkpoints and ``metrics.jsonl`` (``train/update_s`` is the mean seconds of one
     optimizer step over a logging window, CUDA synchronized). Missing pieces read ``none``."""
     run_dir = Path(run_dir)
-    ckpts = sorted(d.name for d in (run_dir / "checkpoints").glob("[0-9]*") if d.name.isdigit())
-    last = f"step {int(ckpts[-1])}" if ckpts else "none"
+    ckpts = checkpoint_steps(run_dir)
+    last = f"step {ckpts[-1]}" if ckpts else "none"
     rows = [r for r in read_metrics(run_dir) if "train/update_s" in r]   # a line torn by a kill is skipped
     steps, update = [r["step"] for r in rows], [r["train/update_s"] for r in rows]
     speed = "no training steps logged"

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from dpot.atomic import write_text
 from dpot.bench.study.rendering import plot_curves, render_markdown
 from dpot.errors import UserError
+from dpot.rundir import metrics_path
 
 if TYPE_CHECKING:
     from dpot.bench.study.runner import Study
@@ -141,7 +142,7 @@ def write_results(study: Study) -> dict:
     markers = [json.loads(p.read_text()) for p in sorted((study.root / "done").glob("*.json"))]
     for m in markers:  # recomputed from the run's log when it is here (markers of older versions: last value)
         run = study.root / "runs" / m["job"]
-        if (run / "metrics.jsonl").is_file():
+        if metrics_path(run).is_file():
             m["ot"] = ot_metrics(run)
     p = study.preset
     results = {"preset": p.name, "task": study.task, "steps": p.steps, "obs": p.obs, "shift": p.shift,

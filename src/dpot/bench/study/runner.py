@@ -9,14 +9,12 @@ import fcntl
 import json
 import logging
 import os
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from dpot import rundir
 from dpot.bench.presets import (
     DATA_SEEDS,
     EVAL_CELLS,
@@ -79,15 +77,12 @@ class Study:
         return self.root / "done" / f"{job.id}.json"
 
     def final_checkpoint(self, job: Job) -> Path:
-        """The checkpoint of the last training step (``checkpoints/<steps>``, the trainer's own naming)."""
-        from dpot.train.checkpoint import step_dir_name
-
-        return self.run_dir(job) / "checkpoints" / step_dir_name(self.preset.steps, self.preset.steps)
+        """The checkpoint of the last training step (:func:`dpot.rundir.checkpoint_dir`)."""
+        return rundir.checkpoint_dir(self.run_dir(job), self.preset.steps, self.preset.steps)
 
     def trained(self, job: Job) -> bool:
-        """The job's training is finished: its final checkpoint holds the model's weights (the one definition
-        of "trained" used by :meth:`train` and :meth:`is_done`)."""
-        return (self.final_checkpoint(job) / "pretrained_model" / "model.safetensors").is_file()
+        """The job's training is finished (:func:`dpot.rundir.is_finished` at the preset's steps)."""
+        return rundir.is_finished(self.run_dir(job), self.preset.steps)
 
     def cell(self, name: str) -> tuple[str, str]:
         """(domain spec name, region) of an evaluation cell (:data:`dpot.bench.presets.EVAL_CELLS`)."""
@@ -104,8 +99,7 @@ class Study:
         if self.is_done(job):
             return 0.0
         p = self.preset
-        last = self.run_dir(job) / "checkpoints" / "last" / "training_state" / "training_step.json"
-        done_steps = json.loads(last.read_text()).get("step", 0) if last.is_file() else 0
+        done_steps = (rundir.checkpoint_steps(self.run_dir(job)) or [0])[-1]
         episodes = sum(p.cell_episodes(c) for c in p.eval_domains if not self.eval_path(job, c).is_file())
         episodes += len(p.curve_domains) * p.curve_episodes * max(0, p.steps // p.save_every - 1)
         return (p.steps - done_steps) * p.cpu_s_per_step + episodes * p.cpu_s_per_episode
@@ -162,30 +156,22 @@ class Study:
         return cfg
 
     def train(self, job: Job, data: dict[str, dict]) -> str:
-        """Train the job (fresh, or resumed from its last checkpoint); returns "done", "resumed" or "fresh"."""
+        """Train the job (fresh, or resumed from its last checkpoint with the run's own resolved config:
+        :func:`dpot.rundir.launch_train`); returns "done", "resumed" or "fresh"."""
         run = self.run_dir(job)
         if self.trained(job):
             return "done"
-        last = run / "checkpoints" / "last"
-        if last.exists() and (last / "training_state" / "training_step.json").is_file():
-            args, mode = [f"--config_path={run / 'train_config.json'}", "--resume=true"], "resumed"
+        if rundir.last_checkpoint(run) is not None:
+            cfg_path = rundir.config_path(run)
         else:
-            if run.exists():
-                shutil.rmtree(run)  # no checkpoint yet: nothing to keep
             cfg_path = write_json(self.root / "configs" / f"{job.id}.json", self.job_config(job, data))
-            args, mode = [f"--config_path={cfg_path}"], "fresh"
-        log = self.root / "logs" / f"{job.id}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "PYTHONUNBUFFERED": "1"}
-        with log.open("a") as fh:
-            fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {mode}: {' '.join(args)}\n")
-            fh.flush()
-            rc = subprocess.run([sys.executable, "-m", "dpot.train", *args], stdout=fh, stderr=subprocess.STDOUT,
-                                env=env, check=False).returncode
-        if rc != 0:
+        log = rundir.log_path(self.root, job.id)
+        launch = rundir.launch_train(cfg_path, run, log, name=job.id, who="study")
+        if launch.returncode != 0:
             tail = log.read_text().strip().splitlines()[-1:] or [""]
-            raise UserError(f"study job {job.id}: training exited with code {rc} ({tail[0][:200]}); see {log}")
-        return mode
+            raise UserError(f"study job {job.id}: training exited with code {launch.returncode} ({tail[0][:200]}); "
+                            f"see {log}")
+        return "resumed" if launch.resumed else "fresh"
 
     # -------------------------------------------------------------- evaluation
     def evaluate(self, job: Job, ckpt: Path, cell: str, episodes: int, path: Path) -> dict:
@@ -197,7 +183,7 @@ class Study:
         from dpot.bench.evaluate import evaluate_policy
 
         domain, region = self.cell(cell)
-        r = evaluate_policy(ckpt / "pretrained_model", self.task, domain, episodes, self.preset.eval_seed,
+        r = evaluate_policy(ckpt / rundir.MODEL_DIR, self.task, domain, episodes, self.preset.eval_seed,
                             max_steps=self.preset.eval_max_steps, workers=self.eval_workers, device=self.device,
                             progress=self.progress, obs=self.preset.obs, region=region)
         detail = r.pop("episodes_detail", [])
@@ -211,11 +197,10 @@ class Study:
     def curve(self, job: Job, cell: str) -> list[dict]:
         """Evaluate each intermediate checkpoint in ``cell`` (the learning curve)."""
         out = []
-        ckpts = sorted(d for d in (self.run_dir(job) / "checkpoints").iterdir() if d.name.isdigit())
-        for ckpt in ckpts:
-            step = int(ckpt.name)
+        for step in rundir.checkpoint_steps(self.run_dir(job)):
             if step >= self.preset.steps:
                 continue
+            ckpt = rundir.checkpoint_dir(self.run_dir(job), step, self.preset.steps)
             path = self.root / "evals" / CURVE_FILE.format(job=job.id, cell=cell, step=step)
             r = self.evaluate(job, ckpt, cell, self.preset.curve_episodes, path)
             out.append({"step": step, "successes": r["successes"], "episodes": r["episodes"]})
@@ -320,7 +305,7 @@ def run_study(preset: str, *, task: str | None = None, root: str | Path | None =
     study = make_study(preset, task=task, root=root, shift=shift, device=device, eval_workers=eval_workers,
                        progress=progress)
     jobs = plan_jobs(parse_methods(only, study.preset.method_table), seeds or study.preset.seeds, cap=seeds)
-    os.environ.setdefault("MUJOCO_GL", "egl")
+    rundir.set_env_defaults()
     return study.run(jobs, max_jobs)
 
 
