@@ -37,7 +37,7 @@ def test_micro_powered_arms_record_layouts_in_their_regions(tmp_path):
                 assert region == "all" or lay["region"] == region
     official = json.loads((root / "runs" / "dp-ot-official-seed0" / "ot_terms.json").read_text())["terms"]
     assert official == {"obs_embed": "embed", "state_lbl": "label"}
-    rows = [json.loads(x) for x in (root / "runs" / "dp-ot-official-seed0" / "metrics.jsonl").read_text().split()]
+    rows = [json.loads(x) for x in (root / "runs" / "dp-ot-official-seed0" / "metrics.jsonl").read_text().splitlines()]
     assert all(r["train/ot_pi_sum"] > 0 for r in rows) and "train/ot_cost_mean/state_lbl" in rows[-1]
 
 
