@@ -180,13 +180,18 @@ def read_terms(run_dir: str | Path) -> object | None:
     path = terms_path(run_dir)
     if not path.exists():
         return None
+    return load_json_object(path).get("terms")
+
+
+def load_json_object(path: Path) -> dict:
+    """The JSON object in ``path``; UserError naming the file when it cannot be read or is not an object."""
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise UserError(f"{path}: cannot read JSON ({err}); fix or remove the file") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object")
-    return data.get("terms")
+    return data
 
 
 def plan_path(run_dir: str | Path, step: int) -> Path:

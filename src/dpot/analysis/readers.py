@@ -245,24 +245,15 @@ class RunReader(ABC):
         return col.fill(run)
 
 
-def _load_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"{path}: cannot read JSON ({err}); fix or remove the file") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object")
-    return data
-
 
 def _lineage_in(directory: Path) -> str | None:
     """Parent run of a proposal-made run: ``<dir>/parent.json`` or ``<dir>/../lineage.json[<dir name>]``."""
     own = directory / "parent.json"
     if own.exists():
-        return _load_json(own).get("parent")
+        return rundir.load_json_object(own).get("parent")
     shared = directory.parent / "lineage.json"
     if shared.exists():
-        entry = _load_json(shared).get(directory.name)
+        entry = rundir.load_json_object(shared).get(directory.name)
         if isinstance(entry, dict) and entry.get("parent"):
             return entry["parent"]
     return None
@@ -272,7 +263,7 @@ def _first_config(candidates: Iterable[Path]) -> dict | None:
     """The first existing ``train_config.json`` of ``candidates``, read; None when none exists."""
     for cand in candidates:
         if cand.exists():
-            return _load_json(cand)
+            return rundir.load_json_object(cand)
     return None
 
 
