@@ -65,7 +65,7 @@ episode would otherwise leak into ``target-only``'s "source" half) and closed-lo
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from dpot.errors import UserError, did_you_mean
@@ -258,6 +258,19 @@ class Preset:
         return json.loads(json.dumps(asdict(self)))
 
 
+# The pilot's settings (docs/results.md, "Calibration"): 4-d state, goal only in the images, 10 target demos
+# in the id half, 100 source demos over the whole range; target-only 86 % ID / 8 % OOD, source-only 14 %
+# target vs 50 % source at 1500 steps (~12 min per run on one core, two runs side by side)
+CPU_IDOOD = Preset(
+    "cpu-idood", ("button-press-topdown-v3",), source_episodes=100, target_episodes=10, image_size=64,
+    cameras=("corner4", "gripperPOV"), steps=1500, batch_size=32, save_every=500,
+    policy={"n_obs_steps": 1, "down_dims": [64, 128, 256], "resize_shape": [64, 64], "crop_ratio": 0.875,
+            "use_separate_rgb_encoder_per_camera": False, "num_inference_steps": 10},
+    eval_episodes=50, curve_episodes=20, num_workers=2, eval_workers=2, device="cpu", seeds=3,
+    note="2 CPU cores, two sittings: ~12 min training + ~8 min evaluation per run",
+    eval_domains=("target_id", "target_ood", "source"), obs="proprio", shift="target",
+    target_region="id", curve_domains=("target_id", "target_ood"), methods="idood")
+
 PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("micro", ("button-press-topdown-v3",), source_episodes=2, target_episodes=2, image_size=32,
            cameras=("corner4", "gripperPOV"), steps=4, batch_size=4, save_every=2,
@@ -292,40 +305,18 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            eval_domains=("target_id", "target_ood", "source"), obs="proprio", shift="target-visual",
            target_region="id", curve_domains=("target_id", "target_ood"), methods="powered",
            eval_seed=200_000, source_eval_episodes=1),
-    # The pilot's settings (docs/results.md, "Calibration"): 4-d state, goal only in the images, 10 target demos
-    # in the id half, 100 source demos over the whole range; target-only 86 % ID / 8 % OOD, source-only 14 %
-    # target vs 50 % source at 1500 steps (~12 min per run on one core, two runs side by side)
-    Preset("cpu-idood", ("button-press-topdown-v3",), source_episodes=100, target_episodes=10, image_size=64,
-           cameras=("corner4", "gripperPOV"), steps=1500, batch_size=32, save_every=500,
-           policy={"n_obs_steps": 1, "down_dims": [64, 128, 256], "resize_shape": [64, 64], "crop_ratio": 0.875,
-                   "use_separate_rgb_encoder_per_camera": False, "num_inference_steps": 10},
-           eval_episodes=50, curve_episodes=20, num_workers=2, eval_workers=2, device="cpu", seeds=3,
-           note="2 CPU cores, two sittings: ~12 min training + ~8 min evaluation per run",
-           eval_domains=("target_id", "target_ood", "source"), obs="proprio", shift="target",
-           target_region="id", curve_domains=("target_id", "target_ood"), methods="idood"),
+    CPU_IDOOD,
     # The powered design (issue 19, docs/results.md "Pre-registration"): cpu-idood's data, policy and budget, new
     # evaluation layouts (eval_seed 200000: seeds never used by a study before), 200 episodes per target cell and
     # 50 for the source cell; per-arm seeds in POWERED_METHODS (7 for the core arms, 3 for the others)
-    Preset("cpu-idood-powered", ("button-press-topdown-v3",), source_episodes=100, target_episodes=10,
-           image_size=64, cameras=("corner4", "gripperPOV"), steps=1500, batch_size=32, save_every=500,
-           policy={"n_obs_steps": 1, "down_dims": [64, 128, 256], "resize_shape": [64, 64], "crop_ratio": 0.875,
-                   "use_separate_rgb_encoder_per_camera": False, "num_inference_steps": 10},
-           eval_episodes=200, curve_episodes=20, num_workers=2, eval_workers=2, device="cpu", seeds=7,
-           note="2 CPU cores, several sittings: ~19 min training + ~10 min evaluation per run on one core",
-           eval_domains=("target_id", "target_ood", "source"), obs="proprio", shift="target",
-           target_region="id", curve_domains=("target_id", "target_ood"), methods="powered",
-           eval_seed=200_000, source_eval_episodes=50),
+    replace(CPU_IDOOD, name="cpu-idood-powered", eval_episodes=200, seeds=7, methods="powered", eval_seed=200_000,
+            source_eval_episodes=50, policy=dict(CPU_IDOOD.policy),
+            note="2 CPU cores, several sittings: ~19 min training + ~10 min evaluation per run on one core"),
     # The second task (breadth): drawer-open-v3, the drawer's position only in the images (4-d state), the same
     # protocol, budget and criteria as cpu-idood, evaluated like cpu-idood-powered
-    Preset("cpu-idood-task2", ("drawer-open-v3",), source_episodes=100, target_episodes=10, image_size=64,
-           cameras=("corner4", "gripperPOV"), steps=1500, batch_size=32, save_every=500,
-           policy={"n_obs_steps": 1, "down_dims": [64, 128, 256], "resize_shape": [64, 64], "crop_ratio": 0.875,
-                   "use_separate_rgb_encoder_per_camera": False, "num_inference_steps": 10},
-           eval_episodes=200, curve_episodes=20, num_workers=2, eval_workers=2, device="cpu", seeds=3,
-           note="2 CPU cores, several sittings: calibration (target-only, source-only seed 0) first",
-           eval_domains=("target_id", "target_ood", "source"), obs="proprio", shift="target",
-           target_region="id", curve_domains=("target_id", "target_ood"), methods="task2",
-           eval_seed=200_000, source_eval_episodes=50),
+    replace(CPU_IDOOD, name="cpu-idood-task2", tasks=("drawer-open-v3",), eval_episodes=200, methods="task2",
+            eval_seed=200_000, source_eval_episodes=50, policy=dict(CPU_IDOOD.policy),
+            note="2 CPU cores, several sittings: calibration (target-only, source-only seed 0) first"),
     # The cpu-idood protocol at a GPU budget (scripts/gpu_study.sh: the core methods side by side on one lent GPU,
     # one seed per call, <= 9 min per command with data generation and evaluation): 96 px images, a twice wider
     # U-Net, batch 64 and 3000 steps (2x cpu-idood's samples per step, 2x its steps). The GPU step time was not
