@@ -3,7 +3,7 @@ same model size, same batch size, run back to back in this process's machine).
 
     .venv/bin/python benchmarks/train_step.py [--steps 30] [--warmup 5] [--batch_size 8] [--num_workers 2]
         [--source DIR --target DIR] [--image_size 64] [--device cpu|cuda] [--use_amp] [--model tiny|default]
-        [--json out.json] [--write docs/benchmarks.md]
+        [--policy diffusion|act] [--json out.json] [--write docs/benchmarks.md]
 
 Reports per run: median ``update_s``, median ``dataloading_s``, steps/s (1 / (update + data)), data wait share
 (data / (update + data)); for dpot the extra cost of OT (OT on vs off) and the time of one offline eval
@@ -14,7 +14,11 @@ uses LeRobot's default diffusion U-Net (down_dims 512/1024/2048) instead of the 
 trainers' own ``update_s``/``dataloading_s`` it records the **wall time per step** from the arrival times of the
 per-step log lines (dpot: ``metrics.jsonl``; lerobot-train: its log), which counts queued GPU work whatever
 point each trainer stops its clock at. ``--json`` writes the raw per-run summaries.
-``--write`` replaces only the ``## Trainer (dpot train)`` section of the given Markdown file.
+``--policy act`` runs the three trainers on LeRobot's ACT instead (:data:`ACT_POLICY`: LeRobot's default ACT sizes,
+ResNet18 backbone without pretrained weights, a 16-step chunk; dpot's OT term on ACT's pooled per-camera features,
+:mod:`dpot.policy.act`); the in-process A/B then runs ACT's own loss through dpot's ACT hook.
+``--write`` replaces only that policy's section (``## Trainer (dpot train)``, ``## Trainer, ACT (dpot train)``) of
+the given Markdown file.
 """
 
 from __future__ import annotations
@@ -34,20 +38,29 @@ from pathlib import Path
 
 PY = sys.executable
 BIN = Path(sys.executable).parent
-SECTION = "## Trainer (dpot train)"
+SECTIONS = {"diffusion": "## Trainer (dpot train)", "act": "## Trainer, ACT (dpot train)"}
 POLICY = {"type": "diffusion", "device": "cpu", "push_to_hub": False, "pretrained_backbone_weights": None,
           "use_group_norm": True, "use_separate_rgb_encoder_per_camera": False, "down_dims": [32, 64, 128],
           "n_obs_steps": 2, "horizon": 16, "n_action_steps": 8, "diffusion_step_embed_dim": 64,
           "noise_scheduler_type": "DDIM", "num_inference_steps": 10}
+# LeRobot 0.6.1's ACT at its default sizes (dim_model 512, 4 encoder / 1 decoder layers, VAE on, ResNet18 without
+# pretrained weights), with a 16-step chunk (8 executed) in place of 100: the CPU-sized counterpart of the U-Net's
+# horizon 16 above (the toy episodes are 20-40 frames long)
+ACT_POLICY = {"type": "act", "device": "cpu", "push_to_hub": False, "pretrained_backbone_weights": None,
+              "chunk_size": 16, "n_action_steps": 8}
 # LeRobot 0.6.1's default diffusion U-Net and encoders (one ResNet18 per camera), still without pretrained weights
 DEFAULT_MODEL = {"use_separate_rgb_encoder_per_camera": True, "down_dims": [512, 1024, 2048],
                  "diffusion_step_embed_dim": 128}
 
 
 def policy_config(args) -> dict:
-    """The policy keys both trainers get: the CPU-sized ``POLICY`` or LeRobot's default sizes, on ``--device``."""
-    p = dict(POLICY)
-    if getattr(args, "model", "tiny") == "default":
+    """The policy keys both trainers get: the CPU-sized ``POLICY`` or LeRobot's default sizes (``--policy act``:
+    :data:`ACT_POLICY` whatever ``--model``), on ``--device``."""
+    if getattr(args, "policy", "diffusion") == "act":
+        p = dict(ACT_POLICY)
+    else:
+        p = dict(POLICY)
+    if p["type"] == "diffusion" and getattr(args, "model", "tiny") == "default":
         p.update(DEFAULT_MODEL)
     p["device"] = getattr(args, "device", "cpu")
     p["use_amp"] = bool(getattr(args, "use_amp", False))
@@ -163,7 +176,9 @@ def _lerobot_run(tmp: Path, tgt: Path, args) -> dict:
 
 def interleaved_ot_cost(tgt: Path, args, reps: int) -> dict:
     """In-process A/B of one full training step (forward, [OT], backward, AdamW step) with OT off / on,
-    alternated ``reps`` times on the same batch, so load from other jobs hits both arms alike."""
+    alternated ``reps`` times on the same batch, so load from other jobs hits both arms alike. The forward is the
+    policy's dpot hook (:func:`dpot.policy.hooks.get_hook`: Diffusion's or ACT's loss and per-camera features of
+    the same pass), as ``dpot train`` runs it."""
     import torch
     from lerobot.configs.policies import PreTrainedConfig
     from lerobot.configs.types import FeatureType
@@ -172,35 +187,41 @@ def interleaved_ot_cost(tgt: Path, args, reps: int) -> dict:
 
     from dpot.config import OTConfig
     from dpot.ot.loss import DomainFeatures, OTAlignmentLoss
-    from dpot.policy.diffusion import diffusion_loss_with_features
+    from dpot.policy.hooks import get_hook
 
     meta = LeRobotDatasetMetadata("local/target", root=tgt)
     pkeys = policy_config(args)
-    pcfg = PreTrainedConfig.get_choice_class("diffusion")(**{k: v for k, v in pkeys.items() if k != "type"})
+    pcfg = PreTrainedConfig.get_choice_class(pkeys["type"])(**{k: v for k, v in pkeys.items() if k != "type"})
     policy = make_policy(pcfg, ds_meta=meta)
+    hook = get_hook(pkeys["type"])
     dev = torch.device(pkeys["device"])
     opt = torch.optim.AdamW(policy.parameters(), lr=1e-4)
-    b = args.batch_size
-    batch = {k: torch.rand(b, 2, *f.shape) for k, f in policy.config.input_features.items()
+    b, n = args.batch_size, args.batch_size // 2
+    # observation time axis only where the policy stacks frames (Diffusion: n_obs_steps; ACT: none)
+    obs = (2,) if pkeys["type"] == "diffusion" else ()
+    horizon = int(getattr(policy.config, "horizon", None) or policy.config.chunk_size)
+    batch = {k: torch.rand(b, *obs, *f.shape) for k, f in policy.config.input_features.items()
              if f.type is FeatureType.VISUAL}
     state_dim = policy.config.input_features["observation.state"].shape[0]
-    batch["observation.state"] = torch.rand(b, 2, state_dim)
-    batch["action"] = torch.rand(b, 16, policy.config.output_features["action"].shape[0]) * 2 - 1
-    batch["action_is_pad"] = torch.zeros(b, 16, dtype=torch.bool)
+    batch["observation.state"] = torch.rand(b, *obs, state_dim)
+    batch["action"] = torch.rand(b, horizon, policy.config.output_features["action"].shape[0]) * 2 - 1
+    batch["action_is_pad"] = torch.zeros(b, horizon, dtype=torch.bool)
     batch = {k: v.to(dev) for k, v in batch.items()}
     ot = OTAlignmentLoss(OTConfig())
-    n = b // 2
     phase = torch.linspace(0, 1, n, device=dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    policy.train()
 
-    def step(use_ot: bool) -> float:
+    def step(use_ot: bool, k: int) -> float:
+        draws = {key: v.to(dev) if torch.is_tensor(v) and v.dim() else v
+                 for key, v in hook.step_draws(policy.config, 0, k, (n, b - n, 1, 0)).items()}
         sync()
         t0 = time.perf_counter()
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=pkeys["use_amp"]):
-            out = diffusion_loss_with_features(policy, batch)
+            out = hook.forward(policy, batch, draws)
             loss = out.loss
             if use_ot:
-                f = lambda sl: DomainFeatures(embeds={k: v[sl] for k, v in out.embeds.items()},  # noqa: E731
+                f = lambda sl: DomainFeatures(embeds={c: v[sl] for c, v in out.embeds.items()},  # noqa: E731
                                               labels={"action": out.action[sl]}, phase=phase)
                 loss = loss + ot(f(slice(0, n)), f(slice(n, None))).loss
         loss.backward()
@@ -209,11 +230,11 @@ def interleaved_ot_cost(tgt: Path, args, reps: int) -> dict:
         sync()
         return time.perf_counter() - t0
 
-    step(False), step(True)  # warm-up
+    step(False, 0), step(True, 1)  # warm-up
     off, on = [], []
-    for _ in range(reps):
-        off.append(step(False))
-        on.append(step(True))
+    for k in range(reps):
+        off.append(step(False, 2 + 2 * k))
+        on.append(step(True, 3 + 2 * k))
     return {"off": statistics.median(off), "on": statistics.median(on), "reps": reps,
             "ratio_median": statistics.median([a / b for a, b in zip(on, off)])}
 
@@ -246,13 +267,19 @@ def render(res: dict, args, data_desc: str) -> str:
     eval_share = on["eval_s"] / (1000 * step_on + on["eval_s"]) if on["eval_s"] else float("nan")
     ab = res.get("ab")
     pkeys = policy_config(args)
+    if pkeys["type"] == "act":
+        model = ("LeRobot's ACT at its default sizes (dim_model 512, 4 encoder / 1 decoder layers, VAE), ResNet18 "
+                 "backbone without pretrained weights, chunk 16 (8 executed), n_obs 1; dpot's OT on ACT's pooled "
+                 "per-camera projected backbone features and the action chunk")
+    else:
+        enc = "one ResNet18 per camera" if pkeys["use_separate_rgb_encoder_per_camera"] else "one shared ResNet18"
+        model = (f"diffusion, {enc} (no pretrained weights, GroupNorm), U-Net down_dims {pkeys['down_dims']}, "
+                 "n_obs 2 / horizon 16")
     lines = [
-        SECTION, "",
+        SECTIONS[pkeys["type"]], "",
         f"`benchmarks/train_step.py` ({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} CPU cores, "
         f"device {device_name(pkeys['device'])}{', bf16 autocast' if pkeys['use_amp'] else ''}). Data: {data_desc}. "
-        f"Policy: diffusion, 2 cameras at {args.image_size} px, "
-        f"{'one ResNet18 per camera' if pkeys['use_separate_rgb_encoder_per_camera'] else 'one shared ResNet18'} "
-        f"(no pretrained weights, GroupNorm), U-Net down_dims {pkeys['down_dims']}, n_obs 2 / horizon 16; batch "
+        f"Policy: {model}; 2 cameras at {args.image_size} px; batch "
         f"{args.batch_size} (dpot: half source, half target; lerobot-train: target only), num_workers "
         f"{args.num_workers}. Medians over steps {args.warmup + 1}..{args.steps} of each run; runs back to back. "
         "wall step = time between consecutive per-step log lines.", "",
@@ -273,8 +300,11 @@ def render(res: dict, args, data_desc: str) -> str:
          "cost number; the end-to-end runs above ran at different times under changing load." if ab else ""),
         f"- Data wait share with OT on: **{100 * on['data_share']:.1f} %** of step time (target <= 5 %).",
         f"- dpot (OT on) vs lerobot-train step time: {step_on:.3f} s vs {1 / lr['steps_per_s']:.3f} s "
-        f"({100 * (step_on / (1 / lr['steps_per_s']) - 1):+.1f} %).",
-        (f"- One offline eval (20 batches x {args.batch_size}, DDIM 10 steps): {on['eval_s']:.1f} s, i.e. "
+        f"(**{step_on * lr['steps_per_s']:.2f}x**, {100 * (step_on / (1 / lr['steps_per_s']) - 1):+.1f} %)"
+        + (f"; wall step {on['step_wall_s']:.3f} s vs {lr['step_wall_s']:.3f} s "
+           f"(**{on['step_wall_s'] / lr['step_wall_s']:.2f}x**)." if on["step_wall_s"] and lr["step_wall_s"] else "."),
+        (f"- One offline eval (20 batches x {args.batch_size}, "
+         f"{'DDIM 10 steps' if pkeys['type'] == 'diffusion' else 'one ACT forward each'}): {on['eval_s']:.1f} s, i.e. "
          f"**{100 * eval_share:.2f} %** of wall time at the default `eval_freq=1000` (target <= 5 %)."
          if on["eval_s"] else "- offline eval not measured"),
         f"- Wall time of each run incl. start-up: OT on {on['wall_s']:.0f} s, OT off {off['wall_s']:.0f} s, "
@@ -301,13 +331,14 @@ def summaries(res: dict) -> dict:
 
 
 def write_section(path: Path, text: str) -> None:
-    """Replace (or append) only the ``## Trainer (dpot train)`` section of ``path``."""
+    """Replace (or append) only the section whose heading is ``text``'s first line (:data:`SECTIONS`) in ``path``."""
+    section = text.splitlines()[0]
     old = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    start = old.find(SECTION)
+    start = old.find(section + "\n")
     if start < 0:
         new = old.rstrip() + "\n\n" + text
     else:
-        nxt = old.find("\n## ", start + len(SECTION))
+        nxt = old.find("\n## ", start + len(section))
         new = old[:start] + text + ("\n" + old[nxt + 1:] if nxt >= 0 else "")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(new.rstrip() + "\n")
@@ -329,6 +360,8 @@ def main() -> None:
     ap.add_argument("--use_amp", action="store_true", help="bf16 autocast (policy.use_amp=true) in all runs")
     ap.add_argument("--model", choices=("tiny", "default"), default="tiny",
                     help="tiny: CPU-sized U-Net [32, 64, 128]; default: LeRobot's [512, 1024, 2048], ResNet per camera")
+    ap.add_argument("--policy", choices=("diffusion", "act"), default="diffusion",
+                    help="the policy of all three runs (act: LeRobot's ACT at its default sizes, chunk 16)")
     ap.add_argument("--json", help="also write the per-run medians as JSON here")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="dpot-bench-") as d:
