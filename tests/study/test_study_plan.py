@@ -50,7 +50,13 @@ def test_every_method_gives_a_valid_train_config(preset, tmp_path):
         assert loaded.steps == p.steps and loaded.batch_size == (method.batch_size or p.batch_size) and loaded.seed == 1
         assert loaded.eval.val_fraction == 0 and loaded.eval_freq == 0
         assert loaded.save_freq == p.save_every
-        assert list(loaded.policy.down_dims) == p.policy["down_dims"]
+        if p.policy.get("type", "diffusion") == "diffusion":
+            assert list(loaded.policy.down_dims) == p.policy["down_dims"]
+        else:  # another policy replaces the Diffusion section: only its own keys, nothing downloaded
+            assert loaded.policy.type == p.policy["type"] and loaded.policy.pretrained_backbone_weights is None
+            assert {k: getattr(loaded.policy, k) for k in p.policy if k != "type"} == \
+                {k: v for k, v in p.policy.items() if k != "type"}
+            assert not {"down_dims", "scheduler_warmup_steps"} & set(cfg["policy"])
         assert cfg["dataset"] == DATA[method.target] and cfg["source_dataset"] == DATA[method.source]
     if p.methods != "v1":
         return

@@ -91,6 +91,14 @@ PAPER_OT = {**SEED_OT, "lambda_ot": 0.1, "reg": 0.1, "tau_src": 0.05, "tau_tgt":
             "features": [{"type": "embed", "use_learned_embed": True, "weight_embed": 0.01},
                          {"type": "label", "key": "action", "dim_slice": None, "weight_label": 0.05}]}
 
+# The fork's ACT iterations' OT block (issue 21; docs/coming-from-the-fork.md): weight_embed 0.3333 per camera
+# (the fork's three cameras; two here), action-chunk label 0.02, reg 0.2, tau 1.0, lambda 0.12, window 8,
+# DTW-weighted source partners (sharpness 0.5, top-20 demos; dpot's own DTW of the action trajectories)
+ACT_FORK_OT = {**SEED_OT, "lambda_ot": 0.12, "reg": 0.2, "tau_src": 1.0, "tau_tgt": 1.0, "window_size": 8,
+               "sharpness": 0.5, "topk_src_episodes": 20,
+               "features": [{"type": "embed", "use_learned_embed": True, "weight_embed": 0.3333},
+                            {"type": "label", "key": "action", "dim_slice": None, "weight_label": 0.02}]}
+
 # Episode seeds (named ranges, the same for every method of a study): generation attempt i of a dataset uses
 # seed DATA_SEEDS[role] + i (at most 2 * episodes + 10 attempts); evaluation episode k of every cell uses
 # EVAL_SEED + k (dpot.bench.evaluate). Layouts of a region are drawn from these seeds (dpot.bench.env).
@@ -186,7 +194,15 @@ TASK2_METHODS: dict[str, Method] = {m.name: m for m in [
     Method("dp-ot-official", "source", "target", {}, 0, "DP+OT, the official cost as exactly as dpot expresses it",
            base=OFFICIAL_OT, seeds=3),
 ]}
-METHOD_TABLES = {"v1": METHODS, "idood": IDOOD_METHODS, "powered": POWERED_METHODS, "task2": TASK2_METHODS}
+# The first ACT result (issue 21, item 4): ACT target-only vs ACT + OT (the fork's ACT OT block) on cpu-idood's data;
+# it shows ACT trains and evaluates through dpot's study, it is not a claim about OT (one seed)
+ACT_METHODS: dict[str, Method] = {m.name: m for m in [
+    Method("target-only", "target", "target", {"lambda_ot": 0.0, "heuristic": False}, 0,
+           "ACT on the target demos only (id half)", base=ACT_FORK_OT),
+    Method("dp-ot-act", "source", "target", {}, 0, "ACT + OT, the fork's ACT OT settings", base=ACT_FORK_OT),
+]}
+METHOD_TABLES = {"v1": METHODS, "idood": IDOOD_METHODS, "powered": POWERED_METHODS, "task2": TASK2_METHODS,
+                 "act": ACT_METHODS}
 
 # The contrasts each method table pre-registers (docs/results.md, "Pre-registration"), arm A − arm B, read in the
 # target cells by dpot.bench.study.contrasts (seed-paired t as the main test, layout-paired as the secondary)
@@ -200,7 +216,7 @@ CONTRASTS: dict[str, tuple[tuple[str, str], ...]] = {
 @dataclass(frozen=True)
 class Preset:
     """The scale of a study. ``policy`` is merged into the policy section of the demo's CPU config
-    (:func:`train_config`); ``save_every`` = checkpoint interval (each intermediate checkpoint gets a
+    (:func:`train_config`), or replaces it when it names another ``type`` (:func:`policy_section`); ``save_every`` = checkpoint interval (each intermediate checkpoint gets a
     target-domain evaluation of ``curve_episodes`` episodes: the learning curve); ``eval_episodes`` per domain
     for the final checkpoint; ``tasks``: the first is the default, the others are allowed."""
 
@@ -314,6 +330,16 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
             note="2 CPU cores, several sittings: ~19 min training + ~10 min evaluation per run on one core"),
     # The second task (breadth): drawer-open-v3, the drawer's position only in the images (4-d state), the same
     # protocol, budget and criteria as cpu-idood, evaluated like cpu-idood-powered
+    # The first ACT result (issue 21): cpu-idood's data, budget (1500 steps, batch 32) and protocol, the powered
+    # design's evaluation (new layouts, 200 / 200 / 50 episodes), one seed. ACT CPU-sized as the U-Net is:
+    # dim_model 256 / feed-forward 1024 (LeRobot's 512 / 3200: 52 M parameters, 2x the step time on one core),
+    # chunk 16 (8 executed, the U-Net's horizon), ResNet18 without pretrained weights, so lr 1e-4 for the whole
+    # model (LeRobot's ACT preset, 1e-5 with a 1e-5 backbone, assumes ImageNet weights), constant schedule.
+    replace(CPU_IDOOD, name="cpu-idood-act", eval_episodes=200, seeds=1, methods="act", eval_seed=200_000,
+            source_eval_episodes=50, cpu_s_per_step=1.2,
+            policy={"type": "act", "n_obs_steps": 1, "chunk_size": 16, "n_action_steps": 8, "dim_model": 256,
+                    "dim_feedforward": 1024, "optimizer_lr": 1e-4, "optimizer_lr_backbone": 1e-4},
+            note="2 CPU cores: ~30 min training + ~10 min evaluation per run on one core"),
     replace(CPU_IDOOD, name="cpu-idood-task2", tasks=("drawer-open-v3",), eval_episodes=200, methods="task2",
             eval_seed=200_000, source_eval_episodes=50, policy=dict(CPU_IDOOD.policy),
             note="2 CPU cores, several sittings: calibration (target-only, source-only seed 0) first"),
@@ -383,6 +409,15 @@ def train_config(source: dict, target: dict, run_dir: Path, *, steps: int, batch
     }
 
 
+def policy_section(preset: Preset, base: dict, warmup_steps: int) -> dict:
+    """The policy section of a study job: ``base`` (:func:`train_config`'s Diffusion policy) updated with the
+    preset's ``policy`` and its warmup, or, when the preset names another ``type`` (``act``), that policy alone on
+    ``base``'s device, without pretrained weights (none are downloaded) and not pushed."""
+    if preset.policy.get("type", base["type"]) != base["type"]:
+        return {"device": base["device"], "push_to_hub": False, "pretrained_backbone_weights": None, **preset.policy}
+    return {**base, **preset.policy, "scheduler_warmup_steps": warmup_steps}
+
+
 def get_preset(name: str) -> Preset:
     """The preset called ``name`` (UserError with a suggestion otherwise)."""
     if name not in PRESETS:
@@ -411,6 +446,6 @@ def parse_methods(text: str | None, table: dict[str, Method] | None = None) -> l
     return sorted(out, key=lambda m: (m.group, order.index(m.name)))
 
 
-__all__ = ["CONTRASTS", "DATA_SEEDS", "EVAL_CELLS", "EVAL_SEED", "IDOOD_METHODS", "METHODS", "METHOD_TABLES",
+__all__ = ["ACT_FORK_OT", "ACT_METHODS", "CONTRASTS", "DATA_SEEDS", "EVAL_CELLS", "EVAL_SEED", "IDOOD_METHODS", "METHODS", "METHOD_TABLES",
            "OFFICIAL_OT", "PAPER_OT", "POWERED_METHODS", "PRESETS", "SEED_OT", "TASK2_METHODS", "Method", "Preset",
-           "get_preset", "parse_methods", "train_config"]
+           "get_preset", "parse_methods", "policy_section", "train_config"]

@@ -22,6 +22,7 @@ from dpot.bench.presets import (
     Preset,
     get_preset,
     parse_methods,
+    policy_section,
     train_config,
 )
 from dpot.bench.study.plan import Job, plan_jobs
@@ -143,8 +144,7 @@ class Study:
         p = self.preset
         cfg = train_config(data[job.method.source], data[job.method.target], self.run_dir(job), steps=p.steps,
                           batch_size=p.batch_size, num_workers=p.num_workers, device=self.device or "cuda")
-        cfg["policy"].update(p.policy)
-        cfg["policy"]["scheduler_warmup_steps"] = p.warmup_steps
+        cfg["policy"] = policy_section(p, cfg["policy"], p.warmup_steps)
         if p.num_workers == 0:
             cfg.pop("dataloader_multiprocessing_context", None)
             cfg.pop("prefetch_factor", None)
