@@ -31,6 +31,17 @@ Without ``--source/--target`` it writes toy datasets (``dpot.data.toy``, 8-dim a
 slices action dims 0-8) to the out dir.
 ``--write`` replaces the ``## Autopilot (dpot autopilot)`` section of the given Markdown file (appended at the end
 when absent).
+
+Resumable over sittings (the grid takes hours on a CPU): each method's result of a (start, repeat) is kept in
+``<out>/<start>/rep<k>/<method>.result.json`` and read back instead of rerun; inside an unfinished method, a run that
+reached its budget is read back (``dpot.rundir.is_finished``) and an unfinished one is retrained from scratch; the
+autopilot's own search resumes (``dpot autopilot`` retrains nothing finished). TPE/random replay the same draws: their
+samplers are seeded and told the same values in the same order.
+
+``--rank-stability N`` measures the budget question instead (issue 22: ">= 300 steps per run, or the budget at which
+runs' ranks stop changing"): N configs drawn by the random sampler (seed 0) on the ``seed`` start's base, each
+trained ``--steps`` steps with an offline eval every ``--steps // 6`` steps; it prints and writes (``--results``) the
+Spearman rank correlation between the objective at each eval step and at the last one.
 """
 
 from __future__ import annotations
@@ -206,6 +217,16 @@ def sampled_config(base: dict, trial) -> dict:
 
 
 def train(cfg: dict, run: Path) -> float:
+    """Train ``cfg`` into ``run`` (read back when it already reached its budget; an unfinished run is retrained
+    from scratch); the run's final objective (NaN when it failed)."""
+    import shutil
+
+    from dpot.rundir import is_finished
+
+    if run.exists() and is_finished(run, int(cfg["steps"])):
+        return _final(run)
+    shutil.rmtree(run, ignore_errors=True)
+    run.with_suffix(".log").unlink(missing_ok=True)
     cfg = {**cfg, "output_dir": str(run)}
     path = run.with_suffix(".json")
     path.write_text(json.dumps(cfg, indent=1))
@@ -281,6 +302,87 @@ def run_hand(base: dict, work: Path, budget: int, a) -> dict:
     return {"best": best, "steps": steps, "runs": n, "values": values, "wall_s": time.time() - t0}
 
 
+def cached(path: Path, compute) -> dict:
+    """``compute()``'s result dict, kept as JSON at ``path`` and read back on a later sitting (NaN kept as null)."""
+    if path.is_file():
+        r = json.loads(path.read_text())
+        r["values"] = [float("nan") if v is None else v for v in r["values"]]
+        r["best"] = float("nan") if r["best"] is None else r["best"]
+        return r
+    r = compute()
+    clean = {**r, "values": [v if v == v else None for v in r["values"]], "best": r["best"] if r["best"] == r["best"]
+             and abs(r["best"]) != float("inf") else None}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(clean, indent=1))
+    tmp.replace(path)
+    return r
+
+
+def run_repeat(start: str, rep: int, src: Path, tgt: Path, work: Path, a) -> dict[str, dict]:
+    """One repeat of one start: the autopilot first (its total trained steps = everyone's budget), then TPE,
+    random and the hand iterations at that budget; each method's result kept (:func:`cached`)."""
+    base = start_config(start, base_config(src, tgt, a.steps, seed=rep))
+    out = {"autopilot": cached(work / "autopilot.result.json", lambda: run_autopilot(base, work / "autopilot", a))}
+    budget = out["autopilot"]["steps"]
+    runners = {"tpe": lambda: run_sampler("tpe", base, work / "tpe", budget, a, rep),
+               "random": lambda: run_sampler("random", base, work / "random", budget, a, rep),
+               "hand": lambda: run_hand(base, work / "hand", budget, a)}
+    for method, fn in runners.items():
+        out[method] = cached(work / f"{method}.result.json", fn)
+    return out
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman's rank correlation of two equal-length lists (average ranks for ties)."""
+    def ranks(v):
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        r = [0.0] * len(v)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2
+            i = j + 1
+        return r
+    rx, ry = ranks(x), ranks(y)
+    mx, my = statistics.mean(rx), statistics.mean(ry)
+    num = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    den = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
+    return num / den if den else float("nan")
+
+
+def rank_stability(src: Path, tgt: Path, a, n: int, out: Path) -> dict:
+    """Train ``n`` random-sampled configs (the ``seed`` start's base, :func:`sampled_config`) for ``a.steps`` steps
+    with an offline eval every ``a.steps // 6``; Spearman rank correlation of the objective at each eval step with
+    the last one (the budget at which runs' ranks stop changing)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    base = base_config(src, tgt, a.steps, seed=0)
+    every = max(1, a.steps // 6)
+    base = {**base, "eval_freq": every}
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.RandomSampler(seed=0))
+    curves = {}
+    for i in range(n):
+        trial = study.ask()
+        cfg = sampled_config(base, trial)
+        run = out / "rank_stability" / f"c{i}"
+        run.parent.mkdir(parents=True, exist_ok=True)
+        train(cfg, run)
+        curve = {int(r["step"]): float(r[OBJ]) for r in read_metrics(run) if OBJ in r}
+        study.tell(trial, curve.get(a.steps, float("nan")))
+        curves[i] = {"params": trial.params, "curve": curve}
+    steps = sorted({s for c in curves.values() for s in c["curve"]})
+    full = [c["curve"].get(a.steps, float("nan")) for c in curves.values()]
+    rho = {s: spearman([c["curve"].get(s, float("nan")) for c in curves.values()], full) for s in steps}
+    return {"steps": a.steps, "configs": n, "eval_every": every, "spearman_vs_last": rho,
+            "runs": {str(i): {"params": c["params"], "curve": {str(k): v for k, v in c["curve"].items()}}
+                     for i, c in curves.items()}}
+
+
 def table(doc: dict, a) -> str:
     """The Markdown section: one row per start and method (best: mean ± sd over repeats; runs to TPE's best:
     median over repeats, '-' when never in most)."""
@@ -327,6 +429,8 @@ def main() -> int:
     p.add_argument("--results", default=None, help="also write the results JSON here (e.g. "
                                                     "docs/results/autopilot/results.json)")
     p.add_argument("--write", help="Markdown file whose autopilot section is replaced")
+    p.add_argument("--rank-stability", type=int, default=0, metavar="N",
+                   help="instead of the grid: N random configs to --steps, Spearman of each eval step vs the last")
     a = p.parse_args()
     starts = [x.strip() for x in a.starts.split(",") if x.strip()]
     if a.quick:
@@ -346,17 +450,21 @@ def main() -> int:
         if not tgt.exists():
             make_toy_dataset(src, "source", episodes=8, image_size=32, cameras=("top",), action_dim=8)
             make_toy_dataset(tgt, "target", episodes=6, image_size=32, cameras=("top",), action_dim=8)
+    if a.rank_stability:
+        doc = rank_stability(src, tgt, a, a.rank_stability, out)
+        text = json.dumps(doc, indent=2) + "\n"
+        (out / "rank_stability.json").write_text(text)
+        if a.results:
+            Path(a.results).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.results).write_text(text)
+        print(json.dumps(doc["spearman_vs_last"], indent=1))
+        return 0
     results: dict[str, dict[str, list[dict]]] = {}
     for start in starts:
         res = results.setdefault(start, {m: [] for m in METHODS})
         for rep in range(a.repeats):
             work = out / start / f"rep{rep}"
-            base = start_config(start, base_config(src, tgt, a.steps, seed=rep))
-            ap = run_autopilot(base, work / "autopilot", a)
-            budget = ap["steps"]
-            for method, r in (("autopilot", ap), ("tpe", run_sampler("tpe", base, work / "tpe", budget, a, rep)),
-                              ("random", run_sampler("random", base, work / "random", budget, a, rep)),
-                              ("hand", run_hand(base, work / "hand", budget, a))):
+            for method, r in run_repeat(start, rep, src, tgt, work, a).items():
                 res[method].append({**r, "seed": rep})
             print(json.dumps({start: {m: v[-1]["best"] for m, v in res.items()}}), flush=True)
     doc = results_doc(results)

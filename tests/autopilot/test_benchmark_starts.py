@@ -63,3 +63,34 @@ def test_results_doc_has_the_issue_schema():
     text = bench.table(doc, type("A", (), {"steps": 300, "iterations": 3, "candidates": 2, "repeats": 1})())
     assert "| lr-100x-high | autopilot | 0.7000 ± 0.0000 | 0.7000 | 600 | 3.0 | 2 |" in text
     assert "| lr-100x-high | random | nan" in text and "| 1.0 | - |" in text
+
+
+def test_a_repeat_result_is_kept_and_read_back_not_recomputed(tmp_path):
+    """The grid is resumable: a method's result is computed once, NaN survives the JSON round trip as NaN."""
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"best": 0.5, "steps": 600, "runs": 2, "values": [float("nan"), 0.5], "wall_s": 1.0}
+
+    path = tmp_path / "rep0" / "tpe.result.json"
+    first = bench.cached(path, compute)
+    again = bench.cached(path, compute)
+    assert len(calls) == 1 and json.loads(path.read_text())["values"] == [None, 0.5]
+    assert again["best"] == first["best"] == 0.5 and again["values"][1] == 0.5
+    assert again["values"][0] != again["values"][0]                     # NaN read back as NaN
+    failed = bench.cached(tmp_path / "f.result.json", lambda: {"best": float("inf"), "steps": 0, "runs": 1,
+                                                                "values": [float("nan")], "wall_s": 0.0})
+    assert failed["best"] == float("inf")                               # what this sitting computed
+    assert json.loads((tmp_path / "f.result.json").read_text())["best"] is None
+    back = bench.cached(tmp_path / "f.result.json", compute)["best"]     # a later sitting: no best (NaN)
+    assert back != back and len(calls) == 1
+
+
+def test_spearman_matches_scipy_with_ties():
+    from scipy.stats import spearmanr
+
+    x = [0.9, 0.8, 0.8, 1.2, 0.5, 0.7]
+    y = [1.0, 0.7, 0.9, 1.1, 0.6, 0.7]
+    assert bench.spearman(x, y) == pytest.approx(spearmanr(x, y).statistic)
+    assert bench.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)

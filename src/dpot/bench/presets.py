@@ -216,9 +216,10 @@ CONTRASTS: dict[str, tuple[tuple[str, str], ...]] = {
 @dataclass(frozen=True)
 class Preset:
     """The scale of a study. ``policy`` is merged into the policy section of the demo's CPU config
-    (:func:`train_config`), or replaces it when it names another ``type`` (:func:`policy_section`); ``save_every`` = checkpoint interval (each intermediate checkpoint gets a
-    target-domain evaluation of ``curve_episodes`` episodes: the learning curve); ``eval_episodes`` per domain
-    for the final checkpoint; ``tasks``: the first is the default, the others are allowed."""
+    (:func:`train_config`), or replaces it when it names another ``type`` (:func:`policy_section`);
+    ``save_every`` = checkpoint interval (each intermediate checkpoint gets a target-domain evaluation of
+    ``curve_episodes`` episodes: the learning curve); ``eval_episodes`` per domain for the final checkpoint;
+    ``tasks``: the first is the default, the others are allowed."""
 
     name: str
     tasks: tuple[str, ...]
@@ -446,6 +447,6 @@ def parse_methods(text: str | None, table: dict[str, Method] | None = None) -> l
     return sorted(out, key=lambda m: (m.group, order.index(m.name)))
 
 
-__all__ = ["ACT_FORK_OT", "ACT_METHODS", "CONTRASTS", "DATA_SEEDS", "EVAL_CELLS", "EVAL_SEED", "IDOOD_METHODS", "METHODS", "METHOD_TABLES",
-           "OFFICIAL_OT", "PAPER_OT", "POWERED_METHODS", "PRESETS", "SEED_OT", "TASK2_METHODS", "Method", "Preset",
-           "get_preset", "parse_methods", "policy_section", "train_config"]
+__all__ = ["ACT_FORK_OT", "ACT_METHODS", "CONTRASTS", "DATA_SEEDS", "EVAL_CELLS", "EVAL_SEED", "IDOOD_METHODS",
+           "METHODS", "METHOD_TABLES", "OFFICIAL_OT", "PAPER_OT", "POWERED_METHODS", "PRESETS", "SEED_OT",
+           "TASK2_METHODS", "Method", "Preset", "get_preset", "parse_methods", "policy_section", "train_config"]
