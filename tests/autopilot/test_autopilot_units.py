@@ -162,3 +162,19 @@ def test_page_is_self_contained():
     assert "<svg" in page and "<script" not in page and "src=" not in page
     assert "optimizer.lr</code>: 1e-06 &rarr; 0.0003" in page and "&lt;b&gt;x&lt;/b&gt;" in page
     assert page.index("it1a") > page.index("base")
+
+
+def test_the_search_identity_records_strategy_and_sampler(tmp_path):
+    """autopilot.json holds --strategy and --sampler: another one is another search; a file written before these
+    fields existed is continued (with the asked values)."""
+    sp = spec.SearchSpec("abc", "eval/offline_eval/avg_loss", 300, 2, "embedded sqlite (DIR/study.db)", "s",
+                         strategy="rules", sampler="gp")
+    (tmp_path / spec.SPEC_FILE).write_text(json.dumps(sp.as_dict()))
+    assert spec.check_out_dir(tmp_path, sp) is True
+    for other in ({"strategy": "both"}, {"sampler": "tpe"}):
+        changed = spec.SearchSpec(**{**sp.as_dict(), **other})
+        with pytest.raises(UserError, match=f"holds another search.*{next(iter(other))}"):
+            spec.check_out_dir(tmp_path, changed)
+    old = {k: v for k, v in sp.as_dict().items() if k not in spec.LATER_FIELDS}
+    (tmp_path / spec.SPEC_FILE).write_text(json.dumps(old))
+    assert spec.check_out_dir(tmp_path, spec.SearchSpec(**{**sp.as_dict(), "strategy": "both"})) is True

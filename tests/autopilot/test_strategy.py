@@ -5,6 +5,8 @@ training records them (:func:`~dpot.autopilot.sampling.record_params`) and told 
 
 from __future__ import annotations
 
+import json
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -161,3 +163,5 @@ def test_a_sampled_iteration_end_to_end(toy, tmp_path):
     done = {t.user_attrs["name"]: t for t in study.get_trials(states=(TrialState.COMPLETE,)) if "name" in t.user_attrs}
     assert set(done) == {"base", "it1a"}
     assert done["base"].params["lr"] == pytest.approx(1e-6) and 1e-4 <= done["it1a"].params["lr"] <= 3e-4
+    recorded = json.loads((out / "autopilot.json").read_text())         # the search's identity names how it searched
+    assert (recorded["strategy"], recorded["sampler"]) == ("both", "tpe")

@@ -105,7 +105,8 @@ class Search:
         url = self.s.storage or f"sqlite:///{self.out / 'study.db'}"
         sp = spec.SearchSpec(spec.config_digest(base), self.objective.text, self.steps, self.s.candidates,
                              spec.mask_url(self.s.storage) if self.s.storage else "embedded sqlite (DIR/study.db)",
-                             study_name=f"dpot-autopilot-{self.out.name}")
+                             study_name=f"dpot-autopilot-{self.out.name}", strategy=self.s.strategy,
+                             sampler=self.s.sampler)
         resuming = spec.check_out_dir(self.out, sp)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = names = None

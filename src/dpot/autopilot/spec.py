@@ -169,13 +169,22 @@ class SearchSpec:
     storage: str                # masked URL
     study_name: str
     version: int = SPEC_VERSION
+    # added with --strategy / --sampler (issue 22): how the search picks candidates; a file written before them
+    # lacks these keys and is continued with the asked values (LATER_FIELDS)
+    strategy: str = "both"
+    sampler: str = "tpe"
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
+#: SearchSpec fields an ``autopilot.json`` written by an earlier version may lack (not a difference when absent)
+LATER_FIELDS = ("strategy", "sampler")
+
+
 def check_out_dir(out: Path, spec: SearchSpec) -> bool:
-    """Check that ``out`` is empty, absent, or holds this very search. Returns True when it holds it (resume)."""
+    """Check that ``out`` is empty, absent, or holds this very search (the same identity, :class:`SearchSpec`:
+    another ``--strategy`` or ``--sampler`` is another search). Returns True when it holds it (resume)."""
     path = out / SPEC_FILE
     if path.exists():
         try:
@@ -183,7 +192,8 @@ def check_out_dir(out: Path, spec: SearchSpec) -> bool:
         except (OSError, json.JSONDecodeError):
             raise UserError(f"--out: {path} is unreadable; this directory does not hold a dpot autopilot search "
                             f"this version can continue; choose another --out") from None
-        diff = [k for k, v in spec.as_dict().items() if old.get(k) != v]
+        diff = [k for k, v in spec.as_dict().items() if old.get(k) != v
+                and not (k in LATER_FIELDS and k not in old)]
         if diff:
             what = ", ".join(f"{k} {old.get(k)!r} (asked: {spec.as_dict()[k]!r})" for k in diff
                              if k != "base_config_sha256")
