@@ -96,3 +96,11 @@ def test_ot_keys_and_feature_weights_changed_through_cfgkeys_reach_the_trainer(t
     assert (got.features[0].weight_embed, got.features[1].weight_label) == (0.5, 0.025)
     assert not cfgkeys.ot_settings(cfgkeys.set_(saved, cfgkeys.OT_METHOD, "mmd")).has_plan
     assert not cfgkeys.ot_settings({"policy": {}}).present
+
+
+def test_the_neutral_ot_block_of_proposals_is_dpots_default_with_the_term_off(tmp_path):
+    """``dpot propose`` adds NEUTRAL_OT to a parent without an OT block: it must resolve to OTConfig()'s defaults
+    with lambda_ot=0 (analysis never imports dpot.config, so the block is spelled out and pinned here)."""
+    from dpot.analysis.propose import NEUTRAL_OT
+
+    assert _load(tmp_path, {**BASE, "ot": NEUTRAL_OT}).ot == dataclasses.replace(OTConfig(), lambda_ot=0.0)

@@ -19,10 +19,13 @@ from dpot.analysis.steps import steps_to
 from dpot.atomic import write_text
 
 # A dpot OT block that changes nothing (lambda_ot=0): added when the parent is a plain lerobot-train run.
+# The OT block a proposal adds to a parent without one (a plain LeRobot run): dpot's OTConfig defaults with the OT
+# term off. Spelled out because dpot.analysis never imports dpot.config; tests/analysis/test_cfgkeys.py checks that
+# it resolves to exactly OTConfig() with lambda_ot=0.
 NEUTRAL_OT = {"lambda_ot": 0.0, "reg": 0.02, "tau_src": 0.01, "tau_tgt": 0.01, "heuristic": True,
               "batch_ratio": 0.5, "window_size": 20,
               "features": [{"type": "embed", "use_learned_embed": True, "weight_embed": 1.0},
-                           {"type": "label", "key": "action", "dim_slice": [0, 8], "weight_label": 0.02}]}
+                           {"type": "label", "key": "action", "dim_slice": None, "weight_label": 0.05}]}
 _DROP = ("resume", "checkpoint_path")   # run-instance keys a new run must not inherit
 _DESCRIBED = ("type", "name", "lr", "num_warmup_steps", "weight_decay")   # sub-keys a rationale names
 
