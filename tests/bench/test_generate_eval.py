@@ -175,3 +175,38 @@ def test_rendering_only_observations_that_reach_an_inference_gives_the_same_acti
     assert runs[True][1] == 21                                           # reset + every step
     # chunks of 8 actions: inferences at steps 0, 8, 16 need the n_obs observations before them
     assert runs[False][1] == 1 + 2 * n_obs
+
+
+@pytest.mark.slow
+def test_an_act_policy_is_rendered_only_when_its_action_queue_is_empty(tiny_policy, monkeypatch):
+    """ACT (no temporal ensembling) infers a chunk only when its action queue is empty: rendering only those
+    observations gives the same actions as rendering every one, with one render per chunk."""
+    import torch
+    from lerobot.policies.act.configuration_act import ACTConfig
+    from lerobot.policies.act.modeling_act import ACTPolicy
+
+    from dpot.bench.env import DomainEnv
+    from dpot.bench.evaluate import _load, needs_images, policy_cameras, rollout
+
+    diffusion, pre, post = _load(tiny_policy, "cpu")        # its processors normalize the same features
+    torch.manual_seed(0)
+    cfg = ACTConfig(input_features=diffusion.config.input_features, output_features=diffusion.config.output_features,
+                    chunk_size=8, n_action_steps=8, dim_model=32, dim_feedforward=64, n_heads=2, n_encoder_layers=1,
+                    n_decoder_layers=1, n_vae_encoder_layers=1, latent_dim=8, pretrained_backbone_weights=None,
+                    device="cpu")
+    policy = ACTPolicy(cfg).eval()
+    cameras, size = policy_cameras(policy.config)
+    renders = []
+    with DomainEnv("push-v3", "target", image_size=size, cameras=cameras) as env:
+        real_render = env.render
+        monkeypatch.setattr(env, "render", lambda *a, **k: renders.append(1) or real_render(*a, **k))
+        runs = {}
+        for render_all in (True, False):
+            renders.clear()
+            r = rollout(policy, pre, post, env, 100003, task="push-v3", cameras=cameras, max_steps=20,
+                        render_all=render_all)
+            runs[render_all] = (r["actions"], len(renders))
+    np.testing.assert_array_equal(runs[True][0], runs[False][0])
+    assert runs[True][1] == 21 and runs[False][1] == 1 + 2           # reset + the inferences at steps 8, 16
+    policy.config.temporal_ensemble_coeff = 0.01                        # ensembling infers at every step
+    assert needs_images(policy)

@@ -156,7 +156,11 @@ def needs_images(policy) -> bool:
     when its action queue is empty; with ``L`` queued actions left, the next observation is used iff
     ``L < n_obs_steps``. The other observations need their state (queued) but not their images: skipping
     those renders gives the same actions (tests/bench/test_generate_eval.py) and saves 7 of 8 renders at
-    n_obs_steps=1, n_action_steps=8. Unknown policy types: always True."""
+    n_obs_steps=1, n_action_steps=8. LeRobot's ACTPolicy (without temporal ensembling) looks at an observation
+    only when its action queue is empty. Unknown policy types: always True."""
+    act_queue = getattr(policy, "_action_queue", None)
+    if act_queue is not None and getattr(policy.config, "temporal_ensemble_coeff", None) is None:
+        return len(act_queue) == 0
     queues = getattr(policy, "_queues", None)
     n_obs = getattr(getattr(policy, "config", None), "n_obs_steps", None)
     if not isinstance(queues, dict) or "action" not in queues or not n_obs:
