@@ -93,7 +93,7 @@ def test_both_acts_on_the_diagnoses_before_sampling_and_the_sampler_is_told_of_e
     assert seen == [[1e-5, rule_lr]] * 2                            # base and the rule's run, at each draw
     for r in sampled:                                               # inside the ranges the rules allow
         cfg = s.planner.config_of(r.name)
-        assert 1e-4 <= cfg["optimizer"]["lr"] <= 3e-4
+        assert 1e-4 <= cfg["optimizer"]["lr"] <= 3e-3                # usual bottom to 10x its top
         assert 0.1 / 4 <= cfg["ot"]["lambda_ot"] <= 0.1 * 4 and 0.02 / 4 <= cfg["ot"]["reg"] <= 0.02 * 4
     _train_all(s, _loss)
     lr_dists = {t.distributions["lr"] for t in s.study.get_trials(states=(TrialState.COMPLETE,))}
@@ -122,6 +122,42 @@ def test_rules_strategy_explores_instead_of_sampling(tmp_path, monkeypatch):
     assert [r.diagnoses for r in s.records() if r.iteration == 1] == [["explore"], ["explore"]]
 
 
+def _metrics(s: Search, run: str, ot_share: float) -> None:
+    """A run directory whose log has the OT term at ``ot_share`` of the training loss."""
+    d = s.planner.dirs.run_dir(run)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "metrics.jsonl").write_text("".join(json.dumps({"step": k, "train/loss": 1.0 / k,
+                                                         "train/ot_loss": ot_share / k}) + "\n"
+                                             for k in range(1, 11)))
+
+
+@pytest.mark.parametrize("share", [1e-4, 0.05])
+def test_ot_only_proposals_are_passed_over_when_the_ot_term_is_negligible(tmp_path, monkeypatch, share):
+    """At 0.01 % of the loss the OT settings cannot move the objective: a proposal changing only ot.* keys is
+    passed over (with a line saying why) and the sampler searches the LR alone; at 5 % both are kept."""
+    s = _search(tmp_path, strategy="both")
+    said = []
+    s.planner.say = said.append
+    ot_only = {**BASE, "ot": {"lambda_ot": 0.1, "reg": 0.04}}
+
+    def propose(run_dir, out, rules):
+        return [({"name": "ot_strong", "title": "loosen the plan", "changes": {"ot.reg": 0.04},
+                  "findings": ["ot_strong"]}, ot_only),
+                ({"name": "lr_low", "title": "raise lr", "changes": {"optimizer.lr": 1e-4},
+                  "findings": ["lr_low"]}, RAISED)]
+    monkeypatch.setattr(tools, "propose", propose)
+    _base(s)
+    _metrics(s, "base", share)
+    assert s.planner.propose_next(1, "base", s.records()) == "base"
+    titles = [r.title for r in s.records() if r.iteration == 1]
+    if share < 1e-3:
+        assert titles == ["raise lr"] and any("passing over 'loosen the plan'" in x and "0.01 %" in x for x in said)
+        space = sampling.sample_space(BASE, {}, ot_negligible=s.planner.negligible_ot_share("base") is not None)
+        assert list(space) == ["lr"]
+    else:
+        assert titles == ["loosen the plan", "raise lr"] and s.planner.negligible_ot_share("base") is None
+
+
 def test_sample_space_follows_the_rules_ranges():
     space = sampling.sample_space(BASE, {"lr_range": {"diffusion": [1e-4, 3e-4], "default": [1e-5, 1e-3]},
                                          "step": {"max_factor": 2.0}})
@@ -129,6 +165,10 @@ def test_sample_space_follows_the_rules_ranges():
     assert (space["ot.lambda_ot"].low, space["ot.lambda_ot"].high) == (0.05, 0.2)
     no_ot = sampling.sample_space({**BASE, "ot": {"lambda_ot": 0.0, "reg": 0.02, "method": "mmd"}}, {})
     assert list(no_ot) == ["lr"]
+    rules = {"lr_range": {"diffusion": [1e-4, 3e-4], "default": [1e-5, 1e-3]}, "lr_high": {"far_factor": 10.0}}
+    wide = sampling.sample_space(BASE, rules)        # up to where lr_high can fire: 10x the usual top
+    assert (wide["lr"].low, wide["lr"].high) == (1e-4, pytest.approx(3e-3)) and "ot.reg" in wide
+    assert list(sampling.sample_space(BASE, rules, ot_negligible=True)) == ["lr"]
     cfg = sampling.apply_params(BASE, {"lr": 1.234567e-4, "ot.reg": 0.03})
     assert cfg["optimizer"]["lr"] == 1.235e-4 and cfg["ot"]["reg"] == 0.03 and BASE["optimizer"]["lr"] == 1e-5
 
@@ -162,6 +202,6 @@ def test_a_sampled_iteration_end_to_end(toy, tmp_path):
     study = optuna.load_study(study_name="dpot-autopilot-search", storage=f"sqlite:///{out / 'study.db'}")
     done = {t.user_attrs["name"]: t for t in study.get_trials(states=(TrialState.COMPLETE,)) if "name" in t.user_attrs}
     assert set(done) == {"base", "it1a"}
-    assert done["base"].params["lr"] == pytest.approx(1e-6) and 1e-4 <= done["it1a"].params["lr"] <= 3e-4
+    assert done["base"].params["lr"] == pytest.approx(1e-6) and 1e-4 <= done["it1a"].params["lr"] <= 3e-3
     recorded = json.loads((out / "autopilot.json").read_text())         # the search's identity names how it searched
     assert (recorded["strategy"], recorded["sampler"]) == ("both", "tpe")

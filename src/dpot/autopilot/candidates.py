@@ -26,9 +26,12 @@ from dpot.analysis import cfgkeys
 from dpot.atomic import write_text
 from dpot.autopilot import sampling, spec, tools
 from dpot.autopilot.decisions import (
+    OT_NEGLIGIBLE,
     explore_moves,
     inert_moves,
     kept_runs,
+    only_ot_changes,
+    ot_share,
     repeats_inert,
     scale_lr,
     sh_budgets,
@@ -37,6 +40,7 @@ from dpot.autopilot.decisions import (
 from dpot.autopilot.record import BASE_RUN, Decision, Kind, TrialRecord
 from dpot.autopilot.spec import Objective, SearchDir
 from dpot.autopilot.store import Entry, TrialStore
+from dpot.metrics_log import read_metrics
 
 
 @dataclass(frozen=True)
@@ -216,7 +220,23 @@ class Planner:
         cands = [Candidate(p.get("name"), p.get("title", p["name"]), list(p.get("findings") or []), cfg,
                            list(p.get("changes") or {})) for p, cfg in props
                  if cfgkeys.STEPS not in p.get("changes", {})]   # 'longer training': the budget per run is fixed
+        share = self.negligible_ot_share(parent)
+        if share is not None:
+            for cand in [c for c in cands if only_ot_changes(c.keys or [])]:
+                self.say(f"autopilot: passing over '{cand.title}' on {parent}: it changes only OT settings and "
+                         f"the OT term is {100 * share:.3g} % of {parent}'s training loss (< {100 * OT_NEGLIGIBLE:g} "
+                         f"%), too small to move {self.objective.key}")
+            cands = [c for c in cands if not only_ot_changes(c.keys or [])]
         return self.enqueue_candidates(it, parent, cands, records)
+
+    def negligible_ot_share(self, run: str) -> float | None:
+        """The OT term's share of ``run``'s training loss (:func:`~dpot.autopilot.decisions.ot_share`) when it is
+        below :data:`~dpot.autopilot.decisions.OT_NEGLIGIBLE`; None otherwise (or when the run logs no OT term)."""
+        try:
+            share = ot_share(read_metrics(self.dirs.run_dir(run)))
+        except (OSError, ValueError):
+            return None
+        return share if share is not None and share < OT_NEGLIGIBLE else None
 
     def sample_around(self, it: int, parent: str, records: list[TrialRecord], tries: int = 20) -> bool:
         """Enqueue up to K configs drawn by the model-based sampler around ``parent`` (:mod:`.sampling`), told
@@ -224,7 +244,8 @@ class Planner:
         from dpot.analysis.rules import load_rules
 
         parent_cfg = self.config_of(parent)
-        space = sampling.sample_space(parent_cfg, load_rules(self.rules))
+        space = sampling.sample_space(parent_cfg, load_rules(self.rules),
+                                      ot_negligible=self.negligible_ot_share(parent) is not None)
         if not space:
             return False
         tried = {r.digest for r in records} | {spec.config_digest(parent_cfg)}

@@ -37,6 +37,34 @@ SPACE = {"lr": Param("lr", 1e-8, 10.0, True), "ot.lambda_ot": Param(cfgkeys.OT_L
 INERT_REL = 1e-4
 
 
+# The OT term's share of the training loss below which changing OT settings cannot move a BC objective (the autopilot
+# benchmark: at 0.01 % every label-weight / reg change left the offline eval loss equal to 7 digits). Candidates that
+# change only OT settings are passed over on such a parent; the sampler then searches the LR alone.
+OT_NEGLIGIBLE = 1e-3
+
+
+def ot_share(rows: list[dict], frac: float = 0.2) -> float | None:
+    """The OT term's share of the training loss late in a run: the median over the last ``frac`` of the steps that
+    log both of ``train/ot_loss / train/loss`` (``train/ot_loss`` is the λ-weighted term the trainer adds to the
+    BC loss). None when the run logs neither or its loss is not positive."""
+    ot = dict(runs.series(rows, "train/ot_loss"))
+    pairs = [(s, ot[s], v) for s, v in runs.series(rows, "train/loss") if s in ot]
+    if not pairs:
+        return None
+    late = pairs[-max(1, round(frac * len(pairs))):]
+    shares = sorted(o / v for _, o, v in late if math.isfinite(o) and math.isfinite(v) and v > 0)
+    if not shares:
+        return None
+    mid = len(shares) // 2
+    return shares[mid] if len(shares) % 2 else (shares[mid - 1] + shares[mid]) / 2
+
+
+def only_ot_changes(keys: Iterable[str]) -> bool:
+    """True when every changed dotted key is an OT setting (``ot.*``) and there is at least one."""
+    keys = list(keys)
+    return bool(keys) and all(k == cfgkeys.OT or k.startswith(cfgkeys.OT + ".") for k in keys)
+
+
 def space_params(cfg: dict) -> dict:
     """The candidate config's values of :data:`SPACE` (recorded as the trial's params)."""
     out = {}

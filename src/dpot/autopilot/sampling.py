@@ -6,9 +6,11 @@ of :data:`~dpot.autopilot.decisions.SPACE` as Optuna params with the same distri
 (:mod:`.training` suggests them on the claimed trial), and Optuna's samplers read the params of every COMPLETE
 trial whatever the range it was recorded with.
 
-The ranges it samples in are the ones the rules allow (:func:`sample_space`): the base LR in the policy's usual
-range (``rules.toml [lr_range]``); ``ot.lambda_ot`` (when > 0) and ``ot.reg`` (when the OT method has a plan)
-within ``[step] max_factor`` (x4) either side of the parent's value.
+The ranges it samples in are the ones the rules allow (:func:`sample_space`): the base LR from the bottom of the
+policy's usual range (``rules.toml [lr_range]``; ``lr_low`` fires below it) to ``[lr_high] far_factor`` x its top
+(``lr_high`` can fire only above that); ``ot.lambda_ot`` (when > 0) and ``ot.reg`` (when the OT method has a plan)
+within ``[step] max_factor`` (x4) either side of the parent's value, unless the parent's OT term is negligible
+(:data:`~dpot.autopilot.decisions.OT_NEGLIGIBLE` of its loss): then the LR alone.
 
 Values are drawn with ``study.ask(fixed_distributions)`` on a second handle of the same study (``optuna.load_study``
 with the chosen sampler, public API); the drawn trial is closed at once as ``duplicate`` (FAIL: samplers ignore
@@ -25,24 +27,30 @@ STRATEGIES = ("rules", "sampler", "both")
 SAMPLED = "sampler"            # the ``diagnoses`` entry of a sampled candidate (the lineage's "why")
 
 
-def sample_space(cfg: dict, rules: dict) -> dict:
+def sample_space(cfg: dict, rules: dict, ot_negligible: bool = False) -> dict:
     """``{SPACE name: optuna FloatDistribution}`` the sampler draws from around ``cfg``.
 
     Args:
         cfg: the parent's train config.
-        rules: the loaded rules (``dpot.analysis.rules.load_rules``): ``[lr_range]`` and ``[step] max_factor``.
+        rules: the loaded rules (``dpot.analysis.rules.load_rules``): ``[lr_range]``, ``[lr_high] far_factor`` and
+            ``[step] max_factor``.
+        ot_negligible: the parent's OT term is too small a share of its loss for OT settings to matter.
     Returns:
-        lr in ``[low, high]`` of the policy's usual range (log); ``ot.lambda_ot`` in ``[v/f, v*f]`` when v > 0;
-        ``ot.reg`` in ``[v/f, v*f]`` (log) when the OT method has a plan; f = ``[step] max_factor``. Log flags are
-        those of :data:`SPACE`, so rule-proposed trials' params are compatible.
+        lr in ``[low, high * far_factor]`` (log; ``low``, ``high``: the policy's usual range, where neither
+        ``lr_low`` nor ``lr_high`` fires); unless ``ot_negligible``: ``ot.lambda_ot`` in ``[v/f, v*f]`` when v > 0
+        and ``ot.reg`` in ``[v/f, v*f]`` (log) when the OT method has a plan, f = ``[step] max_factor``. Log flags
+        are those of :data:`SPACE`, so rule-proposed trials' params are compatible.
     """
     from optuna.distributions import FloatDistribution
 
     out = {}
     ranges = rules.get("lr_range") or {"default": [1e-5, 1e-3]}
     low, high = ranges.get(cfgkeys.policy_type(cfg) or "default", ranges["default"])
+    far = float((rules.get("lr_high") or {}).get("far_factor", 1.0))
     if cfgkeys.base_lr(cfg) is not None:
-        out["lr"] = FloatDistribution(float(low), float(high), log=SPACE["lr"].log)
+        out["lr"] = FloatDistribution(float(low), float(high) * far, log=SPACE["lr"].log)
+    if ot_negligible:
+        return out
     f = float((rules.get("step") or {}).get("max_factor", 4.0))
     ot = cfgkeys.ot_settings(cfg)
     for name in ("ot.lambda_ot", "ot.reg"):
