@@ -460,13 +460,15 @@ def main() -> int:
         print(json.dumps(doc["spearman_vs_last"], indent=1))
         return 0
     results: dict[str, dict[str, list[dict]]] = {}
-    for start in starts:
-        res = results.setdefault(start, {m: [] for m in METHODS})
-        for rep in range(a.repeats):
-            work = out / start / f"rep{rep}"
-            for method, r in run_repeat(start, rep, src, tgt, work, a).items():
+    # repeat by repeat over the starts, so that a sitting that stops early leaves every start with as many repeats
+    # as the others; <out>/results.json is rewritten after each (start, repeat)
+    for rep in range(a.repeats):
+        for start in starts:
+            res = results.setdefault(start, {m: [] for m in METHODS})
+            for method, r in run_repeat(start, rep, src, tgt, out / start / f"rep{rep}", a).items():
                 res[method].append({**r, "seed": rep})
             print(json.dumps({start: {m: v[-1]["best"] for m, v in res.items()}}), flush=True)
+            (out / "results.json").write_text(json.dumps(results_doc(results), indent=2) + "\n")
     doc = results_doc(results)
     text = json.dumps(doc, indent=2) + "\n"
     (out / "results.json").write_text(text)
