@@ -201,3 +201,17 @@ def test_term_name_renames_every_kind_of_term():
     assert term_kinds([concat], ["top", "wrist"]) == {"z": "embed"}
     assert term_kinds([EmbedFeatureConfig(), LabelFeatureConfig()], ["top"]) == {"img_top": "embed",
                                                                                   "action_lbl": "label"}
+
+
+def test_image_transforms_see_the_stored_frames_before_the_policys_resize():
+    """As lerobot-train: the transforms run on the stored frames and the policy resizes after, so the data pipeline
+    does not pre-resize to ``resize_shape`` when transforms are on (it does otherwise, to move smaller batches)."""
+    from types import SimpleNamespace
+
+    from dpot.train.loop import delivery_size
+
+    policy = SimpleNamespace(resize_shape=[96, 96])
+    assert delivery_size(policy, None) == (96, 96)
+    assert delivery_size(policy, image_transforms=lambda img: img) is None
+    assert delivery_size(SimpleNamespace(), None) is None
+    assert delivery_size(SimpleNamespace(resize_shape=None), None) is None

@@ -431,8 +431,9 @@ class CoTrainDataset(torch.utils.data.Dataset):
 
     ``image_transforms`` (LeRobot's ``ImageTransforms`` when ``dataset.image_transforms.enable``): applied to each
     camera's ``[T, C, H, W]`` frames of every item of both domains, as ``LeRobotDataset`` applies it (one draw of
-    the random parameters per camera and item), on the ``[0, 1]`` floats, the result rounded back to uint8 (so
-    after the ``image_size`` resize, not before); off inside :meth:`without_transforms`.
+    the random parameters per camera and item), on the ``[0, 1]`` floats, the result rounded back to uint8, after
+    any ``image_size`` resize (the trainer passes no ``image_size`` when transforms are on, so they see the stored
+    frames as in ``lerobot-train``: :func:`dpot.train.loop.delivery_size`); off inside :meth:`without_transforms`.
     """
 
     def __init__(self, source, target, *, camera_map: dict[str, str], keys: list[str],

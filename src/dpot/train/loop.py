@@ -232,6 +232,14 @@ def make_accelerator(cfg):
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
 
 
+def delivery_size(policy_config, image_transforms) -> tuple[int, int] | None:
+    """The ``(h, w)`` the data pipeline delivers frames at: the policy's ``resize_shape`` (resized once, the policy's
+    own Resize then a no-op), or None (the dataset's size) when there is none or when ``image_transforms`` are on:
+    LeRobot applies them to the stored frames and the policy resizes after, so dpot does the same."""
+    resize = getattr(policy_config, "resize_shape", None)
+    return tuple(int(x) for x in resize) if resize and image_transforms is None else None
+
+
 def _image_transforms(cfg):
     """LeRobot's ``ImageTransforms`` of ``dataset.image_transforms`` when enabled (as ``make_dataset``), else None."""
     if not cfg.dataset.image_transforms.enable:
@@ -322,9 +330,9 @@ def build_run(cfg, *, accelerator=None) -> TrainRun:
     # frames delivered at the policy's resize_shape (resized once, when a video cache is built): the policy's own
     # Resize then has nothing left to do and a 480x640 batch moves 25x fewer bytes (within 0.5/255 of resizing
     # inside the policy; a no-op when the data already has that size)
-    resize = getattr(policy.config, "resize_shape", None)
+    transforms = _image_transforms(cfg)
     dataset = CoTrainDataset(src_ds, tgt_ds, camera_map=inputs.camera_map, keys=keys,
-                             image_size=tuple(resize) if resize else None, image_transforms=_image_transforms(cfg))
+                             image_size=delivery_size(policy.config, transforms), image_transforms=transforms)
     dtw = None
     if cfg.ot.heuristic and cfg.ot.alignment == "dtw":
         dtw = DTWAlignment(_trajectories(tgt_ds, train_eps), _trajectories(src_ds, src_table.episode.tolist()),
