@@ -143,21 +143,14 @@ def test_eval_refuses_a_policy_with_other_inputs(tiny_policy, tmp_path):
         evaluate_policy(bad, "push-v3", "target", episodes=1)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("n_obs", [1, 2])
-def test_rendering_only_observations_that_reach_an_inference_gives_the_same_actions(tiny_policy, n_obs, monkeypatch):
-    """Skipping the renders the policy never looks at (dpot.bench.evaluate.needs_images) changes nothing:
-    same actions, step for step, as rendering every observation; and it does skip most renders."""
+def _rollouts_counting_renders(policy, pre, post, monkeypatch) -> dict[bool, tuple]:
+    """One 20-step push-v3 episode (seed 100003) with ``render_all`` True and False: ``{render_all: (actions,
+    number of renders)}``, the global RNG reseeded before each."""
     import torch
-    from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
 
     from dpot.bench.env import DomainEnv
-    from dpot.bench.evaluate import _load, policy_cameras, rollout
+    from dpot.bench.evaluate import policy_cameras, rollout
 
-    policy, pre, post = _load(tiny_policy, "cpu")
-    if n_obs != policy.config.n_obs_steps:
-        policy.config.n_obs_steps = n_obs
-        policy = DiffusionPolicy(policy.config).eval()
     cameras, size = policy_cameras(policy.config)
     renders = []
     with DomainEnv("push-v3", "target", image_size=size, cameras=cameras) as env:
@@ -170,6 +163,23 @@ def test_rendering_only_observations_that_reach_an_inference_gives_the_same_acti
             r = rollout(policy, pre, post, env, 100003, task="push-v3", cameras=cameras, max_steps=20,
                         render_all=render_all)
             runs[render_all] = (r["actions"], len(renders))
+    return runs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_obs", [1, 2])
+def test_rendering_only_observations_that_reach_an_inference_gives_the_same_actions(tiny_policy, n_obs, monkeypatch):
+    """Skipping the renders the policy never looks at (dpot.bench.evaluate.needs_images) changes nothing:
+    same actions, step for step, as rendering every observation; and it does skip most renders."""
+    from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
+
+    from dpot.bench.evaluate import _load
+
+    policy, pre, post = _load(tiny_policy, "cpu")
+    if n_obs != policy.config.n_obs_steps:
+        policy.config.n_obs_steps = n_obs
+        policy = DiffusionPolicy(policy.config).eval()
+    runs = _rollouts_counting_renders(policy, pre, post, monkeypatch)
     assert runs[True][0].shape == (20, 4)
     np.testing.assert_array_equal(runs[True][0], runs[False][0])
     assert runs[True][1] == 21                                           # reset + every step
@@ -185,8 +195,7 @@ def test_an_act_policy_is_rendered_only_when_its_action_queue_is_empty(tiny_poli
     from lerobot.policies.act.configuration_act import ACTConfig
     from lerobot.policies.act.modeling_act import ACTPolicy
 
-    from dpot.bench.env import DomainEnv
-    from dpot.bench.evaluate import _load, needs_images, policy_cameras, rollout
+    from dpot.bench.evaluate import _load, needs_images
 
     diffusion, pre, post = _load(tiny_policy, "cpu")        # its processors normalize the same features
     torch.manual_seed(0)
@@ -195,17 +204,7 @@ def test_an_act_policy_is_rendered_only_when_its_action_queue_is_empty(tiny_poli
                     n_decoder_layers=1, n_vae_encoder_layers=1, latent_dim=8, pretrained_backbone_weights=None,
                     device="cpu")
     policy = ACTPolicy(cfg).eval()
-    cameras, size = policy_cameras(policy.config)
-    renders = []
-    with DomainEnv("push-v3", "target", image_size=size, cameras=cameras) as env:
-        real_render = env.render
-        monkeypatch.setattr(env, "render", lambda *a, **k: renders.append(1) or real_render(*a, **k))
-        runs = {}
-        for render_all in (True, False):
-            renders.clear()
-            r = rollout(policy, pre, post, env, 100003, task="push-v3", cameras=cameras, max_steps=20,
-                        render_all=render_all)
-            runs[render_all] = (r["actions"], len(renders))
+    runs = _rollouts_counting_renders(policy, pre, post, monkeypatch)
     np.testing.assert_array_equal(runs[True][0], runs[False][0])
     assert runs[True][1] == 21 and runs[False][1] == 1 + 2           # reset + the inferences at steps 8, 16
     policy.config.temporal_ensemble_coeff = 0.01                        # ensembling infers at every step
