@@ -18,7 +18,6 @@ from dpot.analysis import cfgkeys
 from dpot.analysis.steps import steps_to
 from dpot.atomic import write_text
 
-# A dpot OT block that changes nothing (lambda_ot=0): added when the parent is a plain lerobot-train run.
 # The OT block a proposal adds to a parent without one (a plain LeRobot run): dpot's OTConfig defaults with the OT
 # term off. Spelled out because dpot.analysis never imports dpot.config; tests/analysis/test_cfgkeys.py checks that
 # it resolves to exactly OTConfig() with lambda_ot=0.
