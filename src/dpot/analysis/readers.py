@@ -245,7 +245,6 @@ class RunReader(ABC):
         return col.fill(run)
 
 
-
 def _lineage_in(directory: Path) -> str | None:
     """Parent run of a proposal-made run: ``<dir>/parent.json`` or ``<dir>/../lineage.json[<dir name>]``."""
     own = directory / "parent.json"
