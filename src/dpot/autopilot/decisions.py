@@ -7,10 +7,12 @@ exploration moves used once the diagnoses are spent (:func:`explore_moves`)."""
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dpot.analysis import cfgkeys
+from dpot.analysis.windows import late_window
 from dpot.autopilot import runs
 from dpot.autopilot.record import BASE_RUN, Decision, IterationRecord, Kind, TrialRecord
 from dpot.autopilot.spec import Objective
@@ -43,20 +45,15 @@ INERT_REL = 1e-4
 OT_NEGLIGIBLE = 1e-3
 
 
-def ot_share(rows: list[dict], frac: float = 0.2) -> float | None:
-    """The OT term's share of the training loss late in a run: the median over the last ``frac`` of the steps that
-    log both of ``train/ot_loss / train/loss`` (``train/ot_loss`` is the λ-weighted term the trainer adds to the
-    BC loss). None when the run logs neither or its loss is not positive."""
+def ot_share(rows: list[dict]) -> float | None:
+    """The OT term's share of the training loss late in a run: the median of ``train/ot_loss / train/loss`` over
+    the late window (:func:`dpot.analysis.windows.late_window`, the one every diagnosis judges on) of the steps that
+    log both (``train/ot_loss`` is the λ-weighted term the trainer adds to the BC loss). None when the run logs
+    neither or its loss is not positive."""
     ot = dict(runs.series(rows, "train/ot_loss"))
-    pairs = [(s, ot[s], v) for s, v in runs.series(rows, "train/loss") if s in ot]
-    if not pairs:
-        return None
-    late = pairs[-max(1, round(frac * len(pairs))):]
-    shares = sorted(o / v for _, o, v in late if math.isfinite(o) and math.isfinite(v) and v > 0)
-    if not shares:
-        return None
-    mid = len(shares) // 2
-    return shares[mid] if len(shares) % 2 else (shares[mid - 1] + shares[mid]) / 2
+    late = late_window([(ot[s], v) for s, v in runs.series(rows, "train/loss") if s in ot])
+    shares = [o / v for o, v in late if math.isfinite(o) and math.isfinite(v) and v > 0]
+    return statistics.median(shares) if shares else None
 
 
 def only_ot_changes(keys: Iterable[str]) -> bool:
