@@ -162,6 +162,11 @@ def runs_to_match(values: list[float], target: float, rel_tol: float = 1e-6) -> 
     return None
 
 
+def finite_or_none(x: float) -> float | None:
+    """``x`` when it is a finite number, else None (a method that never produced a value: NaN or inf)."""
+    return x if x == x and abs(x) != float("inf") else None
+
+
 def results_doc(results: dict) -> dict:
     """The results JSON (module docstring) from ``{start: {method: [per-repeat dict with 'values']}}``: each
     repeat's ``runs_to_tpe_best`` is counted against TPE's final best of the same start and repeat."""
@@ -173,9 +178,9 @@ def results_doc(results: dict) -> dict:
             rows = []
             for i, r in enumerate(reps):
                 target = tpe[i]["best"] if i < len(tpe) else None
-                ok = target is not None and target == target and abs(target) != float("inf")
+                ok = target is not None and finite_or_none(target) is not None
                 hit = runs_to_match(r["values"], target) if ok else None
-                best = r["best"] if r["best"] == r["best"] and abs(r["best"]) != float("inf") else None
+                best = finite_or_none(r["best"])
                 rows.append({"seed": r["seed"], "best": best, "steps": r["steps"], "runs": r["runs"],
                              "runs_to_tpe_best": hit})
             out[method] = {"repeats": rows}
@@ -310,8 +315,7 @@ def cached(path: Path, compute) -> dict:
         r["best"] = float("nan") if r["best"] is None else r["best"]
         return r
     r = compute()
-    clean = {**r, "values": [v if v == v else None for v in r["values"]], "best": r["best"] if r["best"] == r["best"]
-             and abs(r["best"]) != float("inf") else None}
+    clean = {**r, "values": [v if v == v else None for v in r["values"]], "best": finite_or_none(r["best"])}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(clean, indent=1))
@@ -334,24 +338,10 @@ def run_repeat(start: str, rep: int, src: Path, tgt: Path, work: Path, a) -> dic
 
 
 def spearman(x: list[float], y: list[float]) -> float:
-    """Spearman's rank correlation of two equal-length lists (average ranks for ties)."""
-    def ranks(v):
-        order = sorted(range(len(v)), key=lambda i: v[i])
-        r = [0.0] * len(v)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                r[order[k]] = (i + j) / 2
-            i = j + 1
-        return r
-    rx, ry = ranks(x), ranks(y)
-    mx, my = statistics.mean(rx), statistics.mean(ry)
-    num = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    den = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
-    return num / den if den else float("nan")
+    """Spearman's rank correlation of two equal-length lists (SciPy's, average ranks for ties)."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(x, y).statistic)
 
 
 def rank_stability(src: Path, tgt: Path, a, n: int, out: Path) -> dict:
