@@ -58,6 +58,7 @@ import sys
 import time
 from pathlib import Path
 
+from dpot.atomic import write_text
 from dpot.metrics_log import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -317,9 +318,7 @@ def cached(path: Path, compute) -> dict:
     r = compute()
     clean = {**r, "values": [v if v == v else None for v in r["values"]], "best": finite_or_none(r["best"])}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(clean, indent=1))
-    tmp.replace(path)
+    write_text(path, json.dumps(clean, indent=1))
     return r
 
 
