@@ -317,8 +317,7 @@ def cached(path: Path, compute) -> dict:
         return r
     r = compute()
     clean = {**r, "values": [v if v == v else None for v in r["values"]], "best": finite_or_none(r["best"])}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text(path, json.dumps(clean, indent=1))
+    write_text(path, json.dumps(clean, indent=1))          # atomic, parents made
     return r
 
 
