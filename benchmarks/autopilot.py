@@ -29,8 +29,9 @@ Result per start and method (``results.json``, :func:`results_doc`): ``{"directi
 :func:`runs_to_match`); the table gives the mean ± std of ``best`` and the median of ``runs_to_tpe_best``.
 Without ``--source/--target`` it writes toy datasets (``dpot.data.toy``, 8-dim actions: the seed's label cost
 slices action dims 0-8) to the out dir.
-``--write`` replaces the ``## Autopilot (dpot autopilot)`` section of the given Markdown file (appended at the end
-when absent).
+``--write`` replaces only the ``### The grid: best objective per start and method`` subsection of the given
+Markdown file (put at the end of its ``## Autopilot (dpot autopilot)`` section when absent; the prose around it
+is kept: ``markdown_section.write_section``).
 
 Resumable over sittings (the grid takes hours on a CPU): each method's result of a (start, repeat) is kept in
 ``<out>/<start>/rep<k>/<method>.result.json`` and read back instead of rerun; inside an unfinished method, a run that
@@ -51,7 +52,6 @@ import copy
 import json
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -60,9 +60,11 @@ from pathlib import Path
 
 from dpot.atomic import write_text
 from dpot.metrics_log import read_metrics
+from markdown_section import write_section  # benchmarks/: the script's own directory is on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
-SECTION = "## Autopilot (dpot autopilot)"
+PARENT = "## Autopilot (dpot autopilot)"
+SECTION = "### The grid: best objective per start and method"
 STARTS = ("seed", "healthy", "lr-100x-high", "lr-100x-low-flat", "warmup-longer-than-run", "label-dominated")
 METHODS = ("autopilot", "tpe", "random", "hand")
 OBJ = "eval/offline_eval/avg_loss"
@@ -395,13 +397,6 @@ def table(doc: dict, a) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, text: str) -> None:
-    doc = path.read_text() if path.exists() else ""
-    pat = re.compile(re.escape(SECTION) + r".*?(?=\n## |\Z)", re.S)
-    doc = pat.sub(text.rstrip() + "\n", doc) if pat.search(doc) else doc.rstrip() + "\n\n" + text
-    path.write_text(doc)
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
@@ -466,7 +461,7 @@ def main() -> int:
     md = table(doc, a)
     print(md)
     if a.write:
-        write_section(Path(a.write), md)
+        write_section(Path(a.write), md, parent=PARENT)
     return 0
 
 

@@ -36,6 +36,8 @@ import threading
 import time
 from pathlib import Path
 
+from markdown_section import write_section  # benchmarks/: the script's own directory is on sys.path
+
 PY = sys.executable
 BIN = Path(sys.executable).parent
 SECTIONS = {"diffusion": "## Trainer (dpot train)", "act": "## Trainer, ACT (dpot train)"}
@@ -328,20 +330,6 @@ def summaries(res: dict) -> dict:
     out = {k: _summary(res[k]) for k in ("ot_on", "ot_off", "lerobot")}
     out["ab"] = res.get("ab")
     return out
-
-
-def write_section(path: Path, text: str) -> None:
-    """Replace (or append) only the section whose heading is ``text``'s first line (:data:`SECTIONS`) in ``path``."""
-    section = text.splitlines()[0]
-    old = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    start = old.find(section + "\n")
-    if start < 0:
-        new = old.rstrip() + "\n\n" + text
-    else:
-        nxt = old.find("\n## ", start + len(section))
-        new = old[:start] + text + ("\n" + old[nxt + 1:] if nxt >= 0 else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new.rstrip() + "\n")
 
 
 def main() -> None:
