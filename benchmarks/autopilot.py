@@ -3,6 +3,7 @@ seed's hand-written iterations (``configs/iter*.json``), ``--repeats`` seeds eac
 
     .venv/bin/python benchmarks/autopilot.py [--quick] [--steps S] [--iterations I] [--candidates K]
         [--repeats 5] [--starts seed,healthy,lr-100x-high,...] [--source DIR --target DIR] [--out DIR]
+        [--objective METRIC|bench:<task>] [--bench-episodes 20] [--policy cpu|study]
         [--results docs/results/autopilot/results.json] [--write docs/benchmarks.md]
 
 Start conditions (``--starts``, :data:`STARTS`, applied to the base config by :func:`start_config`): ``seed`` (the
@@ -23,7 +24,12 @@ Protocol (one repeat = one seed, the same for every method):
 * hand-written: the base, then iter1, iter4a, iter4b, iter5a, iter5b, iter5c (their optimiser, schedule and OT
   blocks on the same base; warmups scaled by S / their steps; their step counts are NOT copied: every run gets S),
   as many as the budget allows.
-Result per start and method (``results.json``, :func:`results_doc`): ``{"direction": "min", "objective": ...,
+Objective (``--objective``): by default the offline eval loss above; ``bench:<task>`` scores every run of every
+method by the closed-loop success of its final checkpoint in the target domain (``--bench-episodes`` episodes of
+``--bench-max-steps`` steps, ``dpot bench eval``; max), which needs data from ``dpot bench generate`` and a policy
+that can succeed at all: ``--policy study`` trains the ``cpu-idood-powered`` study's policy and batch instead of the
+tiny CPU one (at 100 steps the tiny policy succeeds in 0 of 10 episodes).
+Result per start and method (``results.json``, :func:`results_doc`): ``{"direction": "min"|"max", "objective": ...,
 "starts": {start: {"methods": {method: {"repeats": [{"seed", "best", "steps", "runs", "runs_to_tpe_best"}]}}}}}``;
 ``runs_to_tpe_best``: the runs a method needed to match TPE's final best in that repeat (None if never,
 :func:`runs_to_match`); the table gives the mean ± std of ``best`` and the median of ``runs_to_tpe_best``.
@@ -58,7 +64,11 @@ import sys
 import time
 from pathlib import Path
 
+from dpot import rundir
 from dpot.atomic import write_text
+from dpot.autopilot import tools
+from dpot.autopilot.spec import Objective, parse_objective
+from dpot.errors import UserError
 from dpot.metrics_log import read_metrics
 from markdown_section import write_section  # benchmarks/: the script's own directory is on sys.path
 
@@ -68,8 +78,11 @@ SECTION = "### The grid: best objective per start and method"
 STARTS = ("seed", "healthy", "lr-100x-high", "lr-100x-low-flat", "warmup-longer-than-run", "label-dominated")
 METHODS = ("autopilot", "tpe", "random", "hand")
 OBJ = "eval/offline_eval/avg_loss"
+DEFAULT_OBJECTIVE = parse_objective(OBJ)
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false",
        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+POLICY_SIZES = ("cpu", "study")
+STUDY_PRESET = "cpu-idood-powered"        # --policy study: this preset's policy and batch
 HAND = ["iter1", "iter4a", "iter4b", "iter5a", "iter5b", "iter5c"]
 POLICY = {"type": "diffusion", "device": "cpu", "push_to_hub": False, "pretrained_backbone_weights": None,
           "use_group_norm": True, "use_separate_rgb_encoder_per_camera": False, "down_dims": [16, 32],
@@ -83,9 +96,37 @@ def _dpot(*args: str, log: Path) -> int:
                               stderr=subprocess.STDOUT).returncode
 
 
-def _final(run: Path) -> float:
-    vals = [float(r[OBJ]) for r in read_metrics(run) if OBJ in r]
-    return vals[-1] if vals else float("nan")
+def final_value(run: Path, a) -> float:
+    """A trained run's objective (``a.objective``): the last logged value of the metric, or for ``bench:<task>`` the
+    closed-loop target-domain success rate of its final checkpoint over ``a.bench_episodes`` episodes (``dpot
+    bench eval`` through the autopilot's own :func:`dpot.autopilot.tools.bench_eval`, cached in the run as the
+    autopilot caches it); NaN when there is none (a failed run or evaluation)."""
+    obj = a.objective
+    task = obj.bench_task
+    if task is None:
+        vals = [float(r[obj.key]) for r in read_metrics(run) if obj.key in r]
+        return vals[-1] if vals else float("nan")
+    steps = _steps(run)
+    cache = rundir.bench_result_path(run, task, steps, steps)
+    if not cache.exists():
+        ckpt = rundir.checkpoint_dir(run, steps, steps) / rundir.MODEL_DIR
+        if not steps or not ckpt.exists():
+            return float("nan")
+        try:
+            tools.bench_eval(ckpt, task, a.bench_episodes, a.bench_max_steps, cache)
+        except RuntimeError:
+            return float("nan")
+    return float(json.loads(cache.read_text())["success_rate"])
+
+
+def better(obj: Objective, v: float, best: float) -> bool:
+    """``v`` is a value (not NaN) better than ``best`` in ``obj``'s direction."""
+    return v == v and obj.better(v, best)
+
+
+def worst(obj: Objective) -> float:
+    """The start of a running best: +inf for min, -inf for max."""
+    return float("inf") if obj.direction == "min" else float("-inf")
 
 
 def _steps(run: Path) -> int:
@@ -114,16 +155,32 @@ def fit_label_slices(ot: dict, dim: int) -> dict:
     return ot
 
 
-def base_config(src: Path, tgt: Path, steps: int, seed: int) -> dict:
-    """The seed run's hyper-parameters on a CPU-sized policy (see the module docstring)."""
+def study_policy(steps: int) -> tuple[dict, int]:
+    """``--policy study``: the policy section and batch size of :data:`STUDY_PRESET`'s jobs (``dpot bench study``'s
+    own :func:`~dpot.bench.presets.policy_section` on the demo config's Diffusion policy)."""
+    from dpot.bench.presets import get_preset, policy_section, train_config
+
+    preset = get_preset(STUDY_PRESET)
+    demo = train_config({}, {}, Path("."), steps=steps, batch_size=preset.batch_size, num_workers=0, device="cpu")
+    return policy_section(preset, demo["policy"], preset.warmup_steps), preset.batch_size
+
+
+def base_config(src: Path, tgt: Path, steps: int, seed: int, policy: str = "cpu") -> dict:
+    """The seed run's hyper-parameters on a CPU-sized policy (``policy`` cpu) or on the study's policy and batch
+    (``study``, :func:`study_policy`); see the module docstring."""
     seed_cfg = json.loads((REPO / "configs" / "seed_p80qgmx9.json").read_text())
-    size = image_size(tgt)
-    policy = {**POLICY, "optimizer_lr": seed_cfg["policy"].get("optimizer_lr", 1e-5),
-              **({"resize_shape": [32, 32], "crop_ratio": 0.875} if size > 32 else {}),
+    if policy not in POLICY_SIZES:
+        raise ValueError(f"unknown policy size {policy!r}; choose from {', '.join(POLICY_SIZES)}")
+    if policy == "study":
+        pol, batch = study_policy(steps)
+    else:
+        size = image_size(tgt)
+        pol, batch = {**POLICY, **({"resize_shape": [32, 32], "crop_ratio": 0.875} if size > 32 else {})}, 8
+    policy = {**pol, "optimizer_lr": seed_cfg["policy"].get("optimizer_lr", 1e-5),
               "scheduler_warmup_steps": max(1, int(500 * steps / seed_cfg["steps"]))}
     return {"dataset": {"repo_id": "local/toy_target", "root": str(tgt)},
             "source_dataset": {"repo_id": "local/toy_source", "root": str(src)},
-            "policy": policy, "batch_size": 8, "steps": steps, "log_freq": max(1, steps // 20),
+            "policy": policy, "batch_size": batch, "steps": steps, "log_freq": max(1, steps // 20),
             "eval_freq": steps, "save_freq": steps, "num_workers": 0, "eval": {"n_batches": 4, "val_fraction": 0.25},
             "wandb": {"enable": False}, "seed": seed, "ot": fit_label_slices(seed_cfg["ot"], action_dim(tgt))}
 
@@ -153,14 +210,16 @@ def start_config(start: str, base: dict) -> dict:
     return cfg
 
 
-def runs_to_match(values: list[float], target: float, rel_tol: float = 1e-6) -> int | None:
-    """The number of runs (in the order trained) after which the running best of ``values`` (min; NaN = a failed
-    run) is at most ``target`` (up to ``rel_tol`` relative); None when it never is."""
+def runs_to_match(values: list[float], target: float, rel_tol: float = 1e-6, direction: str = "min") -> int | None:
+    """The number of runs (in the order trained) after which the running best of ``values`` (NaN = a failed run)
+    reaches ``target``: at most it for ``direction`` min, at least it for max (up to ``rel_tol`` relative); None
+    when it never does."""
+    sign = 1.0 if direction == "min" else -1.0
     best = float("inf")
     for i, v in enumerate(values, start=1):
         if v == v:
-            best = min(best, v)
-        if best <= target + rel_tol * abs(target):
+            best = min(best, sign * v)
+        if best <= sign * target + rel_tol * abs(target):
             return i
     return None
 
@@ -170,9 +229,10 @@ def finite_or_none(x: float) -> float | None:
     return x if x == x and abs(x) != float("inf") else None
 
 
-def results_doc(results: dict) -> dict:
+def results_doc(results: dict, objective: Objective = DEFAULT_OBJECTIVE) -> dict:
     """The results JSON (module docstring) from ``{start: {method: [per-repeat dict with 'values']}}``: each
-    repeat's ``runs_to_tpe_best`` is counted against TPE's final best of the same start and repeat."""
+    repeat's ``runs_to_tpe_best`` is counted against TPE's final best of the same start and repeat, in the
+    ``objective``'s direction."""
     starts = {}
     for start, methods in results.items():
         tpe = methods.get("tpe") or []
@@ -182,13 +242,13 @@ def results_doc(results: dict) -> dict:
             for i, r in enumerate(reps):
                 target = tpe[i]["best"] if i < len(tpe) else None
                 ok = target is not None and finite_or_none(target) is not None
-                hit = runs_to_match(r["values"], target) if ok else None
+                hit = runs_to_match(r["values"], target, direction=objective.direction) if ok else None
                 best = finite_or_none(r["best"])
                 rows.append({"seed": r["seed"], "best": best, "steps": r["steps"], "runs": r["runs"],
                              "runs_to_tpe_best": hit})
             out[method] = {"repeats": rows}
         starts[start] = {"methods": out}
-    return {"direction": "min", "objective": OBJ, "starts": starts}
+    return {"direction": objective.direction, "objective": objective.key, "starts": starts}
 
 
 def hand_config(base: dict, name: str) -> dict:
@@ -224,7 +284,7 @@ def sampled_config(base: dict, trial) -> dict:
     return cfg
 
 
-def train(cfg: dict, run: Path) -> float:
+def train(cfg: dict, run: Path, a) -> float:
     """Train ``cfg`` into ``run`` (read back when it already reached its budget; an unfinished run is retrained
     from scratch); the run's final objective (NaN when it failed)."""
     import shutil
@@ -232,7 +292,7 @@ def train(cfg: dict, run: Path) -> float:
     from dpot.rundir import is_finished
 
     if run.exists() and is_finished(run, int(cfg["steps"])):
-        return _final(run)
+        return final_value(run, a)
     shutil.rmtree(run, ignore_errors=True)
     run.with_suffix(".log").unlink(missing_ok=True)
     cfg = {**cfg, "output_dir": str(run)}
@@ -240,7 +300,7 @@ def train(cfg: dict, run: Path) -> float:
     path.write_text(json.dumps(cfg, indent=1))
     if _dpot("train", f"--config_path={path}", log=run.with_suffix(".log")) != 0:
         return float("nan")
-    return _final(run)
+    return final_value(run, a)
 
 
 def run_autopilot(base: dict, work: Path, a) -> dict:
@@ -251,6 +311,8 @@ def run_autopilot(base: dict, work: Path, a) -> dict:
     t0 = time.time()
     rc = _dpot("autopilot", "--config_path", str(path), "--out", str(out), "--iterations", str(a.iterations),
                "--candidates", str(a.candidates), "--steps", str(a.steps), "--patience", "0", "--quiet",
+               "--objective", a.objective.key, "--bench_episodes", str(a.bench_episodes),
+               "--bench_max_steps", str(a.bench_max_steps),
                log=work / "autopilot.log")
     if rc != 0:
         raise SystemExit(f"autopilot failed (exit {rc}): see {work / 'autopilot.log'}")
@@ -260,7 +322,8 @@ def run_autopilot(base: dict, work: Path, a) -> dict:
     order = [n["objective"] if isinstance(n["objective"], float) and n["decision"] in ("kept", "best")
              else float("nan") for n in lin["nodes"]]
     steps = sum(_steps(out / n["run"]) for n in lin["nodes"])
-    return {"best": min(vals) if vals else float("nan"), "steps": steps, "runs": len(lin["nodes"]),
+    best = (min(vals) if a.objective.direction == "min" else max(vals)) if vals else float("nan")
+    return {"best": best, "steps": steps, "runs": len(lin["nodes"]),
             "values": order, "wall_s": time.time() - t0}
 
 
@@ -270,9 +333,10 @@ def run_sampler(kind: str, base: dict, work: Path, budget: int, a, seed: int) ->
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(4, max(1, budget // a.steps // 2)))
                if kind == "tpe" else optuna.samplers.RandomSampler(seed=seed))
-    study = optuna.create_study(direction="minimize", sampler=sampler)
+    direction = "minimize" if a.objective.direction == "min" else "maximize"
+    study = optuna.create_study(direction=direction, sampler=sampler)
     work.mkdir(parents=True, exist_ok=True)
-    t0, best, steps, n, values = time.time(), float("inf"), 0, 0, []
+    t0, best, steps, n, values = time.time(), worst(a.objective), 0, 0, []
     while steps + a.steps <= budget:
         run = work / f"t{n}"
         if n == 0:
@@ -281,13 +345,13 @@ def run_sampler(kind: str, base: dict, work: Path, budget: int, a, seed: int) ->
         else:
             trial = study.ask()
             cfg = sampled_config(base, trial)
-        val = train(cfg, run)
+        val = train(cfg, run, a)
         steps += _steps(run)
         if trial is not None:
             study.tell(trial, val if val == val else None,
                        state=None if val == val else optuna.trial.TrialState.FAIL)
-        if val == val:
-            best = min(best, val)
+        if better(a.objective, val, best):
+            best = val
         values.append(val)
         n += 1
     return {"best": best, "steps": steps, "runs": n, "values": values, "wall_s": time.time() - t0}
@@ -295,16 +359,16 @@ def run_sampler(kind: str, base: dict, work: Path, budget: int, a, seed: int) ->
 
 def run_hand(base: dict, work: Path, budget: int, a) -> dict:
     work.mkdir(parents=True, exist_ok=True)
-    t0, best, steps, n, values = time.time(), float("inf"), 0, 0, []
+    t0, best, steps, n, values = time.time(), worst(a.objective), 0, 0, []
     for name in ["base", *HAND]:
         if steps + a.steps > budget:
             break
         cfg = base if name == "base" else hand_config(base, name)
         run = work / name
-        val = train(cfg, run)
+        val = train(cfg, run, a)
         steps += _steps(run)
-        if val == val:
-            best = min(best, val)
+        if better(a.objective, val, best):
+            best = val
         values.append(val)
         n += 1
     return {"best": best, "steps": steps, "runs": n, "values": values, "wall_s": time.time() - t0}
@@ -326,7 +390,7 @@ def cached(path: Path, compute) -> dict:
 def run_repeat(start: str, rep: int, src: Path, tgt: Path, work: Path, a) -> dict[str, dict]:
     """One repeat of one start: the autopilot first (its total trained steps = everyone's budget), then TPE,
     random and the hand iterations at that budget; each method's result kept (:func:`cached`)."""
-    base = start_config(start, base_config(src, tgt, a.steps, seed=rep))
+    base = start_config(start, base_config(src, tgt, a.steps, seed=rep, policy=a.policy))
     out = {"autopilot": cached(work / "autopilot.result.json", lambda: run_autopilot(base, work / "autopilot", a))}
     budget = out["autopilot"]["steps"]
     runners = {"tpe": lambda: run_sampler("tpe", base, work / "tpe", budget, a, rep),
@@ -351,7 +415,7 @@ def rank_stability(src: Path, tgt: Path, a, n: int, out: Path) -> dict:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    base = base_config(src, tgt, a.steps, seed=0)
+    base = base_config(src, tgt, a.steps, seed=0, policy=a.policy)
     every = max(1, a.steps // 6)
     base = {**base, "eval_freq": every}
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.RandomSampler(seed=0))
@@ -361,7 +425,7 @@ def rank_stability(src: Path, tgt: Path, a, n: int, out: Path) -> dict:
         cfg = sampled_config(base, trial)
         run = out / "rank_stability" / f"c{i}"
         run.parent.mkdir(parents=True, exist_ok=True)
-        train(cfg, run)
+        train(cfg, run, a)
         curve = {int(r["step"]): float(r[OBJ]) for r in read_metrics(run) if OBJ in r}
         study.tell(trial, curve.get(a.steps, float("nan")))
         curves[i] = {"params": trial.params, "curve": curve}
@@ -373,14 +437,23 @@ def rank_stability(src: Path, tgt: Path, a, n: int, out: Path) -> dict:
                      for i, c in curves.items()}}
 
 
+def objective_words(a) -> str:
+    """How a run's value is read, for the table's header line."""
+    if a.objective.bench_task:
+        return (f"closed-loop success of the final checkpoint, {a.bench_episodes} target-domain episodes of "
+                f"{a.bench_max_steps} steps")
+    return "final value of a run"
+
+
 def table(doc: dict, a) -> str:
     """The Markdown section: one row per start and method (best: mean ± sd over repeats; runs to TPE's best:
     median over repeats, '-' when never in most)."""
     lines = [SECTION, "",
              f"`benchmarks/autopilot.py {' '.join(sys.argv[1:])}` on {platform.node() or 'this machine'} "
              f"({os.cpu_count()} CPUs, shared): {a.steps} steps per run, autopilot {a.iterations} iteration(s) x "
-             f"<= {a.candidates} candidate(s), {a.repeats} repeat(s), objective `{OBJ}` (min, final value of a "
-             f"run); each method's budget = the autopilot's total trained steps.", "",
+             f"<= {a.candidates} candidate(s), {a.repeats} repeat(s), {a.policy} policy, objective "
+             f"`{a.objective.key}` ({a.objective.direction}, {objective_words(a)}); each method's budget = the "
+             "autopilot's total trained steps.", "",
              "| start | method | best objective (mean ± sd) | per repeat | steps (mean) | runs (mean) | "
              "runs to TPE's best (median) |", "|---|---|---|---|---|---|---|"]
     for start, entry in doc["starts"].items():
@@ -411,10 +484,27 @@ def main() -> int:
     p.add_argument("--out", default="outputs/bench_autopilot", help="work directory")
     p.add_argument("--results", default=None, help="also write the results JSON here (e.g. "
                                                     "docs/results/autopilot/results.json)")
-    p.add_argument("--write", help="Markdown file whose autopilot section is replaced")
+    p.add_argument("--write", help="Markdown file whose autopilot grid subsection is replaced")
+    p.add_argument("--objective", default=OBJ,
+                   help=f"what every method optimises: a logged metric METRIC[:min|max] (default {OBJ}) or "
+                        "bench:<task> (closed-loop target success of each run's final checkpoint, max; the data "
+                        "must come from dpot bench generate for that task)")
+    p.add_argument("--bench-episodes", type=int, default=20, help="episodes per closed-loop evaluation (20)")
+    p.add_argument("--bench-max-steps", type=int, default=150, help="episode length of a closed-loop evaluation")
+    p.add_argument("--policy", choices=POLICY_SIZES, default="cpu",
+                   help="cpu: the tiny CPU-sized Diffusion policy (32 px, batch 8); study: the cpu-idood-powered "
+                        "study's policy and batch (64 px, U-Net 64-128-256, batch 32), which a closed-loop "
+                        "objective needs to succeed at all")
     p.add_argument("--rank-stability", type=int, default=0, metavar="N",
                    help="instead of the grid: N random configs to --steps, Spearman of each eval step vs the last")
     a = p.parse_args()
+    try:
+        a.objective = parse_objective(a.objective)
+    except UserError as err:
+        p.error(str(err))
+    if a.rank_stability and a.objective.bench_task:
+        p.error("--rank-stability reads the logged objective at every eval step; a bench:<task> objective has one "
+                "value per run")
     starts = [x.strip() for x in a.starts.split(",") if x.strip()]
     if a.quick:
         a.steps, a.iterations, a.candidates, a.repeats = 6, 1, 1, 1
@@ -451,8 +541,8 @@ def main() -> int:
             for method, r in run_repeat(start, rep, src, tgt, out / start / f"rep{rep}", a).items():
                 res[method].append({**r, "seed": rep})
             print(json.dumps({start: {m: v[-1]["best"] for m, v in res.items()}}), flush=True)
-            (out / "results.json").write_text(json.dumps(results_doc(results), indent=2) + "\n")
-    doc = results_doc(results)
+            (out / "results.json").write_text(json.dumps(results_doc(results, a.objective), indent=2) + "\n")
+    doc = results_doc(results, a.objective)
     text = json.dumps(doc, indent=2) + "\n"
     (out / "results.json").write_text(text)
     if a.results:

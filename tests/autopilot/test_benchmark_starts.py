@@ -45,6 +45,64 @@ def test_runs_to_match_counts_runs_until_the_running_best_reaches_the_target():
     assert bench.runs_to_match([1.0, nan, 0.8, 0.9, 0.7], 0.8) == 3
     assert bench.runs_to_match([1.0, 0.9], 0.8) is None
     assert bench.runs_to_match([0.5], 0.8) == 1
+    # a success rate (max): the running best must reach at least the target
+    assert bench.runs_to_match([0.1, nan, 0.3, 0.2, 0.6], 0.3, direction="max") == 3
+    assert bench.runs_to_match([0.1, 0.2], 0.3, direction="max") is None
+    assert bench.runs_to_match([0.0, 0.0], 0.0, direction="max") == 1
+
+
+def _args(objective=bench.OBJ, **kw):
+    """The parsed arguments table() and final_value() read."""
+    return type("A", (), {"steps": 300, "iterations": 3, "candidates": 2, "repeats": 1, "policy": "cpu",
+                          "objective": bench.parse_objective(objective), "bench_episodes": 20,
+                          "bench_max_steps": 150, **kw})()
+
+
+def test_a_closed_loop_objective_is_maximised_and_counted_that_way():
+    """``--objective bench:<task>``: the JSON says max, and runs_to_tpe_best counts runs until the success rate
+    reaches TPE's best (a lower success never matches it)."""
+    rep = lambda best, values: {"best": best, "steps": 600, "runs": len(values), "values": values, "seed": 0}  # noqa: E731
+    obj = bench.parse_objective("bench:button-press-topdown-v3")
+    results = {"seed": {"autopilot": [rep(0.4, [0.0, 0.4, 0.2])], "tpe": [rep(0.3, [0.1, 0.3, 0.0])],
+                        "random": [rep(0.2, [0.2, 0.1])], "hand": [rep(0.3, [0.3])]}}
+    doc = bench.results_doc(results, obj)
+    assert doc["direction"] == "max" and doc["objective"] == "bench:button-press-topdown-v3"
+    hits = {m: v["repeats"][0]["runs_to_tpe_best"] for m, v in doc["starts"]["seed"]["methods"].items()}
+    assert hits == {"autopilot": 2, "tpe": 2, "random": None, "hand": 1}
+    text = bench.table(doc, _args("bench:button-press-topdown-v3"))
+    assert "(max, closed-loop success of the final checkpoint, 20 target-domain episodes" in text
+
+
+def test_final_value_of_a_closed_loop_objective_reads_the_autopilots_cache(tmp_path):
+    """A run's closed-loop value is the success rate cached in the run (the name the autopilot itself uses), and
+    NaN for a run without a final checkpoint: nothing is evaluated twice, a failed run is not a success of 0."""
+    from dpot import rundir
+
+    task = "button-press-topdown-v3"
+    run = tmp_path / "t0"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 100, "train/loss": 1.0}\n')
+    a = _args(f"bench:{task}")
+    assert bench.final_value(run, a) != bench.final_value(run, a)      # NaN: no checkpoint, no cache
+    rundir.bench_result_path(run, task, 100, 100).write_text(json.dumps({"success_rate": 0.35}))
+    assert bench.final_value(run, a) == 0.35
+    (run / "metrics.jsonl").write_text('{"step": 100, "eval/offline_eval/avg_loss": 0.8}\n')
+    assert bench.final_value(run, _args()) == 0.8
+
+
+def test_the_study_policy_is_the_powered_studys_own(base, tmp_path):
+    """``--policy study`` trains what the study trains (its U-Net, resolution and batch), with the start's LR."""
+    from dpot.bench.presets import get_preset
+
+    big = bench.base_config(tmp_path, tmp_path, steps=300, seed=0, policy="study")
+    preset = get_preset(bench.STUDY_PRESET)
+    assert big["batch_size"] == preset.batch_size == 32 and base["batch_size"] == 8
+    assert big["policy"]["down_dims"] == preset.policy["down_dims"] != base["policy"]["down_dims"]
+    assert big["policy"]["optimizer_lr"] == base["policy"]["optimizer_lr"] == 1e-5
+    assert "resize_shape" not in base["policy"] and big["policy"]["resize_shape"] == preset.policy["resize_shape"]
+    assert bench.start_config("lr-100x-high", big)["policy"]["optimizer_lr"] == pytest.approx(3e-2)
+    with pytest.raises(ValueError, match="unknown policy size"):
+        bench.base_config(tmp_path, tmp_path, steps=300, seed=0, policy="huge")
 
 
 def test_results_doc_has_the_issue_schema():
@@ -60,7 +118,7 @@ def test_results_doc_has_the_issue_schema():
     assert m["tpe"]["repeats"][0]["runs_to_tpe_best"] == 3
     assert m["random"]["repeats"][0]["best"] is None and m["random"]["repeats"][0]["runs_to_tpe_best"] is None
     assert m["hand"]["repeats"][0]["runs_to_tpe_best"] is None
-    text = bench.table(doc, type("A", (), {"steps": 300, "iterations": 3, "candidates": 2, "repeats": 1})())
+    text = bench.table(doc, _args())
     assert "| lr-100x-high | autopilot | 0.7000 ± 0.0000 | 0.7000 | 600 | 3.0 | 2 |" in text
     assert "| lr-100x-high | random | nan" in text and "| 1.0 | - |" in text
 

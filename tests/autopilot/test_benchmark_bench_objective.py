@@ -1,0 +1,44 @@
+"""benchmarks/autopilot.py with ``--objective bench:<task>``: every method's runs are scored by the closed-loop
+success of their final checkpoint (the autopilot's own cache in each run), and the results JSON maximises it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+TASK = "button-press-topdown-v3"
+
+
+def test_the_grid_with_a_closed_loop_objective(tmp_path):
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from dpot.bench.generate import generate_dataset
+
+    data = {d: tmp_path / d for d in ("source", "target")}
+    for i, (domain, root) in enumerate(data.items()):
+        generate_dataset(TASK, domain, 2, root, image_size=32, seed=i, progress=False)
+    out = tmp_path / "grid"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "autopilot.py"), "--quick", "--starts", "seed",
+           "--objective", f"bench:{TASK}", "--bench-episodes", "1", "--bench-max-steps", "10",
+           "--source", str(data["source"]), "--target", str(data["target"]), "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["direction"] == "max" and doc["objective"] == f"bench:{TASK}"
+    methods = doc["starts"]["seed"]["methods"]
+    assert set(methods) == {"autopilot", "tpe", "random", "hand"}
+    for m in methods.values():
+        (r,) = m["repeats"]
+        assert 0.0 <= r["best"] <= 1.0 and r["runs"] >= 1 and r["steps"] == methods["autopilot"]["repeats"][0]["steps"]
+    caches = sorted(p.relative_to(out).as_posix() for p in out.rglob(f"bench_{TASK}_*.json"))
+    for method in ("tpe", "random", "hand"):
+        runs = [p for p in caches if p.startswith(f"seed/rep0/{method}/")]
+        assert len(runs) == methods[method]["repeats"][0]["runs"], caches
+    assert any(p.startswith("seed/rep0/autopilot/") for p in caches)
+    assert "closed-loop success of the final checkpoint, 1 target-domain episodes" in res.stdout
