@@ -3,7 +3,8 @@ seed's hand-written iterations (``configs/iter*.json``), ``--repeats`` seeds eac
 
     .venv/bin/python benchmarks/autopilot.py [--quick] [--steps S] [--iterations I] [--candidates K]
         [--repeats 5] [--starts seed,healthy,lr-100x-high,...] [--source DIR --target DIR] [--out DIR]
-        [--objective METRIC|bench:<task>] [--bench-episodes 20] [--policy cpu|study]
+        [--methods autopilot,tpe,random,hand] [--objective METRIC|bench:<task>] [--bench-episodes 20]
+        [--policy cpu|study]
         [--results docs/results/autopilot/results.json] [--write docs/benchmarks.md]
 
 Start conditions (``--starts``, :data:`STARTS`, applied to the base config by :func:`start_config`): ``seed`` (the
@@ -388,8 +389,9 @@ def cached(path: Path, compute) -> dict:
 
 
 def run_repeat(start: str, rep: int, src: Path, tgt: Path, work: Path, a) -> dict[str, dict]:
-    """One repeat of one start: the autopilot first (its total trained steps = everyone's budget), then TPE,
-    random and the hand iterations at that budget; each method's result kept (:func:`cached`)."""
+    """One repeat of one start: the autopilot first (its total trained steps = everyone's budget), then those of
+    TPE, random and the hand iterations that ``a.methods`` names, at that budget; each method's result kept
+    (:func:`cached`)."""
     base = start_config(start, base_config(src, tgt, a.steps, seed=rep, policy=a.policy))
     out = {"autopilot": cached(work / "autopilot.result.json", lambda: run_autopilot(base, work / "autopilot", a))}
     budget = out["autopilot"]["steps"]
@@ -397,7 +399,8 @@ def run_repeat(start: str, rep: int, src: Path, tgt: Path, work: Path, a) -> dic
                "random": lambda: run_sampler("random", base, work / "random", budget, a, rep),
                "hand": lambda: run_hand(base, work / "hand", budget, a)}
     for method, fn in runners.items():
-        out[method] = cached(work / f"{method}.result.json", fn)
+        if method in a.methods:
+            out[method] = cached(work / f"{method}.result.json", fn)
     return out
 
 
@@ -485,6 +488,9 @@ def main() -> int:
     p.add_argument("--results", default=None, help="also write the results JSON here (e.g. "
                                                     "docs/results/autopilot/results.json)")
     p.add_argument("--write", help="Markdown file whose autopilot grid subsection is replaced")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help="comma-separated methods (default all: autopilot,tpe,random,hand); the autopilot always "
+                        "runs (its steps are everyone's budget)")
     p.add_argument("--objective", default=OBJ,
                    help=f"what every method optimises: a logged metric METRIC[:min|max] (default {OBJ}) or "
                         "bench:<task> (closed-loop target success of each run's final checkpoint, max; the data "
@@ -512,6 +518,10 @@ def main() -> int:
     bad = [x for x in starts if x not in STARTS]
     if bad:
         p.error(f"--starts: unknown {', '.join(bad)}; choose from {', '.join(STARTS)}")
+    a.methods = ["autopilot", *[m.strip() for m in a.methods.split(",") if m.strip() and m.strip() != "autopilot"]]
+    bad = [m for m in a.methods if m not in METHODS]
+    if bad:
+        p.error(f"--methods: unknown {', '.join(bad)}; choose from {', '.join(METHODS)}")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if a.source and a.target:
@@ -537,7 +547,7 @@ def main() -> int:
     # as the others; <out>/results.json is rewritten after each (start, repeat)
     for rep in range(a.repeats):
         for start in starts:
-            res = results.setdefault(start, {m: [] for m in METHODS})
+            res = results.setdefault(start, {m: [] for m in METHODS if m in a.methods})
             for method, r in run_repeat(start, rep, src, tgt, out / start / f"rep{rep}", a).items():
                 res[method].append({**r, "seed": rep})
             print(json.dumps({start: {m: v[-1]["best"] for m, v in res.items()}}), flush=True)
