@@ -20,8 +20,9 @@ Protocol (one repeat = one seed, the same for every method):
 * autopilot: ``dpot autopilot --iterations I --candidates K --steps S``; its total trained steps T (base included,
   read from the runs' metrics) is the budget of the others;
 * TPE / random: Optuna's TPESampler / RandomSampler over the space the autopilot records
-  (lr log-uniform [1e-5, 1e-3] with the presets off and a constant schedule, ot.lambda_ot [0, 0.5], ot.reg log
-  [0.005, 0.1]); the base config is their first trial; T // S runs;
+  (lr log-uniform [1e-5, 1e-3] widened to the autopilot sampler's LR span, Diffusion: [1e-5, 3e-3], with the
+  presets off and a constant schedule; ot.lambda_ot [0, 0.5], ot.reg log [0.005, 0.1]); the base config is their
+  first trial; T // S runs;
 * hand-written: the base, then iter1, iter4a, iter4b, iter5a, iter5b, iter5c (their optimiser, schedule and OT
   blocks on the same base; warmups scaled by S / their steps; their step counts are NOT copied: every run gets S),
   as many as the budget allows.
@@ -272,10 +273,27 @@ def hand_config(base: dict, name: str) -> dict:
     return cfg
 
 
+SAMPLED_LR = (1e-5, 1e-3)      # TPE/random's LR range before it is widened to the autopilot's (sampled_lr_range)
+
+
+def sampled_lr_range(base: dict) -> tuple[float, float]:
+    """TPE/random's LR range on ``base``: :data:`SAMPLED_LR` widened to cover the LR span the autopilot's own sampler
+    draws from on the same base with the default rules (:func:`dpot.autopilot.sampling.sample_space`; Diffusion:
+    1e-4 to 3e-3), so that no method can reach an LR the blind samplers cannot (1e-5 to 3e-3 for Diffusion)."""
+    from dpot.analysis.rules import load_rules
+    from dpot.autopilot.sampling import sample_space
+
+    span = sample_space(base, load_rules()).get("lr")
+    if span is None:
+        return SAMPLED_LR
+    return min(SAMPLED_LR[0], span.low), max(SAMPLED_LR[1], span.high)
+
+
 def sampled_config(base: dict, trial) -> dict:
-    """A TPE/random trial's config: lr (presets off, constant schedule), ot.lambda_ot, ot.reg on ``base``."""
+    """A TPE/random trial's config: lr (presets off, constant schedule; :func:`sampled_lr_range`), ot.lambda_ot,
+    ot.reg on ``base``."""
     cfg = copy.deepcopy(base)
-    lr = trial.suggest_float("lr", 1e-5, 1e-3, log=True)
+    lr = trial.suggest_float("lr", *sampled_lr_range(base), log=True)
     cfg["use_policy_training_preset"] = False
     cfg["optimizer"] = {"type": "adamw", "lr": lr, "weight_decay": 1e-4, "betas": [0.9, 0.999], "eps": 1e-8,
                         "grad_clip_norm": 10.0}

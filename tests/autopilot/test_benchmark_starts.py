@@ -90,6 +90,25 @@ def test_final_value_of_a_closed_loop_objective_reads_the_autopilots_cache(tmp_p
     assert bench.final_value(run, _args()) == 0.8
 
 
+def test_the_blind_samplers_reach_every_lr_the_autopilots_sampler_can(base):
+    """TPE/random sample the LR over a range that covers the autopilot sampler's span on the same base (it reaches
+    3e-3 for Diffusion), so a better best cannot come from an LR only the autopilot may draw."""
+    import optuna
+
+    from dpot.analysis.rules import load_rules
+    from dpot.autopilot.sampling import sample_space
+
+    for start in bench.STARTS:
+        cfg = bench.start_config(start, base)
+        span = sample_space(cfg, load_rules())["lr"]
+        low, high = bench.sampled_lr_range(cfg)
+        assert low <= min(span.low, 1e-5) and high >= max(span.high, 1e-3)
+    assert bench.sampled_lr_range(base) == (1e-5, pytest.approx(3e-3))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    lrs = [bench.sampled_config(base, study.ask())["optimizer"]["lr"] for _ in range(200)]
+    assert 1e-5 <= min(lrs) and max(lrs) <= 3e-3 and max(lrs) > 1e-3
+
+
 def test_the_study_policy_is_the_powered_studys_own(base, tmp_path):
     """``--policy study`` trains what the study trains (its U-Net, resolution and batch), with the start's LR."""
     from dpot.bench.presets import get_preset
