@@ -66,7 +66,6 @@ import sys
 import time
 from pathlib import Path
 
-from dpot import rundir
 from dpot.atomic import write_text
 from dpot.autopilot import tools
 from dpot.autopilot.spec import Objective, parse_objective
@@ -109,16 +108,11 @@ def final_value(run: Path, a) -> float:
         vals = [float(r[obj.key]) for r in read_metrics(run) if obj.key in r]
         return vals[-1] if vals else float("nan")
     steps = _steps(run)
-    cache = rundir.bench_result_path(run, task, steps, steps)
-    if not cache.exists():
-        ckpt = rundir.checkpoint_dir(run, steps, steps) / rundir.MODEL_DIR
-        if not steps or not ckpt.exists():
-            return float("nan")
-        try:
-            tools.bench_eval(ckpt, task, a.bench_episodes, a.bench_max_steps, cache)
-        except RuntimeError:
-            return float("nan")
-    return float(json.loads(cache.read_text())["success_rate"])
+    try:
+        rate = tools.bench_success(run, task, steps, steps, a.bench_episodes, a.bench_max_steps) if steps else None
+    except RuntimeError:
+        rate = None
+    return float("nan") if rate is None else rate
 
 
 def better(obj: Objective, v: float, best: float) -> bool:

@@ -10,6 +10,7 @@ import json
 import subprocess
 from pathlib import Path
 
+from dpot import rundir
 from dpot.rundir import child_env, dpot_cmd
 
 
@@ -49,3 +50,21 @@ def bench_eval(policy: Path, task: str, episodes: int, max_steps: int, out: Path
             str(episodes), "--max-steps", str(max_steps), "--gifs", "0", "--out", str(out)]
     _run_cli(args, f"dpot bench eval {policy}", timeout=3600)
     return json.loads(out.read_text())
+
+
+def bench_success(run_dir: Path, task: str, step: int, total_steps: int, episodes: int, max_steps: int,
+                  evaluate: bool = True) -> float | None:
+    """The closed-loop success rate of the run's checkpoint at ``step``, cached in
+    ``<run>/bench_<task>_<step>.json`` (:func:`dpot.rundir.bench_result_path`): read from the cache, else evaluated
+    (:func:`bench_eval`) when ``evaluate`` and the checkpoint exists, else None.
+
+    Raises:
+        RuntimeError: the evaluation failed.
+    """
+    cache = rundir.bench_result_path(run_dir, task, step, total_steps)
+    if not cache.exists():
+        ckpt = rundir.checkpoint_dir(run_dir, step, total_steps) / rundir.MODEL_DIR
+        if not evaluate or not ckpt.exists():
+            return None
+        bench_eval(ckpt, task, episodes, max_steps, cache)
+    return float(json.loads(cache.read_text())["success_rate"])

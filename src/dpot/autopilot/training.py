@@ -55,13 +55,9 @@ class TrialRunner:
         task = self.objective.bench_task
         if task is None:
             return runs.series(read_metrics(run_dir), self.objective.key, budget)
-        cache = rundir.bench_result_path(run_dir, task, budget, self.steps)
-        if not cache.exists():
-            ckpt = rundir.checkpoint_dir(run_dir, budget, self.steps) / rundir.MODEL_DIR
-            if not evaluate or not ckpt.exists():
-                return []
-            tools.bench_eval(ckpt, task, self.s.bench_episodes, self.s.bench_max_steps, cache)
-        return [(budget, float(json.loads(cache.read_text())["success_rate"]))]
+        rate = tools.bench_success(run_dir, task, budget, self.steps, self.s.bench_episodes, self.s.bench_max_steps,
+                                   evaluate)
+        return [] if rate is None else [(budget, rate)]
 
     def parent_best(self, parent: str | None) -> tuple[float | None, float | None]:
         """(parent's final objective, parent's best logged value) at the full budget."""
