@@ -48,6 +48,53 @@ def test_same_seed_same_episode_other_seed_other_layout(envs):
     assert not np.allclose(layout5[4:7], _layout(src)[4:7])  # the puck moved
 
 
+@pytest.mark.parametrize("task", ["drawer-open-v3", "push-v3"])
+def test_an_episodes_first_frame_shows_its_own_layout_whatever_ran_before(task):
+    """MetaWorld places drawer-open's drawer and the goal site through the model after its last simulation step;
+    the reset's first frame and observation must show this episode's layout, not the previous episode's: equal
+    after two different previous episodes, and the goal site drawn where the task's goal is."""
+    with DomainEnv(task, "target", image_size=48, cameras=("corner4", "gripperPOV")) as env:
+        firsts = []
+        for before in (7, 8):
+            env.reset(before)
+            env.step([0.3, -0.2, 0.1, 0.0])
+            first = env.reset(5)
+            firsts.append((first["images"], env.raw_obs.copy(), env.layout()))
+            goal_drawn = env.data.site("goal").xpos
+            assert np.allclose(goal_drawn, env.env._target_pos), (goal_drawn, env.env._target_pos)
+        (img_a, obs_a, lay_a), (img_b, obs_b, lay_b) = firsts
+        for cam in img_a:
+            assert np.array_equal(img_a[cam], img_b[cam]), cam
+        assert np.array_equal(obs_a, obs_b) and lay_a == lay_b
+        env.step([0.0, 0.0, 0.0, 0.0])
+        assert np.allclose(env.raw_obs[4:7], lay_a["obj_pos"], atol=2e-3)   # the object did not jump after step 1
+
+
+def test_syncing_the_reset_leaves_the_dynamics_bit_identical(monkeypatch):
+    """The reset's ``mj_forward`` (:meth:`DomainEnv._sync_derived_state`) changes what the first frame shows, not
+    the simulation: the same actions give bit-identical MetaWorld observations from step 2 on (step 1's frame
+    stack repeats the reset's observation) with and without it."""
+    actions = np.random.default_rng(0).uniform(-1, 1, (12, 4))
+
+    def trajectory() -> list[np.ndarray]:
+        with DomainEnv("drawer-open-v3", "target", image_size=32, cameras=("corner4",)) as env:
+            out = []
+            for seed in (3, 4):
+                env.reset(seed, render=False)
+                for a in actions:
+                    env.step(a, render=False)
+                    out.append(env.raw_obs.copy())
+            return out
+
+    synced = trajectory()
+    monkeypatch.setattr(DomainEnv, "_sync_derived_state", lambda self: None)
+    stale = trajectory()
+    for t, (a, b) in enumerate(zip(synced, stale)):
+        if t % len(actions):              # every step but an episode's first
+            assert np.array_equal(a, b), t
+    assert not np.array_equal(synced[len(actions)], stale[len(actions)])  # episode 2's step 1: the stale stack
+
+
 def _model_arrays(model) -> dict[str, np.ndarray]:
     out = {}
     for name in dir(model):

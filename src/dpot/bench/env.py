@@ -202,9 +202,27 @@ class DomainEnv:
                 break
         else:  # pragma: no cover - probability 2**-200
             raise RuntimeError(f"no {region} layout for seed {seed} in {_MAX_REGION_TRIES} draws")
+        self._sync_derived_state()
         self._pending = deque(np.zeros(4) for _ in range(self.spec.action_latency))
         self.steps = 0
         return self.observation() if render else {"images": {}, "state": self.state()}
+
+    def _sync_derived_state(self) -> None:
+        """Make the reset's first observation show this episode's layout.
+
+        MetaWorld 3.1.1's ``reset_model`` places some things through the *model* after its last simulation step
+        (drawer-open: the drawer's ``body_pos``; push, reach, drawer-open: the goal site) and returns without
+        ``mj_forward``, so the derived positions (``xpos``, ``site_xpos``) are still those of the previous
+        simulation step: the first frame (and, for drawer-open, the object position in MetaWorld's observation)
+        shows the *previous* episode's drawer or goal, and an episode's first frame depends on the episode run
+        before it in the same env. ``mj_forward`` recomputes them from the state (``qpos`` and ``qvel`` are
+        left as they are and the solver's warm start is restored, so every later step is bit-identical); the
+        observation is then rebuilt as MetaWorld's reset builds it (both frames of its stack = the current one)."""
+        warmstart = self.data.qacc_warmstart.copy()    # mj_forward's solve writes it (MuJoCo 3.3)
+        mujoco.mj_forward(self.model, self.data)
+        self.data.qacc_warmstart[:] = warmstart
+        self.env._prev_obs = self.env._get_curr_obs_combined_no_goal()
+        self._obs = self.env._get_obs().astype(np.float64)
 
     def step(self, action, render: bool = True) -> tuple[dict, bool, dict]:
         """Apply ``action`` (clipped to [-1, 1]; delayed by ``action_latency``); returns (obs, success, info).
