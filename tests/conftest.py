@@ -15,6 +15,7 @@ SHARED_FIXTURES = {"real_runs": "analysis-runs", "gen_runs": "analysis-runs", "g
 TRAINING_FIXTURES = {"real_runs"}
 
 
+@pytest.hookimpl(tryfirst=True)   # before pytest-xdist's own hook, which reads xdist_group into the node id
 def pytest_collection_modifyitems(config, items):
     for item in items:
         names = set(getattr(item, "fixturenames", ()))

@@ -24,7 +24,9 @@ def test_the_grid_with_a_closed_loop_objective(tmp_path):
     for i, (domain, root) in enumerate(data.items()):
         generate_dataset(TASK, domain, 2, root, image_size=32, seed=i, progress=False)
     out = tmp_path / "grid"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "autopilot.py"), "--quick", "--starts", "seed", "--methods", "tpe",
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "autopilot.py"), "--steps", "6", "--iterations", "0",
+           "--candidates", "1", "--repeats", "1",
+           "--starts", "seed", "--methods", "tpe",
            "--objective", f"bench:{TASK}", "--bench-episodes", "1", "--bench-max-steps", "10",
            "--source", str(data["source"]), "--target", str(data["target"]), "--out", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
