@@ -22,9 +22,11 @@ Layouts (:data:`LAYOUTS`): ``dpot`` (the above) or ``lerobot``: the observation 
 LeRobot's position (:data:`LEROBOT_CORNER2_POS`) and flipped on both axes as LeRobot flips it, at LeRobot's
 480x480, and the 4-d state (``proprio``). With ``fast_render=False`` (MetaWorld's default render quality) the
 image is pixel-identical to LeRobot's env at the same seed (mean |difference| 0.0/255, 0.31 s per frame on
-this CPU); the fast settings differ by 7.3/255 on average and render 8x faster (0.04 s). A domain's ``corner4``
-camera shift (``camera_pos_offset`` / ``camera_fovy_scale``) applies to that camera; regions apply as in
-``dpot``.
+this CPU; button-press-topdown-v3, checked in the tests: on tasks whose reset moves things through the model,
+drawer-open's drawer and push/reach's goal site, LeRobot's first frame of an episode still shows the previous
+layout and ours does not, :meth:`DomainEnv._sync_derived_state`); the fast settings differ by 7.3/255 on
+average and render 8x faster (0.04 s). A domain's ``corner4`` camera shift (``camera_pos_offset`` /
+``camera_fovy_scale``) applies to that camera; regions apply as in ``dpot``.
 """
 
 from __future__ import annotations
