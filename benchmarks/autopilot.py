@@ -45,7 +45,10 @@ Resumable over sittings (the grid takes hours on a CPU): each method's result of
 ``<out>/<start>/rep<k>/<method>.result.json`` and read back instead of rerun; inside an unfinished method, a run that
 reached its budget is read back (``dpot.rundir.is_finished``) and an unfinished one is retrained from scratch; the
 autopilot's own search resumes (``dpot autopilot`` retrains nothing finished). TPE/random replay the same draws: their
-samplers are seeded and told the same values in the same order.
+samplers are seeded and told the same values in the same order. A distinct training runs once per ``--out``: a run
+whose config trains what a finished run there trains (every method's first run is the start's base; with the
+presets off, TPE's startup and random's draws are the same configs from every start) is a symlink to that run
+(:func:`train`, :func:`trained_twin`); each method is still charged the run's steps.
 
 ``--rank-stability N`` measures the budget question instead (issue 22: ">= 300 steps per run, or the budget at which
 runs' ranks stop changing"): N configs drawn by the random sampler (seed 0) on the ``seed`` start's base, each
@@ -297,20 +300,80 @@ def sampled_config(base: dict, trial) -> dict:
     return cfg
 
 
+def launched_runs(out: Path):
+    """``(launch config, run dir)`` of every run trained under ``out`` (symlinked runs and folders set aside as
+    ``_<name>`` left out): the benchmark's ``<name>.json`` beside ``<name>/`` (:func:`train`) and the autopilot's
+    ``search/configs/<name>.json`` beside ``search/runs/<name>/``."""
+    for dirpath, subdirs, files in os.walk(out):           # symlinked directories are not followed
+        subdirs[:] = [s for s in subdirs if not s.startswith("_")]
+        d = Path(dirpath)
+        runs = d.parent / "runs" if d.name == "configs" else d
+        for f in sorted(files):
+            run = runs / f.removesuffix(".json")
+            if f.endswith(".json") and run.is_dir() and not run.is_symlink():
+                yield d / f, run
+
+
+def _digest_cache(out: Path) -> tuple[Path, dict]:
+    path = out / "_training_digests.json"
+    return path, (json.loads(path.read_text()) if path.is_file() else {})
+
+
+def trained_twin(config: Path, out: Path, steps: int) -> Path | None:
+    """A finished run under ``out`` (:func:`launched_runs`, :func:`dpot.rundir.is_finished` at ``steps``) whose
+    launch config trains what ``config`` does (:func:`dpot.autopilot.spec.training_digest` of both, resolved by
+    the trainer's loader); None when there is none. The digests are cached in ``out/_training_digests.json``,
+    keyed by the sha256 of each file's JSON without ``output_dir`` (a resolve costs about a second)."""
+    import hashlib
+
+    from dpot.autopilot.spec import load_base_config, training_digest
+    from dpot.rundir import is_finished
+
+    cache_path, cache = _digest_cache(out)
+    n = len(cache)
+
+    def digest(path: Path) -> str:
+        data = {k: v for k, v in json.loads(path.read_text()).items() if k != "output_dir"}
+        key = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        if key not in cache:
+            cache[key] = training_digest(load_base_config(path))
+        return cache[key]
+
+    try:
+        want = digest(config)
+        for launch, run in launched_runs(out):
+            if launch != config and is_finished(run, steps) and digest(launch) == want:
+                return run
+        return None
+    finally:
+        if len(cache) > n:
+            write_text(cache_path, json.dumps(cache, indent=0, sort_keys=True))
+
+
 def train(cfg: dict, run: Path, a) -> float:
     """Train ``cfg`` into ``run`` (read back when it already reached its budget; an unfinished run is retrained
-    from scratch); the run's final objective (NaN when it failed)."""
+    from scratch); the run's final objective (NaN when it failed). When a finished run under ``a.out`` (any method,
+    start or repeat, the autopilot's included) trains the same config (:func:`trained_twin`), ``run`` becomes a
+    symlink to it instead of a second, identical training (CPU training here is deterministic: the grid's first
+    identical runs gave bit-identical objectives); the method is still charged the run's steps."""
     import shutil
 
     from dpot.rundir import is_finished
 
     if run.exists() and is_finished(run, int(cfg["steps"])):
         return final_value(run, a)
+    if run.is_symlink():
+        run.unlink()
     shutil.rmtree(run, ignore_errors=True)
     run.with_suffix(".log").unlink(missing_ok=True)
     cfg = {**cfg, "output_dir": str(run)}
     path = run.with_suffix(".json")
     path.write_text(json.dumps(cfg, indent=1))
+    twin = trained_twin(path, Path(a.out), int(cfg["steps"]))
+    if twin is not None:
+        os.symlink(os.path.relpath(twin, run.parent), run, target_is_directory=True)
+        write_text(run.with_suffix(".log"), f"not retrained: {twin} trains the same config (training digest)\n")
+        return final_value(run, a)
     if _dpot("train", f"--config_path={path}", log=run.with_suffix(".log")) != 0:
         return float("nan")
     return final_value(run, a)

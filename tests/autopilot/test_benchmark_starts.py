@@ -171,3 +171,60 @@ def test_spearman_matches_scipy_with_ties():
     y = [1.0, 0.7, 0.9, 1.1, 0.6, 0.7]
     assert bench.spearman(x, y) == pytest.approx(spearmanr(x, y).statistic)
     assert bench.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+
+
+def _finished(run: Path, cfg: dict, value: float, steps: int = 300) -> None:
+    """A run the trainer would have left: its launch config beside it, a complete checkpoint at ``steps``, the
+    objective logged."""
+    from dpot import rundir
+
+    ckpt = rundir.checkpoint_dir(run, steps, steps) / "training_state"
+    ckpt.mkdir(parents=True)
+    (ckpt / "training_step.json").write_text(json.dumps({"step": steps}))
+    (run / "metrics.jsonl").write_text(json.dumps({"step": steps, bench.OBJ: value}) + "\n")
+
+
+def test_a_run_that_trains_an_already_trained_config_is_linked_not_retrained(base, tmp_path, monkeypatch):
+    """The grid trains each distinct training once: every method's first run is the start's base, and TPE's
+    startup / random's draws are the same configs from every start (the presets are off, so the start's policy LR
+    fields are not read); a run whose resolved config trains what a finished run under --out trains (the
+    autopilot's own runs included) is a symlink to it, and the method is charged its steps as before."""
+    out = tmp_path / "grid"
+    launches = []
+    monkeypatch.setattr(bench, "_dpot", lambda *args, log: launches.append(args) or 1)   # a launch fails: NaN
+    a = _args(out=str(out))
+
+    seed = bench.start_config("seed", base)
+    auto = out / "seed" / "rep0" / "autopilot" / "search"                 # the autopilot's layout
+    (auto / "configs").mkdir(parents=True)
+    (auto / "configs" / "base.json").write_text(json.dumps({**seed, "output_dir": str(auto / "runs" / "base")}))
+    _finished(auto / "runs" / "base", seed, 0.9)
+    t0 = out / "seed" / "rep0" / "tpe" / "t0"
+    for s in ("seed", "healthy", "lr-100x-high"):                       # the method dirs the runners make
+        for m in ("tpe", "random", "hand"):
+            (out / s / "rep0" / m).mkdir(parents=True, exist_ok=True)
+    assert bench.train(seed, t0, a) == 0.9 and t0.is_symlink() and not launches
+    assert t0.resolve() == (auto / "runs" / "base").resolve() and bench._steps(t0) == 300
+    assert bench.train(seed, t0, a) == 0.9                               # a later sitting reads it back
+
+    import optuna
+
+    trial = optuna.trial.FixedTrial({"lr": 3e-4, "ot.lambda_ot": 0.2, "ot.reg": 0.02})
+    drawn = {s: bench.sampled_config(bench.start_config(s, base), trial) for s in ("seed", "healthy",
+                                                                                     "lr-100x-high")}
+    assert drawn["seed"]["policy"]["optimizer_lr"] != drawn["lr-100x-high"]["policy"]["optimizer_lr"]
+    first = out / "seed" / "rep0" / "random" / "t1"
+    first.with_suffix(".json").write_text(json.dumps({**drawn["seed"], "output_dir": str(first)}))
+    _finished(first, drawn["seed"], 0.7)
+    for s in ("healthy", "lr-100x-high"):
+        run = out / s / "rep0" / "random" / "t1"
+        assert bench.train(drawn[s], run, a) == 0.7 and run.is_symlink()
+    assert not launches and "not retrained" in (out / "healthy" / "rep0" / "random" / "t1.log").read_text()
+
+    other = bench.sampled_config(seed, optuna.trial.FixedTrial({"lr": 1e-3, "ot.lambda_ot": 0.2, "ot.reg": 0.02}))
+    run = out / "seed" / "rep0" / "random" / "t2"
+    val = bench.train(other, run, a)                                     # a new training: launched
+    assert val != val and len(launches) == 1 and not run.is_symlink()
+    presets_on = {**seed, "optimizer": {"type": "adamw", "lr": 0.5}}    # read by nobody while the presets are on
+    run = out / "seed" / "rep0" / "hand" / "x"
+    assert bench.train(presets_on, run, a) == 0.9 and run.is_symlink() and len(launches) == 1

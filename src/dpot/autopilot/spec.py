@@ -132,6 +132,23 @@ def config_digest(cfg: dict) -> str:
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def training_digest(cfg: dict) -> str:
+    """:func:`config_digest` of what the trainer reads of ``cfg`` (a resolved config, :func:`load_base_config`): with
+    LeRobot's policy presets on (``use_policy_training_preset``) the explicit ``optimizer``/``scheduler`` are
+    dropped (the presets replace them, ``dpot.train.loop.resolve_optim``); with them off, the policy's preset fields
+    (``policy.optimizer_*``, ``policy.scheduler_*``, read only by the presets) are dropped. Two configs with the
+    same training digest train the same run (same data, model, optimiser, schedule, OT and seed)."""
+    c = json.loads(json.dumps(cfg, default=str))
+    if c.get(cfgkeys.PRESET, True):
+        c.pop("optimizer", None)
+        c.pop("scheduler", None)
+    else:
+        pol = c.get("policy") or {}
+        for k in [k for k in pol if k.startswith(("optimizer_", "scheduler_"))]:
+            pol.pop(k)
+    return config_digest(c)
+
+
 def mask_url(url: str) -> str:
     """A storage URL without its password (what is written to disk and printed)."""
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
