@@ -286,11 +286,11 @@ def sampled_lr_range(base: dict) -> tuple[float, float]:
     return min(SAMPLED_LR[0], span.low), max(SAMPLED_LR[1], span.high)
 
 
-def sampled_config(base: dict, trial) -> dict:
-    """A TPE/random trial's config: lr (presets off, constant schedule; :func:`sampled_lr_range`), ot.lambda_ot,
-    ot.reg on ``base``."""
+def sampled_config(base: dict, trial, lr_range: tuple[float, float] | None = None) -> dict:
+    """A TPE/random trial's config: lr (presets off, constant schedule; over ``lr_range``, by default
+    :func:`sampled_lr_range` of ``base``), ot.lambda_ot, ot.reg on ``base``."""
     cfg = copy.deepcopy(base)
-    lr = trial.suggest_float("lr", *sampled_lr_range(base), log=True)
+    lr = trial.suggest_float("lr", *(lr_range or sampled_lr_range(base)), log=True)
     cfg["use_policy_training_preset"] = False
     cfg["optimizer"] = {"type": "adamw", "lr": lr, "weight_decay": 1e-4, "betas": [0.9, 0.999], "eps": 1e-8,
                         "grad_clip_norm": 10.0}
@@ -413,6 +413,7 @@ def run_sampler(kind: str, base: dict, work: Path, budget: int, a, seed: int) ->
     study = optuna.create_study(direction=direction, sampler=sampler)
     work.mkdir(parents=True, exist_ok=True)
     t0, best, steps, n, values = time.time(), worst(a.objective), 0, 0, []
+    lr_range = sampled_lr_range(base)
     while steps + a.steps <= budget:
         run = work / f"t{n}"
         if n == 0:
@@ -420,7 +421,7 @@ def run_sampler(kind: str, base: dict, work: Path, budget: int, a, seed: int) ->
             trial = None
         else:
             trial = study.ask()
-            cfg = sampled_config(base, trial)
+            cfg = sampled_config(base, trial, lr_range)
         val = train(cfg, run, a)
         steps += _steps(run)
         if trial is not None:
@@ -497,10 +498,10 @@ def rank_stability(src: Path, tgt: Path, a, n: int, out: Path) -> dict:
     every = max(1, a.steps // 6)
     base = {**base, "eval_freq": every}
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.RandomSampler(seed=0))
-    curves = {}
+    curves, lr_range = {}, sampled_lr_range(base)
     for i in range(n):
         trial = study.ask()
-        cfg = sampled_config(base, trial)
+        cfg = sampled_config(base, trial, lr_range)
         run = out / "rank_stability" / f"c{i}"
         run.parent.mkdir(parents=True, exist_ok=True)
         train(cfg, run, a)
