@@ -22,6 +22,10 @@ def test_invalid_base_config(toy, tmp_path, capsys):
     rc, err = _run(capsys, "--config_path", str(cfg), "--out", str(tmp_path / "s"))
     assert rc == 2 and err.startswith("error: --config_path: invalid base config: ot.lamda_ot")
     assert not (tmp_path / "s").exists()
+    rc, err = _run(capsys, "--config_path", str(tmp_path / "none.json"), "--out", str(tmp_path / "s"))
+    assert rc == 2 and err == (f"error: --config_path: invalid base config: {tmp_path / 'none.json'} does not exist; "
+                               "give the path of a JSON config file")      # the flag named once
+    assert not (tmp_path / "s").exists()
 
 
 def test_eval_objective_without_eval(toy, tmp_path, capsys):

@@ -118,7 +118,8 @@ def load_base_config(path: str | Path) -> dict:
     try:
         cfg = load_train_config(path)
     except UserError as err:
-        raise UserError(f"--config_path: invalid base config: {err}") from None
+        msg = str(err).removeprefix("--config_path: ")      # the file's own fault is already about this flag
+        raise UserError(f"--config_path: invalid base config: {msg}") from None
     data = config_to_dict(cfg)
     for k in ("resume", "checkpoint_path"):
         data.pop(k, None)
