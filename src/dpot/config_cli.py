@@ -12,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 
-from dpot.errors import UserError
+from dpot.errors import UserErrorParser
 
 
 def convert(src: str | Path, dst: str | Path) -> Path:
@@ -39,18 +39,13 @@ def convert(src: str | Path, dst: str | Path) -> Path:
 
 
 def main(argv: list[str], command: str = "config") -> int:
-    parser = argparse.ArgumentParser(prog="dpot config", description=__doc__,
+    parser = UserErrorParser(prog="dpot config", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="action", required=True)
+    sub = parser.add_subparsers(dest="action", required=True, metavar="{convert}")
     conv = sub.add_parser("convert", help="write IN (dpot or fork format) as a dpot-format config OUT")
     conv.add_argument("input")
     conv.add_argument("output")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as err:
-        if err.code in (0, None):
-            return 0
-        raise UserError("dpot config: usage: dpot config convert IN OUT") from None
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     out = convert(args.input, args.output)
     print(f"wrote {out}")

@@ -6,6 +6,7 @@ Raise ``UserError("<field or path>: <what is wrong and how to fix it>")`` anywhe
 
 from __future__ import annotations
 
+import argparse
 import difflib
 from collections.abc import Iterable
 
@@ -17,6 +18,15 @@ class UserError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+class UserErrorParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` for dpot's commands: a usage error (missing or unknown argument, bad choice) raises
+    ``UserError("<prog>: <argparse's message>")`` (one ``error:`` line, exit 2) instead of printing the usage and
+    exiting; ``--help`` still prints and exits 0. Subparsers made by ``add_subparsers`` are of this class too."""
+
+    def error(self, message):
+        raise UserError(f"{self.prog}: {message}")
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

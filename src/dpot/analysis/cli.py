@@ -12,21 +12,16 @@ import json
 import sys
 from pathlib import Path
 
-from dpot.errors import UserError
+from dpot.errors import UserError, UserErrorParser
 from dpot.rundir import CONFIG_FILE, METRICS_FILE, REPORT_HTML, REPORT_JSON, REPORT_MD
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2 through UserError
-        raise UserError(f"{self.prog}: {message}")
-
 
 RUN_HELP = (f"a dpot run dir ({METRICS_FILE}), a W&B offline run (wandb/offline-run-*), a TensorBoard log dir, "
             "or a W&B run entity/project/run_id (a folder holding several runs is refused)")
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
-    p = _Parser(prog=f"dpot {command}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = UserErrorParser(prog=f"dpot {command}", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     if command == "compare":
         p.add_argument("runs", nargs="+", metavar="RUN", help=f"runs to compare, the first is the baseline: {RUN_HELP}")
     else:

@@ -13,18 +13,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dpot.errors import UserError
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2 through UserError
-        raise UserError(f"{self.prog}: {message}")
+from dpot.errors import UserErrorParser
 
 
 def _parser() -> argparse.ArgumentParser:
     from dpot.autopilot.spec import DEFAULT_OBJECTIVE
 
-    p = _Parser(prog="dpot autopilot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = UserErrorParser(prog="dpot autopilot", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config_path", required=True, help="base dpot train config (JSON); trained first as 'base'")
     p.add_argument("--out", required=True, help="search directory: study.db, runs/, configs/, lineage.json, "
                                                 "autopilot.html")

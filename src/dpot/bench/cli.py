@@ -6,20 +6,12 @@ bad input raises ``dpot.errors.UserError`` (the ``dpot`` dispatcher prints one `
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable
 
 from dpot.bench.env import DEFAULT_CAMERAS, OBS_MODES, REGIONS, check_layout, check_obs, check_region
-from dpot.errors import UserError, did_you_mean
+from dpot.errors import UserError, UserErrorParser, did_you_mean
 from dpot.rundir import MODEL_DIR
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises UserError instead of printing usage and exiting."""
-
-    def error(self, message):
-        raise UserError(f"{self.prog}: {message}")
 
 
 def _cameras(text: str) -> tuple[str, ...]:
@@ -172,8 +164,8 @@ def register(name: str, help_: str, add_arguments: Callable, run: Callable) -> N
 
 def main(argv: list[str] | None = None, command: str = "bench") -> int:
     """``dpot bench`` entry point; returns the exit code."""
-    parser = _Parser(prog=f"dpot {command}", description="two-domain MetaWorld benchmark")
-    sub = parser.add_subparsers(dest="sub", parser_class=_Parser)
+    parser = UserErrorParser(prog=f"dpot {command}", description="two-domain MetaWorld benchmark")
+    sub = parser.add_subparsers(dest="sub", parser_class=UserErrorParser)
     for name, (help_, add_arguments, _) in SUBCOMMANDS.items():
         add_arguments(sub.add_parser(name, help=help_, description=help_))
     argv = list(argv or [])

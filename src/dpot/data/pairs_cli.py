@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dpot.errors import UserError
+from dpot.errors import UserError, UserErrorParser
 
 LABEL_KEYS = {"state": "observation.state", "action": "action"}
 
@@ -65,9 +65,9 @@ def _dims(text: str | None) -> tuple[int, int] | None:
 
 
 def main(argv: list[str], command: str = "pairs") -> int:
-    parser = argparse.ArgumentParser(prog="dpot pairs", description=__doc__,
+    parser = UserErrorParser(prog="dpot pairs", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="action", required=True)
+    sub = parser.add_subparsers(dest="action", required=True, metavar="{build}")
     b = sub.add_parser("build", help="compute a DTW pair file")
     b.add_argument("--source", required=True)
     b.add_argument("--target", required=True)
@@ -78,13 +78,7 @@ def main(argv: list[str], command: str = "pairs") -> int:
     b.add_argument("--stride", type=int, default=1)
     b.add_argument("--dtw", choices=["auto", "dpot", "dtaidistance"], default="auto")
     b.add_argument("--out", required=True)
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as err:
-        if err.code in (0, None):
-            return 0
-        raise UserError("dpot pairs: usage: dpot pairs build --source ROOT --target ROOT --label state|action "
-                        "--top-k K --out FILE") from None
+    args = parser.parse_args(argv)
     from dpot.data.pairs import build_pair_info, dtw_function, write_pair_file, zscore
 
     if args.top_k < 1:
