@@ -740,10 +740,13 @@ def load_train_config(config_path: str | os.PathLike | None, overrides: Sequence
         raise UserError('dataset: missing; give the target dataset, e.g. "dataset": {"repo_id": "local/real", '
                         '"root": "data/real"} or --dataset.repo_id=... --dataset.root=...')
     try:
-        with tempfile.TemporaryDirectory(prefix="dpot-config-") as tmp:
-            cleaned = Path(tmp) / "config.json"
-            cleaned.write_text(json.dumps(raw))
-            cfg = draccus.parse(DpotTrainConfig, config_path=str(cleaned), args=list(overrides))
+        if overrides:  # draccus' argparse merges the --a.b=c values into the file's (it builds the --help text too)
+            with tempfile.TemporaryDirectory(prefix="dpot-config-") as tmp:
+                cleaned = Path(tmp) / "config.json"
+                cleaned.write_text(json.dumps(raw))
+                cfg = draccus.parse(DpotTrainConfig, config_path=str(cleaned), args=list(overrides))
+        else:  # what draccus.parse decodes when there are no arguments, without building a parser (~100x faster)
+            cfg = draccus.decode(DpotTrainConfig, raw)
     except SystemExit as err:  # draccus/argparse report and exit on bad CLI values
         raise UserError(f"invalid arguments {list(overrides)}: check the values' types (exit {err.code})") from None
     except Exception as err:  # draccus DecodingError and friends: keep their message, on one line
