@@ -55,6 +55,16 @@ def test_saved_config_loads_back_identically(tmp_path):
     assert json.loads(out.read_text())["ot"]["tau_tgt"] == 0.02
 
 
+@pytest.mark.parametrize("policy", [BASE["policy"], {"type": "act", "chunk_size": 8, "n_action_steps": 8}])
+def test_a_config_without_overrides_decodes_as_draccus_parse_does(tmp_path, policy):
+    """Without --a.b=c overrides load_train_config skips draccus' parser (draccus.decode): the config equals the
+    parse path's (a no-op override takes it), defaults, choice types and nested features included."""
+    path = _write(tmp_path, {**BASE, "policy": policy})
+    direct, parsed = load_train_config(path), load_train_config(path, ["--steps=100"])
+    assert config_to_dict(direct) == config_to_dict(parsed) and type(direct.policy) is type(parsed.policy)
+    assert [type(f) for f in direct.ot.features] == [type(f) for f in parsed.ot.features]
+
+
 @pytest.mark.parametrize("mutate,override,expected", [
     (lambda c: c["ot"].update(lamda_ot=1), None, "ot.lamda_ot: unknown key (did you mean 'lambda_ot'?)"),
     (lambda c: c["ot"].update(reg="abc"), None, "ot.reg: expected float"),
