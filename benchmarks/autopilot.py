@@ -37,6 +37,8 @@ Result per start and method (``results.json``, :func:`results_doc`): ``{"directi
 :func:`runs_to_match`); the table gives the mean ± std of ``best`` and the median of ``runs_to_tpe_best``.
 Without ``--source/--target`` it writes toy datasets (``dpot.data.toy``, 8-dim actions: the seed's label cost
 slices action dims 0-8) to the out dir.
+Below the table, :func:`best_runs` lists where each repeat's best came from (the autopilot's best node and its
+lineage title, TPE's best run, each with its optimiser block), read from the runs.
 ``--write`` replaces only the ``### The grid: best objective per start and method`` subsection of the given
 Markdown file (put at the end of its ``## Autopilot (dpot autopilot)`` section when absent; the prose around it
 is kept: ``markdown_section.write_section``).
@@ -549,6 +551,53 @@ def table(doc: dict, a) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _run_words(cfg: dict) -> str:
+    """A trained config's optimiser block in a few words: lr, schedule, optimiser type, OT lambda and reg."""
+    from dpot.analysis import cfgkeys
+
+    sched = cfgkeys.schedule(cfg) or {}
+    opt = (cfg.get("optimizer") or {}).get("type") if not cfg.get(cfgkeys.PRESET, True) else "the preset's"
+    ot, lr = cfg.get("ot") or {}, cfgkeys.base_lr(cfg)
+    name = sched.get("name") or ("the preset's" if cfg.get(cfgkeys.PRESET, True) else "no")
+    return (f"lr {'?' if lr is None else f'{lr:.3g}'}, {name} schedule, {opt} optimiser, "
+            f"lambda_ot {float(ot.get('lambda_ot', 0)):.3g}, reg {float(ot.get('reg', 0)):.3g}")
+
+
+def best_runs(out: Path, doc: dict) -> str:
+    """Where each repeat's best came from, read from the runs themselves: the autopilot's best node (its lineage
+    title: which diagnosis or the sampler, and what it changed) and TPE's best run (its config), per start and
+    repeat; a Markdown list ('' when there is nothing to read)."""
+    lines = []
+    for start, entry in doc["starts"].items():
+        reps = entry["methods"].get("autopilot", {}).get("repeats", [])
+        for r in reps:
+            work = out / start / f"rep{r['seed']}"
+            parts = []
+            lin = work / "autopilot" / "search" / "lineage.json"
+            if lin.is_file():
+                nodes = [n for n in json.loads(lin.read_text())["nodes"] if n.get("decision") == "best"]
+                if nodes:
+                    n = nodes[-1]
+                    cfg_path = work / "autopilot" / "search" / "configs" / f"{n['name']}.json"
+                    words = f"; {_run_words(json.loads(cfg_path.read_text()))}" if cfg_path.is_file() else ""
+                    parts.append(f"autopilot {n['objective']:.4f} from {n['name']} ({n['title']}{words})")
+            tpe = work / "tpe.result.json"
+            if tpe.is_file():
+                vals = json.loads(tpe.read_text())["values"]
+                ok = [(v, i) for i, v in enumerate(vals) if v is not None]
+                if ok:
+                    v, i = (min if doc["direction"] == "min" else max)(ok)
+                    cfg_path = work / "tpe" / f"t{i}.json"
+                    words = f" ({_run_words(json.loads(cfg_path.read_text()))})" if cfg_path.is_file() else ""
+                    parts.append(f"TPE {v:.4f} from t{i}{words}")
+            if parts:
+                lines.append(f"- {start}, repeat {r['seed']}: " + "; ".join(parts))
+    if not lines:
+        return ""
+    return "\n".join(["", "Where each repeat's best came from (`<out>/<start>/rep<k>/autopilot/search/lineage.json`, "
+                      "`tpe/t<n>.json`; `best_runs`):", "", *lines]) + "\n"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
@@ -634,7 +683,7 @@ def main() -> int:
     if a.results:
         Path(a.results).parent.mkdir(parents=True, exist_ok=True)
         Path(a.results).write_text(text)
-    md = table(doc, a)
+    md = table(doc, a) + best_runs(out, doc)
     print(md)
     if a.write:
         write_section(Path(a.write), md, parent=PARENT)

@@ -226,3 +226,31 @@ def test_a_run_that_trains_an_already_trained_config_is_linked_not_retrained(bas
     presets_on = {**seed, "optimizer": {"type": "adamw", "lr": 0.5}}    # read by nobody while the presets are on
     run = out / "seed" / "rep0" / "hand" / "x"
     assert bench.train(presets_on, run, a) == 0.9 and run.is_symlink() and len(launches) == 1
+
+
+def test_best_runs_names_where_each_repeats_best_came_from(base, tmp_path):
+    """The reading's lineage lines: the autopilot's best node (its title, its config's optimiser block) and TPE's
+    best run with its config, per start and repeat, in the objective's direction."""
+    work = tmp_path / "seed" / "rep0"
+    search = work / "autopilot" / "search"
+    (search / "configs").mkdir(parents=True)
+    nodes = [{"name": "base", "title": "base config", "objective": 0.91, "decision": "kept"},
+             {"name": "it1a", "title": "sampler: lr=0.0029", "objective": 0.81, "decision": "best"}]
+    (search / "lineage.json").write_text(json.dumps({"nodes": nodes}))
+    (search / "configs" / "it1a.json").write_text(json.dumps({**base, "policy": {**base["policy"],
+                                                                                  "optimizer_lr": 0.0029}}))
+    (work / "tpe").mkdir()
+    (work / "tpe.result.json").write_text(json.dumps({"values": [0.91, None, 0.79, 0.8]}))
+    import optuna
+
+    drawn = bench.sampled_config(base, optuna.trial.FixedTrial({"lr": 2.3e-3, "ot.lambda_ot": 0.05, "ot.reg": 0.02}))
+    (work / "tpe" / "t2.json").write_text(json.dumps(drawn))
+    doc = {"direction": "min", "starts": {"seed": {"methods": {"autopilot": {"repeats": [{"seed": 0}]}}}}}
+    text = bench.best_runs(tmp_path, doc)
+    line = next(x for x in text.splitlines() if x.startswith("- seed, repeat 0"))
+    assert ("autopilot 0.8100 from it1a (sampler: lr=0.0029; lr 0.0029, the preset's schedule, the preset's optimiser"
+            in line)
+    assert "TPE 0.7900 from t2 (lr 0.0023, constant schedule, adamw optimiser, lambda_ot 0.05, reg 0.02)" in line
+    doc["direction"] = "max"
+    assert "TPE 0.9100 from t0" in bench.best_runs(tmp_path, doc)
+    assert bench.best_runs(tmp_path / "none", doc) == ""
