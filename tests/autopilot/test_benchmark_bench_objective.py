@@ -40,8 +40,10 @@ def test_the_grid_with_a_closed_loop_objective(tmp_path):
         assert 0.0 <= r["best"] <= 1.0 and r["runs"] >= 1 and r["steps"] == methods["autopilot"]["repeats"][0]["steps"]
     caches = sorted(p.relative_to(out).as_posix() for p in out.rglob(f"bench_{TASK}_*.json"))
     assert not (out / "seed" / "rep0" / "random").exists() and not (out / "seed" / "rep0" / "hand").exists()
-    for method in ("tpe",):
-        runs = [p for p in caches if p.startswith(f"seed/rep0/{method}/")]
-        assert len(runs) == methods[method]["repeats"][0]["runs"], caches
+    tpe = out / "seed" / "rep0" / "tpe"
+    for i in range(methods["tpe"]["repeats"][0]["runs"]):                # every run scored from its own cache
+        assert len(list(tpe.joinpath(f"t{i}").glob(f"bench_{TASK}_*.json"))) == 1, caches
+    base = out / "seed" / "rep0" / "autopilot" / "search" / "runs" / "base"
+    assert tpe.joinpath("t0").is_symlink() and tpe.joinpath("t0").resolve() == base.resolve()   # trained once
     assert any(p.startswith("seed/rep0/autopilot/") for p in caches)
     assert "closed-loop success of the final checkpoint, 1 target-domain episodes" in res.stdout
