@@ -40,7 +40,7 @@ def convert(src: str | Path, dst: str | Path) -> Path:
 
 def main(argv: list[str], command: str = "config") -> int:
     parser = UserErrorParser(prog="dpot config", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="action", required=True, metavar="{convert}")
     conv = sub.add_parser("convert", help="write IN (dpot or fork format) as a dpot-format config OUT")
     conv.add_argument("input")

@@ -66,7 +66,7 @@ def _dims(text: str | None) -> tuple[int, int] | None:
 
 def main(argv: list[str], command: str = "pairs") -> int:
     parser = UserErrorParser(prog="dpot pairs", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="action", required=True, metavar="{build}")
     b = sub.add_parser("build", help="compute a DTW pair file")
     b.add_argument("--source", required=True)
