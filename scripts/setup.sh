@@ -31,7 +31,14 @@ fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "[setup] installing dpot and its dependencies into .venv (first time: a few minutes)"
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e ".[test]"
+    # The CUDA wheels torch pulls in are ~3 GB: a connection cut mid-download is resumed (--resume-retries) and the
+    # whole install retried twice more (pip keeps what it already installed), so one bad link does not fail CI.
+    for attempt in 1 2 3; do
+        if .venv/bin/python -m pip install -q --resume-retries 20 -e ".[test]"; then break; fi
+        if [ "$attempt" = 3 ]; then echo "error: setup: pip install failed 3 times (see above); check the network and rerun 'make setup'" >&2; exit 1; fi
+        echo "[setup] pip install failed (attempt $attempt of 3); retrying in 30 s" >&2
+        sleep 30
+    done
     touch "$stamp"
 fi
 # System libraries (Debian packages), installed when missing:
