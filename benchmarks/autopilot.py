@@ -5,7 +5,7 @@ seed's hand-written iterations (``configs/iter*.json``), ``--repeats`` seeds eac
         [--repeats 5] [--starts seed,healthy,lr-100x-high,...] [--source DIR --target DIR] [--out DIR]
         [--methods autopilot,tpe,random,hand] [--objective METRIC|bench:<task>] [--bench-episodes 20]
         [--policy cpu|study]
-        [--results docs/results/autopilot/results.json] [--write docs/benchmarks.md]
+        [--results docs/results/autopilot/results.json] [--write docs/benchmarks.md] [--keep DIR]
 
 Start conditions (``--starts``, :data:`STARTS`, applied to the base config by :func:`start_config`): ``seed`` (the
 seed run's hyper-parameters, below), ``healthy`` (presets, lr 1e-4 in Diffusion's usual range, warmup 5 % of the
@@ -46,7 +46,10 @@ is kept: ``markdown_section.write_section``).
 Resumable over sittings (the grid takes hours on a CPU): each method's result of a (start, repeat) is kept in
 ``<out>/<start>/rep<k>/<method>.result.json`` and read back instead of rerun; inside an unfinished method, a run that
 reached its budget is read back (``dpot.rundir.is_finished``) and an unfinished one is retrained from scratch; the
-autopilot's own search resumes (``dpot autopilot`` retrains nothing finished). TPE/random replay the same draws: their
+autopilot's own search resumes (``dpot autopilot`` retrains nothing finished). With ``--keep DIR`` each finished
+(start, repeat)'s small raw files (results, the autopilot's lineage, every run's config) are copied to DIR and read
+back into a fresh ``--out`` (a sitting on another machine resumes from the committed raw results: :func:`keep_raw`,
+:func:`restore_raw`). TPE/random replay the same draws: their
 samplers are seeded and told the same values in the same order. A distinct training runs once per ``--out``: a run
 whose config trains what a finished run there trains (every method's first run is the start's base; with the
 presets off, TPE's startup and random's draws are the same configs from every start) is a symlink to that run
@@ -466,6 +469,54 @@ def cached(path: Path, compute) -> dict:
     return r
 
 
+# a (start, repeat)'s raw files worth keeping (--keep): each method's result and the configs/lineage that say what
+# each run trained; the runs themselves (checkpoints) stay in --out
+RAW_FILES = {"autopilot": ("autopilot/search/lineage.json", "autopilot/search/configs/*.json"),
+             "tpe": ("tpe/t*.json",), "random": ("random/t*.json",), "hand": ("hand/*.json",)}
+
+
+def keep_raw(work: Path, keep: Path) -> int:
+    """Copy the raw files of one (start, repeat) work dir to ``keep`` (same relative paths): every finished method's
+    ``<method>.result.json`` and its :data:`RAW_FILES` (the autopilot's lineage and run configs, the samplers' and
+    the hand iterations' run configs). Returns the number of files copied. With ``--keep`` under ``docs/results/``
+    these are the grid's committed raw results, and a sitting on a machine without the old ``--out`` resumes from
+    them (:func:`restore_raw`)."""
+    import shutil
+
+    n = 0
+    for result in sorted(work.glob("*.result.json")):
+        method = result.name[: -len(".result.json")]
+        for path in [result, *(f for pattern in RAW_FILES.get(method, ()) for f in sorted(work.glob(pattern)))]:
+            dest = keep / path.relative_to(work)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dest)
+            n += 1
+    return n
+
+
+def restore_raw(keep: Path, work: Path) -> list[str]:
+    """The inverse of :func:`keep_raw` for a fresh ``--out``: for each method whose result was kept and is not in
+    ``work``, put its result and raw files back, so :func:`cached` reads the result instead of retraining and
+    :func:`best_runs` still reads the lineage. A method without a kept result is left to run. Returns the methods
+    restored."""
+    import shutil
+
+    restored = []
+    for result in sorted(keep.glob("*.result.json")):
+        method = result.name[: -len(".result.json")]
+        if (work / result.name).exists():
+            continue
+        for pattern in RAW_FILES.get(method, ()):
+            for path in sorted(keep.glob(pattern)):
+                dest = work / path.relative_to(keep)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, dest)
+        work.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(result, work / result.name)   # last: the result marks the method finished
+        restored.append(method)
+    return restored
+
+
 def run_repeat(start: str, rep: int, src: Path, tgt: Path, work: Path, a) -> dict[str, dict]:
     """One repeat of one start: the autopilot first (its total trained steps = everyone's budget), then those of
     TPE, random and the hand iterations that ``a.methods`` names, at that budget; each method's result kept
@@ -613,6 +664,9 @@ def main() -> int:
     p.add_argument("--results", default=None, help="also write the results JSON here (e.g. "
                                                     "docs/results/autopilot/results.json)")
     p.add_argument("--write", help="Markdown file whose autopilot grid subsection is replaced")
+    p.add_argument("--keep", default=None, help="also keep each finished (start, repeat)'s results, lineage and run "
+                                                 "configs here (e.g. docs/results/autopilot/grid) and resume from "
+                                                 "them when --out lacks them")
     p.add_argument("--methods", default=",".join(METHODS),
                    help="comma-separated methods (default all: autopilot,tpe,random,hand); the autopilot always "
                         "runs (its steps are everyone's budget)")
@@ -673,8 +727,13 @@ def main() -> int:
     for rep in range(a.repeats):
         for start in starts:
             res = results.setdefault(start, {m: [] for m in METHODS if m in a.methods})
-            for method, r in run_repeat(start, rep, src, tgt, out / start / f"rep{rep}", a).items():
+            work = out / start / f"rep{rep}"
+            if a.keep:
+                restore_raw(Path(a.keep) / start / f"rep{rep}", work)
+            for method, r in run_repeat(start, rep, src, tgt, work, a).items():
                 res[method].append({**r, "seed": rep})
+            if a.keep:
+                keep_raw(work, Path(a.keep) / start / f"rep{rep}")
             print(json.dumps({start: {m: v[-1]["best"] for m, v in res.items()}}), flush=True)
             (out / "results.json").write_text(json.dumps(results_doc(results, a.objective), indent=2) + "\n")
     doc = results_doc(results, a.objective)

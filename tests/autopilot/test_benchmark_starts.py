@@ -164,6 +164,37 @@ def test_a_repeat_result_is_kept_and_read_back_not_recomputed(tmp_path):
     assert back != back and len(calls) == 1
 
 
+def test_kept_raw_files_let_a_fresh_out_resume_without_retraining(tmp_path):
+    """--keep: a finished method's result, lineage and run configs survive a lost --out; an unfinished method's
+    files are not put back (it runs again), and a method already in the work dir is not overwritten."""
+    work, keep, fresh = tmp_path / "out" / "seed" / "rep0", tmp_path / "keep" / "seed" / "rep0", tmp_path / "new"
+    (work / "autopilot" / "search" / "configs").mkdir(parents=True)
+    (work / "autopilot" / "search" / "lineage.json").write_text('{"nodes": []}')
+    (work / "autopilot" / "search" / "configs" / "it1a.json").write_text('{"steps": 100}')
+    (work / "autopilot" / "search" / "configs" / "it1a").mkdir()          # a run dir: not copied
+    (work / "tpe").mkdir()
+    (work / "tpe" / "t0.json").write_text('{"steps": 100}')
+    (work / "tpe" / "t0.log").write_text("training log")
+    (work / "random").mkdir()
+    (work / "random" / "t0.json").write_text('{"steps": 100}')            # random unfinished: no result
+    for m in ("autopilot", "tpe"):
+        bench.cached(work / f"{m}.result.json", lambda: {"best": 0.8, "steps": 300, "runs": 3,
+                                                         "values": [0.9, float("nan"), 0.8], "wall_s": 1.0})
+    assert bench.keep_raw(work, keep) == 5
+    assert sorted(str(p.relative_to(keep)) for p in keep.rglob("*") if p.is_file()) == [
+        "autopilot.result.json", "autopilot/search/configs/it1a.json", "autopilot/search/lineage.json",
+        "tpe.result.json", "tpe/t0.json"]
+    fresh_work = fresh / "seed" / "rep0"
+    (fresh_work).mkdir(parents=True)
+    (fresh_work / "tpe.result.json").write_text('{"best": 0.7, "steps": 300, "runs": 3, "values": [0.7]}')
+    assert bench.restore_raw(keep, fresh_work) == ["autopilot"]
+    assert json.loads((fresh_work / "tpe.result.json").read_text())["best"] == 0.7   # not overwritten
+    assert not (fresh_work / "random").exists() and not (fresh_work / "tpe" / "t0.json").exists()
+    r = bench.cached(fresh_work / "autopilot.result.json", lambda: pytest.fail("a kept result was recomputed"))
+    assert r["best"] == 0.8 and r["values"][1] != r["values"][1]
+    assert (fresh_work / "autopilot" / "search" / "lineage.json").read_text() == '{"nodes": []}'
+
+
 def test_spearman_matches_scipy_with_ties():
     from scipy.stats import spearmanr
 
