@@ -602,6 +602,36 @@ def table(doc: dict, a) -> str:
     return "\n".join(lines) + "\n"
 
 
+HEALTHY_STARTS = ("seed", "healthy")   # every other start is a planted pathology
+
+
+def goal_lines(doc: dict) -> str:
+    """Issue 22's goal, fixed before measuring, checked mechanically per start: (1) the autopilot's mean best is
+    no worse than TPE's (``<=`` for a min objective, ``>=`` for max); (2) from a pathological start, the median
+    over repeats of the autopilot's ``runs_to_tpe_best`` (never = infinity) is at most half the median of TPE's
+    runs. A Markdown list ('' without both methods)."""
+    lines = []
+    for start, entry in doc["starts"].items():
+        ms = entry["methods"]
+        if "autopilot" not in ms or "tpe" not in ms:
+            continue
+        mean = {m: statistics.mean(r["best"] if r["best"] is not None else float("nan") for r in ms[m]["repeats"])
+                for m in ("autopilot", "tpe")}
+        ok = mean["autopilot"] <= mean["tpe"] if doc["direction"] == "min" else mean["autopilot"] >= mean["tpe"]
+        words = [f"mean best {mean['autopilot']:.4f} vs TPE {mean['tpe']:.4f}: {'met' if ok else 'not met'}"]
+        if start not in HEALTHY_STARTS:
+            hits = [r["runs_to_tpe_best"] if r["runs_to_tpe_best"] is not None else float("inf")
+                    for r in ms["autopilot"]["repeats"]]
+            med, half = statistics.median(hits), statistics.median(r["runs"] for r in ms["tpe"]["repeats"]) / 2
+            words.append(f"runs to TPE's best (median) {'never' if med == float('inf') else f'{med:g}'} vs half "
+                         f"TPE's runs {half:g}: {'met' if med <= half else 'not met'}")
+        n = len(ms["autopilot"]["repeats"])
+        lines.append(f"- {start} ({n} repeat{'s' if n != 1 else ''}): " + "; ".join(words))
+    if not lines:
+        return ""
+    return "\n".join(["", "The goal, fixed before measuring, per start (`goal_lines`):", "", *lines]) + "\n"
+
+
 def _run_words(cfg: dict) -> str:
     """A trained config's optimiser block in a few words: lr, schedule, optimiser type, OT lambda and reg."""
     from dpot.analysis import cfgkeys
@@ -742,7 +772,7 @@ def main() -> int:
     if a.results:
         Path(a.results).parent.mkdir(parents=True, exist_ok=True)
         Path(a.results).write_text(text)
-    md = table(doc, a) + best_runs(out, doc)
+    md = table(doc, a) + goal_lines(doc) + best_runs(out, doc)
     print(md)
     if a.write:
         write_section(Path(a.write), md, parent=PARENT)

@@ -142,6 +142,28 @@ def test_results_doc_has_the_issue_schema():
     assert "| lr-100x-high | random | nan" in text and "| 1.0 | - |" in text
 
 
+def test_goal_lines_judge_the_fixed_goal_per_start():
+    """Mean best <= TPE's in every start; from a pathological start also the median runs to TPE's best <= half of
+    TPE's runs (never counts as infinity); the healthy starts are judged on the mean only."""
+    rep = lambda best, values, seed=0: {"best": best, "steps": 600, "runs": len(values), "values": values,  # noqa: E731
+                                        "seed": seed}
+    tpe = [rep(0.8, [2.0, 1.0, 0.9, 0.8]), rep(0.8, [2.0, 0.8, 0.9, 0.9], seed=1)]
+    results = {"seed": {"autopilot": [rep(0.81, [0.9, 0.81]), rep(0.79, [0.9, 0.79], seed=1)], "tpe": tpe},
+               "lr-100x-high": {"autopilot": [rep(0.7, [0.7, 0.9]), rep(0.75, [0.9, 0.75], seed=1)], "tpe": tpe},
+               "lr-100x-low-flat": {"autopilot": [rep(0.7, [0.9, 0.9, 0.7]), rep(0.9, [0.9], seed=1)],
+                                    "tpe": tpe}}
+    text = bench.goal_lines(json.loads(json.dumps(bench.results_doc(results))))
+    assert "- seed (2 repeats): mean best 0.8000 vs TPE 0.8000: met\n" in text              # a tie meets "<="
+    assert "- lr-100x-high (2 repeats): mean best 0.7250 vs TPE 0.8000: met; runs to TPE's best (median) 1.5 " \
+           "vs half TPE's runs 2: met" in text
+    # repeat 0 matches at run 3, repeat 1 never: median inf
+    assert "- lr-100x-low-flat (2 repeats): mean best 0.8000 vs TPE 0.8000: met; runs to TPE's best (median) " \
+           "never vs half TPE's runs 2: not met" in text
+    worse = {"seed": {"autopilot": [rep(0.81, [0.81])], "tpe": [rep(0.8, [0.8])]}}
+    assert bench.goal_lines(bench.results_doc(worse)).endswith("mean best 0.8100 vs TPE 0.8000: not met\n")
+    assert bench.goal_lines(bench.results_doc({"seed": {"autopilot": [rep(0.8, [0.8])]}})) == ""
+
+
 def test_a_repeat_result_is_kept_and_read_back_not_recomputed(tmp_path):
     """The grid is resumable: a method's result is computed once, NaN survives the JSON round trip as NaN."""
     calls = []
