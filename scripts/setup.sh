@@ -30,11 +30,15 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; assert sys.ve
 fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "[setup] installing dpot and its dependencies into .venv (first time: a few minutes)"
-    .venv/bin/python -m pip install -q --upgrade pip
-    # The CUDA wheels torch pulls in are ~3 GB: a connection cut mid-download is resumed (--resume-retries) and the
+    .venv/bin/python -m pip install -q --upgrade pip || echo "[setup] warning: could not upgrade pip; going on with $(.venv/bin/python -m pip --version)" >&2
+    resume=""   # pip >= 25.1
+    if .venv/bin/python -m pip install --help 2>/dev/null | grep -q -- '--resume-retries'; then resume="--resume-retries 20"; fi
+    # The CUDA wheels torch pulls in are ~3 GB: a connection cut mid-download is resumed (--resume-retries, where pip has
+    # it) and the
     # whole install retried twice more (pip keeps what it already installed), so one bad link does not fail CI.
     for attempt in 1 2 3; do
-        if .venv/bin/python -m pip install -q --resume-retries 20 -e ".[test]"; then break; fi
+        # shellcheck disable=SC2086
+        if .venv/bin/python -m pip install -q $resume -e ".[test]"; then break; fi
         if [ "$attempt" = 3 ]; then echo "error: setup: pip install failed 3 times (see above); check the network and rerun 'make setup'" >&2; exit 1; fi
         echo "[setup] pip install failed (attempt $attempt of 3); retrying in 30 s" >&2
         sleep 30
