@@ -33,9 +33,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q --upgrade pip || echo "[setup] warning: could not upgrade pip; going on with $(.venv/bin/python -m pip --version)" >&2
     resume=""   # pip >= 25.1
     if .venv/bin/python -m pip install --help 2>/dev/null | grep -q -- '--resume-retries'; then resume="--resume-retries 20"; fi
-    # The CUDA wheels torch pulls in are ~3 GB: a connection cut mid-download is resumed (--resume-retries, where pip has
-    # it) and the
-    # whole install retried twice more (pip keeps what it already installed), so one bad link does not fail CI.
+    # The CUDA wheels torch pulls in are ~3 GB: a connection cut mid-download is resumed (--resume-retries, where pip
+    # has it) and the whole install retried twice more (pip keeps what it already installed), so one bad link does not
+    # fail CI.
     for attempt in 1 2 3; do
         # shellcheck disable=SC2086
         if .venv/bin/python -m pip install -q $resume -e ".[test]"; then break; fi
