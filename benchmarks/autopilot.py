@@ -40,8 +40,9 @@ slices action dims 0-8) to the out dir.
 Below the table, :func:`best_runs` lists where each repeat's best came from (the autopilot's best node and its
 lineage title, TPE's best run, each with its optimiser block), read from the runs.
 ``--write`` replaces only the ``### The grid: best objective per start and method`` subsection of the given
-Markdown file (put at the end of its ``## Autopilot (dpot autopilot)`` section when absent; the prose around it
-is kept: ``markdown_section.write_section``).
+Markdown file (with a ``bench:<task>`` objective: ``### The closed-loop grid: best target success per start and
+method``, :func:`section_heading`), put at the end of its ``## Autopilot (dpot autopilot)`` section when absent; the
+prose around it is kept (``markdown_section.write_section``).
 
 Resumable over sittings (the grid takes hours on a CPU): each method's result of a (start, repeat) is kept in
 ``<out>/<start>/rep<k>/<method>.result.json`` and read back instead of rerun; inside an unfinished method, a run that
@@ -84,6 +85,13 @@ from markdown_section import write_section  # benchmarks/: the script's own dire
 REPO = Path(__file__).resolve().parents[1]
 PARENT = "## Autopilot (dpot autopilot)"
 SECTION = "### The grid: best objective per start and method"
+CLOSED_LOOP_SECTION = "### The closed-loop grid: best target success per start and method"
+
+
+def section_heading(objective) -> str:
+    """The docs/benchmarks.md subsection a grid writes (``--write``): the closed-loop grid (a ``bench:<task>``
+    objective) has its own, so writing one grid never replaces the other's table."""
+    return CLOSED_LOOP_SECTION if objective.bench_task else SECTION
 STARTS = ("seed", "healthy", "lr-100x-high", "lr-100x-low-flat", "warmup-longer-than-run", "label-dominated")
 METHODS = ("autopilot", "tpe", "random", "hand")
 OBJ = "eval/offline_eval/avg_loss"
@@ -580,7 +588,7 @@ def objective_words(a) -> str:
 def table(doc: dict, a) -> str:
     """The Markdown section: one row per start and method (best: mean ± sd over repeats; runs to TPE's best:
     median over repeats, '-' when never in most)."""
-    lines = [SECTION, "",
+    lines = [section_heading(a.objective), "",
              f"`benchmarks/autopilot.py {' '.join(sys.argv[1:])}` on {platform.node() or 'this machine'} "
              f"({os.cpu_count()} CPUs, shared): {a.steps} steps per run, autopilot {a.iterations} iteration(s) x "
              f"<= {a.candidates} candidate(s), {a.repeats} repeat(s), {a.policy} policy, objective "

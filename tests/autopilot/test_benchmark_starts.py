@@ -71,6 +71,9 @@ def test_a_closed_loop_objective_is_maximised_and_counted_that_way():
     assert hits == {"autopilot": 2, "tpe": 2, "random": None, "hand": 1}
     text = bench.table(doc, _args("bench:button-press-topdown-v3"))
     assert "(max, closed-loop success of the final checkpoint, 20 target-domain episodes" in text
+    # its own docs subsection: writing the closed-loop grid never replaces the offline grid's table
+    assert text.splitlines()[0] == bench.CLOSED_LOOP_SECTION != bench.SECTION
+    assert bench.table(doc, _args(bench.OBJ)).splitlines()[0] == bench.SECTION
 
 
 def test_final_value_of_a_closed_loop_objective_reads_the_autopilots_cache(tmp_path):
