@@ -2,10 +2,12 @@
 seed's hand-written iterations (``configs/iter*.json``), ``--repeats`` seeds each.
 
     .venv/bin/python benchmarks/autopilot.py [--quick] [--steps S] [--iterations I] [--candidates K]
-        [--repeats 5] [--starts seed,healthy,lr-100x-high,...] [--source DIR --target DIR] [--out DIR]
+        [--repeats 5] [--first-repeat K] [--starts seed,healthy,lr-100x-high,...] [--source DIR --target DIR]
+        [--out DIR]
         [--methods autopilot,tpe,random,hand] [--objective METRIC|bench:<task>] [--bench-episodes 20]
         [--policy cpu|study]
-        [--results docs/results/autopilot/results.json] [--write docs/benchmarks.md] [--keep DIR]
+        [--results docs/results/autopilot/results.json] [--write docs/benchmarks.md] [--section '### ...']
+        [--keep DIR]
 
 Start conditions (``--starts``, :data:`STARTS`, applied to the base config by :func:`start_config`): ``seed`` (the
 seed run's hyper-parameters, below), ``healthy`` (presets, lr 1e-4 in Diffusion's usual range, warmup 5 % of the
@@ -585,13 +587,19 @@ def objective_words(a) -> str:
     return "final value of a run"
 
 
+def repeats_words(a) -> str:
+    """``5 repeat(s)``, or with ``--first-repeat K``: ``5 repeat(s) (seeds K..K+4)``."""
+    first = getattr(a, "first_repeat", 0)
+    return f"{a.repeats} repeat(s)" + (f" (seeds {first}..{first + a.repeats - 1})" if first else "")
+
+
 def table(doc: dict, a) -> str:
     """The Markdown section: one row per start and method (best: mean ± sd over repeats; runs to TPE's best:
     median over repeats, '-' when never in most)."""
-    lines = [section_heading(a.objective), "",
+    lines = [getattr(a, "section", None) or section_heading(a.objective), "",
              f"`benchmarks/autopilot.py {' '.join(sys.argv[1:])}` on {platform.node() or 'this machine'} "
              f"({os.cpu_count()} CPUs, shared): {a.steps} steps per run, autopilot {a.iterations} iteration(s) x "
-             f"<= {a.candidates} candidate(s), {a.repeats} repeat(s), {a.policy} policy, objective "
+             f"<= {a.candidates} candidate(s), {repeats_words(a)}, {a.policy} policy, objective "
              f"`{a.objective.key}` ({a.objective.direction}, {objective_words(a)}); each method's budget = the "
              "autopilot's total trained steps.", "",
              "| start | method | best objective (mean ± sd) | per repeat | steps (mean) | runs (mean) | "
@@ -695,6 +703,12 @@ def main() -> int:
     p.add_argument("--iterations", type=int, default=3)
     p.add_argument("--candidates", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--first-repeat", type=int, default=0, metavar="K",
+                   help="run repeats K .. K+repeats-1 (each repeat's index is its seed): fresh repeats for a "
+                        "follow-up, never used by an earlier grid; two sittings can split the repeats")
+    p.add_argument("--section", default=None,
+                   help="the docs subsection heading --write replaces (default: the grid's, or the closed-loop "
+                        "grid's for a bench:<task> objective)")
     p.add_argument("--starts", default=",".join(STARTS), help=f"comma-separated start conditions ({', '.join(STARTS)})")
     p.add_argument("--source", help="source dataset root (default: toy data)")
     p.add_argument("--target", help="target dataset root (default: toy data)")
@@ -725,6 +739,10 @@ def main() -> int:
         a.objective = parse_objective(a.objective)
     except UserError as err:
         p.error(str(err))
+    if a.first_repeat < 0 or a.repeats < 1:
+        p.error("--first-repeat must be >= 0 and --repeats >= 1")
+    if a.section is not None and not a.section.startswith("### "):
+        p.error(f"--section: {a.section!r} is not a '### ' heading; give e.g. '### The grid, follow-up'")
     if a.rank_stability and a.objective.bench_task:
         p.error("--rank-stability reads the logged objective at every eval step; a bench:<task> objective has one "
                 "value per run")
@@ -762,7 +780,7 @@ def main() -> int:
     results: dict[str, dict[str, list[dict]]] = {}
     # repeat by repeat over the starts, so that a sitting that stops early leaves every start with as many repeats
     # as the others; <out>/results.json is rewritten after each (start, repeat)
-    for rep in range(a.repeats):
+    for rep in range(a.first_repeat, a.first_repeat + a.repeats):
         for start in starts:
             res = results.setdefault(start, {m: [] for m in METHODS if m in a.methods})
             work = out / start / f"rep{rep}"

@@ -80,6 +80,29 @@ def test_lr_read_and_changed_through_cfgkeys_reaches_the_trainer(tmp_path, over)
                                                             trained.scheduler.name != "constant"))
 
 
+COSINE = {**EXPLICIT, "scheduler": {"type": "diffuser", "name": "cosine", "num_warmup_steps": 7}}
+
+
+@pytest.mark.parametrize("over", [{}, COSINE], ids=["policy preset", "explicit scheduler"])
+def test_schedule_changed_through_cfgkeys_reaches_the_trainer(tmp_path, over):
+    """schedule_changes makes a varying schedule constant (no warmup) and back (cosine, the warmup kept), in every
+    key that sets it: what the trainer resolves follows, and schedule() reads it back."""
+    saved = _saved(tmp_path, **over)
+    assert cfgkeys.schedule(saved)["varies"] and cfgkeys.schedule_changes(saved, constant=False) == {}
+    changed = saved
+    for key, value in cfgkeys.schedule_changes(saved, constant=True).items():
+        changed = cfgkeys.set_(changed, key, value)
+    trained = _load(tmp_path, changed).scheduler
+    assert (trained.name, trained.num_warmup_steps) == ("constant", 0)
+    assert not cfgkeys.schedule(changed)["varies"] and cfgkeys.schedule_changes(changed, constant=True) == {}
+    back = changed
+    for key, value in cfgkeys.schedule_changes(changed, constant=False).items():
+        back = cfgkeys.set_(back, key, value)
+    again = _load(tmp_path, back).scheduler           # a constant schedule's warmup is 0, and so is the cosine's
+    assert cfgkeys.schedule(back)["varies"] and (again.name, again.num_warmup_steps) == ("cosine", 0)
+    assert cfgkeys.schedule_changes({"policy": {"type": "act"}, "use_policy_training_preset": False}, True) == {}
+
+
 def test_ot_keys_and_feature_weights_changed_through_cfgkeys_reach_the_trainer(tmp_path):
     saved = _saved(tmp_path)
     ot = cfgkeys.ot_settings(saved)

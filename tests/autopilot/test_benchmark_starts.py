@@ -220,6 +220,31 @@ def test_kept_raw_files_let_a_fresh_out_resume_without_retraining(tmp_path):
     assert (fresh_work / "autopilot" / "search" / "lineage.json").read_text() == '{"nodes": []}'
 
 
+def test_fresh_repeats_run_from_first_repeat_and_write_their_own_section(tmp_path, monkeypatch):
+    """--first-repeat K: repeats K.. (each its seed) for a follow-up on seeds an earlier grid never used, read
+    back from --keep without training; --section names the docs subsection, so the first grid's table stays."""
+    keep, md = tmp_path / "keep", tmp_path / "bench.md"
+    md.write_text(f"{bench.PARENT}\n\n{bench.SECTION}\n\nthe first grid's table\n")
+    for rep in (5, 6):
+        for m, best in (("autopilot", 0.80 + rep / 100), ("tpe", 0.85)):
+            (keep / "seed" / f"rep{rep}").mkdir(parents=True, exist_ok=True)
+            (keep / "seed" / f"rep{rep}" / f"{m}.result.json").write_text(json.dumps(
+                {"best": best, "steps": 200, "runs": 2, "values": [0.9, best], "wall_s": 1.0}))
+    monkeypatch.setattr(bench, "run_autopilot", lambda *a: pytest.fail("a kept repeat was retrained"))
+    monkeypatch.setattr(bench, "run_sampler", lambda *a: pytest.fail("a kept repeat was retrained"))
+    section = "### The grid, follow-up on fresh seeds"
+    monkeypatch.setattr(sys, "argv", ["autopilot.py", "--steps", "100", "--repeats", "2", "--first-repeat", "5",
+                                      "--starts", "seed", "--methods", "tpe", "--out", str(tmp_path / "out"),
+                                      "--keep", str(keep), "--results", str(tmp_path / "r.json"),
+                                      "--write", str(md), "--section", section])
+    assert bench.main() == 0
+    doc = json.loads((tmp_path / "r.json").read_text())
+    reps = doc["starts"]["seed"]["methods"]["autopilot"]["repeats"]
+    assert [r["seed"] for r in reps] == [5, 6] and [r["best"] for r in reps] == pytest.approx([0.85, 0.86])
+    text = md.read_text()
+    assert "the first grid's table" in text and section in text and "2 repeat(s) (seeds 5..6)" in text
+
+
 def test_spearman_matches_scipy_with_ties():
     from scipy.stats import spearmanr
 

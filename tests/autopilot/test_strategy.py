@@ -173,6 +173,52 @@ def test_sample_space_follows_the_rules_ranges():
     assert cfg["optimizer"]["lr"] == 1.235e-4 and cfg["ot"]["reg"] == 0.03 and BASE["optimizer"]["lr"] == 1e-5
 
 
+COSINE = {**BASE, "scheduler": {"type": "diffuser", "name": "cosine", "num_warmup_steps": 2}}
+
+
+def test_the_sampler_draws_the_schedule_too_and_is_told_of_it(tmp_path, monkeypatch):
+    """A parent with an LR schedule: the sampler also draws whether the LR is constant (the issue-22 grid's
+    missing dimension); every run records it as the same categorical param, rule-proposed or sampled, and the
+    sampled configs are what was drawn. ``[sampler] schedule = false`` leaves it out."""
+    from optuna.distributions import CategoricalDistribution
+
+    from dpot.analysis import cfgkeys
+    from dpot.autopilot.decisions import CONSTANT_LR, space_params
+
+    space = sampling.sample_space(COSINE, {})
+    assert space[CONSTANT_LR] == CategoricalDistribution((False, True)) and "lr" in space
+    assert CONSTANT_LR not in sampling.sample_space(COSINE, {"sampler": {"schedule": False}})
+    assert CONSTANT_LR not in sampling.sample_space(BASE, {})          # no schedule: nothing to draw
+    flat = sampling.apply_params(COSINE, {"lr": 2e-3, CONSTANT_LR: True})
+    assert flat["scheduler"] == {"type": "diffuser", "name": "constant", "num_warmup_steps": 0}
+    assert space_params(flat)[CONSTANT_LR] is True and space_params(COSINE)[CONSTANT_LR] is False
+    assert sampling.apply_params(COSINE, {CONSTANT_LR: False}) == COSINE
+    assert sampling.params_text({"lr": 2.0012e-3, CONSTANT_LR: True}) == "lr=0.002001, lr.constant=True"
+
+    seen = []
+
+    class Spy(optuna.samplers.TPESampler):
+        def sample_independent(self, study, trial, name, dist):
+            if name == CONSTANT_LR:
+                seen.append([t.params.get(name) for t in study.get_trials(states=(TrialState.COMPLETE,))])
+            return super().sample_independent(study, trial, name, dist)
+
+    monkeypatch.setattr(sampling, "make_sampler", lambda kind, seed: Spy(n_startup_trials=3, seed=seed))
+    s = _search(tmp_path, strategy="sampler")
+    s.planner.enqueue_base(COSINE)
+    _train_all(s, _loss)
+    assert s.planner.propose_next(1, "base", s.records()) == "base"
+    assert seen and all(x == [False] for x in seen)                    # told of the base's cosine schedule
+    sampled = [r for r in s.records() if r.iteration == 1]
+    assert sampled and all(CONSTANT_LR in r.params and "lr.constant=" in r.title for r in sampled)
+    for r in sampled:
+        cfg = s.planner.config_of(r.name)
+        assert (not cfgkeys.schedule(cfg)["varies"]) is r.params[CONSTANT_LR]
+    _train_all(s, _loss)
+    dists = {t.distributions[CONSTANT_LR] for t in s.study.get_trials(states=(TrialState.COMPLETE,))}
+    assert dists == {CategoricalDistribution((False, True))}          # one kind for every run: all usable
+
+
 @pytest.mark.parametrize("flag", ["--strategy=guess", "--sampler=cmaes"])
 def test_bad_strategy_or_sampler_is_one_line_exit_2(tmp_path, capsys, flag):
     assert main(["autopilot", "--config_path", str(tmp_path / "x.json"), "--out", str(tmp_path / "o"), flag]) == 2

@@ -4,7 +4,8 @@ A saved config is ``train_config.json`` (``dpot.config.config_to_dict`` of the r
 the config a W&B / TensorBoard run recorded. The report, the rules (``diagnose``), ``propose``, the autopilot and
 the study read the learning rate, its schedule and the OT settings here and nowhere else, through the key constants
 below (the only place outside ``config.py`` that spells them) and the accessors :func:`lr_keys`, :func:`base_lr`,
-:func:`lr_changes`, :func:`schedule`, :func:`ot_settings`, :func:`features`, :func:`feature_weights`.
+:func:`lr_changes`, :func:`schedule`, :func:`schedule_changes`, :func:`ot_settings`, :func:`features`,
+:func:`feature_weights`.
 ``tests/analysis/test_cfgkeys.py`` resolves real configs through ``dpot.config`` and checks every key and default
 here against them: a renamed config field fails that test instead of silently turning a rule or a proposal off.
 This module imports nothing of dpot's (analysis never imports train, nor the heavy config module).
@@ -165,6 +166,28 @@ def schedule(config: dict) -> dict | None:
         return None
     varies = not (typ == "diffuser" and name == "constant") and typ not in (None, "constant")
     return {"type": typ, "name": name, "warmup": warmup, "varies": varies}
+
+
+def schedule_changes(config: dict, constant: bool) -> dict:
+    """``{key: new}``: the changes that make the configured LR schedule constant (``constant``: diffusers'
+    ``constant``, no warmup) or, from a constant one, varying (diffusers' ``cosine``, the warmup kept); ``{}`` when
+    the config has no schedule (:func:`schedule` is None) or already is what is asked. Like :func:`lr_changes`
+    every key that sets it moves: the explicit ``scheduler`` table (set whole, so no field of another scheduler
+    type is left behind) and, under the policy preset, ``policy.scheduler_name`` / ``policy.scheduler_warmup_steps``
+    (what the preset reads).
+    """
+    sch = schedule(config)
+    if sch is None or sch["varies"] != constant:
+        return {}
+    name = "constant" if constant else "cosine"
+    warmup = 0 if constant else (sch["warmup"] if is_number(sch["warmup"]) else 0)
+    changes: dict = {}
+    if isinstance(config.get(SCHEDULER), dict) and config[SCHEDULER]:
+        changes[SCHEDULER] = {"type": "diffuser", "name": name, "num_warmup_steps": int(warmup)}
+    if config.get(PRESET, True) and get(config, POLICY_SCHEDULER):
+        changes[POLICY_SCHEDULER] = name
+        changes[POLICY_WARMUP] = int(warmup)
+    return changes
 
 
 def features(config: dict, kind: str) -> list[tuple[int, dict]]:

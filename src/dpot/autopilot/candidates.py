@@ -258,7 +258,7 @@ class Planner:
             if digest in tried:
                 continue
             tried.add(digest)
-            title = "sampler: " + ", ".join(f"{k}={float(f'{v:.4g}'):g}" for k, v in params.items())
+            title = "sampler: " + sampling.params_text(params)
             cands.append(Candidate(f"sampled_{i}", title, [sampling.SAMPLED], cfg, None))
             if len(cands) >= self.candidates:
                 break

@@ -33,6 +33,13 @@ class Param:
 SPACE = {"lr": Param("lr", 1e-8, 10.0, True), "ot.lambda_ot": Param(cfgkeys.OT_LAMBDA, 0.0, 100.0, False),
          "ot.reg": Param(cfgkeys.OT_REG, 1e-5, 100.0, True)}
 
+# Beside :data:`SPACE`, the schedule kind, recorded as a categorical param (False | True) of every trial whose config
+# has an LR schedule: True when the LR is constant (:func:`dpot.analysis.cfgkeys.schedule`, ``varies`` False). The
+# issue-22 grid (docs/benchmarks.md, "Reading the grids") found the sampler's best runs at TPE's LR but on the
+# parent's cosine decay, 0.02-0.05 worse at 100 steps: the sampler now draws it too (:mod:`.sampling`).
+CONSTANT_LR = "lr.constant"
+CONSTANT_LR_CHOICES = (False, True)
+
 
 # A change whose run moved the objective by at most this fraction of the parent's objective had no measurable
 # effect (a seeded run repeats to ~1e-7; the autopilot benchmark saw label-weight changes leave it equal to 7 digits).
@@ -63,12 +70,16 @@ def only_ot_changes(keys: Iterable[str]) -> bool:
 
 
 def space_params(cfg: dict) -> dict:
-    """The candidate config's values of :data:`SPACE` (recorded as the trial's params)."""
-    out = {}
+    """The candidate config's values of :data:`SPACE` and, when it has an LR schedule, :data:`CONSTANT_LR`
+    (recorded as the trial's params)."""
+    out: dict = {}
     for name, p in SPACE.items():
         val = cfgkeys.base_lr(cfg) if name == "lr" else cfgkeys.get(cfg, p.key)
         if cfgkeys.is_number(val) and p.low <= float(val) <= p.high:
             out[name] = float(val)
+    sch = cfgkeys.schedule(cfg)
+    if sch is not None:
+        out[CONSTANT_LR] = not sch["varies"]
     return out
 
 

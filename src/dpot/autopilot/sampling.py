@@ -8,9 +8,12 @@ trial whatever the range it was recorded with.
 
 The ranges it samples in are the ones the rules allow (:func:`sample_space`): the base LR from the bottom of the
 policy's usual range (``rules.toml [lr_range]``; ``lr_low`` fires below it) to ``[lr_high] far_factor`` x its top
-(``lr_high`` can fire only above that); ``ot.lambda_ot`` (when > 0) and ``ot.reg`` (when the OT method has a plan)
-within ``[step] max_factor`` (x4) either side of the parent's value, unless the parent's OT term is negligible
-(:data:`~dpot.autopilot.decisions.OT_NEGLIGIBLE` of its loss): then the LR alone.
+(``lr_high`` can fire only above that); whether the LR is constant or follows the parent's schedule
+(:data:`~dpot.autopilot.decisions.CONSTANT_LR`, when the parent has one; ``[sampler] schedule = false`` in the rules
+leaves the schedule to the diagnoses, as before the issue-22 grid); ``ot.lambda_ot`` (when > 0) and ``ot.reg``
+(when the OT method has a plan) within ``[step] max_factor`` (x4) either side of the parent's value, unless the
+parent's OT term is negligible (:data:`~dpot.autopilot.decisions.OT_NEGLIGIBLE` of its loss): then the LR (and the
+schedule) alone.
 
 Values are drawn with ``study.ask(fixed_distributions)`` on a second handle of the same study (``optuna.load_study``
 with the chosen sampler, public API); the drawn trial is closed at once as ``duplicate`` (FAIL: samplers ignore
@@ -20,7 +23,7 @@ it) and the config is enqueued as a normal candidate, so a kill between the two 
 from __future__ import annotations
 
 from dpot.analysis import cfgkeys
-from dpot.autopilot.decisions import SPACE
+from dpot.autopilot.decisions import CONSTANT_LR, CONSTANT_LR_CHOICES, SPACE
 
 SAMPLERS = ("tpe", "gp")      # CMA-ES needs the cmaes package, which dpot does not depend on
 STRATEGIES = ("rules", "sampler", "both")
@@ -28,7 +31,7 @@ SAMPLED = "sampler"            # the ``diagnoses`` entry of a sampled candidate 
 
 
 def sample_space(cfg: dict, rules: dict, ot_negligible: bool = False) -> dict:
-    """``{SPACE name: optuna FloatDistribution}`` the sampler draws from around ``cfg``.
+    """``{param name: optuna distribution}`` the sampler draws from around ``cfg``.
 
     Args:
         cfg: the parent's train config.
@@ -37,18 +40,21 @@ def sample_space(cfg: dict, rules: dict, ot_negligible: bool = False) -> dict:
         ot_negligible: the parent's OT term is too small a share of its loss for OT settings to matter.
     Returns:
         lr in ``[low, high * far_factor]`` (log; ``low``, ``high``: the policy's usual range, where neither
-        ``lr_low`` nor ``lr_high`` fires); unless ``ot_negligible``: ``ot.lambda_ot`` in ``[v/f, v*f]`` when v > 0
+        ``lr_low`` nor ``lr_high`` fires); :data:`CONSTANT_LR` in (False, True) when ``cfg`` has an LR schedule
+        and ``[sampler] schedule`` is not false; unless ``ot_negligible``: ``ot.lambda_ot`` in ``[v/f, v*f]`` when v > 0
         and ``ot.reg`` in ``[v/f, v*f]`` (log) when the OT method has a plan, f = ``[step] max_factor``. Log flags
         are those of :data:`SPACE`, so rule-proposed trials' params are compatible.
     """
-    from optuna.distributions import FloatDistribution
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-    out = {}
+    out: dict = {}
     ranges = rules.get("lr_range") or {"default": [1e-5, 1e-3]}
     low, high = ranges.get(cfgkeys.policy_type(cfg) or "default", ranges["default"])
     far = float((rules.get("lr_high") or {}).get("far_factor", 1.0))
     if cfgkeys.base_lr(cfg) is not None:
         out["lr"] = FloatDistribution(float(low), float(high) * far, log=SPACE["lr"].log)
+    if (rules.get("sampler") or {}).get("schedule", True) and cfgkeys.schedule(cfg) is not None:
+        out[CONSTANT_LR] = CategoricalDistribution(CONSTANT_LR_CHOICES)
     if ot_negligible:
         return out
     f = float((rules.get("step") or {}).get("max_factor", 4.0))
@@ -63,8 +69,14 @@ def sample_space(cfg: dict, rules: dict, ot_negligible: bool = False) -> dict:
 
 
 def apply_params(cfg: dict, params: dict) -> dict:
-    """``cfg`` with the sampled ``params`` ({SPACE name: value}) set (the LR on every LR key, round to 4 digits)."""
+    """``cfg`` with the sampled ``params`` set: a :data:`SPACE` value rounded to 4 digits (the LR on every LR key),
+    :data:`CONSTANT_LR` through :func:`dpot.analysis.cfgkeys.schedule_changes` (a no-op when the schedule already
+    is what was drawn)."""
     for name, value in params.items():
+        if name == CONSTANT_LR:
+            for key, new in cfgkeys.schedule_changes(cfg, bool(value)).items():
+                cfg = cfgkeys.set_(cfg, key, new)
+            continue
         value = float(f"{value:.4g}")
         if name == "lr":
             for key, new in cfgkeys.lr_changes(cfg, value).items():
@@ -72,6 +84,11 @@ def apply_params(cfg: dict, params: dict) -> dict:
         else:
             cfg = cfgkeys.set_(cfg, SPACE[name].key, value)
     return cfg
+
+
+def params_text(params: dict) -> str:
+    """A draw in a lineage title: ``lr=0.002291, lr.constant=True`` (numbers to 4 significant digits)."""
+    return ", ".join(f"{k}={v}" if isinstance(v, bool) else f"{k}={float(f'{v:.4g}'):g}" for k, v in params.items())
 
 
 def make_sampler(kind: str, seed: int):
@@ -87,8 +104,12 @@ def make_sampler(kind: str, seed: int):
 
 def record_params(trial, params: dict) -> None:
     """Record a claimed trial's enqueued (fixed) ``params`` as Optuna params with the :data:`SPACE`
-    distributions, so that every sampler of the study learns from it once it is COMPLETE."""
+    distributions (:data:`CONSTANT_LR`: categorical), so that every sampler of the study learns from it once it
+    is COMPLETE."""
     for name in params:
+        if name == CONSTANT_LR:
+            trial.suggest_categorical(name, CONSTANT_LR_CHOICES)
+            continue
         p = SPACE[name]
         trial.suggest_float(name, p.low, p.high, log=p.log)
 
