@@ -110,6 +110,29 @@ def test_embed_collapse_uses_recorded_embed_terms(tmp_path):
     assert found["embed_collapse"].evidence["cameras"]["wrist"]["spread_first_last_ratio"][2] < 0.05
 
 
+def test_a_flat_lr_is_a_fault_only_when_the_config_says_it_varies():
+    """lr_flat: configured cosine (or no schedule) and a flat logged LR is a warning with a proposal; a configured
+    constant schedule logging a flat LR is information with nothing to propose (so the autopilot never undoes its
+    sampler's constant-LR draw)."""
+    base = {"policy": {"type": "diffusion"}, "optimizer": {"lr": 2e-4}, "use_policy_training_preset": False}
+    flat = {"train/lr": [(s, 2e-4) for s in range(1, 9)]}
+    found = {}
+    for name in ("cosine", "constant"):
+        cfg = {**base, "scheduler": {"type": "diffuser", "name": name, "num_warmup_steps": 0}}
+        found[name] = {f.id: f for f in diagnose(RuleContext(Run("r", "dpot", "x", config=cfg, history=flat)),
+                                                 load_rules())}["lr_flat"]
+    none = {f.id: f for f in diagnose(RuleContext(Run("r", "dpot", "x", config=base, history=flat)), load_rules())}
+    assert (found["cosine"].severity, bool(found["cosine"].changes)) == ("warn", True)
+    assert (none["lr_flat"].severity, bool(none["lr_flat"].changes)) == ("warn", True)
+    assert (found["constant"].severity, found["constant"].changes) == ("info", {})
+    assert found["constant"].evidence["configured_varies"] is False
+    from dpot.analysis.i18n import finding_text
+
+    assert "nothing to fix" in finding_text("en", found["constant"])
+    assert "无需修正" in finding_text("zh", found["constant"])
+    assert "switch to an explicit AdamW" in finding_text("en", found["cosine"])
+
+
 def test_proposed_values_come_from_rules_toml(tmp_path):
     run = Run("r", "dpot", "x", config={"policy": {"type": "diffusion"}, "optimizer": {"lr": 1e-5},
                                          "use_policy_training_preset": False},

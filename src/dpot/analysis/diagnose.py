@@ -134,7 +134,11 @@ def register(cls: type[Rule]) -> type[Rule]:
 
 @register
 class LrFlat(Rule):
-    """train/lr constant over the run (warn when a varying schedule is configured or none is)."""
+    """train/lr constant over the run: a warning with a proposal (an explicit warmup-cosine schedule) when a
+    varying schedule is configured or none is; information only, with nothing to propose, when the configured
+    schedule is constant (the run does what its config says: a choice, not a fault; the autopilot's sampler draws
+    it, and a proposal here would undo that draw in the next iteration, as the issue-22 follow-up's first cells
+    showed)."""
 
     id = "lr_flat"
     monitors = ("train/lr",)
@@ -153,8 +157,10 @@ class LrFlat(Rule):
         ptype, low, high = self.lr_range(ctx.run.config)
         if sch is None and ptype in self.thr.get("constant_ok", []):
             return None  # e.g. ACT: LeRobot's preset has no scheduler, a constant LR is the preset
-        severity = "warn" if (sch is None or sch["varies"]) else "info"
         ev["configured_varies"] = bool(sch and sch["varies"])
+        if sch is not None and not sch["varies"]:
+            return self.finding("info", ev)
+        severity = "warn"
         changes = copy.deepcopy(self.propose)
         proposed_lr = cfgkeys.get(changes, cfgkeys.LR)
         if cfgkeys.is_number(proposed_lr):  # the policy's usual range (ACT: not Diffusion's 3e-4)

@@ -42,6 +42,11 @@ FINDINGS = {
               "{scheduler}: switch to an explicit AdamW + diffuser cosine schedule and check train/lr varies.",
         "zh": "train/lr 在 {points} 个点（步 {steps}）上恒为 {lr_max}，而调度器为 {scheduler}："
               "改用显式 AdamW + diffuser cosine，并确认 train/lr 随步数变化。"},
+    "lr_flat_as_configured": {   # lr_flat on a configured constant schedule (finding_text picks it)
+        "en": "Logged train/lr is flat at {lr_max} over {points} points (steps {steps}), as its {scheduler} "
+              "scheduler says: a constant LR by choice, nothing to fix.",
+        "zh": "train/lr 在 {points} 个点（步 {steps}）上恒为 {lr_max}，与调度器 {scheduler} 一致："
+              "这是选择的恒定学习率，无需修正。"},
     "lr_low": {
         "en": "Base LR {lr} is below the usual range {usual_range} for {policy}: learning is underpowered.",
         "zh": "基础学习率 {lr} 低于 {policy} 的常用范围 {usual_range}：学习偏慢。"},
@@ -169,13 +174,17 @@ def finding_text(lang: str, finding) -> str:
         ev["detail"] = "; ".join(parts)
     if finding.id == "eval_too_frequent" and isinstance(ev.get("eval_share"), float):
         ev["eval_share"] = f"{ev['eval_share']:.0%}"
+    key = finding.id
+    if key == "lr_flat" and ev.get("configured_varies") is False and not finding.changes and "scheduler" in ev \
+            and ev["scheduler"] != "none":
+        key = "lr_flat_as_configured"
     for k, v in list(ev.items()):
         if v is None:
             ev[k] = "n/a"
     try:
-        return FINDINGS[finding.id][lang].format_map(_Safe(ev))
+        return FINDINGS[key][lang].format_map(_Safe(ev))
     except (ValueError, TypeError):   # a format spec applied to 'n/a'
-        return FINDINGS[finding.id][lang].replace(":.0%", "").format_map(_Safe(ev))
+        return FINDINGS[key][lang].replace(":.0%", "").format_map(_Safe(ev))
 
 
 PHRASES_ZH = {
