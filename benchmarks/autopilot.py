@@ -71,6 +71,7 @@ import copy
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -597,7 +598,7 @@ def table(doc: dict, a) -> str:
     """The Markdown section: one row per start and method (best: mean ± sd over repeats; runs to TPE's best:
     median over repeats, '-' when never in most)."""
     lines = [getattr(a, "section", None) or section_heading(a.objective), "",
-             f"`benchmarks/autopilot.py {' '.join(sys.argv[1:])}` on {platform.node() or 'this machine'} "
+             f"`benchmarks/autopilot.py {shlex.join(sys.argv[1:])}` on {platform.node() or 'this machine'} "
              f"({os.cpu_count()} CPUs, shared): {a.steps} steps per run, autopilot {a.iterations} iteration(s) x "
              f"<= {a.candidates} candidate(s), {repeats_words(a)}, {a.policy} policy, objective "
              f"`{a.objective.key}` ({a.objective.direction}, {objective_words(a)}); each method's budget = the "
