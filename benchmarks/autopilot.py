@@ -89,12 +89,6 @@ REPO = Path(__file__).resolve().parents[1]
 PARENT = "## Autopilot (dpot autopilot)"
 SECTION = "### The grid: best objective per start and method"
 CLOSED_LOOP_SECTION = "### The closed-loop grid: best target success per start and method"
-
-
-def section_heading(objective) -> str:
-    """The docs/benchmarks.md subsection a grid writes (``--write``): the closed-loop grid (a ``bench:<task>``
-    objective) has its own, so writing one grid never replaces the other's table."""
-    return CLOSED_LOOP_SECTION if objective.bench_task else SECTION
 STARTS = ("seed", "healthy", "lr-100x-high", "lr-100x-low-flat", "warmup-longer-than-run", "label-dominated")
 METHODS = ("autopilot", "tpe", "random", "hand")
 OBJ = "eval/offline_eval/avg_loss"
@@ -486,21 +480,37 @@ RAW_FILES = {"autopilot": ("autopilot/search/lineage.json", "autopilot/search/co
              "tpe": ("tpe/t*.json",), "random": ("random/t*.json",), "hand": ("hand/*.json",)}
 
 
-def keep_raw(work: Path, keep: Path) -> int:
+def repo_paths(*given: str | Path) -> dict[str, str]:
+    """``{absolute form: as given}`` for each relative path on the command line (``--out``, ``--source``,
+    ``--target``): both its absolute and its symlink-resolved form, longest first, so :func:`keep_raw` can write
+    the kept files with the paths relative to where the benchmark ran (the run configs hold absolute paths). An
+    absolute path given is left out: there is nothing relative to write for it."""
+    out = {}
+    for g in given:
+        if g is None or Path(g).is_absolute():
+            continue
+        for form in (Path(g).absolute(), Path(g).resolve()):
+            out[str(form)] = str(g).rstrip("/")
+    return dict(sorted(out.items(), key=lambda kv: -len(kv[0])))
+
+
+def keep_raw(work: Path, keep: Path, paths: dict[str, str] | None = None) -> int:
     """Copy the raw files of one (start, repeat) work dir to ``keep`` (same relative paths): every finished method's
     ``<method>.result.json`` and its :data:`RAW_FILES` (the autopilot's lineage and run configs, the samplers' and
-    the hand iterations' run configs). Returns the number of files copied. With ``--keep`` under ``docs/results/``
-    these are the grid's committed raw results, and a sitting on a machine without the old ``--out`` resumes from
-    them (:func:`restore_raw`)."""
-    import shutil
-
+    the hand iterations' run configs), each absolute prefix of ``paths`` (:func:`repo_paths`) replaced by its
+    relative form. Returns the number of files copied. With ``--keep`` under ``docs/results/`` these are the grid's
+    committed raw results, and a sitting on a machine without the old ``--out`` resumes from them
+    (:func:`restore_raw`)."""
     n = 0
     for result in sorted(work.glob("*.result.json")):
         method = result.name[: -len(".result.json")]
         for path in [result, *(f for pattern in RAW_FILES.get(method, ()) for f in sorted(work.glob(pattern)))]:
+            text = path.read_text()
+            for absolute, relative in (paths or {}).items():
+                text = text.replace(f'"{absolute}/', f'"{relative}/').replace(f'"{absolute}"', f'"{relative}"')
             dest = keep / path.relative_to(work)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, dest)
+            dest.write_text(text)
             n += 1
     return n
 
@@ -588,16 +598,22 @@ def objective_words(a) -> str:
     return "final value of a run"
 
 
+def section_heading(objective) -> str:
+    """The docs/benchmarks.md subsection a grid writes (``--write``): the closed-loop grid (a ``bench:<task>``
+    objective) has its own, so writing one grid never replaces the other's table."""
+    return CLOSED_LOOP_SECTION if objective.bench_task else SECTION
+
+
 def repeats_words(a) -> str:
     """``5 repeat(s)``, or with ``--first-repeat K``: ``5 repeat(s) (seeds K..K+4)``."""
-    first = getattr(a, "first_repeat", 0)
+    first = a.first_repeat
     return f"{a.repeats} repeat(s)" + (f" (seeds {first}..{first + a.repeats - 1})" if first else "")
 
 
 def table(doc: dict, a) -> str:
     """The Markdown section: one row per start and method (best: mean ± sd over repeats; runs to TPE's best:
     median over repeats, '-' when never in most)."""
-    lines = [getattr(a, "section", None) or section_heading(a.objective), "",
+    lines = [a.section or section_heading(a.objective), "",
              f"`benchmarks/autopilot.py {shlex.join(sys.argv[1:])}` on {platform.node() or 'this machine'} "
              f"({os.cpu_count()} CPUs, shared): {a.steps} steps per run, autopilot {a.iterations} iteration(s) x "
              f"<= {a.candidates} candidate(s), {repeats_words(a)}, {a.policy} policy, objective "
@@ -779,6 +795,7 @@ def main() -> int:
         print(json.dumps(doc["spearman_vs_last"], indent=1))
         return 0
     results: dict[str, dict[str, list[dict]]] = {}
+    kept_paths = repo_paths(a.out, a.source, a.target)
     # repeat by repeat over the starts, so that a sitting that stops early leaves every start with as many repeats
     # as the others; <out>/results.json is rewritten after each (start, repeat)
     for rep in range(a.first_repeat, a.first_repeat + a.repeats):
@@ -790,7 +807,7 @@ def main() -> int:
             for method, r in run_repeat(start, rep, src, tgt, work, a).items():
                 res[method].append({**r, "seed": rep})
             if a.keep:
-                keep_raw(work, Path(a.keep) / start / f"rep{rep}")
+                keep_raw(work, Path(a.keep) / start / f"rep{rep}", kept_paths)
             print(json.dumps({start: {m: v[-1]["best"] for m, v in res.items()}}), flush=True)
             (out / "results.json").write_text(json.dumps(results_doc(results, a.objective), indent=2) + "\n")
     doc = results_doc(results, a.objective)

@@ -55,7 +55,7 @@ def _args(objective=bench.OBJ, **kw):
     """The parsed arguments table() and final_value() read."""
     return type("A", (), {"steps": 300, "iterations": 3, "candidates": 2, "repeats": 1, "policy": "cpu",
                           "objective": bench.parse_objective(objective), "bench_episodes": 20,
-                          "bench_max_steps": 150, **kw})()
+                          "bench_max_steps": 150, "first_repeat": 0, "section": None, **kw})()
 
 
 def test_a_closed_loop_objective_is_maximised_and_counted_that_way():
@@ -243,6 +243,28 @@ def test_fresh_repeats_run_from_first_repeat_and_write_their_own_section(tmp_pat
     assert [r["seed"] for r in reps] == [5, 6] and [r["best"] for r in reps] == pytest.approx([0.85, 0.86])
     text = md.read_text()
     assert "the first grid's table" in text and section in text and "2 repeat(s) (seeds 5..6)" in text
+
+
+def test_kept_raw_files_hold_paths_relative_to_where_the_benchmark_ran(tmp_path, monkeypatch):
+    """The run configs hold absolute paths (output_dir, dataset roots); the kept copies hold them as given on the
+    command line, a symlinked data dir included (its resolved form too), and an absolute path given stays."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "elsewhere" / "src").mkdir(parents=True)
+    (tmp_path / "data").symlink_to(tmp_path / "elsewhere")
+    work = tmp_path / "out" / "seed" / "rep0"
+    (work / "tpe").mkdir(parents=True)
+    cfg = {"output_dir": str(work / "tpe" / "t0"), "dataset": {"root": str(tmp_path / "elsewhere" / "src")},
+           "source_dataset": {"root": str(tmp_path / "data" / "src")}, "other": "/opt/models/x",
+           "similar": str(tmp_path / "out2")}
+    (work / "tpe" / "t0.json").write_text(json.dumps(cfg))
+    (work / "tpe.result.json").write_text('{"best": 0.8, "steps": 100, "runs": 1, "values": [0.8]}')
+    paths = bench.repo_paths("out", "data/src", None, "/abs/given")
+    assert all(Path(k).is_absolute() for k in paths) and "/abs/given" not in paths
+    assert bench.keep_raw(work, tmp_path / "keep", paths) == 2
+    kept = json.loads((tmp_path / "keep" / "tpe" / "t0.json").read_text())
+    assert kept["output_dir"] == "out/seed/rep0/tpe/t0"
+    assert kept["dataset"]["root"] == kept["source_dataset"]["root"] == "data/src"
+    assert kept["other"] == "/opt/models/x" and kept["similar"] == str(tmp_path / "out2")   # only whole prefixes
 
 
 def test_spearman_matches_scipy_with_ties():
