@@ -160,7 +160,6 @@ class LrFlat(Rule):
         ev["configured_varies"] = bool(sch and sch["varies"])
         if sch is not None and not sch["varies"]:
             return self.finding("info", ev)
-        severity = "warn"
         changes = copy.deepcopy(self.propose)
         proposed_lr = cfgkeys.get(changes, cfgkeys.LR)
         if cfgkeys.is_number(proposed_lr):  # the policy's usual range (ACT: not Diffusion's 3e-4)
@@ -170,7 +169,7 @@ class LrFlat(Rule):
         if isinstance(steps, int) and steps > 0 and isinstance(warmup, int):
             changes = cfgkeys.set_(changes, cfgkeys.SCHEDULER_WARMUP,
                                    min(warmup, max(1, round(self.thr["max_warmup_frac"] * steps))))
-        return self.finding(severity, ev, changes)
+        return self.finding("warn", ev, changes)
 
 
 @register

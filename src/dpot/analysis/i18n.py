@@ -174,10 +174,8 @@ def finding_text(lang: str, finding) -> str:
         ev["detail"] = "; ".join(parts)
     if finding.id == "eval_too_frequent" and isinstance(ev.get("eval_share"), float):
         ev["eval_share"] = f"{ev['eval_share']:.0%}"
-    key = finding.id
-    if key == "lr_flat" and ev.get("configured_varies") is False and not finding.changes and "scheduler" in ev \
-            and ev["scheduler"] != "none":
-        key = "lr_flat_as_configured"
+    # lr_flat is information only on a configured constant schedule (diagnose.LrFlat): nothing to fix
+    key = "lr_flat_as_configured" if finding.id == "lr_flat" and finding.severity == "info" else finding.id
     for k, v in list(ev.items()):
         if v is None:
             ev[k] = "n/a"
