@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+from dpot import metric_names
 from dpot.bench.study.plan import Job
 from dpot.bench.study.runner import make_study, write_json
 from dpot.metrics_log import read_metrics
@@ -83,9 +84,10 @@ def balance_at(rows: list[dict], kinds: dict[str, str], step: int) -> dict:
         vals = [r[key] for r in sel if key in r]
         return sum(vals) / len(vals)
 
-    terms = {t: mean(f"train/ot_cost_mean/{t}") for t in kinds}
-    parts = {k.removeprefix("train/ot_cost_mean/"): mean(k) for k in sel[0] if k.startswith("train/ot_cost_mean/")
-             and "@" in k}
+    legacy = metric_names.is_legacy(sel[0])    # a run from before the fork's metric meanings
+    prefix = "train/" + (metric_names.LEGACY_COST_MEAN if legacy else metric_names.COST)
+    terms = {t: mean(f"{prefix}{t}") for t in kinds}
+    parts = {k.removeprefix(prefix): mean(k) for k in sel[0] if k.startswith(prefix) and "@" in k}
     embed = sum(v for t, v in terms.items() if kinds[t] == "embed")
     label = sum(v for t, v in terms.items() if kinds[t] == "label")
     # images alone: a concatenated term's image parts (its state part is not an image), every other embed term
@@ -95,7 +97,8 @@ def balance_at(rows: list[dict], kinds: dict[str, str], step: int) -> dict:
             "cost_mean": terms, "cost_parts": parts, "image_to_label": images / label if label > 0 else None,
             "embed_to_label": embed / label if label > 0 else None,
             "pi_sum": mean("train/ot_pi_sum"), "pi_diag_frac": mean("train/ot_pi_diag_frac"),
-            "ot_loss": mean("train/ot_loss"), "bc_loss": mean("train/bc_loss")}
+            "ot_loss": mean("train/ot_loss" if legacy else metric_names.train(metric_names.OT_LOSS_SCALED)),
+            "bc_loss": mean("train/bc_loss")}
 
 
 def render(result: dict) -> str:

@@ -146,7 +146,8 @@ def test_feature_kinds_are_registered_types_with_their_own_fields(tmp_path):
     assert not hasattr(embed, "dim_slice") and not hasattr(label, "weight_embed")
     saved = config_to_dict(cfg)["ot"]["features"]
     assert saved == [{"type": "embed", "cost_norm": None, "term_name": None, "use_learned_embed": True,
-                      "weight_embed": 1.0, "cameras": None, "concat": False, "include_state": False},
+                      "weight_embed": 1.0, "cameras": None, "concat": False, "include_state": False,
+                      "time_index": None},
                      {"type": "label", "cost_norm": None, "term_name": None, "key": "action", "dim_slice": [0, 8],
                       "weight_label": 0.05, "time_index": None, "normalized": True}]
     assert draccus.decode(OTConfig, draccus.encode(cfg.ot)) == cfg.ot  # encode/decode round trip

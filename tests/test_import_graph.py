@@ -37,6 +37,7 @@ LEAVES: dict[str, tuple[str, ...]] = {
     "dpot.data.seeds": (),   # the salts of every seeded stream: a leaf any layer may import (NEVER exempts it)
     "dpot.atomic": ("dpot.errors",),
     "dpot.metrics_log": ("dpot.atomic", "dpot.errors"),
+    "dpot.metric_names": (),  # the OT metric names, spelled once: producers and readers import it
 }
 
 

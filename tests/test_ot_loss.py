@@ -41,18 +41,19 @@ def test_metrics_keys_finite_and_consistent():
     src, tgt = _features()
     out = OTAlignmentLoss(_cfg(reg=0.05, tau_src=0.05, tau_tgt=0.05))(src, tgt)
     m = out.metrics
-    expected = {"ot_loss", "ot_pi_sum", "ot_pi_diag", "ot_pi_diag_frac", "ot_skipped", "ot_cost/img_top",
-                "ot_cost/img_wrist", "ot_cost/action_lbl", "ot_cost_mean/img_top", "ot_cost_mean/img_wrist",
-                "ot_cost_mean/action_lbl"}
+    expected = {"ot_loss", "ot_loss_scaled", "ot_pi_sum", "ot_pi_diag", "ot_pi_diag_frac", "ot_skipped",
+                "ot_cost_plan/img_top", "ot_cost_plan/img_wrist", "ot_cost_plan/action_lbl", "ot_cost/img_top",
+                "ot_cost/img_wrist", "ot_cost/action_lbl"}
     expected |= {"ot_embed_spread/top", "ot_embed_spread/wrist"}
     assert expected <= set(m)
     assert all(math.isfinite(v) for v in m.values())
     assert m["ot_skipped"] == 0.0
-    assert m["ot_loss"] == pytest.approx(0.1 * sum(m[f"ot_cost/{t}"] for t in ("img_top", "img_wrist", "action_lbl")),
+    assert m["ot_loss"] == pytest.approx(sum(m[f"ot_cost_plan/{t}"] for t in ("img_top", "img_wrist", "action_lbl")),
                                          rel=1e-5)
     assert m["ot_pi_sum"] == pytest.approx(float(out.plan.sum()))
     assert m["ot_pi_diag_frac"] == pytest.approx(m["ot_pi_diag"] / m["ot_pi_sum"])
-    assert out.loss.item() == pytest.approx(m["ot_loss"], rel=1e-6)
+    assert out.loss.item() == pytest.approx(m["ot_loss_scaled"], rel=1e-6)
+    assert m["ot_loss_scaled"] == pytest.approx(0.1 * m["ot_loss"], rel=1e-6)   # the fork's ot_loss is before lambda
     # the top camera's embeddings are paired on the diagonal: far more diagonal mass than random (1/n)
     assert m["ot_pi_diag_frac"] > 3 / 8
 
@@ -150,7 +151,7 @@ def test_embed_spread_tracks_embedding_scale_not_alignment():
                  DomainFeatures({c: 0.1 * e for c, e in tgt.embeds.items()}, tgt.labels, tgt.phase)).metrics
     assert small["ot_embed_spread/top"] == pytest.approx(0.01 * base["ot_embed_spread/top"], rel=1e-4)
     aligned = loss(src, DomainFeatures(dict(src.embeds), tgt.labels, tgt.phase)).metrics  # target = source
-    assert aligned["ot_cost_mean/img_top"] < 0.7 * base["ot_cost_mean/img_top"]  # cross-domain cost falls ...
+    assert aligned["ot_cost/img_top"] < 0.7 * base["ot_cost/img_top"]  # cross-domain cost falls ...
     assert aligned["ot_embed_spread/top"] == pytest.approx(  # ... while the spread is the source's own
         OTAlignmentLoss.embed_spread(src, src)["ot_embed_spread/top"], rel=1e-6)
 

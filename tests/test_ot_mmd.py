@@ -57,8 +57,9 @@ def test_loss_is_lambda_times_weighted_terms_and_gradients_reach_the_embeddings(
     m = out.metrics
     assert set(m) >= {"ot_loss", "ot_skipped", "mmd/img_top", "mmd/img_wrist", "ot_embed_spread/top"}
     assert m["mmd/img_top"] == pytest.approx(2.0 * energy_distance(x / 8, y / 8).item(), rel=1e-5)
-    assert m["ot_loss"] == pytest.approx(0.3 * (m["mmd/img_top"] + m["mmd/img_wrist"]), rel=1e-5)
-    assert out.loss.item() == pytest.approx(m["ot_loss"]) and out.plan is None and m["ot_skipped"] == 0.0
+    assert m["ot_loss"] == pytest.approx(m["mmd/img_top"] + m["mmd/img_wrist"], rel=1e-5)   # before lambda
+    assert m["ot_loss_scaled"] == pytest.approx(0.3 * m["ot_loss"], rel=1e-5)
+    assert out.loss.item() == pytest.approx(m["ot_loss_scaled"]) and out.plan is None and m["ot_skipped"] == 0.0
     out.loss.backward()
     assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in (x, y, w, v))
     # a gradient step on the target embeddings moves them toward the source: the distance falls

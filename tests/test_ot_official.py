@@ -41,15 +41,15 @@ def test_official_cost_terms_equal_the_hand_computation():
     torch.testing.assert_close(terms["state_lbl"], hand_label, rtol=1e-5, atol=1e-7)
     out = loss(src, tgt)
     assert out.metrics["ot_skipped"] == 0.0 and out.metrics["ot_pi_sum"] > 0
-    assert out.metrics["ot_cost_mean/obs_embed"] == pytest.approx(float(hand_embed.detach().mean()), rel=1e-5)
+    assert out.metrics["ot_cost/obs_embed"] == pytest.approx(float(hand_embed.detach().mean()), rel=1e-5)
     m = out.metrics   # the concatenated term split into its parts, which add up to it
-    parts = {k: v for k, v in m.items() if k.startswith("ot_cost_mean/obs_embed@")}
-    assert set(parts) == {"ot_cost_mean/obs_embed@img_corner4", "ot_cost_mean/obs_embed@img_gripperPOV",
-                          "ot_cost_mean/obs_embed@state"}
-    assert sum(parts.values()) == pytest.approx(m["ot_cost_mean/obs_embed"], rel=1e-5)
+    parts = {k: v for k, v in m.items() if k.startswith("ot_cost/obs_embed@")}
+    assert set(parts) == {"ot_cost/obs_embed@img_corner4", "ot_cost/obs_embed@img_gripperPOV",
+                          "ot_cost/obs_embed@state"}
+    assert sum(parts.values()) == pytest.approx(m["ot_cost/obs_embed"], rel=1e-5)
     zs_state, zt_state = src.labels["observation.state"].flatten(1), tgt.labels["observation.state"].flatten(1)
     state_by_hand = 0.01 * ((zs_state[:, None] - zt_state[None]) ** 2).sum(-1).mean()
-    assert parts["ot_cost_mean/obs_embed@state"] == pytest.approx(float(state_by_hand), rel=1e-4)
+    assert parts["ot_cost/obs_embed@state"] == pytest.approx(float(state_by_hand), rel=1e-4)
     out.loss.backward()   # the embed term's gradient reaches every camera's features
     assert src.embeds["corner4"].grad.abs().sum() > 0 and tgt.embeds["gripperPOV"].grad.abs().sum() > 0
 

@@ -52,6 +52,7 @@ __all__ = [
 
 ALIGNMENTS = ("phase", "dtw")
 COST_NORMS = ("dim", "median", "none")
+PRIORS = ("diagonal", "temporal", "none")
 IMG_PREFIX = "observation.images."
 STATE_KEY = "observation.state"
 LABEL_KEYS = ("action", STATE_KEY)  # the batch tensors a label term can read
@@ -145,6 +146,9 @@ class EmbedFeatureConfig(OTFeatureConfig):
     (the plan is computed, no gradient reaches the encoder).
 
     ``concat=false``: one cost term ``img_<camera>`` per camera (``cameras``: None = all target cameras).
+    ``time_index``: one observation step of an embedding with a time axis (Diffusion's ``[n, n_obs_steps, D]``;
+    ``-1`` = the current frame, as the LeRobot OT fork encodes only the last frame); None = every step, flattened.
+    An embedding without a time axis (ACT's) is used whole.
     ``concat=true``: ONE term ``obs_embed`` over the concatenation of those cameras' features and, with
     ``include_state=true``, the normalized ``observation.state`` (what the policy's U-Net is conditioned on): the
     official code's ``z = encoder(obs)`` flattened per item. A squared distance is a sum over dimensions, so the
@@ -156,6 +160,7 @@ class EmbedFeatureConfig(OTFeatureConfig):
     cameras: list[str] | None = None
     concat: bool = False
     include_state: bool = False
+    time_index: int | None = None
     embeds_images = True
 
     def validate(self, where: str) -> None:
@@ -199,13 +204,16 @@ class EmbedFeatureConfig(OTFeatureConfig):
     def embedding_pairs(self, src, tgt) -> list[tuple[str, float, Any, Any]]:
         import torch
 
+        from dpot.ot.costs import cost_dtype
+
         pairs = []
         cams = self.term_cameras(tgt.embeds)
         for cam in cams:
             if cam not in src.embeds or cam not in tgt.embeds:
                 raise KeyError(f"camera '{cam}' has no embedding in both domains "
                                f"(source: {sorted(src.embeds)}, target: {sorted(tgt.embeds)})")
-            x, y = src.embeds[cam].float().flatten(1), tgt.embeds[cam].float().flatten(1)
+            x = cost_dtype(self.step_of(src.embeds[cam])).flatten(1)
+            y = cost_dtype(self.step_of(tgt.embeds[cam])).flatten(1)
             if not self.use_learned_embed:
                 x, y = x.detach(), y.detach()
             pairs.append((self.camera_term(cam, len(cams)), self.weight_embed, x, y))
@@ -213,9 +221,15 @@ class EmbedFeatureConfig(OTFeatureConfig):
             return pairs
         xs, ys = [p[2] for p in pairs], [p[3] for p in pairs]
         if self.include_state:
-            xs.append(src.labels[STATE_KEY].float().flatten(1))
-            ys.append(tgt.labels[STATE_KEY].float().flatten(1))
+            xs.append(cost_dtype(src.labels[STATE_KEY]).flatten(1))
+            ys.append(cost_dtype(tgt.labels[STATE_KEY]).flatten(1))
         return [(self.concat_term, self.weight_embed, torch.cat(xs, dim=1), torch.cat(ys, dim=1))]
+
+    def step_of(self, embed):
+        """The embedding ``[n, S, D]`` at ``time_index`` (``[n, D]``), or unchanged (no time index, or no time axis)."""
+        if self.time_index is None or embed.ndim < 3:
+            return embed
+        return embed[:, self.time_index]
 
     def cost_terms(self, src, tgt, cost_norm: str) -> dict[str, Any]:
         from dpot.ot.costs import normalize_cost, sq_euclidean_cost
@@ -232,7 +246,8 @@ class EmbedFeatureConfig(OTFeatureConfig):
             return {}
         with torch.no_grad():
             parts = {f"img_{name.removeprefix('img_')}": (x, y) for name, _, x, y in
-                     EmbedFeatureConfig(use_learned_embed=False, cameras=self.cameras).embedding_pairs(src, tgt)}
+                     EmbedFeatureConfig(use_learned_embed=False, cameras=self.cameras,
+                                        time_index=self.time_index).embedding_pairs(src, tgt)}
             if self.include_state:
                 parts["state"] = (src.labels[STATE_KEY].float().flatten(1), tgt.labels[STATE_KEY].float().flatten(1))
             sq = {k: sq_euclidean_cost(x, y) for k, (x, y) in parts.items()}
@@ -292,9 +307,9 @@ class LabelFeatureConfig(OTFeatureConfig):
 
     def values(self, domain):
         """``[n, F]``: this label of a domain's rows (``DomainFeatures``), sliced in time and dimension."""
-        from dpot.ot.costs import label_features
+        from dpot.ot.costs import cost_dtype, label_features
 
-        labels = (domain.labels if self.normalized else domain.raw_labels)[self.key].float()
+        labels = cost_dtype((domain.labels if self.normalized else domain.raw_labels)[self.key])
         if self.time_index is not None and labels.ndim >= 3:
             labels = labels[:, self.time_index]
         return label_features(labels, self.dim_slice)
@@ -333,6 +348,10 @@ class OTConfig:
     raw squared distances. ``heuristic``: temporally paired batches and the temporal prior
     ``K_ij ∝ a_i b_j exp(-|t_i - t_j| / prior_sigma)`` (t = aligned phase in [0, 1]; ``alignment`` =
     ``phase`` (frame / episode length) or ``dtw`` (DTW of the action trajectories)) as the entropic reference.
+    ``prior``: the plan's entropic reference (docs/architecture.md, "The three priors"): ``diagonal`` (``c = I/N``
+    on the batch's partner pairs, the fork's and the paper's ``heuristic``: the plan lives on the partner pairs,
+    solved in closed form), ``temporal`` (the soft prior above), ``none`` (``a b^T``); None = from ``heuristic``
+    (true: ``temporal``, false: ``none``), dpot's meaning before the key existed (:meth:`resolved_prior`).
     """
 
     lambda_ot: float = 0.1
@@ -346,6 +365,7 @@ class OTConfig:
     alignment: str = "phase"
     prior_sigma: float = 0.05
     cost_norm: str = "dim"
+    prior: str | None = None
     max_iters: int = 200
     tol: float = 1e-5
     # "uot": the unbalanced entropic OT loss above; "mmd": the energy distance between source and target embeddings
@@ -371,6 +391,17 @@ class OTConfig:
     topk_src_episodes: int | None = None
     no_window: bool = False
 
+    def resolved_prior(self) -> str:
+        """The prior in force: ``prior``, or ``temporal`` / ``none`` from ``heuristic`` when ``prior`` is None."""
+        if self.prior is not None:
+            return self.prior
+        return "temporal" if self.heuristic else "none"
+
+    def pairs_batches(self) -> bool:
+        """Whether the batch sampler pairs source item i with target item i (a pair file, ``heuristic``'s
+        temporal pairing or paired regions): what ``prior=diagonal`` needs."""
+        return self.heuristic or self.pair_info_path is not None or self.paired_region
+
     def validate(self, where: str = "ot") -> None:
         """Raise UserError naming ``<where>.<field>`` for a value out of range (each feature checks its own)."""
         if not self.reg > 0:
@@ -388,6 +419,12 @@ class OTConfig:
             raise _err(f"{where}.window_size", f"must be >= 0 frames, got {self.window_size}")
         _one_of(f"{where}.alignment", self.alignment, ALIGNMENTS)
         _one_of(f"{where}.cost_norm", self.cost_norm, COST_NORMS)
+        if self.prior is not None:
+            _one_of(f"{where}.prior", self.prior, PRIORS)
+        if self.resolved_prior() == "diagonal" and not self.pairs_batches():
+            raise _err(f"{where}.prior", "diagonal puts the plan on the batch's partner pairs, but this config pairs "
+                                         "none; set ot.heuristic=true (temporal pairing) or give ot.pair_info_path "
+                                         "(dpot pairs build), or use ot.prior=none")
         _one_of(f"{where}.method", self.method, method_names())
         if self.plan_log_every < 0:
             raise _err(f"{where}.plan_log_every", f"must be >= 0 (0 = never save plans), got {self.plan_log_every}")
@@ -730,7 +767,7 @@ def load_train_config(config_path: str | os.PathLike | None, overrides: Sequence
         if isinstance(raw.get("policy"), dict) and isinstance(raw["policy"].get("type"), str):
             check_policy_type(raw["policy"]["type"])  # before its keys are checked against another policy's
         _check_tree("", raw, DpotTrainConfig)
-    overrides = [a for a in (translate_override(a) for a in overrides) if a]  # the fork's names (--ot.src_root=)
+    overrides = [b for a in overrides for b in translate_override(a)]  # the fork's names (--ot.src_root=)
     _check_policy_override(overrides)
     for arg in overrides:
         key, _ = _split_override(arg)

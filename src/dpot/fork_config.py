@@ -27,8 +27,8 @@ from typing import Any
 from dpot.errors import UserError, did_you_mean
 from dpot.rundir import CHECKPOINTS_DIR
 
-__all__ = ["FORK_OT_KEYS", "FORK_FEATURE_KEYS", "is_fork_config", "translate_fork_config", "translate_override",
-           "lerobot_key_notes"]
+__all__ = ["FORK_OT_KEYS", "FORK_FEATURE_KEYS", "FORK_TIME_INDEX", "is_fork_config", "translate_fork_config",
+           "translate_override", "fork_prior", "lerobot_key_notes"]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ FORK_OT_KEYS: dict[str, str] = {
     "loss_config.reg": "ot.reg",
     "loss_config.tau_src": "ot.tau_src",
     "loss_config.tau_tgt": "ot.tau_tgt",
-    "loss_config.heuristic": "ot.heuristic",
+    "loss_config.heuristic": "ot.heuristic",   # and ot.prior: true -> diagonal, false -> none (fork_prior)
     "loss_config.features": "each entry becomes one term of ot.features (see FORK_FEATURE_KEYS)",
 }
 
@@ -66,7 +66,8 @@ FORK_FEATURE_KEYS: dict[str, str] = {
                "equal tgt_key",
     "tgt_key": "image key (observation.images.<cam>): an `embed` term with cameras=[<cam>]; other keys: a "
                "`label` term with key=<tgt_key>",
-    "use_learned_embed": "embed term: use_learned_embed; label term: not used (the label is the normalized value)",
+    "use_learned_embed": "embed term: use_learned_embed; label term: not used (the label is the raw value, as the "
+                         "fork's OT batch is not normalized)",
     "embed_name": "not used (dpot's embed terms are the policy's per-camera image embeddings); a non-null value is "
                   "warned about",
     "weight_embed": "embed term: weight_embed; on a non-image key: dropped with a warning when > 0",
@@ -87,8 +88,12 @@ _OVERRIDE_RENAMES = {
     "ot.loss_config.reg": "ot.reg",
     "ot.loss_config.tau_src": "ot.tau_src",
     "ot.loss_config.tau_tgt": "ot.tau_tgt",
-    "ot.loss_config.heuristic": "ot.heuristic",
 }
+
+# the fork's time step per key (ot_loss.py's _collapse_time_if_needed): the first action of the chunk, the last
+# observation step of a state; images: the last frame (the embed terms' time_index)
+FORK_TIME_INDEX = {"action": 0, "observation.state": -1, "observation.environment_state": -1}
+FORK_IMAGE_TIME_INDEX = -1
 
 
 def is_fork_config(raw: dict) -> bool:
@@ -131,7 +136,8 @@ def _feature(i: int, feat: Any, camera_map: dict[str, str], warnings: list[str])
                 raise UserError(f"{where}.src_key: '{src_key}' is not an image key while tgt_key '{tgt_key}' is")
             camera_map[src_key.removeprefix(IMG_PREFIX)] = tgt_key.removeprefix(IMG_PREFIX)
         out = {"type": "embed", "use_learned_embed": bool(feat.get("use_learned_embed", True)),
-               "weight_embed": feat.get("weight_embed", 1.0), "cameras": [tgt_key.removeprefix(IMG_PREFIX)]}
+               "weight_embed": feat.get("weight_embed", 1.0), "cameras": [tgt_key.removeprefix(IMG_PREFIX)],
+               "time_index": FORK_IMAGE_TIME_INDEX}
     else:
         if src_key != tgt_key:
             raise UserError(f"{where}.src_key: '{src_key}' differs from tgt_key '{tgt_key}'; dpot compares one key "
@@ -140,7 +146,8 @@ def _feature(i: int, feat: Any, camera_map: dict[str, str], warnings: list[str])
             _warn(warnings, f"{where}.weight_embed={json.dumps(feat['weight_embed'])} ignored: '{tgt_key}' is not a "
                             "camera, so it becomes a label term weighted by weight_label")
         out = {"type": "label", "key": tgt_key, "dim_slice": feat.get("dim_slice"),
-               "weight_label": feat.get("weight_label", 0.0)}
+               "weight_label": feat.get("weight_label", 0.0), "normalized": False,
+               "time_index": FORK_TIME_INDEX.get(tgt_key)}
     if term_name is not None:
         out["term_name"] = term_name
     return out
@@ -190,6 +197,10 @@ def translate_fork_config(raw: dict) -> tuple[dict, list[str]]:
     for key, off in (("sharpness", 0.0), ("window_size", 0), ("cutoff", 0.0)):
         if key in ot and ot[key] is None:
             ot[key] = off
+    # the fork's loss (ot_loss.py): plain squared distances for every term, and heuristic = the diagonal reference
+    ot["cost_norm"] = "none"
+    if "heuristic" in ot:
+        ot["prior"] = fork_prior(ot["heuristic"])
     if fork_ot.get("enable", True) is False:
         ot["lambda_ot"] = 0.0
         _warn(warnings, "ot.enable=false: dpot still co-trains on both datasets, with ot.lambda_ot=0 (no OT term); "
@@ -209,19 +220,27 @@ def translate_fork_config(raw: dict) -> tuple[dict, list[str]]:
     return out, warnings
 
 
-def translate_override(arg: str) -> str:
+def fork_prior(heuristic) -> str:
+    """The dpot prior of the fork's ``heuristic``: ``diagonal`` for true (its ``c[i, i] = 1/N``), else ``none``."""
+    return "diagonal" if heuristic in (True, "true", "True", 1) else "none"
+
+
+def translate_override(arg: str) -> list[str]:
     """One ``--a.b=value`` override with a fork name (``--ot.src_root=``, ``--ot.loss_config.reg=``, ...)
-    rewritten to dpot's name; other arguments come back unchanged. ``--ot.enable=false`` becomes
-    ``--ot.lambda_ot=0`` (``--ot.enable=true`` changes nothing and is dropped by the caller: returns ``""``)."""
+    rewritten to dpot's names; other arguments come back unchanged (a one-item list). ``--ot.enable=false`` becomes
+    ``--ot.lambda_ot=0`` (``--ot.enable=true`` changes nothing: ``[]``); ``--ot.loss_config.heuristic=B`` sets
+    ``ot.heuristic`` and the prior it means in the fork (:func:`fork_prior`)."""
     if not arg.startswith("--") or "=" not in arg:
-        return arg
+        return [arg]
     key, value = arg[2:].split("=", 1)
     if key == "ot.enable":
         if value.lower() in ("false", "0"):
             log.warning("--ot.enable=false: co-training with ot.lambda_ot=0 (no OT term)")
-            return "--ot.lambda_ot=0"
-        return ""
-    return f"--{_OVERRIDE_RENAMES.get(key, key)}={value}"
+            return ["--ot.lambda_ot=0"]
+        return []
+    if key == "ot.loss_config.heuristic":
+        return [f"--ot.heuristic={value}", f"--ot.prior={fork_prior(value.strip().lower() in ('true', '1'))}"]
+    return [f"--{_OVERRIDE_RENAMES.get(key, key)}={value}"]
 
 
 def lerobot_key_notes(raw: dict) -> list[str]:

@@ -38,7 +38,7 @@ def test_micro_powered_arms_record_layouts_in_their_regions(tmp_path):
     official = json.loads((root / "runs" / "dp-ot-official-seed0" / "ot_terms.json").read_text())["terms"]
     assert official == {"obs_embed": "embed", "state_lbl": "label"}
     rows = [json.loads(x) for x in (root / "runs" / "dp-ot-official-seed0" / "metrics.jsonl").read_text().splitlines()]
-    assert all(r["train/ot_pi_sum"] > 0 for r in rows) and "train/ot_cost_mean/state_lbl" in rows[-1]
+    assert all(r["train/ot_pi_sum"] > 0 for r in rows) and "train/ot_cost/state_lbl" in rows[-1]
 
 
 def test_exposure_arm_sees_16_target_items_per_step_at_the_powered_budget(tmp_path):

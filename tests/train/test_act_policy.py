@@ -113,7 +113,8 @@ def test_act_ot_trains_and_saves_a_plain_act_policy(toy_data, tmp_path):
         assert r["train/ot_loss"] > 0 and r["train/kld_loss"] > 0
         # BC = ACT's loss: L1 + kl_weight * KL (10 by default), the OT term on top
         assert r["train/bc_loss"] == pytest.approx(r["train/l1_loss"] + 10.0 * r["train/kld_loss"], rel=1e-5)
-        assert r["train/loss"] == pytest.approx(r["train/bc_loss"] + r["train/ot_loss"], rel=1e-5)
+        assert r["train/loss"] == pytest.approx(r["train/bc_loss"] + r["train/ot_loss_scaled"], rel=1e-5)
+        assert r["train/ot_loss_scaled"] == pytest.approx(0.1 * r["train/ot_loss"], rel=1e-5)   # fork meaning: before λ
     evals = [r for r in read_metrics(out) if "eval/offline_eval/avg_loss" in r]
     assert len(evals) == 1 and evals[0]["eval/offline_eval/avg_loss"] > 0
     pm = out / "checkpoints" / "last" / "pretrained_model"

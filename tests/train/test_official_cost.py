@@ -37,8 +37,8 @@ def test_official_cost_on_a_real_batch_uses_raw_hand_positions(toy_data, tmp_pat
     assert set(terms) == {"obs_embed", "state_lbl"}
 
     def z(rows):
-        return torch.cat([*(out.embeds[c][rows] for c in sorted(out.embeds)), batch["observation.state"][rows]
-                          .flatten(1)], dim=1)
+        return torch.cat([*(out.embeds[c][rows].flatten(1) for c in sorted(out.embeds)),
+                          batch["observation.state"][rows].flatten(1)], dim=1)
 
     zs, zt = z(slice(0, n)), z(slice(n, None))
     ps, pt = raw_state[:n, -1, :3], raw_state[n:, -1, :3]

@@ -39,7 +39,7 @@ def test_hook_matches_lerobot_loss(toy_data, tmp_path):
     out = diffusion_loss_with_features(policy, batch, noise=eps, timesteps=t)
     torch.testing.assert_close(out.loss, ref)
     assert set(out.embeds) == {"top", "wrist"}
-    assert out.embeds["top"].shape == (6, 2 * 64)
+    assert out.embeds["top"].shape == (6, 2, 64)   # [B, n_obs_steps, D]
     # x0_hat inverts the forward noising: with the true eps it recovers the action exactly
     abar = policy.diffusion.noise_scheduler.alphas_cumprod[t].view(-1, 1, 1)
     xt = policy.diffusion.noise_scheduler.add_noise(batch["action"], eps, t)

@@ -154,14 +154,16 @@ def test_plan_snapshots_every_log_freq_times_plan_log_every_steps(run):
     for step in (3, 6):
         with np.load(run / "ot_plans" / f"step_{step:06d}.npz") as d:
             snap = dict(d)
-        assert set(snap) == {"plan", "src_phase", "tgt_phase", "src_episode", "tgt_episode",
+        assert set(snap) == {"plan", "src_phase", "tgt_phase", "src_episode", "tgt_episode", "paired",
                              *(f"cost_{t}" for t in TERMS)}
+        assert snap["paired"].dtype == bool and snap["paired"].shape == (2, 2)   # no mask: the matrix diagonal
+        assert float(snap["plan"][snap["paired"]].sum()) == pytest.approx(rows[step]["train/ot_pi_diag"], rel=1e-4)
         assert snap["plan"].shape == (2, 2) and snap["plan"].dtype == np.float32  # batch 4: 2 source + 2 target
         for t in TERMS:
             assert snap[f"cost_{t}"].shape == (2, 2) and snap[f"cost_{t}"].dtype == np.float32
             # the logged <pi*, w_k C_k> of that step (log_freq=1: the row is this step alone)
-            assert float((snap["plan"] * snap[f"cost_{t}"]).sum()) == pytest.approx(rows[step][f"train/ot_cost/{t}"],
-                                                                                   rel=1e-4, abs=1e-7)
+            assert float((snap["plan"] * snap[f"cost_{t}"]).sum()) == pytest.approx(
+                rows[step][f"train/ot_cost_plan/{t}"], rel=1e-4, abs=1e-7)
         assert float(snap["plan"].sum()) == pytest.approx(rows[step]["train/ot_pi_sum"], rel=1e-4)
         for dom in ("src", "tgt"):
             assert snap[f"{dom}_phase"].shape == (2,) and snap[f"{dom}_phase"].dtype == np.float32

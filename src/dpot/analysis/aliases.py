@@ -19,7 +19,8 @@ CANONICAL: dict[str, tuple[str, str | None]] = {
     "train/update_s": ("update s/step", "min"),
     "train/dataloading_s": ("data s/step", "min"),
     "train/samples_per_s": ("samples/s", "max"),
-    "train/ot_loss": ("OT loss (scaled)", None),
+    "train/ot_loss": ("OT loss (before lambda)", None),
+    "train/ot_loss_scaled": ("OT loss (x lambda)", None),
     "train/ot_pi_sum": ("pi_sum", None),
     "train/ot_pi_diag": ("pi_diag", None),
     "train/ot_pi_diag_frac": ("pi_diag/pi_sum", None),
@@ -29,7 +30,9 @@ CANONICAL: dict[str, tuple[str, str | None]] = {
     "eval/offline_eval/avg_loss": ("eval loss", "min"),
     "eval/offline_eval/eval_s": ("eval s", "min"),
 }
-COST_PREFIXES = ("train/ot_cost/", "train/ot_cost_mean/")
+# per-term costs: the batch mean of w_k C_k (the fork's ot_cost/<term>) and the plan-weighted sum pi * w_k C_k
+MEAN_COST_PREFIX, PLAN_COST_PREFIX = "train/ot_cost/", "train/ot_cost_plan/"
+COST_PREFIXES = (MEAN_COST_PREFIX, PLAN_COST_PREFIX)
 
 # Explicit aliases (lower-cased). Anything else goes through the generic rules in ``canonical_key``.
 ALIASES: dict[str, str] = {
@@ -59,9 +62,9 @@ def canonical_key(raw: str) -> str:
         return low
     low = re.sub(r"^train/ot_ot_", "train/ot_", low)
     low = re.sub(r"^ot_ot_", "ot_", low)
-    if low.startswith(("ot_cost/", "ot_cost_mean/")):
+    if low.startswith(("ot_cost/", "ot_cost_mean/", "ot_cost_plan/")):
         low = "train/" + low
-    m = re.match(r"^train/ot_(cost|cost_mean)/(.+)$", low)
+    m = re.match(r"^train/ot_(cost|cost_mean|cost_plan)/(.+)$", low)
     if m:
         return f"train/ot_{m.group(1)}/{key.split('/')[-1]}"
     if low in CANONICAL:
@@ -89,14 +92,14 @@ def label(key: str) -> str:
     """Short human label for a canonical key."""
     if key in CANONICAL:
         return CANONICAL[key][0]
-    for prefix, name in (("train/ot_cost_mean/", "mean cost"), ("train/ot_cost/", "cost")):
+    for prefix, name in ((PLAN_COST_PREFIX, "plan-weighted cost"), (MEAN_COST_PREFIX, "mean cost")):
         if key.startswith(prefix):
             return f"{name} {key[len(prefix):]}"
     return key
 
 
 def cost_prefix(keys) -> str:
-    """The per-term OT cost metric prefix to read among canonical ``keys``: the mean cost
-    (``train/ot_cost_mean/``) when logged, else the plan-weighted cost (``train/ot_cost/``)."""
-    mean = any(k.startswith(COST_PREFIXES[1]) for k in keys)
-    return COST_PREFIXES[1] if mean else COST_PREFIXES[0]
+    """The per-term OT cost metric prefix to read among canonical ``keys``: the mean cost (``train/ot_cost/``,
+    :mod:`dpot.metric_names`) when logged, else the plan-weighted cost (``train/ot_cost_plan/``)."""
+    mean = any(k.startswith(MEAN_COST_PREFIX) for k in keys)
+    return MEAN_COST_PREFIX if mean or not any(k.startswith(PLAN_COST_PREFIX) for k in keys) else PLAN_COST_PREFIX

@@ -43,6 +43,7 @@ OT_TAU_TGT = "ot.tau_tgt"
 OT_METHOD = "ot.method"
 OT_COST_NORM = "ot.cost_norm"
 OT_HEURISTIC = "ot.heuristic"
+OT_PRIOR = "ot.prior"
 OT_MAX_ITERS = "ot.max_iters"             # the Sinkhorn solve's iteration cap
 OT_FEATURES = "ot.features"
 FEATURE_TYPE = "type"                     # of an ot.features item: "embed" | "label"
@@ -231,6 +232,13 @@ class OtSettings:
     heuristic: bool | None
     method: str
     cost_norm: str
+    prior: str = "none"
+
+    @property
+    def diagonal(self) -> bool:
+        """The plan lives on the partner pairs (``ot.prior=diagonal``): ``pi_diag == pi_sum`` by construction, so
+        the diagonal share says nothing and the mass (``pi_sum``) carries the coupling's strength."""
+        return self.prior == "diagonal"
 
     @property
     def active(self) -> bool:
@@ -249,7 +257,8 @@ def ot_settings(config: dict) -> OtSettings:
                       reg=get(config, OT_REG), tau_src=get(config, OT_TAU_SRC), tau_tgt=get(config, OT_TAU_TGT),
                       heuristic=get(config, OT_HEURISTIC),
                       method=get(config, OT_METHOD, OT_DEFAULTS["method"]),
-                      cost_norm=get(config, OT_COST_NORM, OT_DEFAULTS["cost_norm"]))
+                      cost_norm=get(config, OT_COST_NORM, OT_DEFAULTS["cost_norm"]),
+                      prior=get(config, OT_PRIOR) or ("temporal" if get(config, OT_HEURISTIC, True) else "none"))
 
 
 def policy_type(config: dict) -> str | None:

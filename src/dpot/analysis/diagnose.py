@@ -17,7 +17,7 @@ from statistics import median, pstdev
 from typing import ClassVar
 
 from dpot.analysis import cfgkeys
-from dpot.analysis.aliases import COST_PREFIXES, cost_prefix
+from dpot.analysis.aliases import MEAN_COST_PREFIX, cost_prefix
 from dpot.analysis.readers import Run
 from dpot.analysis.steps import is_bounded, person_step
 from dpot.analysis.summary import MetricSummary
@@ -297,17 +297,28 @@ class EvalTooFrequent(Rule):
 
 # ------------------------------------------------------------------ OT rules
 
+def coupling_key(ot) -> tuple[str, str]:
+    """``(series key, name)`` of the coupling's strength: ``train/ot_pi_diag`` (the mass on the partner pairs), or
+    under ``ot.prior=diagonal``, where ``pi_diag == pi_sum`` by construction, the plan mass ``train/ot_pi_sum``."""
+    if ot.diagonal:
+        return "train/ot_pi_sum", "plan mass pi_sum (diagonal prior: pi_diag = pi_sum by construction)"
+    return "train/ot_pi_diag", "pi_diag"
+
+
 @register
 class OtWeak(Rule):
-    """Median pi_diag of the late window (of the points past ``after_step`` when there are any) below the
-    threshold; warn once past ``after_step``, info before."""
+    """Median coupling (:func:`coupling_key`: pi_diag, or the mass under the diagonal prior) of the late window
+    (of the points past ``after_step`` when there are any) below the threshold; warn once past ``after_step``, info
+    before."""
 
     id = "ot_weak"
     group = "ot"
     monitors = ("train/ot_pi_diag", "train/ot_pi_sum", EVAL_KEY)
 
     def check(self, ctx):
-        series = ctx.series("train/ot_pi_diag")
+        ot = cfgkeys.ot_settings(ctx.run.config)
+        key, name = coupling_key(ot)
+        series = ctx.series(key)
         if not series:
             return None
         after = self.thr["after_step"]
@@ -316,7 +327,6 @@ class OtWeak(Rule):
         med = median(v for _, v in win)
         if med >= self.thr["min_pi_diag"]:
             return None
-        ot = cfgkeys.ot_settings(ctx.run.config)
         lam, reg = ot.lambda_ot, ot.reg
         pr = self.propose
         changes = {}
@@ -326,11 +336,11 @@ class OtWeak(Rule):
         if cfgkeys.is_number(reg):
             changes[cfgkeys.OT_REG] = _r(reg * pr["reg_factor"])
         mature = bool(mature_points)
-        ev = {"pi_diag_median": _r(med), "window_steps": f"{win[0][0]}-{win[-1][0]}",
+        ev = {"coupling": name, "pi_diag_median": _r(med), "window_steps": f"{win[0][0]}-{win[-1][0]}",
               "threshold": self.thr["min_pi_diag"], "after_step": after, "reached_after_step": mature,
-              "lambda_ot": lam, "reg": reg}
+              "lambda_ot": lam, "reg": reg, "prior": ot.prior}
         frac = ctx.series("train/ot_pi_diag_frac")
-        if frac:
+        if frac and not ot.diagonal:
             ev["pi_diag_frac"] = _r(ctx.late_median(frac))
         return self.finding("warn" if mature else "info", ev, changes)
 
@@ -356,7 +366,7 @@ class OtMassDestroyed(Rule):
         ev = {"pi_sum_median": _r(med), "threshold": low, "reg": reg, "tau_src": ts, "tau_tgt": tt}
         if all(cfgkeys.is_number(x) for x in (reg, ts, tt)) and med > 0:
             ev["implied_cost"] = _r(-math.log(med) * (reg + ts + tt))   # mass = exp(-c / (reg + tau_src + tau_tgt))
-        means = [ctx.series(k) for k in ctx.run.history if k.startswith(COST_PREFIXES[1])]
+        means = [ctx.series(k) for k in ctx.run.history if k.startswith(MEAN_COST_PREFIX)]
         if means:
             ev["mean_cost_total"] = _r(sum(ctx.late_median(s) for s in means if s))
         changes = {key: _r(self.propose["tau_factor"] * val)
@@ -366,14 +376,18 @@ class OtMassDestroyed(Rule):
 
 @register
 class OtStrong(Rule):
-    """pi_diag above the threshold in most of the late window, or pi_diag ≈ pi_sum."""
+    """Coupling (:func:`coupling_key`) above the threshold in most of the late window, or (priors without the
+    diagonal) pi_diag ≈ pi_sum: all mass on the partner pairs. Under the diagonal prior that equality holds by
+    construction and is not evidence."""
 
     id = "ot_strong"
     group = "ot"
     monitors = ("train/ot_pi_diag", EVAL_KEY, "train/l1_loss")
 
     def check(self, ctx):
-        diag = ctx.series("train/ot_pi_diag")
+        ot = cfgkeys.ot_settings(ctx.run.config)
+        key, name = coupling_key(ot)
+        diag = ctx.series(key)
         if not diag:
             return None
         win = ctx.late(diag)
@@ -382,7 +396,7 @@ class OtStrong(Rule):
         med_diag = median(v for _, v in win)
         pisum = ctx.series("train/ot_pi_sum")
         ratio = None
-        if pisum:
+        if pisum and not ot.diagonal:
             s = ctx.late_median(pisum)
             ratio = med_diag / s if s > 0 else None
         sustained = above >= self.thr["sustained_frac"]
@@ -391,11 +405,12 @@ class OtStrong(Rule):
             return None
         changes = {key: _r(w * self.propose["weight_label_factor"])
                    for key, w in cfgkeys.feature_weights(ctx.run.config, "label").items()}
-        ot = cfgkeys.ot_settings(ctx.run.config)
         if cfgkeys.is_number(ot.reg):
             changes[cfgkeys.OT_REG] = _r(ot.reg * self.propose["reg_factor"])
-        ev = {"pi_diag_median": _r(med_diag), "frac_above": _r(above, 3), "max_pi_diag": top,
-              "pi_diag_over_pi_sum": _r(ratio, 3) if ratio is not None else None, "heuristic": ot.heuristic}
+        ev = {"coupling": name, "pi_diag_median": _r(med_diag), "frac_above": _r(above, 3), "max_pi_diag": top,
+              "pi_diag_over_pi_sum": "1 by construction" if ot.diagonal else (
+                  _r(ratio, 3) if ratio is not None else None),
+              "heuristic": ot.heuristic, "prior": ot.prior}
         return self.finding("warn", ev, changes)
 
 
@@ -465,7 +480,7 @@ class EmbedCollapse(Rule):
         norm = cfgkeys.ot_settings(ctx.run.config).cost_norm
         if norm in self.thr["skip_cost_norms"]:
             return None
-        prefix, limit = COST_PREFIXES[1], self.thr["max_ratio"]
+        prefix, limit = MEAN_COST_PREFIX, self.thr["max_ratio"]
         collapsed, monitors = {}, []
         for key in ctx.run.history:
             term = key[len(prefix):]

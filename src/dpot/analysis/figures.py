@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
+from dpot.analysis import cfgkeys
 from dpot.analysis.aliases import cost_prefix, label
 from dpot.analysis.plans import PlanSnapshot
 
@@ -90,16 +93,27 @@ def fig_single(run, key: str, title: str, log: bool = False) -> dict | None:
             "layout": _layout(title, label(key), log, showlegend=False, updatemenus=_scale_switch(log))}
 
 
+def ot_mass_keys(run) -> tuple[list[str], str]:
+    """The plan-mass series to draw and what the target band is about: ``pi_diag`` or, under the diagonal prior,
+    the mass ``pi_sum`` alone (with the per-pair spread ``ot_pi_pair_cv``)."""
+    if cfgkeys.ot_settings(run.config).diagonal:
+        names, what = ("train/ot_pi_sum", "train/ot_pi_pair_cv"), "plan mass (diagonal prior)"
+    else:
+        names, what = ("train/ot_pi_sum", "train/ot_pi_diag", "train/ot_pi_diag_frac"), "pi_diag"
+    return [k for k in names if run.history.get(k)], what
+
+
 def fig_ot_mass(run, band) -> dict | None:
-    """pi_sum, pi_diag, pi_diag/pi_sum over steps; the pi_diag target band shaded."""
-    keys = [k for k in ("train/ot_pi_sum", "train/ot_pi_diag", "train/ot_pi_diag_frac") if run.history.get(k)]
+    """pi_sum, pi_diag, pi_diag/pi_sum over steps; the coupling's target band shaded (on pi_diag, or on the mass
+    pi_sum under the diagonal prior, where pi_diag = pi_sum by construction and only the mass is drawn)."""
+    keys, what = ot_mass_keys(run)
     if not keys:
         return None
     lay = _layout("OT plan mass", "mass")
     lay["shapes"] = [{"type": "rect", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": band[0], "y1": band[1],
                       "fillcolor": BAND_COLOR, "line": {"width": 0}, "layer": "below"}]
     lay["annotations"] = [{"xref": "paper", "x": 0.01, "y": band[1], "yref": "y", "showarrow": False,
-                           "text": f"pi_diag target {band[0]}–{band[1]}", "font": {"size": 10, "color": "#060"},
+                           "text": f"{what} target {band[0]}–{band[1]}", "font": {"size": 10, "color": "#060"},
                            "xanchor": "left", "yanchor": "bottom"}]
     return {"data": [_line(k.split("/")[-1], run.history[k]) for k in keys], "layout": lay}
 
@@ -181,32 +195,33 @@ def _hover(p: PlanSnapshot) -> list[list[str]]:
 
 
 def fig_plan(plans: list[PlanSnapshot]) -> dict | None:
-    """The transport plan of a logged step as a heatmap (source rows × target columns, the diagonal marked);
+    """The transport plan of a logged step as a heatmap (source rows × target columns, the partner pairs marked);
     one button per saved step (the latest shown first). Hover: items' episode/phase, plan value, term costs."""
     if not plans:
         return None
     latest = plans[-1]
-    ns, nt = latest.plan.shape
-    n = min(ns, nt)
+    rows, cols = np.nonzero(latest.partners)
 
     def z(p):
         return [[_num(v) for v in row] for row in p.plan]
 
     data = [{"type": "heatmap", "z": z(latest), "text": _hover(latest), "hoverinfo": "text",
              "colorscale": "Viridis", "colorbar": {"title": {"text": "mass"}}, "name": "plan"},
-            {"type": "scatter", "mode": "markers", "x": list(range(n)), "y": list(range(n)), "name": "diagonal",
+            {"type": "scatter", "mode": "markers", "x": cols.tolist(), "y": rows.tolist(), "name": "partners",
              "marker": {"symbol": "square-open", "color": "#ff4136", "size": 8, "line": {"width": 1.5}},
              "hoverinfo": "skip"}]
     lay = _layout(f"OT plan, step {latest.step}", "source item", hovermode="closest", showlegend=False)
-    lay["xaxis"] = {"title": {"text": "target item (red squares: the diagonal, temporal partners)"},
+    lay["xaxis"] = {"title": {"text": "target item (red squares: the partner pairs, train/ot_pi_diag's entries)"},
                     "constrain": "domain"}
     lay["yaxis"] = {"title": {"text": "source item"}, "autorange": "reversed", "scaleanchor": "x"}
     if len(plans) > 1:
         lay["updatemenus"] = [{"type": "buttons", "direction": "right", "x": 1.0, "xanchor": "right", "y": 1.01,
                                "yanchor": "bottom", "active": len(plans) - 1, "pad": {"r": 2, "t": 0},
                                "buttons": [{"label": f"step {p.step}", "method": "update",
-                                            "args": [{"z": [z(p)], "text": [_hover(p)]},
-                                                     {"title.text": f"OT plan, step {p.step}"}, [0]]}
+                                            "args": [{"z": [z(p), None], "text": [_hover(p), None],
+                                                      "x": [None, np.nonzero(p.partners)[1].tolist()],
+                                                      "y": [None, np.nonzero(p.partners)[0].tolist()]},
+                                                     {"title.text": f"OT plan, step {p.step}"}, [0, 1]]}
                                            for p in plans]}]
     return {"data": data, "layout": lay}
 

@@ -66,9 +66,9 @@ FINDINGS = {
         "en": "Eval too frequent: {evals} evals over {steps} steps; eval time share {eval_share}.",
         "zh": "评估过于频繁：{steps} 步内评估 {evals} 次；评估耗时占比 {eval_share}。"},
     "ot_weak": {
-        "en": "OT coupling weak: median pi_diag {pi_diag_median} < {threshold} (steps {window_steps}; "
+        "en": "OT coupling weak: median {coupling} {pi_diag_median} < {threshold} (steps {window_steps}; "
               "after step {after_step}: {reached_after_step}). Strengthen OT: raise lambda_ot, sharpen reg.",
-        "zh": "OT 耦合偏弱：pi_diag 中位数 {pi_diag_median} < {threshold}（步 {window_steps}；"
+        "zh": "OT 耦合偏弱：{coupling} 中位数 {pi_diag_median} < {threshold}（步 {window_steps}；"
               "已过 {after_step} 步：{reached_after_step}）。可增大 lambda_ot、减小 reg。"},
     "ot_mass_destroyed": {
         "en": "OT mass is being destroyed: median pi_sum {pi_sum_median} < {threshold} (reg={reg}, tau_src={tau_src}, "
@@ -78,9 +78,9 @@ FINDINGS = {
               "tau_tgt={tau_tgt}；对应代价约 {implied_cost}，质量 = exp(-c/(reg+tau_src+tau_tgt))）。"
               "增大 tau 或归一化代价。"},
     "ot_strong": {
-        "en": "OT coupling too strong: pi_diag {pi_diag_median} (above {max_pi_diag} in {frac_above:.0%} of the last "
-              "window), pi_diag/pi_sum={pi_diag_over_pi_sum}: alignment may mask the BC signal.",
-        "zh": "OT 耦合过强：pi_diag {pi_diag_median}（最近窗口中 {frac_above:.0%} 的点高于 {max_pi_diag}），"
+        "en": "OT coupling too strong: {coupling} {pi_diag_median} (above {max_pi_diag} in {frac_above:.0%} of the "
+              "last window), pi_diag/pi_sum={pi_diag_over_pi_sum}: alignment may mask the BC signal.",
+        "zh": "OT 耦合过强：{coupling} {pi_diag_median}（最近窗口中 {frac_above:.0%} 的点高于 {max_pi_diag}），"
               "pi_diag/pi_sum={pi_diag_over_pi_sum}：对齐可能掩盖 BC 信号。"},
     "cost_dominance": {
         "en": "Cost term {dominant} dominates: {dominant_cost} vs {next} {next_cost} ({ratio}×, {metric}). "

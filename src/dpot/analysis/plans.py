@@ -2,8 +2,10 @@
 docs/architecture.md, "Contracts", run directory).
 
 Each file holds ``plan`` [n_src, n_tgt] float32 (the transport plan of one logged step), ``cost_<term>``
-[n_src, n_tgt] (the weighted cost of each term), ``src_phase`` / ``tgt_phase`` [n] float32 and ``src_episode`` /
-``tgt_episode`` [n] int. The report draws a few of them (the latest and some evenly spaced earlier ones).
+[n_src, n_tgt] (the weighted cost of each term), ``src_phase`` / ``tgt_phase`` [n] float32, ``src_episode`` /
+``tgt_episode`` [n] int and ``paired`` [n_src, n_tgt] bool (the partner pairs: the entries ``train/ot_pi_diag``
+sums; snapshots written before it existed read as the matrix diagonal). The report draws a few of them (the latest
+and some evenly spaced earlier ones).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PlanSnapshot:
-    """One saved plan: ``plan`` [n_src, n_tgt], ``costs`` (term -> [n_src, n_tgt]), per-item phase/episode."""
+    """One saved plan: ``plan`` [n_src, n_tgt], ``costs`` (term -> [n_src, n_tgt]), per-item phase/episode,
+    ``paired`` [n_src, n_tgt] bool (the partner pairs; None in an old snapshot: :attr:`partners` is then the
+    matrix diagonal)."""
 
     step: int
     plan: np.ndarray
@@ -31,6 +35,24 @@ class PlanSnapshot:
     tgt_phase: np.ndarray | None = None
     src_episode: np.ndarray | None = None
     tgt_episode: np.ndarray | None = None
+    paired: np.ndarray | None = None
+
+    @property
+    def partners(self) -> np.ndarray:
+        """``[n_src, n_tgt]`` bool: the partner pairs (``paired``, or the matrix diagonal when not recorded)."""
+        if self.paired is not None and self.paired.shape == self.plan.shape:
+            return self.paired.astype(bool)
+        return np.eye(*self.plan.shape, dtype=bool)
+
+    @property
+    def pi_diag(self) -> float:
+        """The plan's mass on the partner pairs (what ``train/ot_pi_diag`` logged for this step)."""
+        return float(self.plan[self.partners].sum())
+
+    @property
+    def cost(self) -> float:
+        """``sum pi * sum_k w_k C_k``: the solver's cost of this step (``train/ot_loss``)."""
+        return float(sum((self.plan * c).sum() for c in self.costs.values()))
 
 
 def pick_steps(files: list[tuple[int, Path]], k: int = 4) -> list[tuple[int, Path]]:
@@ -55,7 +77,7 @@ def load_plan(step: int, path: Path) -> PlanSnapshot | None:
         return None
     costs = {k[len("cost_"):]: v for k, v in arrays.items() if k.startswith("cost_") and v.shape == plan.shape}
     return PlanSnapshot(step, plan.astype(np.float64), {k: v.astype(np.float64) for k, v in costs.items()},
-                        *(arrays.get(k) for k in ("src_phase", "tgt_phase", "src_episode", "tgt_episode")))
+                        *(arrays.get(k) for k in ("src_phase", "tgt_phase", "src_episode", "tgt_episode", "paired")))
 
 
 def read_plans(run_dir: Path | None, k: int = 4) -> list[PlanSnapshot]:

@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from dpot.analysis.aliases import cost_prefix, label  # noqa: E402
+from dpot.analysis.figures import ot_mass_keys  # noqa: E402
 
 CURVES = ["train/loss", "train/l1_loss", "eval/offline_eval/avg_loss", "train/grad_norm", "train/lr"]
 
@@ -50,12 +51,13 @@ def plot_curves(run, summaries) -> bytes | None:
 
 
 def plot_ot(run, band) -> bytes | None:
-    """pi_sum, pi_diag (target band shaded) and pi_diag/pi_sum over steps."""
-    keys = [k for k in ("train/ot_pi_sum", "train/ot_pi_diag", "train/ot_pi_diag_frac") if k in run.history]
+    """pi_sum, pi_diag (target band shaded) and pi_diag/pi_sum over steps (the mass alone under the diagonal prior:
+    :func:`dpot.analysis.figures.ot_mass_keys`)."""
+    keys, what = ot_mass_keys(run)
     if not keys:
         return None
     fig, ax = plt.subplots(figsize=(8, 3))
-    ax.axhspan(band[0], band[1], color="green", alpha=0.15, label=f"pi_diag target {band[0]}–{band[1]}")
+    ax.axhspan(band[0], band[1], color="green", alpha=0.15, label=f"{what} target {band[0]}–{band[1]}")
     for k in keys:
         ax.plot(*_xy(run.history[k]), label=k.split("/")[-1])
     ax.set_xlabel("step")

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dpot.analysis import cfgkeys
+from dpot.analysis.diagnose import coupling_key
 from dpot.analysis.steps import steps_to
 from dpot.atomic import write_text
 
@@ -146,7 +147,33 @@ def _describe(changes: dict, parent: dict, targets: dict | None = None, max_fact
                 part += (f" (one step of at most ×{max_factor:g}; the rule's target is {targets[k]:g}: "
                          f"{n} more step{'s' if n > 1 else ''} like this if the next run confirms)")
             parts.append(part)
-    return "; ".join(parts)
+    prior = prior_change(changes, parent)
+    return "; ".join(parts + ([prior] if prior else []))
+
+
+PRIOR_MEANING = {
+    "diagonal": "the plan lives on the partner pairs (c = I/N, the fork's heuristic): pi_diag = pi_sum by "
+                "construction, the mass pi_sum carries the coupling",
+    "temporal": "the plan spreads over the batch near equal phase (dpot's soft prior): pi_diag / pi_sum measures "
+                "how much stays on the partner pairs",
+    "none": "the plan is a matching over the whole batch (reference a b^T): pi_diag / pi_sum is about 1/n unless "
+            "the costs favour the partners",
+}
+
+
+def prior_change(changes: dict, parent: dict) -> str | None:
+    """What a change of ``ot.prior`` (or of ``ot.heuristic`` while the prior follows it) does, in a sentence;
+    None when the prior in force stays the same."""
+    if not any(k in changes for k in (cfgkeys.OT_PRIOR, cfgkeys.OT_HEURISTIC)):
+        return None
+    child = copy.deepcopy(parent)
+    for k in (cfgkeys.OT_PRIOR, cfgkeys.OT_HEURISTIC):
+        if k in changes:
+            child.setdefault(cfgkeys.OT, {})[k.split(".", 1)[1]] = changes[k]
+    old, new = cfgkeys.ot_settings(parent).prior, cfgkeys.ot_settings(child).prior
+    if old == new:
+        return None
+    return f"prior {old} → {new}: {PRIOR_MEANING.get(new, new)}"
 
 
 def build_proposals(run, findings, rules: dict, parent_spec: str) -> list[Proposal]:
@@ -157,8 +184,8 @@ def build_proposals(run, findings, rules: dict, parent_spec: str) -> list[Propos
     reg = rules.get("rollback", {}).get("max_regression", 0.10)
     triggers = [f"{eval_key} > {1 + reg:.2f} × parent's best ({run.run_id}) → roll back to the parent config",
                 "train/grad_norm spikes or train/loss oscillation → halve the LR and retry",
-                f"train/ot_pi_diag > {rules.get('ot_strong', {}).get('max_pi_diag', 0.4)} sustained → "
-                f"lower ot.lambda_ot or raise ot.reg"]
+                f"{coupling_key(cfgkeys.ot_settings(run.config))[0]} > "
+                f"{rules.get('ot_strong', {}).get('max_pi_diag', 0.4)} sustained → lower ot.lambda_ot or raise ot.reg"]
     core = ["train/loss", "train/l1_loss", eval_key]
     out: list[Proposal] = []
     letters = iter("abcdefgh")

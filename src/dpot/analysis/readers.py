@@ -24,9 +24,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import ClassVar
 
-from dpot import rundir
+from dpot import metric_names, rundir
 from dpot.analysis.aliases import canonical_key
 from dpot.errors import UserError
+from dpot.fork_config import is_fork_config, translate_fork_config
 
 KINDS = ("dpot", "wandb-offline", "wandb-online", "tensorboard")
 TERM_KINDS = ("embed", "label")
@@ -242,7 +243,14 @@ class RunReader(ABC):
         run.config = self.config()
         run.parent = self.lineage()
         run.term_kinds = self.term_kinds()
-        return col.fill(run)
+        col.fill(run)
+        lam = (run.config.get("ot") or {}).get("lambda_ot") if isinstance(run.config.get("ot"), dict) else None
+        if metric_names.upgrade_legacy(run.history, lam if isinstance(lam, (int, float)) else None):
+            run.notes.append("written by a dpot before the fork's metric meanings: ot_loss read as ot_loss_scaled "
+                             "(and divided by lambda_ot), ot_cost/<term> as ot_cost_plan/<term>, ot_cost_mean/<term> "
+                             "as ot_cost/<term>")
+            run.sources = {k: run.sources.get(k, k) for k in run.history}
+        return run
 
 
 def _lineage_in(directory: Path) -> str | None:
@@ -349,8 +357,16 @@ def _unflatten_wandb_config(cfg: dict) -> dict:
 
 
 def _train_config_of(wandb_config: dict) -> dict:
-    """A W&B config without the entries dpot adds for the analysis (not train config keys)."""
-    return {k: v for k, v in wandb_config.items() if k != TERMS_CONFIG_KEY}
+    """A W&B config without the entries dpot adds for the analysis (not train config keys); a LeRobot OT fork
+    run's config (its ``ot.loss_config`` block) in dpot's keys (:func:`dpot.fork_config.translate_fork_config`),
+    so the rules know its prior (``heuristic: true`` = the diagonal prior) and cost scale."""
+    cfg = {k: v for k, v in wandb_config.items() if k != TERMS_CONFIG_KEY}
+    if is_fork_config(cfg):
+        try:
+            cfg, _ = translate_fork_config(cfg)
+        except UserError:   # a fork config dpot cannot express: read it as logged
+            pass
+    return cfg
 
 
 def _json_items(items) -> Iterator[tuple[str, object]]:

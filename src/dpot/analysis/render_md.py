@@ -12,7 +12,12 @@ from dpot.analysis.summary import span_text
 from dpot.rundir import CONFIG_FILE
 
 CORE = ["train/loss", "train/l1_loss", "train/grad_norm", "eval/offline_eval/avg_loss", "train/lr"]
-OT_KEYS = ["train/ot_loss", "train/ot_pi_sum", "train/ot_pi_diag", "train/ot_pi_diag_frac", "train/ot_skipped"]
+PRIOR_TEXT = {"diagonal": "c = I/N on the partner pairs: the fork's heuristic, plan on the DTW partners",
+              "temporal": "dpot's soft prior exp(-|t_i - t_j| / prior_sigma)", "none": "reference a b^T"}
+COST_NORM_TEXT = {"none": "plain squared distances, as the fork", "dim": "squared distance / feature count",
+                  "median": "squared distance / feature count / batch median"}
+OT_KEYS = ["train/ot_loss", "train/ot_loss_scaled", "train/ot_pi_sum", "train/ot_pi_diag", "train/ot_pi_diag_frac",
+           "train/ot_pi_pair_cv", "train/ot_skipped"]
 SOLVER_KEYS = ["train/ot_sinkhorn_iters", "train/ot_sinkhorn_maxed"]   # listed when logged (runs before them did not)
 
 
@@ -115,6 +120,8 @@ def _overview(run, summaries) -> list[str]:
         lines.append("- OT setup:")
         lines += [f"  - {x}" for x in feats]
         lines.append(f"  - reg={ot.reg}, tau_src={ot.tau_src}, tau_tgt={ot.tau_tgt}, heuristic={ot.heuristic}")
+        lines.append(f"  - prior={ot.prior} ({PRIOR_TEXT.get(ot.prior, '?')}), cost scale: cost_norm={ot.cost_norm} "
+                     f"({COST_NORM_TEXT.get(ot.cost_norm, '?')})")
         lines.append(f"  - lambda_ot={ot.lambda_ot}, batch_ratio={g('ot.batch_ratio')}, "
                      f"window_size={g('ot.window_size')}")
     else:
@@ -142,6 +149,9 @@ def _assessment(a, lang) -> list[str]:
     if "train/ot_pi_sum" in s or "train/ot_pi_diag" in s:
         ps, pd = s.get("train/ot_pi_sum"), s.get("train/ot_pi_diag")
         txt = f"pi_sum {fmt(ps.smoothed_last) if ps else 'n/a'}, pi_diag {fmt(pd.smoothed_last) if pd else 'n/a'}"
+        if cfgkeys.ot_settings(a.run.config).diagonal:
+            txt = (f"plan mass pi_sum {fmt(ps.smoothed_last) if ps else 'n/a'} (diagonal prior: pi_diag = pi_sum by "
+                   "construction; the mass carries the coupling)")
         flags = [i for i in ("ot_weak", "ot_mass_destroyed", "ot_strong", "cost_dominance") if i in ids]
         out.append(f"- {t(lang, 'ot_signal')}: {txt}" + (f" — {', '.join(flags)}" if flags else " — in range"))
     if "lr_flat" in ids:

@@ -11,6 +11,7 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from dpot import metric_names as mn
 from dpot.analysis import cfgkeys
 from dpot.analysis.windows import late_window
 from dpot.autopilot import runs
@@ -55,9 +56,11 @@ OT_NEGLIGIBLE = 1e-3
 def ot_share(rows: list[dict]) -> float | None:
     """The OT term's share of the training loss late in a run: the median of ``train/ot_loss / train/loss`` over
     the late window (:func:`dpot.analysis.windows.late_window`, the one every diagnosis judges on) of the steps that
-    log both (``train/ot_loss`` is the λ-weighted term the trainer adds to the BC loss). None when the run logs
+    log both: the λ-weighted term the trainer adds to the BC loss, ``train/ot_loss_scaled`` (a run written before
+    the fork's metric meanings logged it as ``train/ot_loss``: :mod:`dpot.metric_names`). None when the run logs
     neither or its loss is not positive."""
-    ot = dict(runs.series(rows, "train/ot_loss"))
+    scaled = mn.train(mn.OT_LOSS_SCALED)
+    ot = dict(runs.series(rows, scaled if any(scaled in r for r in rows) else mn.train(mn.OT_LOSS)))
     late = late_window([(ot[s], v) for s, v in runs.series(rows, "train/loss") if s in ot])
     shares = [o / v for o, v in late if math.isfinite(o) and math.isfinite(v) and v > 0]
     return statistics.median(shares) if shares else None

@@ -17,7 +17,13 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["sq_euclidean_cost", "normalize_cost", "label_features", "prior_cost_shift"]
+__all__ = ["sq_euclidean_cost", "normalize_cost", "label_features", "prior_cost_shift", "cost_dtype"]
+
+
+def cost_dtype(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the precision its costs are computed in: float64 stays float64 (the fork-equivalence tests), any
+    other dtype (bf16 under autocast, float16, float32, integers) becomes float32."""
+    return x if x.dtype == torch.float64 else x.float()
 
 
 def sq_euclidean_cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

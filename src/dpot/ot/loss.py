@@ -2,22 +2,28 @@
 problem and its scale").
 
     C        = sum_k w_k C_k                       (the terms of the configured feature kinds: dpot.config)
-    pi*      = unbalanced_sinkhorn(C.detach() [+ reg * prior shift], reg, tau_src, tau_tgt)
+    pi*      = the plan of C.detach() under the prior ``ot.prior`` (OTConfig.resolved_prior):
+               none     : unbalanced_sinkhorn(C, reg, tau_src, tau_tgt)            (reference a b^T)
+               temporal : the same on C + reg * (-log w)                           (dpot.ot.costs.prior_cost_shift)
+               diagonal : diagonal_prior_plan(C, partner pairs, reg, tau_src, tau_tgt) (reference I/N, closed form)
     L_OT     = lambda_ot * <pi*, C>                (pi* constant: gradients reach the features through C)
 
-Only the masked-in rows of each domain (``DomainFeatures.mask``) enter C, the plan and the metrics.
+Only the masked-in rows of each domain (``DomainFeatures.mask``) enter C, the plan and the metrics. The partner
+pairs are the items that held the same position in the batch (source item i partners target item i).
 
-Metrics (without the ``train/`` prefix): ``ot_loss`` (= the scaled loss), ``ot_pi_sum`` (plan mass),
-``ot_pi_diag`` (mass on the paired diagonal ``sum_i pi[i, i]``, i the item's position in the batch before
-masking: source item i is target item i's temporal partner), ``ot_pi_diag_frac`` (= pi_diag / pi_sum; about
-1/n for random pairing), ``ot_cost/<term>`` (``<pi*, w_k C_k>``), ``ot_cost_mean/<term>`` (mean of ``w_k C_k``:
-the cost scale, visible even when the plan mass vanishes; ``ot_cost_mean/<term>@<part>`` splits a concatenated term
-into its cameras and the state, the parts summing to the term), ``ot_embed_spread/<camera>`` (mean within-domain
-pairwise squared distance per feature dimension, averaged over the two domains: the embeddings' own scale, so
-that cross-domain costs falling through alignment can be told from embeddings shrinking as a whole),
-``ot_skipped`` (1 when a non-finite cost or plan, or a domain with no masked-in row, made this step skip the OT
-term, else 0); when the solver ran: ``ot_sinkhorn_iters`` (its iterations) and ``ot_sinkhorn_maxed`` (1 when it
-stopped at ``ot.max_iters`` before meeting ``ot.tol``, else 0; :class:`dpot.ot.sinkhorn.SinkhornInfo`).
+Metrics (without the ``train/`` prefix; names and meanings: :mod:`dpot.metric_names`, the LeRobot OT fork's):
+``ot_loss`` (``<pi*, C>``, before lambda_ot), ``ot_loss_scaled`` (``lambda_ot <pi*, C>``: what joins the BC
+loss), ``ot_pi_sum`` (plan mass), ``ot_pi_diag`` (mass on the partner pairs; equal to ``ot_pi_sum`` under the
+diagonal prior), ``ot_pi_diag_frac`` (= pi_diag / pi_sum; about 1/n for random pairing), ``ot_pi_pair_cv`` (diagonal
+prior only: std / mean of the per-pair masses), ``ot_cost/<term>`` (mean
+of ``w_k C_k``: the cost scale, visible even when the plan mass vanishes; ``ot_cost/<term>@<part>`` splits a
+concatenated term into its cameras and the state, the parts summing to the term), ``ot_cost_plan/<term>``
+(``<pi*, w_k C_k>``, summing to ``ot_loss``), ``ot_embed_spread/<camera>`` (mean within-domain pairwise squared
+distance per feature dimension, averaged over the two domains: the embeddings' own scale, so that cross-domain
+costs falling through alignment can be told from embeddings shrinking as a whole), ``ot_skipped`` (1 when a
+non-finite cost or plan, or a domain with no masked-in row, made this step skip the OT term, else 0); when the
+Sinkhorn solver ran (priors none and temporal): ``ot_sinkhorn_iters`` (its iterations) and ``ot_sinkhorn_maxed``
+(1 when it stopped at ``ot.max_iters`` before meeting ``ot.tol``, else 0; :class:`dpot.ot.sinkhorn.SinkhornInfo`).
 """
 
 from __future__ import annotations
@@ -30,7 +36,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from dpot import metric_names as mn
 from dpot.ot.costs import prior_cost_shift, sq_euclidean_cost
+from dpot.ot.diagonal import diagonal_prior_plan
 from dpot.ot.registry import register_method
 from dpot.ot.sinkhorn import unbalanced_sinkhorn
 
@@ -46,11 +54,11 @@ IMG_PREFIX = "observation.images."
 class DomainFeatures:
     """Features of one domain's items.
 
-    ``embeds``: camera name -> ``[n, D]`` learned image embeddings (n_obs_steps flattened into D).
+    ``embeds``: camera name -> ``[n, D]`` or ``[n, n_obs_steps, D]`` learned image embeddings.
     ``labels``: key -> normalized label tensors (``action``: ``[n, horizon, action_dim]``; ``observation.state``:
     ``[n, n_obs_steps, state_dim]``), the policy's own values.
     ``raw_labels``: key -> the same tensors in the dataset's raw units (only the keys a term asks for unnormalized).
-    ``phase``: ``[n]`` aligned time in [0, 1], used by the temporal prior when ``heuristic`` is on.
+    ``phase``: ``[n]`` aligned time in [0, 1], used by the temporal prior (``ot.prior=temporal``).
     ``mask``: ``[n]`` bool, the items taking part in the alignment term (None = all); the losses use only the
     masked-in rows (:meth:`selected`).
     """
@@ -92,13 +100,15 @@ class OTResult:
     """``loss``: scalar tensor (lambda_ot already applied; constant 0 when skipped). ``metrics``: floats.
 
     ``plan``: the detached plan ``[n_src_selected, n_tgt_selected]`` (None when skipped or for a loss without a
-    plan); ``costs``: term -> detached weighted cost matrix ``w_k C_k`` over the same rows (empty when skipped).
+    plan); ``costs``: term -> detached weighted cost matrix ``w_k C_k`` over the same rows (empty when skipped);
+    ``paired``: ``[n_src_selected, n_tgt_selected]`` bool, the partner pairs (what ``ot_pi_diag`` sums).
     """
 
     loss: torch.Tensor
     metrics: dict[str, float]
     plan: torch.Tensor | None = None
     costs: dict[str, torch.Tensor] = field(default_factory=dict)
+    paired: torch.Tensor | None = None
 
 
 def term_kinds(features: Sequence[OTFeatureConfig], cameras: Sequence[str]) -> dict[str, str]:
@@ -112,8 +122,10 @@ def term_kinds(features: Sequence[OTFeatureConfig], cameras: Sequence[str]) -> d
 
 
 def _no_row_metrics(names: Sequence[str]) -> dict[str, float]:
-    out = {"ot_loss": 0.0, "ot_pi_sum": 0.0, "ot_pi_diag": 0.0, "ot_pi_diag_frac": 0.0, "ot_skipped": 1.0}
-    out.update({f"ot_cost/{k}": 0.0 for k in names})
+    out = {mn.OT_LOSS: 0.0, mn.OT_LOSS_SCALED: 0.0, mn.OT_PI_SUM: 0.0, mn.OT_PI_DIAG: 0.0, mn.OT_PI_DIAG_FRAC: 0.0,
+           mn.OT_SKIPPED: 1.0}
+    out.update({mn.cost_plan_key(k): 0.0 for k in names})
+    out.update({mn.cost_key(k): 0.0 for k in names})
     return out
 
 
@@ -132,7 +144,7 @@ class OTAlignmentLoss(nn.Module):
 
     Args:
         cfg: the ``ot`` section of the config (``dpot.config.OTConfig``): ``features`` (cost terms), ``cost_norm``,
-            ``reg``, ``tau_src``, ``tau_tgt``, ``heuristic`` + ``prior_sigma`` (temporal prior), ``max_iters``,
+            ``reg``, ``tau_src``, ``tau_tgt``, ``prior`` (:meth:`resolved_prior`) + ``prior_sigma``, ``max_iters``,
             ``tol``, ``lambda_ot``.
         cameras: the target cameras' short names, for :attr:`term_kinds` before the first call (after a call, the
             cameras seen are used when none were given).
@@ -199,35 +211,55 @@ class OTAlignmentLoss(nn.Module):
         with torch.autocast(device_type=device_type, enabled=False):
             terms = self.cost_terms(src, tgt)
             cost = torch.stack(list(terms.values())).sum(0)
-            metrics: dict[str, float] = {f"ot_cost_mean/{k}": float(v.detach().mean()) for k, v in terms.items()}
+            metrics: dict[str, float] = {mn.cost_key(k): float(v.detach().mean()) for k, v in terms.items()}
             for feat in cfg.features:   # parts of a term made of several (a concatenated embedding)
-                metrics.update({f"ot_cost_mean/{k}": v for k, v in feat.cost_parts(src, tgt, cfg.cost_norm).items()})
+                metrics.update({mn.cost_key(k): v for k, v in feat.cost_parts(src, tgt, cfg.cost_norm).items()})
             metrics.update(self.embed_spread(src, tgt))
-            solve_cost = cost.detach()
-            if cfg.heuristic and src.phase is not None and tgt.phase is not None:
-                shift = prior_cost_shift(src.phase, tgt.phase, cfg.prior_sigma).to(solve_cost)
-                solve_cost = solve_cost + cfg.reg * shift
-            finite = bool(torch.isfinite(solve_cost).all())
-            plan = None
-            if finite:
-                plan, info = unbalanced_sinkhorn(solve_cost, reg=cfg.reg, tau_src=cfg.tau_src, tau_tgt=cfg.tau_tgt,
-                                                 max_iters=cfg.max_iters, tol=cfg.tol, return_info=True)
-                plan = plan.detach()
-                metrics.update({"ot_sinkhorn_iters": float(info.iters), "ot_sinkhorn_maxed": float(not info.converged)})
-                finite = bool(torch.isfinite(plan).all())
-            if not finite:
-                metrics.update(_no_row_metrics(list(terms)))
+            plan = self.plan(cost.detach(), src, tgt, paired, metrics)
+            if plan is None or not bool(torch.isfinite(plan).all()):
+                metrics.update({k: v for k, v in _no_row_metrics(list(terms)).items() if not k.startswith(mn.COST)})
                 metrics = {k: v if math.isfinite(v) else 0.0 for k, v in metrics.items()}
                 return OTResult(loss=cost.new_zeros(()), metrics=metrics)
-            loss = cfg.lambda_ot * (plan * cost).sum()
-            pi_sum = float(plan.sum())
-            pi_diag = float(plan[paired.to(plan.device)].sum())
+            plan = plan.detach()
+            prior = cfg.resolved_prior()
+            unscaled = (plan * cost).sum()
+            loss = cfg.lambda_ot * unscaled
+            on_pairs = paired.to(plan.device)
+            pi_diag = float(plan[on_pairs].sum())
+            # diagonal prior: every entry off the pairs is exactly 0, so the mass IS the pairs' mass (bit for bit)
+            pi_sum = pi_diag + float(plan[~on_pairs].sum()) if prior == "diagonal" else float(plan.sum())
             metrics.update({
-                "ot_loss": float(loss.detach()),
-                "ot_pi_sum": pi_sum,
-                "ot_pi_diag": pi_diag,
-                "ot_pi_diag_frac": pi_diag / pi_sum if pi_sum > 0 else 0.0,
-                "ot_skipped": 0.0,
+                mn.OT_LOSS: float(unscaled.detach()),
+                mn.OT_LOSS_SCALED: float(loss.detach()),
+                mn.OT_PI_SUM: pi_sum,
+                mn.OT_PI_DIAG: pi_diag,
+                mn.OT_PI_DIAG_FRAC: pi_diag / pi_sum if pi_sum > 0 else 0.0,
+                mn.OT_SKIPPED: 0.0,
             })
-            metrics.update({f"ot_cost/{k}": float((plan * v.detach()).sum()) for k, v in terms.items()})
-        return OTResult(loss=loss, metrics=metrics, plan=plan, costs={k: v.detach() for k, v in terms.items()})
+            metrics.update({mn.cost_plan_key(k): float((plan * v.detach()).sum()) for k, v in terms.items()})
+            if prior == "diagonal":
+                pair_mass = plan[on_pairs].double()
+                mean = float(pair_mass.mean()) if pair_mass.numel() else 0.0
+                metrics[mn.OT_PI_PAIR_CV] = float(pair_mass.std(unbiased=False)) / mean if mean > 0 else 0.0
+        return OTResult(loss=loss, metrics=metrics, plan=plan, costs={k: v.detach() for k, v in terms.items()},
+                        paired=paired)
+
+    def plan(self, cost: torch.Tensor, src: DomainFeatures, tgt: DomainFeatures, paired: torch.Tensor,
+             metrics: dict[str, float]) -> torch.Tensor | None:
+        """The plan of the detached ``cost`` under ``ot.prior`` (module docstring); None when the cost is not
+        finite. ``paired``: the partner pairs (``[n_src, n_tgt]`` bool over the masked-in rows). Adds the solver's
+        ``ot_sinkhorn_*`` metrics to ``metrics`` when Sinkhorn ran."""
+        cfg = self.cfg
+        if not bool(torch.isfinite(cost).all()):
+            return None
+        prior = cfg.resolved_prior()
+        if prior == "diagonal":
+            return diagonal_prior_plan(cost, paired.to(cost.device), cfg.reg, cfg.tau_src, cfg.tau_tgt)
+        if prior == "temporal" and src.phase is not None and tgt.phase is not None:
+            cost = cost + cfg.reg * prior_cost_shift(src.phase, tgt.phase, cfg.prior_sigma).to(cost)
+            if not bool(torch.isfinite(cost).all()):
+                return None
+        plan, info = unbalanced_sinkhorn(cost, reg=cfg.reg, tau_src=cfg.tau_src, tau_tgt=cfg.tau_tgt,
+                                         max_iters=cfg.max_iters, tol=cfg.tol, return_info=True)
+        metrics.update({"ot_sinkhorn_iters": float(info.iters), "ot_sinkhorn_maxed": float(not info.converged)})
+        return plan

@@ -12,7 +12,8 @@ dimension as the OT costs are):
 >= 0, exactly 0 for identical samples, about ``E||x - y|| / n`` between two finite samples of one distribution.
 No plan, no label term, no temporal prior. ``cost_norm="median"`` scales like ``dim``.
 
-Metrics (without ``train/``): ``ot_loss`` (= L_MMD), ``mmd/<term>`` (``w_k E_k``, term = ``img_<camera>``),
+Metrics (without ``train/``): ``ot_loss`` (= ``sum_k w_k E_k``, before lambda_ot, as for OT), ``ot_loss_scaled``
+(= L_MMD, what joins the BC loss), ``mmd/<term>`` (``w_k E_k``, term = ``img_<camera>``),
 ``ot_embed_spread/<camera>`` (as for OT), ``ot_skipped`` (1 when a domain has no masked-in row or a value is not
 finite; the loss is then a constant 0).
 """
@@ -25,6 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from dpot import metric_names as mn
 from dpot.ot.loss import IMG_PREFIX, DomainFeatures, OTAlignmentLoss, OTResult, term_kinds
 from dpot.ot.registry import register_method
 
@@ -72,7 +74,7 @@ class MMDAlignmentLoss(nn.Module):
         any_tensor = src.any_tensor()
         src, tgt = src.selected(), tgt.selected()
         names = [k for k, kind in term_kinds(cfg.features, sorted(tgt.embeds)).items() if kind == "embed"]
-        skipped = {"ot_loss": 0.0, "ot_skipped": 1.0, **{f"mmd/{k}": 0.0 for k in names}}
+        skipped = {mn.OT_LOSS: 0.0, mn.OT_LOSS_SCALED: 0.0, mn.OT_SKIPPED: 1.0, **{f"{mn.MMD}{k}": 0.0 for k in names}}
         if len(src) < 1 or len(tgt) < 1:
             return OTResult(loss=any_tensor.new_zeros((), dtype=torch.float32), metrics=skipped)
         with torch.autocast(device_type=any_tensor.device.type, enabled=False):
@@ -85,9 +87,10 @@ class MMDAlignmentLoss(nn.Module):
                     terms[name] = weight * energy_distance(x, y)
             if not terms:
                 raise ValueError("ot.method=mmd needs an embed feature in ot.features")
-            loss = cfg.lambda_ot * torch.stack(list(terms.values())).sum()
-            metrics = {"ot_loss": float(loss.detach()), "ot_skipped": 0.0,
-                       **{f"mmd/{k}": float(v.detach()) for k, v in terms.items()}}
+            unscaled = torch.stack(list(terms.values())).sum()
+            loss = cfg.lambda_ot * unscaled
+            metrics = {mn.OT_LOSS: float(unscaled.detach()), mn.OT_LOSS_SCALED: float(loss.detach()),
+                       mn.OT_SKIPPED: 0.0, **{f"{mn.MMD}{k}": float(v.detach()) for k, v in terms.items()}}
             metrics.update(OTAlignmentLoss.embed_spread(src, tgt))
             if not all(math.isfinite(v) for v in metrics.values()):
                 skipped.update({k: v for k, v in metrics.items() if k.startswith("ot_embed_spread/")})

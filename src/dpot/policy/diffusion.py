@@ -33,7 +33,8 @@ class DiffusionStepOutput:
 
     loss: LeRobot's diffusion loss (MSE of the U-Net target, mean over the batch) — a scalar.
     per_item_loss: ``[B]`` the same MSE averaged per item (for per-domain logging).
-    embeds: camera name (the part after ``observation.images.``) -> ``[B, n_obs_steps * D]`` encoder features.
+    embeds: camera name (the part after ``observation.images.``) -> ``[B, n_obs_steps, D]`` encoder features (a
+        cost term flattens the steps, or takes one with ``time_index``).
     action: ``[B, horizon, action_dim]`` the normalized ground-truth action chunk (the label).
     x0_hat: ``[B, horizon, action_dim]`` the model's one-step denoised estimate of the chunk:
         ``x0_hat = (x_t - sqrt(1 - abar_t) * eps_hat) / sqrt(abar_t)`` for "epsilon", ``pred`` for "sample",
@@ -105,7 +106,7 @@ def diffusion_loss_with_features(
     if image_keys:
         feats = _encode_per_camera(model, batch[OBS_IMAGES])
         for key, f in zip(image_keys, feats, strict=True):
-            embeds[key.removeprefix(OBS_IMAGES + ".")] = f.flatten(1)
+            embeds[key.removeprefix(OBS_IMAGES + ".")] = f
         cond.append(torch.cat(feats, dim=-1))
     if cfg.env_state_feature:
         cond.append(batch[OBS_ENV_STATE])

@@ -39,7 +39,8 @@ class PolicyStepOutput:
 
     loss: the policy's own BC loss (a scalar, as its ``forward`` computes it for training).
     per_item_loss: ``[B]`` the same loss per item, detached (for per-domain logging).
-    embeds: camera name (the part after ``observation.images.``) -> ``[B, D]`` learned image features.
+    embeds: camera name (the part after ``observation.images.``) -> ``[B, D]`` (or ``[B, n_obs_steps, D]``) learned
+        image features.
     action: ``[B, T, action_dim]`` the normalized ground-truth action chunk (the OT label).
     extras: tensors :meth:`PolicyHook.log_metrics` turns into logged metrics after the update.
     """

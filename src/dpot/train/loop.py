@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dpot import metric_names as mn
 from dpot import rundir
 from dpot.data.cotrain import (
     CoTrainBatchSampler,
@@ -467,7 +468,7 @@ def train_step(run: TrainRun, batch: dict, meta: dict, step: int, *, keep_plan: 
         loss = loss + res.loss
         metrics.update({f"train/{k}": v for k, v in res.metrics.items()})
     else:
-        metrics.update({"train/ot_loss": 0.0})
+        metrics.update({mn.train(mn.OT_LOSS): 0.0, mn.train(mn.OT_LOSS_SCALED): 0.0})
     acc.backward(loss)
     if run.grad_clip > 0:
         gn = acc.clip_grad_norm_(run.params, run.grad_clip)
@@ -503,7 +504,7 @@ def log_window(run: TrainRun, step: int, bar) -> None:
     if run.main:
         run.sinks.log(step, logged)
         bar.set_postfix(loss=f"{logged['train/loss']:.4f}", lr=f"{logged['train/lr']:.2e}",
-                        ot=f"{logged.get('train/ot_loss', 0.0):.2e}")
+                        ot=f"{logged.get(mn.train(mn.OT_LOSS_SCALED), 0.0):.2e}")
 
 
 def evaluate(run: TrainRun, step: int) -> dict[str, float]:

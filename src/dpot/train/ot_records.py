@@ -4,9 +4,11 @@ also writes ``ot_terms.json``, the alignment loss's ``term_kinds``, once at star
 
 ``<run>/ot_plans/step_<step:06d>.npz`` (every ``log_freq * ot.plan_log_every`` steps, OT on, main process):
 ``plan`` ``[n_src, n_tgt]`` float32 (pi* of that step's global batch), ``cost_<term>`` ``[n_src, n_tgt]`` float32
-(the weighted cost ``w_k C_k``), ``src_phase`` / ``tgt_phase`` ``[n]`` float32 and ``src_episode`` /
-``tgt_episode`` ``[n]`` int64 (the rows' and columns' items). The plan covers the masked-in items (``ot_pair``:
-all of them without ``ot.paired_region``), and so do the item arrays.
+(the weighted cost ``w_k C_k``), ``src_phase`` / ``tgt_phase`` ``[n]`` float32, ``src_episode`` /
+``tgt_episode`` ``[n]`` int64 (the rows' and columns' items) and ``paired`` ``[n_src, n_tgt]`` bool (the partner
+pairs, the entries ``train/ot_pi_diag`` sums: with masked-out items they are not the matrix diagonal). The plan
+covers the masked-in items (``ot_pair``: all of them without a pair file or ``ot.paired_region``), and so do the
+item arrays; ``sum(plan * sum_k cost_<k>)`` is the step's ``train/ot_loss``.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ def plan_snapshot(res, meta: dict, n_src: int) -> dict[str, np.ndarray] | None:
             log.warning("plan snapshot: cost '%s' %s does not match the plan %s; left out", term, c.shape, plan.shape)
             continue
         out[f"cost_{term}"] = c
+    paired = getattr(res, "paired", None)
+    if paired is not None:
+        out["paired"] = _numpy(paired).astype(bool)
     for axis, (dom, sl) in enumerate((("src", slice(0, n_src)), ("tgt", slice(n_src, None)))):
         rows = keep[sl]
         if int(rows.sum()) != plan.shape[axis]:

@@ -22,8 +22,9 @@ def write_json(path: Path, obj) -> Path:
     return write_text(path, json.dumps(obj, indent=1))
 
 
-OT_PREFIXES = ("train/ot_cost/", "train/ot_cost_mean/", "train/ot_embed_spread/")
-OT_KEYS = ("train/ot_pi_sum", "train/ot_pi_diag", "train/ot_pi_diag_frac", "train/ot_loss", "train/ot_skipped",
+OT_PREFIXES = ("train/ot_cost/", "train/ot_cost_plan/", "train/ot_embed_spread/")
+OT_KEYS = ("train/ot_pi_sum", "train/ot_pi_diag", "train/ot_pi_diag_frac", "train/ot_loss", "train/ot_loss_scaled",
+           "train/ot_skipped", "train/ot_pi_pair_cv",
            "train/loss", "train/bc_loss_src", "train/bc_loss_tgt")
 
 

@@ -1,0 +1,92 @@
+"""The OT term's metric names, spelled once (producers log them without the ``train/`` prefix, readers with it).
+
+The names carry the LeRobot OT fork's meanings (``src/lerobot/policies/ot_train/ot_loss.py``), so a number read
+under a fork name means the same in a fork run and in a dpot run (docs/coming-from-the-fork.md):
+
+- ``ot_loss``           ``sum pi * C``, before ``lambda_ot`` (the fork's ``ot_loss``)
+- ``ot_cost/<term>``    the batch mean of the term's weighted cost matrix ``mean(w_k C_k)`` (the fork's)
+- ``ot_pi_sum``         ``sum pi`` (plan mass)
+- ``ot_pi_diag``        the mass on the batch's partner pairs (source item i with target item i): ``trace pi``
+  when every item has its partner; with ``ot.prior=diagonal`` it equals ``ot_pi_sum`` by construction
+
+and dpot's extra quantities under names of their own:
+
+- ``ot_loss_scaled``    ``lambda_ot * sum pi * C``: what the trainer adds to the BC loss
+- ``ot_cost_plan/<term>`` the plan-weighted cost ``sum pi * w_k C_k`` (these sum to ``ot_loss``)
+- ``ot_pi_diag_frac``   ``ot_pi_diag / ot_pi_sum``
+- ``ot_pi_pair_cv``     under ``ot.prior=diagonal``: the spread of the per-pair masses (std / mean over the partner
+  pairs): with the diagonal share 1 by construction, the mass and this spread carry the coupling's signal
+
+Runs written by dpot before these names (they log ``ot_cost_mean/<term>``, or ``mmd/<term>`` without
+``ot_loss_scaled``) logged ``ot_loss`` as the scaled loss, ``ot_cost/<term>`` plan-weighted and
+``ot_cost_mean/<term>`` as the mean: :func:`upgrade_legacy` renames them on reading.
+"""
+
+from __future__ import annotations
+
+__all__ = ["TRAIN", "OT_LOSS", "OT_LOSS_SCALED", "OT_PI_SUM", "OT_PI_DIAG", "OT_PI_DIAG_FRAC", "OT_SKIPPED",
+           "OT_PI_PAIR_CV", "COST", "COST_PLAN", "LEGACY_COST_MEAN", "cost_key", "cost_plan_key", "train", "is_legacy",
+           "upgrade_legacy"]
+
+TRAIN = "train/"
+OT_LOSS = "ot_loss"
+OT_LOSS_SCALED = "ot_loss_scaled"
+OT_PI_SUM = "ot_pi_sum"
+OT_PI_DIAG = "ot_pi_diag"
+OT_PI_DIAG_FRAC = "ot_pi_diag_frac"
+OT_SKIPPED = "ot_skipped"
+OT_PI_PAIR_CV = "ot_pi_pair_cv"
+COST = "ot_cost/"              # + term: mean(w_k C_k)
+COST_PLAN = "ot_cost_plan/"    # + term: sum pi * w_k C_k
+LEGACY_COST_MEAN = "ot_cost_mean/"
+MMD = "mmd/"
+
+
+def train(name: str) -> str:
+    """``train/<name>``: the key a reader sees."""
+    return TRAIN + name
+
+
+def cost_key(term: str) -> str:
+    """``ot_cost/<term>``: the batch mean of the term's weighted cost (the fork's meaning)."""
+    return COST + term
+
+
+def cost_plan_key(term: str) -> str:
+    """``ot_cost_plan/<term>``: the plan-weighted cost of the term."""
+    return COST_PLAN + term
+
+
+def is_legacy(keys) -> bool:
+    """Whether a run's ``train/*`` keys were written by dpot before the fork's meanings (module docstring)."""
+    keys = set(keys)
+    if train(OT_LOSS_SCALED) in keys:
+        return False
+    return any(k.startswith((train(LEGACY_COST_MEAN), train(MMD))) for k in keys)
+
+
+def upgrade_legacy(history: dict, lambda_ot: float | None) -> bool:
+    """Rename a legacy dpot run's series in place to today's names (``history``: key -> ``[(step, value)]``).
+
+    ``ot_loss`` (then the scaled loss) -> ``ot_loss_scaled``, and ``ot_loss`` = scaled / ``lambda_ot`` when
+    ``lambda_ot`` > 0 is known (left out otherwise, except an all-zero series); ``ot_cost/<t>`` (then
+    plan-weighted) -> ``ot_cost_plan/<t>``; ``ot_cost_mean/<t>`` -> ``ot_cost/<t>``. Returns whether anything
+    was renamed (False for a run that is not legacy)."""
+    if not is_legacy(history):
+        return False
+    old = dict(history)
+    history.clear()
+    for key, series in old.items():
+        if key == train(OT_LOSS):
+            history[train(OT_LOSS_SCALED)] = series
+            if lambda_ot:
+                history[key] = [(s, v / lambda_ot) for s, v in series]
+            elif all(v == 0 for _, v in series):
+                history[key] = series
+        elif key.startswith(train(COST)):
+            history[train(COST_PLAN) + key[len(train(COST)):]] = series
+        elif key.startswith(train(LEGACY_COST_MEAN)):
+            history[train(COST) + key[len(train(LEGACY_COST_MEAN)):]] = series
+        else:
+            history[key] = series
+    return True
