@@ -115,6 +115,9 @@ def test_the_rollback_trigger_reads_the_mass_under_the_diagonal_prior(tmp_path):
 
     for prior, key in (("diagonal", "train/ot_pi_sum > 0.4"), ("temporal", "train/ot_pi_diag > 0.4")):
         path = _run(tmp_path / prior, {"prior": prior}, _rows(0.3, 1.0))
+        cfg = json.loads((path / "train_config.json").read_text())
+        cfg["optimizer"]["lr"] = 1e-5        # below diffusion's usual range: lr_low gives a proposal
+        (path / "train_config.json").write_text(json.dumps(cfg))
         a = analyze(str(path), load_rules())
         props = build_proposals(a.run, a.findings, load_rules(), str(path))
         assert props and all(any(t.startswith(key) for t in p.rollback_triggers) for p in props)

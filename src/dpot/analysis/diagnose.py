@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from statistics import median, pstdev
 from typing import ClassVar
 
-from dpot.analysis import cfgkeys
+from dpot.analysis import cfgkeys, noise
 from dpot.analysis.aliases import MEAN_COST_PREFIX, cost_prefix
 from dpot.analysis.readers import Run
 from dpot.analysis.steps import is_bounded, person_step
@@ -196,10 +196,12 @@ class LrLow(Rule):
 @register
 class LrHigh(Rule):
     """Configured base LR far above the usual range for the policy type AND a stalled train/loss: the late
-    window's median has not fallen below ``max_late_over_early`` × the start level (the lowest of the first
-    ``min_points`` points: a blow-up right after the start does not count as progress), or the loss went
-    non-finite. The symmetric case of :class:`LrLow`; proposes the LR divided by
-    ``lr_divisor``, clipped into the usual range (a known-good value, as a person would set it)."""
+    window's mean is above ``max_late_over_early`` × the start level (the first window's mean, or the first point
+    when lower: a blow-up right after the start is no progress) by more than the noise allows (windows of the late
+    window's length, :func:`dpot.analysis.noise.fall_since_start`; one-sided at alpha 0.05: a loss that ends near
+    half its start does not flip to "stalled" with one noisy window), or the loss went non-finite. The symmetric
+    case of :class:`LrLow`; proposes the LR divided by ``lr_divisor``, clipped into the usual range (a known-good
+    value, as a person would set it)."""
 
     id = "lr_high"
     monitors = ("train/loss", "train/grad_norm", "train/lr")
@@ -221,15 +223,21 @@ class LrHigh(Rule):
         n0 = self.thr["min_points"]
         non_finite = len(raw) - len(loss)
         ev = {"lr": _r(lr), "policy": ptype, "usual_range": [low, high], "far_factor": self.thr["far_factor"]}
-        if len(loss) >= 2 * n0:
-            early, late = min(v for _, v in loss[:n0]), ctx.late_median(loss)
+        cmp = noise.fall_since_start(loss, ctx.frac, ctx.min_points) if len(loss) >= 2 * n0 else None
+        if cmp is not None:
+            # the start level: the first window's mean, or the very first point when lower (a blow-up right after
+            # the start is no progress; not the window's lowest point, which noise alone pulls down); the late
+            # level: the late window's mean
+            early, late = min(loss[0][1], cmp.before.mean), cmp.after.mean
             ratio = late / early if early > 0 else math.inf
             ev.update({"loss_start": _r(early), "loss_late": _r(late), "late_over_early": _r(ratio, 3),
                        "max_late_over_early": self.thr["max_late_over_early"],
-                       "window_steps": f"{ctx.late(loss)[0][0]}-{loss[-1][0]}"})
-            stalled = ratio >= self.thr["max_late_over_early"]
-        else:
-            stalled = False
+                       "window_steps": f"{cmp.after.start}-{cmp.after.end}",
+                       **cmp.evidence("start", "late")})
+            # not halved, beyond the noise: the late mean exceeds max_late_over_early x the start by more than
+            # the sd of that difference allows (an edge case at ratio ~0.5 does not flip with one noisy window)
+            margin = late - self.thr["max_late_over_early"] * early
+            stalled = ratio >= self.thr["max_late_over_early"] and margin > noise.z_needed(1) * cmp.se
         if non_finite:
             ev["non_finite_loss"] = non_finite
             stalled = True
@@ -596,8 +604,8 @@ class Instability(Rule):
 
 @register
 class Divergence(Rule):
-    """The loss went down, then blew up: the late-window median of train/loss is above ``max_rise`` × the lowest
-    level reached before it (a rolling median over a late-window-sized span, so one spike is no minimum), or
+    """The loss went down, then blew up: the late window's mean of train/loss is above ``max_rise`` × the lowest
+    earlier window's mean and above it by more than the noise (:func:`dpot.analysis.noise.rise_since_best`), or
     the loss turned non-finite after finite values. Proposes the base LR × ``lr_factor`` (a bounded step);
     rolled back as any candidate (objective worse than the parent's by more than ``[rollback] max_regression``)."""
 
@@ -609,21 +617,20 @@ class Divergence(Rule):
         loss = ctx.series("train/loss")
         if len(loss) < self.thr["min_points"]:
             return None
-        vals = [v for _, v in loss]
-        late = ctx.late(loss)
-        w = window_size(len(vals), ctx.frac, ctx.min_points)
-        before = vals[:len(vals) - len(late)]
-        levels = [median(before[i:i + w]) for i in range(0, max(1, len(before) - w + 1))] if before else []
-        low = min(levels) if levels else None
-        late_level = median(v for _, v in late)
+        cmp = noise.rise_since_best(loss, ctx.frac, ctx.min_points, self.thr["alpha"])
         first_finite = next((i for i, (_, v) in enumerate(raw) if math.isfinite(v)), None)
         blown = first_finite is not None and any(not math.isfinite(v) for _, v in raw[first_finite:])
-        rise = late_level / low if low and low > 0 else None
-        if not blown and (rise is None or rise <= self.thr["max_rise"]):
+        low = cmp.before.mean if cmp is not None else None
+        rise = cmp.after.mean / low if cmp is not None and low > 0 else None
+        risen = rise is not None and rise > self.thr["max_rise"] and cmp.rose
+        if not blown and not risen:
             return None
-        ev = {"loss_low": _r(low) if low is not None else None, "loss_late": _r(late_level),
+        late = ctx.late(loss)
+        ev = {"loss_low": _r(low) if low is not None else None, "loss_late": _r(cmp.after.mean if cmp else
+                                                                             median(v for _, v in late)),
               "rise": _r(rise, 3) if rise is not None else None, "max_rise": self.thr["max_rise"],
-              "non_finite_after_finite": blown, "window_steps": f"{late[0][0]}-{late[-1][0]}"}
+              "non_finite_after_finite": blown, "window_steps": f"{late[0][0]}-{late[-1][0]}",
+              **(cmp.evidence("low", "late") if cmp is not None else {})}
         lr = cfgkeys.base_lr(ctx.run.config)
         changes = cfgkeys.lr_changes(ctx.run.config, _r(lr * self.propose["lr_factor"])) if lr else {}
         return self.finding("alarm", ev, changes)
@@ -631,13 +638,14 @@ class Divergence(Rule):
 
 @register
 class Overfitting(Rule):
-    """The offline eval loss rises while train/loss keeps falling: the late-window median of
-    ``eval/offline_eval/avg_loss`` is above ``(1 + min_rise)`` × its lowest value, reached before the late window,
-    while the late-window median of train/loss is below its level at that best eval step. Proposes the weight
-    decay (``optimizer.weight_decay``, or ``policy.optimizer_weight_decay`` under the policy preset) ×
-    ``weight_decay_factor`` (at most ``max_weight_decay``; from ``min_weight_decay``
-    when it is 0); evidence names the best eval step (its checkpoint is the one to keep). Rolled back as any
-    candidate (``[rollback] max_regression``)."""
+    """The offline eval loss rose beyond its own noise while train/loss kept falling: the late window's mean of
+    ``eval/offline_eval/avg_loss`` is above the best earlier window's mean by more than the noise allows
+    (:func:`dpot.analysis.noise.rise_since_best`: false alarms <= ``alpha`` on a flat, noisy curve) and by at least
+    ``min_rise`` of it, while train/loss's late-window mean is below its mean over the best window's steps.
+    Proposes the weight decay (``optimizer.weight_decay``, or ``policy.optimizer_weight_decay`` under the policy
+    preset) × ``weight_decay_factor`` (at most ``max_weight_decay``; from ``min_weight_decay`` when it is 0);
+    evidence names the windows, the noise and the rise in noise units, and the best window's centre step (its
+    checkpoint is the one to keep). Rolled back as any candidate (``[rollback] max_regression``)."""
 
     id = "overfitting"
     monitors = (EVAL_KEY, "train/loss")
@@ -646,21 +654,17 @@ class Overfitting(Rule):
         ev_s, loss = ctx.series(EVAL_KEY), ctx.series("train/loss")
         if len(ev_s) < self.thr["min_points"] or len(loss) < self.thr["min_points"]:
             return None
-        late = ctx.late(ev_s)
-        before = ev_s[:len(ev_s) - len(late)]
-        if not before:
+        cmp = noise.rise_since_best(ev_s, ctx.frac, ctx.min_points, self.thr["alpha"])
+        if cmp is None or cmp.before.mean <= 0 or not cmp.rose or cmp.rel < self.thr["min_rise"]:
             return None
-        best_step, best = min(before, key=lambda p: p[1])
-        late_eval = median(v for _, v in late)
-        if best <= 0 or late_eval <= best * (1 + self.thr["min_rise"]):
+        near = [v for s, v in loss if cmp.before.start <= s <= cmp.before.end]
+        if not near:   # train/loss logged more sparsely than the eval: its points up to the window's end
+            near = [v for s, v in loss if s <= cmp.before.end][-window_size(len(loss), ctx.frac, ctx.min_points):]
+        late_train = sum(v for _, v in ctx.late(loss)) / len(ctx.late(loss))
+        if not near or late_train >= sum(near) / len(near):
             return None
-        near = [v for s, v in loss if s <= best_step][-window_size(len(loss), ctx.frac, ctx.min_points):]
-        late_train = ctx.late_median(loss)
-        if not near or late_train >= median(near):
-            return None
-        ev = {"best_eval": _r(best), "best_step": best_step, "late_eval": _r(late_eval),
-              "rise_pct": _r(100 * (late_eval / best - 1), 3), "train_at_best": _r(median(near)),
-              "late_train": _r(late_train)}
+        ev = {**cmp.evidence(), "rise_pct": _r(100 * cmp.rel, 3), "best_step": cmp.before.centre,
+              "train_at_best": _r(sum(near) / len(near)), "late_train": _r(late_train)}
         changes = {}
         for key in cfgkeys.weight_decay_keys(ctx.run.config):
             wd = cfgkeys.get(ctx.run.config, key)
@@ -706,8 +710,10 @@ class ScheduleMismatch(Rule):
 
 @register
 class Plateau(Rule):
-    """Diminishing returns: the second half gains far less than the first half (levels = medians over a
-    late-window-sized span at the start, the middle and the end)."""
+    """Diminishing returns: the first half fell beyond the noise and the second half gains less than
+    ``late_gain_frac`` of it (levels = window means at the start, the middle and the end, windows of the late
+    window's length; the first half's fall judged by :func:`dpot.analysis.noise.compare`, so a flat, noisy curve
+    is no plateau of a fall that never happened)."""
 
     id = "plateau"
 
@@ -717,21 +723,29 @@ class Plateau(Rule):
         series = ctx.series(key)
         if len(series) < min_points:
             return None
-        vals = [v for _, v in series]
-        h = len(vals) // 2
-        w = window_size(len(vals), ctx.frac, ctx.min_points)
-        start, mid, end = median(vals[:w]), median(vals[h - w // 2:h + w // 2 + 1]), median(ctx.late(vals))
-        gain1, gain2 = start - mid, mid - end
-        if gain1 <= 0 or gain2 >= self.thr["late_gain_frac"] * gain1:
+        h = len(series) // 2
+        w = window_size(len(series), ctx.frac, ctx.min_points)
+        start = noise.Window.of(series[:w])
+        mid = noise.Window.of(series[max(0, h - w // 2):h - w // 2 + w])
+        end = noise.Window.of(series[len(series) - w:])
+        sd = noise.noise_sd([v for _, v in series])
+        first = noise.compare(start, mid, sd, alpha=self.thr["alpha"], n_noise=len(series))
+        gain1, gain2 = start.mean - mid.mean, mid.mean - end.mean
+        if not first.fell or gain2 >= self.thr["late_gain_frac"] * gain1:
             return None
+        se2 = noise.compare(mid, end, sd).se
         ev = {"metric": key, "first_half_gain": _r(gain1), "second_half_gain": _r(gain2),
-              "steps": f"{series[0][0]}-{series[h][0]}-{series[-1][0]}"}
+              "steps": f"{series[0][0]}-{series[h][0]}-{series[-1][0]}", "noise_sd": _r(sd),
+              "first_half_gain_noise_units": _r(-first.z, 3),
+              "second_half_gain_noise_units": _r(gain2 / se2, 3) if se2 > 0 else None}
         return self.finding("info", ev, monitors=[key])
 
 
 @register
 class Rollback(Rule):
-    """Best eval loss of the late window worse than the parent run's by more than max_regression."""
+    """The late window's mean eval loss worse than the parent run's late-window mean by more than
+    ``max_regression`` AND by more than the two runs' noise (:func:`dpot.analysis.noise.compare`, one-sided at
+    ``alpha``)."""
 
     id = "rollback"
     group = "rollback"
@@ -745,10 +759,11 @@ class Rollback(Rule):
         if not mine or not theirs:
             return self.finding("info", {"parent": parent.run_id, "metric": EVAL_KEY, "child_logged": bool(mine),
                                          "parent_logged": bool(theirs)}, id="rollback_unchecked")
-        child_best = min(v for _, v in ctx.late(mine))
-        parent_best = min(v for _, v in ctx.late(theirs))
-        reg = (child_best - parent_best) / abs(parent_best) if parent_best else 0.0
-        if reg <= self.thr["max_regression"]:
+        child, par = noise.Window.of(ctx.late(mine)), noise.Window.of(ctx.late(theirs))
+        cmp = noise.compare(par, child, noise.noise_sd([v for _, v in theirs]), alpha=self.thr["alpha"],
+                            noise_after=noise.noise_sd([v for _, v in mine]), n_noise=min(len(mine), len(theirs)))
+        reg = cmp.change / abs(par.mean) if par.mean else 0.0
+        if reg <= self.thr["max_regression"] or not cmp.rose:
             return None
         changes = {}
         flat_p, flat_c = cfgkeys.flatten(parent.config), cfgkeys.flatten(ctx.run.config)
@@ -757,7 +772,8 @@ class Rollback(Rule):
                 continue
             if flat_p.get(k) != flat_c.get(k) and k in flat_p:
                 changes[k] = flat_p[k]
-        ev = {"parent": parent.run_id, "child_eval": _r(child_best), "parent_eval": _r(parent_best),
+        ev = {"parent": parent.run_id, "child_eval": _r(child.mean), "parent_eval": _r(par.mean),
+              **cmp.evidence("parent", "child"),
               "regression_pct": _r(100 * reg, 3), "threshold_pct": 100 * self.thr["max_regression"],
               "reverted_keys": sorted(changes)[:12]}
         return self.finding("alarm", ev, changes)

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from dpot.analysis import cfgkeys
+from dpot.analysis import cfgkeys, noise
 from dpot.analysis.aliases import cost_prefix, label
 from dpot.analysis.plans import PlanSnapshot
 
@@ -82,7 +82,17 @@ def fig_losses(run, summaries) -> dict | None:
         s = summaries.get(k)
         if s is not None and s.best is not None:
             data.append(_best_marker(s, label(k)))
-    return {"data": data, "layout": _layout("losses", "loss", updatemenus=_scale_switch(False))}
+    lay = _layout("losses", "loss", updatemenus=_scale_switch(False))
+    lay["shapes"] = []
+    for name, w, half in noise.verdict_bands([(st, v) for st, v in run.history.get(EVAL_KEY, []) if math.isfinite(v)]):
+        # the windows the overfitting / rollback verdicts compare: each window's mean, ±2 sd of that mean shaded
+        lay["shapes"].append({"type": "rect", "xref": "x", "yref": "y", "x0": w.start, "x1": w.end,
+                              "y0": w.mean - half, "y1": w.mean + half, "fillcolor": BAND_COLOR,
+                              "line": {"width": 0}, "layer": "below"})
+        data.append({"type": "scatter", "mode": "lines", "name": f"eval {name}", "x": [w.start, w.end],
+                     "y": [_num(w.mean), _num(w.mean)], "line": {"width": 2.5, "color": "#2ca02c"},
+                     "hovertemplate": f"{name}: mean {w.mean:.4g} ± {half:.2g} (2 sd)<extra></extra>"})
+    return {"data": data, "layout": lay}
 
 
 def fig_single(run, key: str, title: str, log: bool = False) -> dict | None:

@@ -52,10 +52,12 @@ FINDINGS = {
         "zh": "基础学习率 {lr} 低于 {policy} 的常用范围 {usual_range}：学习偏慢。"},
     "lr_high": {
         "en": "Base LR {lr} is far above the usual range {usual_range} for {policy} (over {far_factor}× its top) "
-              "and train/loss stalls: late median {loss_late} vs {loss_start} at the start "
-              "(×{late_over_early}, steps {window_steps}). Lower the LR into the usual range.",
+              "and train/loss stalls: late-window mean {loss_late} vs {loss_start} in the first window "
+              "(×{late_over_early}, steps {window_steps}; {change_noise_units} noise units, noise sd {noise_sd}). "
+              "Lower the LR into the usual range.",
         "zh": "基础学习率 {lr} 远高于 {policy} 的常用范围 {usual_range}（超过上限的 {far_factor} 倍），且 train/loss "
-              "停滞：最近窗口中位数 {loss_late}，开始时 {loss_start}（×{late_over_early}，步 {window_steps}）。"
+              "停滞：最近窗口均值 {loss_late}，第一个窗口 {loss_start}（×{late_over_early}，步 {window_steps}；"
+              "{change_noise_units} 个噪声单位，噪声 sd {noise_sd}）。"
               "请把学习率降到常用范围内。"},
     "data_bound": {
         "en": "Data-bound loop: dataloading takes {data_share:.0%} of each step ({dataloading_s} s vs update "
@@ -111,17 +113,22 @@ FINDINGS = {
         "en": "Instability: {detail}.",
         "zh": "训练不稳定：{detail}。"},
     "divergence": {
-        "en": "Divergence: train/loss fell to {loss_low}, then rose to {loss_late} (x{rise}, limit x{max_rise}; "
-              "steps {window_steps}; non-finite after finite values: {non_finite_after_finite}). Lower the LR.",
-        "zh": "训练发散：train/loss 曾降到 {loss_low}，随后升到 {loss_late}（×{rise}，上限 ×{max_rise}；步 "
-              "{window_steps}；有限值之后出现非有限值：{non_finite_after_finite}）。请降低学习率。"},
+        "en": "Divergence: train/loss fell to a window mean of {loss_low} ({low_window}), then rose to {loss_late} "
+              "(x{rise}, limit x{max_rise}; {change_noise_units} noise units; steps {window_steps}; non-finite after "
+              "finite values: {non_finite_after_finite}). Lower the LR.",
+        "zh": "训练发散：train/loss 曾降到窗口均值 {loss_low}（{low_window}），随后升到 {loss_late}（×{rise}，上限 "
+              "×{max_rise}；{change_noise_units} 个噪声单位；步 {window_steps}；有限值之后出现非有限值："
+              "{non_finite_after_finite}）。请降低学习率。"},
     "overfitting": {
-        "en": "Overfitting: offline eval loss rose from its best {best_eval} (step {best_step}) to {late_eval} "
-              "(+{rise_pct}%) while train/loss kept falling ({train_at_best} -> {late_train}). Keep the step "
-              "{best_step} checkpoint; more regularisation (weight decay) or less training.",
-        "zh": "过拟合：离线评估损失从最佳 {best_eval}（步 {best_step}）升到 {late_eval}（+{rise_pct}%），而 "
-              "train/loss 仍在下降（{train_at_best} -> {late_train}）。保留步 {best_step} 的检查点；加强正则化"
-              "（weight decay）或缩短训练。"},
+        "en": "Overfitting: offline eval loss rose from its best window {best_window} (mean {best_mean}) to the late "
+              "window {late_window} (mean {late_mean}, +{rise_pct}%): {change_noise_units} noise units, noise sd "
+              "{noise_sd} per point (beyond the noise from {z_needed}), while train/loss kept falling "
+              "({train_at_best} -> {late_train}). Keep the checkpoint nearest step {best_step} (the best window's "
+              "centre); more regularisation (weight decay) or less training.",
+        "zh": "过拟合：离线评估损失从最佳窗口 {best_window}（均值 {best_mean}）升到最后窗口 {late_window}（均值 "
+              "{late_mean}，+{rise_pct}%），为 {change_noise_units} 个噪声单位（每点噪声 sd {noise_sd}，超过 "
+              "{z_needed} 才算超出噪声），而 train/loss 仍在下降（{train_at_best} -> {late_train}）。保留最接近步 "
+              "{best_step}（最佳窗口中心）的检查点；加强正则化（weight decay）或缩短训练。"},
     "schedule_mismatch": {
         "en": "The LR schedule ({scheduler}) cannot do what its config says within the run: warmup {warmup} of "
               "{steps} steps ({warmup_frac} of the run); the logged LR reached {lr_reached_frac} of the base LR. "
@@ -129,14 +136,18 @@ FINDINGS = {
         "zh": "学习率调度（{scheduler}）在本次运行内无法按配置执行：预热 {warmup} 步，总共 {steps} 步（占 "
               "{warmup_frac}）；记录的学习率只达到基础学习率的 {lr_reached_frac}。请缩短预热。"},
     "plateau": {
-        "en": "Diminishing returns on {metric}: gain {first_half_gain} in the first half vs {second_half_gain} in "
-              "the second (steps {steps}).",
-        "zh": "{metric} 收益递减：前半程下降 {first_half_gain}，后半程仅 {second_half_gain}（步 {steps}）。"},
+        "en": "Diminishing returns on {metric}: gain {first_half_gain} in the first half "
+              "({first_half_gain_noise_units} noise units) vs {second_half_gain} in the second "
+              "({second_half_gain_noise_units}; noise sd {noise_sd}; window means, steps {steps}).",
+        "zh": "{metric} 收益递减：前半程下降 {first_half_gain}（{first_half_gain_noise_units} 个噪声单位），后半程仅 "
+              "{second_half_gain}（{second_half_gain_noise_units}；噪声 sd {noise_sd}；窗口均值，步 {steps}）。"},
     "rollback": {
-        "en": "ROLLBACK: eval loss {child_eval} is {regression_pct}% worse than parent {parent} ({parent_eval}); "
-              "threshold {threshold_pct}%.",
-        "zh": "需要回滚：eval loss {child_eval} 比父运行 {parent}（{parent_eval}）差 {regression_pct}%；"
-              "阈值 {threshold_pct}%。"},
+        "en": "ROLLBACK: late-window mean eval loss {child_eval} ({child_window}) is {regression_pct}% worse than "
+              "parent {parent}'s {parent_eval} ({parent_window}): {change_noise_units} noise units (beyond the "
+              "noise from {z_needed}); threshold {threshold_pct}%.",
+        "zh": "需要回滚：最后窗口 eval loss 均值 {child_eval}（{child_window}）比父运行 {parent} 的 {parent_eval}"
+              "（{parent_window}）差 {regression_pct}%：{change_noise_units} 个噪声单位（超过 {z_needed} 才算超出"
+              "噪声）；阈值 {threshold_pct}%。"},
     "rollback_unchecked": {
         "en": "Rollback not checked against parent {parent}: {metric} not logged in both runs.",
         "zh": "无法与父运行 {parent} 做回滚检查：两者未都记录 {metric}。"},
@@ -199,6 +210,9 @@ PHRASES_ZH = {
     "spikes or train/loss oscillation": "出现尖峰或 train/loss 振荡",
     "sustained": "持续",
     "parent's best": "父运行最佳值",
+    "late-window mean": "最后窗口均值",
+    "× the parent's": "× 父运行",
+    "and beyond the two runs' noise": "且超出两次运行的噪声",
     "still improving": "仍在改善",
     "no rule triggered: same settings, longer": "没有规则触发：保持设置，延长训练",
     "triggered by": "触发规则",

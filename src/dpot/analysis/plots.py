@@ -11,10 +11,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from dpot.analysis import noise  # noqa: E402
 from dpot.analysis.aliases import cost_prefix, label  # noqa: E402
 from dpot.analysis.figures import ot_mass_keys  # noqa: E402
 
-CURVES = ["train/loss", "train/l1_loss", "eval/offline_eval/avg_loss", "train/grad_norm", "train/lr"]
+EVAL_KEY = "eval/offline_eval/avg_loss"
+CURVES = ["train/loss", "train/l1_loss", EVAL_KEY, "train/grad_norm", "train/lr"]
 
 
 def _png(fig) -> bytes:
@@ -43,6 +45,12 @@ def plot_curves(run, summaries) -> bytes | None:
             ax.scatter([s.best_step], [s.best], color="red", zorder=3)
             ax.annotate(f"best {s.best:.4g}@{s.best_step}", (s.best_step, s.best), textcoords="offset points",
                         xytext=(5, 5), color="red", fontsize=8)
+        if key == EVAL_KEY:   # the windows the verdicts compare: mean and ±2 sd of the mean
+            for name, w, half in noise.verdict_bands(list(zip(x, y))):
+                ax.fill_between([w.start, w.end], w.mean - half, w.mean + half, color="green", alpha=0.15)
+                ax.plot([w.start, w.end], [w.mean, w.mean], color="green", lw=2, label=name)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
         ax.set_title(f"{key} ({label(key)})", fontsize=9)
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("step")

@@ -182,7 +182,8 @@ def build_proposals(run, findings, rules: dict, parent_spec: str) -> list[Propos
     it = _iteration(run)
     eval_key = "eval/offline_eval/avg_loss"
     reg = rules.get("rollback", {}).get("max_regression", 0.10)
-    triggers = [f"{eval_key} > {1 + reg:.2f} × parent's best ({run.run_id}) → roll back to the parent config",
+    triggers = [f"{eval_key}: late-window mean > {1 + reg:.2f} × the parent's ({run.run_id}) and beyond the two runs' "
+                "noise → roll back to the parent config",
                 "train/grad_norm spikes or train/loss oscillation → halve the LR and retry",
                 f"{coupling_key(cfgkeys.ot_settings(run.config))[0]} > "
                 f"{rules.get('ot_strong', {}).get('max_pi_diag', 0.4)} sustained → lower ot.lambda_ot or raise ot.reg"]

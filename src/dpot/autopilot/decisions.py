@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dpot import metric_names as mn
-from dpot.analysis import cfgkeys
+from dpot.analysis import cfgkeys, noise
 from dpot.analysis.windows import late_window
 from dpot.autopilot import runs
 from dpot.autopilot.record import BASE_RUN, Decision, IterationRecord, Kind, TrialRecord
@@ -98,14 +98,24 @@ def sh_budgets(n: int, steps: int) -> list[int]:
     return [steps // (2 ** (r - i)) for i in range(r)] + [steps]
 
 
+def beyond_noise(diff: float, noise_a: float | None, noise_b: float | None, alpha: float = noise.ALPHA) -> bool:
+    """Whether a difference ``diff`` (> 0) between two runs' objectives exceeds their noise: ``diff > z sqrt(
+    noise_a^2 + noise_b^2)`` with ``z = Phi^-1(1 - alpha)`` (one-sided; each objective is one point of a series
+    with that per-point noise sd). True when a noise is unknown (the relative thresholds then decide alone)."""
+    if noise_a is None or noise_b is None:
+        return True
+    return diff > noise.z_needed(1, alpha) * math.sqrt(noise_a ** 2 + noise_b ** 2)
+
+
 def decide(*, kind: Kind, final: bool, failed: bool, pruned: bool, objective: float | None,
-           regression: float | None, findings: list[str], max_regression: float) -> Decision:
+           regression: float | None, findings: list[str], max_regression: float,
+           regression_beyond_noise: bool = True) -> Decision:
     """The decision on one finished trial (the rollback triggers):
 
     failed training -> ``FAILED``; stopped by the pruner -> ``PRUNED``; a short successive-halving rung ->
     ``HALVING``; the base run -> ``KEPT``; a non-finite objective or the ``instability`` finding -> ``RETRIED``
-    (once: a retry is not retried); a non-finite objective or ``regression > max_regression`` -> ``ROLLED_BACK``;
-    else ``KEPT``.
+    (once: a retry is not retried); a non-finite objective or ``regression > max_regression`` beyond the two runs'
+    noise (``regression_beyond_noise``: :func:`beyond_noise`) -> ``ROLLED_BACK``; else ``KEPT``.
 
     Args:
         kind: the trial's kind.
@@ -115,6 +125,7 @@ def decide(*, kind: Kind, final: bool, failed: bool, pruned: bool, objective: fl
         regression: relative worsening against the parent's best (:meth:`Objective.regression`), None if unknown.
         findings: rule ids ``dpot report`` found on the run.
         max_regression: the rollback tolerance (``--max_regression``).
+        regression_beyond_noise: the worsening exceeds the two runs' noise (True when unknown).
     Returns:
         The :class:`Decision`.
     """
@@ -129,7 +140,8 @@ def decide(*, kind: Kind, final: bool, failed: bool, pruned: bool, objective: fl
     unstable = not runs.is_finite(objective) or "instability" in findings
     if unstable and kind != Kind.RETRY:
         return Decision.RETRIED
-    if not runs.is_finite(objective) or (regression is not None and regression > max_regression):
+    if not runs.is_finite(objective) or (regression is not None and regression > max_regression
+                                         and regression_beyond_noise):
         return Decision.ROLLED_BACK
     return Decision.KEPT
 
@@ -152,6 +164,11 @@ def final_objective(records: Iterable[TrialRecord], name: str, steps: int) -> tu
     return r.final_objective, r.decision
 
 
+def _noise(records: Iterable[TrialRecord], name: str, steps: int) -> float | None:
+    r = final_trial(records, name, steps)
+    return None if r is None else r.objective_noise
+
+
 def kept_runs(records: list[TrialRecord], steps: int, objective: Objective, among: Iterable[str] | None = None
               ) -> list[tuple[float, str]]:
     """``(objective, name)`` of the runs kept at the full budget with a finite objective, best first (ties by
@@ -169,7 +186,8 @@ def kept_runs(records: list[TrialRecord], steps: int, objective: Objective, amon
 def close_iteration(it: int, records: list[TrialRecord], previous: dict[int, IterationRecord], steps: int,
                     objective: Objective) -> IterationRecord:
     """Close iteration ``it``: its best kept run becomes the next parent when it beats the parent by more than a
-    no-effect change does (``regression < -INERT_REL``), else the parent stays.
+    no-effect change does (``regression < -INERT_REL``) and by more than the two runs' noise (:func:`beyond_noise`
+    on their ``objective_noise``), else the parent stays.
 
     Args:
         it: the iteration (0 = the base run).
@@ -188,8 +206,11 @@ def close_iteration(it: int, records: list[TrialRecord], previous: dict[int, Ite
     kept = kept_runs(records, steps, objective, among={r.name for r in records if r.iteration == it})
     best = kept[0] if kept else None
     nxt = parent
-    if best is not None and (parent_obj is None or objective.regression(best[0], parent_obj) < -INERT_REL):
-        nxt = best[1]                 # beats the parent by more than a no-effect change does
+    if best is not None and (parent_obj is None or (
+            objective.regression(best[0], parent_obj) < -INERT_REL
+            and beyond_noise(abs(best[0] - parent_obj), _noise(records, best[1], steps), _noise(records, parent,
+                                                                                                  steps)))):
+        nxt = best[1]                 # beats the parent by more than a no-effect change does, and than the noise
     glob = previous[it - 1].global_best
     if best is not None and (glob is None or objective.better(best[0], glob)):
         glob = best[0]

@@ -65,8 +65,9 @@ class TrialRecord:
     ``params`` (the values recorded as Optuna params), ``digest`` (config digest).
     Set by the worker that trains it: ``worker`` (host:pid), ``heartbeat`` (unix time); then the results:
     ``objective`` (a finite number, or the text of a non-finite one: ``"nan"``; None when nothing was logged),
-    ``parent_objective``, ``parent_best``, ``regression``, ``findings`` (report rule ids), ``decision``,
-    ``seconds``, ``note``.
+    ``parent_objective``, ``parent_best``, ``regression``, ``objective_noise`` (the per-point noise sd of the
+    objective's series, :func:`dpot.analysis.noise.noise_sd`; None with fewer than 3 points), ``findings``
+    (report rule ids), ``decision``, ``seconds``, ``note``.
     """
 
     name: str
@@ -91,6 +92,7 @@ class TrialRecord:
     parent_objective: float | None = None
     parent_best: float | None = None
     regression: float | None = None
+    objective_noise: float | None = None
     findings: list[str] = field(default_factory=list)
     decision: Decision | None = None
     seconds: float | None = None
@@ -98,8 +100,8 @@ class TrialRecord:
     extra: dict = field(default_factory=dict)
 
     # the fields a worker writes once it has trained the trial (a promoted rung starts without them)
-    RESULT_FIELDS = ("objective", "parent_objective", "parent_best", "regression", "findings", "decision",
-                     "seconds", "note", "worker", "heartbeat")
+    RESULT_FIELDS = ("objective", "parent_objective", "parent_best", "regression", "objective_noise", "findings",
+                     "decision", "seconds", "note", "worker", "heartbeat")
 
     @property
     def final_objective(self) -> float | None:

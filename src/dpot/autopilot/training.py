@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 
 from dpot import rundir
+from dpot.analysis import noise
 from dpot.autopilot import runs, tools
 from dpot.autopilot.candidates import Planner
 from dpot.autopilot.claim import heartbeat
-from dpot.autopilot.decisions import decide
+from dpot.autopilot.decisions import beyond_noise, decide
 from dpot.autopilot.record import Decision, Kind, TrialRecord
 from dpot.autopilot.sampling import record_params
 from dpot.autopilot.spec import Objective, SearchDir, Settings
@@ -59,12 +60,13 @@ class TrialRunner:
                                    evaluate)
         return [] if rate is None else [(budget, rate)]
 
-    def parent_best(self, parent: str | None) -> tuple[float | None, float | None]:
-        """(parent's final objective, parent's best logged value) at the full budget."""
+    def parent_best(self, parent: str | None) -> tuple[float | None, float | None, float | None]:
+        """(parent's final objective, parent's best logged value, the noise sd of its objective series) at the
+        full budget."""
         if parent is None:
-            return None, None
+            return None, None, None
         pts = self.points(self.dirs.run_dir(parent), self.steps)
-        return runs.objective_value(pts), runs.best_value(pts, self.objective.direction)
+        return runs.objective_value(pts), runs.best_value(pts, self.objective.direction), objective_noise(pts)
 
     def run(self, trial, record: TrialRecord) -> None:
         """Train (or resume, or only read) the trial's run, decide, tell; a heartbeat runs meanwhile.
@@ -120,7 +122,8 @@ class TrialRunner:
             keys = runs.logged_keys(rows)
             raise ObjectiveMissing(f"--objective: {self.objective.key} is not logged by the runs; they log: "
                                    f"{', '.join(keys) if keys else 'nothing'}")
-        parent_obj, parent_best = self.parent_best(r.parent)
+        parent_obj, parent_best, parent_noise = self.parent_best(r.parent)
+        own_noise = objective_noise(pts)
         findings: list[str] = []
         note = ""
         final = budget >= self.steps
@@ -134,15 +137,18 @@ class TrialRunner:
                       if runs.is_finite(objective) and runs.is_finite(parent_best) else None)
         if failed:
             note = note or _log_tail(log_path)
+        worse = (regression or 0.0) * abs(parent_best) if runs.is_finite(parent_best) else 0.0
         decision = decide(kind=kind, final=final, failed=failed, pruned=reason == "pruned", objective=objective,
-                          regression=regression, findings=findings, max_regression=self.s.max_regression)
+                          regression=regression, findings=findings, max_regression=self.s.max_regression,
+                          regression_beyond_noise=beyond_noise(worse, own_noise, parent_noise))
         if decision == Decision.RETRIED:
             self.planner.enqueue_retry(r)
         r.objective = TrialRecord.objective_attr(objective)
         r.parent_objective, r.parent_best, r.regression = parent_obj, parent_best, regression
+        r.objective_noise = own_noise
         r.findings, r.decision, r.seconds, r.note = findings, decision, round(time.time() - t0, 1), note[:500]
-        TrialStore.write(trial, r, ("objective", "parent_objective", "parent_best", "regression", "findings",
-                                    "decision", "seconds", "note"))
+        TrialStore.write(trial, r, ("objective", "parent_objective", "parent_best", "regression", "objective_noise",
+                                    "findings", "decision", "seconds", "note"))
         if decision == Decision.PRUNED:
             self.store.study.tell(trial, state=TrialState.PRUNED)
         elif decision == Decision.FAILED or not runs.is_finite(objective):
@@ -177,3 +183,10 @@ def _log_tail(path: Path) -> str:
         return "(no log)"
     errs = [x for x in lines if x.startswith("error:") or "Error" in x]
     return (errs or lines or ["(empty log)"])[-1][:300]
+
+
+def objective_noise(points: list[tuple[int, float]]) -> float | None:
+    """The per-point noise sd of a run's objective series (:func:`dpot.analysis.noise.noise_sd` over its finite
+    values); None with fewer than 3 (a closed-loop ``bench:`` objective has one point per run)."""
+    vals = [v for _, v in points if math.isfinite(v)]
+    return noise.noise_sd(vals) if len(vals) >= 3 else None
