@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from dpot.errors import UserError
+
 
 def _umask() -> int:
     """The process umask, read without changing it where Linux allows (os.umask would set it briefly)."""
@@ -41,3 +43,21 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return write_bytes(path, text.encode("utf-8"))
+
+
+def check_output_location(path: str | Path, field: str, *, directory: bool) -> Path:
+    """Check, before any work, that ``path`` can be written: raise ``UserError`` (``<field>: ...``) when it (a
+    directory when ``directory``, else a file) names something of the other kind, when a part of its parent path
+    is a regular file, or when the nearest existing parent is not writable. Creates nothing."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != directory:
+        kind = "a file" if directory else "a directory"
+        raise UserError(f"{field}: {path} is {kind}; give a {'directory' if directory else 'file'} path")
+    parent = path.parent if not path.exists() else path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{field}: {path} lies under {parent}, which is a file, not a directory; choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{field}: cannot write under {parent} (permission denied); choose a writable location")
+    return path

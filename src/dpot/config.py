@@ -19,6 +19,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import tempfile
 import types
 import typing
@@ -681,6 +682,20 @@ def validate_config(cfg: DpotTrainConfig) -> None:
         missing = "optimizer" if cfg.optimizer is None else "scheduler"
         raise _err(missing, "missing while use_policy_training_preset=false; give both optimizer and scheduler "
                             '(e.g. "optimizer": {"type": "adamw", "lr": 3e-4}) or set use_policy_training_preset=true')
+    _check_learning_rates(cfg)
+
+
+def _check_learning_rates(cfg: DpotTrainConfig) -> None:
+    """Every learning rate set anywhere (the policy preset's ``optimizer_lr*``, the explicit ``optimizer.lr``) must
+    be > 0: a negative one is torch's traceback at the first step, a zero one trains nothing without a word."""
+    where = [(f"policy.{f.name}", getattr(cfg.policy, f.name)) for f in dataclasses.fields(cfg.policy)
+             if f.name.startswith("optimizer_lr")]
+    if cfg.optimizer is not None and hasattr(cfg.optimizer, "lr"):
+        where.append(("optimizer.lr", cfg.optimizer.lr))
+    for name, lr in where:
+        if isinstance(lr, (int, float)) and not lr > 0:
+            raise _err(name, f"must be > 0, got {lr}; a diffusion policy trains at 1e-4 to 3e-4, ACT at 1e-5 "
+                             "(0 would train nothing)")
 
 
 # the policy types the trainer supports (dpot.policy.features re-expresses the diffusion loss); the one place to
@@ -709,8 +724,10 @@ def _split_override(arg: str) -> tuple[str, str]:
     return key, value
 
 
-def _check_override_key(key: str, raw: dict) -> None:
-    """Check that a dotted override key names an existing field (with a suggestion when it does not)."""
+def _check_override_key(key: str, raw: dict, types: dict[str, str] | None = None) -> None:
+    """Check that a dotted override key names an existing field (with a suggestion when it does not); ``types``:
+    the choice types other overrides of the same command set (``{"scheduler": "diffuser"}`` from
+    ``--scheduler.type=diffuser``), so a choice type and its fields compose in one command."""
     tp: Any = DpotTrainConfig
     node: Any = raw
     parts = key.split(".")
@@ -721,7 +738,10 @@ def _check_override_key(key: str, raw: dict) -> None:
         if hasattr(tp, "get_known_choices") and isinstance(node, dict):
             if part == "type":
                 return
-            tp = _choice_class(tp, node, ".".join(parts[:depth]))
+            prefix = ".".join(parts[:depth])
+            if (types or {}).get(prefix) is not None:
+                node = {**node, "type": types[prefix]}
+            tp = _choice_class(tp, node, prefix)
         names = {f.name for f in dataclasses.fields(tp) if f.init} | {"path"}
         if part not in names:
             prefix = ".".join(parts[:depth])
@@ -732,6 +752,50 @@ def _check_override_key(key: str, raw: dict) -> None:
             return
         tp = typing.get_type_hints(tp)[part]
         node = node.get(part, {}) if isinstance(node, dict) else {}
+
+
+_ELEMENT = re.compile(r"^--([\w.]+)\[(\d+)\](?:\.([\w.]+))?=(.*)$", re.S)
+
+
+def _apply_element_overrides(raw: dict, overrides: Sequence[str]) -> list[str]:
+    """Apply ``--a.b[i].c=value`` / ``--a.b[i]=value`` (one element of a list, e.g.
+    ``--ot.features[1].dim_slice=[0,4]``) to ``raw`` in place, the value read as JSON (else as a string); the other
+    overrides come back unchanged.
+    Raises UserError when the list is not in the config or has no element ``i`` (saying how to give it whole)."""
+    rest = []
+    for arg in overrides:
+        m = _ELEMENT.match(arg)
+        if m is None:
+            rest.append(arg)
+            continue
+        dotted, index, field_, text = m.group(1), int(m.group(2)), m.group(3), m.group(4)
+        where = f"--{dotted}[{index}]"
+        node: Any = raw
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, list):
+            raise UserError(f"{where}: {dotted} is not a list in the config file; give the whole list, e.g. "
+                            f"--{dotted}='[...]' (JSON)")
+        if not 0 <= index < len(node):
+            raise UserError(f"{where}: {dotted} has {len(node)} element(s) (0..{len(node) - 1}); give the whole list "
+                            f"with --{dotted}='[...]' to add one")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        if field_ is None:
+            node[index] = value
+        else:
+            target = node[index]
+            *head, last = field_.split(".")
+            for part in head:
+                target = target.setdefault(part, {}) if isinstance(target, dict) else None
+            if not isinstance(target, dict):
+                raise UserError(f"{where}.{field_}: element {index} of {dotted} is not an object")
+            target[last] = value
+    if len(rest) != len(overrides):
+        _check_tree("", raw, DpotTrainConfig)   # the edited elements' keys and types, as a file's
+    return rest
 
 
 def read_raw_config(raw: dict) -> dict:
@@ -769,9 +833,11 @@ def load_train_config(config_path: str | os.PathLike | None, overrides: Sequence
         _check_tree("", raw, DpotTrainConfig)
     overrides = [b for a in overrides for b in translate_override(a)]  # the fork's names (--ot.src_root=)
     _check_policy_override(overrides)
+    overrides = _apply_element_overrides(raw, overrides)
+    types = {k.removesuffix(".type"): v for k, v in map(_split_override, overrides) if k.endswith(".type")}
     for arg in overrides:
         key, _ = _split_override(arg)
-        _check_override_key(key, raw)
+        _check_override_key(key, raw, types)
     _apply_policy_defaults(raw, overrides)
     if "dataset" not in raw and not any(a.startswith("--dataset.") for a in overrides):
         raise UserError('dataset: missing; give the target dataset, e.g. "dataset": {"repo_id": "local/real", '

@@ -12,6 +12,7 @@ import json
 import logging
 from pathlib import Path
 
+from dpot.atomic import check_output_location
 from dpot.errors import UserErrorParser
 
 
@@ -28,7 +29,15 @@ def convert(src: str | Path, dst: str | Path) -> Path:
     from dpot.atomic import write_text
     from dpot.config import load_train_config, read_raw_config
 
-    load_train_config(src)  # the whole check (keys, types, values) before anything is written; warns once
+    # the whole check (keys, types, values) before anything is written; warns once. LeRobot's "device 'cuda' is not
+    # available, switching to 'cpu'" is about this machine, not the file: the file keeps its device
+    device_log = logging.getLogger("lerobot.configs.policies")
+    level = device_log.level
+    device_log.setLevel(logging.ERROR)
+    try:
+        load_train_config(src)
+    finally:
+        device_log.setLevel(level)
     quiet = logging.getLogger("dpot.fork_config")
     was, quiet.disabled = quiet.disabled, True  # the same warnings again: already printed by the load
     try:
@@ -47,6 +56,7 @@ def main(argv: list[str], command: str = "config") -> int:
     conv.add_argument("output")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    check_output_location(args.output, "OUT", directory=False)
     out = convert(args.input, args.output)
     print(f"wrote {out}")
     return 0

@@ -59,6 +59,7 @@ def test_noise_sd_reads_the_noise_not_the_trend():
            for s in range(20)]                                   # a strong early drop + noise sd 0.1
     assert np.mean(est) == pytest.approx(0.1, rel=0.1)
     assert noise.noise_sd([1.0, 1.0]) == 0.0
+    assert noise.rise_since_best([]) is None and noise.rise_since_best([(1, 1.0)]) is None   # nothing to compare
 
 
 def test_windows_end_where_the_late_window_starts():

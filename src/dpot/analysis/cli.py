@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from dpot import rundir
 from dpot.errors import UserError, UserErrorParser
 from dpot.rundir import CONFIG_FILE, METRICS_FILE, REPORT_HTML, REPORT_JSON, REPORT_MD
 
@@ -49,8 +50,15 @@ def _parser(command: str) -> argparse.ArgumentParser:
 
 
 def _default_out(run) -> Path:
+    """Where a report goes without ``--out``: the run's directory; for a W&B or TensorBoard log inside a dpot run
+    directory, next to that log (the dpot run's own report.md is the dpot run's, never replaced); else
+    ``reports/<run id>``."""
     if run.local_dir is not None:
-        return Path(run.local_dir)
+        local = Path(run.local_dir)
+        if run.kind != "dpot" and rundir.metrics_path(local).is_file():
+            log_path = Path(run.location)
+            return log_path if log_path.is_dir() else log_path.parent
+        return local
     return Path("reports") / run.run_id
 
 
@@ -67,6 +75,8 @@ def _report(args) -> int:
 
     lang = check_lang(args.lang)
     a = analyze(args.run, load_rules(args.rules), parent=args.parent)
+    for note in a.run.notes:   # a torn last line, renamed legacy metrics, ...: said on the console too
+        print(f"warning: {a.run.run_id}: {note}", file=sys.stderr)
     out = Path(args.out) if args.out else _default_out(a.run)
     plots = make_plots(a.run, a.summaries, a.rules)
     md = render_markdown(a, lang, plots=list(plots))
@@ -94,6 +104,9 @@ def _compare(args) -> int:
     from dpot.analysis.rules import load_rules
     from dpot.atomic import write_text
 
+    if len(args.runs) < 2:
+        raise UserError(f"RUN: dpot compare needs two or more runs, got one ({args.runs[0]}); for one run use "
+                        f"dpot report {args.runs[0]}")
     rules = load_rules(args.rules)
     analyses = [analyze(r, rules) for r in args.runs]
     data = compare(analyses, rules)

@@ -297,6 +297,8 @@ class EvalTooFrequent(Rule):
         unit = self.propose["round_to"]
         new = int(math.ceil(need / unit) * unit) if need >= unit else int(math.ceil(need))
         new = max(new, freq + 1)
+        if new > steps:       # never beyond the run's own length: one eval, at the end
+            new = int(steps)
         key = "eval_freq" if "eval_freq" in config or "eval_steps" not in config else "eval_steps"
         ev = {key: freq, "steps": steps, "evals": int(n_evals),
               "eval_share": _r(share, 3) if share is not None else None}
@@ -304,6 +306,12 @@ class EvalTooFrequent(Rule):
 
 
 # ------------------------------------------------------------------ OT rules
+
+def coupling_band(rules: dict) -> tuple[float, float]:
+    """The coupling's band, one source for the plots, the assessment and the rules: ``[ot_weak.min_pi_diag,
+    ot_strong.max_pi_diag]`` of rules.toml (below it ``ot_weak`` fires, above it sustained ``ot_strong`` does)."""
+    return (rules.get("ot_weak", {}).get("min_pi_diag", 0.1), rules.get("ot_strong", {}).get("max_pi_diag", 0.4))
+
 
 def coupling_key(ot) -> tuple[str, str]:
     """``(series key, name)`` of the coupling's strength: ``train/ot_pi_diag`` (the mass on the partner pairs), or

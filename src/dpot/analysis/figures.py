@@ -14,6 +14,7 @@ import numpy as np
 
 from dpot.analysis import cfgkeys, noise
 from dpot.analysis.aliases import cost_prefix, label
+from dpot.analysis.diagnose import coupling_band
 from dpot.analysis.plans import PlanSnapshot
 
 MAX_POINTS = 2500
@@ -238,7 +239,7 @@ def fig_plan(plans: list[PlanSnapshot]) -> dict | None:
 
 def report_figures(run, summaries, rules, plans: list[PlanSnapshot]) -> dict[str, dict]:
     """``{id: figure}`` of a run's report page, curves first, then OT at a glance (absent ones left out)."""
-    band = rules.get("ot_weak", {}).get("target_band", [0.1, 0.2])
+    band = coupling_band(rules)
     # two columns on a wide screen: curves on the left, OT at a glance beside them
     figs = {"losses": fig_losses(run, summaries), "ot_plan": fig_plan(plans),
             "grad_norm": fig_single(run, "train/grad_norm", "grad norm", True), "ot_mass": fig_ot_mass(run, band),

@@ -131,10 +131,10 @@ FINDINGS = {
               "{best_step}（最佳窗口中心）的检查点；加强正则化（weight decay）或缩短训练。"},
     "schedule_mismatch": {
         "en": "The LR schedule ({scheduler}) cannot do what its config says within the run: warmup {warmup} of "
-              "{steps} steps ({warmup_frac} of the run); the logged LR reached {lr_reached_frac} of the base LR. "
-              "Shorten the warmup.",
+              "{steps} steps ({warmup_frac}× the run's length); the logged LR reached {lr_reached_frac} of the base "
+              "LR. Shorten the warmup.",
         "zh": "学习率调度（{scheduler}）在本次运行内无法按配置执行：预热 {warmup} 步，总共 {steps} 步（占 "
-              "{warmup_frac}）；记录的学习率只达到基础学习率的 {lr_reached_frac}。请缩短预热。"},
+              "{warmup_frac}× 运行长度）；记录的学习率只达到基础学习率的 {lr_reached_frac}。请缩短预热。"},
     "plateau": {
         "en": "Diminishing returns on {metric}: gain {first_half_gain} in the first half "
               "({first_half_gain_noise_units} noise units) vs {second_half_gain} in the second "

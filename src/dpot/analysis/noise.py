@@ -116,7 +116,10 @@ def noise_sd(values: list[float]) -> float:
 def windows(series: list[tuple[int, float]], frac: float = LATE_FRAC, min_points: int = MIN_POINTS
             ) -> tuple[list[Window], Window]:
     """``(earlier windows, late window)``: the late window and the non-overlapping windows of its length before
-    it, aligned to end where it starts (a shorter remainder at the start is dropped)."""
+    it, aligned to end where it starts (a shorter remainder at the start is dropped). ``series`` must not be
+    empty."""
+    if not series:
+        raise ValueError("windows of an empty series")
     w = window_size(len(series), frac, min_points)
     late = Window.of(series[len(series) - w:])
     earlier, end = [], len(series) - w
@@ -156,6 +159,8 @@ def compare(before: Window, after: Window, noise: float, k: int = 1, alpha: floa
 def rise_since_best(series: list[tuple[int, float]], frac: float = LATE_FRAC, min_points: int = MIN_POINTS,
                     alpha: float = ALPHA) -> Comparison | None:
     """The late window against the best (lowest-mean) earlier window; None without an earlier window."""
+    if len(series) < 2:
+        return None
     earlier, late = windows(series, frac, min_points)
     if not earlier:
         return None

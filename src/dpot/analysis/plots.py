@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from dpot.analysis import noise  # noqa: E402
 from dpot.analysis.aliases import cost_prefix, label  # noqa: E402
+from dpot.analysis.diagnose import coupling_band  # noqa: E402
 from dpot.analysis.figures import ot_mass_keys  # noqa: E402
 
 EVAL_KEY = "eval/offline_eval/avg_loss"
@@ -114,7 +115,7 @@ def plot_step_time(run) -> bytes | None:
 
 def make_plots(run, summaries, rules) -> dict[str, bytes]:
     """``{file name: PNG bytes}`` for the plots this run's metrics allow."""
-    band = rules.get("ot_weak", {}).get("target_band", [0.1, 0.2])
+    band = coupling_band(rules)
     out = {}
     for name, png in (("curves.png", plot_curves(run, summaries)), ("ot.png", plot_ot(run, band)),
                       ("costs.png", plot_costs(run)), ("step_time.png", plot_step_time(run))):

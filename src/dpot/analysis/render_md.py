@@ -7,8 +7,10 @@ import math
 
 from dpot.analysis import cfgkeys
 from dpot.analysis.aliases import COST_PREFIXES
+from dpot.analysis.diagnose import coupling_band, coupling_key
 from dpot.analysis.i18n import finding_text, prose, t
 from dpot.analysis.summary import span_text
+from dpot.analysis.windows import late_window
 from dpot.rundir import CONFIG_FILE
 
 CORE = ["train/loss", "train/l1_loss", "train/grad_norm", "eval/offline_eval/avg_loss", "train/lr"]
@@ -129,6 +131,29 @@ def _overview(run, summaries) -> list[str]:
     return lines
 
 
+def _coupling_text(a, ids) -> str:
+    """The OT signal in one story: the coupling's late-window median (pi_diag, or the mass under the diagonal prior)
+    against the one band the plots shade and the rules use (:func:`dpot.analysis.diagnose.coupling_band`)."""
+    ot = cfgkeys.ot_settings(a.run.config)
+    key, name = coupling_key(ot)
+    series = [(st, v) for st, v in a.run.history.get(key, []) if math.isfinite(v)]
+    lo, hi = coupling_band(a.rules)
+    other = "" if ot.diagonal or "train/ot_pi_sum" not in a.summaries else (
+        f"pi_sum {fmt(a.summaries['train/ot_pi_sum'].smoothed_last)}, ")
+    if not series:
+        return other + f"{name} not logged"
+    late = [v for _, v in late_window(series)]
+    med = sorted(late)[len(late) // 2]
+    where = "below" if med < lo else ("above" if med > hi else "within")
+    txt = f"{other}{name} late-window median {fmt(med)}: {where} the band [{lo:g}, {hi:g}]"
+    if where == "above":
+        share = sum(v > hi for v in late) / len(late)
+        need = a.rules.get("ot_strong", {}).get("sustained_frac", 0.8)
+        txt += f" (above it in {share:.0%} of the late window; ot_strong fires from {need:.0%})"
+    flags = [i for i in ("ot_weak", "ot_mass_destroyed", "ot_strong", "cost_dominance") if i in ids]
+    return txt + (f" — {', '.join(flags)}" if flags else "")
+
+
 def _assessment(a, lang) -> list[str]:
     ids = {f.id: f for f in a.findings}
     s = a.summaries
@@ -147,13 +172,7 @@ def _assessment(a, lang) -> list[str]:
         g = s["train/grad_norm"]
         out.append(f"- {t(lang, 'stability')}: grad_norm {fmt(g.first)} → {fmt(g.last)}, no spikes")
     if "train/ot_pi_sum" in s or "train/ot_pi_diag" in s:
-        ps, pd = s.get("train/ot_pi_sum"), s.get("train/ot_pi_diag")
-        txt = f"pi_sum {fmt(ps.smoothed_last) if ps else 'n/a'}, pi_diag {fmt(pd.smoothed_last) if pd else 'n/a'}"
-        if cfgkeys.ot_settings(a.run.config).diagonal:
-            txt = (f"plan mass pi_sum {fmt(ps.smoothed_last) if ps else 'n/a'} (diagonal prior: pi_diag = pi_sum by "
-                   "construction; the mass carries the coupling)")
-        flags = [i for i in ("ot_weak", "ot_mass_destroyed", "ot_strong", "cost_dominance") if i in ids]
-        out.append(f"- {t(lang, 'ot_signal')}: {txt}" + (f" — {', '.join(flags)}" if flags else " — in range"))
+        out.append(f"- {t(lang, 'ot_signal')}: {_coupling_text(a, ids)}")
     if "lr_flat" in ids:
         out.append(f"- {t(lang, 'lr')}: {finding_text(lang, ids['lr_flat'])}")
     elif "train/lr" in s:

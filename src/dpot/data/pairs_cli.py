@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dpot.atomic import check_output_location
 from dpot.errors import UserError, UserErrorParser
 
 LABEL_KEYS = {"state": "observation.state", "action": "action"}
@@ -68,16 +69,20 @@ def main(argv: list[str], command: str = "pairs") -> int:
     parser = UserErrorParser(prog="dpot pairs", description=__doc__,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="action", required=True, metavar="{build}")
-    b = sub.add_parser("build", help="compute a DTW pair file")
-    b.add_argument("--source", required=True)
-    b.add_argument("--target", required=True)
-    b.add_argument("--label", choices=sorted(LABEL_KEYS), default="action")
-    b.add_argument("--dims")
-    b.add_argument("--top-k", type=int, required=True)
-    b.add_argument("--window", type=int)
-    b.add_argument("--stride", type=int, default=1)
-    b.add_argument("--dtw", choices=["auto", "dpot", "dtaidistance"], default="auto")
-    b.add_argument("--out", required=True)
+    b = sub.add_parser("build", help="compute a DTW pair file", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("--source", required=True, metavar="ROOT", help="the source (sim) LeRobot dataset's root")
+    b.add_argument("--target", required=True, metavar="ROOT", help="the target (real) LeRobot dataset's root")
+    b.add_argument("--label", choices=sorted(LABEL_KEYS), default="action",
+                   help="the sequence DTW aligns: observation.state or action (default: action)")
+    b.add_argument("--dims", metavar="LO:HI", help="dims [LO, HI) of the label's last axis (default: all)")
+    b.add_argument("--top-k", type=int, required=True, metavar="K",
+                   help="keep the K closest source demos of each target episode")
+    b.add_argument("--window", type=int, metavar="W", help="Sakoe-Chiba band of W frames (default: none)")
+    b.add_argument("--stride", type=int, default=1, metavar="S", help="align every S-th frame (default: 1)")
+    b.add_argument("--dtw", choices=["auto", "dpot", "dtaidistance"], default="auto",
+                   help="DTW implementation: dtaidistance's C code when installed (auto), or dpot's own")
+    b.add_argument("--out", required=True, metavar="FILE", help="the pair file to write (atomically, at the end)")
     args = parser.parse_args(argv)
     from dpot.data.pairs import build_pair_info, dtw_function, write_pair_file, zscore
 
@@ -85,6 +90,7 @@ def main(argv: list[str], command: str = "pairs") -> int:
         raise UserError(f"--top-k: must be >= 1, got {args.top_k}")
     if args.stride < 1 or (args.window is not None and args.window < 0):
         raise UserError("--stride: must be >= 1" if args.stride < 1 else "--window: must be >= 0")
+    check_output_location(args.out, "--out", directory=False)   # before the DTW work, not after it
     key, dims = LABEL_KEYS[args.label], _dims(args.dims)
     tgt = read_sequences(args.target, key, dims, "--target")
     src = read_sequences(args.source, key, dims, "--source")

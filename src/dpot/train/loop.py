@@ -38,6 +38,7 @@ from torch import nn
 
 from dpot import metric_names as mn
 from dpot import rundir
+from dpot.atomic import check_output_location
 from dpot.data.cotrain import (
     CoTrainBatchSampler,
     CoTrainDataset,
@@ -206,10 +207,10 @@ def _prepare_eval_batch(raw: dict, preprocessor, image_keys: list[str]) -> dict:
 
 def check_run(cfg) -> tuple[RunInputs, Path, Path | None]:
     """All input checks before anything is written: ``(inputs, output_dir, checkpoint to resume or None)``."""
-    inputs = check_inputs(cfg)
     if cfg.output_dir is None:
         cfg.output_dir = _default_output_dir(cfg)
-    out_dir = Path(cfg.output_dir)
+    out_dir = check_output_location(cfg.output_dir, "output_dir", directory=True)   # before any other work
+    inputs = check_inputs(cfg)
     resume_ckpt = None
     if cfg.resume:
         resume_ckpt = ckpt_mod.resume_checkpoint(out_dir)
