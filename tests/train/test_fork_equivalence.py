@@ -400,3 +400,13 @@ def test_act_fork_file_trains_with_the_fork_plan(toy_data, tmp_path, monkeypatch
     cfg["use_policy_training_preset"] = True
     out, calls = _captured_training(toy_data, tmp_path, monkeypatch, cfg, act=True)
     _check_real_batches(cfg, calls, out, heuristic=True)
+
+
+def test_config_convert_writes_the_explicit_keys(tmp_path):
+    raw = fork_config(label_slice=(0, 2))
+    (tmp_path / "fork.json").write_text(json.dumps(raw))
+    assert dpot_main(["config", "convert", str(tmp_path / "fork.json"), str(tmp_path / "dpot.json")]) == 0
+    ot = json.loads((tmp_path / "dpot.json").read_text())["ot"]
+    assert (ot["prior"], ot["cost_norm"]) == ("diagonal", "none")
+    assert [f.get("time_index") for f in ot["features"]] == [-1, -1, 0]
+    assert ot["features"][-1]["normalized"] is False
