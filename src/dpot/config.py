@@ -37,6 +37,7 @@ from dpot.errors import UserError, did_you_mean
 from dpot.fork_config import lerobot_key_notes, translate_fork_config, translate_override
 from dpot.ot.registry import method_names
 from dpot.rundir import CONFIG_FILE
+from dpot.train.precheck import check_learning_rate, read_config_file, split_train_args
 
 __all__ = [
     "OTFeatureConfig",
@@ -693,9 +694,7 @@ def _check_learning_rates(cfg: DpotTrainConfig) -> None:
     if cfg.optimizer is not None and hasattr(cfg.optimizer, "lr"):
         where.append(("optimizer.lr", cfg.optimizer.lr))
     for name, lr in where:
-        if isinstance(lr, (int, float)) and not lr > 0:
-            raise _err(name, f"must be > 0, got {lr}; a diffusion policy trains at 1e-4 to 3e-4, ACT at 1e-5 "
-                             "(0 would train nothing)")
+        check_learning_rate(name, lr)
 
 
 # the policy types the trainer supports (dpot.policy.features re-expresses the diffusion loss); the one place to
@@ -704,14 +703,17 @@ def _check_learning_rates(cfg: DpotTrainConfig) -> None:
 
 def check_policy_type(policy_type: str) -> None:
     """Raise UserError (``policy.type: '<type>' is not supported by dpot train; supported types: act,
-    diffusion``) for a LeRobot policy type without a dpot policy hook (:func:`dpot.policy.supported_policy_types`);
-    a name LeRobot does not know is left to the key check (did-you-mean)."""
+    diffusion``) for a LeRobot policy type without a dpot policy hook (:func:`dpot.policy.supported_policy_types`),
+    and ``policy.type: unknown '<type>' (did you mean ...)`` for a name LeRobot does not know."""
     from lerobot.configs.policies import PreTrainedConfig
 
-    from dpot.policy import get_hook
+    from dpot.policy import get_hook, supported_policy_types
 
-    if policy_type in PreTrainedConfig.get_known_choices():
-        get_hook(policy_type)
+    known = PreTrainedConfig.get_known_choices()
+    if policy_type not in known:
+        raise _err("policy.type", f"unknown '{policy_type}'{did_you_mean(policy_type, known)}; dpot train supports "
+                                  f"{', '.join(supported_policy_types())}")
+    get_hook(policy_type)
 
 
 # ------------------------------------------------------------------------------------------ load / save
@@ -817,17 +819,7 @@ def load_train_config(config_path: str | os.PathLike | None, overrides: Sequence
 
     raw: dict = {}  # edited in place by _check_tree (derived keys dropped), then handed to draccus
     if config_path is not None:
-        path = Path(config_path)
-        if not path.is_file():
-            raise UserError(f"--config_path: {path} does not exist; give the path of a JSON config file")
-        try:
-            raw = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise UserError(f"--config_path: {path} is not valid JSON ({err.msg} at line {err.lineno}, "
-                            f"column {err.colno})") from None
-        if not isinstance(raw, dict):
-            raise UserError(f"--config_path: {path} must hold a JSON object")
-        raw = read_raw_config(raw)
+        raw = read_raw_config(read_config_file(config_path))
         if isinstance(raw.get("policy"), dict) and isinstance(raw["policy"].get("type"), str):
             check_policy_type(raw["policy"]["type"])  # before its keys are checked against another policy's
         _check_tree("", raw, DpotTrainConfig)
@@ -900,15 +892,7 @@ def _one_line_draccus_error(err: Exception) -> str:
 
 def parse_train_args(argv: Sequence[str]) -> DpotTrainConfig:
     """Parse ``dpot train`` arguments: ``--config_path=PATH`` (optional) plus ``--a.b=c`` overrides."""
-    config_path = None
-    overrides: list[str] = []
-    for arg in argv:
-        if arg.startswith("--config_path="):
-            config_path = arg.split("=", 1)[1]
-        elif arg == "--config_path":
-            raise UserError("--config_path: write it as --config_path=PATH")
-        else:
-            overrides.append(arg)
+    config_path, overrides = split_train_args(argv)
     return load_train_config(config_path, overrides)
 
 

@@ -99,3 +99,29 @@ def test_one_list_element_is_overridden_by_index(tmp_path):
         load_train_config(path, ["--ot.features[1].dim_slise=[0,4]"])
     with pytest.raises(UserError, match=r"^--ot.features\[0\]: ot.features is not a list in the config file; give "):
         load_train_config(_write(tmp_path, BASE), ["--ot.features[0].weight_embed=0.5"])
+
+
+def test_light_mistakes_are_caught_before_lerobot_is_imported(tmp_path):
+    """dpot train's pre-check (dpot.train.precheck) answers these without LeRobot's ~5 s of imports: the same error
+    lines the full load gives (benchmarks/config_errors.py times them)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "a_file").write_text("x")
+    cfg = _write(tmp_path, BASE)
+    probe = ("import sys\nfrom dpot.cli import main\nrc = main(sys.argv[1:])\n"
+             "print('LEROBOT' if any(m.startswith('lerobot') for m in sys.modules) else 'LIGHT', rc)")
+    for extra, line in ((["--policy.optimizer_lr=-1"], "error: policy.optimizer_lr: must be > 0"),
+                        (["--output_dir=a_file"], "error: output_dir: a_file is a file"),
+                        (["--dataset.root=data/none"], "error: dataset.root: data/none does not exist"),
+                        (["--ot.loss_config.reg=0.1", "--optimizer.lr=0"], "error: optimizer.lr: must be > 0")):
+        res = subprocess.run([sys.executable, "-c", probe, "train", f"--config_path={cfg}", *extra], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=120)
+        assert res.stdout.split() == ["LIGHT", "2"], (extra, res.stdout, res.stderr[-500:])
+        assert res.stderr.strip().splitlines()[-1].startswith(line), res.stderr
+
+
+def test_an_unknown_policy_type_names_the_near_one(tmp_path):
+    with pytest.raises(UserError, match=r"^policy.type: unknown 'vqbett' \(did you mean 'vqbet'\?\); dpot train "
+                                        r"supports act, diffusion"):
+        load_train_config(_write(tmp_path, BASE), ["--policy.type=vqbett"])

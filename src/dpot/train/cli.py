@@ -71,8 +71,7 @@ def main(argv: list[str] | None = None, command: str = "train") -> int:
     Raises:
         UserError: a bad config or input (the ``dpot`` CLI prints it as one ``error:`` line, exit 2).
     """
-    from dpot.config import parse_train_args
-    from dpot.train.loop import train
+    from dpot.train.precheck import precheck
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):
@@ -85,6 +84,10 @@ def main(argv: list[str] | None = None, command: str = "train") -> int:
               "scheduler.*, use_policy_training_preset, steps, batch_size, log_freq, save_freq, seed, wandb.*,\n"
               "resume, output_dir); reference: docs/architecture.md, 'Config reference'.")
         return 0
+    precheck(argv)   # the checks that need no LeRobot, before its ~5 s of imports (dpot.train.precheck)
+    from dpot.config import parse_train_args
+    from dpot.train.loop import train
+
     configure_logging()
     cfg = parse_train_args(argv)
     train(cfg)

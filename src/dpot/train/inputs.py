@@ -32,6 +32,7 @@ import torch
 from dpot.data.regions import META_FILE as REGIONS_FILE
 from dpot.data.regions import episode_regions, region_partners
 from dpot.errors import UserError
+from dpot.train.precheck import check_dataset_root
 
 IMG_PREFIX = "observation.images."
 STATS_KEYS = ("mean", "std", "min", "max", "count")
@@ -66,12 +67,7 @@ def dataset_root(ds_cfg, field: str) -> Path:
 
     if not ds_cfg.repo_id:
         raise UserError(f"{field}.repo_id: missing; give a name such as local/sim and {field}.root=PATH")
-    root = Path(ds_cfg.root) if ds_cfg.root else Path(HF_LEROBOT_HOME) / ds_cfg.repo_id
-    if not root.exists():
-        raise UserError(f"{field}.root: {root} does not exist; generate the dataset first or fix the path")
-    if not (root / "meta" / "info.json").is_file():
-        raise UserError(f"{field}.root: {root} is not a LeRobot dataset (no meta/info.json)")
-    return root
+    return check_dataset_root(Path(ds_cfg.root) if ds_cfg.root else Path(HF_LEROBOT_HOME) / ds_cfg.repo_id, field)
 
 
 def open_meta(ds_cfg, field: str):
