@@ -18,7 +18,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "dpot"
 OWNER = {name: "rundir.py" for name in (
     "train_config.json", "ot_terms.json", "ot_plans", "checkpoints", "pretrained_model", "training_state",
     "training_step.json", "model.safetensors", "dpot_state.json", "dtw_cache.npz", "report.md", "report.html",
-    "report.json")}
+    "report.json", "dtw_pairs.json", "lineage.json")}
 OWNER["metrics.jsonl"] = "metrics_log.py"
 # an English word too: a name only as a whole literal or next to a "/" ("<run>/checkpoints/<step>")
 WORDS = {"checkpoints"}

@@ -53,6 +53,8 @@ PLANS_DIR = "ot_plans"
 PLAN_PREFIX, PLAN_SUFFIX = "step_", ".npz"
 TENSORBOARD_DIR = "tensorboard"
 DTW_CACHE_FILE = "dtw_cache.npz"
+DTW_PAIRS_FILE = "dtw_pairs.json"          # dpot's own DTW pairs of a run (a pair file; resume reads it back)
+LINEAGE_FILE = "lineage.json"              # a search / proposal folder's tree of runs (autopilot, dpot propose)
 CHECKPOINTS_DIR = "checkpoints"
 LAST_LINK = "last"
 MODEL_DIR = "pretrained_model"             # LeRobot's names inside a checkpoint
@@ -65,7 +67,8 @@ REPORT_MD, REPORT_HTML, REPORT_JSON = "report.md", "report.html", "report.json"
 LOGS_DIR = "logs"
 
 __all__ = [
-    "CHECKPOINTS_DIR", "CONFIG_FILE", "DPOT_STATE_FILE", "DTW_CACHE_FILE", "LAST_LINK", "LOGS_DIR", "METRICS_FILE",
+    "CHECKPOINTS_DIR", "CONFIG_FILE", "DPOT_STATE_FILE", "DTW_CACHE_FILE", "DTW_PAIRS_FILE", "LAST_LINK",
+    "LINEAGE_FILE", "LOGS_DIR", "METRICS_FILE",
     "MODEL_DIR", "PLANS_DIR", "POLICY_CONFIG_FILE", "REPORT_HTML", "REPORT_JSON", "REPORT_MD", "STATE_DIR",
     "STEP_FILE", "TENSORBOARD_DIR", "TERMS_FILE", "WEIGHTS_FILE", "Launch", "bench_result_path", "check_launcher",
     "checkpoint_dir", "checkpoint_name", "checkpoint_steps", "checkpoints_root", "child_env", "config_path",

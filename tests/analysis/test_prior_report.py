@@ -121,3 +121,18 @@ def test_the_rollback_trigger_reads_the_mass_under_the_diagonal_prior(tmp_path):
         a = analyze(str(path), load_rules())
         props = build_proposals(a.run, a.findings, load_rules(), str(path))
         assert props and all(any(t.startswith(key) for t in p.rollback_triggers) for p in props)
+
+
+def test_a_fork_runs_wandb_config_is_read_in_dpot_keys():
+    """A W&B run logged by the fork: its config's ot block is the fork's; the reader translates it, so the rules
+    know the diagonal prior and the plain squared distances, and its metric names already mean the fork's."""
+    from dpot.analysis import cfgkeys
+    from dpot.analysis.readers import _train_config_of
+
+    fork = {"policy": {"type": "diffusion"},
+            "ot": {"enable": True, "src_root": "data/sim", "lambda_ot": 0.1,
+                   "loss_config": {"reg": 0.02, "tau_src": 0.01, "tau_tgt": 0.01, "heuristic": True,
+                                   "features": [{"src_key": "action", "tgt_key": "action", "dim_slice": [0, 8],
+                                                 "weight_label": 0.02, "use_learned_embed": False}]}}}
+    ot = cfgkeys.ot_settings(_train_config_of(fork))
+    assert (ot.prior, ot.cost_norm, ot.reg) == ("diagonal", "none", 0.02)

@@ -33,8 +33,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
                           "run's own dir, else reports/<run id>)",
                 "compare": "output directory for compare.md, compare.json and the interactive compare.html "
                            "(default: print only)",
-                "propose": "output directory for the next configs <name>.json, lineage.json and proposals.json "
-                           "(required)"}[command]
+                "propose": f"output directory for the next configs <name>.json, {rundir.LINEAGE_FILE} and "
+                           "proposals.json (required)"}[command]
     p.add_argument("--out", metavar="DIR", help=out_help)
     p.add_argument("--rules", metavar="PATH",
                    help="TOML file overriding rule thresholds and proposed values (see dpot/analysis/rules.toml)")

@@ -18,6 +18,7 @@ from dpot.analysis import cfgkeys
 from dpot.analysis.diagnose import coupling_key
 from dpot.analysis.steps import steps_to
 from dpot.atomic import write_text
+from dpot.rundir import LINEAGE_FILE
 
 # The OT block a proposal adds to a parent without one (a plain LeRobot run): dpot's OTConfig defaults with the OT
 # term off. Spelled out because dpot.analysis never imports dpot.config; tests/analysis/test_cfgkeys.py checks that
@@ -256,7 +257,7 @@ def write_proposals(props: list[Proposal], out_dir: Path, parent_spec: str) -> l
     """Write ``<name>.json`` (complete config) per proposal, ``lineage.json`` and ``proposals.json``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    lineage_path = out_dir / "lineage.json"
+    lineage_path = out_dir / LINEAGE_FILE
     lineage = json.loads(lineage_path.read_text()) if lineage_path.exists() else {}
     for p in props:
         cfg = dict(p.config)

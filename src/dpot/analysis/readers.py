@@ -258,7 +258,7 @@ def _lineage_in(directory: Path) -> str | None:
     own = directory / "parent.json"
     if own.exists():
         return rundir.load_json_object(own).get("parent")
-    shared = directory.parent / "lineage.json"
+    shared = directory.parent / rundir.LINEAGE_FILE
     if shared.exists():
         entry = rundir.load_json_object(shared).get(directory.name)
         if isinstance(entry, dict) and entry.get("parent"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dpot import rundir
 from dpot.errors import UserErrorParser
 
 
@@ -22,8 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     p = UserErrorParser(prog="dpot autopilot", description=__doc__,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config_path", required=True, help="base dpot train config (JSON); trained first as 'base'")
-    p.add_argument("--out", required=True, help="search directory: study.db, runs/, configs/, lineage.json, "
-                                                "autopilot.html")
+    p.add_argument("--out", required=True,
+                   help=f"search directory: study.db, runs/, configs/, {rundir.LINEAGE_FILE}, autopilot.html")
     p.add_argument("--iterations", type=int, default=3, help="propose/train rounds after the base run (default 3)")
     p.add_argument("--candidates", type=int, default=3,
                    help="at most this many proposals trained per iteration; > 2 uses successive halving (default 3)")

@@ -209,7 +209,7 @@ class Search:
                 lineage.write(self)
                 if state == "done":
                     reason = self.store.stop or ""
-                    self._say(f"autopilot: stopped ({reason}); lineage: {self.out / 'lineage.json'}, "
+                    self._say(f"autopilot: stopped ({reason}); lineage: {self.out / rundir.LINEAGE_FILE}, "
                               f"page: {self.out / 'autopilot.html'}")
                     return reason
                 if state == "wait":

@@ -85,6 +85,6 @@ def write(search) -> tuple[Path, Path]:
     from dpot.autopilot.html import render
 
     data = lineage(search)
-    p_json = write_text(search.out / "lineage.json", json.dumps(data, indent=2, default=str) + "\n")
+    p_json = write_text(search.out / rundir.LINEAGE_FILE, json.dumps(data, indent=2, default=str) + "\n")
     p_html = write_text(search.out / "autopilot.html", render(data))
     return p_json, p_html

@@ -78,7 +78,7 @@ def _policy_dir(policy_path: str | Path) -> Path:
 def _load(policy_dir: Path, device: str):
     from lerobot.policies.factory import get_policy_class, make_pre_post_processors
 
-    ptype = json.loads((policy_dir / "config.json").read_text()).get("type", "diffusion")
+    ptype = json.loads((policy_dir / POLICY_CONFIG_FILE).read_text()).get("type", "diffusion")
     policy = get_policy_class(ptype).from_pretrained(str(policy_dir))
     policy.config.device = device
     policy.to(device).eval()
@@ -90,7 +90,7 @@ def _load(policy_dir: Path, device: str):
 def _check_policy_features(policy_dir: Path, obs: str | None = None) -> str:
     """The observation mode the policy was trained on (from its ``observation.state`` shape: 4 = ``proprio``,
     7 = ``full``); UserError if its inputs match no benchmark observation or disagree with an explicit ``obs``."""
-    feats = json.loads((policy_dir / "config.json").read_text()).get("input_features", {})
+    feats = json.loads((policy_dir / POLICY_CONFIG_FILE).read_text()).get("input_features", {})
     state = feats.get("observation.state", {}).get("shape")
     by_dim = {len(names): mode for mode, names in OBS_MODES.items()}
     if state is None or len(state) != 1 or state[0] not in by_dim:
@@ -114,7 +114,7 @@ def _check_policy_features(policy_dir: Path, obs: str | None = None) -> str:
 def policy_layout(policy_dir: Path, layout: str | None = None) -> str:
     """``lerobot`` when the policy reads LeRobot's ``observation.image`` and no ``observation.images.*``, else
     ``dpot``; UserError when an explicit ``layout`` disagrees."""
-    feats = json.loads((policy_dir / "config.json").read_text()).get("input_features", {})
+    feats = json.loads((policy_dir / POLICY_CONFIG_FILE).read_text()).get("input_features", {})
     own = "lerobot" if LEROBOT_IMAGE_KEY in feats and not any(k.startswith("observation.images.") for k in feats) \
         else "dpot"
     if layout is not None and check_layout(layout) != own:

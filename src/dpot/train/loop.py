@@ -328,7 +328,7 @@ def build_run(cfg, *, accelerator=None) -> TrainRun:
         cfg.ot, src_lengths=dict(zip(src_table.episode.tolist(), src_table.length.tolist())),
         tgt_lengths=dict(zip(all_tgt.episode.tolist(), all_tgt.length.tolist())),
         trajectories=lambda: (_trajectories(tgt_ds, train_eps), _trajectories(src_ds, src_table.episode.tolist())),
-        cache_path=out_dir / "dtw_pairs.json" if main else None)
+        cache_path=out_dir / rundir.DTW_PAIRS_FILE if main else None)
     # frames delivered at the policy's resize_shape (resized once, when a video cache is built): the policy's own
     # Resize then has nothing left to do and a 480x640 batch moves 25x fewer bytes (within 0.5/255 of resizing
     # inside the policy; a no-op when the data already has that size)
