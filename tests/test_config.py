@@ -108,6 +108,11 @@ def test_empty_features_allowed_without_ot(tmp_path):
 def test_cli_bad_config_exit_2_one_line_no_traceback(tmp_path):
     cfg = json.loads(json.dumps(BASE))
     cfg["ot"]["tau_tgt"] = -1
+    for field in ("dataset", "source_dataset"):   # roots that pass dpot train's path pre-check: the value is the error
+        root = tmp_path / field
+        (root / "meta").mkdir(parents=True)
+        (root / "meta" / "info.json").write_text("{}")
+        cfg[field]["root"] = str(root)
     path = _write(tmp_path, cfg)
     proc = subprocess.run([sys.executable, "-m", "dpot", "train", f"--config_path={path}",
                            f"--output_dir={tmp_path / 'out'}"], capture_output=True, text=True, timeout=300)
