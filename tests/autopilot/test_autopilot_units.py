@@ -178,3 +178,18 @@ def test_the_search_identity_records_strategy_and_sampler(tmp_path):
     old = {k: v for k, v in sp.as_dict().items() if k not in spec.LATER_FIELDS}
     (tmp_path / spec.SPEC_FILE).write_text(json.dumps(old))
     assert spec.check_out_dir(tmp_path, spec.SearchSpec(**{**sp.as_dict(), "strategy": "both"})) is True
+
+
+def test_the_search_seed_changes_the_draws_and_none_keeps_the_old_ones():
+    from dpot.autopilot.sampling import make_sampler, sampler_seed
+
+    assert sampler_seed(None, 7, 2) == 7002                       # searches before --seed reproduce
+    assert sampler_seed(1, 7, 2) == sampler_seed(1, 7, 2)          # the same command draws the same
+    assert len({sampler_seed(s, 7, 2) for s in range(20)}) == 20   # different seeds, different draws
+    assert sampler_seed(1, 7, 2) != sampler_seed(1, 8, 2) != sampler_seed(1, 7, 3)
+    import optuna
+
+    def first_lr(seed):
+        study = optuna.create_study(sampler=make_sampler("tpe", seed))
+        return study.ask({"lr": optuna.distributions.FloatDistribution(1e-5, 1e-2, log=True)}).params["lr"]
+    assert first_lr(sampler_seed(1, 0, 0)) != first_lr(sampler_seed(2, 0, 0))

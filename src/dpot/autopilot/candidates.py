@@ -69,15 +69,16 @@ class Planner:
             ``rules`` strategy only).
         say: prints a progress line.
         strategy: ``rules`` | ``sampler`` | ``both`` (:data:`~dpot.autopilot.sampling.STRATEGIES`).
-        sampler: the model-based sampler (``tpe`` | ``gp`` | ``cmaes``).
+        sampler: the model-based sampler (one of :data:`dpot.autopilot.sampling.SAMPLERS`: ``tpe`` | ``gp``).
+        seed: the search's ``--seed`` (:func:`dpot.autopilot.sampling.sampler_seed`; None = the old fixed draws).
     """
 
     def __init__(self, store: TrialStore, dirs: SearchDir, steps: int, objective: Objective, candidates: int,
                  rules: str | None, explore: bool, say: Callable[[str], None], strategy: str = "both",
-                 sampler: str = "tpe"):
+                 sampler: str = "tpe", seed: int | None = None):
         self.store, self.dirs, self.steps, self.objective = store, dirs, steps, objective
         self.candidates, self.rules, self.explore, self.say = candidates, rules, explore, say
-        self.strategy, self.sampler = strategy, sampler
+        self.strategy, self.sampler, self.seed = strategy, sampler, seed
 
     # -------------------------------------------------------------- configs and enqueueing
 
@@ -252,7 +253,8 @@ class Planner:
         cands: list[Candidate] = []
         for i in range(tries):
             params = sampling.draw(self.store.study, self.store.storage, self.sampler, space,
-                                   seed=len(records) * 1000 + i, mark=self.store.mark_duplicate)
+                                   seed=sampling.sampler_seed(self.seed, len(records), i),
+                                   mark=self.store.mark_duplicate)
             cfg = sampling.apply_params(parent_cfg, params)
             digest = spec.config_digest({**cfg, "steps": self.steps})
             if digest in tried:

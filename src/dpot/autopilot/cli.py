@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
                         "diagnoses (then --no_explore's one-step moves); 'sampler' only samples around the base config")
     p.add_argument("--sampler", choices=("tpe", "gp"), default="tpe",
                    help="the model-based Optuna sampler of --strategy both|sampler (default tpe)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the sampler's draws: searches with different seeds draw differently, the same "
+                        "command draws the same (default: none, the fixed draws of earlier versions)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None, command: str = "autopilot") -> int:
                  steps=a.steps, objective=a.objective, storage=a.storage, launcher=a.launcher, rules=a.rules,
                  max_regression=a.max_regression, patience=a.patience, min_delta=a.min_delta, pruner=a.pruner,
                  bench_episodes=a.bench_episodes, bench_max_steps=a.bench_max_steps, explore=a.explore,
-                 strategy=a.strategy, sampler=a.sampler, quiet=a.quiet)
+                 strategy=a.strategy, sampler=a.sampler, seed=a.seed, quiet=a.quiet)
     search = Search(s)
     search.open()
     search.run()

@@ -139,7 +139,8 @@ class Search:
         """Work on ``study`` (created on ``storage``, an ``optuna.storages.BaseStorage``); needs ``self.steps``."""
         self.store = TrialStore(study, storage)
         self.planner = Planner(self.store, self.dirs, self.steps, self.objective, self.s.candidates, self.s.rules,
-                               self.s.explore, self._say, strategy=self.s.strategy, sampler=self.s.sampler)
+                               self.s.explore, self._say, strategy=self.s.strategy, sampler=self.s.sampler,
+                               seed=self.s.seed)
         self.runner = TrialRunner(self.s, self.objective, self.steps, self.dirs, self.store, self.planner, self._say)
         self.claimer = Claimer(self.store, self.out, self.worker, self._say)
 

@@ -91,6 +91,18 @@ def params_text(params: dict) -> str:
     return ", ".join(f"{k}={v}" if isinstance(v, bool) else f"{k}={float(f'{v:.4g}'):g}" for k, v in params.items())
 
 
+def sampler_seed(search_seed: int | None, n_records: int, i: int) -> int:
+    """The seed of the ``i``-th draw when the search holds ``n_records`` trials: ``n_records * 1000 + i`` without a
+    search seed (the draws before ``--seed`` existed: every search drew the same values), else a value mixed from
+    ``(search_seed, n_records, i)`` so that searches with different ``--seed`` draw differently and a rerun of the
+    same command draws the same."""
+    if search_seed is None:
+        return n_records * 1000 + i
+    import numpy as np
+
+    return int(np.random.SeedSequence([int(search_seed), int(n_records), int(i)]).generate_state(1)[0])
+
+
 def make_sampler(kind: str, seed: int):
     """The Optuna sampler ``kind`` (``tpe`` | ``gp``), seeded; each models the objective after 3 trials."""
     import optuna

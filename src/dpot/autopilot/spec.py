@@ -44,6 +44,7 @@ class Settings:
     explore: bool = True
     strategy: str = "both"
     sampler: str = "tpe"
+    seed: int | None = None
     poll_s: float = 0.5
     quiet: bool = False
 
