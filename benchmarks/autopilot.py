@@ -80,6 +80,7 @@ from pathlib import Path
 
 from dpot.atomic import write_text
 from dpot.autopilot import tools
+from dpot.autopilot.record import shown_state
 from dpot.autopilot.spec import Objective, parse_objective
 from dpot.errors import UserError
 from dpot.metrics_log import read_metrics
@@ -404,8 +405,8 @@ def run_autopilot(base: dict, work: Path, a) -> dict:
         raise SystemExit(f"autopilot failed (exit {rc}): see {work / 'autopilot.log'}")
     lin = json.loads((out / "lineage.json").read_text())
     vals = [n["objective"] for n in lin["nodes"] if isinstance(n["objective"], float)
-            and n["decision"] in ("kept", "best")]
-    order = [n["objective"] if isinstance(n["objective"], float) and n["decision"] in ("kept", "best")
+            and shown_state(n) in ("kept", "best")]
+    order = [n["objective"] if isinstance(n["objective"], float) and shown_state(n) in ("kept", "best")
              else float("nan") for n in lin["nodes"]]
     steps = sum(_steps(out / n["run"]) for n in lin["nodes"])
     best = (min(vals) if a.objective.direction == "min" else max(vals)) if vals else float("nan")
@@ -689,7 +690,7 @@ def best_runs(out: Path, doc: dict) -> str:
             parts = []
             lin = work / "autopilot" / "search" / "lineage.json"
             if lin.is_file():
-                nodes = [n for n in json.loads(lin.read_text())["nodes"] if n.get("decision") == "best"]
+                nodes = [n for n in json.loads(lin.read_text())["nodes"] if shown_state(n) == "best"]
                 if nodes:
                     n = nodes[-1]
                     cfg_path = work / "autopilot" / "search" / "configs" / f"{n['name']}.json"

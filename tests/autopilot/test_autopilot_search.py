@@ -63,14 +63,15 @@ def test_search_writes_lineage_and_page(killed_search):
     names = [n["name"] for n in doc["nodes"]]
     assert names == ["base", "it1a", "it1b"]
     for n in doc["nodes"]:
-        assert {"name", "parent", "changes", "diagnoses", "objective", "decision"} <= set(n)
-        assert n["decision"] in {"kept", "best", "rolled_back"}
+        assert {"name", "parent", "changes", "diagnoses", "objective", "decision", "shown"} <= set(n)
+        assert n["decision"] in {"kept", "rolled_back"}              # the stored decision, never a display state
+        assert n["shown"] in {"kept", "best", "rolled_back"}
         assert isinstance(n["objective"], float)
         assert (out / n["run"] / "train_config.json").exists() and (out / n["run"] / "metrics.jsonl").exists()
         assert n["report"] and (out / n["report"]).exists()      # each run's report, linked from the page
     assert node(doc, "base")["parent"] is None and node(doc, "it1b")["parent"] == "base"
-    assert [n["name"] for n in doc["nodes"] if n["decision"] == "best"] == [
-        min((n for n in doc["nodes"] if n["decision"] in ("kept", "best")), key=lambda n: n["objective"])["name"]]
+    assert [n["name"] for n in doc["nodes"] if n["shown"] == "best"] == [
+        min((n for n in doc["nodes"] if n["decision"] == "kept"), key=lambda n: n["objective"])["name"]]
     page = (out / "autopilot.html").read_text()
     for name in names:
         assert name in page

@@ -54,7 +54,7 @@ def test_diverging_candidate_is_rolled_back_and_next_iteration_starts_from_its_p
     rolled = {n["name"] for n in doc["nodes"] if n["decision"] in ("rolled_back", "retried")}
     assert not any(n["parent"] in rolled for n in doc["nodes"])                 # nothing grows from a rollback
     assert isinstance(base["objective"], float) and math.isfinite(base["objective"])
-    assert base["decision"] == "best" and doc["stop"].startswith("2 iteration(s) done")
+    assert (base["decision"], base["shown"]) == ("kept", "best") and doc["stop"].startswith("2 iteration(s) done")
     assert [r["iteration"] for r in doc["iterations"]] == [0, 1, 2]
     page = (out / "autopilot.html").read_text()
     assert all(n["name"] in page for n in doc["nodes"]) and "rolled_back" in page

@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 import math
 
-from dpot.autopilot.record import Decision, Shown
+from dpot.autopilot.record import Decision, Shown, shown_state
 
 # the colour of each decision a node shows (a halving rung that is not done is shown with the default)
 COLOURS = {Shown.BEST: "#1a7f37", Decision.KEPT: "#2f6fdd", Decision.ROLLED_BACK: "#cf222e",
@@ -43,7 +43,7 @@ def _tree(nodes: list[dict]) -> str:
         children.setdefault(n["parent"], []).append(n)
 
     def li(n: dict) -> str:
-        colour = COLOURS.get(n["decision"] or "", "#57606a")
+        colour = COLOURS.get(shown_state(n) or "", "#57606a")
         link = (f' <a href="{html.escape(n["report"])}">report</a>' if n.get("report")
                 else f' <a href="{html.escape(n["run"])}/">run dir</a>')
         why = (f"<div class=why>diagnoses: {', '.join(html.escape(d) for d in n['diagnoses'])}</div>"
@@ -82,7 +82,7 @@ def _chart(nodes: list[dict], objective: str) -> str:
     maximize = objective.endswith(":max")
     best_line, best = [], None
     for it in sorted(set(its)):
-        for v in (p[1] for p in pts if p[0] == it and p[2]["decision"] in (Decision.KEPT, Shown.BEST)):
+        for v in (p[1] for p in pts if p[0] == it and shown_state(p[2]) in (Decision.KEPT, Shown.BEST)):
             best = v if best is None else (max(best, v) if maximize else min(best, v))
         if best is not None:
             best_line.append(f"{sx(it):.1f},{sy(best):.1f}")
@@ -98,7 +98,7 @@ def _chart(nodes: list[dict], objective: str) -> str:
     if len(best_line) > 1:
         parts.append(f"<polyline fill='none' stroke='#1a7f37' stroke-width='2' points='{' '.join(best_line)}'/>")
     for it, v, n in pts:
-        colour = COLOURS.get(n["decision"] or "", "#57606a")
+        colour = COLOURS.get(shown_state(n) or "", "#57606a")
         parts.append(f"<circle cx='{sx(it):.1f}' cy='{sy(v):.1f}' r='5' fill='{colour}'><title>"
                      f"{html.escape(n['name'])}: {v:.4g} ({html.escape(str(n['decision']))})</title></circle>")
     parts.append("</svg>")

@@ -6,11 +6,14 @@ lineage.json::
     {"objective": "eval/offline_eval/avg_loss:min", "steps": S, "stop": reason | null,
      "iterations": [{"iteration": i, "parent": name, "best": name | null, "next_parent": name, ...}, ...],
      "nodes": [{"name", "parent", "changes": {"<key>": [old, new]}, "diagnoses": [rule ids], "objective",
-                "decision", "iteration", "kind", "title", "findings", "budget", "run", "report", ...}, ...]}
+                "decision", "shown", "iteration", "kind", "title", "findings", "budget", "run", "report", ...},
+               ...]}
 
-Decisions (:class:`~dpot.autopilot.record.Decision`, or one of :class:`~dpot.autopilot.record.Shown`): ``kept``
-(within the rollback tolerance of its parent), ``best`` (shown only: the kept run with the best objective of
-the whole search; ``became_parent`` marks every run an iteration started from),
+``decision`` is what the worker decided and stored (a :class:`~dpot.autopilot.record.Decision`, None while not
+done); ``shown`` is what the page shows (that decision, or one of :class:`~dpot.autopilot.record.Shown`; files
+written before ``shown`` existed had it in ``decision``: :func:`dpot.autopilot.record.shown_state` reads both).
+``shown`` values: ``kept`` (within the rollback tolerance of its parent), ``best`` (shown only: the kept run with
+the best objective of the whole search; ``became_parent`` marks every run an iteration started from),
 ``rolled_back`` (objective worse than the parent's best by more than the tolerance, or non-finite), ``retried``
 (unstable: retried with the LR halved as ``<name>-r``), ``pruned`` (stopped early by the pruner or not promoted by
 successive halving), ``failed`` (training exited with an error), ``training`` / ``queued`` (not done yet).
@@ -40,7 +43,7 @@ def nodes(search) -> list[dict]:
     for name, es in by_name.items():
         last = es[-1]
         r = last.record
-        shown: str | None = r.decision
+        shown: str | None = r.decision        # the display state; "decision" stays the stored one
         if last.state == TrialState.WAITING:
             shown = Shown.QUEUED
         elif last.state == TrialState.RUNNING:
@@ -51,7 +54,8 @@ def nodes(search) -> list[dict]:
         report = run_dir / rundir.REPORT_HTML
         out.append({
             "name": name, "parent": r.parent, "changes": r.changes, "diagnoses": r.diagnoses,
-            "objective": r.objective, "decision": shown, "iteration": r.iteration, "kind": r.kind,
+            "objective": r.objective, "decision": r.decision, "shown": shown, "iteration": r.iteration,
+            "kind": r.kind,
             "title": r.title, "findings": r.findings, "budget": r.budget,
             "parent_best": r.parent_best, "regression": r.regression,
             "rungs": [{"budget": x.record.budget, "objective": x.record.objective}
@@ -61,13 +65,13 @@ def nodes(search) -> list[dict]:
             "report": str(report.relative_to(search.out)) if report.exists() else None,
             "note": r.note or None, "became_parent": name in became_parent,
         })
-    kept = [n for n in out if n["decision"] == Decision.KEPT and isinstance(n["objective"], (int, float))]
+    kept = [n for n in out if n["shown"] == Decision.KEPT and isinstance(n["objective"], (int, float))]
     if kept:
         best = kept[0]
         for n in kept[1:]:
             if search.objective.better(n["objective"], best["objective"]):
                 best = n
-        best["decision"] = Shown.BEST
+        best["shown"] = Shown.BEST
     return out
 
 

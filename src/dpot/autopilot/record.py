@@ -49,6 +49,12 @@ class Shown(StrEnum):
     QUEUED = "queued"
 
 
+def shown_state(node: dict) -> str | None:
+    """A ``lineage.json`` node's display state: ``shown``, or ``decision`` in a file written before ``shown``
+    existed (it then held the display state)."""
+    return node.get("shown", node.get("decision"))
+
+
 def _number(v) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
