@@ -103,7 +103,7 @@ def test_one_list_element_is_overridden_by_index(tmp_path):
 
 def test_light_mistakes_are_caught_before_lerobot_is_imported(tmp_path):
     """dpot train's pre-check (dpot.train.precheck) answers these without LeRobot's ~5 s of imports: the same error
-    lines the full load gives (benchmarks/config_errors.py times them)."""
+    lines the full load gives (benchmarks/config_errors.py times them), dpot's own ot section included."""
     import subprocess
     import sys
 
@@ -114,7 +114,10 @@ def test_light_mistakes_are_caught_before_lerobot_is_imported(tmp_path):
     for extra, line in ((["--policy.optimizer_lr=-1"], "error: policy.optimizer_lr: must be > 0"),
                         (["--output_dir=a_file"], "error: output_dir: a_file is a file"),
                         (["--dataset.root=data/none"], "error: dataset.root: data/none does not exist"),
-                        (["--ot.loss_config.reg=0.1", "--optimizer.lr=0"], "error: optimizer.lr: must be > 0")):
+                        (["--ot.loss_config.reg=0.1", "--optimizer.lr=0"], "error: optimizer.lr: must be > 0"),
+                        (["--ot.regg=0.1"], "error: --ot.regg: unknown key (did you mean 'reg'?)"),
+                        (["--ot.reg=0"], "error: ot.reg: must be > 0 (entropic regularization)"),
+                        (["--ot.prior=diagonal", "--ot.heuristic=false"], "error: ot.prior: diagonal puts the plan")):
         res = subprocess.run([sys.executable, "-c", probe, "train", f"--config_path={cfg}", *extra], cwd=tmp_path,
                              capture_output=True, text=True, timeout=120)
         assert res.stdout.split() == ["LIGHT", "2"], (extra, res.stdout, res.stderr[-500:])
@@ -125,3 +128,16 @@ def test_an_unknown_policy_type_names_the_near_one(tmp_path):
     with pytest.raises(UserError, match=r"^policy.type: unknown 'vqbett' \(did you mean 'vqbet'\?\); dpot train "
                                         r"supports act, diffusion"):
         load_train_config(_write(tmp_path, BASE), ["--policy.type=vqbett"])
+
+
+def test_an_ot_key_in_the_file_gets_the_full_loads_message(tmp_path):
+    from dpot.train.precheck import precheck
+
+    cfg = {**BASE, "ot": {"lambda_ot": 0.1, "regg": 0.1}}
+    path = _write(tmp_path, cfg)
+    with pytest.raises(UserError) as light:
+        precheck([f"--config_path={path}"])
+    with pytest.raises(UserError) as full:
+        load_train_config(path)
+    want = "ot.regg: unknown key (did you mean 'reg'?); remove it or fix its name"
+    assert str(light.value) == str(full.value) == want

@@ -1,7 +1,8 @@
 """The checks of a ``dpot train`` command that need no LeRobot, run before its heavy imports (LeRobot's config
 classes and policies take ~5-7 s to import on a 2-core CPU): the arguments' shape, the config file (exists, is a
 JSON object; a LeRobot OT fork file is translated), the learning rates, the output location and the dataset roots
-given as paths. Each problem is the same one ``error:`` line the full load gives (:mod:`dpot.config` and
+given as paths, dpot's own ``ot`` section (:mod:`dpot.config_ot`). Each problem is the same one ``error:`` line the
+full load gives (:mod:`dpot.config` and
 :mod:`dpot.train.inputs` call the same functions), only seconds earlier; everything else is checked after the
 imports as before. This module imports nothing heavier than the standard library and dpot's light modules.
 """
@@ -96,11 +97,44 @@ def precheck(argv: Sequence[str]) -> None:
             node = node.get(part) if isinstance(node, dict) else None
         return node
 
+    # the full load's order: the config's own values first, then the output location, then the datasets
     for key in LR_KEYS:
         check_learning_rate(key, get(key))
+    check_ot_section(raw.get("ot"), {k[3:]: v for k, v in values.items() if k.startswith("ot.")})
     if get("output_dir") and get("resume") not in (True, "true"):
         check_output_location(str(get("output_dir")), "output_dir", directory=True)
     for field in ("dataset", "source_dataset"):
         root = get(f"{field}.root")
         if isinstance(root, str) and root:
             check_dataset_root(root, field)
+
+
+def check_ot_section(ot_raw, overrides: dict) -> None:
+    """dpot's ``ot`` section without LeRobot (:mod:`dpot.config_ot`): unknown keys (a file's or an override's, the
+    same messages as the full load) and the values ``OTConfig.validate`` judges (not ``ot.method``: its registry
+    imports torch). A section draccus cannot decode here (types, legacy keys) is left to the full load."""
+    import dataclasses
+
+    import draccus
+
+    from dpot.config_ot import OTConfig
+    from dpot.errors import did_you_mean
+    from dpot.rundir import CONFIG_FILE
+
+    names = {f.name for f in dataclasses.fields(OTConfig)}
+    section = dict(ot_raw) if isinstance(ot_raw, dict) else {}
+    for key in section:
+        if key not in names:
+            raise UserError(f"ot.{key}: unknown key{did_you_mean(key, names)}; remove it or fix its name")
+    for key, value in overrides.items():
+        top = key.split(".", 1)[0].split("[", 1)[0]
+        if top not in names:
+            raise UserError(f"--ot.{top}: unknown key{did_you_mean(top, names)}; see the config reference in "
+                            f"docs/architecture.md or a saved {CONFIG_FILE}")
+        if "." not in key and "[" not in key:
+            section[key] = value
+    try:
+        cfg = draccus.decode(OTConfig, section)
+    except Exception:  # noqa: BLE001 - types and legacy keys: the full load gives their one-line errors
+        return
+    cfg.validate("ot", check_method=False)
