@@ -20,7 +20,7 @@ from pathlib import Path
 
 from dpot.analysis import cfgkeys
 from dpot.analysis.i18n import finding_text, prose, t
-from dpot.analysis.render_md import CORE, OT_KEYS, appendix_ot, fmt, seen_keys
+from dpot.analysis.render_md import CORE, OPTIONAL_OT_KEYS, OT_KEYS, appendix_ot, fmt, seen_keys
 from dpot.analysis.summary import span_text
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:0;color:#222;background:#fff}
@@ -123,7 +123,8 @@ def summary_table(a, lang: str) -> str:
     run = a.run
     keys = list(CORE)
     if cfgkeys.ot_settings(run.config).present or any(k.startswith("train/ot_") for k in run.history):
-        keys += OT_KEYS + sorted(k for k in run.history if k.startswith(("train/ot_cost", "train/ot_embed_spread")))
+        keys += [k for k in OT_KEYS if k in run.history or k not in OPTIONAL_OT_KEYS]
+        keys += sorted(k for k in run.history if k.startswith(("train/ot_cost", "train/ot_embed_spread")))
     head = "<tr><th>metric</th><th>first</th><th>last</th><th>Δ%</th><th>best@step</th><th>trend</th></tr>"
     rows = []
     for k in keys:

@@ -20,6 +20,9 @@ COST_NORM_TEXT = {"none": "plain squared distances, as the fork", "dim": "square
                   "median": "squared distance / feature count / batch median"}
 OT_KEYS = ["train/ot_loss", "train/ot_loss_scaled", "train/ot_pi_sum", "train/ot_pi_diag", "train/ot_pi_diag_frac",
            "train/ot_pi_pair_cv", "train/ot_skipped"]
+# listed only when logged (dpot's own quantities: a fork run has no ot_loss_scaled, a run without the diagonal prior
+# no ot_pi_pair_cv): "not logged" would be noise
+OPTIONAL_OT_KEYS = {"train/ot_loss_scaled", "train/ot_pi_pair_cv"}
 SOLVER_KEYS = ["train/ot_sinkhorn_iters", "train/ot_sinkhorn_maxed"]   # listed when logged (runs before them did not)
 
 
@@ -193,7 +196,8 @@ def render_markdown(a, lang: str = "en", proposal_paths: dict | None = None, plo
     keys = list(CORE)
     has_ot = cfgkeys.ot_settings(run.config).present or any(k.startswith("train/ot_") for k in run.history)
     if has_ot:
-        keys += OT_KEYS + [k for k in SOLVER_KEYS if k in run.history]
+        keys += [k for k in OT_KEYS if k in run.history or k not in OPTIONAL_OT_KEYS]
+        keys += [k for k in SOLVER_KEYS if k in run.history]
         keys += sorted(k for k in run.history if k.startswith(COST_PREFIXES))
     L += [f"- {metric_line(run, a.summaries, k, lang)}" for k in keys]
     tp = a.throughput
