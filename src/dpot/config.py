@@ -51,7 +51,7 @@ from dpot.config_ot import (  # noqa: F401  (re-exported: dpot's OT section live
 from dpot.errors import UserError, did_you_mean
 from dpot.fork_config import lerobot_key_notes, translate_fork_config, translate_override
 from dpot.rundir import CONFIG_FILE
-from dpot.train.precheck import check_learning_rate, read_config_file, split_train_args
+from dpot.train.precheck import check_learning_rate, override_value, read_config_file, split_train_args
 
 log = logging.getLogger(__name__)
 
@@ -386,10 +386,7 @@ def _apply_element_overrides(raw: dict, overrides: Sequence[str]) -> list[str]:
         if not 0 <= index < len(node):
             raise UserError(f"{where}: {dotted} has {len(node)} element(s) (0..{len(node) - 1}); give the whole list "
                             f"with --{dotted}='[...]' to add one")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
+        value = override_value(text)
         if field_ is None:
             node[index] = value
         else:

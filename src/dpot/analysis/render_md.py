@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from statistics import median
 
 from dpot.analysis import cfgkeys
 from dpot.analysis.aliases import COST_PREFIXES
 from dpot.analysis.diagnose import coupling_band, coupling_key
 from dpot.analysis.i18n import finding_text, prose, t
 from dpot.analysis.summary import span_text
-from dpot.analysis.windows import late_window
+from dpot.analysis.windows import LATE_FRAC, MIN_POINTS, late_window
 from dpot.rundir import CONFIG_FILE
 
 CORE = ["train/loss", "train/l1_loss", "train/grad_norm", "eval/offline_eval/avg_loss", "train/lr"]
@@ -145,8 +146,9 @@ def _coupling_text(a, ids) -> str:
         f"pi_sum {fmt(a.summaries['train/ot_pi_sum'].smoothed_last)}, ")
     if not series:
         return other + f"{name} not logged"
-    late = [v for _, v in late_window(series)]
-    med = sorted(late)[len(late) // 2]
+    window = a.rules.get("window", {})   # the late window the rules judge on (rules.toml [window])
+    late = [v for _, v in late_window(series, window.get("frac", LATE_FRAC), window.get("min_points", MIN_POINTS))]
+    med = median(late)
     where = "below" if med < lo else ("above" if med > hi else "within")
     txt = f"{other}{name} late-window median {fmt(med)}: {where} the band [{lo:g}, {hi:g}]"
     if where == "above":

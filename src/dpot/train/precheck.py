@@ -68,7 +68,9 @@ def check_dataset_root(root: str | Path, field: str) -> Path:
     return root
 
 
-def _value(text: str):
+def override_value(text: str):
+    """An override's value as the config reads it: JSON when it parses (``0.1``, ``true``, ``[0,4]``, ``null``),
+    else the text itself (``cosine``)."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
@@ -87,7 +89,7 @@ def precheck(argv: Sequence[str]) -> None:
         if not arg.startswith("--") or "=" not in arg:
             raise UserError(f"{arg}: overrides look like --a.b=value")
         key, text = arg[2:].split("=", 1)
-        values[key] = _value(text)
+        values[key] = override_value(text)
 
     def get(dotted: str):
         if dotted in values:
