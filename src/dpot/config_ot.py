@@ -355,6 +355,11 @@ class OTConfig:
     cutoff: float = 0.0
     topk_src_episodes: int | None = None
     no_window: bool = False
+    # a separate OT batch of this many (target frame, partner) pairs per process beside the BC batch, encoded with
+    # the policy's image encoder only (the fork's and the paper's OT dataloader: the fork's size is
+    # max(1, int(batch_size * batch_ratio))); the BC batch is then unpaired and BC-only. 0 = the OT term pairs the
+    # BC batch's own items (dpot.data.cotrain)
+    pair_batch_size: int = 0
 
     def resolved_prior(self) -> str:
         """The prior in force: ``prior``, or ``temporal`` / ``none`` from ``heuristic`` when ``prior`` is None."""
@@ -399,6 +404,9 @@ class OTConfig:
             raise _err(f"{where}.plan_log_every", f"must be >= 0 (0 = never save plans), got {self.plan_log_every}")
         if not self.prior_sigma > 0:
             raise _err(f"{where}.prior_sigma", f"must be > 0 (phase units), got {self.prior_sigma}")
+        if self.pair_batch_size < 0:
+            raise _err(f"{where}.pair_batch_size", f"must be >= 0 (pairs per process in the separate OT batch; 0 = "
+                                                   f"pair the BC batch's items), got {self.pair_batch_size}")
         if self.max_iters < 1:
             raise _err(f"{where}.max_iters", f"must be >= 1, got {self.max_iters}")
         if not self.tol > 0:

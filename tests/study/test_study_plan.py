@@ -12,7 +12,8 @@ from dpot.bench.study import Job, Study, aggregate, plan_jobs, render_markdown
 from dpot.config import load_train_config
 from dpot.errors import UserError
 
-DATA = {"source": {"repo_id": "local/s", "root": "/data/s"}, "target": {"repo_id": "local/t", "root": "/data/t"}}
+DATA = {"source": {"repo_id": "local/s", "root": "/data/s"}, "target": {"repo_id": "local/t", "root": "/data/t"},
+        "pairs": {"path": "/data/pairs.json"}}
 
 
 def test_plan_runs_core_methods_for_all_seeds_first():
@@ -58,6 +59,10 @@ def test_every_method_gives_a_valid_train_config(preset, tmp_path):
                 {k: v for k, v in p.policy.items() if k != "type"}
             assert not {"down_dims", "scheduler_warmup_steps"} & set(cfg["policy"])
         assert cfg["dataset"] == DATA[method.target] and cfg["source_dataset"] == DATA[method.source]
+        if method.name == "dp-ot-faithful":     # the study's pair file, the diagonal prior on a pair batch
+            assert study.needs_pairs()
+            assert (loaded.ot.pair_info_path, loaded.ot.resolved_prior(), loaded.ot.pair_batch_size) == \
+                (DATA["pairs"]["path"], "diagonal", 16)
     if p.methods != "v1":
         return
     to = study.job_config(Job(METHODS["target-only"], 0), DATA)

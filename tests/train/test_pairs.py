@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from dpot.data.cotrain import CoTrainBatchSampler, EpisodeTable
+from dpot.data.cotrain import SRC, TGT, CoTrainBatchSampler, EpisodeTable
 from dpot.data.dtw import dtw_align
 from dpot.data.pairs import (
     Partner,
@@ -41,6 +41,12 @@ def seqs(lengths, shift):
 
 def lengths(table):
     return dict(zip(table.episode.tolist(), table.length.tolist()))
+
+
+def frame_of(table, idx):
+    """``(episode row, frame)`` of a global frame index."""
+    e = int(np.searchsorted(table.start, idx, side="right") - 1)
+    return e, idx - int(table.start[e])
 
 
 def test_dtw_align_path_and_cost():
@@ -203,3 +209,35 @@ def test_pairs_build_cli_writes_a_readable_file_and_refuses_bad_input(toy_data, 
                          text=True)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error: --dims: 0:99 is beyond")
     assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "never.json").exists()
+
+
+def test_pair_batch_holds_only_partner_pairs_beside_an_unpaired_bc_batch():
+    """``pair_batch_size`` P: the BC half is naive co-training's batch (same items as an unpaired sampler of the
+    same seed, all out of the OT term) and P pairs follow, each source a partner demo of its target's episode
+    (cutoff applied), within the window of the aligned frame; 2 processes slice the 1-process pairs."""
+    src, tgt = tables()
+    info = {e: [Partner(d, 0.1 * d, {f: [f * 40 // 55] for f in range(47)}) for d in (0, 2, 4)] for e in range(3)}
+    info[1][2].dist = 5.0                                                   # p ~ e^-46: below the cutoff
+    kw = {"batch_size": 8, "batch_ratio": 0.5, "seed": 0, "heuristic": True, "window_size": 2}
+    s = CoTrainBatchSampler(src, tgt, **kw, pair_info=info, sharpness=10.0, cutoff=0.01, pair_batch_size=6)
+    naive = CoTrainBatchSampler(src, tgt, **{**kw, "heuristic": False})
+    n_pairs = 0
+    for step in range(40):
+        batch = s.batch_for_step(step)
+        assert len(batch) == 8 + 2 * 6
+        bc, ps, pt = batch[:8], batch[8:14], batch[14:]
+        assert [(it.domain, it.index) for it in bc] == [(it.domain, it.index) for it in naive.batch_for_step(step)]
+        assert not any(it.ot_pair for it in bc)
+        assert all(it.ot_pair and it.domain == SRC for it in ps) and all(it.ot_pair and it.domain == TGT for it in pt)
+        for si, ti in zip(ps, pt):
+            es, fs = frame_of(src, si.index)
+            et, ft = frame_of(tgt, ti.index)
+            assert es in ({0, 2} if et == 1 else {0, 2, 4})
+            assert abs(fs - min(ft, 46) * 40 // 55) <= 2
+            n_pairs += 1
+    assert n_pairs == 40 * 6
+    ranks = [CoTrainBatchSampler(src, tgt, **{**kw, "batch_size": 4}, pair_info=info, sharpness=10.0, cutoff=0.01,
+                                 pair_batch_size=3, num_processes=2, rank=r) for r in range(2)]
+    for step in (0, 9):
+        g, r0, r1 = s.batch_for_step(step), ranks[0].batch_for_step(step), ranks[1].batch_for_step(step)
+        assert r0[4:7] + r1[4:7] == g[8:14] and r0[7:] + r1[7:] == g[14:]

@@ -34,6 +34,14 @@ centre among the source frames aligned with the paired target frame nearest f_t,
 anywhere in the demo with ``no_window``); the source slots are claimed as under ``paired_region`` (the partner
 demos playing the region), so BC keeps the natural source mix.
 
+A separate OT pair batch (``pair_batch_size`` P > 0, ``ot.pair_batch_size``; the fork's and the paper's OT
+dataloader beside the BC one): the BC half is drawn uniformly in both domains with no pairing (``ot_pair`` False,
+the BC mix of naive co-training), and P pairs per process are appended after it: P target frames drawn uniformly
+over the training frames, each with its partner from the pairing (any of the above; uniform source frames when
+there is none), from their own stream ``default_rng([seed, OT_PAIRS, step])``. A rank's batch is then
+``[n_src BC source, n_tgt BC target, P pair sources, P pair targets]``; only the pair rows enter the OT term
+and only the BC rows the BC loss (:mod:`dpot.train.loop`). Every pair is a partner pair, whatever the cutoff.
+
 DTW paths (:class:`DTWAlignment`) are computed once per (target episode, source episode) pair, for a fixed
 random subset of at most ``max_partners`` source episodes per target episode (O(L_s * L_t) each), on the
 per-episode action trajectories, and cached in an ``.npz`` file next to the run.
@@ -293,8 +301,10 @@ class CoTrainBatchSampler:
                  rank: int = 0, alignment: str = "phase", dtw: DTWAlignment | None = None, start_step: int = 0,
                  paired_region: bool = False, src_regions: dict[int, str] | None = None,
                  tgt_regions: dict[int, str] | None = None, pair_info=None, sharpness: float = 0.0,
-                 topk_src_episodes: int | None = None, cutoff: float = 0.0, no_window: bool = False):
+                 topk_src_episodes: int | None = None, cutoff: float = 0.0, no_window: bool = False,
+                 pair_batch_size: int = 0):
         self.n_src, self.n_tgt = split_batch(batch_size, batch_ratio)
+        self.n_pair = int(pair_batch_size)
         self.src, self.tgt = src, tgt
         self.seed, self.heuristic = int(seed), bool(heuristic)
         self.drop = int(drop_n_last_frames)
@@ -348,6 +358,12 @@ class CoTrainBatchSampler:
         rng = np.random.default_rng([self.seed, seeds.SAMPLER, int(step)])
         ns, nt = self.n_src * self.world, self.n_tgt * self.world
         te, tf = self._uniform(rng, self.tgt, nt)
+        if self.n_pair:  # the OT term has its own pair batch (global_pairs): BC rows unpaired, out of the OT term
+            se, sf = self._uniform(rng, self.src, ns)
+            return ([SampledItem(SRC, int(self.src.start[e] + f), _phase(f, self.src.length[e]), False)
+                     for e, f in zip(se, sf)],
+                    [SampledItem(TGT, int(self.tgt.start[e] + f), _phase(f, self.tgt.length[e]), False)
+                     for e, f in zip(te, tf)])
         tgt_items = [SampledItem(TGT, int(self.tgt.start[e] + f), _phase(f, self.tgt.length[e]))
                      for e, f in zip(te, tf)]
         if self.claim_slots:
@@ -382,11 +398,37 @@ class CoTrainBatchSampler:
                     for j in range(ns) if not used[j])
         return [it if it is not None else next(rest) for it in items]
 
+    def global_pairs(self, step: int) -> tuple[list[SampledItem], list[SampledItem]]:
+        """All processes' OT pair batch for ``step`` (``pair_batch_size * num_processes`` pairs; empty when
+        ``pair_batch_size`` is 0): ``(sources, targets)``, source i the partner of target i."""
+        n = self.n_pair * self.world
+        if n == 0:
+            return [], []
+        rng = np.random.default_rng([self.seed, seeds.OT_PAIRS, int(step)])
+        te, tf = self._uniform(rng, self.tgt, n)
+        tgt_items = [SampledItem(TGT, int(self.tgt.start[e] + f), _phase(f, self.tgt.length[e]))
+                     for e, f in zip(te, tf)]
+        if self.pairing is None:
+            se, sf = self._uniform(rng, self.src, n)
+            return ([SampledItem(SRC, int(self.src.start[e] + f), _phase(f, self.src.length[e]))
+                     for e, f in zip(se, sf)], tgt_items)
+        src_items = []
+        for e_t, f_t in zip(te, tf):
+            e_s, f_s, ph = self.pairing.partner(rng, int(e_t), int(f_t))
+            src_items.append(SampledItem(SRC, int(self.src.start[e_s] + f_s), ph))
+        return src_items, tgt_items
+
     def batch_for_step(self, step: int) -> list[SampledItem]:
-        """This rank's batch: its slice of the source items, then its slice of the target items."""
+        """This rank's batch: its slice of the source items, then its slice of the target items, then (with a pair
+        batch) its slices of the pair sources and the pair targets."""
         src_items, tgt_items = self.global_batch(step)
         r = self.rank
-        return src_items[r * self.n_src:(r + 1) * self.n_src] + tgt_items[r * self.n_tgt:(r + 1) * self.n_tgt]
+        batch = src_items[r * self.n_src:(r + 1) * self.n_src] + tgt_items[r * self.n_tgt:(r + 1) * self.n_tgt]
+        if self.n_pair:
+            ps, pt = self.global_pairs(step)
+            p = self.n_pair
+            batch += ps[r * p:(r + 1) * p] + pt[r * p:(r + 1) * p]
+        return batch
 
     def __iter__(self):
         while True:

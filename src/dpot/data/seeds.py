@@ -11,6 +11,8 @@ from __future__ import annotations
 
 #: batch sampling per step: ``default_rng([seed, SAMPLER, step])`` (:class:`dpot.data.cotrain.CoTrainBatchSampler`)
 SAMPLER = 7919
+#: the separate OT pair batch per step (``ot.pair_batch_size`` > 0): ``default_rng([seed, OT_PAIRS, step])``
+OT_PAIRS = 6007
 #: diffusion noise and timesteps per step: ``SeedSequence([seed, DIFFUSION_NOISE, step])`` (dpot.train.loop)
 DIFFUSION_NOISE = 31337
 #: held-out target episodes: ``default_rng([seed, VAL_SPLIT])`` (:func:`dpot.data.cotrain.split_episodes`)
@@ -24,4 +26,4 @@ TOY_TARGET_OFFSET = 10_000
 # The DTW partner subset (dpot.data.cotrain.DTWAlignment) draws from ``default_rng(seed)`` with no salt; it is
 # kept that way so that existing runs' partners (and their cached DTW paths) stay the same.
 
-__all__ = ["DIFFUSION_NOISE", "EXPERT_NOISE", "SAMPLER", "TOY_TARGET_OFFSET", "VAL_BATCHES", "VAL_SPLIT"]
+__all__ = ["DIFFUSION_NOISE", "EXPERT_NOISE", "OT_PAIRS", "SAMPLER", "TOY_TARGET_OFFSET", "VAL_BATCHES", "VAL_SPLIT"]

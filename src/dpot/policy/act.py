@@ -138,6 +138,16 @@ class ACTHook(PolicyHook):
         return act_loss_with_features(policy, batch, latent_eps=draws["latent_eps"],
                                       dropout_seed=int(draws["dropout_seed"]), valid_share=draws.get("valid_share"))
 
+    def encode(self, policy, batch):
+        """``mean_{h,w} encoder_img_feat_input_proj(backbone(image)["feature_map"])`` ``[B, dim_model]`` per camera,
+        the features :func:`act_loss_with_features` captures."""
+        model = policy.model
+        out = {}
+        for key in list(policy.config.image_features or []):
+            fmap = model.backbone(batch[key])["feature_map"]
+            out[key.removeprefix(OBS_IMAGES + ".")] = model.encoder_img_feat_input_proj(fmap).mean(dim=(-2, -1))
+        return out
+
     def pad_normalized(self, policy_config):
         return True
 

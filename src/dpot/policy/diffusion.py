@@ -166,6 +166,16 @@ class DiffusionHook(PolicyHook):
         return PolicyStepOutput(loss=out.loss, per_item_loss=out.per_item_loss, embeds=out.embeds,
                                 action=out.action, extras={"x0_hat": out.x0_hat})
 
+    def encode(self, policy, batch):
+        """``rgb_encoder`` features ``[B, n_obs_steps, D]`` per camera (:func:`_encode_per_camera`)."""
+        cfg = policy.config
+        image_keys = list(cfg.image_features) if cfg.image_features else []
+        if not image_keys:
+            return {}
+        images = stack_cameras(batch, image_keys, cfg.n_obs_steps)[OBS_IMAGES]
+        feats = _encode_per_camera(policy.diffusion, images)
+        return {k.removeprefix(OBS_IMAGES + "."): f for k, f in zip(image_keys, feats, strict=True)}
+
     def log_metrics(self, out):
         l1 = (out["extras"]["x0_hat"].detach().float() - out["action"].detach().float()).abs().mean()
         return {"train/l1_loss": float(l1)}

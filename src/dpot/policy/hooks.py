@@ -6,6 +6,7 @@ The trainer (:mod:`dpot.train.loop`) never names a policy class. For the run's `
 - draws the step's random numbers for the *global* batch (:meth:`PolicyHook.step_draws`: diffusion noise and
   timesteps, ACT's VAE latent noise and dropout seed, ...) from a generator seeded by ``(seed, step)``, each
   process taking its rows (:func:`rank_rows`), so a resumed run and an N-process run replay the same numbers;
+- encodes the OT pair batch's images with the policy's own image encoder (:meth:`PolicyHook.encode`);
 - runs the policy's own training loss in one forward pass and returns a :class:`PolicyStepOutput` (BC loss,
   per-item loss, per-camera embeddings, the normalized action-chunk label, extra tensors to log);
 - turns that output into the policy's logged metrics (:meth:`PolicyHook.log_metrics`, after the update);
@@ -68,6 +69,12 @@ class PolicyHook:
 
     def forward(self, policy, batch: dict[str, Tensor], draws: dict[str, Tensor]) -> PolicyStepOutput:
         """The policy's training loss on the normalized ``batch`` with the step's ``draws``, and its features."""
+        raise NotImplementedError
+
+    def encode(self, policy, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Per-camera image features of the normalized ``batch`` through the policy's image encoder only, the same
+        tensors :meth:`forward` puts in ``embeds`` (gradients flow into the encoder), without the BC loss: the
+        OT pair batch (``ot.pair_batch_size``), as the fork's ``encode_feature_for_ot``."""
         raise NotImplementedError
 
     def pad_normalized(self, policy_config) -> bool:

@@ -12,7 +12,10 @@ then ``B - n_src`` target items, see :mod:`dpot.data.cotrain`):
                                                            # (ot.method=mmd: lambda_ot * sum_k w_k E_k instead)
     optimizer.step(); scheduler.step(); lr = optimizer.param_groups[0]["lr"]     # logged after the step
 
-Only the items flagged ``ot_pair`` enter the alignment term (all of them unless ``ot.paired_region``).
+Only the items flagged ``ot_pair`` enter the alignment term (all of them unless ``ot.paired_region``). With
+``ot.pair_batch_size`` P > 0 the batch carries P (source, target) pairs per process after the BC items: the BC
+loss is over the BC items, the pair items pass through the image encoder only (``hook.encode``) and alone make
+the OT term (the fork's separate OT batch).
 
 The step's random draws (diffusion noise and timesteps; ACT's latent noise and dropout seed) come from a
 generator seeded by ``(seed, step)`` for the global batch (each rank takes its slice: ``hook.step_draws``), and
@@ -68,15 +71,36 @@ LAST_KEYS = ("train/lr",)
 
 class TrainStep(nn.Module):
     """The module DDP wraps: ``forward(batch, draws)`` -> the policy hook's step output as a dict
-    (``loss``, ``per_item``, ``embeds``, ``action``, ``extras``: :class:`dpot.policy.PolicyStepOutput`)."""
+    (``loss``, ``per_item``, ``embeds``, ``action``, ``extras``: :class:`dpot.policy.PolicyStepOutput`).
 
-    def __init__(self, policy, hook: PolicyHook):
+    With an OT pair batch (``n_bc`` set: the batch's first ``n_bc`` rows are the BC batch, the rest the pair rows)
+    the BC forward sees the BC rows only and the pair rows go through the image encoder alone
+    (:meth:`PolicyHook.encode`): their features are ``pair_embeds``, in the same pass DDP sees."""
+
+    def __init__(self, policy, hook: PolicyHook, n_bc: int | None = None):
         super().__init__()
         self.policy = policy
         self.hook = hook
+        self.n_bc = n_bc
 
     def forward(self, batch, draws):
-        return self.hook.forward(self.policy, batch, draws).as_dict()
+        if self.n_bc is None:
+            return self.hook.forward(self.policy, batch, draws).as_dict()
+        bc, pairs = split_rows(batch, self.n_bc)
+        out = self.hook.forward(self.policy, bc, draws).as_dict()
+        out["pair_embeds"] = self.hook.encode(self.policy, pairs)
+        return out
+
+
+def split_rows(batch: dict, n: int) -> tuple[dict, dict]:
+    """``(first n rows, the rest)`` of every tensor of a batch dict (other values go to both)."""
+    head, tail = {}, {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor) and v.ndim > 0:
+            head[k], tail[k] = v[:n], v[n:]
+        else:
+            head[k] = tail[k] = v
+    return head, tail
 
 
 class MetricWindow:
@@ -168,6 +192,20 @@ class TrainRun:
     @property
     def n_tgt(self) -> int:
         return self.sampler.n_tgt
+
+    @property
+    def n_pair(self) -> int:
+        """Pairs per process in the separate OT batch (``ot.pair_batch_size``; 0 = none)."""
+        return self.sampler.n_pair
+
+    def ot_rows(self) -> tuple[slice, slice, slice | None, slice | None]:
+        """``(source rows, target rows)`` of the local batch that enter the OT term, then the same rows of the
+        ``pair_embeds`` output (None: the embeddings are ``embeds``, indexed like the batch)."""
+        nb = self.n_src + self.n_tgt
+        if not self.n_pair:
+            return slice(0, self.n_src), slice(self.n_src, nb), None, None
+        p = self.n_pair
+        return slice(nb, nb + p), slice(nb + p, nb + 2 * p), slice(0, p), slice(p, 2 * p)
 
 
 def resolve_optim(cfg) -> None:
@@ -346,7 +384,8 @@ def build_run(cfg, *, accelerator=None) -> TrainRun:
                                   paired_region=cfg.ot.paired_region, src_regions=inputs.src_regions,
                                   tgt_regions=inputs.tgt_regions, pair_info=pair_info, sharpness=cfg.ot.sharpness,
                                   topk_src_episodes=cfg.ot.topk_src_episodes, cutoff=cfg.ot.cutoff,
-                                  no_window=cfg.ot.no_window)
+                                  no_window=cfg.ot.no_window,
+                                  pair_batch_size=cfg.ot.pair_batch_size if cfg.ot.lambda_ot > 0 else 0)
 
     # optimizer, resume
     optimizer, scheduler = make_optimizer_and_scheduler(cfg, policy)
@@ -385,7 +424,8 @@ def build_run(cfg, *, accelerator=None) -> TrainRun:
                                                                     image_keys=image_keys), seed=seed,
                                      predict=hook.predict_chunk)
 
-    step_module, optimizer = accelerator.prepare(TrainStep(policy, hook), optimizer)
+    n_bc = sampler.n_src + sampler.n_tgt if sampler.n_pair else None
+    step_module, optimizer = accelerator.prepare(TrainStep(policy, hook, n_bc), optimizer)
     gather_group = None
     if world > 1:
         import torch.distributed as dist
@@ -408,38 +448,44 @@ def _gather(x: torch.Tensor, run: TrainRun) -> torch.Tensor:
     return gather_with_grad(x, run.gather_group)
 
 
-def domain_features(run: TrainRun, out: dict, meta: dict, sl: slice, batch: dict | None = None):
+def domain_features(run: TrainRun, out: dict, meta: dict, sl: slice, batch: dict | None = None,
+                    pair_sl: slice | None = None):
     """One domain's OT features (``sl`` = its rows of the local batch), all-gathered over processes.
 
     Labels (detached) are what the OT feature kinds ask for (``OTFeatureConfig.label_inputs``): the normalized
-    action chunk of the forward pass and the normalized ``batch`` tensors of other keys, or the raw copies of
+    action chunk and the normalized ``batch`` tensors of other keys, or the raw copies of
     :func:`prepare_batch`; ``mask`` is the items' ``ot_pair`` flag (None when the batch has none): the loss uses
-    only the masked-in rows.
+    only the masked-in rows. ``pair_sl``: the rows are OT pair rows, their embeddings ``out["pair_embeds"]
+    [pair_sl]`` (else ``out["embeds"][sl]``).
     """
     mask = None
     if "ot_pair" in meta:
         mask = _gather(meta["ot_pair"][sl].to(run.device, torch.uint8), run).bool()
-    labels = {"action": _gather(out["action"][sl].detach(), run)}
+    embeds = ({k: v[sl] for k, v in out["embeds"].items()} if pair_sl is None
+              else {k: v[pair_sl] for k, v in out["pair_embeds"].items()})
+    action = out["action"][sl] if pair_sl is None else batch["action"][sl]  # the pair rows skip the BC forward
+    labels = {"action": _gather(action.detach(), run)}
     raw_labels = {}
     for key, normalized in sorted(run.label_inputs):
         if normalized and key not in labels:
             labels[key] = _gather(batch[key][sl].detach(), run)
         elif not normalized:
             raw_labels[key] = _gather(meta[f"{RAW_PREFIX}{key}"][sl].to(run.device), run)
-    return DomainFeatures(embeds={k: _gather(v[sl], run) for k, v in out["embeds"].items()}, labels=labels,
+    return DomainFeatures(embeds={k: _gather(v, run) for k, v in embeds.items()}, labels=labels,
                           phase=_gather(meta["phase"][sl].to(run.device), run), mask=mask, raw_labels=raw_labels)
 
 
 def _snapshot(run: TrainRun, res, src, tgt, meta: dict) -> dict[str, np.ndarray] | None:
     """The plan snapshot arrays of this step (collectives on every rank; arrays on the main process only)."""
     ep = meta["episode_index"].to(run.device)
-    episodes = torch.cat([_gather(ep[:run.n_src], run), _gather(ep[run.n_src:], run)])
+    src_rows, tgt_rows, _, _ = run.ot_rows()
+    episodes = torch.cat([_gather(ep[src_rows], run), _gather(ep[tgt_rows], run)])
     if not run.main:
         return None
     gmeta = {"phase": torch.cat([src.phase, tgt.phase]), "episode_index": episodes}
     if src.mask is not None and tgt.mask is not None:
         gmeta["ot_pair"] = torch.cat([src.mask, tgt.mask])
-    return plan_snapshot(res, gmeta, run.n_src * run.world)
+    return plan_snapshot(res, gmeta, len(src.phase))
 
 
 def train_step(run: TrainRun, batch: dict, meta: dict, step: int, *, keep_plan: bool = False
@@ -455,7 +501,7 @@ def train_step(run: TrainRun, batch: dict, meta: dict, step: int, *, keep_plan: 
     n_src, n_tgt = run.n_src, run.n_tgt
     draws = run.hook.step_draws(run.policy.config, run.seed, step, (n_src, n_tgt, run.world, run.rank))
     if run.world > 1 and run.hook.pad_normalized(run.policy.config):
-        draws["valid_share"] = valid_share(batch["action_is_pad"], run.gather_group)
+        draws["valid_share"] = valid_share(batch["action_is_pad"][:n_src + n_tgt], run.gather_group)
     with acc.autocast():
         out = run.step_module(batch, {k: v.to(run.device) for k, v in draws.items()})
     bc = out["loss"]
@@ -463,8 +509,9 @@ def train_step(run: TrainRun, batch: dict, meta: dict, step: int, *, keep_plan: 
     metrics: dict[str, float] = {}
     snapshot = src = tgt = res = None
     if run.use_ot:
-        src = domain_features(run, out, meta, slice(0, n_src), batch)
-        tgt = domain_features(run, out, meta, slice(n_src, None), batch)
+        src_rows, tgt_rows, src_pairs, tgt_pairs = run.ot_rows()
+        src = domain_features(run, out, meta, src_rows, batch, src_pairs)
+        tgt = domain_features(run, out, meta, tgt_rows, batch, tgt_pairs)
         res = run.ot_loss_fn(src, tgt)
         loss = loss + res.loss
         metrics.update({f"train/{k}": v for k, v in res.metrics.items()})
@@ -487,7 +534,8 @@ def train_step(run: TrainRun, batch: dict, meta: dict, step: int, *, keep_plan: 
     per_item = out["per_item"].detach()
     metrics.update({
         "train/loss": float(loss.detach()), "train/bc_loss": float(bc.detach()),
-        "train/bc_loss_src": float(per_item[:n_src].mean()), "train/bc_loss_tgt": float(per_item[n_src:].mean()),
+        "train/bc_loss_src": float(per_item[:n_src].mean()),
+        "train/bc_loss_tgt": float(per_item[n_src:n_src + n_tgt].mean()),
         **run.hook.log_metrics(out), "train/grad_norm": float(gn),
         "train/lr": float(run.optimizer.param_groups[0]["lr"]),
         "train/update_s": update_s,

@@ -19,6 +19,8 @@ from dpot.bench.presets import (
     DATA_SEEDS,
     EVAL_CELLS,
     EVAL_SEED,
+    PAIR_FILE_ARGS,
+    PAIR_FILE_PLACEHOLDER,
     Preset,
     get_preset,
     parse_methods,
@@ -106,8 +108,9 @@ class Study:
         return (p.steps - done_steps) * p.cpu_s_per_step + episodes * p.cpu_s_per_episode
 
     def is_done(self, job: Job) -> bool:
-        """Finished: the done marker, the final checkpoint and every final evaluation are on disk."""
-        return (self.done_path(job).is_file() and self.trained(job)
+        """Finished: the done marker and every final evaluation are on disk (the marker is written after the
+        training and the learning curves; a kept study's checkpoints may be gone)."""
+        return (self.done_path(job).is_file()
                 and all(self.eval_path(job, d).is_file() for d in self.preset.eval_domains))
 
     def open(self) -> None:
@@ -123,8 +126,17 @@ class Study:
         write_json(path, {**record, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
     # -------------------------------------------------------------- data
+    def pairs_path(self) -> Path:
+        """The study's DTW pair file (``data/<task>_pairs.json``, :data:`dpot.bench.presets.PAIR_FILE_ARGS`)."""
+        return self.root / "data" / f"{self.task}_pairs.json"
+
+    def needs_pairs(self) -> bool:
+        """Whether a method of the preset's table samples from the study's pair file."""
+        return any(m.ot.get("pair_info_path") == PAIR_FILE_PLACEHOLDER for m in self.preset.method_table.values())
+
     def datasets(self) -> dict[str, dict]:
-        """Generate (or reuse) the source and target datasets; returns DatasetConfig dicts by domain."""
+        """Generate (or reuse) the source and target datasets, and the pair file when a method needs one; returns
+        DatasetConfig dicts by domain (and ``"pairs": {"path": ...}``)."""
         from dpot.bench.generate import generate_dataset
 
         p, out = self.preset, {}
@@ -135,6 +147,10 @@ class Study:
                 generate_dataset(self.task, self.domain(role), n, root, image_size=p.image_size, cameras=p.cameras,
                                  seed=DATA_SEEDS[role], progress=self.progress, obs=p.obs, region=region)
                 out[role] = {"repo_id": f"local/{self.task}_{role}", "root": str(root)}
+            if self.needs_pairs():
+                if not self.pairs_path().is_file():
+                    build_study_pairs(Path(out["source"]["root"]), Path(out["target"]["root"]), self.pairs_path())
+                out["pairs"] = {"path": str(self.pairs_path())}
         return out
 
     # -------------------------------------------------------------- training
@@ -148,8 +164,11 @@ class Study:
         if p.num_workers == 0:
             cfg.pop("dataloader_multiprocessing_context", None)
             cfg.pop("prefetch_factor", None)
+        ot = job.method.ot_config()
+        if ot.get("pair_info_path") == PAIR_FILE_PLACEHOLDER:
+            ot["pair_info_path"] = data["pairs"]["path"]
         cfg.update({"job_name": f"study-{job.id}", "seed": job.seed, "save_freq": p.save_every, "eval_freq": 0,
-                    "log_freq": p.log_freq, "ot": job.method.ot_config()})
+                    "log_freq": p.log_freq, "ot": ot})
         if job.method.batch_size is not None:
             cfg["batch_size"] = job.method.batch_size
         cfg["eval"] = {**cfg.get("eval", {}), "val_fraction": 0.0}
@@ -260,6 +279,21 @@ class Study:
                 bar.update(1)
             bar.close()
         return write_results(self)
+
+
+def build_study_pairs(source_root: Path, target_root: Path, path: Path) -> Path:
+    """Write a study's pair file: ``dpot pairs build`` with :data:`dpot.bench.presets.PAIR_FILE_ARGS` (DTW over the
+    z-scored sequences of both datasets)."""
+    from dpot.data.pairs import build_pair_info, dtw_function, write_pair_file, zscore
+    from dpot.data.pairs_cli import LABEL_KEYS, read_sequences
+
+    a = PAIR_FILE_ARGS
+    key = LABEL_KEYS[a["label"]]
+    tgt_z, src_z = zscore(read_sequences(target_root, key, a["dims"], "target"),
+                          read_sequences(source_root, key, a["dims"], "source"))
+    info = build_pair_info(tgt_z, src_z, top_k=a["top_k"], window=a["window"], stride=a["stride"],
+                           dtw=dtw_function("auto"))
+    return write_pair_file(path, info)
 
 
 def _ckpt_step(ckpt: Path) -> int | None:
