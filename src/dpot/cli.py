@@ -10,6 +10,7 @@ Commands (each lives in its own module; this file only dispatches and turns user
     autopilot report/propose/train loop   (dpot.autopilot.cli)
     config    config conversion (fork -> dpot keys)  (dpot.config_cli)
     pairs     DTW pair files                (dpot.data.pairs_cli)
+    probe     sim-vs-real domain probe      (dpot.train.probe_cli)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "autopilot": ("dpot.autopilot.cli", "search: dpot autopilot --config_path BASE.json --out DIR"),
     "config": ("dpot.config_cli", "convert a config to dpot's keys: dpot config convert IN OUT"),
     "pairs": ("dpot.data.pairs_cli", "DTW pair file: dpot pairs build --source ROOT --target ROOT --out FILE"),
+    "probe": ("dpot.train.probe_cli", "sim-vs-real separability of a run's features: dpot probe RUN"),
 }
 
 

@@ -81,11 +81,22 @@ class DpotEvalConfig(EvalConfig):
     n_batches: int = 20
     val_episodes: list[int] | None = None
     val_fraction: float = 0.1
+    # the domain probe (dpot.train.domain_probe): held-out accuracy of a linear sim-vs-real classifier on the
+    # policy's per-camera image features, logged as eval/domain_probe/<camera> at step 0 and every
+    # domain_probe_freq steps (0 = never); domain_probe_frames fit and as many held-out frames
+    domain_probe_freq: int = 0
+    domain_probe_frames: int = 256
 
     def validate(self, where: str = "eval") -> None:
         """Raise UserError naming ``<where>.<field>`` for a value out of range."""
         if self.n_batches < 1:
             raise _err(f"{where}.n_batches", f"must be >= 1, got {self.n_batches}")
+        if self.domain_probe_freq < 0:
+            raise _err(f"{where}.domain_probe_freq", f"must be >= 0 (0 = no domain probe), got "
+                                                     f"{self.domain_probe_freq}")
+        if self.domain_probe_frames < 4:
+            raise _err(f"{where}.domain_probe_frames", f"must be >= 4 (frames of each side, half per domain), got "
+                                                       f"{self.domain_probe_frames}")
         if not 0 <= self.val_fraction < 1:
             raise _err(f"{where}.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
 

@@ -17,6 +17,10 @@ and dpot's extra quantities under names of their own:
 - ``ot_pi_pair_cv``     under ``ot.prior=diagonal``: the spread of the per-pair masses (std / mean over the partner
   pairs): with the diagonal share 1 by construction, the mass and this spread carry the coupling's signal
 
+Evaluation: ``eval/domain_probe/<camera>`` (:func:`probe`) is the held-out accuracy of a linear sim-vs-real
+classifier on the camera's image features (:mod:`dpot.train.domain_probe`; 0.5 = the domains cannot be told
+apart), with its 95 % interval's ends under ``<key>_lo`` / ``<key>_hi``.
+
 Runs written by dpot before these names (they log ``ot_cost_mean/<term>``, or ``mmd/<term>`` without
 ``ot_loss_scaled``) logged ``ot_loss`` as the scaled loss, ``ot_cost/<term>`` plan-weighted and
 ``ot_cost_mean/<term>`` as the mean: :func:`upgrade_legacy` renames them on reading.
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 __all__ = ["TRAIN", "OT_LOSS", "OT_LOSS_SCALED", "OT_PI_SUM", "OT_PI_DIAG", "OT_PI_DIAG_FRAC", "OT_SKIPPED",
            "OT_PI_PAIR_CV", "COST", "COST_PLAN", "LEGACY_COST_MEAN", "cost_key", "cost_plan_key", "train", "is_legacy",
-           "upgrade_legacy"]
+           "upgrade_legacy", "PROBE", "probe"]
 
 TRAIN = "train/"
 OT_LOSS = "ot_loss"
@@ -40,11 +44,17 @@ COST = "ot_cost/"              # + term: mean(w_k C_k)
 COST_PLAN = "ot_cost_plan/"    # + term: sum pi * w_k C_k
 LEGACY_COST_MEAN = "ot_cost_mean/"
 MMD = "mmd/"
+PROBE = "eval/domain_probe/"   # + camera: the domain probe's held-out accuracy
 
 
 def train(name: str) -> str:
     """``train/<name>``: the key a reader sees."""
     return TRAIN + name
+
+
+def probe(camera: str) -> str:
+    """``eval/domain_probe/<camera>``: the domain probe's held-out accuracy on the camera's features."""
+    return PROBE + camera
 
 
 def cost_key(term: str) -> str:

@@ -565,6 +565,30 @@ def evaluate(run: TrainRun, step: int) -> dict[str, float]:
     return res
 
 
+def log_domain_probe(run: TrainRun, step: int) -> dict[str, float]:
+    """The domain probe (:func:`dpot.train.domain_probe.domain_probe`) of the current policy on the run's own data
+    (main process), logged at ``step`` as ``eval/domain_probe/<camera>`` (held-out accuracy) with its interval's
+    ends (``.../<camera>_lo``, ``_hi``). Eval mode, no gradient and no random draw: training goes on unchanged."""
+    from dpot.train.domain_probe import domain_probe
+
+    cfg = run.cfg
+    res = domain_probe(run.policy, run.hook, run.loader.dataset, run.sampler.src, run.sampler.tgt,
+                       functools.partial(_prepare_eval_batch, preprocessor=run.preprocessor,
+                                         image_keys=run.image_keys),
+                       n=cfg.eval.domain_probe_frames, seed=run.seed, device=run.device)
+    out = {}
+    for cam, r in res.items():
+        out[mn.probe(cam)] = r.accuracy
+        out[mn.probe(cam) + "_lo"], out[mn.probe(cam) + "_hi"] = r.ci95
+    run.sinks.log(step, out)
+    return out
+
+
+def _probe_due(cfg, step: int) -> bool:
+    freq = cfg.eval.domain_probe_freq
+    return freq > 0 and (step % freq == 0 or step == cfg.steps)
+
+
 def save(run: TrainRun, step: int) -> None:
     """Checkpoint ``step`` (main process writes; every process waits before and after)."""
     acc = run.accelerator
@@ -615,6 +639,8 @@ def train(cfg, *, accelerator=None) -> Path:
     data_iter = iter(run.loader)
     bar = tqdm(total=cfg.steps, initial=step, disable=not run.main, dynamic_ncols=True, desc="dpot train")
     run.policy.train()
+    if run.main and step == 0 and _probe_due(cfg, 0):
+        log_domain_probe(run, 0)
     try:
         while step < cfg.steps:
             t0 = time.perf_counter()
@@ -632,6 +658,8 @@ def train(cfg, *, accelerator=None) -> Path:
                 save_plan_snapshot(run.out_dir, step, snapshot)
             if run.evaluator is not None and (step % cfg.eval_freq == 0 or step == cfg.steps):
                 evaluate(run, step)
+            if run.main and _probe_due(cfg, step):
+                log_domain_probe(run, step)
             if _save_due(cfg, step):
                 save(run, step)
     finally:

@@ -171,7 +171,8 @@ class Study:
                     "log_freq": p.log_freq, "ot": ot})
         if job.method.batch_size is not None:
             cfg["batch_size"] = job.method.batch_size
-        cfg["eval"] = {**cfg.get("eval", {}), "val_fraction": 0.0}
+        # the domain probe at step 0 and every checkpoint (eval/domain_probe/<camera>; no effect on training)
+        cfg["eval"] = {**cfg.get("eval", {}), "val_fraction": 0.0, "domain_probe_freq": p.save_every}
         return cfg
 
     def train(self, job: Job, data: dict[str, dict]) -> str:
