@@ -1,6 +1,11 @@
 """Cost balance of the OT arms before any of their study runs: what sets the plan, images or labels?
 
     .venv/bin/python scripts/cost_balance.py [--preset cpu-idood-powered] [--steps 500] [--out DIR] [--arms a,b]
+    .venv/bin/python scripts/cost_balance.py --from-run RUN [--points 10,100,500,1500] --out DIR
+
+``--from-run``: read a study run's own ``metrics.jsonl`` (no training; its ``log_freq``, e.g. 10: the first point is
+then the first logged window, steps 1-10) at ``--points``; the table then also gives the per-pair mass Σπ / n
+(``n`` = the run's ``ot.pair_batch_size``, or its source items per step).
 
 For each arm (default dp-ot-paper, dp-ot-seed, dp-ot-official) it trains the study's own job config (seed 0, the
 preset's data, policy, batch and its full ``steps``, so the LR schedule is the study's) with ``log_freq=1``, stops
@@ -76,6 +81,7 @@ def train_arm(study, arm: str, stop: int, out: Path) -> Path:
 def balance_at(rows: list[dict], kinds: dict[str, str], step: int) -> dict:
     """The balance at ``step``: the row logged at step 1 for step 0, else the mean of the rows in
     ``(step - WINDOW, step]``."""
+    rows = [r for r in rows if "train/loss" in r]   # training rows (not the eval/probe rows)
     sel = [r for r in rows if r["step"] == 1] if step == 0 else [r for r in rows if step - WINDOW < r["step"] <= step]
     if not sel:
         raise SystemExit(f"no logged step near {step}")
@@ -109,15 +115,36 @@ def render(result: dict) -> str:
     def ratio(x) -> str:
         return "n/a" if x is None else f"{x:.3g}"
 
+    pairs = any("n_pairs" in per for per in result["arms"].values())
+    if pairs:
+        lines = [lines[0].replace("| plan mass |", "| plan mass | per-pair mass |"),
+                 lines[1] + "---|"]
     for arm, per in result["arms"].items():
         for step, b in per["points"].items():
             costs = ", ".join(f"{t} {v:.3g}" for t, v in b["cost_mean"].items())
             if b.get("cost_parts"):
                 costs += " (" + ", ".join(f"{k} {v:.3g}" for k, v in b["cost_parts"].items()) + ")"
+            mass = f"{b['pi_sum']:.3f} |" + (f" {b['pi_sum'] / per['n_pairs']:.4f} |" if pairs else "")
             lines.append(f"| {arm} | {step} | {costs} | {ratio(b['image_to_label'])} | "
-                         f"{ratio(b.get('embed_to_label'))} | {b['pi_sum']:.3f} | {b['pi_diag_frac']:.3f} | "
+                         f"{ratio(b.get('embed_to_label'))} | {mass} {b['pi_diag_frac']:.3f} | "
                          f"{b['ot_loss'] / b['bc_loss']:.2e} |")
     return "\n".join(lines) + "\n"
+
+
+def from_run(run: Path, points: list[int], out: Path) -> dict:
+    """The balance table of an existing run (no training): its own log at ``points``."""
+    cfg = json.loads((run / "train_config.json").read_text())
+    kinds = json.loads((run / "ot_terms.json").read_text())["terms"]
+    rows = read_metrics(run)
+    n = cfg["ot"].get("pair_batch_size") or round(cfg["ot"]["batch_ratio"] * cfg["batch_size"])
+    arm = cfg.get("job_name") or run.name
+    result = {"run": str(run), "seed": cfg.get("seed"), "window": WINDOW, "log_freq": cfg.get("log_freq"),
+              "arms": {arm: {"ot": cfg["ot"], "n_pairs": n,
+                             "points": {str(s): balance_at(rows, kinds, s) for s in points}}}}
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "balance.json", result)
+    (out / "balance.md").write_text(render(result))
+    return result
 
 
 def main(argv=None) -> int:
@@ -127,7 +154,13 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=max(POINTS), help="stop once this step is logged")
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--out", default="docs/results/cost-balance")
+    ap.add_argument("--from-run", default=None, help="read this run's own log instead of training (no --preset)")
+    ap.add_argument("--points", default="10,100,500,1500", help="steps read with --from-run")
     args = ap.parse_args(argv)
+    if args.from_run:
+        result = from_run(Path(args.from_run), [int(x) for x in args.points.split(",")], Path(args.out))
+        print(render(result))
+        return 0
     study = make_study(args.preset, root=args.study_dir, progress=False)
     study.open()
     out = Path(args.out)
