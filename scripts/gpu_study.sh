@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The powered design's primary contrast (naive-cotrain vs dp-ot-official, issue 19) on one lent GPU in one command;
-# results into $OUT (or --out). --preset gpu-idood --methods target-only,naive-cotrain,dp-ot-paper: v2's core.
+# The v4 contrast (naive-cotrain vs dp-ot-faithful, issue 31) on one lent GPU in one command; results into $OUT (or
+# --out). --preset gpu-idood-powered --methods naive-cotrain,dp-ot-official: v3's primary contrast;
+# --preset gpu-idood --methods target-only,naive-cotrain,dp-ot-paper: v2's core; --task drawer-open-v3: the second
+# task (default: the preset's first).
 #
-#   bash scripts/gpu_study.sh [--dry-run] [--preset P] [--methods a,b,c] [--seeds N] [--out DIR] [--work DIR]
+#   bash scripts/gpu_study.sh [--dry-run] [--preset P] [--methods a,b,c] [--task T] [--seeds N] [--out DIR] [--work DIR]
 #                             [--budget-s S] [--gen-workers N]
 #       1. generate the study's source and target datasets with `dpot bench generate --workers` (settings from the
 #          preset, so the study reuses them; nothing is carried), 2. run one `dpot bench study --only <method>`
@@ -13,11 +15,12 @@
 #          and DIR/study.tar.gz (results.md, study.json, done/, evals/, configs/, logs/, script_logs/ = this
 #          script's generate/sitting logs, runs/*/metrics.jsonl + ot_terms.json; no data, no checkpoints).
 #          A job counts in results.json only once fully trained and evaluated (the study's done marker).
-#       Defaults: preset gpu-idood-powered (cpu-idood's protocol, 96 px, batch 64, 3000 steps, 200 episodes per
-#       target cell and 50 source on the new layouts), methods naive-cotrain,dp-ot-official, seeds 1, work dir
+#       Defaults: preset gpu-idood-v4 (cpu-idood's protocol, 96 px, batch 64, 3000 steps, 200 episodes per
+#       target cell and 50 source on the new layouts; dp-ot-faithful's pair file is written by its sitting),
+#       methods naive-cotrain,dp-ot-faithful, seeds 1, work dir
 #       /tmp/dpot-gpu-study (survives between calls while the machine stays warm), device cuda. The time estimates
 #       below were measured with v2's preset (50 episodes per cell): four times the target episodes need a third
-#       call. --dry-run (or no CUDA): preset micro-powered on the CPU
+#       call. --dry-run (or no CUDA): preset micro-v4 on the CPU
 #       in a fresh work dir under DIR (tests/study/test_gpu_study_dryrun.py runs it; ~1-2 min on 2 cores).
 #   Time guard: S (default 530 s from this script's start, wheel install included, so the command ends inside the
 #       run tool's 9-10 minutes) is a hard end: the sittings get `timeout` at S - 25 s minus what generation used,
@@ -43,8 +46,9 @@ REPO=$PWD
 
 DRY=0
 PRESET=
-METHODS=naive-cotrain,dp-ot-official
+METHODS=naive-cotrain,dp-ot-faithful
 SEEDS=1
+TASK=
 OUT_DIR=${OUT:-outputs/gpu_study}
 WORK=
 BUDGET=530
@@ -54,6 +58,7 @@ while [ $# -gt 0 ]; do
         --dry-run) DRY=1 ;;
         --preset) PRESET=$2; shift ;;
         --methods) METHODS=$2; shift ;;
+        --task) TASK=$2; shift ;;
         --seeds) SEEDS=$2; shift ;;
         --out) OUT_DIR=$2; shift ;;
         --work) WORK=$2; shift ;;
@@ -79,16 +84,16 @@ gpu_select_python
 gpu_require_imports "torch, lerobot, metaworld, dpot.bench.study" "carry .whl1 in a first call (bash \
 scripts/gpu_check.sh --install-only) and .whl2 + .gl in this one (see --help)"
 if [ "$DRY" = 0 ] && ! gpu_has_cuda; then
-    say "no CUDA device: dry run (preset micro-powered on the CPU)"
+    say "no CUDA device: dry run (preset micro-v4 on the CPU)"
     DRY=1
 fi
 if [ "$DRY" = 1 ]; then
-    PRESET=${PRESET:-micro-powered}
+    PRESET=${PRESET:-micro-v4}
     DEVICE=cpu
     WORK=${WORK:-$OUT_DIR/work}
     GEN_WORKERS=${GEN_WORKERS:-1}
 else
-    PRESET=${PRESET:-gpu-idood-powered}
+    PRESET=${PRESET:-gpu-idood-v4}
     DEVICE=cuda
     WORK=${WORK:-/tmp/dpot-gpu-study}
     GEN_WORKERS=${GEN_WORKERS:-14}
@@ -98,13 +103,13 @@ mkdir -p "$WORK"
 say "preset $PRESET, methods $METHODS, seeds $SEEDS, device $DEVICE, work $WORK, out $OUT_DIR, hard end ${BUDGET} s"
 
 # 1. the datasets, with the study's own settings (so its sittings reuse them), source and target side by side
-mapfile -t GEN < <("$PY" - "$PRESET" "$WORK" <<'EOF'
+mapfile -t GEN < <("$PY" - "$PRESET" "$WORK" "$TASK" <<'EOF'
 import sys
 
 from dpot.bench.presets import DATA_SEEDS
 from dpot.bench.study import make_study
 
-s = make_study(sys.argv[1], root=sys.argv[2], progress=False)
+s = make_study(sys.argv[1], root=sys.argv[2], task=sys.argv[3] or None, progress=False)
 p = s.preset
 for role, n, region in (("source", p.source_episodes, p.source_region), ("target", p.target_episodes,
                                                                            p.target_region)):
@@ -140,7 +145,7 @@ pids=()
 IFS=, read -r -a MLIST <<<"$METHODS"
 for m in "${MLIST[@]}"; do
     timeout --kill-after=5 "$GUARD" "$PY" -m dpot bench study --preset "$PRESET" --dir "$WORK" --only "$m" \
-        --seeds "$SEEDS" --device "$DEVICE" >"$LOGS/sitting_$m.log" 2>&1 &
+        --seeds "$SEEDS" --device "$DEVICE" ${TASK:+--task "$TASK"} >"$LOGS/sitting_$m.log" 2>&1 &
     pids+=($!)
 done
 rc=0
@@ -162,6 +167,7 @@ say "sittings ended after $((SECONDS - T0)) s"
 
 # 3. results of every finished job, the steps each job reached, the small outputs to $OUT
 "$PY" -m dpot bench study --preset "$PRESET" --dir "$WORK" --only "$METHODS" --seeds "$SEEDS" --max-jobs 0 \
+    ${TASK:+--task "$TASK"} \
     >>"$LOG" 2>&1 || say "warning: results.json could not be rewritten (see $LOG)"
 for run in "$WORK"/runs/*/; do
     [ -d "$run" ] || continue

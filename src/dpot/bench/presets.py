@@ -228,8 +228,14 @@ V4_METHODS: dict[str, Method] = {m.name: m for m in [
            "DP+OT, the official mechanism: diagonal prior on a separate batch of DTW partner pairs", base=FAITHFUL_OT,
            seeds=5),
 ]}
+# v4 on a lent GPU (scripts/gpu_study.sh's default): the comparison arm runs beside the faithful one at the GPU scale
+V4_GPU_METHODS: dict[str, Method] = {m.name: m for m in [
+    Method("naive-cotrain", "source", "target", {"lambda_ot": 0.0}, 0,
+           "co-training, the same data mix, lambda_ot=0 (v3's arm)", base=PAPER_OT),
+    V4_METHODS["dp-ot-faithful"],
+]}
 METHOD_TABLES = {"v1": METHODS, "idood": IDOOD_METHODS, "powered": POWERED_METHODS, "task2": TASK2_METHODS,
-                 "act": ACT_METHODS, "v4": V4_METHODS}
+                 "act": ACT_METHODS, "v4": V4_METHODS, "v4-gpu": V4_GPU_METHODS}
 
 # The contrasts each method table pre-registers (docs/results.md, "Pre-registration"), arm A − arm B, read in the
 # target cells by dpot.bench.study.contrasts (seed-paired t as the main test, layout-paired as the secondary)
@@ -349,6 +355,15 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            eval_domains=("target_id", "target_ood", "source"), obs="proprio", shift="target-visual",
            target_region="id", curve_domains=("target_id", "target_ood"), methods="powered",
            eval_seed=200_000, source_eval_episodes=1),
+    Preset("micro-v4", ("button-press-topdown-v3", "drawer-open-v3"), source_episodes=2, target_episodes=2,
+           image_size=32, cameras=("corner4", "gripperPOV"), steps=4, batch_size=4, save_every=4,
+           policy={"down_dims": [16, 32], "horizon": 8, "n_action_steps": 4, "diffusion_step_embed_dim": 32,
+                   "num_inference_steps": 2, "spatial_softmax_num_keypoints": 8, "n_obs_steps": 1},
+           eval_episodes=2, curve_episodes=1, eval_max_steps=12, num_workers=0, eval_workers=1, device="cpu",
+           seeds=1, warmup_steps=1, log_freq=1, note="for tests: gpu-idood-v4's arms at seconds per job",
+           eval_domains=("target_id", "target_ood", "source"), obs="proprio", shift="target-visual",
+           target_region="id", curve_domains=("target_id", "target_ood"), methods="v4-gpu",
+           eval_seed=200_000, source_eval_episodes=1),
     CPU_IDOOD,
     # The powered design (issue 19, docs/results.md "Pre-registration"): cpu-idood's data, policy and budget, new
     # evaluation layouts (eval_seed 200000: seeds never used by a study before), 200 episodes per target cell and
@@ -401,6 +416,18 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            note="one lent GPU, 16 cores: naive-cotrain vs dp-ot-official side by side (scripts/gpu_study.sh)",
            eval_domains=("target_id", "target_ood", "source"), obs="proprio", shift="target",
            target_region="id", curve_domains=("target_id", "target_ood"), methods="powered",
+           eval_seed=200_000, source_eval_episodes=50),
+    # v4 at the GPU budget (scripts/gpu_study.sh's default since issue 31): gpu-idood-powered's scale and evaluation,
+    # naive-cotrain beside dp-ot-faithful
+    Preset("gpu-idood-v4", ("button-press-topdown-v3", "drawer-open-v3"), source_episodes=100, target_episodes=10,
+           image_size=96, cameras=("corner4", "gripperPOV"), steps=3000, batch_size=64, save_every=1000,
+           policy={"n_obs_steps": 1, "down_dims": [128, 256, 512], "resize_shape": [96, 96], "crop_ratio": 0.875,
+                   "use_separate_rgb_encoder_per_camera": False, "num_inference_steps": 10},
+           eval_episodes=200, curve_episodes=10, num_workers=3, eval_workers=6, device="cuda", seeds=1,
+           warmup_steps=100, log_freq=50,
+           note="one lent GPU, 16 cores: naive-cotrain vs dp-ot-faithful side by side (scripts/gpu_study.sh)",
+           eval_domains=("target_id", "target_ood", "source"), obs="proprio", shift="target",
+           target_region="id", curve_domains=("target_id", "target_ood"), methods="v4-gpu",
            eval_seed=200_000, source_eval_episodes=50),
     Preset("gpu-full", ("push-v3", "pick-place-v3", "button-press-topdown-v3"), source_episodes=200,
            target_episodes=20, image_size=96, cameras=("corner4", "gripperPOV", "topview"), steps=30000,
