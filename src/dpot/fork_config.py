@@ -28,7 +28,7 @@ from dpot.errors import UserError, did_you_mean
 from dpot.rundir import CHECKPOINTS_DIR
 
 __all__ = ["FORK_OT_KEYS", "FORK_FEATURE_KEYS", "FORK_TIME_INDEX", "is_fork_config", "translate_fork_config",
-           "translate_override", "fork_prior", "lerobot_key_notes"]
+           "translate_override", "fork_batches", "fork_prior", "lerobot_key_notes"]
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,9 @@ FORK_OT_KEYS: dict[str, str] = {
     "src_repo_id": "source_dataset.repo_id",
     "src_root": "source_dataset.root",
     "pair_info_path": "ot.pair_info_path",
-    "batch_ratio": "ot.batch_ratio",
+    "batch_ratio": "the OT batch: ot.pair_batch_size = max(1, int(batch_size * batch_ratio)) pairs in a separate OT batch (the "
+                   "fork's OT dataloader); the BC batch is the fork's half and half: ot.batch_ratio = "
+                   "floor(batch_size / 2) / batch_size (fork_batches)",
     "lambda_ot": "ot.lambda_ot",
     "obs_keys": "not used: dpot loads every camera, observation.state and action the policy needs (checked "
                 "against the datasets); the image terms come from loss_config.features",
@@ -197,6 +199,8 @@ def translate_fork_config(raw: dict) -> tuple[dict, list[str]]:
     for key, off in (("sharpness", 0.0), ("window_size", 0), ("cutoff", 0.0)):
         if key in ot and ot[key] is None:
             ot[key] = off
+    # the fork's batches (lerobot_train.py): BC half target, half source; OT a separate batch of pairs
+    ot.update(fork_batches(out.get("batch_size", DEFAULT_BATCH_SIZE), fork_ot.get("batch_ratio", 0.5)))
     # the fork's loss (ot_loss.py): plain squared distances for every term, and heuristic = the diagonal reference
     ot["cost_norm"] = "none"
     if "heuristic" in ot:
@@ -218,6 +222,25 @@ def translate_fork_config(raw: dict) -> tuple[dict, list[str]]:
             out.pop("camera_map")
     out["ot"] = ot
     return out, warnings
+
+
+DEFAULT_BATCH_SIZE = 8   # LeRobot's TrainPipelineConfig.batch_size, when a fork file gives none
+
+
+def fork_batches(batch_size, batch_ratio) -> dict:
+    """The fork's batch layout in dpot's keys (its ``lerobot_train.py``): BC = ``(B + 1) // 2`` target items and
+    ``max(1, B - (B + 1) // 2)`` source items (``batch_ratio`` plays no part in it), and a separate OT batch of
+    ``max(1, int(B * batch_ratio))`` (target frame, DTW partner) pairs. Returns ``{"batch_ratio": n_src / B,
+    "pair_batch_size": n_pairs}`` (``round(batch_ratio * B)`` then gives exactly ``n_src``). Resolved from the
+    file's ``batch_size``: a ``--batch_size`` override keeps the file's pair count (``--ot.pair_batch_size`` sets
+    it)."""
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 2:
+        raise UserError(f"batch_size: expected an integer >= 2 (half source, half target), got "
+                        f"{json.dumps(batch_size)}")
+    if not isinstance(batch_ratio, (int, float)) or isinstance(batch_ratio, bool) or not 0 < batch_ratio < 1:
+        raise UserError(f"ot.batch_ratio: must be in (0, 1), got {json.dumps(batch_ratio)}")
+    n_src = max(1, batch_size - (batch_size + 1) // 2)
+    return {"batch_ratio": n_src / batch_size, "pair_batch_size": max(1, int(batch_size * batch_ratio))}
 
 
 def fork_prior(heuristic) -> str:

@@ -72,6 +72,8 @@ def test_every_fork_key_is_mapped_or_warned(caplog):
             section, field = dest.split(".", 1)
             assert field in out[section], f"ot.{key} -> {dest} missing in the translation"
             assert out[section][field] == (fork_ot | fork_ot["loss_config"])[short]
+        elif key == "batch_ratio":   # the OT pair count and the fork's half-and-half BC batch (fork_batches)
+            assert (out["ot"]["pair_batch_size"], out["ot"]["batch_ratio"]) == (8, 8 / 16)
         elif key not in ("enable", "loss_config", "loss_config.features"):
             assert any(f"ot.{key}" in w for w in warnings), f"ot.{key} neither mapped nor warned about"
     assert any("embed_name" in w for w in warnings) and any("features[0].weight_label" in w for w in warnings)
@@ -215,3 +217,18 @@ def test_image_transforms_see_the_stored_frames_before_the_policys_resize():
     assert delivery_size(policy, image_transforms=lambda img: img) is None
     assert delivery_size(SimpleNamespace(), None) is None
     assert delivery_size(SimpleNamespace(resize_shape=None), None) is None
+
+
+@pytest.mark.parametrize("ratio", [0.25, 0.3, 0.5, 0.75])
+def test_fork_batches_are_the_fork_loaders_sizes(ratio):
+    """The fork's lerobot_train.py: bc_tgt_bs = (B + 1) // 2, bc_src_bs = max(1, B - bc_tgt_bs), OT batch
+    max(1, int(B * batch_ratio)); dpot's sampler then draws exactly those counts."""
+    from dpot.data.cotrain import split_batch
+    from dpot.fork_config import fork_batches
+
+    for b in range(2, 41):
+        got = fork_batches(b, ratio)
+        bc_tgt = (b + 1) // 2
+        bc_src = max(1, b - bc_tgt)
+        assert split_batch(b, got["batch_ratio"]) == (bc_src, bc_tgt)
+        assert got["pair_batch_size"] == max(1, int(b * ratio))
