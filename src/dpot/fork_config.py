@@ -41,8 +41,8 @@ FORK_OT_KEYS: dict[str, str] = {
     "src_repo_id": "source_dataset.repo_id",
     "src_root": "source_dataset.root",
     "pair_info_path": "ot.pair_info_path",
-    "batch_ratio": "the OT batch: ot.pair_batch_size = max(1, int(batch_size * batch_ratio)) pairs in a separate OT batch (the "
-                   "fork's OT dataloader); the BC batch is the fork's half and half: ot.batch_ratio = "
+    "batch_ratio": "the OT batch: ot.pair_batch_size = max(1, int(batch_size * batch_ratio)) pairs in a separate "
+                   "OT batch (the fork's OT dataloader); the BC batch is the fork's half and half: ot.batch_ratio = "
                    "floor(batch_size / 2) / batch_size (fork_batches)",
     "lambda_ot": "ot.lambda_ot",
     "obs_keys": "not used: dpot loads every camera, observation.state and action the policy needs (checked "

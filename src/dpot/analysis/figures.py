@@ -237,6 +237,26 @@ def fig_plan(plans: list[PlanSnapshot]) -> dict | None:
     return {"data": data, "layout": lay}
 
 
+def fig_probe(run) -> dict | None:
+    """The domain probe's held-out accuracy per camera (markers at the probed steps) and chance (0.5)."""
+    from dpot.analysis.probe_reading import probe_series
+
+    series = probe_series(run.history)
+    if not series:
+        return None
+    data = []
+    for cam, pts in series.items():
+        line = _line(cam, [(p[0], p[1]) for p in pts], markers=True)
+        if all(p[2] is not None for p in pts):
+            line["error_y"] = {"type": "data", "symmetric": False, "array": [p[3] - p[1] for p in pts],
+                               "arrayminus": [p[1] - p[2] for p in pts]}
+        data.append(line)
+    lay = _layout("domain probe: sim-vs-real accuracy (chance 0.5)", "held-out accuracy")
+    lay["shapes"] = [{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": 0.5, "y1": 0.5,
+                      "line": {"dash": "dash", "color": "#888"}}]
+    return {"data": data, "layout": lay}
+
+
 def report_figures(run, summaries, rules, plans: list[PlanSnapshot]) -> dict[str, dict]:
     """``{id: figure}`` of a run's report page, curves first, then OT at a glance (absent ones left out)."""
     band = coupling_band(rules)
@@ -244,7 +264,8 @@ def report_figures(run, summaries, rules, plans: list[PlanSnapshot]) -> dict[str
     figs = {"losses": fig_losses(run, summaries), "ot_plan": fig_plan(plans),
             "grad_norm": fig_single(run, "train/grad_norm", "grad norm", True), "ot_mass": fig_ot_mass(run, band),
             "lr": fig_single(run, "train/lr", "learning rate"), "costs": fig_costs(run),
-            "step_time": fig_step_time(run), "cost_share": fig_cost_share(run), "spread": fig_spread(run)}
+            "step_time": fig_step_time(run), "cost_share": fig_cost_share(run), "spread": fig_spread(run),
+            "probe": fig_probe(run)}
     return {k: v for k, v in figs.items() if v is not None}
 
 

@@ -20,6 +20,8 @@ TEXT = {
         "no_proposals": "No config change proposed: keep the current settings and extend the run if it is still "
                         "improving.",
         "rollback_check": "Rollback check", "run": "run", "metric": "metric", "plots": "Plots",
+        "probe": "Domain probe (held-out accuracy of a linear sim-vs-real classifier on each camera's features; "
+                 "chance 0.5)",
     },
     "zh": {
         "title": "DP+OT 实验评估（run: {run_id}）",
@@ -33,6 +35,7 @@ TEXT = {
         "compare": "运行对比", "winner": "胜出", "differs": "不同的配置键",
         "no_proposals": "不建议修改配置：保持当前设置；若仍在改善，可延长训练。",
         "rollback_check": "回滚检查", "run": "运行", "metric": "指标", "plots": "图表",
+        "probe": "域探针（线性仿真/真实分类器在各相机特征上的留出准确率；随机水平 0.5）",
     },
 }
 

@@ -15,6 +15,7 @@ from dpot.analysis import noise  # noqa: E402
 from dpot.analysis.aliases import cost_prefix, label  # noqa: E402
 from dpot.analysis.diagnose import coupling_band  # noqa: E402
 from dpot.analysis.figures import ot_mass_keys  # noqa: E402
+from dpot.analysis.probe_reading import probe_series  # noqa: E402
 
 EVAL_KEY = "eval/offline_eval/avg_loss"
 CURVES = ["train/loss", "train/l1_loss", EVAL_KEY, "train/grad_norm", "train/lr"]
@@ -113,12 +114,33 @@ def plot_step_time(run) -> bytes | None:
     return _png(fig)
 
 
+def plot_probe(run) -> bytes | None:
+    """The domain probe's held-out accuracy per camera over steps, with its 95 % interval and chance (0.5)."""
+    series = probe_series(run.history)
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.axhline(0.5, color="grey", linestyle="--", label="chance")
+    for cam, pts in series.items():
+        steps = [p[0] for p in pts]
+        line, = ax.plot(steps, [p[1] for p in pts], marker="o", label=cam)
+        if all(p[2] is not None for p in pts):
+            ax.fill_between(steps, [p[2] for p in pts], [p[3] for p in pts], color=line.get_color(), alpha=0.15)
+    ax.set_ylim(0.3, 1.02)
+    ax.set_xlabel("step")
+    ax.set_title("domain probe: sim-vs-real accuracy on the image features", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
 def make_plots(run, summaries, rules) -> dict[str, bytes]:
     """``{file name: PNG bytes}`` for the plots this run's metrics allow."""
     band = coupling_band(rules)
     out = {}
     for name, png in (("curves.png", plot_curves(run, summaries)), ("ot.png", plot_ot(run, band)),
-                      ("costs.png", plot_costs(run)), ("step_time.png", plot_step_time(run))):
+                      ("costs.png", plot_costs(run)), ("step_time.png", plot_step_time(run)),
+                      ("probe.png", plot_probe(run))):
         if png:
             out[name] = png
     return out

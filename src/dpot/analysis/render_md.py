@@ -10,6 +10,7 @@ from dpot.analysis import cfgkeys
 from dpot.analysis.aliases import COST_PREFIXES
 from dpot.analysis.diagnose import coupling_band, coupling_key
 from dpot.analysis.i18n import finding_text, prose, t
+from dpot.analysis.probe_reading import probe_lines
 from dpot.analysis.summary import span_text
 from dpot.analysis.windows import LATE_FRAC, MIN_POINTS, late_window
 from dpot.rundir import CONFIG_FILE
@@ -212,6 +213,9 @@ def render_markdown(a, lang: str = "en", proposal_paths: dict | None = None, plo
         L.append(line)
     else:
         L.append(f"- {t(lang, 'throughput')}: train/update_s {t(lang, 'not_logged', seen=seen_keys(run))}")
+    probe = probe_lines(run.history, lang)
+    if probe:
+        L += ["", f"## {t(lang, 'probe')}", *probe]
     L += ["", f"## {t(lang, 'assessment')}", *_assessment(a, lang), "", f"## {t(lang, 'risks')}"]
     if a.findings:
         for f in a.findings:
