@@ -229,7 +229,7 @@ def test_solver_iterations_and_cap_in_the_metrics():
 
 def test_window_counts_capped_solves_and_averages_iterations():
     """In the log window the cap count is summed (like ot_skipped) and the iterations averaged."""
-    from dpot.train.loop import MetricWindow
+    from dpot.train.run import MetricWindow
 
     win = MetricWindow()
     for iters, maxed in ((10, 0.0), (200, 1.0), (200, 1.0), (30, 0.0)):

@@ -13,7 +13,7 @@ import pytest
 
 from dpot.analysis import cfgkeys
 from dpot.config import EmbedFeatureConfig, LabelFeatureConfig, OTConfig, config_to_dict, load_train_config
-from dpot.train.loop import resolve_optim
+from dpot.train.build import resolve_optim
 
 BASE = {
     "dataset": {"repo_id": "local/real", "root": "data/real"},
