@@ -26,7 +26,7 @@ again), a job counts as trained once it holds a complete checkpoint at the prese
 (:func:`dpot.rundir.is_finished`), and every evaluation whose JSON exists is kept. Jobs run in plan order: the
 calibration runs (seed 0 of the methods marked ``calibration``: target-only and source-only in the ID/OOD study)
 first, then the core methods (group 0) for all seeds, seed by seed, then
-the other groups. Training runs in a subprocess (``dpot train``, started by :func:`dpot.rundir.launch_train`
+the other groups. Training runs in a subprocess (``dpot train``, started by :func:`dpot.launch.launch_train`
 as the autopilot's are).
 
 Several sittings may share one directory at the same time (e.g. two processes with ``OMP_NUM_THREADS=1`` on a

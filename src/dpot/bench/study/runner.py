@@ -30,6 +30,7 @@ from dpot.bench.presets import (
 from dpot.bench.study.plan import Job, plan_jobs
 from dpot.bench.study.results import ot_metrics, write_json, write_results
 from dpot.errors import UserError
+from dpot.launch import launch_train, set_env_defaults
 
 logger = logging.getLogger(__name__)
 CURVE_FILE = "{job}-{cell}-step{step:06d}.json"
@@ -177,7 +178,7 @@ class Study:
 
     def train(self, job: Job, data: dict[str, dict]) -> str:
         """Train the job (fresh, or resumed from its last checkpoint with the run's own resolved config:
-        :func:`dpot.rundir.launch_train`); returns "done", "resumed" or "fresh"."""
+        :func:`dpot.launch.launch_train`); returns "done", "resumed" or "fresh"."""
         run = self.run_dir(job)
         if self.trained(job):
             return "done"
@@ -186,7 +187,7 @@ class Study:
         else:
             cfg_path = write_json(self.root / "configs" / f"{job.id}.json", self.job_config(job, data))
         log = rundir.log_path(self.root, job.id)
-        launch = rundir.launch_train(cfg_path, run, log, name=job.id, who="study")
+        launch = launch_train(cfg_path, run, log, name=job.id, who="study")
         if launch.returncode != 0:
             tail = log.read_text().strip().splitlines()[-1:] or [""]
             raise UserError(f"study job {job.id}: training exited with code {launch.returncode} ({tail[0][:200]}); "
@@ -340,7 +341,7 @@ def run_study(preset: str, *, task: str | None = None, root: str | Path | None =
     study = make_study(preset, task=task, root=root, shift=shift, device=device, eval_workers=eval_workers,
                        progress=progress)
     jobs = plan_jobs(parse_methods(only, study.preset.method_table), seeds or study.preset.seeds, cap=seeds)
-    rundir.set_env_defaults()
+    set_env_defaults()
     return study.run(jobs, max_jobs)
 
 
