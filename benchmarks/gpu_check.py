@@ -45,6 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dpot.launch import child_env
 from dpot.metrics_log import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,22 +119,12 @@ class CheckFailed(Exception):
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _env() -> dict:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1",
-           "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
-           "PYOPENGL_PLATFORM": os.environ.get("PYOPENGL_PLATFORM", "egl")}
-    src = str(ROOT / "src")
-    if src not in env.get("PYTHONPATH", "").split(os.pathsep):
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
-    return env
-
-
 def run_cmd(cmd: list[str], log: Path, timeout: float) -> str:
     """Run ``cmd`` (output to ``log``); raise CheckFailed with the log's tail when it fails or times out."""
     t0 = time.perf_counter()
     with open(log, "w") as fh:
         try:
-            r = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT,
+            r = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=child_env(), cwd=ROOT,
                                timeout=max(5.0, timeout))
             rc = r.returncode
         except subprocess.TimeoutExpired:
@@ -454,7 +445,7 @@ def check_train_bf16(ctx: Ctx) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.Popen([PY, "-m", "dpot", "train", f"--config_path={ctx.work / 'train_bf16.json'}",
                              f"--output_dir={run}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=_env(), cwd=ROOT)
+                            env=child_env(), cwd=ROOT)
     times, text = _line_times(proc, run / "metrics.jsonl", "")
     (ctx.work / "train_bf16.log").write_text(text)
     wall = time.perf_counter() - t0
