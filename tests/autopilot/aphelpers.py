@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dpot.rundir import LINEAGE_FILE
+
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1",
        "TOKENIZERS_PARALLELISM": "false",
@@ -48,7 +50,7 @@ def start_autopilot(*args: str, log: Path) -> subprocess.Popen:
 
 
 def lineage(out: Path) -> dict:
-    return json.loads((out / "lineage.json").read_text())
+    return json.loads((out / LINEAGE_FILE).read_text())
 
 
 def node(doc: dict, name: str) -> dict:
