@@ -35,8 +35,9 @@ import time
 from pathlib import Path
 
 from dpot import metric_names
+from dpot.bench.study.layout import write_json
 from dpot.bench.study.plan import Job
-from dpot.bench.study.runner import make_study, write_json
+from dpot.bench.study.runner import make_study
 from dpot.launch import child_env
 from dpot.metrics_log import read_metrics
 from dpot.rundir import metrics_path

@@ -34,8 +34,9 @@ Several sittings may share one directory at the same time (e.g. two processes wi
 (released by the kernel when the process ends, however it ends), skips jobs another sitting holds, and
 generates the datasets under a lock of its own.
 
-Modules: :mod:`~dpot.bench.study.plan` (jobs and their order), :mod:`~dpot.bench.study.runner` (the study
-directory, claims, training, evaluation), :mod:`~dpot.bench.study.results` (OT metrics, pooled success,
+Modules: :mod:`~dpot.bench.study.plan` (jobs and their order), :mod:`~dpot.bench.study.layout` (where a job's
+files are, the evaluation cells; what the runner and the results share), :mod:`~dpot.bench.study.runner` (the
+study directory's work: claims, training, evaluation), :mod:`~dpot.bench.study.results` (OT metrics, pooled success,
 ``results.json``), :mod:`~dpot.bench.study.rendering` (``results.md``, ``curves.png``),
 :mod:`~dpot.bench.study.cli` (``dpot bench study``); presets, methods, the shared train config and the episode
 seed ranges live in :mod:`dpot.bench.presets`.
