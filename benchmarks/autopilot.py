@@ -86,7 +86,11 @@ from dpot.errors import UserError
 from dpot.launch import child_env
 from dpot.metrics_log import read_metrics
 from dpot.rundir import LINEAGE_FILE
-from markdown_section import write_section  # benchmarks/: the script's own directory is on sys.path
+
+if __package__:  # imported as benchmarks.autopilot (the tests, python -m benchmarks.autopilot)
+    from .markdown_section import write_section
+else:  # run as python benchmarks/autopilot.py: benchmarks/ is sys.path[0]
+    from markdown_section import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 PARENT = "## Autopilot (dpot autopilot)"

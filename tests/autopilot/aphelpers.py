@@ -22,8 +22,7 @@ CONSTANT = {"type": "diffuser", "name": "constant", "num_warmup_steps": 0}
 
 def base_config(toy: dict, path: Path, **over) -> Path:
     """A CPU-sized dpot train config with a flat, tiny LR (1e-6, constant schedule), 6 steps, eval every 3."""
-    sys.path.insert(0, str(REPO / "tests" / "train"))
-    from train_helpers import tiny_config
+    from train_helpers import tiny_config  # tests/train (pyproject.toml's pytest pythonpath)
 
     cfg = tiny_config(toy, steps=6, eval_freq=3, use_policy_training_preset=False, optimizer=dict(FLAT_OPT),
                       scheduler=dict(CONSTANT))
