@@ -83,8 +83,14 @@ from dpot.autopilot import tools
 from dpot.autopilot.record import shown_state
 from dpot.autopilot.spec import Objective, parse_objective
 from dpot.errors import UserError
+from dpot.launch import child_env
 from dpot.metrics_log import read_metrics
-from markdown_section import write_section  # benchmarks/: the script's own directory is on sys.path
+from dpot.rundir import LINEAGE_FILE
+
+if __package__:  # imported as benchmarks.autopilot (the tests, python -m benchmarks.autopilot)
+    from .markdown_section import write_section
+else:  # run as python benchmarks/autopilot.py: benchmarks/ is sys.path[0]
+    from markdown_section import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 PARENT = "## Autopilot (dpot autopilot)"
@@ -94,8 +100,7 @@ STARTS = ("seed", "healthy", "lr-100x-high", "lr-100x-low-flat", "warmup-longer-
 METHODS = ("autopilot", "tpe", "random", "hand")
 OBJ = "eval/offline_eval/avg_loss"
 DEFAULT_OBJECTIVE = parse_objective(OBJ)
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false",
-       "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+ENV = child_env()                         # the environment dpot's own launcher gives its children
 POLICY_SIZES = ("cpu", "study")
 STUDY_PRESET = "cpu-idood-powered"        # --policy study: this preset's policy and batch
 HAND = ["iter1", "iter4a", "iter4b", "iter5a", "iter5b", "iter5c"]
@@ -403,7 +408,7 @@ def run_autopilot(base: dict, work: Path, a) -> dict:
                log=work / "autopilot.log")
     if rc != 0:
         raise SystemExit(f"autopilot failed (exit {rc}): see {work / 'autopilot.log'}")
-    lin = json.loads((out / "lineage.json").read_text())
+    lin = json.loads((out / LINEAGE_FILE).read_text())
     vals = [n["objective"] for n in lin["nodes"] if isinstance(n["objective"], float)
             and shown_state(n) in ("kept", "best")]
     order = [n["objective"] if isinstance(n["objective"], float) and shown_state(n) in ("kept", "best")
@@ -477,7 +482,7 @@ def cached(path: Path, compute) -> dict:
 
 # a (start, repeat)'s raw files worth keeping (--keep): each method's result and the configs/lineage that say what
 # each run trained; the runs themselves (checkpoints) stay in --out
-RAW_FILES = {"autopilot": ("autopilot/search/lineage.json", "autopilot/search/configs/*.json"),
+RAW_FILES = {"autopilot": (f"autopilot/search/{LINEAGE_FILE}", "autopilot/search/configs/*.json"),
              "tpe": ("tpe/t*.json",), "random": ("random/t*.json",), "hand": ("hand/*.json",)}
 
 
@@ -688,7 +693,7 @@ def best_runs(out: Path, doc: dict) -> str:
         for r in reps:
             work = out / start / f"rep{r['seed']}"
             parts = []
-            lin = work / "autopilot" / "search" / "lineage.json"
+            lin = work / "autopilot" / "search" / LINEAGE_FILE
             if lin.is_file():
                 nodes = [n for n in json.loads(lin.read_text())["nodes"] if shown_state(n) == "best"]
                 if nodes:
@@ -709,8 +714,8 @@ def best_runs(out: Path, doc: dict) -> str:
                 lines.append(f"- {start}, repeat {r['seed']}: " + "; ".join(parts))
     if not lines:
         return ""
-    return "\n".join(["", "Where each repeat's best came from (`<out>/<start>/rep<k>/autopilot/search/lineage.json`, "
-                      "`tpe/t<n>.json`; `best_runs`):", "", *lines]) + "\n"
+    head = f"Where each repeat's best came from (`<out>/<start>/rep<k>/autopilot/search/{LINEAGE_FILE}`, "
+    return "\n".join(["", head + "`tpe/t<n>.json`; `best_runs`):", "", *lines]) + "\n"
 
 
 def main() -> int:

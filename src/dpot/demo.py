@@ -24,7 +24,7 @@ import time
 import warnings
 from pathlib import Path
 
-from dpot import rundir
+from dpot import launch, rundir
 from dpot.errors import UserError
 from dpot.metrics_log import read_metrics
 
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None, command: str = "demo") -> int:
     from dpot.train.cli import configure_logging
     from dpot.train.loop import train
 
-    rundir.set_env_defaults()  # headless rendering; must be set before mujoco is first imported
+    launch.set_env_defaults()  # headless rendering; must be set before mujoco is first imported
     opts = _parse(list(sys.argv[1:] if argv is None else argv))
     if opts.get("help"):
         print(__doc__)

@@ -20,8 +20,8 @@ from dpot.autopilot.decisions import (
 from dpot.autopilot.html import render
 from dpot.autopilot.record import TrialRecord
 from dpot.errors import UserError
+from dpot.launch import check_launcher, train_command
 from dpot.metrics_log import read_metrics
-from dpot.rundir import check_launcher, train_command
 
 
 def test_objective_parsing_and_regression():

@@ -9,10 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import autopilot as bench
 from dpot.analysis import cfgkeys
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import autopilot as bench  # noqa: E402
 
 
 @pytest.fixture

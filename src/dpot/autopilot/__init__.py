@@ -8,6 +8,6 @@ heartbeats, the lock), :mod:`.candidates` (what is trained next, enqueued as pla
 (one trial: train, report, decide, tell), :mod:`.decisions` (the rules as pure functions: rollback triggers,
 closing an iteration, stops, retries, halving budgets), :mod:`.runs` (a run's objective from its metrics), :mod:`.tools`
 (``dpot report/propose/bench eval`` as subprocesses; training is launched, with the ``--launcher`` template, by
-:func:`dpot.rundir.launch_train`), :mod:`.engine` (opens the search and runs the loop), :mod:`.lineage`
+:func:`dpot.launch.launch_train`), :mod:`.engine` (opens the search and runs the loop), :mod:`.lineage`
 (``lineage.json``), :mod:`.html` (``autopilot.html``), :mod:`.cli` (``dpot autopilot``).
 """

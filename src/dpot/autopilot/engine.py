@@ -41,7 +41,7 @@ import shutil
 import time
 from pathlib import Path
 
-from dpot import rundir
+from dpot import launch, rundir
 from dpot.atomic import write_text
 from dpot.autopilot import spec
 from dpot.autopilot.candidates import Planner
@@ -65,7 +65,7 @@ class Search:
         self.s = s
         self.out = Path(s.out).resolve()
         self.objective = spec.parse_objective(s.objective)
-        rundir.check_launcher(s.launcher)
+        launch.check_launcher(s.launcher)
         if s.iterations < 0:
             raise UserError("--iterations: must be >= 0")
         if s.candidates < 1:

@@ -59,7 +59,7 @@ from dpot.bench.env import (
     check_task,
 )
 from dpot.errors import UserError
-from dpot.rundir import set_env_defaults
+from dpot.launch import set_env_defaults
 
 META_FILE = "meta/dpot_bench.json"
 DESCRIPTIONS = {

@@ -77,7 +77,8 @@ def probe_run(run: Path, steps: list[int], *, frames: int = 256) -> dict[int, di
 def main(argv: list[str], command: str = "probe") -> int:
     parser = UserErrorParser(prog="dpot probe", description=__doc__,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", metavar="RUN", help="a dpot run directory (train_config.json, checkpoints/)")
+    parser.add_argument("run", metavar="RUN",
+                        help=f"a dpot run directory ({rundir.CONFIG_FILE}, {rundir.CHECKPOINTS_DIR}/)")
     parser.add_argument("--steps", default=None, help="comma-separated steps (default: 0 and every checkpoint)")
     parser.add_argument("--frames", type=int, default=256, help="fit frames (as many held out; default 256)")
     parser.add_argument("--out", default=None, help=f"JSON file (default RUN/{PROBE_FILE})")

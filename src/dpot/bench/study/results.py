@@ -6,21 +6,12 @@ import json
 import statistics
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from dpot.atomic import write_text
+from dpot.bench.study.layout import StudyDir, write_json
 from dpot.bench.study.rendering import plot_curves, render_markdown
 from dpot.errors import UserError
 from dpot.rundir import metrics_path
-
-if TYPE_CHECKING:
-    from dpot.bench.study.runner import Study
-
-
-def write_json(path: Path, obj) -> Path:
-    """Write JSON atomically (temp file + rename): readers see the old file or the whole new one."""
-    return write_text(path, json.dumps(obj, indent=1))
-
 
 OT_PREFIXES = ("train/ot_cost/", "train/ot_cost_plan/", "train/ot_embed_spread/")
 OT_KEYS = ("train/ot_pi_sum", "train/ot_pi_diag", "train/ot_pi_diag_frac", "train/ot_loss", "train/ot_loss_scaled",
@@ -105,7 +96,7 @@ def _versions() -> dict:
     return out
 
 
-def registered_contrasts(study: Study, markers: list[dict]) -> list[dict]:
+def registered_contrasts(study: StudyDir, markers: list[dict]) -> list[dict]:
     """The preset's pre-registered contrasts (:data:`dpot.bench.presets.CONTRASTS`) in its target cells, from the
     evaluation JSONs' per-episode outcomes: first at the first ``FIRST_SEEDS`` seeds (the primary analysis), then,
     when later seeds exist, at all common seeds (``"analysis": "primary" | "all seeds"``)."""
@@ -138,7 +129,7 @@ def registered_contrasts(study: Study, markers: list[dict]) -> list[dict]:
     return out
 
 
-def write_results(study: Study) -> dict:
+def write_results(study: StudyDir) -> dict:
     """Collect every done marker of the study into ``results.json``, ``results.md`` and ``curves.png``."""
     markers = [json.loads(p.read_text()) for p in sorted((study.root / "done").glob("*.json"))]
     for m in markers:  # recomputed from the run's log when it is here (markers of older versions: last value)
@@ -160,4 +151,4 @@ def write_results(study: Study) -> dict:
     return results
 
 
-__all__ = ["OT_KEYS", "OT_PREFIXES", "aggregate", "ot_metrics", "write_json", "write_results"]
+__all__ = ["OT_KEYS", "OT_PREFIXES", "aggregate", "ot_metrics", "write_results"]
