@@ -16,15 +16,17 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+from dpot.policy.traits import extra_lr_keys, traits_of
+
 _MISSING = object()
 
 # ------------------------------------------------------------------ keys of a saved config
 PRESET = "use_policy_training_preset"     # true: LeRobot's policy presets set the optimizer and the scheduler
 LR = "optimizer.lr"                       # the explicit (or the resolved preset) optimizer's LR
 POLICY_LR = "policy.optimizer_lr"         # the LR the policy preset uses
-#: policy-specific LR keys (a tuple: not in every saved config): ACT's backbone param group, used with or without
-#: the preset (ACTPolicy.get_optim_params)
-BACKBONE_LR = ("policy.optimizer_lr_backbone",)
+#: policy-specific LR keys (not in every saved config; dpot.policy.traits): ACT's backbone param group, used with or
+#: without the preset (ACTPolicy.get_optim_params)
+BACKBONE_LR = extra_lr_keys()
 OPTIMIZER = "optimizer"
 SCHEDULER = "scheduler"                   # {type, name, num_warmup_steps, ...}
 SCHEDULER_TYPE = "scheduler.type"
@@ -139,6 +141,15 @@ def weight_decay_keys(config: dict) -> list[str]:
     if isinstance(config.get(OPTIMIZER), dict):
         keys.append("optimizer.weight_decay")
     return [k for k in keys if is_number(get(config, k))]
+
+
+def usual_lr_range(rules: dict, policy_type: str) -> tuple[float, float]:
+    """The usual ``(low, high)`` base LR of a policy type: ``rules.toml [lr_range] <type>`` when given, else the
+    type's own range (:mod:`dpot.policy.traits`), else ``[lr_range] default``."""
+    ranges = rules.get("lr_range") or {}
+    traits = traits_of(policy_type)
+    low, high = ranges.get(policy_type) or (traits.lr_range if traits else None) or ranges.get("default", (1e-5, 1e-3))
+    return float(low), float(high)
 
 
 def lr_changes(config: dict, new: float) -> dict:

@@ -7,7 +7,8 @@ of :data:`~dpot.autopilot.decisions.SPACE` as Optuna params with the same distri
 trial whatever the range it was recorded with.
 
 The ranges it samples in are the ones the rules allow (:func:`sample_space`): the base LR from the bottom of the
-policy's usual range (``rules.toml [lr_range]``; ``lr_low`` fires below it) to ``[lr_high] far_factor`` x its top
+policy's usual range (:func:`dpot.analysis.cfgkeys.usual_lr_range`; ``lr_low`` fires below it) to
+``[lr_high] far_factor`` x its top
 (``lr_high`` can fire only above that); whether the LR is constant or follows the parent's schedule
 (:data:`~dpot.autopilot.decisions.CONSTANT_LR`, when the parent has one; ``[sampler] schedule = false`` in the rules
 leaves the schedule to the diagnoses, as before the issue-22 grid); ``ot.lambda_ot`` (when > 0) and ``ot.reg``
@@ -48,8 +49,7 @@ def sample_space(cfg: dict, rules: dict, ot_negligible: bool = False) -> dict:
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
     out: dict = {}
-    ranges = rules.get("lr_range") or {"default": [1e-5, 1e-3]}
-    low, high = ranges.get(cfgkeys.policy_type(cfg) or "default", ranges["default"])
+    low, high = cfgkeys.usual_lr_range(rules, cfgkeys.policy_type(cfg) or "default")
     far = float((rules.get("lr_high") or {}).get("far_factor", 1.0))
     if cfgkeys.base_lr(cfg) is not None:
         out["lr"] = FloatDistribution(float(low), float(high) * far, log=SPACE["lr"].log)
