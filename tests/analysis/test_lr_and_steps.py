@@ -83,7 +83,7 @@ def test_person_step_reproduces_the_seed_sequence():
 
 def _bounded_ok(a, rules) -> None:
     mf = rules["step"]["max_factor"]
-    low, high = rules["lr_range"].get(cfgkeys.policy_type(a.run.config) or "default", rules["lr_range"]["default"])
+    low, high = cfgkeys.usual_lr_range(rules, cfgkeys.policy_type(a.run.config) or "default")
     for p in a.proposals:
         if p.kind == "rollback":
             continue

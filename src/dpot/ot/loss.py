@@ -184,7 +184,7 @@ class OTAlignmentLoss(nn.Module):
                     if n > 1:
                         vals.append(float(sq_euclidean_cost(x, x).sum() / (n * (n - 1) * x.shape[1])))
                 if vals:
-                    out[f"ot_embed_spread/{cam}"] = sum(vals) / len(vals)
+                    out[mn.embed_spread_key(cam)] = sum(vals) / len(vals)
         return out
 
     def forward(self, src: DomainFeatures, tgt: DomainFeatures) -> OTResult:
@@ -261,5 +261,5 @@ class OTAlignmentLoss(nn.Module):
                 return None
         plan, info = unbalanced_sinkhorn(cost, reg=cfg.reg, tau_src=cfg.tau_src, tau_tgt=cfg.tau_tgt,
                                          max_iters=cfg.max_iters, tol=cfg.tol, return_info=True)
-        metrics.update({"ot_sinkhorn_iters": float(info.iters), "ot_sinkhorn_maxed": float(not info.converged)})
+        metrics.update({mn.OT_SINKHORN_ITERS: float(info.iters), mn.OT_SINKHORN_MAXED: float(not info.converged)})
         return plan

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dpot import metric_names as mn
 from dpot.data.cotrain import CoTrainBatchSampler
 from dpot.policy import PolicyHook
 from dpot.train.batches import split_rows
@@ -17,7 +18,7 @@ from dpot.train.sinks import Sinks
 
 __all__ = ["SUM_KEYS", "LAST_KEYS", "TrainStep", "MetricWindow", "TrainRun"]
 
-SUM_KEYS = ("train/ot_skipped", "train/ot_sinkhorn_maxed")
+SUM_KEYS = (mn.train(mn.OT_SKIPPED), mn.train(mn.OT_SINKHORN_MAXED))
 LAST_KEYS = ("train/lr",)
 
 

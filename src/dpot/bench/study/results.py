@@ -7,15 +7,16 @@ import statistics
 import sys
 from pathlib import Path
 
+from dpot import metric_names as mn
 from dpot.atomic import write_text
 from dpot.bench.study.layout import StudyDir, write_json
 from dpot.bench.study.rendering import plot_curves, render_markdown
 from dpot.errors import UserError
 from dpot.rundir import metrics_path
 
-OT_PREFIXES = ("train/ot_cost/", "train/ot_cost_plan/", "train/ot_embed_spread/")
-OT_KEYS = ("train/ot_pi_sum", "train/ot_pi_diag", "train/ot_pi_diag_frac", "train/ot_loss", "train/ot_loss_scaled",
-           "train/ot_skipped", "train/ot_pi_pair_cv",
+OT_PREFIXES = tuple(mn.train(k) for k in (mn.COST, mn.COST_PLAN, mn.EMBED_SPREAD))
+OT_KEYS = (*(mn.train(k) for k in (mn.OT_PI_SUM, mn.OT_PI_DIAG, mn.OT_PI_DIAG_FRAC, mn.OT_LOSS, mn.OT_LOSS_SCALED,
+                                    mn.OT_SKIPPED, mn.OT_PI_PAIR_CV)),
            "train/loss", "train/bc_loss_src", "train/bc_loss_tgt")
 
 
