@@ -40,3 +40,11 @@ def test_extra_lr_keys_are_the_reports():
     from dpot.analysis import cfgkeys
 
     assert cfgkeys.BACKBONE_LR == extra_lr_keys() == ("policy.optimizer_lr_backbone",)
+
+
+def test_preset_optimizer_is_the_presets_own():
+    """The optimizer type cfgkeys.optimizer_type reports under the preset is what LeRobot's preset builds."""
+    from lerobot.configs.policies import PreTrainedConfig
+
+    for ptype, traits in TRAITS.items():
+        assert PreTrainedConfig.get_choice_class(ptype)().get_optimizer_preset().type == traits.preset_optimizer

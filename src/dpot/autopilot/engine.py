@@ -7,10 +7,11 @@ decided, the decision values), :mod:`.store` (that state in the study, public Op
 objective to the pruner, decide, tell), :mod:`.decisions` (the rules as pure functions). This module opens the
 search and runs the loop: claim a trial and train it, or take one coordination step.
 
-Candidates are enqueued (``study.enqueue_trial``, their values of :data:`~dpot.autopilot.decisions.SPACE` as fixed
-params); workers pop them with ``study.ask()`` (the storage hands a waiting trial to one worker only), so several
-processes on one study (SQLite under DIR, or any RDB URL) train different candidates. Intermediate objective values
-are reported from ``metrics.jsonl`` while a run trains; the study's pruner (median) may stop a hopeless one.
+Candidates are enqueued (``study.enqueue_trial``, their values of the search space as fixed params,
+:func:`~dpot.autopilot.space.config_params`); workers pop them with ``study.ask()`` (the storage hands a waiting
+trial to one worker only), so several processes on one study (SQLite under DIR, or any RDB URL) train different
+candidates. Intermediate objective values are reported from ``metrics.jsonl`` while a run trains; the study's
+pruner (median) may stop a hopeless one.
 
 One coordination step at a time (a lock file in DIR): when no trial waits or runs, the step promotes successive-
 halving survivors, or closes the iteration (:func:`~dpot.autopilot.decisions.close_iteration`: the best kept run

@@ -20,7 +20,7 @@ from dpot.autopilot.candidates import Planner
 from dpot.autopilot.claim import heartbeat
 from dpot.autopilot.decisions import beyond_noise, decide
 from dpot.autopilot.record import Decision, Kind, TrialRecord
-from dpot.autopilot.sampling import record_params
+from dpot.autopilot.space import record_params
 from dpot.autopilot.spec import Objective, SearchDir, Settings
 from dpot.autopilot.store import TrialStore
 from dpot.errors import UserError

@@ -23,12 +23,15 @@ class PolicyTraits:
     lr_range: the usual ``[low, high]`` base learning rate (the ``lr_low`` / ``lr_high`` rules and the autopilot's
         LR space; ``rules.toml [lr_range]`` may override it per type).
     extra_lr_keys: config keys of other learning rates that move with the base LR, keeping their ratio to it.
+    preset_optimizer: the optimizer type LeRobot's training preset builds for it (``get_optimizer_preset().type``;
+        the autopilot's search space switches between adam and adamw, :mod:`dpot.autopilot.space`).
     """
 
     hook_module: str
     config_defaults: dict = field(default_factory=dict)
     lr_range: tuple[float, float] = (1e-5, 1e-3)
     extra_lr_keys: tuple[str, ...] = ()
+    preset_optimizer: str | None = None
 
 
 # dpot's defaults where LeRobot's would download or misbehave: no ImageNet weights (nothing is fetched at run time),
@@ -37,11 +40,12 @@ class PolicyTraits:
 TRAITS: dict[str, PolicyTraits] = {
     # the seed report: 1e-5 "underpowered", 1e-4 to 3e-4 typical for diffusion
     "diffusion": PolicyTraits("dpot.policy.diffusion",
-                              {"pretrained_backbone_weights": None, "use_group_norm": True}, (1e-4, 3e-4)),
+                              {"pretrained_backbone_weights": None, "use_group_norm": True}, (1e-4, 3e-4),
+                              preset_optimizer="adam"),
     # LeRobot's ACT preset: AdamW lr 1e-5 (backbone 1e-5); high = 10x the preset; the backbone's param group
     # (ACTPolicy.get_optim_params) has its own LR
     "act": PolicyTraits("dpot.policy.act", {"pretrained_backbone_weights": None}, (1e-5, 1e-4),
-                        ("policy.optimizer_lr_backbone",)),
+                        ("policy.optimizer_lr_backbone",), preset_optimizer="adamw"),
 }
 
 
