@@ -21,7 +21,8 @@ and dpot's extra quantities under names of their own:
 - ``ot_skipped``        1 when the step skipped the OT term (a non-finite cost or plan, or a domain with no
   masked-in row); a count per log window
 - ``ot_sinkhorn_iters`` the Sinkhorn solve's iterations; ``ot_sinkhorn_maxed`` 1 when it stopped at
-  ``ot.max_iters`` before ``ot.tol`` (a count per log window)
+  ``ot.max_iters`` before ``ot.tol`` (a count per log window); ``ot_sinkhorn_marginal_err`` the solved plan's
+  relative violation of the unbalanced marginal condition (how far from the fixed point it stopped)
 
 Every name above starts with ``ot_`` (:data:`OT_PREFIX`); the per-term cost families with ``ot_cost``
 (:data:`COST_STEM`). A term's default name (:func:`image_term`, :func:`label_term`) says its kind
@@ -39,7 +40,8 @@ Runs written by dpot before these names (they log ``ot_cost_mean/<term>``, or ``
 from __future__ import annotations
 
 __all__ = ["TRAIN", "OT_PREFIX", "OT_LOSS", "OT_LOSS_SCALED", "OT_PI_SUM", "OT_PI_DIAG", "OT_PI_DIAG_FRAC",
-           "OT_SKIPPED", "OT_PI_PAIR_CV", "OT_SINKHORN_ITERS", "OT_SINKHORN_MAXED", "COST_STEM", "COST", "COST_PLAN",
+           "OT_SKIPPED", "OT_PI_PAIR_CV", "OT_SINKHORN_ITERS", "OT_SINKHORN_MAXED", "OT_SINKHORN_MARGINAL_ERR",
+           "COST_STEM", "COST", "COST_PLAN",
            "LEGACY_COST_MEAN", "EMBED_SPREAD", "IMAGE_TERM", "LABEL_TERM", "cost_key", "cost_plan_key",
            "embed_spread_key", "image_term", "label_term", "term_camera", "kind_by_name", "train", "is_legacy",
            "upgrade_legacy", "PROBE", "probe"]
@@ -55,6 +57,7 @@ OT_SKIPPED = "ot_skipped"
 OT_PI_PAIR_CV = "ot_pi_pair_cv"
 OT_SINKHORN_ITERS = "ot_sinkhorn_iters"
 OT_SINKHORN_MAXED = "ot_sinkhorn_maxed"
+OT_SINKHORN_MARGINAL_ERR = "ot_sinkhorn_marginal_err"
 COST_STEM = "ot_cost"          # what every per-term cost family starts with (ot_cost/, ot_cost_plan/, ot_cost_mean/)
 COST = "ot_cost/"              # + term: mean(w_k C_k)
 COST_PLAN = "ot_cost_plan/"    # + term: sum pi * w_k C_k

@@ -30,6 +30,7 @@ CANONICAL: dict[str, tuple[str, str | None]] = {
     train(mn.OT_SKIPPED): ("OT skipped", "min"),
     train(mn.OT_SINKHORN_ITERS): ("Sinkhorn iterations", None),
     train(mn.OT_SINKHORN_MAXED): ("Sinkhorn solves at max_iters", "min"),
+    train(mn.OT_SINKHORN_MARGINAL_ERR): ("Sinkhorn marginal error", "min"),
     "eval/offline_eval/avg_loss": ("eval loss", "min"),
     "eval/offline_eval/eval_s": ("eval s", "min"),
 }

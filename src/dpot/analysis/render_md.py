@@ -28,7 +28,7 @@ OT_KEYS = [train(n) for n in (mn.OT_LOSS, mn.OT_LOSS_SCALED, mn.OT_PI_SUM, mn.OT
 # no ot_pi_pair_cv): "not logged" would be noise
 OPTIONAL_OT_KEYS = {train(mn.OT_LOSS_SCALED), train(mn.OT_PI_PAIR_CV)}
 # listed when logged (runs before them did not)
-SOLVER_KEYS = [train(mn.OT_SINKHORN_ITERS), train(mn.OT_SINKHORN_MAXED)]
+SOLVER_KEYS = [train(mn.OT_SINKHORN_ITERS), train(mn.OT_SINKHORN_MAXED), train(mn.OT_SINKHORN_MARGINAL_ERR)]
 PI_SUM, PI_DIAG = train(mn.OT_PI_SUM), train(mn.OT_PI_DIAG)
 
 
