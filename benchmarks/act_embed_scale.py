@@ -30,7 +30,9 @@ import torch
 from dpot.config import load_train_config
 from dpot.data.toy import make_toy_dataset
 from dpot.ot.costs import sq_euclidean_cost
-from dpot.train.loop import build_run, prepare_batch, train_step
+from dpot.train.batches import prepare_batch
+from dpot.train.build import build_run
+from dpot.train.loop import train_step
 
 CANDIDATES = ("layer4", "proj_pool", "proj_flat", "enc_pool")
 

@@ -19,12 +19,15 @@ Protocol (one repeat = one seed, the same for every method):
 * base config = the seed run's hyper-parameters (``configs/seed_p80qgmx9.json``: presets, lr 1e-5, cosine warmup
   500 scaled to the run length, OT lambda 0.1, reg 0.02) on a CPU-sized policy, ``S`` steps per run, offline eval
   at the end (``eval/offline_eval/avg_loss``, lower is better);
-* autopilot: ``dpot autopilot --iterations I --candidates K --steps S``; its total trained steps T (base included,
-  read from the runs' metrics) is the budget of the others;
-* TPE / random: Optuna's TPESampler / RandomSampler over the space the autopilot records
-  (lr log-uniform [1e-5, 1e-3] widened to the autopilot sampler's LR span, Diffusion: [1e-5, 3e-3], with the
-  presets off and a constant schedule; ot.lambda_ot [0, 0.5], ot.reg log [0.005, 0.1]); the base config is their
-  first trial; T // S runs;
+* autopilot: ``dpot autopilot --iterations I --candidates K --steps S --seed <repeat>``; its total trained steps T
+  (base included, read from the runs' metrics) is the budget of the others;
+* TPE / random: Optuna's TPESampler / RandomSampler, seeded with the repeat's seed, over the same search space as
+  the autopilot's own sampler, declared once in :mod:`dpot.autopilot.space` and taken around the start config
+  (resolved by the trainer's loader, :func:`search_space`): lr log-uniform over the policy's usual range to
+  ``[lr_high] far_factor`` x its top (Diffusion: [1e-4, 3e-3]), whether the LR is constant or follows the start's
+  schedule, ot.lambda_ot and ot.reg within x4 either side of the start's, the optimizer (Adam, the Diffusion
+  preset's, or AdamW) and AdamW's weight decay (log [1e-5, 0.1]); the start config is their first trial (enqueued
+  with its params, so the sampler is told it); T // S runs;
 * hand-written: the base, then iter1, iter4a, iter4b, iter5a, iter5b, iter5c (their optimiser, schedule and OT
   blocks on the same base; warmups scaled by S / their steps; their step counts are NOT copied: every run gets S),
   as many as the budget allows.
@@ -34,7 +37,9 @@ method by the closed-loop success of its final checkpoint in the target domain (
 that can succeed at all: ``--policy study`` trains the ``cpu-idood-powered`` study's policy and batch instead of the
 tiny CPU one (at 100 steps the tiny policy succeeds in 0 of 10 episodes).
 Result per start and method (``results.json``, :func:`results_doc`): ``{"direction": "min"|"max", "objective": ...,
-"starts": {start: {"methods": {method: {"repeats": [{"seed", "best", "steps", "runs", "runs_to_tpe_best"}]}}}}}``;
+"optuna_version": ..., "starts": {start: {"methods": {method: {"space": [param names], "repeats": [{"seed", "best",
+"steps", "runs", "runs_to_tpe_best", "sampler_seed"}]}}}}}`` (``space`` and ``sampler_seed``: the searching methods,
+in results that recorded them; each method's ``<method>.result.json`` also keeps every run's drawn params);
 ``runs_to_tpe_best``: the runs a method needed to match TPE's final best in that repeat (None if never,
 :func:`runs_to_match`); the table gives the mean ± std of ``best`` and the median of ``runs_to_tpe_best``.
 Without ``--source/--target`` it writes toy datasets (``dpot.data.toy``, 8-dim actions: the seed's label cost
@@ -54,12 +59,12 @@ autopilot's own search resumes (``dpot autopilot`` retrains nothing finished). W
 back into a fresh ``--out`` (a sitting on another machine resumes from the committed raw results: :func:`keep_raw`,
 :func:`restore_raw`). TPE/random replay the same draws: their
 samplers are seeded and told the same values in the same order. A distinct training runs once per ``--out``: a run
-whose config trains what a finished run there trains (every method's first run is the start's base; with the
-presets off, TPE's startup and random's draws are the same configs from every start) is a symlink to that run
-(:func:`train`, :func:`trained_twin`); each method is still charged the run's steps.
+whose config trains what a finished run there trains (every method's first run is the start's base) is a symlink to
+that run (:func:`train`, :func:`trained_twin`); each method is still charged the run's steps.
 
 ``--rank-stability N`` measures the budget question instead (issue 22: ">= 300 steps per run, or the budget at which
-runs' ranks stop changing"): N configs drawn by the random sampler (seed 0) on the ``seed`` start's base, each
+runs' ranks stop changing"): N configs drawn by the random sampler (seed 0) from the shared space around the
+``seed`` start's base, each
 trained ``--steps`` steps with an offline eval every ``--steps // 6`` steps; it prints and writes (``--results``) the
 Spearman rank correlation between the objective at each eval step and at the last one.
 """
@@ -76,6 +81,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from dpot.atomic import write_text
@@ -83,8 +89,14 @@ from dpot.autopilot import tools
 from dpot.autopilot.record import shown_state
 from dpot.autopilot.spec import Objective, parse_objective
 from dpot.errors import UserError
+from dpot.launch import child_env
 from dpot.metrics_log import read_metrics
-from markdown_section import write_section  # benchmarks/: the script's own directory is on sys.path
+from dpot.rundir import LINEAGE_FILE
+
+if __package__:  # imported as benchmarks.autopilot (the tests, python -m benchmarks.autopilot)
+    from .markdown_section import write_section
+else:  # run as python benchmarks/autopilot.py: benchmarks/ is sys.path[0]
+    from markdown_section import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 PARENT = "## Autopilot (dpot autopilot)"
@@ -94,8 +106,7 @@ STARTS = ("seed", "healthy", "lr-100x-high", "lr-100x-low-flat", "warmup-longer-
 METHODS = ("autopilot", "tpe", "random", "hand")
 OBJ = "eval/offline_eval/avg_loss"
 DEFAULT_OBJECTIVE = parse_objective(OBJ)
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false",
-       "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+ENV = child_env()                         # the environment dpot's own launcher gives its children
 POLICY_SIZES = ("cpu", "study")
 STUDY_PRESET = "cpu-idood-powered"        # --policy study: this preset's policy and batch
 HAND = ["iter1", "iter4a", "iter4b", "iter5a", "iter5b", "iter5c"]
@@ -242,8 +253,10 @@ def finite_or_none(x: float) -> float | None:
 def results_doc(results: dict, objective: Objective = DEFAULT_OBJECTIVE) -> dict:
     """The results JSON (module docstring) from ``{start: {method: [per-repeat dict with 'values']}}``: each
     repeat's ``runs_to_tpe_best`` is counted against TPE's final best of the same start and repeat, in the
-    ``objective``'s direction."""
-    starts = {}
+    ``objective``'s direction; a method's ``space`` and a repeat's ``sampler_seed`` where its result recorded them,
+    and the Optuna version the results were computed with (``optuna_version``: the versions the results recorded,
+    comma-separated when several; null when none did, as in results computed before it was recorded)."""
+    starts, versions = {}, set()
     for start, methods in results.items():
         tpe = methods.get("tpe") or []
         out = {}
@@ -255,10 +268,15 @@ def results_doc(results: dict, objective: Objective = DEFAULT_OBJECTIVE) -> dict
                 hit = runs_to_match(r["values"], target, direction=objective.direction) if ok else None
                 best = finite_or_none(r["best"])
                 rows.append({"seed": r["seed"], "best": best, "steps": r["steps"], "runs": r["runs"],
-                             "runs_to_tpe_best": hit})
-            out[method] = {"repeats": rows}
+                             "runs_to_tpe_best": hit,
+                             **({"sampler_seed": r["sampler_seed"]} if "sampler_seed" in r else {})})
+                if r.get("optuna_version"):
+                    versions.add(r["optuna_version"])
+            space = next((r["space"] for r in reps if r.get("space")), None)
+            out[method] = {**({"space": space} if space is not None else {}), "repeats": rows}
         starts[start] = {"methods": out}
-    return {"direction": objective.direction, "objective": objective.key, "starts": starts}
+    return {"direction": objective.direction, "objective": objective.key,
+            "optuna_version": ", ".join(sorted(versions)) or None, "starts": starts}
 
 
 def hand_config(base: dict, name: str) -> dict:
@@ -281,34 +299,44 @@ def hand_config(base: dict, name: str) -> dict:
     return cfg
 
 
-SAMPLED_LR = (1e-5, 1e-3)      # TPE/random's LR range before it is widened to the autopilot's (sampled_lr_range)
+def search_config(base: dict) -> dict:
+    """``base`` as the trainer resolves it (:func:`dpot.autopilot.spec.load_base_config`, as ``dpot autopilot`` reads
+    its base config): the policy preset's optimizer and schedule fields spelled out, which the search space reads
+    and an optimizer switch writes out (:func:`dpot.analysis.cfgkeys.optimizer_changes`)."""
+    import tempfile
+
+    from dpot.autopilot.spec import load_base_config
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "base.json"
+        path.write_text(json.dumps(base))
+        return load_base_config(path)
 
 
-def sampled_lr_range(base: dict) -> tuple[float, float]:
-    """TPE/random's LR range on ``base``: :data:`SAMPLED_LR` widened to cover the LR span the autopilot's own sampler
-    draws from on the same base with the default rules (:func:`dpot.autopilot.sampling.sample_space`; Diffusion:
-    1e-4 to 3e-3), so that no method can reach an LR the blind samplers cannot (1e-5 to 3e-3 for Diffusion)."""
+def search_space(start: dict) -> dict:
+    """The distributions TPE and random search draw around the start config ``start`` (resolved,
+    :func:`search_config`): the autopilot's own space (:func:`dpot.autopilot.space.distributions`) with the rules the
+    benchmark runs the autopilot with (the defaults). The OT settings are always in it: the autopilot leaves them
+    out only around a parent whose run shows a negligible OT term, which a blind sampler cannot read."""
     from dpot.analysis.rules import load_rules
-    from dpot.autopilot.sampling import sample_space
+    from dpot.autopilot import space
 
-    span = sample_space(base, load_rules()).get("lr")
-    if span is None:
-        return SAMPLED_LR
-    return min(SAMPLED_LR[0], span.low), max(SAMPLED_LR[1], span.high)
+    return space.distributions(start, load_rules())
 
 
-def sampled_config(base: dict, trial, lr_range: tuple[float, float] | None = None) -> dict:
-    """A TPE/random trial's config: lr (presets off, constant schedule; over ``lr_range``, by default
-    :func:`sampled_lr_range` of ``base``), ot.lambda_ot, ot.reg on ``base``."""
-    cfg = copy.deepcopy(base)
-    lr = trial.suggest_float("lr", *(lr_range or sampled_lr_range(base)), log=True)
-    cfg["use_policy_training_preset"] = False
-    cfg["optimizer"] = {"type": "adamw", "lr": lr, "weight_decay": 1e-4, "betas": [0.9, 0.999], "eps": 1e-8,
-                        "grad_clip_norm": 10.0}
-    cfg["scheduler"] = {"type": "diffuser", "name": "constant", "num_warmup_steps": 0}
-    cfg["ot"]["lambda_ot"] = trial.suggest_float("ot.lambda_ot", 0.0, 0.5)
-    cfg["ot"]["reg"] = trial.suggest_float("ot.reg", 0.005, 0.1, log=True)
-    return cfg
+def sampled_config(start: dict, params: dict) -> dict:
+    """A drawn trial's config: ``params`` (:func:`dpot.autopilot.space.suggest`) set on the resolved start config
+    (:func:`dpot.autopilot.space.apply_params`, as the autopilot sets its own draws)."""
+    from dpot.autopilot import space
+
+    return space.apply_params(start, params)
+
+
+def optuna_version() -> str:
+    """The installed Optuna's version (5.x changed TPE's defaults: multivariate for one objective)."""
+    import optuna
+
+    return optuna.__version__
 
 
 def launched_runs(out: Path):
@@ -390,7 +418,11 @@ def train(cfg: dict, run: Path, a) -> float:
     return final_value(run, a)
 
 
-def run_autopilot(base: dict, work: Path, a) -> dict:
+def run_autopilot(base: dict, work: Path, a, seed: int) -> dict:
+    """``dpot autopilot`` from ``base`` with ``--seed seed`` (its sampler's draws; the repeat's seed, as TPE's);
+    its best kept objective, trained steps and runs, and the space its sampler searches around the start."""
+    from dpot.autopilot import space
+
     work.mkdir(parents=True, exist_ok=True)
     path = work / "base.json"
     path.write_text(json.dumps(base, indent=1))
@@ -399,23 +431,31 @@ def run_autopilot(base: dict, work: Path, a) -> dict:
     rc = _dpot("autopilot", "--config_path", str(path), "--out", str(out), "--iterations", str(a.iterations),
                "--candidates", str(a.candidates), "--steps", str(a.steps), "--patience", "0", "--quiet",
                "--objective", a.objective.key, "--bench_episodes", str(a.bench_episodes),
-               "--bench_max_steps", str(a.bench_max_steps),
+               "--bench_max_steps", str(a.bench_max_steps), "--seed", str(seed),
                log=work / "autopilot.log")
     if rc != 0:
         raise SystemExit(f"autopilot failed (exit {rc}): see {work / 'autopilot.log'}")
-    lin = json.loads((out / "lineage.json").read_text())
+    lin = json.loads((out / LINEAGE_FILE).read_text())
     vals = [n["objective"] for n in lin["nodes"] if isinstance(n["objective"], float)
             and shown_state(n) in ("kept", "best")]
     order = [n["objective"] if isinstance(n["objective"], float) and shown_state(n) in ("kept", "best")
              else float("nan") for n in lin["nodes"]]
     steps = sum(_steps(out / n["run"]) for n in lin["nodes"])
     best = (min(vals) if a.objective.direction == "min" else max(vals)) if vals else float("nan")
-    return {"best": best, "steps": steps, "runs": len(lin["nodes"]),
-            "values": order, "wall_s": time.time() - t0}
+    return {"best": best, "steps": steps, "runs": len(lin["nodes"]), "values": order, "wall_s": time.time() - t0,
+            "space": space.names(search_space(search_config(base))), "sampler_seed": seed,
+            "optuna_version": optuna_version()}
 
 
 def run_sampler(kind: str, base: dict, work: Path, budget: int, a, seed: int) -> dict:
+    """TPE (``kind`` tpe) or random search from the start config ``base``, the sampler seeded with ``seed`` (the
+    repeat's), over the shared space around the start (:func:`search_space`). Its first trial is the start config
+    itself, enqueued with the start's params (``study.enqueue_trial``), so the sampler is told it, and charged like
+    any run; then drawn configs (:func:`sampled_config`) while the next run fits in ``budget`` steps. The result
+    records the space's parameter names, every run's params, the seed and Optuna's version."""
     import optuna
+
+    from dpot.autopilot import space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(4, max(1, budget // a.steps // 2)))
@@ -423,26 +463,27 @@ def run_sampler(kind: str, base: dict, work: Path, budget: int, a, seed: int) ->
     direction = "minimize" if a.objective.direction == "min" else "maximize"
     study = optuna.create_study(direction=direction, sampler=sampler)
     work.mkdir(parents=True, exist_ok=True)
-    t0, best, steps, n, values = time.time(), worst(a.objective), 0, 0, []
-    lr_range = sampled_lr_range(base)
+    t0, best, steps, n, values, params = time.time(), worst(a.objective), 0, 0, [], []
+    start = search_config(base)
+    dists = search_space(start)
+    study.enqueue_trial(space.start_params(start, dists))
     while steps + a.steps <= budget:
         run = work / f"t{n}"
-        if n == 0:
-            cfg = base
-            trial = None
-        else:
-            trial = study.ask()
-            cfg = sampled_config(base, trial, lr_range)
+        trial = study.ask()
+        with warnings.catch_warnings():             # the first: the start's own values (enqueued), which a planted
+            warnings.filterwarnings("ignore", "Fixed parameter .* is out of range")   # pathology puts outside
+            drawn = space.suggest(trial, dists)
+        cfg = base if n == 0 else sampled_config(start, drawn)
         val = train(cfg, run, a)
         steps += _steps(run)
-        if trial is not None:
-            study.tell(trial, val if val == val else None,
-                       state=None if val == val else optuna.trial.TrialState.FAIL)
+        study.tell(trial, val if val == val else None, state=None if val == val else optuna.trial.TrialState.FAIL)
         if better(a.objective, val, best):
             best = val
         values.append(val)
+        params.append(drawn)
         n += 1
-    return {"best": best, "steps": steps, "runs": n, "values": values, "wall_s": time.time() - t0}
+    return {"best": best, "steps": steps, "runs": n, "values": values, "wall_s": time.time() - t0,
+            "space": space.names(dists), "params": params, "sampler_seed": seed, "optuna_version": optuna_version()}
 
 
 def run_hand(base: dict, work: Path, budget: int, a) -> dict:
@@ -477,7 +518,7 @@ def cached(path: Path, compute) -> dict:
 
 # a (start, repeat)'s raw files worth keeping (--keep): each method's result and the configs/lineage that say what
 # each run trained; the runs themselves (checkpoints) stay in --out
-RAW_FILES = {"autopilot": ("autopilot/search/lineage.json", "autopilot/search/configs/*.json"),
+RAW_FILES = {"autopilot": (f"autopilot/search/{LINEAGE_FILE}", "autopilot/search/configs/*.json"),
              "tpe": ("tpe/t*.json",), "random": ("random/t*.json",), "hand": ("hand/*.json",)}
 
 
@@ -544,7 +585,8 @@ def run_repeat(start: str, rep: int, src: Path, tgt: Path, work: Path, a) -> dic
     TPE, random and the hand iterations that ``a.methods`` names, at that budget; each method's result kept
     (:func:`cached`)."""
     base = start_config(start, base_config(src, tgt, a.steps, seed=rep, policy=a.policy))
-    out = {"autopilot": cached(work / "autopilot.result.json", lambda: run_autopilot(base, work / "autopilot", a))}
+    out = {"autopilot": cached(work / "autopilot.result.json",
+                               lambda: run_autopilot(base, work / "autopilot", a, rep))}
     budget = out["autopilot"]["steps"]
     runners = {"tpe": lambda: run_sampler("tpe", base, work / "tpe", budget, a, rep),
                "random": lambda: run_sampler("random", base, work / "random", budget, a, rep),
@@ -563,20 +605,24 @@ def spearman(x: list[float], y: list[float]) -> float:
 
 
 def rank_stability(src: Path, tgt: Path, a, n: int, out: Path) -> dict:
-    """Train ``n`` random-sampled configs (the ``seed`` start's base, :func:`sampled_config`) for ``a.steps`` steps
-    with an offline eval every ``a.steps // 6``; Spearman rank correlation of the objective at each eval step with
-    the last one (the budget at which runs' ranks stop changing)."""
+    """Train ``n`` random-sampled configs (the shared space around the ``seed`` start's base, :func:`search_space`,
+    :func:`sampled_config`) for ``a.steps`` steps with an offline eval every ``a.steps // 6``; Spearman rank
+    correlation of the objective at each eval step with the last one (the budget at which runs' ranks stop
+    changing)."""
     import optuna
+
+    from dpot.autopilot import space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     base = base_config(src, tgt, a.steps, seed=0, policy=a.policy)
     every = max(1, a.steps // 6)
-    base = {**base, "eval_freq": every}
+    start = search_config({**base, "eval_freq": every})
+    dists = search_space(start)
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.RandomSampler(seed=0))
-    curves, lr_range = {}, sampled_lr_range(base)
+    curves = {}
     for i in range(n):
         trial = study.ask()
-        cfg = sampled_config(base, trial, lr_range)
+        cfg = sampled_config(start, space.suggest(trial, dists))
         run = out / "rank_stability" / f"c{i}"
         run.parent.mkdir(parents=True, exist_ok=True)
         train(cfg, run, a)
@@ -688,7 +734,7 @@ def best_runs(out: Path, doc: dict) -> str:
         for r in reps:
             work = out / start / f"rep{r['seed']}"
             parts = []
-            lin = work / "autopilot" / "search" / "lineage.json"
+            lin = work / "autopilot" / "search" / LINEAGE_FILE
             if lin.is_file():
                 nodes = [n for n in json.loads(lin.read_text())["nodes"] if shown_state(n) == "best"]
                 if nodes:
@@ -709,8 +755,8 @@ def best_runs(out: Path, doc: dict) -> str:
                 lines.append(f"- {start}, repeat {r['seed']}: " + "; ".join(parts))
     if not lines:
         return ""
-    return "\n".join(["", "Where each repeat's best came from (`<out>/<start>/rep<k>/autopilot/search/lineage.json`, "
-                      "`tpe/t<n>.json`; `best_runs`):", "", *lines]) + "\n"
+    head = f"Where each repeat's best came from (`<out>/<start>/rep<k>/autopilot/search/{LINEAGE_FILE}`, "
+    return "\n".join(["", head + "`tpe/t<n>.json`; `best_runs`):", "", *lines]) + "\n"
 
 
 def main() -> int:

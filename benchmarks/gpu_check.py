@@ -45,10 +45,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dpot.launch import child_env
 from dpot.metrics_log import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))  # train_step.py: the policy keys and the wall-time-per-step reader
 PY = sys.executable
 TASK = "button-press-topdown-v3"
 CAMERAS = "corner4,gripperPOV"
@@ -118,22 +118,12 @@ class CheckFailed(Exception):
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _env() -> dict:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1",
-           "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
-           "PYOPENGL_PLATFORM": os.environ.get("PYOPENGL_PLATFORM", "egl")}
-    src = str(ROOT / "src")
-    if src not in env.get("PYTHONPATH", "").split(os.pathsep):
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
-    return env
-
-
 def run_cmd(cmd: list[str], log: Path, timeout: float) -> str:
     """Run ``cmd`` (output to ``log``); raise CheckFailed with the log's tail when it fails or times out."""
     t0 = time.perf_counter()
     with open(log, "w") as fh:
         try:
-            r = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT,
+            r = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=child_env(), cwd=ROOT,
                                timeout=max(5.0, timeout))
             rc = r.returncode
         except subprocess.TimeoutExpired:
@@ -156,10 +146,19 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _policy_keys(ctx: Ctx, model: str, use_amp: bool) -> dict:
-    from train_step import policy_config
+def _train_step():
+    """benchmarks/train_step.py (the policy keys, the wall-time-per-step reader), imported the way this module was:
+    from the package when it was (the tests, ``python -m benchmarks.gpu_check``), else as a top-level module (run as
+    ``python benchmarks/gpu_check.py``, benchmarks/ is ``sys.path[0]``)."""
+    if __package__:
+        from . import train_step
+    else:
+        import train_step
+    return train_step
 
-    return policy_config(argparse.Namespace(model=model, device=ctx.device, use_amp=use_amp))
+
+def _policy_keys(ctx: Ctx, model: str, use_amp: bool) -> dict:
+    return _train_step().policy_config(argparse.Namespace(model=model, device=ctx.device, use_amp=use_amp))
 
 
 # --------------------------------------------------------------------------------------------- checks
@@ -449,13 +448,13 @@ def check_train_bf16(ctx: Ctx) -> dict:
            "save_freq": s.train_steps, "eval_freq": 0, "num_workers": s.train_workers,
            "wandb": {"enable": False}, "env_eval_freq": 0, "seed": 0, "ot": {"lambda_ot": 0.1}}
     (ctx.work / "train_bf16.json").write_text(json.dumps(cfg))
-    from train_step import _line_times, _step_walls
+    train_step = _train_step()
 
     t0 = time.perf_counter()
     proc = subprocess.Popen([PY, "-m", "dpot", "train", f"--config_path={ctx.work / 'train_bf16.json'}",
                              f"--output_dir={run}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=_env(), cwd=ROOT)
-    times, text = _line_times(proc, run / "metrics.jsonl", "")
+                            env=child_env(), cwd=ROOT)
+    times, text = train_step._line_times(proc, run / "metrics.jsonl", "")
     (ctx.work / "train_bf16.log").write_text(text)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -465,7 +464,7 @@ def check_train_bf16(ctx: Ctx) -> dict:
     warm = rows[skip:]
     upd = statistics.median(r["train/update_s"] for r in warm)
     dat = statistics.median(r["train/dataloading_s"] for r in warm)
-    walls = _step_walls(times, skip)
+    walls = train_step._step_walls(times, skip)
     step_wall = statistics.median(walls) if walls else None
     ckpt = run / "checkpoints" / "last" / "pretrained_model"
     if not (ckpt / "model.safetensors").is_file():

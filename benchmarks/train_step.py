@@ -36,7 +36,10 @@ import threading
 import time
 from pathlib import Path
 
-from markdown_section import write_section  # benchmarks/: the script's own directory is on sys.path
+if __package__:  # imported as benchmarks.train_step (the tests, python -m benchmarks.train_step)
+    from .markdown_section import write_section
+else:  # run as python benchmarks/train_step.py: benchmarks/ is sys.path[0]
+    from markdown_section import write_section
 
 PY = sys.executable
 BIN = Path(sys.executable).parent

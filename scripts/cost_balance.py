@@ -35,9 +35,12 @@ import time
 from pathlib import Path
 
 from dpot import metric_names
+from dpot.bench.study.layout import write_json
 from dpot.bench.study.plan import Job
-from dpot.bench.study.runner import make_study, write_json
+from dpot.bench.study.runner import make_study
+from dpot.launch import child_env
 from dpot.metrics_log import read_metrics
+from dpot.rundir import metrics_path
 
 ARMS = ("dp-ot-paper", "dp-ot-seed", "dp-ot-official")
 POINTS = (0, 100, 500)
@@ -46,7 +49,7 @@ WINDOW = 20
 
 def logged_to(run: Path) -> int:
     """The last step logged in ``run``'s metrics.jsonl (0 when none)."""
-    rows = read_metrics(run) if (run / "metrics.jsonl").is_file() else []
+    rows = read_metrics(run) if metrics_path(run).is_file() else []
     return max((r["step"] for r in rows), default=0)
 
 
@@ -62,10 +65,9 @@ def train_arm(study, arm: str, stop: int, out: Path) -> Path:
     cfg.update({"log_freq": 1, "save_freq": cfg["steps"], "output_dir": str(run), "job_name": f"cost-balance-{arm}"})
     cfg["ot"]["plan_log_every"] = 0
     path = write_json(out / "configs" / f"{arm}.json", cfg)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     with (out / f"{arm}.log").open("w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "dpot.train", f"--config_path={path}"], stdout=log,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                                stderr=subprocess.STDOUT, env=child_env(), start_new_session=True)
         try:
             while proc.poll() is None and logged_to(run) < stop:
                 time.sleep(5)

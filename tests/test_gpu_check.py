@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.gpu_check import CHECKS
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from gpu_check import CHECKS  # noqa: E402
 
 CUDA_CHECKS = [c.name for c in CHECKS if c.cuda_part]
 ALL = [c.name for c in CHECKS]

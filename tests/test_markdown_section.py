@@ -3,13 +3,9 @@ every other section, the subsections of other sections and the code blocks as th
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from markdown_section import find_section, write_section  # noqa: E402
+from benchmarks.markdown_section import find_section, write_section
 
 DOC = """# Benchmarks
 

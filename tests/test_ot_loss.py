@@ -225,11 +225,14 @@ def test_solver_iterations_and_cap_in_the_metrics():
     plan, info = unbalanced_sinkhorn(cost, reg=0.05, tau_src=10.0, tau_tgt=10.0, max_iters=3, tol=1e-5,
                                      return_info=True)
     assert torch.equal(plan, res.plan) and info.iters == 3 and not info.converged
+    # the fixed point's marginal violation is logged too: small when converged, larger when stopped at the cap
+    assert res.metrics["ot_sinkhorn_marginal_err"] == pytest.approx(info.marginal_err)
+    assert ok["ot_sinkhorn_marginal_err"] < res.metrics["ot_sinkhorn_marginal_err"]
 
 
 def test_window_counts_capped_solves_and_averages_iterations():
     """In the log window the cap count is summed (like ot_skipped) and the iterations averaged."""
-    from dpot.train.loop import MetricWindow
+    from dpot.train.run import MetricWindow
 
     win = MetricWindow()
     for iters, maxed in ((10, 0.0), (200, 1.0), (200, 1.0), (30, 0.0)):

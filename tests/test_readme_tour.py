@@ -27,6 +27,7 @@ SMALLER = {
               "--eval.n_batches=1"],
     "autopilot": ["--iterations", "1", "--candidates", "1", "--steps", "2"],
     "bench eval": ["--episodes", "1", "--workers", "1"],
+    "probe": ["--frames", "16"],
 }
 
 

@@ -19,7 +19,7 @@ import importlib
 import os
 import sys
 
-from dpot import rundir
+from dpot import launch
 from dpot.errors import UserError, did_you_mean
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown command '{command}'{did_you_mean(command, COMMANDS)}; "
               f"run 'dpot --help' for the list", file=sys.stderr)
         return 2
-    rundir.set_env_defaults()
+    launch.set_env_defaults()
     try:
         module = importlib.import_module(COMMANDS[command][0])
         return int(module.main(rest, command=command) or 0)

@@ -50,6 +50,7 @@ from dpot.config_ot import (  # noqa: F401  (re-exported: dpot's OT section live
 )
 from dpot.errors import UserError, did_you_mean
 from dpot.fork_config import lerobot_key_notes, translate_fork_config, translate_override
+from dpot.policy.traits import traits_of
 from dpot.rundir import CONFIG_FILE
 from dpot.train.precheck import check_learning_rate, override_value, read_config_file, split_train_args
 
@@ -463,13 +464,6 @@ def load_train_config(config_path: str | os.PathLike | None, overrides: Sequence
     return cfg
 
 
-# dpot's defaults where LeRobot's would download or misbehave: no ImageNet weights (nothing is fetched at run
-# time), and then GroupNorm in the encoder (BatchNorm would mix source and target batch statistics and is
-# unstable at the small batches/images of CPU runs). An explicit value in the JSON or on the CLI wins.
-POLICY_DEFAULTS = {"diffusion": {"pretrained_backbone_weights": None, "use_group_norm": True},
-                   "act": {"pretrained_backbone_weights": None}}
-
-
 def _check_policy_override(overrides: Sequence[str]) -> None:
     """A ``--policy.type=`` override gets :func:`check_policy_type` before draccus decodes the policy's fields
     (the JSON's type is checked when the file is read)."""
@@ -479,13 +473,15 @@ def _check_policy_override(overrides: Sequence[str]) -> None:
 
 
 def _apply_policy_defaults(raw: dict, overrides: Sequence[str]) -> None:
-    """Fill :data:`POLICY_DEFAULTS` into ``raw["policy"]`` for keys set neither there nor by an override;
-    ``use_group_norm`` only when no pretrained weights are asked for (LeRobot refuses GroupNorm with them)."""
+    """Fill the policy type's ``config_defaults`` (:mod:`dpot.policy.traits`) into ``raw["policy"]`` for keys set
+    neither there nor by an override; ``use_group_norm`` only when no pretrained weights are asked for (LeRobot
+    refuses GroupNorm with them)."""
     policy = raw.get("policy")
     if not isinstance(policy, dict):
         return
     given = {a[2:].split("=", 1)[0].removeprefix("policy.") for a in overrides if a.startswith("--policy.")}
-    for key, value in POLICY_DEFAULTS.get(policy.get("type", ""), {}).items():
+    traits = traits_of(policy.get("type", ""))
+    for key, value in (traits.config_defaults if traits else {}).items():
         if key in policy or key in given:
             continue
         asks_weights = policy.get("pretrained_backbone_weights") or "pretrained_backbone_weights" in given

@@ -11,6 +11,7 @@ from typing import Any
 
 import draccus
 
+from dpot import metric_names as mn
 from dpot.errors import UserError, did_you_mean
 
 __all__ = ["ALIGNMENTS", "COST_NORMS", "PRIORS", "IMG_PREFIX", "STATE_KEY", "LABEL_KEYS", "CONCAT_TERM",
@@ -149,7 +150,7 @@ class EmbedFeatureConfig(OTFeatureConfig):
         """The name of camera ``cam``'s term (concat=false) among ``n_cameras``: ``img_<cam>``, or ``term_name``
         (one camera) / ``<term_name>_<cam>`` (several)."""
         if self.term_name is None:
-            return f"img_{cam}"
+            return mn.image_term(cam)
         return self.term_name if n_cameras == 1 else f"{self.term_name}_{cam}"
 
     @property
@@ -210,7 +211,7 @@ class EmbedFeatureConfig(OTFeatureConfig):
         if not self.concat:
             return {}
         with torch.no_grad():
-            parts = {f"img_{name.removeprefix('img_')}": (x, y) for name, _, x, y in
+            parts = {mn.image_term(mn.term_camera(name)): (x, y) for name, _, x, y in
                      EmbedFeatureConfig(use_learned_embed=False, cameras=self.cameras,
                                         time_index=self.time_index).embedding_pairs(src, tgt)}
             if self.include_state:
@@ -262,7 +263,7 @@ class LabelFeatureConfig(OTFeatureConfig):
     @property
     def label_term(self) -> str:
         """The term's name: ``term_name``, or ``<last part of key>_lbl`` (``action_lbl``, ``state_lbl``)."""
-        return self.term_name or f"{self.key.rsplit('.', 1)[-1]}_lbl"
+        return self.term_name or mn.label_term(self.key.rsplit(".", 1)[-1])
 
     def term_kinds(self, cameras: Sequence[str]) -> dict[str, str]:
         return {self.label_term: "label"}

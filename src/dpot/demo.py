@@ -24,7 +24,8 @@ import time
 import warnings
 from pathlib import Path
 
-from dpot import rundir
+from dpot import launch, rundir
+from dpot import metric_names as mn
 from dpot.errors import UserError
 from dpot.metrics_log import read_metrics
 
@@ -113,10 +114,11 @@ def demo_config(source: dict, target: dict, run_dir: Path, *, steps: int, batch_
 def solver_line(rows: list[dict], max_iters: int) -> str:
     """One line on the OT solver from the run's metrics: mean iterations per solve over the logged windows and
     the solves that stopped at ``max_iters`` (summed over the windows)."""
-    iters = [r["train/ot_sinkhorn_iters"] for r in rows if "train/ot_sinkhorn_iters" in r]
+    iters_key, maxed_key = mn.train(mn.OT_SINKHORN_ITERS), mn.train(mn.OT_SINKHORN_MAXED)
+    iters = [r[iters_key] for r in rows if iters_key in r]
     if not iters:
         return "demo: OT solver  not run (no OT solve logged)"
-    capped = sum(r.get("train/ot_sinkhorn_maxed", 0.0) for r in rows)
+    capped = sum(r.get(maxed_key, 0.0) for r in rows)
     return (f"demo: OT solver  {sum(iters) / len(iters):.0f} iterations per solve (mean; ot.max_iters={max_iters}), "
             f"{capped:.0f} solve(s) stopped at the cap")
 
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None, command: str = "demo") -> int:
     from dpot.train.cli import configure_logging
     from dpot.train.loop import train
 
-    rundir.set_env_defaults()  # headless rendering; must be set before mujoco is first imported
+    launch.set_env_defaults()  # headless rendering; must be set before mujoco is first imported
     opts = _parse(list(sys.argv[1:] if argv is None else argv))
     if opts.get("help"):
         print(__doc__)

@@ -24,6 +24,7 @@ import json
 import logging
 from typing import Any
 
+from dpot import metric_names as mn
 from dpot.errors import UserError, did_you_mean
 from dpot.rundir import CHECKPOINTS_DIR
 
@@ -75,7 +76,7 @@ FORK_FEATURE_KEYS: dict[str, str] = {
     "weight_embed": "embed term: weight_embed; on a non-image key: dropped with a warning when > 0",
     "weight_label": "label term: weight_label; on an image key: dropped with a warning when > 0",
     "dim_slice": "label term: dim_slice; on an image key: dropped with a warning when set",
-    "term_name": "term_name (the metric name train/ot_cost/<term_name>)",
+    "term_name": f"term_name (the metric name {mn.train(mn.cost_key('<term_name>'))})",
 }
 
 # ot keys whose presence marks the fork's format (dpot has no key of that name in ot)

@@ -16,6 +16,17 @@ and dpot's extra quantities under names of their own:
 - ``ot_pi_diag_frac``   ``ot_pi_diag / ot_pi_sum``
 - ``ot_pi_pair_cv``     under ``ot.prior=diagonal``: the spread of the per-pair masses (std / mean over the partner
   pairs): with the diagonal share 1 by construction, the mass and this spread carry the coupling's signal
+- ``ot_embed_spread/<camera>`` the embeddings' own scale: mean off-diagonal ``||x_i - x_k||^2 / D`` within each
+  domain, averaged over the two
+- ``ot_skipped``        1 when the step skipped the OT term (a non-finite cost or plan, or a domain with no
+  masked-in row); a count per log window
+- ``ot_sinkhorn_iters`` the Sinkhorn solve's iterations; ``ot_sinkhorn_maxed`` 1 when it stopped at
+  ``ot.max_iters`` before ``ot.tol`` (a count per log window); ``ot_sinkhorn_marginal_err`` the solved plan's
+  relative violation of the unbalanced marginal condition (how far from the fixed point it stopped)
+
+Every name above starts with ``ot_`` (:data:`OT_PREFIX`); the per-term cost families with ``ot_cost``
+(:data:`COST_STEM`). A term's default name (:func:`image_term`, :func:`label_term`) says its kind
+(:func:`kind_by_name`): ``img_<camera>`` an image-embedding term, ``<key>_lbl`` a label term.
 
 Evaluation: ``eval/domain_probe/<camera>`` (:func:`probe`) is the held-out accuracy of a linear sim-vs-real
 classifier on the camera's image features (:mod:`dpot.train.domain_probe`; 0.5 = the domains cannot be told
@@ -28,11 +39,15 @@ Runs written by dpot before these names (they log ``ot_cost_mean/<term>``, or ``
 
 from __future__ import annotations
 
-__all__ = ["TRAIN", "OT_LOSS", "OT_LOSS_SCALED", "OT_PI_SUM", "OT_PI_DIAG", "OT_PI_DIAG_FRAC", "OT_SKIPPED",
-           "OT_PI_PAIR_CV", "COST", "COST_PLAN", "LEGACY_COST_MEAN", "cost_key", "cost_plan_key", "train", "is_legacy",
+__all__ = ["TRAIN", "OT_PREFIX", "OT_LOSS", "OT_LOSS_SCALED", "OT_PI_SUM", "OT_PI_DIAG", "OT_PI_DIAG_FRAC",
+           "OT_SKIPPED", "OT_PI_PAIR_CV", "OT_SINKHORN_ITERS", "OT_SINKHORN_MAXED", "OT_SINKHORN_MARGINAL_ERR",
+           "COST_STEM", "COST", "COST_PLAN",
+           "LEGACY_COST_MEAN", "EMBED_SPREAD", "IMAGE_TERM", "LABEL_TERM", "cost_key", "cost_plan_key",
+           "embed_spread_key", "image_term", "label_term", "term_camera", "kind_by_name", "train", "is_legacy",
            "upgrade_legacy", "PROBE", "probe"]
 
 TRAIN = "train/"
+OT_PREFIX = "ot_"              # what every OT-term name starts with
 OT_LOSS = "ot_loss"
 OT_LOSS_SCALED = "ot_loss_scaled"
 OT_PI_SUM = "ot_pi_sum"
@@ -40,10 +55,17 @@ OT_PI_DIAG = "ot_pi_diag"
 OT_PI_DIAG_FRAC = "ot_pi_diag_frac"
 OT_SKIPPED = "ot_skipped"
 OT_PI_PAIR_CV = "ot_pi_pair_cv"
+OT_SINKHORN_ITERS = "ot_sinkhorn_iters"
+OT_SINKHORN_MAXED = "ot_sinkhorn_maxed"
+OT_SINKHORN_MARGINAL_ERR = "ot_sinkhorn_marginal_err"
+COST_STEM = "ot_cost"          # what every per-term cost family starts with (ot_cost/, ot_cost_plan/, ot_cost_mean/)
 COST = "ot_cost/"              # + term: mean(w_k C_k)
 COST_PLAN = "ot_cost_plan/"    # + term: sum pi * w_k C_k
 LEGACY_COST_MEAN = "ot_cost_mean/"
 MMD = "mmd/"
+EMBED_SPREAD = "ot_embed_spread/"   # + camera: the embeddings' within-domain spread
+IMAGE_TERM = "img_"            # + camera: an image-embedding term's default name
+LABEL_TERM = "_lbl"            # <key> + it: a label term's default name
 PROBE = "eval/domain_probe/"   # + camera: the domain probe's held-out accuracy
 
 
@@ -65,6 +87,35 @@ def cost_key(term: str) -> str:
 def cost_plan_key(term: str) -> str:
     """``ot_cost_plan/<term>``: the plan-weighted cost of the term."""
     return COST_PLAN + term
+
+
+def embed_spread_key(camera: str) -> str:
+    """``ot_embed_spread/<camera>``: the embeddings' within-domain spread on the camera."""
+    return EMBED_SPREAD + camera
+
+
+def image_term(camera: str) -> str:
+    """``img_<camera>``: the default name of the camera's image-embedding term."""
+    return IMAGE_TERM + camera
+
+
+def label_term(name: str) -> str:
+    """``<name>_lbl``: the default name of a label term (``name``: the last part of its key, e.g. ``action``)."""
+    return name + LABEL_TERM
+
+
+def term_camera(term: str) -> str:
+    """The camera of an image term ``img_<camera>`` (any other name comes back unchanged)."""
+    return term.removeprefix(IMAGE_TERM)
+
+
+def kind_by_name(term: str) -> str | None:
+    """The kind a term's default name says: ``"embed"`` (``img_<camera>``), ``"label"`` (``<key>_lbl``) or None."""
+    if term.startswith(IMAGE_TERM):
+        return "embed"
+    if term.endswith(LABEL_TERM):
+        return "label"
+    return None
 
 
 def is_legacy(keys) -> bool:

@@ -6,13 +6,10 @@ from __future__ import annotations
 import copy
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-import runmaker  # noqa: E402
+import runmaker  # tests/analysis (pyproject.toml's pytest pythonpath)
 
 REPO = Path(__file__).resolve().parents[2]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -13,7 +13,7 @@ import pytest
 
 from dpot.analysis import cfgkeys
 from dpot.config import EmbedFeatureConfig, LabelFeatureConfig, OTConfig, config_to_dict, load_train_config
-from dpot.train.loop import resolve_optim
+from dpot.train.build import resolve_optim
 
 BASE = {
     "dataset": {"repo_id": "local/real", "root": "data/real"},
@@ -127,3 +127,51 @@ def test_the_neutral_ot_block_of_proposals_is_dpots_default_with_the_term_off(tm
     from dpot.analysis.propose import NEUTRAL_OT
 
     assert _load(tmp_path, {**BASE, "ot": NEUTRAL_OT}).ot == dataclasses.replace(OTConfig(), lambda_ot=0.0)
+
+
+@pytest.mark.parametrize("over", [{}, COSINE], ids=["policy preset", "explicit optimizer"])
+def test_optimizer_and_weight_decay_changed_through_cfgkeys_reach_the_trainer(tmp_path, over):
+    """optimizer_changes switches Adam <-> AdamW: with the presets off it sets the type; under the policy preset
+    (Diffusion: Adam) it writes the preset out as it trains (same LR, betas, eps, weight decay, schedule), so the
+    way back to Adam trains exactly the preset's optimizer and scheduler. weight_decay_changes reaches the trainer
+    on whichever key it reads."""
+    saved = _saved(tmp_path, **over)
+    trained = _load(tmp_path, {**BASE, **over})
+    kind = cfgkeys.optimizer_type(saved)
+    assert kind == trained.optimizer.type == ("adamw" if over else "adam")
+    assert cfgkeys.optimizer_changes(saved, kind) == {}
+    other = "adam" if kind == "adamw" else "adamw"
+
+    def apply(cfg, changes):
+        for key, value in changes.items():
+            cfg = cfgkeys.set_(cfg, key, value)
+        return cfg
+
+    switched = apply(saved, cfgkeys.optimizer_changes(saved, other))
+    got = _load(tmp_path, switched)
+    assert got.optimizer.type == cfgkeys.optimizer_type(switched) == other
+    for name in ("lr", "betas", "eps", "weight_decay", "grad_clip_norm"):
+        assert getattr(got.optimizer, name) == getattr(trained.optimizer, name), name
+    assert got.scheduler == trained.scheduler
+    back = _load(tmp_path, apply(switched, cfgkeys.optimizer_changes(switched, kind)))
+    assert back.optimizer == trained.optimizer and back.scheduler == trained.scheduler
+    decayed = apply(switched, cfgkeys.weight_decay_changes(switched, 3e-3))
+    assert _load(tmp_path, decayed).optimizer.weight_decay == cfgkeys.weight_decay(decayed) == 3e-3
+    assert cfgkeys.weight_decay(saved) == trained.optimizer.weight_decay
+    assert cfgkeys.optimizer_changes({"policy": {"type": "nope"}}, "adamw") == {}     # unknown: nothing to switch
+
+
+def test_act_preset_switched_to_adam_keeps_its_fields_and_gets_a_constant_schedule(tmp_path):
+    """ACT's preset is AdamW without a scheduler; written out as Adam it keeps the LR and weight decay and gets a
+    constant LR (with the presets off the trainer needs a scheduler)."""
+    act = {**BASE, "policy": {"type": "act", "pretrained_backbone_weights": None, "push_to_hub": False}}
+    saved = config_to_dict(_load(tmp_path, act))
+    trained = _load(tmp_path, act)
+    assert cfgkeys.optimizer_type(saved) == trained.optimizer.type == "adamw" and trained.scheduler is None
+    changed = saved
+    for key, value in cfgkeys.optimizer_changes(saved, "adam").items():
+        changed = cfgkeys.set_(changed, key, value)
+    got = _load(tmp_path, changed)
+    assert got.optimizer.type == "adam" and (got.optimizer.lr, got.optimizer.weight_decay) == (
+        trained.optimizer.lr, trained.optimizer.weight_decay)
+    assert (got.scheduler.name, got.scheduler.num_warmup_steps) == ("constant", 0)

@@ -83,7 +83,7 @@ def test_person_step_reproduces_the_seed_sequence():
 
 def _bounded_ok(a, rules) -> None:
     mf = rules["step"]["max_factor"]
-    low, high = rules["lr_range"].get(cfgkeys.policy_type(a.run.config) or "default", rules["lr_range"]["default"])
+    low, high = cfgkeys.usual_lr_range(rules, cfgkeys.policy_type(a.run.config) or "default")
     for p in a.proposals:
         if p.kind == "rollback":
             continue
@@ -131,3 +131,31 @@ def test_appendix_prints_each_feature_type_its_own_fields(gen_runs):
         assert shown and shown <= set(FEATURE_FIELDS[feat["type"]]), (feat["type"], shown)
     assert "ot.features.0.weight_label" not in appendix and "ot.features.1.weight_embed" not in appendix
     assert "ot.features.0.weight_embed=1.0" in appendix and "ot.features.1.weight_label=0.1" in appendix
+
+
+def test_a_proposal_title_states_the_lr_the_config_trains_at():
+    """Issue 32: lr_low (policy.optimizer_lr 1e-6 -> 1e-4) merged with lr_flat (the presets off, an AdamW table at
+    3e-4) was titled 'raise policy.optimizer_lr 1e-06 → 0.0001' and trained at 3e-4: the title states the LR the
+    config trains at, on the key the trainer reads; an LR key the trainer does not read says so."""
+    from dpot.analysis.propose import title_of
+
+    parent = {"use_policy_training_preset": True, "optimizer": None, "scheduler": None,
+              "policy": {"type": "diffusion", "optimizer_lr": 1e-6, "scheduler_name": "constant",
+                         "scheduler_warmup_steps": 0},
+              "ot": {"features": [{"type": "embed"}, {"type": "label", "key": "action", "weight_label": 0.05}]}}
+    changes = {"policy.optimizer_lr": 1e-4, "use_policy_training_preset": False,
+               "optimizer": {"type": "adamw", "lr": 3e-4, "weight_decay": 1e-4},
+               "scheduler": {"type": "diffuser", "name": "cosine", "num_warmup_steps": 5},
+               "ot.features.1.weight_label": 0.02}
+    title = title_of(changes, parent)
+    assert title.startswith("raise optimizer.lr 1e-06 → 0.0003; use_policy_training_preset = false; "
+                            "set optimizer (adamw)"), title
+    assert "0.0001" not in title
+    # the usual case is unchanged: the preset's key (the resolved optimizer's moves with it) or the explicit one
+    resolved = {**parent, "optimizer": {"type": "adam", "lr": 1e-6}}
+    assert title_of({"policy.optimizer_lr": 1e-4, "optimizer.lr": 1e-4}, resolved) == \
+        "raise policy.optimizer_lr 1e-06 → 0.0001"
+    explicit = {**parent, "use_policy_training_preset": False, "optimizer": {"type": "adamw", "lr": 1e-5}}
+    assert title_of({"optimizer.lr": 4e-5}, explicit) == "raise optimizer.lr 1e-05 → 4e-05"
+    assert title_of({"policy.optimizer_lr": 1e-4}, explicit) == \
+        "raise policy.optimizer_lr 1e-06 → 0.0001 (the run still trains at 1e-05)"

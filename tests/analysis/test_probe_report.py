@@ -49,3 +49,16 @@ def test_no_probe_section_without_probe_metrics(tmp_path):
     a = analyze(str(_run(tmp_path / "run", [])), load_rules())
     assert "Domain probe" not in render_markdown(a)
     assert "probe.png" not in make_plots(a.run, a.summaries, a.rules)
+
+
+def test_lr_high_with_too_few_loss_points_judges_nothing(tmp_path):
+    """LR far above its range but only 4 finite loss points (fewer than 2 x min_points) and none non-finite: no stall
+    can be judged, so lr_high stays silent (it raised UnboundLocalError before)."""
+    path = tmp_path / "short"
+    path.mkdir()
+    (path / "train_config.json").write_text(json.dumps({"steps": 40, "policy": {"type": "diffusion",
+                                                                                "optimizer_lr": 0.5}}))
+    rows = [{"step": s, "train/loss": 1.0, "train/lr": 0.5} for s in (10, 20, 30, 40)]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ids = [f.id for f in analyze(str(path), load_rules()).findings]
+    assert "lr_high" not in ids

@@ -21,6 +21,12 @@ def test_every_rule_table_has_a_registered_rule_and_back():
     assert all(RULES[rid].id == rid for rid in RULES)
 
 
+def test_rules_run_in_the_order_of_their_tables():
+    """Report order within a severity is RULES' order: the families' orders one after another, as in rules.toml."""
+    tables = [k for k, v in default_rules().items() if isinstance(v, dict) and "enabled" in v]
+    assert list(RULES) == tables
+
+
 @pytest.mark.parametrize("n,size", [(1, 1), (2, 2), (3, 3), (10, 3), (14, 3), (18, 4), (40, 8), (60, 12)])
 def test_late_window_is_the_last_fifth_at_least_three(n, size):
     series = list(range(n))

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dpot.rundir import LINEAGE_FILE
+
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1",
        "TOKENIZERS_PARALLELISM": "false",
@@ -20,8 +22,7 @@ CONSTANT = {"type": "diffuser", "name": "constant", "num_warmup_steps": 0}
 
 def base_config(toy: dict, path: Path, **over) -> Path:
     """A CPU-sized dpot train config with a flat, tiny LR (1e-6, constant schedule), 6 steps, eval every 3."""
-    sys.path.insert(0, str(REPO / "tests" / "train"))
-    from train_helpers import tiny_config
+    from train_helpers import tiny_config  # tests/train (pyproject.toml's pytest pythonpath)
 
     cfg = tiny_config(toy, steps=6, eval_freq=3, use_policy_training_preset=False, optimizer=dict(FLAT_OPT),
                       scheduler=dict(CONSTANT))
@@ -48,7 +49,7 @@ def start_autopilot(*args: str, log: Path) -> subprocess.Popen:
 
 
 def lineage(out: Path) -> dict:
-    return json.loads((out / "lineage.json").read_text())
+    return json.loads((out / LINEAGE_FILE).read_text())
 
 
 def node(doc: dict, name: str) -> dict:

@@ -15,13 +15,13 @@ from dpot.autopilot.decisions import (
     repeats_inert,
     scale_lr,
     sh_budgets,
-    space_params,
 )
 from dpot.autopilot.html import render
 from dpot.autopilot.record import TrialRecord
+from dpot.autopilot.space import config_params as space_params
 from dpot.errors import UserError
+from dpot.launch import check_launcher, train_command
 from dpot.metrics_log import read_metrics
-from dpot.rundir import check_launcher, train_command
 
 
 def test_objective_parsing_and_regression():

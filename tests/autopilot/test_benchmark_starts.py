@@ -9,10 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import autopilot as bench
 from dpot.analysis import cfgkeys
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import autopilot as bench  # noqa: E402
 
 
 @pytest.fixture
@@ -93,23 +91,103 @@ def test_final_value_of_a_closed_loop_objective_reads_the_autopilots_cache(tmp_p
     assert bench.final_value(run, _args()) == 0.8
 
 
-def test_the_blind_samplers_reach_every_lr_the_autopilots_sampler_can(base):
-    """TPE/random sample the LR over a range that covers the autopilot sampler's span on the same base (it reaches
-    3e-3 for Diffusion), so a better best cannot come from an LR only the autopilot may draw."""
+class _Drawn(Exception):
+    """Raised by a fake draw once the autopilot's sampler has been handed its space."""
+
+
+def test_tpe_random_and_the_autopilots_sampler_search_one_space(base, tmp_path, monkeypatch):
+    """One search space, declared once (dpot.autopilot.space): for every start, the distributions TPE and random
+    search draw from are exactly those the autopilot's planner hands its sampler around the same config."""
+    from dpot.autopilot import sampling
+    from dpot.autopilot.candidates import Planner
+    from dpot.autopilot.spec import SearchDir, parse_objective
+
+    seen = {}
+
+    def draw(study, storage, kind, dists, seed, mark):
+        seen["dists"] = dists
+        raise _Drawn
+
+    monkeypatch.setattr(sampling, "draw", draw)
+    store = type("Store", (), {"study": None, "storage": None, "mark_duplicate": None})()
+    for start in bench.STARTS:
+        cfg = bench.search_config(bench.start_config(start, base))
+        dirs = SearchDir(tmp_path / start)
+        dirs.config_path("base").parent.mkdir(parents=True)
+        dirs.config_path("base").write_text(json.dumps(cfg))
+        planner = Planner(store, dirs, 300, parse_objective(bench.OBJ), 2, None, False, print, seed=0)
+        with pytest.raises(_Drawn):
+            planner.sample_around(1, "base", [])
+        ours = bench.search_space(cfg)
+        assert seen.pop("dists") == ours
+        assert list(ours) == ["lr", "lr.constant", "ot.lambda_ot", "ot.reg", "optimizer.type",
+                              "optimizer.weight_decay"], start
+        assert (ours["lr"].low, ours["lr"].high) == (1e-4, pytest.approx(3e-3))      # Diffusion's, to 10x its top
+        assert ours["optimizer.type"].choices == ("adam", "adamw")
+
+
+def _fake_train(trained: list):
+    """bench.train without training: the run logs the objective (best at lr 5e-4) at its budget."""
+    import math
+
+    def train(cfg, run, a):
+        value = abs(math.log(cfgkeys.base_lr(cfg) / 5e-4))
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "metrics.jsonl").write_text(json.dumps({"step": a.steps, bench.OBJ: value}) + "\n")
+        trained.append(cfg)
+        return value
+    return train
+
+
+@pytest.mark.parametrize("kind", ["tpe", "random"])
+def test_the_start_config_is_the_first_trial_and_the_seed_reproduces_the_draws(base, tmp_path, monkeypatch, kind):
+    """TPE and random are told the start config: their first trial is the start (its params enqueued), trained as
+    it is and charged like any run; the sampler is seeded with the repeat's seed (the same seed draws the same
+    configs, another seed others); the result records the space, every run's params, the seed and Optuna's
+    version."""
     import optuna
 
-    from dpot.analysis.rules import load_rules
-    from dpot.autopilot.sampling import sample_space
+    from dpot.autopilot import space
 
-    for start in bench.STARTS:
-        cfg = bench.start_config(start, base)
-        span = sample_space(cfg, load_rules())["lr"]
-        low, high = bench.sampled_lr_range(cfg)
-        assert low <= min(span.low, 1e-5) and high >= max(span.high, 1e-3)
-    assert bench.sampled_lr_range(base) == (1e-5, pytest.approx(3e-3))
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    lrs = [bench.sampled_config(base, study.ask())["optimizer"]["lr"] for _ in range(200)]
-    assert 1e-5 <= min(lrs) and max(lrs) <= 3e-3 and max(lrs) > 1e-3
+    start = bench.start_config("lr-100x-high", base)
+    a = _args(out=str(tmp_path))
+    results = {}
+    for seed, work in ((0, "a"), (0, "b"), (1, "c")):
+        trained = []
+        monkeypatch.setattr(bench, "train", _fake_train(trained))
+        results[work] = bench.run_sampler(kind, start, tmp_path / work, 6 * a.steps, a, seed)
+        assert trained[0] == start and len(trained) == 6
+    r = results["a"]
+    resolved = bench.search_config(start)
+    dists = bench.search_space(resolved)
+    assert r["params"][0] == space.start_params(resolved, dists) and r["params"][0]["lr"] == pytest.approx(3e-2)
+    assert r["params"][0]["optimizer.type"] == "adam" and "optimizer.weight_decay" not in r["params"][0]
+    assert r["values"][0] == pytest.approx(abs(__import__("math").log(3e-2 / 5e-4)))
+    assert (r["runs"], r["steps"], r["space"], r["sampler_seed"]) == (6, 6 * a.steps, list(dists), 0)
+    assert r["optuna_version"] == optuna.__version__
+    assert results["b"]["params"] == r["params"] and results["b"]["values"] == r["values"]   # same seed
+    assert results["c"]["params"][1:] != r["params"][1:] and results["c"]["params"][0] == r["params"][0]
+    for drawn in r["params"][1:]:
+        assert set(drawn) <= set(dists) and ("optimizer.weight_decay" in drawn) == (drawn["optimizer.type"] == "adamw")
+
+
+def test_a_drawn_adamw_config_writes_the_preset_out():
+    """A draw of AdamW on the Diffusion preset's Adam: the presets off, AdamW with the drawn LR and weight decay and
+    the preset's betas; the drawn schedule; Adam keeps the preset (nothing but the LR set)."""
+    from dpot.autopilot import space
+
+    cfg = bench.search_config({"dataset": {"repo_id": "local/t", "root": "t"},
+                               "source_dataset": {"repo_id": "local/s", "root": "s"},
+                               "policy": {**bench.POLICY, "optimizer_lr": 1e-5}, "batch_size": 8, "steps": 300})
+    drawn = {"lr": 2e-3, "lr.constant": False, "optimizer.type": "adamw", "optimizer.weight_decay": 3e-3}
+    out = bench.sampled_config(cfg, drawn)
+    assert out["use_policy_training_preset"] is False and cfgkeys.schedule(out)["name"] == "cosine"
+    assert {k: out["optimizer"][k] for k in ("type", "lr", "weight_decay", "betas")} == {
+        "type": "adamw", "lr": 2e-3, "weight_decay": 3e-3, "betas": [0.95, 0.999]}
+    assert space.config_params(out) == {"lr": 2e-3, "ot.lambda_ot": 0.1, "ot.reg": 0.02, "lr.constant": False,
+                                        "optimizer.type": "adamw", "optimizer.weight_decay": 3e-3}
+    adam = bench.sampled_config(cfg, {**drawn, "optimizer.type": "adam"})   # its weight decay is not searched
+    assert adam == cfgkeys.set_(cfg, "policy.optimizer_lr", 2e-3)
 
 
 def test_the_study_policy_is_the_powered_studys_own(base, tmp_path):
@@ -143,6 +221,21 @@ def test_results_doc_has_the_issue_schema():
     text = bench.table(doc, _args())
     assert "| lr-100x-high | autopilot | 0.7000 ± 0.0000 | 0.7000 | 600 | 3.0 | 2 |" in text
     assert "| lr-100x-high | random | nan" in text and "| 1.0 | - |" in text
+
+
+def test_results_doc_records_the_space_the_sampler_seeds_and_optunas_version():
+    """Each searching method's space (its parameter names) and each repeat's sampler seed, as its result recorded
+    them, and the Optuna version the results were computed with; results computed before they were recorded have
+    none (null), rather than today's values."""
+    rep = lambda seed, **kw: {"best": 0.8, "steps": 600, "runs": 2, "values": [0.9, 0.8], "seed": seed, **kw}  # noqa: E731
+    names = ["lr", "lr.constant", "ot.lambda_ot", "ot.reg", "optimizer.type", "optimizer.weight_decay"]
+    new = dict(space=names, sampler_seed=3, optuna_version="5.1.0")
+    doc = bench.results_doc({"seed": {"autopilot": [rep(3, **new)], "tpe": [rep(3, **new)], "hand": [rep(3)]}})
+    assert doc["optuna_version"] == "5.1.0"
+    m = doc["starts"]["seed"]["methods"]
+    assert m["autopilot"]["space"] == m["tpe"]["space"] == names and "space" not in m["hand"]
+    assert m["tpe"]["repeats"][0]["sampler_seed"] == 3 and "sampler_seed" not in m["hand"]["repeats"][0]
+    assert bench.results_doc({"seed": {"tpe": [rep(0)]}})["optuna_version"] is None
 
 
 def test_goal_lines_judge_the_fixed_goal_per_start():
@@ -288,10 +381,10 @@ def _finished(run: Path, cfg: dict, value: float, steps: int = 300) -> None:
 
 
 def test_a_run_that_trains_an_already_trained_config_is_linked_not_retrained(base, tmp_path, monkeypatch):
-    """The grid trains each distinct training once: every method's first run is the start's base, and TPE's
-    startup / random's draws are the same configs from every start (the presets are off, so the start's policy LR
-    fields are not read); a run whose resolved config trains what a finished run under --out trains (the
-    autopilot's own runs included) is a symlink to it, and the method is charged its steps as before."""
+    """The grid trains each distinct training once: every method's first run is the start's base, and a draw may
+    train what a draw from another start trained (a written-out AdamW preset with a constant LR reads neither
+    start's policy LR nor its warmup); a run whose resolved config trains what a finished run under --out trains
+    (the autopilot's own runs included) is a symlink to it, and the method is charged its steps as before."""
     out = tmp_path / "grid"
     launches = []
     monkeypatch.setattr(bench, "_dpot", lambda *args, log: launches.append(args) or 1)   # a launch fails: NaN
@@ -310,11 +403,12 @@ def test_a_run_that_trains_an_already_trained_config_is_linked_not_retrained(bas
     assert t0.resolve() == (auto / "runs" / "base").resolve() and bench._steps(t0) == 300
     assert bench.train(seed, t0, a) == 0.9                               # a later sitting reads it back
 
-    import optuna
-
-    trial = optuna.trial.FixedTrial({"lr": 3e-4, "ot.lambda_ot": 0.2, "ot.reg": 0.02})
-    drawn = {s: bench.sampled_config(bench.start_config(s, base), trial) for s in ("seed", "healthy")}
-    assert drawn["seed"]["policy"]["optimizer_lr"] != drawn["healthy"]["policy"]["optimizer_lr"]
+    # the same draw from two starts whose differences it overrides (the LR; a constant schedule on AdamW)
+    params = {"lr": 3e-4, "lr.constant": True, "optimizer.type": "adamw", "optimizer.weight_decay": 1e-4,
+              "ot.lambda_ot": 0.2, "ot.reg": 0.02}
+    starts = {s: bench.start_config(s, base) for s in ("seed", "healthy")}
+    assert starts["seed"]["policy"]["optimizer_lr"] != starts["healthy"]["policy"]["optimizer_lr"]
+    drawn = {s: bench.sampled_config(bench.search_config(cfg), params) for s, cfg in starts.items()}
     first = out / "seed" / "rep0" / "random" / "t1"
     first.with_suffix(".json").write_text(json.dumps({**drawn["seed"], "output_dir": str(first)}))
     _finished(first, drawn["seed"], 0.7)
@@ -322,7 +416,7 @@ def test_a_run_that_trains_an_already_trained_config_is_linked_not_retrained(bas
     assert bench.train(drawn["healthy"], run, a) == 0.7 and run.is_symlink()
     assert not launches and "not retrained" in (out / "healthy" / "rep0" / "random" / "t1.log").read_text()
 
-    other = bench.sampled_config(seed, optuna.trial.FixedTrial({"lr": 1e-3, "ot.lambda_ot": 0.2, "ot.reg": 0.02}))
+    other = bench.sampled_config(bench.search_config(seed), {**params, "lr": 1e-3})
     run = out / "seed" / "rep0" / "random" / "t2"
     val = bench.train(other, run, a)                                     # a new training: launched
     assert val != val and len(launches) == 1 and not run.is_symlink()
@@ -344,9 +438,9 @@ def test_best_runs_names_where_each_repeats_best_came_from(base, tmp_path):
                                                                                   "optimizer_lr": 0.0029}}))
     (work / "tpe").mkdir()
     (work / "tpe.result.json").write_text(json.dumps({"values": [0.91, None, 0.79, 0.8]}))
-    import optuna
-
-    drawn = bench.sampled_config(base, optuna.trial.FixedTrial({"lr": 2.3e-3, "ot.lambda_ot": 0.05, "ot.reg": 0.02}))
+    drawn = bench.sampled_config(bench.search_config(base), {
+        "lr": 2.3e-3, "lr.constant": True, "optimizer.type": "adamw", "optimizer.weight_decay": 1e-4,
+        "ot.lambda_ot": 0.05, "ot.reg": 0.02})
     (work / "tpe" / "t2.json").write_text(json.dumps(drawn))
     doc = {"direction": "min", "starts": {"seed": {"methods": {"autopilot": {"repeats": [{"seed": 0}]}}}}}
     text = bench.best_runs(tmp_path, doc)

@@ -183,7 +183,8 @@ def test_the_sampler_draws_the_schedule_too_and_is_told_of_it(tmp_path, monkeypa
     from optuna.distributions import CategoricalDistribution
 
     from dpot.analysis import cfgkeys
-    from dpot.autopilot.decisions import CONSTANT_LR, space_params
+    from dpot.autopilot.space import CONSTANT_LR
+    from dpot.autopilot.space import config_params as space_params
 
     space = sampling.sample_space(COSINE, {})
     assert space[CONSTANT_LR] == CategoricalDistribution((False, True)) and "lr" in space

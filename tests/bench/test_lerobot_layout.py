@@ -16,7 +16,6 @@ from dpot.bench.generate import generate_dataset
 from dpot.cli import main as dpot_main
 
 TASK = "button-press-topdown-v3"
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
 
 
 @pytest.mark.slow

@@ -90,8 +90,10 @@ def test_micro_study_end_to_end_and_resume(tmp_path, preset):
     assert first.stat().st_mtime_ns == first_mtime, "job B's first checkpoint was rewritten"
     log = (root / "logs" / f"{B}.log").read_text()
     assert "resumed: " in log and "resuming at step 2" in log
-    steps = [json.loads(x)["step"] for x in (root / "runs" / B / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 4]
+    rows = [json.loads(x) for x in (root / "runs" / B / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "train/loss" in r] == [1, 2, 3, 4]
+    # the domain probe at step 0 and every checkpoint, once each across the resume
+    assert [r["step"] for r in rows if any(k.startswith("eval/domain_probe/") for k in r)] == [0, 2, 4]
     done_b = json.loads((root / "done" / f"{B}.json").read_text())
     assert done_b["train"] == "resumed"
     assert done_b["ot"]["train/ot_pi_sum"] > 0 and "train/ot_pi_diag" in done_b["ot"]

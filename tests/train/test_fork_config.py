@@ -210,7 +210,7 @@ def test_image_transforms_see_the_stored_frames_before_the_policys_resize():
     does not pre-resize to ``resize_shape`` when transforms are on (it does otherwise, to move smaller batches)."""
     from types import SimpleNamespace
 
-    from dpot.train.loop import delivery_size
+    from dpot.train.build import delivery_size
 
     policy = SimpleNamespace(resize_shape=[96, 96])
     assert delivery_size(policy, None) == (96, 96)

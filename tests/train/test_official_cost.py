@@ -11,7 +11,9 @@ from train_helpers import tiny_config, write_config
 from dpot.bench.presets import OFFICIAL_OT
 from dpot.config import load_train_config
 from dpot.policy.diffusion import diffusion_loss_with_features
-from dpot.train.loop import build_run, domain_features, prepare_batch
+from dpot.train.batches import prepare_batch
+from dpot.train.build import build_run
+from dpot.train.loop import domain_features
 
 pytestmark = pytest.mark.slow
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import re
 
+from dpot import metric_names as mn
+from dpot.metric_names import train
+
 # Canonical key -> (short label, direction: "min" | "max" | None when neither is "better").
 CANONICAL: dict[str, tuple[str, str | None]] = {
     "train/loss": ("train loss", "min"),
@@ -19,19 +22,20 @@ CANONICAL: dict[str, tuple[str, str | None]] = {
     "train/update_s": ("update s/step", "min"),
     "train/dataloading_s": ("data s/step", "min"),
     "train/samples_per_s": ("samples/s", "max"),
-    "train/ot_loss": ("OT loss (before lambda)", None),
-    "train/ot_loss_scaled": ("OT loss (x lambda)", None),
-    "train/ot_pi_sum": ("pi_sum", None),
-    "train/ot_pi_diag": ("pi_diag", None),
-    "train/ot_pi_diag_frac": ("pi_diag/pi_sum", None),
-    "train/ot_skipped": ("OT skipped", "min"),
-    "train/ot_sinkhorn_iters": ("Sinkhorn iterations", None),
-    "train/ot_sinkhorn_maxed": ("Sinkhorn solves at max_iters", "min"),
+    train(mn.OT_LOSS): ("OT loss (before lambda)", None),
+    train(mn.OT_LOSS_SCALED): ("OT loss (x lambda)", None),
+    train(mn.OT_PI_SUM): ("pi_sum", None),
+    train(mn.OT_PI_DIAG): ("pi_diag", None),
+    train(mn.OT_PI_DIAG_FRAC): ("pi_diag/pi_sum", None),
+    train(mn.OT_SKIPPED): ("OT skipped", "min"),
+    train(mn.OT_SINKHORN_ITERS): ("Sinkhorn iterations", None),
+    train(mn.OT_SINKHORN_MAXED): ("Sinkhorn solves at max_iters", "min"),
+    train(mn.OT_SINKHORN_MARGINAL_ERR): ("Sinkhorn marginal error", "min"),
     "eval/offline_eval/avg_loss": ("eval loss", "min"),
     "eval/offline_eval/eval_s": ("eval s", "min"),
 }
 # per-term costs: the batch mean of w_k C_k (the fork's ot_cost/<term>) and the plan-weighted sum pi * w_k C_k
-MEAN_COST_PREFIX, PLAN_COST_PREFIX = "train/ot_cost/", "train/ot_cost_plan/"
+MEAN_COST_PREFIX, PLAN_COST_PREFIX = train(mn.COST), train(mn.COST_PLAN)
 COST_PREFIXES = (MEAN_COST_PREFIX, PLAN_COST_PREFIX)
 
 # Explicit aliases (lower-cased). Anything else goes through the generic rules in ``canonical_key``.
@@ -46,8 +50,13 @@ ALIASES: dict[str, str] = {
     "eval_s": "eval/offline_eval/eval_s",
     "train/l1": "train/l1_loss",
     "l1": "train/l1_loss",
-    "train/ot_ot_loss": "train/ot_loss",
+    train(mn.OT_PREFIX + mn.OT_LOSS): train(mn.OT_LOSS),    # the seed's doubled prefix (train/ot_ot_loss)
 }
+# the seed's doubled OT prefix (``train/ot_ot_<name>``, ``ot_ot_<name>``) -> the single one
+_DOUBLED = {train(mn.OT_PREFIX * 2): train(mn.OT_PREFIX), mn.OT_PREFIX * 2: mn.OT_PREFIX}
+# the per-term cost families, logged with or without the train/ prefix (today's and the legacy mean's)
+_COST_FAMILIES = (mn.COST, mn.LEGACY_COST_MEAN, mn.COST_PLAN)
+_COST_KEY = re.compile("^(" + "|".join(re.escape(train(f)) for f in _COST_FAMILIES) + ")(.+)$")
 
 _TRAIN_BASES = {k.split("/", 1)[1] for k in CANONICAL if k.startswith("train/")}
 
@@ -60,17 +69,18 @@ def canonical_key(raw: str) -> str:
         return ALIASES[low]
     if low in CANONICAL:
         return low
-    low = re.sub(r"^train/ot_ot_", "train/ot_", low)
-    low = re.sub(r"^ot_ot_", "ot_", low)
-    if low.startswith(("ot_cost/", "ot_cost_mean/", "ot_cost_plan/")):
-        low = "train/" + low
-    m = re.match(r"^train/ot_(cost|cost_mean|cost_plan)/(.+)$", low)
+    for doubled, single in _DOUBLED.items():
+        if low.startswith(doubled):
+            low = single + low[len(doubled):]
+    if low.startswith(_COST_FAMILIES):
+        low = train(low)
+    m = _COST_KEY.match(low)
     if m:
-        return f"train/ot_{m.group(1)}/{key.split('/')[-1]}"
+        return m.group(1) + key.split("/")[-1]
     if low in CANONICAL:
         return low
     if "/" not in low and low in _TRAIN_BASES:
-        return "train/" + low
+        return train(low)
     return key
 
 

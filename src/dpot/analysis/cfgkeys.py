@@ -4,8 +4,8 @@ A saved config is ``train_config.json`` (``dpot.config.config_to_dict`` of the r
 the config a W&B / TensorBoard run recorded. The report, the rules (``diagnose``), ``propose``, the autopilot and
 the study read the learning rate, its schedule and the OT settings here and nowhere else, through the key constants
 below (the only place outside ``config.py`` that spells them) and the accessors :func:`lr_keys`, :func:`base_lr`,
-:func:`lr_changes`, :func:`schedule`, :func:`schedule_changes`, :func:`ot_settings`, :func:`features`,
-:func:`feature_weights`.
+:func:`lr_changes`, :func:`schedule`, :func:`schedule_changes`, :func:`optimizer_type`, :func:`optimizer_changes`,
+:func:`weight_decay`, :func:`weight_decay_changes`, :func:`ot_settings`, :func:`features`, :func:`feature_weights`.
 ``tests/analysis/test_cfgkeys.py`` resolves real configs through ``dpot.config`` and checks every key and default
 here against them: a renamed config field fails that test instead of silently turning a rule or a proposal off.
 This module imports nothing of dpot's (analysis never imports train, nor the heavy config module).
@@ -16,16 +16,21 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+from dpot.policy.traits import extra_lr_keys, traits_of
+
 _MISSING = object()
 
 # ------------------------------------------------------------------ keys of a saved config
 PRESET = "use_policy_training_preset"     # true: LeRobot's policy presets set the optimizer and the scheduler
 LR = "optimizer.lr"                       # the explicit (or the resolved preset) optimizer's LR
 POLICY_LR = "policy.optimizer_lr"         # the LR the policy preset uses
-#: policy-specific LR keys (a tuple: not in every saved config): ACT's backbone param group, used with or without
-#: the preset (ACTPolicy.get_optim_params)
-BACKBONE_LR = ("policy.optimizer_lr_backbone",)
+#: policy-specific LR keys (not in every saved config; dpot.policy.traits): ACT's backbone param group, used with or
+#: without the preset (ACTPolicy.get_optim_params)
+BACKBONE_LR = extra_lr_keys()
 OPTIMIZER = "optimizer"
+OPTIMIZER_TYPE = "optimizer.type"         # adam | adamw | ... of the explicit (or the resolved preset) optimizer
+OPTIMIZER_WD = "optimizer.weight_decay"
+POLICY_WD = "policy.optimizer_weight_decay"   # the weight decay the policy preset uses
 SCHEDULER = "scheduler"                   # {type, name, num_warmup_steps, ...}
 SCHEDULER_TYPE = "scheduler.type"
 SCHEDULER_NAME = "scheduler.name"
@@ -135,10 +140,83 @@ def base_lr(config: dict) -> float | None:
 def weight_decay_keys(config: dict) -> list[str]:
     """The keys that hold the weight decay the run trains with: ``optimizer.weight_decay`` of an explicit
     optimizer, ``policy.optimizer_weight_decay`` under the policy preset (only those holding a number)."""
-    keys = ["policy.optimizer_weight_decay"] if config.get(PRESET, True) else []
+    keys = [POLICY_WD] if config.get(PRESET, True) else []
     if isinstance(config.get(OPTIMIZER), dict):
-        keys.append("optimizer.weight_decay")
+        keys.append(OPTIMIZER_WD)
     return [k for k in keys if is_number(get(config, k))]
+
+
+def weight_decay(config: dict) -> float | None:
+    """The weight decay the run trains with: the value of the first of :func:`weight_decay_keys`, else None."""
+    keys = weight_decay_keys(config)
+    return float(get(config, keys[0])) if keys else None
+
+
+def weight_decay_changes(config: dict, new: float) -> dict:
+    """``{key: new}`` for every key of :func:`weight_decay_keys` (``optimizer.weight_decay`` with the presets off,
+    ``policy.optimizer_weight_decay`` under them, when none holds a number yet)."""
+    keys = weight_decay_keys(config) or [POLICY_WD if config.get(PRESET, True) else OPTIMIZER_WD]
+    return {key: new for key in keys}
+
+
+def optimizer_type(config: dict) -> str | None:
+    """The type of the optimizer the trainer builds (``adam``, ``adamw``, ...): under the policy preset the preset's
+    (:attr:`dpot.policy.traits.PolicyTraits.preset_optimizer`, else the resolved table a saved config holds), else
+    the explicit ``optimizer.type``; None when unknown."""
+    if config.get(PRESET, True):
+        traits = traits_of(policy_type(config) or "")
+        if traits is not None and traits.preset_optimizer:
+            return traits.preset_optimizer
+    typ = get(config, OPTIMIZER_TYPE)
+    return typ if isinstance(typ, str) else None
+
+
+def optimizer_changes(config: dict, kind: str) -> dict:
+    """``{key: new}``: the changes that make the trainer build optimizer ``kind`` (``adam`` | ``adamw``, which take
+    the same fields); ``{}`` when it already does or the config's optimizer is unknown (:func:`optimizer_type`).
+
+    With the presets off: ``optimizer.type`` (every other field kept). Under the policy preset, which fixes the
+    optimizer, the preset is turned off and written out as it trains: ``optimizer`` = the resolved table a saved
+    config holds (if any) with the preset's fields the policy holds (``policy.optimizer_lr`` / ``_betas`` /
+    ``_eps`` / ``_weight_decay``) and the new type; ``scheduler`` = the preset's (``policy.scheduler_name`` /
+    ``_warmup_steps``, else the resolved table; a constant LR when the preset has none: with the presets off the
+    trainer needs one). ``config`` must be resolved (``train_config.json``,
+    :func:`dpot.autopilot.spec.load_base_config`): a field it lacks takes the optimizer class's default, not the
+    preset's.
+    """
+    old = optimizer_type(config)
+    if old is None or old == kind:
+        return {}
+    if config.get(PRESET, True) is False:
+        return {OPTIMIZER_TYPE: kind}
+    table = config.get(OPTIMIZER)
+    opt = copy.deepcopy(table) if isinstance(table, dict) else {}
+    opt["type"] = kind
+    lr = base_lr(config)
+    if lr is not None:
+        opt["lr"] = lr
+    for name in ("betas", "eps", "weight_decay"):
+        v = get(config, f"policy.optimizer_{name}")
+        if v is not None:
+            opt[name] = copy.deepcopy(v)
+    if get(config, POLICY_SCHEDULER):
+        warmup = get(config, POLICY_WARMUP)
+        sched = {"type": "diffuser", "name": get(config, POLICY_SCHEDULER),
+                 "num_warmup_steps": int(warmup) if is_number(warmup) else 0}
+    elif isinstance(config.get(SCHEDULER), dict) and config[SCHEDULER]:
+        sched = copy.deepcopy(config[SCHEDULER])
+    else:
+        sched = {"type": "diffuser", "name": "constant", "num_warmup_steps": 0}
+    return {PRESET: False, OPTIMIZER: opt, SCHEDULER: sched}
+
+
+def usual_lr_range(rules: dict, policy_type: str) -> tuple[float, float]:
+    """The usual ``(low, high)`` base LR of a policy type: ``rules.toml [lr_range] <type>`` when given, else the
+    type's own range (:mod:`dpot.policy.traits`), else ``[lr_range] default``."""
+    ranges = rules.get("lr_range") or {}
+    traits = traits_of(policy_type)
+    low, high = ranges.get(policy_type) or (traits.lr_range if traits else None) or ranges.get("default", (1e-5, 1e-3))
+    return float(low), float(high)
 
 
 def lr_changes(config: dict, new: float) -> dict:

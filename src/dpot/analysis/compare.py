@@ -6,13 +6,14 @@ import json
 import math
 from pathlib import Path
 
+from dpot import metric_names as mn
 from dpot.analysis import cfgkeys
 from dpot.analysis.aliases import direction
 from dpot.analysis.render_md import fmt, seen_keys
 
 EVAL_KEY = "eval/offline_eval/avg_loss"
 KEY_METRICS = ["train/loss", EVAL_KEY, "train/l1_loss", "train/grad_norm",
-               "train/ot_pi_sum", "train/ot_pi_diag", "train/ot_loss", "train/update_s"]
+               *(mn.train(n) for n in (mn.OT_PI_SUM, mn.OT_PI_DIAG, mn.OT_LOSS)), "train/update_s"]
 _IGNORED = ("output_dir", "job_name", "wandb.run_id", "wandb.notes", "checkpoint_path", "resume")
 
 

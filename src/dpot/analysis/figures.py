@@ -12,10 +12,12 @@ import math
 
 import numpy as np
 
+from dpot import metric_names as mn
 from dpot.analysis import cfgkeys, noise
 from dpot.analysis.aliases import cost_prefix, label
 from dpot.analysis.diagnose import coupling_band
 from dpot.analysis.plans import PlanSnapshot
+from dpot.metric_names import train
 
 MAX_POINTS = 2500
 EVAL_KEY = "eval/offline_eval/avg_loss"
@@ -108,10 +110,10 @@ def ot_mass_keys(run) -> tuple[list[str], str]:
     """The plan-mass series to draw and what the target band is about: ``pi_diag`` or, under the diagonal prior,
     the mass ``pi_sum`` alone (with the per-pair spread ``ot_pi_pair_cv``)."""
     if cfgkeys.ot_settings(run.config).diagonal:
-        names, what = ("train/ot_pi_sum", "train/ot_pi_pair_cv"), "plan mass (diagonal prior)"
+        names, what = (mn.OT_PI_SUM, mn.OT_PI_PAIR_CV), "plan mass (diagonal prior)"
     else:
-        names, what = ("train/ot_pi_sum", "train/ot_pi_diag", "train/ot_pi_diag_frac"), "pi_diag"
-    return [k for k in names if run.history.get(k)], what
+        names, what = (mn.OT_PI_SUM, mn.OT_PI_DIAG, mn.OT_PI_DIAG_FRAC), "pi_diag"
+    return [train(n) for n in names if run.history.get(train(n))], what
 
 
 def fig_ot_mass(run, band) -> dict | None:
@@ -168,7 +170,7 @@ def fig_cost_share(run) -> dict | None:
 
 def fig_spread(run) -> dict | None:
     """The embeddings' within-domain spread per camera (``train/ot_embed_spread/<camera>``), log y."""
-    keys = sorted(k for k in run.history if k.startswith("train/ot_embed_spread/") and run.history[k])
+    keys = sorted(k for k in run.history if k.startswith(train(mn.EMBED_SPREAD)) and run.history[k])
     if not keys:
         return None
     return {"data": [_line(k.split("/")[-1], [(s, v) for s, v in run.history[k] if v > 0]) for k in keys],
@@ -222,8 +224,8 @@ def fig_plan(plans: list[PlanSnapshot]) -> dict | None:
              "marker": {"symbol": "square-open", "color": "#ff4136", "size": 8, "line": {"width": 1.5}},
              "hoverinfo": "skip"}]
     lay = _layout(f"OT plan, step {latest.step}", "source item", hovermode="closest", showlegend=False)
-    lay["xaxis"] = {"title": {"text": "target item (red squares: the partner pairs, train/ot_pi_diag's entries)"},
-                    "constrain": "domain"}
+    partners = f"target item (red squares: the partner pairs, {train(mn.OT_PI_DIAG)}'s entries)"
+    lay["xaxis"] = {"title": {"text": partners}, "constrain": "domain"}
     lay["yaxis"] = {"title": {"text": "source item"}, "autorange": "reversed", "scaleanchor": "x"}
     if len(plans) > 1:
         lay["updatemenus"] = [{"type": "buttons", "direction": "right", "x": 1.0, "xanchor": "right", "y": 1.01,
@@ -278,7 +280,7 @@ def compare_figures(analyses, keys: list[str], names: list[str]) -> dict[str, di
             if a.run.history.get(key):
                 data.append(_line(name, a.run.history[key], COLORS[i % len(COLORS)]))
         if data:
-            log = key.startswith(("train/ot_cost", "train/grad_norm"))
+            log = key.startswith((train(mn.COST_STEM), "train/grad_norm"))
             figs[key.replace("/", "_")] = {"data": data, "layout": _layout(f"{key} ({label(key)})", label(key), log,
                                                                          updatemenus=_scale_switch(log))}
     return figs

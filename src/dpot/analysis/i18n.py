@@ -188,7 +188,7 @@ def finding_text(lang: str, finding) -> str:
         ev["detail"] = "; ".join(parts)
     if finding.id == "eval_too_frequent" and isinstance(ev.get("eval_share"), float):
         ev["eval_share"] = f"{ev['eval_share']:.0%}"
-    # lr_flat is information only on a configured constant schedule (diagnose.LrFlat): nothing to fix
+    # lr_flat is information only on a configured constant schedule (rules_optim.LrFlat): nothing to fix
     key = "lr_flat_as_configured" if finding.id == "lr_flat" and finding.severity == "info" else finding.id
     for k, v in list(ev.items()):
         if v is None:

@@ -110,13 +110,43 @@ def _short(key: str, parent: dict) -> str:
     return key
 
 
+_LR_SETTERS = (cfgkeys.POLICY_LR, cfgkeys.LR)                   # keys that hold the base LR
+_LR_DECIDERS = (*_LR_SETTERS, cfgkeys.PRESET, cfgkeys.OPTIMIZER)  # ... or decide which of them the trainer reads
+
+
+def _lr_item(changes: dict, parent: dict) -> str | None:
+    """The base LR the config trains at after ``changes``, as a title item: ``raise optimizer.lr 1e-06 → 0.0003``
+    (the key the trainer reads in the new config; the parent's trained LR); None when it does not change."""
+    old, new = cfgkeys.base_lr(parent), cfgkeys.base_lr(_apply(parent, changes))
+    if new is None or old == new:
+        return None
+    key = cfgkeys.lr_keys(_apply(parent, changes))[0]
+    if old is None:
+        return f"{key} = {new:g}"
+    return f"{'lower' if new < old else 'raise'} {key} {old:g} → {new:g}"
+
+
 def title_of(changes: dict, parent: dict, limit: int = 4) -> str:
     """What a proposal changes, in a few words: ``lower weight_label (action) 0.05 → 0.02; eval_freq 50 → 400``
-    (numbers: lower/raise old → new; tables: the table and its type; at most ``limit`` items, then +N more)."""
+    (numbers: lower/raise old → new; tables: the table and its type; at most ``limit`` items, then +N more).
+
+    The LR is stated as the config trains at it (issue 32: a proposal titled ``1e-06 → 0.0001`` trained at 3e-4):
+    the LR keys' changes become one item, the trained LR before → after (:func:`_lr_item`), at the first change
+    that decides it (an LR key, ``use_policy_training_preset`` or the ``optimizer`` table, whose ``lr`` the trainer
+    reads once the presets are off); an LR key whose change the trainer does not read says what it trains at."""
     items, seen = [], set()
+    lr_item = _lr_item(changes, parent)
+
+    def add(item: str) -> None:
+        if item not in seen:
+            seen.add(item)
+            items.append(item)
+
     for k, v in changes.items():
-        if k == cfgkeys.LR and cfgkeys.POLICY_LR in changes:
-            continue          # the same LR set twice (preset key and resolved optimizer)
+        if k in _LR_DECIDERS and lr_item is not None:
+            add(lr_item)
+        if k in _LR_SETTERS and lr_item is not None:
+            continue
         old = cfgkeys.get(parent, k)
         name = _short(k, parent)
         if isinstance(v, dict):
@@ -126,9 +156,11 @@ def title_of(changes: dict, parent: dict, limit: int = 4) -> str:
             item = f"{'lower' if v < old else 'raise'} {name} {old:g} → {v:g}"
         else:
             item = f"{name} = {json.dumps(v)}"
-        if item not in seen:
-            seen.add(item)
-            items.append(item)
+        if k in _LR_SETTERS and cfgkeys.base_lr(parent) is not None:
+            if k == cfgkeys.LR and cfgkeys.POLICY_LR in changes:
+                continue      # the same LR set twice (preset key and resolved optimizer)
+            item += f" (the run still trains at {cfgkeys.base_lr(parent):g})"
+        add(item)
     more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
     return "; ".join(items[:limit]) + more
 

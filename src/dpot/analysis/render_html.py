@@ -18,9 +18,10 @@ import math
 from functools import lru_cache
 from pathlib import Path
 
+from dpot import metric_names as mn
 from dpot.analysis import cfgkeys
 from dpot.analysis.i18n import finding_text, prose, t
-from dpot.analysis.render_md import CORE, OPTIONAL_OT_KEYS, OT_KEYS, appendix_ot, fmt, seen_keys
+from dpot.analysis.render_md import CORE, OPTIONAL_OT_KEYS, OT_KEYS, appendix_ot, fmt, has_ot, seen_keys
 from dpot.analysis.summary import span_text
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:0;color:#222;background:#fff}
@@ -122,9 +123,9 @@ def summary_table(a, lang: str) -> str:
     """metric | first | last | Δ% | best@step | trend; an unlogged core metric says what the run logged."""
     run = a.run
     keys = list(CORE)
-    if cfgkeys.ot_settings(run.config).present or any(k.startswith("train/ot_") for k in run.history):
+    if has_ot(run):
         keys += [k for k in OT_KEYS if k in run.history or k not in OPTIONAL_OT_KEYS]
-        keys += sorted(k for k in run.history if k.startswith(("train/ot_cost", "train/ot_embed_spread")))
+        keys += sorted(k for k in run.history if k.startswith((mn.train(mn.COST_STEM), mn.train(mn.EMBED_SPREAD))))
     head = "<tr><th>metric</th><th>first</th><th>last</th><th>Δ%</th><th>best@step</th><th>trend</th></tr>"
     rows = []
     for k in keys:

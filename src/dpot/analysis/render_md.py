@@ -6,6 +6,7 @@ import json
 import math
 from statistics import median
 
+from dpot import metric_names as mn
 from dpot.analysis import cfgkeys
 from dpot.analysis.aliases import COST_PREFIXES
 from dpot.analysis.diagnose import coupling_band, coupling_key
@@ -13,6 +14,7 @@ from dpot.analysis.i18n import finding_text, prose, t
 from dpot.analysis.probe_reading import probe_lines
 from dpot.analysis.summary import span_text
 from dpot.analysis.windows import LATE_FRAC, MIN_POINTS, late_window
+from dpot.metric_names import train
 from dpot.rundir import CONFIG_FILE
 
 CORE = ["train/loss", "train/l1_loss", "train/grad_norm", "eval/offline_eval/avg_loss", "train/lr"]
@@ -20,12 +22,19 @@ PRIOR_TEXT = {"diagonal": "c = I/N on the partner pairs: the fork's heuristic, p
               "temporal": "dpot's soft prior exp(-|t_i - t_j| / prior_sigma)", "none": "reference a b^T"}
 COST_NORM_TEXT = {"none": "plain squared distances, as the fork", "dim": "squared distance / feature count",
                   "median": "squared distance / feature count / batch median"}
-OT_KEYS = ["train/ot_loss", "train/ot_loss_scaled", "train/ot_pi_sum", "train/ot_pi_diag", "train/ot_pi_diag_frac",
-           "train/ot_pi_pair_cv", "train/ot_skipped"]
+OT_KEYS = [train(n) for n in (mn.OT_LOSS, mn.OT_LOSS_SCALED, mn.OT_PI_SUM, mn.OT_PI_DIAG, mn.OT_PI_DIAG_FRAC,
+                               mn.OT_PI_PAIR_CV, mn.OT_SKIPPED)]
 # listed only when logged (dpot's own quantities: a fork run has no ot_loss_scaled, a run without the diagonal prior
 # no ot_pi_pair_cv): "not logged" would be noise
-OPTIONAL_OT_KEYS = {"train/ot_loss_scaled", "train/ot_pi_pair_cv"}
-SOLVER_KEYS = ["train/ot_sinkhorn_iters", "train/ot_sinkhorn_maxed"]   # listed when logged (runs before them did not)
+OPTIONAL_OT_KEYS = {train(mn.OT_LOSS_SCALED), train(mn.OT_PI_PAIR_CV)}
+# listed when logged (runs before them did not)
+SOLVER_KEYS = [train(mn.OT_SINKHORN_ITERS), train(mn.OT_SINKHORN_MAXED), train(mn.OT_SINKHORN_MARGINAL_ERR)]
+PI_SUM, PI_DIAG = train(mn.OT_PI_SUM), train(mn.OT_PI_DIAG)
+
+
+def has_ot(run) -> bool:
+    """Whether a report shows the OT rows: the run's config sets up OT or it logged a ``train/ot_*`` series."""
+    return cfgkeys.ot_settings(run.config).present or any(k.startswith(train(mn.OT_PREFIX)) for k in run.history)
 
 
 def fmt(x) -> str:
@@ -143,8 +152,7 @@ def _coupling_text(a, ids) -> str:
     key, name = coupling_key(ot)
     series = [(st, v) for st, v in a.run.history.get(key, []) if math.isfinite(v)]
     lo, hi = coupling_band(a.rules)
-    other = "" if ot.diagonal or "train/ot_pi_sum" not in a.summaries else (
-        f"pi_sum {fmt(a.summaries['train/ot_pi_sum'].smoothed_last)}, ")
+    other = "" if ot.diagonal or PI_SUM not in a.summaries else f"pi_sum {fmt(a.summaries[PI_SUM].smoothed_last)}, "
     if not series:
         return other + f"{name} not logged"
     window = a.rules.get("window", {})   # the late window the rules judge on (rules.toml [window])
@@ -177,7 +185,7 @@ def _assessment(a, lang) -> list[str]:
     elif "train/grad_norm" in s:
         g = s["train/grad_norm"]
         out.append(f"- {t(lang, 'stability')}: grad_norm {fmt(g.first)} → {fmt(g.last)}, no spikes")
-    if "train/ot_pi_sum" in s or "train/ot_pi_diag" in s:
+    if PI_SUM in s or PI_DIAG in s:
         out.append(f"- {t(lang, 'ot_signal')}: {_coupling_text(a, ids)}")
     if "lr_flat" in ids:
         out.append(f"- {t(lang, 'lr')}: {finding_text(lang, ids['lr_flat'])}")
@@ -197,8 +205,7 @@ def render_markdown(a, lang: str = "en", proposal_paths: dict | None = None, plo
     L = [f"# {t(lang, 'title', run_id=run.run_id)}", "", f"## {t(lang, 'overview')}", *_overview(run, a.summaries), ""]
     L += [f"## {t(lang, 'curves')}"]
     keys = list(CORE)
-    has_ot = cfgkeys.ot_settings(run.config).present or any(k.startswith("train/ot_") for k in run.history)
-    if has_ot:
+    if has_ot(run):
         keys += [k for k in OT_KEYS if k in run.history or k not in OPTIONAL_OT_KEYS]
         keys += [k for k in SOLVER_KEYS if k in run.history]
         keys += sorted(k for k in run.history if k.startswith(COST_PREFIXES))

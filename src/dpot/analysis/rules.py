@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 from dpot.errors import UserError, did_you_mean
+from dpot.policy.traits import TRAITS
 
 
 def default_rules() -> dict:
@@ -42,8 +43,13 @@ def _merge_table(into: dict, values, name: str, p: Path) -> None:
     if not isinstance(values, dict):
         raise UserError(f"--rules {p}: [{name}] must be a table")
     for key, value in values.items():
+        if name == "lr_range" and key not in into and key in TRAITS:   # a policy type's own range, overridden
+            if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)):
+                raise UserError(f"--rules {p}: lr_range.{key} must be [low, high]")
+            into[key] = value
+            continue
         if key not in into:
-            raise UserError(f"--rules {p}: unknown key {name}.{key}{did_you_mean(key, into)}")
+            raise UserError(f"--rules {p}: unknown key {name}.{key}{did_you_mean(key, [*into, *TRAITS])}")
         default = into[key]
         if isinstance(default, dict):
             _merge_table(default, value, f"{name}.{key}", p)

@@ -4,10 +4,11 @@ Modules: :mod:`.spec` (arguments, objective, the search's identity in ``DIR/auto
 :mod:`.record` (the typed state: ``TrialRecord``, ``IterationRecord``, the ``Decision`` / ``Kind`` values),
 :mod:`.store` (that state in the Optuna study, public API only), :mod:`.claim` (workers: claiming, take-over,
 heartbeats, the lock), :mod:`.candidates` (what is trained next, enqueued as plans; ``--strategy``),
-:mod:`.sampling` (the model-based sampler's ranges and draws, the params every trial records), :mod:`.training`
-(one trial: train, report, decide, tell), :mod:`.decisions` (the rules as pure functions: rollback triggers,
-closing an iteration, stops, retries, halving budgets), :mod:`.runs` (a run's objective from its metrics), :mod:`.tools`
+:mod:`.space` (the one search space, shared with ``benchmarks/autopilot.py``: its ranges and draws, the params every
+trial records), :mod:`.sampling` (the model-based sampler's draws), :mod:`.training` (one trial: train, report,
+decide, tell), :mod:`.decisions` (the rules as pure functions: rollback triggers, closing an iteration, stops,
+retries, halving budgets), :mod:`.runs` (a run's objective from its metrics), :mod:`.tools`
 (``dpot report/propose/bench eval`` as subprocesses; training is launched, with the ``--launcher`` template, by
-:func:`dpot.rundir.launch_train`), :mod:`.engine` (opens the search and runs the loop), :mod:`.lineage`
+:func:`dpot.launch.launch_train`), :mod:`.engine` (opens the search and runs the loop), :mod:`.lineage`
 (``lineage.json``), :mod:`.html` (``autopilot.html``), :mod:`.cli` (``dpot autopilot``).
 """

@@ -35,9 +35,9 @@ from dpot.autopilot.decisions import (
     repeats_inert,
     scale_lr,
     sh_budgets,
-    space_params,
 )
 from dpot.autopilot.record import BASE_RUN, Decision, Kind, TrialRecord
+from dpot.autopilot.space import config_params
 from dpot.autopilot.spec import Objective, SearchDir
 from dpot.autopilot.store import Entry, TrialStore
 from dpot.metrics_log import read_metrics
@@ -104,7 +104,7 @@ class Planner:
     def _written(self, record: TrialRecord, cfg: dict) -> TrialRecord:
         """Write the run's config and stamp the record with its params and digest."""
         cfg = self.write_config(record.name, cfg, record.budget_min or self.steps)
-        record.params = space_params(cfg)
+        record.params = config_params(cfg)
         record.digest = spec.config_digest(cfg)
         return record
 

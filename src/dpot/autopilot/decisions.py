@@ -1,15 +1,14 @@
 """The autopilot's rules as pure functions: the rollback triggers (:func:`decide`), closing an iteration
 (:func:`close_iteration`: the best kept run becomes the next parent), the stop rules (:func:`stop_reason`), the
-runs to fall back on (:func:`kept_runs`), the LR-halved retry, successive-halving budgets, the candidate values
-recorded as Optuna params, the memory of moves that had no effect (:func:`inert_moves`) and the one-step
-exploration moves used once the diagnoses are spent (:func:`explore_moves`)."""
+runs to fall back on (:func:`kept_runs`), the LR-halved retry, successive-halving budgets, the memory of moves
+that had no effect (:func:`inert_moves`) and the one-step exploration moves used once the diagnoses are spent
+(:func:`explore_moves`). The search space and the params every trial records: :mod:`.space`."""
 
 from __future__ import annotations
 
 import math
 import statistics
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from dpot import metric_names as mn
 from dpot.analysis import cfgkeys, noise
@@ -17,30 +16,6 @@ from dpot.analysis.windows import late_window
 from dpot.autopilot import runs
 from dpot.autopilot.record import BASE_RUN, Decision, IterationRecord, Kind, TrialRecord
 from dpot.autopilot.spec import Objective
-
-
-@dataclass(frozen=True)
-class Param:
-    """A config value recorded as a trial's Optuna param: its dotted key and a float distribution."""
-
-    key: str
-    low: float
-    high: float
-    log: bool
-
-
-# The values of a candidate config recorded as its trial's params (fixed params of an enqueued trial, so an Optuna
-# sampler or a person reading the study sees them). Wide on purpose: a diagnosis may go outside any prior.
-SPACE = {"lr": Param("lr", 1e-8, 10.0, True), "ot.lambda_ot": Param(cfgkeys.OT_LAMBDA, 0.0, 100.0, False),
-         "ot.reg": Param(cfgkeys.OT_REG, 1e-5, 100.0, True)}
-
-# Beside :data:`SPACE`, the schedule kind, recorded as a categorical param (False | True) of every trial whose config
-# has an LR schedule: True when the LR is constant (:func:`dpot.analysis.cfgkeys.schedule`, ``varies`` False). The
-# issue-22 grid (docs/benchmarks.md, "Reading the grids") found the sampler's best runs at TPE's LR but on the
-# parent's cosine decay, 0.02-0.05 worse at 100 steps: the sampler now draws it too (:mod:`.sampling`).
-CONSTANT_LR = "lr.constant"
-CONSTANT_LR_CHOICES = (False, True)
-
 
 # A change whose run moved the objective by at most this fraction of the parent's objective had no measurable
 # effect (a seeded run repeats to ~1e-7; the autopilot benchmark saw label-weight changes leave it equal to 7 digits).
@@ -70,20 +45,6 @@ def only_ot_changes(keys: Iterable[str]) -> bool:
     """True when every changed dotted key is an OT setting (``ot.*``) and there is at least one."""
     keys = list(keys)
     return bool(keys) and all(k == cfgkeys.OT or k.startswith(cfgkeys.OT + ".") for k in keys)
-
-
-def space_params(cfg: dict) -> dict:
-    """The candidate config's values of :data:`SPACE` and, when it has an LR schedule, :data:`CONSTANT_LR`
-    (recorded as the trial's params)."""
-    out: dict = {}
-    for name, p in SPACE.items():
-        val = cfgkeys.base_lr(cfg) if name == "lr" else cfgkeys.get(cfg, p.key)
-        if cfgkeys.is_number(val) and p.low <= float(val) <= p.high:
-            out[name] = float(val)
-    sch = cfgkeys.schedule(cfg)
-    if sch is not None:
-        out[CONSTANT_LR] = not sch["varies"]
-    return out
 
 
 def sh_budgets(n: int, steps: int) -> list[int]:

@@ -7,10 +7,11 @@ decided, the decision values), :mod:`.store` (that state in the study, public Op
 objective to the pruner, decide, tell), :mod:`.decisions` (the rules as pure functions). This module opens the
 search and runs the loop: claim a trial and train it, or take one coordination step.
 
-Candidates are enqueued (``study.enqueue_trial``, their values of :data:`~dpot.autopilot.decisions.SPACE` as fixed
-params); workers pop them with ``study.ask()`` (the storage hands a waiting trial to one worker only), so several
-processes on one study (SQLite under DIR, or any RDB URL) train different candidates. Intermediate objective values
-are reported from ``metrics.jsonl`` while a run trains; the study's pruner (median) may stop a hopeless one.
+Candidates are enqueued (``study.enqueue_trial``, their values of the search space as fixed params,
+:func:`~dpot.autopilot.space.config_params`); workers pop them with ``study.ask()`` (the storage hands a waiting
+trial to one worker only), so several processes on one study (SQLite under DIR, or any RDB URL) train different
+candidates. Intermediate objective values are reported from ``metrics.jsonl`` while a run trains; the study's
+pruner (median) may stop a hopeless one.
 
 One coordination step at a time (a lock file in DIR): when no trial waits or runs, the step promotes successive-
 halving survivors, or closes the iteration (:func:`~dpot.autopilot.decisions.close_iteration`: the best kept run
@@ -41,7 +42,7 @@ import shutil
 import time
 from pathlib import Path
 
-from dpot import rundir
+from dpot import launch, rundir
 from dpot.atomic import write_text
 from dpot.autopilot import spec
 from dpot.autopilot.candidates import Planner
@@ -65,7 +66,7 @@ class Search:
         self.s = s
         self.out = Path(s.out).resolve()
         self.objective = spec.parse_objective(s.objective)
-        rundir.check_launcher(s.launcher)
+        launch.check_launcher(s.launcher)
         if s.iterations < 0:
             raise UserError("--iterations: must be >= 0")
         if s.candidates < 1:

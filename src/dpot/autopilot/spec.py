@@ -137,7 +137,7 @@ def config_digest(cfg: dict) -> str:
 def training_digest(cfg: dict) -> str:
     """:func:`config_digest` of what the trainer reads of ``cfg`` (a resolved config, :func:`load_base_config`): with
     LeRobot's policy presets on (``use_policy_training_preset``) the explicit ``optimizer``/``scheduler`` are
-    dropped (the presets replace them, ``dpot.train.loop.resolve_optim``); with them off, the policy's preset fields
+    dropped (the presets replace them, ``dpot.train.build.resolve_optim``); with them off, the policy's preset fields
     (``policy.optimizer_*``, ``policy.scheduler_*``, read only by the presets) are dropped. Two configs with the
     same training digest train the same run (same data, model, optimiser, schedule, OT and seed)."""
     c = json.loads(json.dumps(cfg, default=str))

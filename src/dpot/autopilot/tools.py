@@ -1,4 +1,4 @@
-"""``dpot report | propose | bench eval`` as subprocesses (training is launched by :func:`dpot.rundir.launch_train`).
+"""``dpot report | propose | bench eval`` as subprocesses (training is launched by :func:`dpot.launch.launch_train`).
 
 The autopilot reads the analysis and drives the trainer only through their command lines, so each candidate is a
 normal dpot run directory that ``dpot report/compare`` (and a person) can read.
@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 from dpot import rundir
-from dpot.rundir import child_env, dpot_cmd
+from dpot.launch import child_env, dpot_cmd
 
 
 def _run_cli(args: list[str], what: str, timeout: float = 900) -> str:

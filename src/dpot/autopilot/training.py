@@ -20,10 +20,11 @@ from dpot.autopilot.candidates import Planner
 from dpot.autopilot.claim import heartbeat
 from dpot.autopilot.decisions import beyond_noise, decide
 from dpot.autopilot.record import Decision, Kind, TrialRecord
-from dpot.autopilot.sampling import record_params
+from dpot.autopilot.space import record_params
 from dpot.autopilot.spec import Objective, SearchDir, Settings
 from dpot.autopilot.store import TrialStore
 from dpot.errors import UserError
+from dpot.launch import launch_train
 from dpot.metrics_log import read_metrics
 
 
@@ -103,8 +104,8 @@ class TrialRunner:
         if rundir.is_finished(run_dir, budget):
             reason = poll() or ""           # trained before a crash: only read it
         else:                               # resumes from its checkpoint, if any
-            launch = rundir.launch_train(cfg_path, run_dir, log_path, name=name, launcher=self.s.launcher, poll=poll,
-                                         interval=self.s.poll_s, who="autopilot")
+            launch = launch_train(cfg_path, run_dir, log_path, name=name, launcher=self.s.launcher, poll=poll,
+                                  interval=self.s.poll_s, who="autopilot")
             rc, reason = launch.returncode, launch.reason
         rows = read_metrics(run_dir)
         failed = rc != 0 and reason not in ("budget", "pruned") and not rundir.is_finished(run_dir, budget)

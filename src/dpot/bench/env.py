@@ -35,7 +35,7 @@ import warnings
 from collections import deque
 from dataclasses import dataclass
 
-from dpot.rundir import set_env_defaults
+from dpot.launch import set_env_defaults
 
 set_env_defaults()  # MUJOCO_GL must be set before mujoco is first imported
 

@@ -39,7 +39,8 @@ from dpot.bench.env import (
     check_task,
 )
 from dpot.errors import UserError
-from dpot.rundir import MODEL_DIR, POLICY_CONFIG_FILE, WEIGHTS_FILE, set_env_defaults
+from dpot.launch import set_env_defaults
+from dpot.rundir import MODEL_DIR, POLICY_CONFIG_FILE, WEIGHTS_FILE
 
 EVAL_SEED = 100_000
 

@@ -59,7 +59,7 @@ from dpot.bench.env import (
     check_task,
 )
 from dpot.errors import UserError
-from dpot.rundir import set_env_defaults
+from dpot.launch import set_env_defaults
 
 META_FILE = "meta/dpot_bench.json"
 DESCRIPTIONS = {
@@ -167,6 +167,32 @@ def _check_out(out: Path, settings: dict, overwrite: bool) -> dict | None:
     return stored["summary"]
 
 
+def _record_episodes(ds, rollouts, episodes: int, *, keys: dict, cameras, description: str, bar
+                     ) -> tuple[int, list[dict]]:
+    """Add the successful ``(seed, episode)`` rollouts to the LeRobotDataset ``ds`` until ``episodes`` are kept.
+
+    Returns ``(attempts, records)``: the rollouts consumed and one record per kept episode (``episode_index``,
+    ``seed``, its layout, ``length``)."""
+    attempts, records = 0, []
+    for ep_seed, ep in rollouts:
+        attempts += 1
+        if ep["success"]:
+            for t in range(ep["length"]):
+                frame = {keys[c]: ep["images"][c][t] for c in cameras}
+                frame["observation.state"] = ep["state"][t]
+                frame["action"] = ep["action"][t]
+                frame["task"] = description
+                ds.add_frame(frame)
+            ds.save_episode()
+            records.append({"episode_index": len(records), "seed": int(ep_seed), **ep["layout"],
+                            "length": int(ep["length"])})
+            bar.update(1)
+            bar.set_postfix(success=f"{len(records) / attempts:.2f}")
+        if len(records) >= episodes:
+            break
+    return attempts, records
+
+
 def generate_dataset(task: str, domain="source", episodes: int = 50, out: str | Path = "data/bench",
                      image_size: int = 96, cameras: tuple[str, ...] = DEFAULT_CAMERAS, seed: int = 0, *,
                      noise: float = 0.05, extra_frames: int = 5, max_steps: int = 150, use_videos: bool = False,
@@ -226,8 +252,6 @@ def generate_dataset(task: str, domain="source", episodes: int = 50, out: str | 
         shutil.rmtree(tmp)
     max_attempts = 2 * episodes + 10
     t0 = time.perf_counter()
-    kept = attempts = frames = 0
-    lengths, records = [], []
     ds = None
     try:
         keys = image_keys(cameras, layout)
@@ -235,27 +259,13 @@ def generate_dataset(task: str, domain="source", episodes: int = 50, out: str | 
                                    features=_features(cameras, image_size, use_videos, obs, layout), root=tmp,
                                    use_videos=use_videos, robot_type="sawyer_metaworld")
         bar = tqdm(total=episodes, desc=f"{task} [{spec.name}]", unit="ep", disable=not progress)
-        description = DESCRIPTIONS[task]
-        for ep_seed, ep in _episodes(settings, range(seed, seed + max_attempts), workers):
-            attempts += 1
-            if ep["success"]:
-                for t in range(ep["length"]):
-                    frame = {keys[c]: ep["images"][c][t] for c in cameras}
-                    frame["observation.state"] = ep["state"][t]
-                    frame["action"] = ep["action"][t]
-                    frame["task"] = description
-                    ds.add_frame(frame)
-                ds.save_episode()
-                records.append({"episode_index": kept, "seed": int(ep_seed), **ep["layout"],
-                                "length": int(ep["length"])})
-                kept += 1
-                frames += ep["length"]
-                lengths.append(ep["length"])
-                bar.update(1)
-                bar.set_postfix(success=f"{kept / attempts:.2f}")
-            if kept >= episodes:
-                break
+        attempts, records = _record_episodes(ds, _episodes(settings, range(seed, seed + max_attempts), workers),
+                                             episodes, keys=keys, cameras=cameras, description=DESCRIPTIONS[task],
+                                             bar=bar)
         bar.close()
+        kept = len(records)
+        lengths = [r["length"] for r in records]
+        frames = sum(lengths)
         ds.finalize()
         if kept < episodes:
             raise UserError(f"task {task}: the expert succeeded in only {kept} of {attempts} attempts "

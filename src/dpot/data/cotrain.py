@@ -288,6 +288,29 @@ class RegionUniformPairing:
         return e_s, f_s, _phase(f_s, self.src.length[e_s])
 
 
+def make_pairing(src: EpisodeTable, tgt: EpisodeTable, *, heuristic: bool, alignment: str = "phase",
+                 dtw: DTWAlignment | None = None, pair_info=None, window_size: int = 0, drop_n_last_frames: int = 0,
+                 allowed: list[np.ndarray] | None = None, sharpness: float = 0.0, topk: int | None = None,
+                 cutoff: float = 0.0, no_window: bool = False) -> Pairing | None:
+    """The :class:`Pairing` of a sampler (None = no temporal pairing): :class:`WeightedPairing` with
+    ``pair_info``; else without ``heuristic`` uniform frames of the item's region (:class:`RegionUniformPairing`,
+    only with ``allowed``); else :class:`DTWPairing` (``alignment="dtw"``) or :class:`PhasePairing`."""
+    windowed = {"window_size": window_size, "drop_n_last_frames": drop_n_last_frames, "allowed": allowed}
+    if pair_info is not None:
+        return WeightedPairing(src, tgt, pair_info, sharpness=sharpness, topk=topk, cutoff=cutoff,
+                               no_window=no_window, **windowed)
+    if not heuristic:
+        return None if allowed is None else RegionUniformPairing(src, drop_n_last_frames=drop_n_last_frames,
+                                                                 allowed=allowed)
+    if alignment == "dtw":
+        if dtw is None:
+            raise ValueError("alignment='dtw' needs a DTWAlignment")
+        return DTWPairing(src, tgt, dtw, **windowed)
+    if alignment == "phase":
+        return PhasePairing(src, tgt, **windowed)
+    raise ValueError(f"alignment must be 'phase' or 'dtw', got {alignment!r}")
+
+
 class CoTrainBatchSampler:
     """Batch sampler of :class:`SampledItem` lists; deterministic per ``(seed, step)``.
 
@@ -317,27 +340,29 @@ class CoTrainBatchSampler:
             row = {int(e): i for i, e in enumerate(src.episode)}
             allowed = [np.asarray([row[e] for e in partners[int(ep)]], dtype=np.int64) for ep in tgt.episode]
             self._allowed_sets = [set(a.tolist()) for a in allowed]
-        windowed = {"window_size": window_size, "drop_n_last_frames": self.drop, "allowed": allowed}
-        self.pairing: Pairing | None
-        self.claim_slots = self.paired_region
-        if pair_info is not None:
-            if self.paired_region:
-                raise ValueError("pair_info and paired_region cannot be combined yet")
-            self.pairing = WeightedPairing(src, tgt, pair_info, sharpness=sharpness, topk=topk_src_episodes,
-                                           cutoff=cutoff, no_window=no_window, **windowed)
+        if pair_info is not None and self.paired_region:
+            raise ValueError("pair_info and paired_region cannot be combined yet")
+        self.pairing = make_pairing(src, tgt, heuristic=heuristic, alignment=alignment, dtw=dtw, pair_info=pair_info,
+                                    window_size=window_size, drop_n_last_frames=self.drop, allowed=allowed,
+                                    sharpness=sharpness, topk=topk_src_episodes, cutoff=cutoff, no_window=no_window)
+        self.claim_slots = self.paired_region or isinstance(self.pairing, WeightedPairing)
+        if isinstance(self.pairing, WeightedPairing):
             self._allowed_sets = self.pairing.allowed_sets
-            self.claim_slots = True
-        elif not heuristic:
-            self.pairing = (None if allowed is None
-                            else RegionUniformPairing(src, drop_n_last_frames=self.drop, allowed=allowed))
-        elif alignment == "dtw":
-            if dtw is None:
-                raise ValueError("alignment='dtw' needs a DTWAlignment")
-            self.pairing = DTWPairing(src, tgt, dtw, **windowed)
-        elif alignment == "phase":
-            self.pairing = PhasePairing(src, tgt, **windowed)
-        else:
-            raise ValueError(f"alignment must be 'phase' or 'dtw', got {alignment!r}")
+
+    @classmethod
+    def from_config(cls, ot, src: EpisodeTable, tgt: EpisodeTable, *, batch_size: int, seed: int,
+                    drop_n_last_frames: int = 0, num_processes: int = 1, rank: int = 0,
+                    dtw: DTWAlignment | None = None, src_regions: dict[int, str] | None = None,
+                    tgt_regions: dict[int, str] | None = None, pair_info=None) -> CoTrainBatchSampler:
+        """The sampler of a run's ``ot`` section (:class:`dpot.config_ot.OTConfig`): its batch ratio, pairing
+        (``heuristic``, ``alignment``, ``window_size``, ``paired_region``, the DTW weighting) and pair batch
+        (``pair_batch_size``, only when the OT term is on: ``lambda_ot > 0``)."""
+        return cls(src, tgt, batch_size=batch_size, batch_ratio=ot.batch_ratio, seed=seed, heuristic=ot.heuristic,
+                   window_size=ot.window_size, drop_n_last_frames=drop_n_last_frames, num_processes=num_processes,
+                   rank=rank, alignment=ot.alignment, dtw=dtw, paired_region=ot.paired_region,
+                   src_regions=src_regions, tgt_regions=tgt_regions, pair_info=pair_info, sharpness=ot.sharpness,
+                   topk_src_episodes=ot.topk_src_episodes, cutoff=ot.cutoff, no_window=ot.no_window,
+                   pair_batch_size=ot.pair_batch_size if ot.lambda_ot > 0 else 0)
 
     def state_dict(self) -> dict:
         return {"step": self.step}
@@ -475,7 +500,7 @@ class CoTrainDataset(torch.utils.data.Dataset):
     camera's ``[T, C, H, W]`` frames of every item of both domains, as ``LeRobotDataset`` applies it (one draw of
     the random parameters per camera and item), on the ``[0, 1]`` floats, the result rounded back to uint8, after
     any ``image_size`` resize (the trainer passes no ``image_size`` when transforms are on, so they see the stored
-    frames as in ``lerobot-train``: :func:`dpot.train.loop.delivery_size`); off inside :meth:`without_transforms`.
+    frames as in ``lerobot-train``: :func:`dpot.train.build.delivery_size`); off inside :meth:`without_transforms`.
     """
 
     def __init__(self, source, target, *, camera_map: dict[str, str], keys: list[str],

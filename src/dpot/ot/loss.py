@@ -23,7 +23,8 @@ distance per feature dimension, averaged over the two domains: the embeddings' o
 costs falling through alignment can be told from embeddings shrinking as a whole), ``ot_skipped`` (1 when a
 non-finite cost or plan, or a domain with no masked-in row, made this step skip the OT term, else 0); when the
 Sinkhorn solver ran (priors none and temporal): ``ot_sinkhorn_iters`` (its iterations) and ``ot_sinkhorn_maxed``
-(1 when it stopped at ``ot.max_iters`` before meeting ``ot.tol``, else 0; :class:`dpot.ot.sinkhorn.SinkhornInfo`).
+(1 when it stopped at ``ot.max_iters`` before meeting ``ot.tol``, else 0) and ``ot_sinkhorn_marginal_err`` (the
+fixed point's relative marginal violation; :class:`dpot.ot.sinkhorn.SinkhornInfo`).
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ class OTAlignmentLoss(nn.Module):
                     if n > 1:
                         vals.append(float(sq_euclidean_cost(x, x).sum() / (n * (n - 1) * x.shape[1])))
                 if vals:
-                    out[f"ot_embed_spread/{cam}"] = sum(vals) / len(vals)
+                    out[mn.embed_spread_key(cam)] = sum(vals) / len(vals)
         return out
 
     def forward(self, src: DomainFeatures, tgt: DomainFeatures) -> OTResult:
@@ -261,5 +262,6 @@ class OTAlignmentLoss(nn.Module):
                 return None
         plan, info = unbalanced_sinkhorn(cost, reg=cfg.reg, tau_src=cfg.tau_src, tau_tgt=cfg.tau_tgt,
                                          max_iters=cfg.max_iters, tol=cfg.tol, return_info=True)
-        metrics.update({"ot_sinkhorn_iters": float(info.iters), "ot_sinkhorn_maxed": float(not info.converged)})
+        metrics.update({mn.OT_SINKHORN_ITERS: float(info.iters), mn.OT_SINKHORN_MAXED: float(not info.converged),
+                        mn.OT_SINKHORN_MARGINAL_ERR: float(info.marginal_err)})
         return plan

@@ -93,7 +93,7 @@ class MMDAlignmentLoss(nn.Module):
                        mn.OT_SKIPPED: 0.0, **{f"{mn.MMD}{k}": float(v.detach()) for k, v in terms.items()}}
             metrics.update(OTAlignmentLoss.embed_spread(src, tgt))
             if not all(math.isfinite(v) for v in metrics.values()):
-                skipped.update({k: v for k, v in metrics.items() if k.startswith("ot_embed_spread/")})
+                skipped.update({k: v for k, v in metrics.items() if k.startswith(mn.EMBED_SPREAD)})
                 return OTResult(loss=loss.new_zeros(()),
                                 metrics={k: v if math.isfinite(v) else 0.0 for k, v in skipped.items()})
         return OTResult(loss=loss, metrics=metrics)

@@ -12,8 +12,9 @@ The trainer (:mod:`dpot.train.loop`) never names a policy class. For the run's `
 - turns that output into the policy's logged metrics (:meth:`PolicyHook.log_metrics`, after the update);
 - predicts the executed action chunk for the offline evaluation (:meth:`PolicyHook.predict_chunk`).
 
-A third policy is one new module ``dpot/policy/<type>.py`` with a ``@register_hook("<type>")`` class, imported
-in :data:`HOOK_MODULES`.
+A third policy is one new module ``dpot/policy/<type>.py`` with a ``@register_hook("<type>")`` class and its row
+in :data:`dpot.policy.traits.TRAITS` (config defaults, LR range, extra LR keys; the hook module is imported from
+there).
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from torch import Tensor
 
 from dpot.data import seeds
 from dpot.errors import UserError
+from dpot.policy.traits import hook_modules
 
-#: the modules that register a hook (imported on first use; each holds one policy type's hook)
-HOOK_MODULES = ("dpot.policy.diffusion", "dpot.policy.act")
+#: the modules that register a hook (imported on first use; each holds one policy type's hook): dpot.policy.traits
+HOOK_MODULES = hook_modules()
 _REGISTRY: dict[str, type[PolicyHook]] = {}
 
 

@@ -40,41 +40,32 @@ def _steps(text: str | None, run: Path) -> list[int]:
 
 def probe_run(run: Path, steps: list[int], *, frames: int = 256) -> dict[int, dict]:
     """Step -> camera -> :meth:`ProbeResult.as_dict` for the run's checkpoints (step 0: its initial weights)."""
-    from accelerate.utils import set_seed
-    from lerobot.policies.factory import get_policy_class, make_policy, make_pre_post_processors
+    from lerobot.policies.factory import get_policy_class
 
     from dpot.config import load_train_config
-    from dpot.data.cotrain import CoTrainDataset, EpisodeTable
+    from dpot.data.cotrain import EpisodeTable
     from dpot.policy import get_hook
+    from dpot.train.batches import prepare_eval_batch
+    from dpot.train.build import build_policy, open_cotrain_dataset
     from dpot.train.domain_probe import domain_probe
-    from dpot.train.inputs import check_inputs, combined_stats
-    from dpot.train.loop import _open_dataset, _prepare_eval_batch, delivery_size
+    from dpot.train.inputs import check_inputs
 
     cfg = load_train_config(rundir.config_path(run))
     cfg.policy.device = "cpu"
     inputs = check_inputs(cfg)
     seed = int(cfg.seed or 0)
-    set_seed(seed)   # what build_run does right before make_policy: the same initial weights
-    init = make_policy(cfg.policy, ds_meta=inputs.tgt_meta)
-    image_keys = list(init.config.image_features)
-    keys = image_keys + ["observation.state", "action"]
-    if init.config.env_state_feature:
-        keys.append("observation.environment_state")
-    preprocessor, _ = make_pre_post_processors(cfg.policy, dataset_stats=combined_stats(
-        inputs, keys, cfg.dataset.use_imagenet_stats))
-    dataset = CoTrainDataset(_open_dataset(cfg, cfg.source_dataset, inputs.src_root, inputs.src_meta),
-                             _open_dataset(cfg, cfg.dataset, inputs.tgt_root, inputs.tgt_meta),
-                             camera_map=inputs.camera_map, keys=keys, image_size=delivery_size(init.config, None))
+    parts = build_policy(cfg, inputs)   # the run's initial weights: what build_run made at step 0
+    dataset, _, _ = open_cotrain_dataset(cfg, inputs, parts)
     val = set(cfg.eval.val_episodes or [])
     tgt_table = EpisodeTable.from_meta(inputs.tgt_meta)
     tgt_table = tgt_table.subset([e for e in tgt_table.episode.tolist() if e not in val])
     src_table = EpisodeTable.from_meta(inputs.src_meta)
-    prepare = functools.partial(_prepare_eval_batch, preprocessor=preprocessor, image_keys=image_keys)
+    prepare = functools.partial(prepare_eval_batch, preprocessor=parts.preprocessor, image_keys=parts.image_keys)
     hook = get_hook(cfg.policy.type)
     out = {}
     for step in steps:
         if step == 0:
-            policy = init
+            policy = parts.policy
         else:
             model = rundir.checkpoint_dir(run, step, cfg.steps) / rundir.MODEL_DIR
             policy = get_policy_class(cfg.policy.type).from_pretrained(str(model))
@@ -86,7 +77,8 @@ def probe_run(run: Path, steps: list[int], *, frames: int = 256) -> dict[int, di
 def main(argv: list[str], command: str = "probe") -> int:
     parser = UserErrorParser(prog="dpot probe", description=__doc__,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", metavar="RUN", help="a dpot run directory (train_config.json, checkpoints/)")
+    parser.add_argument("run", metavar="RUN",
+                        help=f"a dpot run directory ({rundir.CONFIG_FILE}, {rundir.CHECKPOINTS_DIR}/)")
     parser.add_argument("--steps", default=None, help="comma-separated steps (default: 0 and every checkpoint)")
     parser.add_argument("--frames", type=int, default=256, help="fit frames (as many held out; default 256)")
     parser.add_argument("--out", default=None, help=f"JSON file (default RUN/{PROBE_FILE})")

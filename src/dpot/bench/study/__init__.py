@@ -26,7 +26,7 @@ again), a job counts as trained once it holds a complete checkpoint at the prese
 (:func:`dpot.rundir.is_finished`), and every evaluation whose JSON exists is kept. Jobs run in plan order: the
 calibration runs (seed 0 of the methods marked ``calibration``: target-only and source-only in the ID/OOD study)
 first, then the core methods (group 0) for all seeds, seed by seed, then
-the other groups. Training runs in a subprocess (``dpot train``, started by :func:`dpot.rundir.launch_train`
+the other groups. Training runs in a subprocess (``dpot train``, started by :func:`dpot.launch.launch_train`
 as the autopilot's are).
 
 Several sittings may share one directory at the same time (e.g. two processes with ``OMP_NUM_THREADS=1`` on a
@@ -34,8 +34,9 @@ Several sittings may share one directory at the same time (e.g. two processes wi
 (released by the kernel when the process ends, however it ends), skips jobs another sitting holds, and
 generates the datasets under a lock of its own.
 
-Modules: :mod:`~dpot.bench.study.plan` (jobs and their order), :mod:`~dpot.bench.study.runner` (the study
-directory, claims, training, evaluation), :mod:`~dpot.bench.study.results` (OT metrics, pooled success,
+Modules: :mod:`~dpot.bench.study.plan` (jobs and their order), :mod:`~dpot.bench.study.layout` (where a job's
+files are, the evaluation cells; what the runner and the results share), :mod:`~dpot.bench.study.runner` (the
+study directory's work: claims, training, evaluation), :mod:`~dpot.bench.study.results` (OT metrics, pooled success,
 ``results.json``), :mod:`~dpot.bench.study.rendering` (``results.md``, ``curves.png``),
 :mod:`~dpot.bench.study.cli` (``dpot bench study``); presets, methods, the shared train config and the episode
 seed ranges live in :mod:`dpot.bench.presets`.

@@ -6,25 +6,17 @@ import json
 import statistics
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from dpot import metric_names as mn
 from dpot.atomic import write_text
+from dpot.bench.study.layout import StudyDir, write_json
 from dpot.bench.study.rendering import plot_curves, render_markdown
 from dpot.errors import UserError
 from dpot.rundir import metrics_path
 
-if TYPE_CHECKING:
-    from dpot.bench.study.runner import Study
-
-
-def write_json(path: Path, obj) -> Path:
-    """Write JSON atomically (temp file + rename): readers see the old file or the whole new one."""
-    return write_text(path, json.dumps(obj, indent=1))
-
-
-OT_PREFIXES = ("train/ot_cost/", "train/ot_cost_plan/", "train/ot_embed_spread/")
-OT_KEYS = ("train/ot_pi_sum", "train/ot_pi_diag", "train/ot_pi_diag_frac", "train/ot_loss", "train/ot_loss_scaled",
-           "train/ot_skipped", "train/ot_pi_pair_cv",
+OT_PREFIXES = tuple(mn.train(k) for k in (mn.COST, mn.COST_PLAN, mn.EMBED_SPREAD))
+OT_KEYS = (*(mn.train(k) for k in (mn.OT_PI_SUM, mn.OT_PI_DIAG, mn.OT_PI_DIAG_FRAC, mn.OT_LOSS, mn.OT_LOSS_SCALED,
+                                    mn.OT_SKIPPED, mn.OT_PI_PAIR_CV)),
            "train/loss", "train/bc_loss_src", "train/bc_loss_tgt")
 
 
@@ -105,7 +97,7 @@ def _versions() -> dict:
     return out
 
 
-def registered_contrasts(study: Study, markers: list[dict]) -> list[dict]:
+def registered_contrasts(study: StudyDir, markers: list[dict]) -> list[dict]:
     """The preset's pre-registered contrasts (:data:`dpot.bench.presets.CONTRASTS`) in its target cells, from the
     evaluation JSONs' per-episode outcomes: first at the first ``FIRST_SEEDS`` seeds (the primary analysis), then,
     when later seeds exist, at all common seeds (``"analysis": "primary" | "all seeds"``)."""
@@ -138,7 +130,7 @@ def registered_contrasts(study: Study, markers: list[dict]) -> list[dict]:
     return out
 
 
-def write_results(study: Study) -> dict:
+def write_results(study: StudyDir) -> dict:
     """Collect every done marker of the study into ``results.json``, ``results.md`` and ``curves.png``."""
     markers = [json.loads(p.read_text()) for p in sorted((study.root / "done").glob("*.json"))]
     for m in markers:  # recomputed from the run's log when it is here (markers of older versions: last value)
@@ -160,4 +152,4 @@ def write_results(study: Study) -> dict:
     return results
 
 
-__all__ = ["OT_KEYS", "OT_PREFIXES", "aggregate", "ot_metrics", "write_json", "write_results"]
+__all__ = ["OT_KEYS", "OT_PREFIXES", "aggregate", "ot_metrics", "write_results"]

@@ -17,7 +17,6 @@ from pathlib import Path
 from dpot import rundir
 from dpot.bench.presets import (
     DATA_SEEDS,
-    EVAL_CELLS,
     EVAL_SEED,
     PAIR_FILE_ARGS,
     PAIR_FILE_PLACEHOLDER,
@@ -27,12 +26,13 @@ from dpot.bench.presets import (
     policy_section,
     train_config,
 )
+from dpot.bench.study.layout import CURVE_FILE, StudyDir, write_json
 from dpot.bench.study.plan import Job, plan_jobs
-from dpot.bench.study.results import ot_metrics, write_json, write_results
+from dpot.bench.study.results import ot_metrics, write_results
 from dpot.errors import UserError
+from dpot.launch import launch_train, set_env_defaults
 
 logger = logging.getLogger(__name__)
-CURVE_FILE = "{job}-{cell}-step{step:06d}.json"
 # Preset fields added after the first studies were recorded: an older study.json had these values
 _LATER_FIELDS = {"obs": "full", "shift": "target", "source_region": "all", "target_region": "all",
                  "curve_domains": ["target"], "methods": "v1", "eval_seed": EVAL_SEED, "source_eval_episodes": None,
@@ -58,44 +58,18 @@ def file_lock(path: Path, *, blocking: bool) -> Iterator[bool]:
         os.close(fd)
 
 
-class Study:
-    """A study directory for one preset and task; every method is idempotent (skips what is on disk)."""
+class Study(StudyDir):
+    """A study directory for one preset and task (its layout: :class:`~.layout.StudyDir`) and the work that fills
+    it; every method is idempotent (skips what is on disk)."""
 
     def __init__(self, root: str | Path, preset: Preset, task: str, *, device: str | None = None,
                  eval_workers: int | None = None, progress: bool = True):
-        if task not in preset.tasks:
-            raise UserError(f"--task: '{task}' is not a task of preset {preset.name}; one of {', '.join(preset.tasks)}")
-        self.root, self.preset, self.task, self.progress = Path(root), preset, task, progress
+        super().__init__(root, preset, task)
+        self.progress = progress
         self.device = device or preset.device
         self.eval_workers = eval_workers or preset.eval_workers
 
-    # -------------------------------------------------------------- layout
-    def run_dir(self, job: Job) -> Path:
-        return self.root / "runs" / job.id
-
-    def eval_path(self, job: Job, domain: str) -> Path:
-        return self.root / "evals" / f"{job.id}-{domain}.json"
-
-    def done_path(self, job: Job) -> Path:
-        return self.root / "done" / f"{job.id}.json"
-
-    def final_checkpoint(self, job: Job) -> Path:
-        """The checkpoint of the last training step (:func:`dpot.rundir.checkpoint_dir`)."""
-        return rundir.checkpoint_dir(self.run_dir(job), self.preset.steps, self.preset.steps)
-
-    def trained(self, job: Job) -> bool:
-        """The job's training is finished (:func:`dpot.rundir.is_finished` at the preset's steps)."""
-        return rundir.is_finished(self.run_dir(job), self.preset.steps)
-
-    def cell(self, name: str) -> tuple[str, str]:
-        """(domain spec name, region) of an evaluation cell (:data:`dpot.bench.presets.EVAL_CELLS`)."""
-        role, region = EVAL_CELLS[name]
-        return self.domain(role), region
-
-    def domain(self, role: str) -> str:
-        """The domain of a dataset role: ``source`` is the source domain, ``target`` the preset's shift."""
-        return "source" if role == "source" else self.preset.shift
-
+    # -------------------------------------------------------------- progress
     def cpu_seconds_left(self, job: Job) -> float:
         """Rough one-core seconds still needed by ``job`` (``--plan``): the training steps after its last
         checkpoint times ``cpu_s_per_step``, plus its evaluation episodes not on disk times ``cpu_s_per_episode``."""
@@ -177,7 +151,7 @@ class Study:
 
     def train(self, job: Job, data: dict[str, dict]) -> str:
         """Train the job (fresh, or resumed from its last checkpoint with the run's own resolved config:
-        :func:`dpot.rundir.launch_train`); returns "done", "resumed" or "fresh"."""
+        :func:`dpot.launch.launch_train`); returns "done", "resumed" or "fresh"."""
         run = self.run_dir(job)
         if self.trained(job):
             return "done"
@@ -186,7 +160,7 @@ class Study:
         else:
             cfg_path = write_json(self.root / "configs" / f"{job.id}.json", self.job_config(job, data))
         log = rundir.log_path(self.root, job.id)
-        launch = rundir.launch_train(cfg_path, run, log, name=job.id, who="study")
+        launch = launch_train(cfg_path, run, log, name=job.id, who="study")
         if launch.returncode != 0:
             tail = log.read_text().strip().splitlines()[-1:] or [""]
             raise UserError(f"study job {job.id}: training exited with code {launch.returncode} ({tail[0][:200]}); "
@@ -340,8 +314,8 @@ def run_study(preset: str, *, task: str | None = None, root: str | Path | None =
     study = make_study(preset, task=task, root=root, shift=shift, device=device, eval_workers=eval_workers,
                        progress=progress)
     jobs = plan_jobs(parse_methods(only, study.preset.method_table), seeds or study.preset.seeds, cap=seeds)
-    rundir.set_env_defaults()
+    set_env_defaults()
     return study.run(jobs, max_jobs)
 
 
-__all__ = ["CURVE_FILE", "SHIFTS", "Study", "default_dir", "file_lock", "make_study", "run_study"]
+__all__ = ["SHIFTS", "Study", "default_dir", "file_lock", "make_study", "run_study"]
