@@ -99,7 +99,10 @@ def gen_runs(work, toy, gen_base):
     return {
         "healthy": g("healthy", ot={"features": _feats(0.1)}, align=(1.0, 0.1)),
         "weak": g("weak", ot={"heuristic": False, "features": _feats(0.1)}, align=(1.0, 1.0)),
-        "strong": g("strong", ot={"tau_src": 0.1, "tau_tgt": 0.1, "features": _feats(0.1)}, align=(0.05, 0.0)),
+        # lambda_ot 1: the coupling is strong AND the OT term a share of the loss that can mask BC (ot_strong's
+        # min_ot_share; at the default 0.1 this run's term is 0.4 % of the loss)
+        "strong": g("strong", ot={"tau_src": 0.1, "tau_tgt": 0.1, "lambda_ot": 1.0, "features": _feats(0.1)},
+                    align=(0.05, 0.0)),
         "tiny_tau": g("tiny_tau", ot={"tau_src": 1e-4, "tau_tgt": 1e-4, "features": _feats(0.1)}),
         "huge_label": g("huge_label", ot={"features": _feats(500.0)}),
         "spiky": g("spiky", ot={"features": _feats(0.1)}, align=(1.0, 0.1), grad_spikes=(4000, 4200, 8000)),

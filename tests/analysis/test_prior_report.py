@@ -136,3 +136,16 @@ def test_a_fork_runs_wandb_config_is_read_in_dpot_keys():
                                                  "weight_label": 0.02, "use_learned_embed": False}]}}}
     ot = cfgkeys.ot_settings(_train_config_of(fork))
     assert (ot.prior, ot.cost_norm, ot.reg) == ("diagonal", "none", 0.02)
+
+
+def test_a_strong_coupling_in_a_negligible_ot_term_is_not_ot_strong(tmp_path):
+    """Plan mass 0.99 under the diagonal prior (v4's dp-ot-faithful): with the λ-scaled OT loss 0.3 % of the training
+    loss the term cannot mask BC, so ot_strong stays silent; the same mass with the term at 5 % fires, and says the
+    share."""
+    def rows(scaled):
+        return [{"step": s, "train/loss": 0.1, "train/ot_pi_sum": 0.99, "train/ot_pi_diag": 0.99,
+                 "train/ot_loss": scaled * 10, "train/ot_loss_scaled": scaled} for s in range(50, 2050, 50)]
+
+    assert "ot_strong" not in _ids(_run(tmp_path / "tiny", {"prior": "diagonal", "lambda_ot": 0.1}, rows(3e-4)))
+    strong = _ids(_run(tmp_path / "big", {"prior": "diagonal", "lambda_ot": 0.1}, rows(5e-3)))["ot_strong"]
+    assert strong.evidence["ot_loss_share"] == pytest.approx(0.05)

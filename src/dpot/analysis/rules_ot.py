@@ -101,10 +101,27 @@ class OtMassDestroyed(Rule):
         return self.finding("alarm" if med < low * self.thr["alarm_frac"] else "warn", ev, changes)
 
 
+def ot_loss_share(ctx) -> float | None:
+    """Late median of the λ-scaled OT loss (``ot_loss_scaled``) over the late median of ``train/loss``. A run that
+    does not log the scaled loss gives ``ot_loss`` instead, as the autopilot's OT-share gate reads it
+    (:func:`dpot.autopilot.decisions.ot_share`): the scaled loss of a run written before the fork's metric meanings,
+    an upper bound of it (λ ≤ 1) for the fork's own. None when neither is logged or the loss is not positive."""
+    loss = ctx.late_median_of("train/loss")
+    scaled = ctx.late_median_of(train(mn.OT_LOSS_SCALED))
+    if scaled is None:
+        scaled = ctx.late_median_of(train(mn.OT_LOSS))
+    if scaled is None or loss is None or loss <= 0:
+        return None
+    return scaled / loss
+
+
 class OtStrong(Rule):
     """Coupling (:func:`coupling_key`) above the threshold in most of the late window, or (priors without the
     diagonal) pi_diag ≈ pi_sum: all mass on the partner pairs. Under the diagonal prior that equality holds by
-    construction and is not evidence."""
+    construction and is not evidence. Only when the OT term can mask the BC signal at all: its λ-scaled loss (late
+    median) is at least ``min_ot_share`` of the training loss (a run that does not log it is judged as before).
+    A strong coupling in a term worth 0.3 % of the loss (the official weights on a CPU-sized encoder: v4's
+    dp-ot-faithful) says the pairs' costs are small against reg + tau, not that alignment outweighs BC."""
 
     id = "ot_strong"
     group = "ot"
@@ -128,6 +145,9 @@ class OtStrong(Rule):
         on_diag = ratio is not None and ratio > self.thr["diag_equals_sum"] and med_diag > top / 2
         if not (sustained or on_diag):
             return None
+        share = ot_loss_share(ctx)
+        if share is not None and share < self.thr["min_ot_share"]:
+            return None
         changes = {key: rounded(w * self.propose["weight_label_factor"])
                    for key, w in cfgkeys.feature_weights(ctx.run.config, "label").items()}
         if cfgkeys.is_number(ot.reg):
@@ -137,6 +157,8 @@ class OtStrong(Rule):
               "pi_diag_over_pi_sum": "1 by construction" if ot.diagonal else (
                   rounded(ratio, 3) if ratio is not None else None),
               "heuristic": ot.heuristic, "prior": ot.prior}
+        if share is not None:
+            ev["ot_loss_share"] = rounded(share, 4)
         return self.finding("warn", ev, changes)
 
 
