@@ -170,8 +170,10 @@ def render(res: dict) -> str:
     for cell, t in res["task_averaged"].items():
         s = t["summary"]
         if s:
+            p_g = "–" if s["p_greater"] is None else f"{s['p_greater']:.3f}"
+            p_2 = "–" if s["p_two_sided"] is None else f"{s['p_two_sided']:.3f}"
             lines.append(f"- {cell}: {len(t['pairs'])} pairs, mean {pp(s['mean'])}, 95 % {ci(s['ci95'])}, "
-                         f"one-sided p {s['p_greater']:.3f}, two-sided p {s['p_two_sided']:.3f}")
+                         f"one-sided p {p_g}, two-sided p {p_2}")
     lines += ["", "Diagonal plan (max |ot_pi_diag − ot_pi_sum| over logged steps):", ""]
     for k, d in res["diagonal"].items():
         lines.append(f"- {k}: {d['max_abs_diag_minus_sum']} over {d['rows']} rows, last Σπ {d['pi_sum_last']:.3f}")
