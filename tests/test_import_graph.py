@@ -40,6 +40,7 @@ LEAVES: dict[str, tuple[str, ...]] = {
     "dpot.atomic": ("dpot.errors",),
     "dpot.metrics_log": ("dpot.atomic", "dpot.errors"),
     "dpot.metric_names": (),  # the OT metric names, spelled once: producers and readers import it
+    "dpot.intervals": (),     # the Wilson / Newcombe intervals: evaluation, the study and the domain probe
     "dpot.policy.traits": (),  # what dpot knows of each policy type, as data: the config loader and the report read it
 }
 

@@ -17,13 +17,13 @@ one feature set; :func:`domain_probe` is the three in a row (what ``dpot probe``
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from dpot.data.cotrain import SRC, TGT, EpisodeTable, SampledItem
+from dpot.intervals import wilson_interval
 
 __all__ = ["ProbeResult", "probe_items", "probe_features", "linear_probe", "domain_probe", "PROBE_SALT"]
 
@@ -42,16 +42,6 @@ class ProbeResult:
 
     def as_dict(self) -> dict:
         return {"accuracy": self.accuracy, "ci95": list(self.ci95), "n_test": self.n_test, "n_fit": self.n_fit}
-
-
-def _wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def probe_items(src: EpisodeTable, tgt: EpisodeTable, n: int, seed: int) -> tuple[list[SampledItem], list[SampledItem]]:
@@ -120,7 +110,7 @@ def linear_probe(x_fit: np.ndarray, y_fit: np.ndarray, x_test: np.ndarray, y_tes
         pred = ((zt @ w + b) > 0).numpy().astype(np.int64)
     k = int((pred == np.asarray(y_test, dtype=np.int64)).sum())
     n = len(y_test)
-    return ProbeResult(k / n, _wilson(k, n), n, len(y_fit))
+    return ProbeResult(k / n, wilson_interval(k, n), n, len(y_fit))
 
 
 def domain_probe(policy, hook, dataset, src: EpisodeTable, tgt: EpisodeTable, prepare, *, n: int = 256,
