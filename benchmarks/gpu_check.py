@@ -265,7 +265,8 @@ def check_amp_bf16(ctx: Ctx) -> dict:
     import torch
 
     from dpot.config import OTConfig
-    from dpot.ot.loss import DomainFeatures, OTAlignmentLoss
+    from dpot.ot.alignment import DomainFeatures
+    from dpot.ot.loss import OTAlignmentLoss
     from dpot.policy.diffusion import diffusion_loss_with_features
 
     b = 8

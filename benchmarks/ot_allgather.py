@@ -30,7 +30,8 @@ import torch
 
 from dpot.config import OTConfig
 from dpot.ot import unbalanced_sinkhorn
-from dpot.ot.loss import DomainFeatures, OTAlignmentLoss
+from dpot.ot.alignment import DomainFeatures
+from dpot.ot.loss import OTAlignmentLoss
 
 CAMERAS = ("corner4", "gripperPOV")
 EMBED_DIM = 2 * 64  # n_obs_steps x (2 x spatial_softmax_num_keypoints 32)

@@ -191,7 +191,8 @@ def interleaved_ot_cost(tgt: Path, args, reps: int) -> dict:
     from lerobot.policies.factory import make_policy
 
     from dpot.config import OTConfig
-    from dpot.ot.loss import DomainFeatures, OTAlignmentLoss
+    from dpot.ot.alignment import DomainFeatures
+    from dpot.ot.loss import OTAlignmentLoss
     from dpot.policy.hooks import get_hook
 
     meta = LeRobotDatasetMetadata("local/target", root=tgt)

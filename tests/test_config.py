@@ -4,6 +4,7 @@ import json
 import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import draccus
 import pytest
@@ -55,14 +56,78 @@ def test_saved_config_loads_back_identically(tmp_path):
     assert json.loads(out.read_text())["ot"]["tau_tgt"] == 0.02
 
 
+def _draccus_parse(path, overrides):
+    """The oracle: draccus' own parser on the cleaned JSON, read from a file (what load_train_config called before
+    session 15; benchmarks/config_load.py times the two)."""
+    import tempfile
+
+    import draccus
+
+    from dpot.config import DpotTrainConfig, read_raw_config, validate_config
+    from dpot.config.check import check_tree
+    from dpot.config.load import _apply_policy_defaults
+
+    raw = read_raw_config(json.loads(path.read_text()))
+    check_tree("", raw, DpotTrainConfig)
+    _apply_policy_defaults(raw, overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "c.json").write_text(json.dumps(raw))
+        cfg = draccus.parse(DpotTrainConfig, config_path=str(Path(tmp) / "c.json"), args=list(overrides))
+    validate_config(cfg)
+    return cfg
+
+
 @pytest.mark.parametrize("policy", [BASE["policy"], {"type": "act", "chunk_size": 8, "n_action_steps": 8}])
-def test_a_config_without_overrides_decodes_as_draccus_parse_does(tmp_path, policy):
-    """Without --a.b=c overrides load_train_config skips draccus' parser (draccus.decode): the config equals the
-    parse path's (a no-op override takes it), defaults, choice types and nested features included."""
+@pytest.mark.parametrize("overrides", [
+    [],
+    ["--steps=7", "--ot.reg=1e-3", "--ot.lambda_ot=0.2", "--seed=3"],                  # scalars, YAML's 1e-3
+    ["--eval.val_episodes=[0,1]", "--ot.features=[{\"type\": \"label\", \"key\": \"action\"}]"],  # lists
+    ["--ot.heuristic=false", "--ot.prior=none", "--output_dir=out/x", "--dataset.repo_id=local/other"],
+    ["--ot.reg=0.5", "--ot.reg=0.05", "--camera_map={\"a\": \"b\"}"],               # the last repeat wins, dicts
+    ["--use_policy_training_preset=false", "--optimizer.type=adamw", "--optimizer.lr=3e-4",
+     "--scheduler.type=cosine_decay_with_warmup", "--scheduler.num_warmup_steps=10",
+     "--scheduler.num_decay_steps=100", "--scheduler.peak_lr=3e-4", "--scheduler.decay_lr=1e-5"],  # choice types
+])
+def test_overrides_merge_as_draccus_parse_merges_them(tmp_path, policy, overrides):
+    """load_train_config merges --a.b=c into the file's JSON itself and decodes (no temp file, no argparse parser):
+    the resolved config equals draccus.parse's on the same cleaned file and arguments, types included."""
     path = _write(tmp_path, {**BASE, "policy": policy})
-    direct, parsed = load_train_config(path), load_train_config(path, ["--steps=100"])
-    assert config_to_dict(direct) == config_to_dict(parsed) and type(direct.policy) is type(parsed.policy)
-    assert [type(f) for f in direct.ot.features] == [type(f) for f in parsed.ot.features]
+    ours, oracle = load_train_config(path, overrides), _draccus_parse(path, overrides)
+    assert config_to_dict(ours) == config_to_dict(oracle)
+    assert type(ours.policy) is type(oracle.policy) and type(ours.optimizer) is type(oracle.optimizer)
+    assert [type(f) for f in ours.ot.features] == [type(f) for f in oracle.ot.features]
+    assert json.loads(path.read_text())["batch_size"] == BASE["batch_size"]   # the file is not changed
+
+
+def test_merge_overrides_leaves_the_raw_config_alone():
+    from dpot.config import merge_overrides
+
+    raw = {"ot": {"reg": 0.02, "features": [{"type": "embed"}]}, "steps": 5}
+    merged = merge_overrides(raw, ["--ot.reg=1e-3", "--ot.lambda_ot=0.3", "--steps=9"])
+    assert merged == {"ot": {"reg": "1e-3", "lambda_ot": 0.3, "features": [{"type": "embed"}]}, "steps": 9}
+    assert raw == {"ot": {"reg": 0.02, "features": [{"type": "embed"}]}, "steps": 5}
+
+
+def test_the_ot_section_imports_neither_lerobot_nor_torch():
+    """dpot.config.ot is what the pre-check reads before LeRobot's ~6 s of imports; the package's names load lazily."""
+    import subprocess
+    import sys
+
+    code = ("import sys, dpot.config.ot, dpot.config; from dpot.config import OTConfig; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'lerobot', 'torch'}))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.stdout.strip() == "[]", res.stderr[-500:]
+
+
+def test_every_cost_term_kind_computes_its_costs():
+    """A kind registered in dpot.config.ot has its cost_terms in dpot.ot.feature_costs (else a run fails at step 1)."""
+    from dpot.config import OTFeatureConfig
+    from dpot.ot.feature_costs import has_cost_terms
+
+    kinds = OTFeatureConfig.get_known_choices()
+    assert set(kinds) >= {"embed", "label"}
+    assert all(has_cost_terms(cls) for cls in kinds.values()), kinds
+    assert not has_cost_terms(OTFeatureConfig)
 
 
 @pytest.mark.parametrize("mutate,override,expected", [

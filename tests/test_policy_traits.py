@@ -17,7 +17,7 @@ def test_every_hook_has_traits_and_every_traits_row_a_hook():
 
 
 def test_the_config_loader_fills_each_policys_defaults(tmp_path):
-    from dpot.config import _apply_policy_defaults
+    from dpot.config.load import _apply_policy_defaults
 
     for ptype, traits in TRAITS.items():
         raw = {"policy": {"type": ptype}}

@@ -8,7 +8,7 @@ Commands (each lives in its own module; this file only dispatches and turns user
     propose   next configs for a run        (dpot.analysis.cli)
     bench     two-domain benchmark          (dpot.bench.cli)
     autopilot report/propose/train loop   (dpot.autopilot.cli)
-    config    config conversion (fork -> dpot keys)  (dpot.config_cli)
+    config    config conversion (fork -> dpot keys)  (dpot.config.cli)
     pairs     DTW pair files                (dpot.data.pairs_cli)
     probe     sim-vs-real domain probe      (dpot.train.probe_cli)
 """
@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "propose": ("dpot.analysis.cli", "write next configs: dpot propose RUN --out DIR"),
     "bench": ("dpot.bench.cli", "two-domain benchmark: dpot bench generate|eval|gap|study ..."),
     "autopilot": ("dpot.autopilot.cli", "search: dpot autopilot --config_path BASE.json --out DIR"),
-    "config": ("dpot.config_cli", "convert a config to dpot's keys: dpot config convert IN OUT"),
+    "config": ("dpot.config.cli", "convert a config to dpot's keys: dpot config convert IN OUT"),
     "pairs": ("dpot.data.pairs_cli", "DTW pair file: dpot pairs build --source ROOT --target ROOT --out FILE"),
     "probe": ("dpot.train.probe_cli", "sim-vs-real separability of a run's features: dpot probe RUN"),
 }

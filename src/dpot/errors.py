@@ -33,3 +33,15 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest of ``choices`` to ``name``, or ``""`` when none is close."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def field_error(field: str, msg: str) -> UserError:
+    """``UserError("<field>: <msg>")``: the one shape of a config value's error (``ot.reg: must be > 0, ...``)."""
+    return UserError(f"{field}: {msg}")
+
+
+def check_choice(field: str, value: str, choices: Iterable[str]) -> None:
+    """Raise ``<field>: unknown '<value>' (did you mean ...); one of [...]`` when ``value`` is not in ``choices``."""
+    choices = list(choices)
+    if value not in choices:
+        raise field_error(field, f"unknown '{value}'{did_you_mean(value, choices)}; one of {choices}")

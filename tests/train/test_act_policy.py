@@ -9,7 +9,8 @@ from train_helpers import read_metrics, tiny_act_config, tiny_config, write_conf
 
 from dpot.cli import main as dpot_main
 from dpot.config import load_train_config
-from dpot.ot.loss import DomainFeatures, OTAlignmentLoss
+from dpot.ot.alignment import DomainFeatures
+from dpot.ot.loss import OTAlignmentLoss
 from dpot.policy import get_hook
 from dpot.policy.act import act_loss_with_features
 

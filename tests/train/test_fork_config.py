@@ -10,7 +10,7 @@ from fork_helpers import fork_config, iter5b
 from dpot.config import EmbedFeatureConfig, LabelFeatureConfig, config_to_dict, load_train_config
 from dpot.errors import UserError
 from dpot.fork_config import FORK_FEATURE_KEYS, FORK_OT_KEYS, translate_fork_config
-from dpot.ot.loss import term_kinds
+from dpot.ot.alignment import term_kinds
 
 
 def _write(tmp_path, cfg, name="fork.json"):

@@ -6,7 +6,8 @@ import torch
 from train_helpers import tiny_config, write_config
 
 from dpot.config import load_train_config
-from dpot.ot.loss import DomainFeatures, OTAlignmentLoss
+from dpot.ot.alignment import DomainFeatures
+from dpot.ot.loss import OTAlignmentLoss
 from dpot.policy.diffusion import diffusion_loss_with_features
 
 

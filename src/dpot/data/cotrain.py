@@ -354,7 +354,7 @@ class CoTrainBatchSampler:
                     drop_n_last_frames: int = 0, num_processes: int = 1, rank: int = 0,
                     dtw: DTWAlignment | None = None, src_regions: dict[int, str] | None = None,
                     tgt_regions: dict[int, str] | None = None, pair_info=None) -> CoTrainBatchSampler:
-        """The sampler of a run's ``ot`` section (:class:`dpot.config_ot.OTConfig`): its batch ratio, pairing
+        """The sampler of a run's ``ot`` section (:class:`dpot.config.ot.OTConfig`): its batch ratio, pairing
         (``heuristic``, ``alignment``, ``window_size``, ``paired_region``, the DTW weighting) and pair batch
         (``pair_batch_size``, only when the OT term is on: ``lambda_ot > 0``)."""
         return cls(src, tgt, batch_size=batch_size, batch_ratio=ot.batch_ratio, seed=seed, heuristic=ot.heuristic,

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from dpot.ot.alignment import AlignmentLoss, DomainFeatures, OTResult, term_kinds
 from dpot.ot.costs import label_features, normalize_cost, prior_cost_shift, sq_euclidean_cost
-from dpot.ot.loss import DomainFeatures, OTAlignmentLoss, OTResult, term_kinds
+from dpot.ot.loss import OTAlignmentLoss
 from dpot.ot.mmd import MMDAlignmentLoss, energy_distance
 from dpot.ot.registry import ALIGNMENT_METHODS, method_names, register_method
 from dpot.ot.sinkhorn import SinkhornInfo, unbalanced_sinkhorn
@@ -20,6 +21,7 @@ __all__ = [
     "prior_cost_shift",
     "energy_distance",
     "DomainFeatures",
+    "AlignmentLoss",
     "OTAlignmentLoss",
     "MMDAlignmentLoss",
     "OTResult",
@@ -31,7 +33,7 @@ __all__ = [
 ]
 
 
-def make_alignment_loss(cfg, cameras: Sequence[str] | None = None) -> OTAlignmentLoss | MMDAlignmentLoss:
+def make_alignment_loss(cfg, cameras: Sequence[str] | None = None) -> AlignmentLoss:
     """The alignment loss registered as ``cfg.method`` (:mod:`dpot.ot.registry`).
 
     Args:

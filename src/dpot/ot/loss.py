@@ -1,7 +1,7 @@
 """The OT alignment loss between the source and target items of a co-training batch (docs/architecture.md, "The OT
 problem and its scale").
 
-    C        = sum_k w_k C_k                       (the terms of the configured feature kinds: dpot.config)
+    C        = sum_k w_k C_k                       (the configured kinds' terms: dpot.ot.feature_costs)
     pi*      = the plan of C.detach() under the prior ``ot.prior`` (OTConfig.resolved_prior):
                none     : unbalanced_sinkhorn(C, reg, tau_src, tau_tgt)            (reference a b^T)
                temporal : the same on C + reg * (-log w)                           (dpot.ot.costs.prior_cost_shift)
@@ -31,95 +31,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
 from dpot import metric_names as mn
-from dpot.ot.costs import prior_cost_shift, sq_euclidean_cost
+from dpot.ot.alignment import AlignmentLoss, DomainFeatures, OTResult, term_kinds
+from dpot.ot.costs import prior_cost_shift
 from dpot.ot.diagonal import diagonal_prior_plan
+from dpot.ot.feature_costs import cost_parts, cost_terms
 from dpot.ot.registry import register_method
 from dpot.ot.sinkhorn import unbalanced_sinkhorn
 
-if TYPE_CHECKING:  # the OT core imports no config module (and so no LeRobot) at run time
-    from dpot.config import OTFeatureConfig
-
-__all__ = ["DomainFeatures", "OTResult", "OTAlignmentLoss", "term_kinds"]
-
-IMG_PREFIX = "observation.images."
-
-
-@dataclass
-class DomainFeatures:
-    """Features of one domain's items.
-
-    ``embeds``: camera name -> ``[n, D]`` or ``[n, n_obs_steps, D]`` learned image embeddings.
-    ``labels``: key -> normalized label tensors (``action``: ``[n, horizon, action_dim]``; ``observation.state``:
-    ``[n, n_obs_steps, state_dim]``), the policy's own values.
-    ``raw_labels``: key -> the same tensors in the dataset's raw units (only the keys a term asks for unnormalized).
-    ``phase``: ``[n]`` aligned time in [0, 1], used by the temporal prior (``ot.prior=temporal``).
-    ``mask``: ``[n]`` bool, the items taking part in the alignment term (None = all); the losses use only the
-    masked-in rows (:meth:`selected`).
-    """
-
-    embeds: dict[str, torch.Tensor] = field(default_factory=dict)
-    labels: dict[str, torch.Tensor] = field(default_factory=dict)
-    phase: torch.Tensor | None = None
-    mask: torch.Tensor | None = None
-    raw_labels: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        for t in (*self.embeds.values(), *self.labels.values(), *self.raw_labels.values()):
-            return int(t.shape[0])
-        return 0 if self.phase is None else int(self.phase.numel())
-
-    def selected(self) -> DomainFeatures:
-        """The masked-in rows only (``self`` when ``mask`` is None); differentiable (boolean row indexing)."""
-        if self.mask is None:
-            return self
-        keep = self.mask.reshape(-1).to(torch.bool)
-        if keep.numel() != len(self):
-            raise ValueError(f"mask has {keep.numel()} entries for {len(self)} items")
-
-        def rows(t: torch.Tensor) -> torch.Tensor:
-            return t[keep.to(t.device)]
-
-        return DomainFeatures(embeds={k: rows(v) for k, v in self.embeds.items()},
-                              labels={k: rows(v) for k, v in self.labels.items()},
-                              phase=None if self.phase is None else rows(self.phase.reshape(-1)),
-                              raw_labels={k: rows(v) for k, v in self.raw_labels.items()})
-
-    def any_tensor(self) -> torch.Tensor:
-        """One of the domain's tensors (its device and dtype stand for all)."""
-        return next(iter((*self.embeds.values(), *self.labels.values(), *self.raw_labels.values())))
-
-
-@dataclass
-class OTResult:
-    """``loss``: scalar tensor (lambda_ot already applied; constant 0 when skipped). ``metrics``: floats.
-
-    ``plan``: the detached plan ``[n_src_selected, n_tgt_selected]`` (None when skipped or for a loss without a
-    plan); ``costs``: term -> detached weighted cost matrix ``w_k C_k`` over the same rows (empty when skipped);
-    ``paired``: ``[n_src_selected, n_tgt_selected]`` bool, the partner pairs (what ``ot_pi_diag`` sums).
-    """
-
-    loss: torch.Tensor
-    metrics: dict[str, float]
-    plan: torch.Tensor | None = None
-    costs: dict[str, torch.Tensor] = field(default_factory=dict)
-    paired: torch.Tensor | None = None
-
-
-def term_kinds(features: Sequence[OTFeatureConfig], cameras: Sequence[str]) -> dict[str, str]:
-    """Cost term name -> kind: e.g. ``{"img_<camera>": "embed", "action_lbl": "label"}`` for the configured
-    features (each kind names its own terms), ``cameras`` being the target cameras' short names (what
-    ``cameras: null`` expands to)."""
-    kinds: dict[str, str] = {}
-    for feat in features:
-        kinds.update(feat.term_kinds(cameras))
-    return kinds
+__all__ = ["OTAlignmentLoss"]
 
 
 def _no_row_metrics(names: Sequence[str]) -> dict[str, float]:
@@ -140,7 +63,7 @@ def _same_position(src: DomainFeatures, tgt: DomainFeatures) -> torch.Tensor:
 
 
 @register_method("uot")
-class OTAlignmentLoss(nn.Module):
+class OTAlignmentLoss(AlignmentLoss):
     """Unbalanced entropic OT loss between source and target features (the module docstring's formulas).
 
     Args:
@@ -151,42 +74,14 @@ class OTAlignmentLoss(nn.Module):
             cameras seen are used when none were given).
     """
 
-    def __init__(self, cfg, cameras: Sequence[str] | None = None):
-        super().__init__()
-        self.cfg = cfg
-        self.cameras = None if cameras is None else [c.removeprefix(IMG_PREFIX) for c in cameras]
-
-    @property
-    def term_kinds(self) -> dict[str, str]:
-        """``{"img_<camera>": "embed", "<key>_lbl": "label"}``: the kind of every cost term this loss logs."""
-        needs_cameras = any(f.covers_all_cameras() for f in self.cfg.features)
-        if needs_cameras and self.cameras is None:
-            raise ValueError("term_kinds: an embed term covers all cameras; construct the loss with cameras=[...]")
-        return term_kinds(self.cfg.features, self.cameras or [])
-
     def cost_terms(self, src: DomainFeatures, tgt: DomainFeatures) -> dict[str, torch.Tensor]:
         """Weighted cost matrices ``w_k C_k`` (float32, ``[n_src, n_tgt]``) by term name (all rows given), each
-        built by its feature kind (``OTFeatureConfig.cost_terms``) with its own or the section's ``cost_norm``."""
+        built by its feature kind (:func:`dpot.ot.feature_costs.cost_terms`) with its own or the section's
+        ``cost_norm``."""
         terms: dict[str, torch.Tensor] = {}
         for feat in self.cfg.features:
-            terms.update(feat.cost_terms(src, tgt, self.cfg.cost_norm))
+            terms.update(cost_terms(feat, src, tgt, self.cfg.cost_norm))
         return terms
-
-    @staticmethod
-    def embed_spread(src: DomainFeatures, tgt: DomainFeatures) -> dict[str, float]:
-        """``ot_embed_spread/<camera>``: mean off-diagonal ``||x_i - x_k||^2 / D`` within each domain, averaged."""
-        out = {}
-        with torch.no_grad():
-            for cam in sorted(set(src.embeds) & set(tgt.embeds)):
-                vals = []
-                for x in (src.embeds[cam], tgt.embeds[cam]):
-                    x = x.detach().float().flatten(1)
-                    n = x.shape[0]
-                    if n > 1:
-                        vals.append(float(sq_euclidean_cost(x, x).sum() / (n * (n - 1) * x.shape[1])))
-                if vals:
-                    out[mn.embed_spread_key(cam)] = sum(vals) / len(vals)
-        return out
 
     def forward(self, src: DomainFeatures, tgt: DomainFeatures) -> OTResult:
         """Compute the plan on the detached cost of the masked-in rows and return ``lambda_ot * <pi*, C>``.
@@ -200,8 +95,7 @@ class OTAlignmentLoss(nn.Module):
             when the step is skipped), the metrics of the module docstring, the detached plan and per-term costs.
         """
         cfg = self.cfg
-        if self.cameras is None and tgt.embeds:
-            self.cameras = sorted(tgt.embeds)
+        self.see_cameras(tgt)
         device_type = src.any_tensor().device.type
         paired = _same_position(src, tgt)        # [n_src_in, n_tgt_in]: source item i partners target item i
         src, tgt = src.selected(), tgt.selected()
@@ -214,7 +108,7 @@ class OTAlignmentLoss(nn.Module):
             cost = torch.stack(list(terms.values())).sum(0)
             metrics: dict[str, float] = {mn.cost_key(k): float(v.detach().mean()) for k, v in terms.items()}
             for feat in cfg.features:   # parts of a term made of several (a concatenated embedding)
-                metrics.update({mn.cost_key(k): v for k, v in feat.cost_parts(src, tgt, cfg.cost_norm).items()})
+                metrics.update({mn.cost_key(k): v for k, v in cost_parts(feat, src, tgt, cfg.cost_norm).items()})
             metrics.update(self.embed_spread(src, tgt))
             plan = self.plan(cost.detach(), src, tgt, paired, metrics)
             if plan is None or not bool(torch.isfinite(plan).all()):

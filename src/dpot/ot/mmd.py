@@ -21,13 +21,12 @@ finite; the loss is then a constant 0).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
-from torch import nn
 
 from dpot import metric_names as mn
-from dpot.ot.loss import IMG_PREFIX, DomainFeatures, OTAlignmentLoss, OTResult, term_kinds
+from dpot.ot.alignment import AlignmentLoss, DomainFeatures, OTResult, term_kinds
+from dpot.ot.feature_costs import embedding_pairs
 from dpot.ot.registry import register_method
 
 __all__ = ["energy_distance", "MMDAlignmentLoss"]
@@ -48,29 +47,17 @@ def energy_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @register_method("mmd")
-class MMDAlignmentLoss(nn.Module):
+class MMDAlignmentLoss(AlignmentLoss):
     """The energy-distance baseline between source and target embeddings, configured by ``dpot.config.OTConfig``
     (uses ``lambda_ot``, ``cost_norm`` and the embed features; label features are ignored). Same call as
     :class:`~dpot.ot.loss.OTAlignmentLoss`: ``(src: DomainFeatures, tgt: DomainFeatures) -> OTResult``."""
 
-    def __init__(self, cfg, cameras: Sequence[str] | None = None):
-        super().__init__()
-        self.cfg = cfg
-        self.cameras = None if cameras is None else [c.removeprefix(IMG_PREFIX) for c in cameras]
-
-    @property
-    def term_kinds(self) -> dict[str, str]:
-        """``{"img_<camera>": "embed"}``: the embed terms of the configured features (logged as ``mmd/<term>``)."""
-        if self.cameras is None and any(f.covers_all_cameras() for f in self.cfg.features):
-            raise ValueError("term_kinds: an embed term covers all cameras; construct the loss with cameras=[...]")
-        kinds = term_kinds(self.cfg.features, self.cameras or [])
-        return {k: v for k, v in kinds.items() if v == "embed"}
+    logged_kinds = ("embed",)  # logged as mmd/<term>; label features are ignored
 
     def forward(self, src: DomainFeatures, tgt: DomainFeatures) -> OTResult:
         """``lambda_ot * sum_k w_k E_k`` over the masked-in rows (see the module docstring)."""
         cfg = self.cfg
-        if self.cameras is None and tgt.embeds:
-            self.cameras = sorted(tgt.embeds)
+        self.see_cameras(tgt)
         any_tensor = src.any_tensor()
         src, tgt = src.selected(), tgt.selected()
         names = [k for k, kind in term_kinds(cfg.features, sorted(tgt.embeds)).items() if kind == "embed"]
@@ -81,7 +68,7 @@ class MMDAlignmentLoss(nn.Module):
             terms: dict[str, torch.Tensor] = {}
             for feat in cfg.features:
                 scaled = feat.norm(cfg.cost_norm) != "none"
-                for name, weight, x, y in feat.embedding_pairs(src, tgt):
+                for name, weight, x, y in embedding_pairs(feat, src, tgt):
                     if scaled:
                         x, y = x / math.sqrt(x.shape[1]), y / math.sqrt(y.shape[1])
                     terms[name] = weight * energy_distance(x, y)
@@ -91,7 +78,7 @@ class MMDAlignmentLoss(nn.Module):
             loss = cfg.lambda_ot * unscaled
             metrics = {mn.OT_LOSS: float(unscaled.detach()), mn.OT_LOSS_SCALED: float(loss.detach()),
                        mn.OT_SKIPPED: 0.0, **{f"{mn.MMD}{k}": float(v.detach()) for k, v in terms.items()}}
-            metrics.update(OTAlignmentLoss.embed_spread(src, tgt))
+            metrics.update(self.embed_spread(src, tgt))
             if not all(math.isfinite(v) for v in metrics.values()):
                 skipped.update({k: v for k, v in metrics.items() if k.startswith(mn.EMBED_SPREAD)})
                 return OTResult(loss=loss.new_zeros(()),

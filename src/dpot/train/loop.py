@@ -38,7 +38,7 @@ import torch
 
 from dpot import metric_names as mn
 from dpot import rundir
-from dpot.ot.loss import DomainFeatures
+from dpot.ot.alignment import DomainFeatures
 from dpot.train import checkpoint as ckpt_mod
 from dpot.train.batches import RAW_PREFIX, prepare_batch, prepare_eval_batch
 from dpot.train.build import build_run

@@ -1,7 +1,7 @@
 """The checks of a ``dpot train`` command that need no LeRobot, run before its heavy imports (LeRobot's config
 classes and policies take ~5-7 s to import on a 2-core CPU): the arguments' shape, the config file (exists, is a
 JSON object; a LeRobot OT fork file is translated), the learning rates, the output location and the dataset roots
-given as paths, dpot's own ``ot`` section (:mod:`dpot.config_ot`). Each problem is the same one ``error:`` line the
+given as paths, dpot's own ``ot`` section (:mod:`dpot.config.ot`). Each problem is the same one ``error:`` line the
 full load gives (:mod:`dpot.config` and
 :mod:`dpot.train.inputs` call the same functions), only seconds earlier; everything else is checked after the
 imports as before. This module imports nothing heavier than the standard library and dpot's light modules.
@@ -112,14 +112,14 @@ def precheck(argv: Sequence[str]) -> None:
 
 
 def check_ot_section(ot_raw, overrides: dict) -> None:
-    """dpot's ``ot`` section without LeRobot (:mod:`dpot.config_ot`): unknown keys (a file's or an override's, the
+    """dpot's ``ot`` section without LeRobot (:mod:`dpot.config.ot`): unknown keys (a file's or an override's, the
     same messages as the full load) and the values ``OTConfig.validate`` judges (not ``ot.method``: its registry
     imports torch). A section draccus cannot decode here (types, legacy keys) is left to the full load."""
     import dataclasses
 
     import draccus
 
-    from dpot.config_ot import OTConfig
+    from dpot.config.ot import OTConfig
     from dpot.errors import did_you_mean
     from dpot.rundir import CONFIG_FILE
 

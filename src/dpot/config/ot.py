@@ -1,18 +1,17 @@
-"""dpot's own OT section of a run config, with no LeRobot import: the cost-term kinds (``embed``, ``label``) and
-``OTConfig`` (draccus dataclasses). :mod:`dpot.config` builds the whole run config on them (and re-exports them);
+"""dpot's own OT section of a run config, with no LeRobot or torch import: the cost-term kinds (``embed``,
+``label``) and ``OTConfig`` (draccus dataclasses). :mod:`dpot.config.schema` builds the whole run config on them;
 ``dpot train``'s pre-check (:mod:`dpot.train.precheck`) checks a config's ``ot`` section with them before LeRobot's
-~6 s of imports."""
+~6 s of imports. What a kind computes (its cost matrices) lives with the OT code, :mod:`dpot.ot.feature_costs`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import draccus
 
 from dpot import metric_names as mn
-from dpot.errors import UserError, did_you_mean
+from dpot.errors import check_choice, did_you_mean, field_error
 
 __all__ = ["ALIGNMENTS", "COST_NORMS", "PRIORS", "IMG_PREFIX", "STATE_KEY", "LABEL_KEYS", "CONCAT_TERM",
            "OTFeatureConfig", "EmbedFeatureConfig", "LabelFeatureConfig", "OTConfig"]
@@ -26,26 +25,16 @@ LABEL_KEYS = ("action", STATE_KEY)  # the batch tensors a label term can read
 CONCAT_TERM = "obs_embed"           # the name of a concat=true embed term
 
 
-
-def _err(field_: str, msg: str) -> UserError:
-    return UserError(f"{field_}: {msg}")
-
-
-def _one_of(field_: str, value: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise _err(field_, f"unknown '{value}'{did_you_mean(value, choices)}; one of {list(choices)}")
-
-
 @dataclass
 class OTFeatureConfig(draccus.ChoiceRegistry):
     """One kind of OT cost term, chosen by its ``type`` in JSON (``{"type": "embed", ...}``), as LeRobot chooses
     policy types. Registered kinds: ``embed`` (:class:`EmbedFeatureConfig`), ``label`` (:class:`LabelFeatureConfig`).
 
-    A kind carries its behaviour: the terms it adds (:meth:`term_kinds`), the label tensors it reads
-    (:meth:`label_inputs`), its weighted cost matrices (:meth:`cost_terms`), the embeddings it aligns
-    (:meth:`embedding_pairs`, for the MMD baseline) and its dataset checks (:meth:`check_dataset`), so a new kind is
-    one new registered class. ``cost_norm``: this term's normalization (``dim`` | ``median`` | ``none``; None = the
-    section's ``ot.cost_norm``).
+    A kind declares what it is: the terms it adds (:meth:`term_kinds`), the label tensors it reads
+    (:meth:`label_inputs`) and its checks (:meth:`validate`, :meth:`check_dataset`); what it computes (its weighted
+    cost matrices, the embeddings it aligns for the MMD baseline) is registered for its class in
+    :mod:`dpot.ot.feature_costs`, so a new kind is one class here and its cost functions there. ``cost_norm``:
+    this term's normalization (``dim`` | ``median`` | ``none``; None = the section's ``ot.cost_norm``).
     """
 
     cost_norm: str | None = None
@@ -65,7 +54,7 @@ class OTFeatureConfig(draccus.ChoiceRegistry):
     def validate(self, where: str) -> None:
         """Raise UserError naming ``<where>.<field>`` for a value out of range (dataset-free checks only)."""
         if self.cost_norm is not None:
-            _one_of(f"{where}.cost_norm", self.cost_norm, COST_NORMS)
+            check_choice(f"{where}.cost_norm", self.cost_norm, COST_NORMS)
 
     def covers_all_cameras(self) -> bool:
         """Whether the term's names depend on the target cameras (an embed term with ``cameras: null``)."""
@@ -79,22 +68,6 @@ class OTFeatureConfig(draccus.ChoiceRegistry):
         """``(key, normalized)`` of every batch tensor the term reads from ``DomainFeatures.labels`` (normalized)
         or ``raw_labels`` (raw units): the trainer collects exactly these."""
         return set()
-
-    def embedding_pairs(self, src, tgt) -> list[tuple[str, float, Any, Any]]:
-        """``(term, weight, x [n_src, D], y [n_tgt, D])`` of the learned embeddings the term aligns (none for a
-        label term); ``src``/``tgt`` are :class:`dpot.ot.loss.DomainFeatures`."""
-        return []
-
-    def cost_terms(self, src, tgt, cost_norm: str) -> dict[str, Any]:
-        """Term name -> weighted cost matrix ``w C`` (``[n_src, n_tgt]``, float32) between the rows of ``src`` and
-        ``tgt``; ``cost_norm`` is the section's default (:meth:`norm` picks this term's own when set)."""
-        raise NotImplementedError
-
-    def cost_parts(self, src, tgt, cost_norm: str) -> dict[str, float]:
-        """``ot_cost_mean/<term>@<part>``: the mean weighted cost of each part of a term made of several (the
-        cameras and the state of a concatenated embedding; none for a one-part term), so a reader can tell the
-        images from the state inside one term. The parts' means add up to the term's mean."""
-        return {}
 
     def norm(self, default: str) -> str:
         """This term's cost normalization: its own ``cost_norm`` or the section's ``default``."""
@@ -132,9 +105,10 @@ class EmbedFeatureConfig(OTFeatureConfig):
     def validate(self, where: str) -> None:
         super().validate(where)
         if self.weight_embed < 0:
-            raise _err(f"{where}.weight_embed", f"must be >= 0, got {self.weight_embed}")
+            raise field_error(f"{where}.weight_embed", f"must be >= 0, got {self.weight_embed}")
         if self.include_state and not self.concat:
-            raise _err(f"{where}.include_state", "needs concat=true (the state joins the concatenated embedding)")
+            raise field_error(f"{where}.include_state",
+                              "needs concat=true (the state joins the concatenated embedding)")
 
     def covers_all_cameras(self) -> bool:
         return self.cameras is None
@@ -167,66 +141,13 @@ class EmbedFeatureConfig(OTFeatureConfig):
     def label_inputs(self) -> set[tuple[str, bool]]:
         return {(STATE_KEY, True)} if self.include_state else set()
 
-    def embedding_pairs(self, src, tgt) -> list[tuple[str, float, Any, Any]]:
-        import torch
-
-        from dpot.ot.costs import cost_dtype
-
-        pairs = []
-        cams = self.term_cameras(tgt.embeds)
-        for cam in cams:
-            if cam not in src.embeds or cam not in tgt.embeds:
-                raise KeyError(f"camera '{cam}' has no embedding in both domains "
-                               f"(source: {sorted(src.embeds)}, target: {sorted(tgt.embeds)})")
-            x = cost_dtype(self.step_of(src.embeds[cam])).flatten(1)
-            y = cost_dtype(self.step_of(tgt.embeds[cam])).flatten(1)
-            if not self.use_learned_embed:
-                x, y = x.detach(), y.detach()
-            pairs.append((self.camera_term(cam, len(cams)), self.weight_embed, x, y))
-        if not self.concat:
-            return pairs
-        xs, ys = [p[2] for p in pairs], [p[3] for p in pairs]
-        if self.include_state:
-            xs.append(cost_dtype(src.labels[STATE_KEY]).flatten(1))
-            ys.append(cost_dtype(tgt.labels[STATE_KEY]).flatten(1))
-        return [(self.concat_term, self.weight_embed, torch.cat(xs, dim=1), torch.cat(ys, dim=1))]
-
-    def step_of(self, embed):
-        """The embedding ``[n, S, D]`` at ``time_index`` (``[n, D]``), or unchanged (no time index, or no time axis)."""
-        if self.time_index is None or embed.ndim < 3:
-            return embed
-        return embed[:, self.time_index]
-
-    def cost_terms(self, src, tgt, cost_norm: str) -> dict[str, Any]:
-        from dpot.ot.costs import normalize_cost, sq_euclidean_cost
-
-        return {name: w * normalize_cost(sq_euclidean_cost(x, y), x.shape[1], self.norm(cost_norm))
-                for name, w, x, y in self.embedding_pairs(src, tgt)}
-
-    def cost_parts(self, src, tgt, cost_norm: str) -> dict[str, float]:
-        import torch
-
-        from dpot.ot.costs import sq_euclidean_cost
-
-        if not self.concat:
-            return {}
-        with torch.no_grad():
-            parts = {mn.image_term(mn.term_camera(name)): (x, y) for name, _, x, y in
-                     EmbedFeatureConfig(use_learned_embed=False, cameras=self.cameras,
-                                        time_index=self.time_index).embedding_pairs(src, tgt)}
-            if self.include_state:
-                parts["state"] = (src.labels[STATE_KEY].float().flatten(1), tgt.labels[STATE_KEY].float().flatten(1))
-            sq = {k: sq_euclidean_cost(x, y) for k, (x, y) in parts.items()}
-            total = torch.stack(list(sq.values())).sum(0).clamp_min(1e-30)
-            term = self.cost_terms(src, tgt, cost_norm)[self.concat_term].detach()
-            return {f"{self.concat_term}@{k}": float((term * v / total).mean()) for k, v in sq.items()}
-
     def check_dataset(self, where: str, cameras: Sequence[str], shapes: dict[str, tuple[int, ...]]) -> None:
         for cam in self.cameras or []:
             if cam.removeprefix(IMG_PREFIX) not in cameras:
-                raise _err(f"{where}.cameras", f"'{cam}' is not a target camera; one of {list(cameras)}")
+                raise field_error(f"{where}.cameras", f"'{cam}' is not a target camera; one of {list(cameras)}")
         if self.include_state and STATE_KEY not in shapes:
-            raise _err(f"{where}.include_state", f"the target dataset has no {STATE_KEY}; set include_state=false")
+            raise field_error(f"{where}.include_state",
+                              f"the target dataset has no {STATE_KEY}; set include_state=false")
 
 
 @OTFeatureConfig.register_subclass("label")
@@ -249,16 +170,16 @@ class LabelFeatureConfig(OTFeatureConfig):
     def validate(self, where: str) -> None:
         super().validate(where)
         if self.weight_label < 0:
-            raise _err(f"{where}.weight_label", f"must be >= 0, got {self.weight_label}")
+            raise field_error(f"{where}.weight_label", f"must be >= 0, got {self.weight_label}")
         if self.key not in LABEL_KEYS:
-            raise _err(f"{where}.key", f"unknown label '{self.key}'{did_you_mean(self.key, LABEL_KEYS)}; "
-                                       f"one of {list(LABEL_KEYS)}")
+            raise field_error(f"{where}.key", f"unknown label '{self.key}'{did_you_mean(self.key, LABEL_KEYS)}; "
+                                              f"one of {list(LABEL_KEYS)}")
         ds = self.dim_slice
         if ds is not None:
             if len(ds) != 2:
-                raise _err(f"{where}.dim_slice", f"must be two integers [start, stop], got {ds}")
+                raise field_error(f"{where}.dim_slice", f"must be two integers [start, stop], got {ds}")
             if ds[0] < 0 or ds[1] <= ds[0]:
-                raise _err(f"{where}.dim_slice", f"must satisfy 0 <= start < stop, got {ds}")
+                raise field_error(f"{where}.dim_slice", f"must satisfy 0 <= start < stop, got {ds}")
 
     @property
     def label_term(self) -> str:
@@ -271,30 +192,14 @@ class LabelFeatureConfig(OTFeatureConfig):
     def label_inputs(self) -> set[tuple[str, bool]]:
         return {(self.key, self.normalized)}
 
-    def values(self, domain):
-        """``[n, F]``: this label of a domain's rows (``DomainFeatures``), sliced in time and dimension."""
-        from dpot.ot.costs import cost_dtype, label_features
-
-        labels = cost_dtype((domain.labels if self.normalized else domain.raw_labels)[self.key])
-        if self.time_index is not None and labels.ndim >= 3:
-            labels = labels[:, self.time_index]
-        return label_features(labels, self.dim_slice)
-
-    def cost_terms(self, src, tgt, cost_norm: str) -> dict[str, Any]:
-        from dpot.ot.costs import normalize_cost, sq_euclidean_cost
-
-        x, y = self.values(src), self.values(tgt)
-        return {self.label_term: self.weight_label * normalize_cost(sq_euclidean_cost(x, y), x.shape[1],
-                                                                   self.norm(cost_norm))}
-
     def check_dataset(self, where: str, cameras: Sequence[str], shapes: dict[str, tuple[int, ...]]) -> None:
         if self.key not in shapes:
-            raise _err(f"{where}.key", f"the target dataset has no '{self.key}'; one of "
-                                       f"{[k for k in LABEL_KEYS if k in shapes]}")
+            raise field_error(f"{where}.key", f"the target dataset has no '{self.key}'; one of "
+                                              f"{[k for k in LABEL_KEYS if k in shapes]}")
         dim = int(shapes[self.key][-1])
         if self.dim_slice is not None and self.dim_slice[1] > dim:
-            raise _err(f"{where}.dim_slice", f"{self.dim_slice} goes beyond the {self.key} dim {dim}; "
-                                             f"use a stop <= {dim}")
+            raise field_error(f"{where}.dim_slice", f"{self.dim_slice} goes beyond the {self.key} dim {dim}; "
+                                                    f"use a stop <= {dim}")
 
 
 def _default_features() -> list[OTFeatureConfig]:
@@ -377,64 +282,66 @@ class OTConfig:
         """Raise UserError naming ``<where>.<field>`` for a value out of range (each feature checks its own);
         ``check_method=False`` skips ``ot.method`` (its registry imports torch: the pre-check's light pass)."""
         if not self.reg > 0:
-            raise _err(f"{where}.reg", f"must be > 0 (entropic regularization), got {self.reg}; try 0.02")
+            raise field_error(f"{where}.reg", f"must be > 0 (entropic regularization), got {self.reg}; try 0.02")
         for name in ("tau_src", "tau_tgt"):
             if getattr(self, name) < 0:
-                raise _err(f"{where}.{name}", f"must be >= 0 (KL marginal penalty), got {getattr(self, name)}; "
-                                              "try 0.01")
+                raise field_error(f"{where}.{name}", f"must be >= 0 (KL marginal penalty), got {getattr(self, name)}; "
+                                                     "try 0.01")
         if self.lambda_ot < 0:
-            raise _err(f"{where}.lambda_ot", f"must be >= 0, got {self.lambda_ot}; 0 disables the OT loss")
+            raise field_error(f"{where}.lambda_ot", f"must be >= 0, got {self.lambda_ot}; 0 disables the OT loss")
         if not 0 < self.batch_ratio < 1:
-            raise _err(f"{where}.batch_ratio", f"must be in (0, 1) (share of source items per batch), "
-                                               f"got {self.batch_ratio}")
+            raise field_error(f"{where}.batch_ratio", f"must be in (0, 1) (share of source items per batch), "
+                                                      f"got {self.batch_ratio}")
         if self.window_size < 0:
-            raise _err(f"{where}.window_size", f"must be >= 0 frames, got {self.window_size}")
-        _one_of(f"{where}.alignment", self.alignment, ALIGNMENTS)
-        _one_of(f"{where}.cost_norm", self.cost_norm, COST_NORMS)
+            raise field_error(f"{where}.window_size", f"must be >= 0 frames, got {self.window_size}")
+        check_choice(f"{where}.alignment", self.alignment, ALIGNMENTS)
+        check_choice(f"{where}.cost_norm", self.cost_norm, COST_NORMS)
         if self.prior is not None:
-            _one_of(f"{where}.prior", self.prior, PRIORS)
+            check_choice(f"{where}.prior", self.prior, PRIORS)
         if self.resolved_prior() == "diagonal" and not self.pairs_batches():
-            raise _err(f"{where}.prior", "diagonal puts the plan on the batch's partner pairs, but this config pairs "
-                                         "none; set ot.heuristic=true (temporal pairing) or give ot.pair_info_path "
-                                         "(dpot pairs build), or use ot.prior=none")
+            raise field_error(f"{where}.prior", "diagonal puts the plan on the batch's partner pairs, but this config "
+                                                "pairs none; set ot.heuristic=true (temporal pairing) or give "
+                                                "ot.pair_info_path (dpot pairs build), or use ot.prior=none")
         if check_method:
             from dpot.ot.registry import method_names
 
-            _one_of(f"{where}.method", self.method, method_names())
+            check_choice(f"{where}.method", self.method, method_names())
         if self.plan_log_every < 0:
-            raise _err(f"{where}.plan_log_every", f"must be >= 0 (0 = never save plans), got {self.plan_log_every}")
+            raise field_error(f"{where}.plan_log_every",
+                              f"must be >= 0 (0 = never save plans), got {self.plan_log_every}")
         if not self.prior_sigma > 0:
-            raise _err(f"{where}.prior_sigma", f"must be > 0 (phase units), got {self.prior_sigma}")
+            raise field_error(f"{where}.prior_sigma", f"must be > 0 (phase units), got {self.prior_sigma}")
         if self.pair_batch_size < 0:
-            raise _err(f"{where}.pair_batch_size", f"must be >= 0 (pairs per process in the separate OT batch; 0 = "
-                                                   f"pair the BC batch's items), got {self.pair_batch_size}")
+            raise field_error(f"{where}.pair_batch_size", f"must be >= 0 (pairs per process in the separate OT "
+                                                          f"batch; 0 = pair the BC batch's items), got "
+                                                          f"{self.pair_batch_size}")
         if self.max_iters < 1:
-            raise _err(f"{where}.max_iters", f"must be >= 1, got {self.max_iters}")
+            raise field_error(f"{where}.max_iters", f"must be >= 1, got {self.max_iters}")
         if not self.tol > 0:
-            raise _err(f"{where}.tol", f"must be > 0, got {self.tol}")
+            raise field_error(f"{where}.tol", f"must be > 0, got {self.tol}")
         if self.sharpness < 0:
-            raise _err(f"{where}.sharpness", f"must be >= 0 (0 = every partner demo equally likely), got "
-                                             f"{self.sharpness}")
+            raise field_error(f"{where}.sharpness", f"must be >= 0 (0 = every partner demo equally likely), got "
+                                                    f"{self.sharpness}")
         if not 0 <= self.cutoff < 1:
-            raise _err(f"{where}.cutoff", f"must be in [0, 1) (partner demos below this probability are dropped), "
-                                          f"got {self.cutoff}")
+            raise field_error(f"{where}.cutoff", f"must be in [0, 1) (partner demos below this probability are "
+                                                 f"dropped), got {self.cutoff}")
         if self.topk_src_episodes is not None and self.topk_src_episodes < 1:
-            raise _err(f"{where}.topk_src_episodes", f"must be >= 1 or null (all partners), got "
-                                                     f"{self.topk_src_episodes}")
+            raise field_error(f"{where}.topk_src_episodes", f"must be >= 1 or null (all partners), got "
+                                                            f"{self.topk_src_episodes}")
         if self.lambda_ot > 0 and not self.features:
-            raise _err(f"{where}.features", "is empty while ot.lambda_ot > 0; add an embed and/or a label term, "
-                                            "or set ot.lambda_ot=0 for plain co-training")
+            raise field_error(f"{where}.features", "is empty while ot.lambda_ot > 0; add an embed and/or a label term, "
+                                                   "or set ot.lambda_ot=0 for plain co-training")
         if self.method == "mmd" and self.lambda_ot > 0 and not any(f.embeds_images for f in self.features):
-            raise _err(f"{where}.features", 'has no embed term while ot.method="mmd" (the MMD baseline matches '
-                                            'image embeddings only); add {"type": "embed"}')
+            raise field_error(f"{where}.features", 'has no embed term while ot.method="mmd" (the MMD baseline matches '
+                                                   'image embeddings only); add {"type": "embed"}')
         for i, feat in enumerate(self.features):
             feat.validate(f"{where}.features[{i}]")
         weighted = (self.pair_info_path is not None or self.sharpness > 0 or self.cutoff > 0
                     or self.topk_src_episodes is not None or self.no_window)
         if weighted and self.paired_region:
-            raise _err(f"{where}.paired_region", "cannot be combined with DTW-weighted pairing (pair_info_path, "
-                                                 "sharpness, cutoff, topk_src_episodes, no_window) yet; use one")
+            raise field_error(f"{where}.paired_region", "cannot be combined with DTW-weighted pairing (pair_info_path, "
+                                                        "sharpness, cutoff, topk_src_episodes, no_window) yet; use one")
         names = [f.term_name for f in self.features if f.term_name is not None]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise _err(f"{where}.features", f"term_name '{dup[0]}' is used twice; each term needs its own name")
+            raise field_error(f"{where}.features", f"term_name '{dup[0]}' is used twice; each term needs its own name")
