@@ -7,6 +7,7 @@ import ast
 from pathlib import Path
 
 from dpot import metric_names as mn
+from source_scan import docstring_ids
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "dpot"
 SPELLING = "train/ot_"
@@ -15,21 +16,11 @@ OWNER = "metric_names.py"
 OWNED_ELSEWHERE: set[str] = set()
 
 
-def _docstrings(tree: ast.AST) -> set[int]:
-    out = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
-            first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
-                out.add(id(first.value))
-    return out
-
-
 def spellings(path: Path) -> list[int]:
     """Lines of the string literals in ``path`` (docstrings aside; f-strings' literal parts included) that spell a
     ``train/ot_`` key."""
     tree = ast.parse(path.read_text())
-    docs = _docstrings(tree)
+    docs = docstring_ids(tree)
     return sorted({node.lineno for node in ast.walk(tree) if isinstance(node, ast.Constant)
                    and isinstance(node.value, str) and SPELLING in node.value and id(node) not in docs})
 

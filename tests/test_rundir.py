@@ -7,6 +7,8 @@ import ast
 import re
 from pathlib import Path
 
+from source_scan import docstring_ids
+
 SRC = Path(__file__).resolve().parents[1] / "src" / "dpot"
 
 # file name -> the one module allowed to spell it (metrics.jsonl: the metrics format's own module)
@@ -21,20 +23,10 @@ WORDS = {"checkpoints"}
 JOINED = {"last": "rundir.py", "logs": "rundir.py", "tensorboard": "rundir.py"}
 
 
-def _docstrings(tree: ast.AST) -> set[int]:
-    out = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
-            first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
-                out.add(id(first.value))
-    return out
-
-
 def spellings(path: Path) -> list[tuple[str, int]]:
     """(run-directory name, line) of every string literal in ``path`` (docstrings aside) that spells one."""
     tree = ast.parse(path.read_text())
-    docs = _docstrings(tree)
+    docs = docstring_ids(tree)
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
