@@ -52,7 +52,7 @@ def _tree(nodes: list[dict]) -> str:
         sub = children.get(n["name"], [])
         inner = "<ul>" + "".join(li(c) for c in sub) + "</ul>" if sub else ""
         return (f"<li><span class=name>{html.escape(n['name'])}</span> <span class=dec style='background:{colour}'>"
-                f"{html.escape(str(n['decision']))}</span> objective {_fmt(n['objective'])} "
+                f"{html.escape(str(shown_state(n)))}</span> objective {_fmt(n['objective'])} "
                 f"<span class=it>iteration {n['iteration']}</span>{link}"
                 f"<div class=title>{html.escape(n.get('title') or '')}</div>{ch}{why}{inner}</li>")
 
@@ -100,7 +100,7 @@ def _chart(nodes: list[dict], objective: str) -> str:
     for it, v, n in pts:
         colour = COLOURS.get(shown_state(n) or "", "#57606a")
         parts.append(f"<circle cx='{sx(it):.1f}' cy='{sy(v):.1f}' r='5' fill='{colour}'><title>"
-                     f"{html.escape(n['name'])}: {v:.4g} ({html.escape(str(n['decision']))})</title></circle>")
+                     f"{html.escape(n['name'])}: {v:.4g} ({html.escape(str(shown_state(n)))})</title></circle>")
     parts.append("</svg>")
     return "".join(parts)
 
@@ -111,7 +111,7 @@ def render(data: dict) -> str:
     rows = "".join(
         f"<tr><td>{n['iteration']}</td><td>{html.escape(n['name'])}</td><td>{html.escape(str(n['parent']))}</td>"
         f"<td>{_changes(n['changes'])}</td><td>{html.escape(', '.join(n['diagnoses']))}</td>"
-        f"<td>{_fmt(n['objective'])}</td><td>{html.escape(str(n['decision']))}</td></tr>" for n in nodes)
+        f"<td>{_fmt(n['objective'])}</td><td>{html.escape(str(shown_state(n)))}</td></tr>" for n in nodes)
     its = "".join(
         f"<tr><td>{r['iteration']}</td><td>{html.escape(str(r.get('parent')))}</td>"
         f"<td>{html.escape(str(r.get('best') or '–'))}</td><td>{_fmt(r.get('best_objective'))}</td>"
