@@ -9,6 +9,7 @@ import pytest
 
 from dpot.autopilot import runs, spec
 from dpot.autopilot.decisions import (
+    broken_curve,
     decide,
     explore_moves,
     inert_moves,
@@ -19,6 +20,7 @@ from dpot.autopilot.decisions import (
 from dpot.autopilot.html import render
 from dpot.autopilot.record import TrialRecord
 from dpot.autopilot.space import config_params as space_params
+from dpot.autopilot.training import trained_steps
 from dpot.errors import UserError
 from dpot.launch import check_launcher, train_command
 from dpot.metrics_log import read_metrics
@@ -193,3 +195,32 @@ def test_the_search_seed_changes_the_draws_and_none_keeps_the_old_ones():
         study = optuna.create_study(sampler=make_sampler("tpe", seed))
         return study.ask({"lr": optuna.distributions.FloatDistribution(1e-5, 1e-2, log=True)}).params["lr"]
     assert first_lr(sampler_seed(1, 0, 0)) != first_lr(sampler_seed(2, 0, 0))
+
+
+def test_a_broken_curve_is_named_by_its_diagnosis_at_the_severity_that_breaks_it():
+    """Only the curve verdicts stop a run: a flat LR that the config asked for (info) or a warmup that is only long
+    (warn) does not; the first breaking finding in report order is the one named."""
+    assert broken_curve([{"id": "lr_flat", "severity": "info"}, {"id": "plateau", "severity": "info"},
+                         {"id": "schedule_mismatch", "severity": "warn"}]) is None
+    assert broken_curve([{"id": "ot_weak", "severity": "warn"}, {"id": "divergence", "severity": "alarm"},
+                         {"id": "lr_flat", "severity": "warn"}])["id"] == "divergence"
+    assert broken_curve([{"id": "schedule_mismatch", "severity": "alarm"}])["id"] == "schedule_mismatch"
+    assert broken_curve([{"id": "lr_high", "severity": "alarm"}])["id"] == "lr_high"
+    assert broken_curve([]) is None
+
+
+def test_trained_steps_count_what_a_segment_really_trained():
+    rows = [{"step": s, "train/loss": 1.0} for s in (1, 2, 3)] + [{"step": 3, "eval/x": 0.5}]
+    assert trained_steps(rows, 0, 6) == 3            # stopped at step 3 of 6
+    assert trained_steps(rows, 2, 6) == 1            # a rung resumed from step 2
+    assert trained_steps(rows, 0, 2) == 2            # logged past the budget: capped
+    assert trained_steps(rows, 0, 6, trained=False) == 0   # only read back after a crash
+    assert trained_steps([], 4, 8) == 0
+
+
+def test_no_prune_broken_turns_the_broken_curve_stop_off():
+    from dpot.autopilot.cli import _parser
+
+    assert _parser().parse_args(["--config_path", "c.json", "--out", "o"]).prune_broken is True
+    assert _parser().parse_args(["--config_path", "c.json", "--out", "o", "--no_prune_broken"]).prune_broken is False
+    assert spec.Settings(config_path="c.json", out="o").prune_broken is True

@@ -46,8 +46,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="stop when the best objective improved by less than --min_delta over this many iterations "
                         "(0 = never; default 2)")
     p.add_argument("--min_delta", type=float, default=0.01, help="relative improvement counted as progress (0.01)")
-    p.add_argument("--pruner", choices=("median", "none"), default="median",
-                   help="Optuna pruner fed with the objective logged during training (default median)")
+    p.add_argument("--pruner", choices=("median", "halving", "none"), default="median",
+                   help="Optuna pruner fed with the objective logged during training: median (default) or "
+                        "successive halving (SuccessiveHalvingPruner)")
+    p.add_argument("--no_prune_broken", dest="prune_broken", action="store_false",
+                   help="let a candidate train on when dpot report calls its curve broken at an evaluation "
+                        "(diverging, stalled at a far-too-high LR, a varying LR logged flat, a warmup as long as "
+                        "the run); by default it is stopped there")
     p.add_argument("--bench_episodes", type=int, default=10,
                    help="episodes per closed-loop evaluation for --objective bench:<task> (default 10)")
     p.add_argument("--bench_max_steps", type=int, default=150, help="episode length for bench:<task> (150)")
@@ -75,6 +80,7 @@ def main(argv: list[str] | None = None, command: str = "autopilot") -> int:
     s = Settings(config_path=a.config_path, out=Path(a.out), iterations=a.iterations, candidates=a.candidates,
                  steps=a.steps, objective=a.objective, storage=a.storage, launcher=a.launcher, rules=a.rules,
                  max_regression=a.max_regression, patience=a.patience, min_delta=a.min_delta, pruner=a.pruner,
+                 prune_broken=a.prune_broken,
                  bench_episodes=a.bench_episodes, bench_max_steps=a.bench_max_steps, explore=a.explore,
                  strategy=a.strategy, sampler=a.sampler, seed=a.seed, quiet=a.quiet)
     search = Search(s)

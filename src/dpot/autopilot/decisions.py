@@ -28,6 +28,29 @@ INERT_REL = 1e-4
 OT_NEGLIGIBLE = 1e-3
 
 
+# The diagnoses that call a curve broken, with the severities that do, and what each means: a candidate whose
+# partial run one of them fires on is stopped at that evaluation (Decision.PRUNED), however its objective looks
+# against the other trials' (Optuna's pruner, the baseline mechanism, judges only that). Each is judged on the run so
+# far by ``dpot report``: the curve's own verdicts (divergence, the stall of a far-too-high LR) and the config's that
+# no step fixes (a warmup as long as the run, a varying schedule logged flat).
+BROKEN_CURVE: dict[str, tuple[tuple[str, ...], str]] = {
+    "divergence": (("alarm",), "diverging"),
+    "lr_high": (("alarm",), "stalled at a far-too-high LR"),
+    "lr_flat": (("warn",), "a varying LR schedule logged flat"),
+    "schedule_mismatch": (("alarm",), "the warmup never finishes within the run"),
+}
+
+
+def broken_curve(findings: Iterable[dict]) -> dict | None:
+    """The first finding of ``dpot report --json`` that calls a run's curve broken (:data:`BROKEN_CURVE`: its id
+    with one of the listed severities), or None."""
+    for f in findings:
+        rule = BROKEN_CURVE.get(f.get("id"))
+        if rule is not None and f.get("severity") in rule[0]:
+            return f
+    return None
+
+
 def ot_share(rows: list[dict]) -> float | None:
     """The OT term's share of the training loss late in a run: the median of ``train/ot_loss / train/loss`` over
     the late window (:func:`dpot.analysis.windows.late_window`, the one every diagnosis judges on) of the steps that

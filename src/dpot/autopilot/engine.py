@@ -11,7 +11,10 @@ Candidates are enqueued (``study.enqueue_trial``, their values of the search spa
 :func:`~dpot.autopilot.space.config_params`); workers pop them with ``study.ask()`` (the storage hands a waiting
 trial to one worker only), so several processes on one study (SQLite under DIR, or any RDB URL) train different
 candidates. Intermediate objective values are reported from ``metrics.jsonl`` while a run trains; the study's
-pruner (median) may stop a hopeless one.
+pruner (``--pruner``: median, successive halving, none) may stop a hopeless one, and at each new evaluation a
+candidate whose curve ``dpot report`` calls broken (:data:`~dpot.autopilot.decisions.BROKEN_CURVE`: diverging,
+stalled at a far-too-high LR, a varying LR logged flat, a warmup as long as the run) is stopped there
+(``--no_prune_broken`` turns it off); a trial records the steps it really trained (``trained_steps``).
 
 One coordination step at a time (a lock file in DIR): when no trial waits or runs, the step promotes successive-
 halving survivors, or closes the iteration (:func:`~dpot.autopilot.decisions.close_iteration`: the best kept run
@@ -21,7 +24,8 @@ becomes the next parent when it beats the parent by more than ``INERT_REL``, rel
 Per candidate, when its full budget is trained (:func:`~dpot.autopilot.decisions.decide`):
     objective non-finite, or the report finds ``instability`` (grad-norm spikes / loss oscillation)
         -> ``retried``: the same candidate with the LR halved is enqueued (once);
-    (objective - parent_best) / |parent_best| > max_regression (0.10; sign flipped for max) -> ``rolled_back``;
+    (objective - parent_best) / |parent_best| > max_regression (0.10; sign flipped for max) -> ``rolled_back``,
+        parent_best being the parent's best logged value up to the candidate's step;
     else -> ``kept``.
 
 Stops: ``iterations`` done, a plateau (the best objective improved by less than ``min_delta`` (relative) over the
@@ -120,8 +124,9 @@ class Search:
         self.out.mkdir(parents=True, exist_ok=True)
         if not resuming:                          # first, so that a second worker starting now sees a search
             write_text(self.out / spec.SPEC_FILE, json.dumps(sp.as_dict(), indent=2) + "\n")
-        pruner = (optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0) if self.s.pruner == "median"
-                  else optuna.pruners.NopPruner())
+        pruner = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0),
+                  "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(),
+                  "none": optuna.pruners.NopPruner}[self.s.pruner]()
         with dir_lock(self.out):                  # workers starting together: one creates the tables and study
             if storage is None:
                 storage = self._storage(url)

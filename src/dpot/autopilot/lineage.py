@@ -6,7 +6,8 @@ lineage.json::
     {"objective": "eval/offline_eval/avg_loss:min", "steps": S, "stop": reason | null,
      "iterations": [{"iteration": i, "parent": name, "best": name | null, "next_parent": name, ...}, ...],
      "nodes": [{"name", "parent", "changes": {"<key>": [old, new]}, "diagnoses": [rule ids], "objective",
-                "decision", "shown", "iteration", "kind", "title", "findings", "budget", "run", "report", ...},
+                "decision", "shown", "iteration", "kind", "title", "findings", "budget", "trained_steps", "run",
+                "report", ...},
                ...]}
 
 ``decision`` is what the worker decided and stored (a :class:`~dpot.autopilot.record.Decision`, None while not
@@ -15,8 +16,11 @@ written before ``shown`` existed had it in ``decision``: :func:`dpot.autopilot.r
 ``shown`` values: ``kept`` (within the rollback tolerance of its parent), ``best`` (shown only: the kept run with
 the best objective of the whole search; ``became_parent`` marks every run an iteration started from),
 ``rolled_back`` (objective worse than the parent's best by more than the tolerance, or non-finite), ``retried``
-(unstable: retried with the LR halved as ``<name>-r``), ``pruned`` (stopped early by the pruner or not promoted by
-successive halving), ``failed`` (training exited with an error), ``training`` / ``queued`` (not done yet).
+(unstable: retried with the LR halved as ``<name>-r``), ``pruned`` (stopped early: by the pruner, by a diagnosis
+that calls its curve broken (the finding's id in ``findings``), or not promoted by successive halving), ``failed``
+(training exited with an error), ``training`` / ``queued`` (not done yet). ``trained_steps``: the steps the run
+really trained, all its segments together (a pruned run counts what it trained); ``note``: why a run stopped
+early or failed (``stopped at step 3: schedule_mismatch (...)``, the log's last error line).
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ def nodes(search) -> list[dict]:
             "kind": r.kind,
             "title": r.title, "findings": r.findings, "budget": r.budget,
             "parent_best": r.parent_best, "regression": r.regression,
+            "trained_steps": sum(x.record.trained_steps or 0 for x in es),
+            "note": r.note,
             "rungs": [{"budget": x.record.budget, "objective": x.record.objective}
                       for x in es if x.record.objective is not None],
             "retry_of": r.retry_of, "seconds": r.seconds, "worker": r.worker,

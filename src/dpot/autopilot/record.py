@@ -72,8 +72,9 @@ class TrialRecord:
     Set by the worker that trains it: ``worker`` (host:pid), ``heartbeat`` (unix time); then the results:
     ``objective`` (a finite number, or the text of a non-finite one: ``"nan"``; None when nothing was logged),
     ``parent_objective``, ``parent_best``, ``regression``, ``objective_noise`` (the per-point noise sd of the
-    objective's series, :func:`dpot.analysis.noise.noise_sd`; None with fewer than 3 points), ``findings``
-    (report rule ids), ``decision``, ``seconds``, ``note``.
+    objective's series, :func:`dpot.analysis.noise.noise_sd`; None with fewer than 3 points), ``trained_steps``
+    (the steps this segment really trained, from ``prev_budget`` to the last logged step: less than the budget when
+    pruned; 0 when only read back), ``findings`` (report rule ids), ``decision``, ``seconds``, ``note``.
     """
 
     name: str
@@ -99,6 +100,7 @@ class TrialRecord:
     parent_best: float | None = None
     regression: float | None = None
     objective_noise: float | None = None
+    trained_steps: int | None = None
     findings: list[str] = field(default_factory=list)
     decision: Decision | None = None
     seconds: float | None = None
@@ -106,8 +108,8 @@ class TrialRecord:
     extra: dict = field(default_factory=dict)
 
     # the fields a worker writes once it has trained the trial (a promoted rung starts without them)
-    RESULT_FIELDS = ("objective", "parent_objective", "parent_best", "regression", "objective_noise", "findings",
-                     "decision", "seconds", "note", "worker", "heartbeat")
+    RESULT_FIELDS = ("objective", "parent_objective", "parent_best", "regression", "objective_noise",
+                     "trained_steps", "findings", "decision", "seconds", "note", "worker", "heartbeat")
 
     @property
     def final_objective(self) -> float | None:

@@ -39,6 +39,7 @@ class Settings:
     patience: int = 2
     min_delta: float = 0.01
     pruner: str = "median"
+    prune_broken: bool = True
     bench_episodes: int = 10
     bench_max_steps: int = 150
     explore: bool = True

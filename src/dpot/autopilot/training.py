@@ -18,7 +18,7 @@ from dpot.analysis import noise
 from dpot.autopilot import runs, tools
 from dpot.autopilot.candidates import Planner
 from dpot.autopilot.claim import heartbeat
-from dpot.autopilot.decisions import beyond_noise, decide
+from dpot.autopilot.decisions import BROKEN_CURVE, beyond_noise, broken_curve, decide
 from dpot.autopilot.record import Decision, Kind, TrialRecord
 from dpot.autopilot.space import record_params
 from dpot.autopilot.spec import Objective, SearchDir, Settings
@@ -61,13 +61,23 @@ class TrialRunner:
                                    evaluate)
         return [] if rate is None else [(budget, rate)]
 
-    def parent_best(self, parent: str | None) -> tuple[float | None, float | None, float | None]:
-        """(parent's final objective, parent's best logged value, the noise sd of its objective series) at the
-        full budget."""
+    def parent_best(self, parent: str | None, budget: int) -> tuple[float | None, float | None, float | None]:
+        """(parent's objective, parent's best logged value, the noise sd of its objective series) up to step
+        ``budget``: a child is compared with its parent at the same step (a successive-halving rung with the
+        parent's curve up to the rung's budget, not with where the parent got to in the full budget)."""
         if parent is None:
             return None, None, None
-        pts = self.points(self.dirs.run_dir(parent), self.steps)
+        pts = self.points(self.dirs.run_dir(parent), budget)
         return runs.objective_value(pts), runs.best_value(pts, self.objective.direction), objective_noise(pts)
+
+    def broken(self, run_dir: Path, parent: str | None) -> dict | None:
+        """The finding of ``dpot report`` on the run so far that calls its curve broken
+        (:func:`~dpot.autopilot.decisions.broken_curve`), or None (also when the report cannot be made yet)."""
+        try:
+            rep = tools.report(run_dir, self.dirs.run_dir(parent) if parent else None, self.s.rules)
+        except (RuntimeError, ValueError, OSError):
+            return None
+        return broken_curve(rep.get("findings", []))
 
     def run(self, trial, record: TrialRecord) -> None:
         """Train (or resume, or only read) the trial's run, decide, tell; a heartbeat runs meanwhile.
@@ -89,19 +99,28 @@ class TrialRunner:
         t0 = time.time()
         reported: set[int] = self.store.reported_steps(trial.number)
         reason, rc = "", 0
+        stopped_by: dict = {}          # the broken-curve finding that stopped the run, if one did
 
         def poll() -> str | None:
+            new = False
             for step, v in self.points(run_dir, budget, evaluate=False):
                 if step > prev_budget and step not in reported and math.isfinite(v):
                     trial.report(v, step)
                     reported.add(step)
+                    new = True
                     if kind != Kind.BASE and trial.should_prune():
                         return "pruned"
             if budget < self.steps and rundir.is_finished(run_dir, budget):
                 return "budget"
+            if new and kind != Kind.BASE and self.s.prune_broken:
+                found = self.broken(run_dir, r.parent)
+                if found is not None:
+                    stopped_by.update(found, step=max(reported))
+                    return "pruned"
             return None
 
-        if rundir.is_finished(run_dir, budget):
+        launched = not rundir.is_finished(run_dir, budget)
+        if not launched:
             reason = poll() or ""           # trained before a crash: only read it
         else:                               # resumes from its checkpoint, if any
             launch = launch_train(cfg_path, run_dir, log_path, name=name, launcher=self.s.launcher, poll=poll,
@@ -123,10 +142,11 @@ class TrialRunner:
             keys = runs.logged_keys(rows)
             raise ObjectiveMissing(f"--objective: {self.objective.key} is not logged by the runs; they log: "
                                    f"{', '.join(keys) if keys else 'nothing'}")
-        parent_obj, parent_best, parent_noise = self.parent_best(r.parent)
+        parent_obj, parent_best, parent_noise = self.parent_best(r.parent, budget)
         own_noise = objective_noise(pts)
-        findings: list[str] = []
-        note = ""
+        findings: list[str] = [stopped_by["id"]] if stopped_by else []
+        note = (f"stopped at step {stopped_by['step']}: {stopped_by['id']} ({BROKEN_CURVE[stopped_by['id']][1]})"
+                if stopped_by else "")
         final = budget >= self.steps
         if final and not failed and reason != "pruned":
             try:
@@ -146,10 +166,10 @@ class TrialRunner:
             self.planner.enqueue_retry(r)
         r.objective = TrialRecord.objective_attr(objective)
         r.parent_objective, r.parent_best, r.regression = parent_obj, parent_best, regression
-        r.objective_noise = own_noise
+        r.objective_noise, r.trained_steps = own_noise, trained_steps(rows, prev_budget, budget, trained=launched)
         r.findings, r.decision, r.seconds, r.note = findings, decision, round(time.time() - t0, 1), note[:500]
         TrialStore.write(trial, r, ("objective", "parent_objective", "parent_best", "regression", "objective_noise",
-                                    "findings", "decision", "seconds", "note"))
+                                    "trained_steps", "findings", "decision", "seconds", "note"))
         if decision == Decision.PRUNED:
             self.store.study.tell(trial, state=TrialState.PRUNED)
         elif decision == Decision.FAILED or not runs.is_finite(objective):
@@ -184,6 +204,16 @@ def _log_tail(path: Path) -> str:
         return "(no log)"
     errs = [x for x in lines if x.startswith("error:") or "Error" in x]
     return (errs or lines or ["(empty log)"])[-1][:300]
+
+
+def trained_steps(rows: list[dict], prev_budget: int, budget: int, trained: bool = True) -> int:
+    """The steps a segment trained from ``prev_budget`` towards ``budget``: its last logged step (capped at
+    ``budget``) minus ``prev_budget``; 0 when nothing was trained in this sitting (``trained=False``: read back) or
+    nothing past ``prev_budget`` was logged. A pruned run counts only what it trained."""
+    if not trained:
+        return 0
+    last = max((int(r["step"]) for r in rows if isinstance(r.get("step"), int)), default=prev_budget)
+    return max(0, min(last, budget) - prev_budget)
 
 
 def objective_noise(points: list[tuple[int, float]]) -> float | None:
