@@ -1,0 +1,262 @@
+"""Does an offline signal of a checkpoint predict its closed-loop success? The autopilot objective's predictivity
+(issue 32, item 1), measured on runs whose checkpoints were evaluated closed-loop (the study's).
+
+    .venv/bin/python -m benchmarks.objective_signals signals RUN [RUN ...] --heldout NAME=DATASET [...] --out F
+    .venv/bin/python -m benchmarks.objective_signals correlate F [F ...] --study DIR [...] --out objective.json
+
+``signals``: for each run, the policy at step 0 (its initial weights, rebuilt from its config and seed as ``dpot
+train`` built them) and at every checkpoint is scored on each held-out dataset (target episodes generated apart
+from the run's data, with their own seed: a split fixed independently of the training seed). Signals (lower is
+better for all; the action space is the policy's normalized one):
+
+- ``offline_l1``: what the trainer logs as ``eval/offline_eval/avg_loss`` (today's autopilot objective): mean
+  ``|a_hat - a|`` of the predicted chunk (the policy's full reverse diffusion, ``num_inference_steps``) over
+  ``--batches`` held-out batches of the run's batch size, batches and noise seeded by the run's seed;
+- ``offline_l1_fixed``: the same on batches drawn with seed 0, averaged over ``--draws`` noise seeds (the
+  selection's noise and the run's seed taken out);
+- ``denoise_mse``: the diffusion training loss on those batches at fixed timesteps (``--timesteps``, fractions of
+  ``num_train_timesteps``), the same noise for every checkpoint (no sampling at all);
+- ``improvement``: ``offline_l1_fixed`` at step 0 minus at the step (a policy that learnt nothing scores 0).
+
+``correlate``: each run's closed-loop success at each evaluated step (the study's ``evals/<job>-<cell>[-stepN]
+.json``: ``target_id`` and ``target_ood``) beside its signals; Spearman's rho of ``-signal`` (``improvement``
+as it is) with the success rate, over all (run, step) points and over the final checkpoints only, with 95 %
+intervals from a bootstrap over runs (a run's points resampled together); and per training seed whether the
+untrained weights (step 0) score worst of that seed's points. Written as JSON (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import json
+import math
+import re
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SIGNALS = ("offline_l1", "offline_l1_fixed", "denoise_mse", "improvement")
+CELLS = ("target_id", "target_ood")
+
+
+# ----------------------------------------------------------------------------------------------------- signals
+
+
+def _heldout_batches(cfg, parts, root: Path, name: str, n_batches: int, seed: int) -> list[dict]:
+    """``n_batches`` raw (uint8) batches of every episode of the held-out dataset at ``root``, drawn as the
+    trainer draws its validation batches (:func:`dpot.data.cotrain.val_batches`) with ``seed``."""
+    import torch
+
+    from dpot.data.cotrain import EpisodeTable, val_batches
+    from dpot.train.build import open_cotrain_dataset
+    from dpot.train.inputs import check_inputs
+
+    held = copy.deepcopy(cfg)
+    held.dataset.root, held.dataset.repo_id = str(root), f"local/heldout_{name}"
+    inputs = check_inputs(held)
+    dataset, _, _ = open_cotrain_dataset(held, inputs, parts)
+    table = EpisodeTable.from_meta(inputs.tgt_meta)
+    sampler = val_batches(table, n_batches=n_batches, batch_size=cfg.batch_size, seed=seed)
+    with dataset.without_transforms():
+        return list(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=0))
+
+
+def _denoise_mse(policy, batches: list[dict], prepare, fractions: list[float]) -> float:
+    """Mean diffusion loss over the batches at each fixed timestep, with noise from a fixed generator."""
+    import torch
+
+    from dpot.policy.diffusion import diffusion_loss_with_features
+
+    cfg = policy.config
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for b, raw in enumerate(batches):
+            batch = prepare(raw)
+            n = batch["action"].shape[0]
+            g = torch.Generator().manual_seed(1_000_003 * (b + 1))
+            noise = torch.randn(n, cfg.horizon, batch["action"].shape[-1], generator=g)
+            for frac in fractions:
+                t = torch.full((n,), min(int(frac * cfg.num_train_timesteps), cfg.num_train_timesteps - 1))
+                out = diffusion_loss_with_features(policy, batch, noise=noise, timesteps=t)
+                total += float(out.loss) * n
+                count += n
+    return total / max(count, 1)
+
+
+def run_signals(run: Path, heldout: dict[str, Path], *, n_batches: int, draws: int, fractions: list[float],
+                steps: list[int] | None = None) -> dict:
+    """``{"run", "seed", "steps": {step: {heldout name: {signal: value}}}}`` for a run's step 0 and checkpoints."""
+    from lerobot.policies.factory import get_policy_class
+
+    from dpot import rundir
+    from dpot.config import load_train_config
+    from dpot.policy import get_hook
+    from dpot.train.batches import prepare_eval_batch
+    from dpot.train.build import build_policy
+    from dpot.train.inputs import check_inputs
+    from dpot.train.offline_eval import OfflineEvaluator
+
+    cfg = load_train_config(rundir.config_path(run))
+    cfg.policy.device = "cpu"
+    seed = int(cfg.seed or 0)
+    parts = build_policy(cfg, check_inputs(cfg))     # step 0: the run's initial weights, its preprocessor
+    prepare = functools.partial(prepare_eval_batch, preprocessor=parts.preprocessor, image_keys=parts.image_keys)
+    hook = get_hook(cfg.policy.type)
+    sets = {name: {"run": _heldout_batches(cfg, parts, root, name, n_batches, seed),
+                   "fixed": _heldout_batches(cfg, parts, root, name, n_batches, 0)} for name, root in heldout.items()}
+    steps = steps if steps is not None else [0] + [s for s in rundir.checkpoint_steps(run) if s > 0]
+    out: dict = {}
+    for step in steps:
+        t0 = time.perf_counter()
+        if step == 0:
+            policy = parts.policy
+        else:
+            model = rundir.checkpoint_dir(run, step, cfg.steps) / rundir.MODEL_DIR
+            policy = get_policy_class(cfg.policy.type).from_pretrained(str(model))
+        policy.eval()
+        out[step] = {}
+        for name, b in sets.items():
+            l1 = OfflineEvaluator(b["run"], prepare, seed=seed, predict=hook.predict_chunk)(policy)
+            fixed = [OfflineEvaluator(b["fixed"], prepare, seed=1000 + k, predict=hook.predict_chunk)(policy)
+                     for k in range(draws)]
+            out[step][name] = {"offline_l1": l1["eval/offline_eval/avg_loss"],
+                               "offline_l1_fixed": sum(f["eval/offline_eval/avg_loss"] for f in fixed) / draws,
+                               "denoise_mse": _denoise_mse(policy, b["fixed"], prepare, fractions)}
+        print(f"{run.name} step {step}: " + "  ".join(
+            f"{n} " + " ".join(f"{k}={v:.4f}" for k, v in s.items()) for n, s in out[step].items())
+            + f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
+    for name in heldout:
+        base = out[steps[0]][name]["offline_l1_fixed"] if steps[0] == 0 else None
+        for step in steps:
+            out[step][name]["improvement"] = (None if base is None else
+                                              base - out[step][name]["offline_l1_fixed"])
+    return {"run": str(run), "name": run.name, "seed": seed, "steps": {str(s): v for s, v in out.items()},
+            "batches": n_batches, "draws": draws, "timesteps": fractions}
+
+
+# ------------------------------------------------------------------------------------------------- correlation
+
+
+def success_points(study: Path) -> dict[tuple[str, int, str], tuple[int, int]]:
+    """``(job, step, cell) -> (successes, episodes)`` from a study's ``evals/``; the final evaluation (no step in
+    its name) at the job's ``step`` field."""
+    out = {}
+    for f in sorted((study / "evals").glob("*.json")):
+        m = re.match(r"^(?P<job>.+)-(?P<cell>target_id|target_ood)(?:-step(?P<step>\d+))?$", f.stem)
+        if m is None:
+            continue
+        e = json.loads(f.read_text())
+        step = int(m.group("step")) if m.group("step") else int(e.get("step") or 0)
+        out[(m.group("job"), step, m.group("cell"))] = (int(e["successes"]), int(e["episodes"]))
+    return out
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman's rho (average ranks for ties); nan when either side is constant."""
+    from scipy.stats import spearmanr
+
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return math.nan
+    return float(spearmanr(x, y).statistic)
+
+
+def rho_with_interval(points: list[tuple[str, float, float]], boot: int = 2000, seed: int = 0) -> dict:
+    """rho of (signal, success) over ``(run, signal, success)`` points, with a 95 % percentile interval from a
+    bootstrap over runs (each resample draws runs with replacement and keeps all their points)."""
+    import numpy as np
+
+    runs = sorted({r for r, _, _ in points})
+    by_run = {r: [(s, y) for rr, s, y in points if rr == r] for r in runs}
+    rho = spearman([s for _, s, _ in points], [y for _, _, y in points])
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(boot):
+        pick = [runs[i] for i in rng.integers(0, len(runs), len(runs))]
+        pts = [p for r in pick for p in by_run[r]]
+        v = spearman([s for s, _ in pts], [y for _, y in pts])
+        if math.isfinite(v):
+            draws.append(v)
+    lo, hi = (float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))) if draws else (math.nan, math.nan)
+    return {"rho": rho, "ci95": [lo, hi], "n_points": len(points), "n_runs": len(runs)}
+
+
+def correlate(signal_files: list[Path], studies: list[Path], heldout: str) -> dict:
+    """The predictivity table (the module docstring) of every signal on held-out set ``heldout``."""
+    runs = [json.loads(f.read_text()) for f in signal_files]
+    evals: dict = {}
+    for study in studies:
+        evals.update(success_points(study))
+    table: dict = {}
+    planted: dict = {}
+    for sig in SIGNALS:
+        sign = 1.0 if sig == "improvement" else -1.0     # every signal read as "higher = better policy"
+        entry = {}
+        for cell in CELLS:
+            pts, final = [], []
+            for r in runs:
+                steps = sorted(int(s) for s in r["steps"])
+                for s in steps:
+                    v = r["steps"][str(s)][heldout].get(sig)
+                    got = evals.get((r["name"], s, cell))
+                    if v is None or got is None or not math.isfinite(v):
+                        continue
+                    pts.append((r["name"], sign * v, got[0] / got[1]))
+                    if s == steps[-1]:
+                        final.append((r["name"], sign * v, got[0] / got[1]))
+            entry[cell.removeprefix("target_")] = {"all_steps": rho_with_interval(pts),
+                                                   "final_only": rho_with_interval(final)}
+        table[sig] = entry
+        if sig != "improvement":
+            last = []
+            for r in runs:
+                vals = {int(s): v[heldout][sig] for s, v in r["steps"].items()}
+                if 0 in vals and len(vals) > 1:
+                    last.append(vals[0] >= max(v for s, v in vals.items() if s != 0))
+            planted[sig] = last
+    return {"heldout": heldout, "signals": table, "untrained_last": planted,
+            "runs": [r["name"] for r in runs]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("signals")
+    s.add_argument("runs", nargs="+")
+    s.add_argument("--heldout", nargs="+", required=True, help="NAME=DATASET_ROOT (a dpot bench target dataset)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--batches", type=int, default=4)
+    s.add_argument("--draws", type=int, default=2)
+    s.add_argument("--timesteps", default="0.1,0.5,0.9")
+    s.add_argument("--steps", default=None, help="comma-separated (default 0 and every checkpoint)")
+    c = sub.add_parser("correlate")
+    c.add_argument("signal_files", nargs="+")
+    c.add_argument("--study", nargs="+", required=True)
+    c.add_argument("--heldout", default="id")
+    c.add_argument("--out", required=True)
+    a = ap.parse_args()
+    if a.cmd == "signals":
+        heldout = {k: Path(v) for k, v in (h.split("=", 1) for h in a.heldout)}
+        fractions = [float(x) for x in a.timesteps.split(",")]
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for run in map(Path, a.runs):
+            dst = out / f"{run.name}.json"
+            if dst.exists():
+                print(f"{dst} exists: kept")
+                continue
+            res = run_signals(run, heldout, n_batches=a.batches, draws=a.draws, fractions=fractions,
+                              steps=[int(x) for x in a.steps.split(",")] if a.steps else None)
+            dst.write_text(json.dumps(res, indent=1) + "\n")
+    else:
+        res = correlate([Path(f) for f in a.signal_files], [Path(d) for d in a.study], a.heldout)
+        Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
+        for sig, cells in res["signals"].items():
+            print(sig + ": " + "  ".join(f"{cell} rho {v['all_steps']['rho']:+.2f} "
+                                         f"[{v['all_steps']['ci95'][0]:+.2f}, {v['all_steps']['ci95'][1]:+.2f}] "
+                                         f"(final {v['final_only']['rho']:+.2f})" for cell, v in cells.items()))
+
+
+if __name__ == "__main__":
+    main()
