@@ -20,9 +20,10 @@ better for all; the action space is the policy's normalized one):
 
 ``correlate``: each run's closed-loop success at each evaluated step (the study's ``evals/<job>-<cell>[-stepN]
 .json``: ``target_id`` and ``target_ood``) beside its signals; Spearman's rho of ``-signal`` (``improvement``
-as it is) with the success rate, over all (run, step) points and over the final checkpoints only, with 95 %
-intervals from a bootstrap over runs (a run's points resampled together); and per training seed whether the
-untrained weights (step 0) score worst of that seed's points. Written as JSON (``--out``).
+as it is) with the success rate, over all (run, step) points, over the final checkpoints only, and (the budget
+question) of each checkpoint's signal with the run's final success, with 95 % intervals from a bootstrap over runs
+(a run's points resampled together); and per training seed whether the untrained weights (step 0) score worst of
+that seed's points. Written as JSON (``--out``).
 """
 
 from __future__ import annotations
@@ -205,8 +206,18 @@ def correlate(signal_files: list[Path], studies: list[Path], heldout: str) -> di
                     pts.append((r["name"], sign * v, got[0] / got[1]))
                     if s == steps[-1]:
                         final.append((r["name"], sign * v, got[0] / got[1]))
+            # the budget question: the signal at an early checkpoint against the run's final success
+            final_success = {name: y for name, _, y in final}
+            budgets = sorted({int(st) for r in runs for st in r["steps"]} - {0})
+            by_budget = {}
+            for bud in budgets:
+                early = [(r["name"], sign * r["steps"][str(bud)][heldout][sig], final_success[r["name"]])
+                         for r in runs if str(bud) in r["steps"] and r["name"] in final_success
+                         and r["steps"][str(bud)][heldout].get(sig) is not None]
+                by_budget[str(bud)] = rho_with_interval(early)
             entry[cell.removeprefix("target_")] = {"all_steps": rho_with_interval(pts),
-                                                   "final_only": rho_with_interval(final)}
+                                                   "final_only": rho_with_interval(final),
+                                                   "at_budget_vs_final": by_budget}
         table[sig] = entry
         if sig != "improvement":
             last = []

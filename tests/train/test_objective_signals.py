@@ -45,6 +45,8 @@ def test_a_signal_that_orders_the_successes_has_rho_one_and_the_untrained_weight
     assert l1["final_only"]["rho"] == pytest.approx(1.0) and l1["final_only"]["n_runs"] == 3
     assert res["signals"]["improvement"]["id"]["all_steps"]["rho"] == pytest.approx(1.0)
     assert res["untrained_last"]["offline_l1"] == [True, True, True]
+    early = l1["at_budget_vs_final"]["500"]          # the budget question: step 500's signal vs the final success
+    assert early["rho"] == pytest.approx(1.0) and early["n_points"] == 3
     # OOD success differs in rate only through the episodes: 1/20 at step 500 > 1/100 at the end
     assert res["signals"]["offline_l1"]["ood"]["all_steps"]["rho"] < 0
 
