@@ -2,8 +2,8 @@
 types that cannot be the annotated type, choice types (``policy.type``, ``ot.features[i].type``) that do not exist,
 and override keys (``--a.b=c``) that name no field.
 
-Why not draccus alone: its decode errors name a dataclass, not the field's path, suggest nothing for a misspelt key
-and stop at argparse's ``SystemExit`` for a bad override; each check here answers with dpot's one line
+Why not draccus alone: its decode errors name a dataclass, not the field's path, and suggest nothing for a
+misspelt key (in a file or an override); each check here answers with dpot's one line
 ``<field path>: <what is wrong and how to fix it>`` and leaves the decoding itself to draccus. It also drops keys
 that older saved configs carry and this version derives or no longer reads (derived fields, another feature kind's
 keys), so every saved ``train_config.json`` loads.

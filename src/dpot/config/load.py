@@ -36,6 +36,7 @@ from dpot.train.precheck import override_value, read_config_file, split_train_ar
 __all__ = ["load_train_config", "parse_train_args", "read_raw_config", "merge_overrides", "config_to_dict",
            "save_train_config"]
 
+
 def _split_override(arg: str) -> tuple[str, str]:
     if not arg.startswith("--") or "=" not in arg:
         raise UserError(f"{arg}: overrides look like --a.b=value")
