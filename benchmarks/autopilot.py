@@ -38,10 +38,13 @@ that can succeed at all: ``--policy study`` trains the ``cpu-idood-powered`` stu
 tiny CPU one (at 100 steps the tiny policy succeeds in 0 of 10 episodes).
 Result per start and method (``results.json``, :func:`results_doc`): ``{"direction": "min"|"max", "objective": ...,
 "optuna_version": ..., "starts": {start: {"methods": {method: {"space": [param names], "repeats": [{"seed", "best",
-"steps", "runs", "runs_to_tpe_best", "sampler_seed"}]}}}}}`` (``space`` and ``sampler_seed``: the searching methods,
-in results that recorded them; each method's ``<method>.result.json`` also keeps every run's drawn params);
-``runs_to_tpe_best``: the runs a method needed to match TPE's final best in that repeat (None if never,
-:func:`runs_to_match`); the table gives the mean ± std of ``best`` and the median of ``runs_to_tpe_best``.
+"steps", "runs", "runs_to_tpe_best", "compute_steps", "compute_to_tpe_best", "sampler_seed"}]}}}}}`` (``space``
+and ``sampler_seed``: the searching methods, in results that recorded them; each method's ``<method>.result.json``
+also keeps every run's drawn params and trained steps); ``runs_to_tpe_best``: the runs a method needed to match
+TPE's final best in that repeat (None if never, :func:`runs_to_match`); ``compute_steps`` (= ``steps``): the steps
+its runs really trained (a run the autopilot stopped early counts what it trained); ``compute_to_tpe_best``: the
+steps trained until it matched TPE's final best (None if never, or for a result that did not record its runs'
+steps); the table gives the mean ± std of ``best`` and the median of ``runs_to_tpe_best``.
 Without ``--source/--target`` it writes toy datasets (``dpot.data.toy``, 8-dim actions: the seed's label cost
 slices action dims 0-8) to the out dir.
 Below the table, :func:`best_runs` lists where each repeat's best came from (the autopilot's best node and its
@@ -267,8 +270,10 @@ def results_doc(results: dict, objective: Objective = DEFAULT_OBJECTIVE) -> dict
                 ok = target is not None and finite_or_none(target) is not None
                 hit = runs_to_match(r["values"], target, direction=objective.direction) if ok else None
                 best = finite_or_none(r["best"])
+                run_steps = r.get("run_steps")
                 rows.append({"seed": r["seed"], "best": best, "steps": r["steps"], "runs": r["runs"],
-                             "runs_to_tpe_best": hit,
+                             "runs_to_tpe_best": hit, "compute_steps": r["steps"],
+                             "compute_to_tpe_best": sum(run_steps[:hit]) if hit and run_steps else None,
                              **({"sampler_seed": r["sampler_seed"]} if "sampler_seed" in r else {})})
                 if r.get("optuna_version"):
                     versions.add(r["optuna_version"])
@@ -440,9 +445,10 @@ def run_autopilot(base: dict, work: Path, a, seed: int) -> dict:
             and shown_state(n) in ("kept", "best")]
     order = [n["objective"] if isinstance(n["objective"], float) and shown_state(n) in ("kept", "best")
              else float("nan") for n in lin["nodes"]]
-    steps = sum(_steps(out / n["run"]) for n in lin["nodes"])
+    run_steps = [_steps(out / n["run"]) for n in lin["nodes"]]
     best = (min(vals) if a.objective.direction == "min" else max(vals)) if vals else float("nan")
-    return {"best": best, "steps": steps, "runs": len(lin["nodes"]), "values": order, "wall_s": time.time() - t0,
+    return {"best": best, "steps": sum(run_steps), "runs": len(lin["nodes"]), "values": order,
+            "run_steps": run_steps, "wall_s": time.time() - t0,
             "space": space.names(search_space(search_config(base))), "sampler_seed": seed,
             "optuna_version": optuna_version()}
 
@@ -463,7 +469,7 @@ def run_sampler(kind: str, base: dict, work: Path, budget: int, a, seed: int) ->
     direction = "minimize" if a.objective.direction == "min" else "maximize"
     study = optuna.create_study(direction=direction, sampler=sampler)
     work.mkdir(parents=True, exist_ok=True)
-    t0, best, steps, n, values, params = time.time(), worst(a.objective), 0, 0, [], []
+    t0, best, steps, n, values, params, run_steps = time.time(), worst(a.objective), 0, 0, [], [], []
     start = search_config(base)
     dists = search_space(start)
     study.enqueue_trial(space.start_params(start, dists))
@@ -475,32 +481,36 @@ def run_sampler(kind: str, base: dict, work: Path, budget: int, a, seed: int) ->
             drawn = space.suggest(trial, dists)
         cfg = base if n == 0 else sampled_config(start, drawn)
         val = train(cfg, run, a)
-        steps += _steps(run)
+        run_steps.append(_steps(run))
+        steps += run_steps[-1]
         study.tell(trial, val if val == val else None, state=None if val == val else optuna.trial.TrialState.FAIL)
         if better(a.objective, val, best):
             best = val
         values.append(val)
         params.append(drawn)
         n += 1
-    return {"best": best, "steps": steps, "runs": n, "values": values, "wall_s": time.time() - t0,
-            "space": space.names(dists), "params": params, "sampler_seed": seed, "optuna_version": optuna_version()}
+    return {"best": best, "steps": steps, "runs": n, "values": values, "run_steps": run_steps,
+            "wall_s": time.time() - t0, "space": space.names(dists), "params": params, "sampler_seed": seed,
+            "optuna_version": optuna_version()}
 
 
 def run_hand(base: dict, work: Path, budget: int, a) -> dict:
     work.mkdir(parents=True, exist_ok=True)
-    t0, best, steps, n, values = time.time(), worst(a.objective), 0, 0, []
+    t0, best, steps, n, values, run_steps = time.time(), worst(a.objective), 0, 0, [], []
     for name in ["base", *HAND]:
         if steps + a.steps > budget:
             break
         cfg = base if name == "base" else hand_config(base, name)
         run = work / name
         val = train(cfg, run, a)
-        steps += _steps(run)
+        run_steps.append(_steps(run))
+        steps += run_steps[-1]
         if better(a.objective, val, best):
             best = val
         values.append(val)
         n += 1
-    return {"best": best, "steps": steps, "runs": n, "values": values, "wall_s": time.time() - t0}
+    return {"best": best, "steps": steps, "runs": n, "values": values, "run_steps": run_steps,
+            "wall_s": time.time() - t0}
 
 
 def cached(path: Path, compute) -> dict:

@@ -207,15 +207,17 @@ def test_the_study_policy_is_the_powered_studys_own(base, tmp_path):
 
 def test_results_doc_has_the_issue_schema():
     rep = lambda best, values, seed=0: {"best": best, "steps": 600, "runs": len(values), "values": values,  # noqa: E731
-                                        "seed": seed}
+                                        "seed": seed, "run_steps": [200] * len(values)}
     results = {"lr-100x-high": {"autopilot": [rep(0.7, [2.0, 0.7, 0.9])], "tpe": [rep(0.8, [2.0, 1.0, 0.8])],
                                 "random": [rep(float("nan"), [float("nan")])], "hand": [rep(0.9, [2.0, 0.9])]}}
     doc = json.loads(json.dumps(bench.results_doc(results)))            # plain JSON: no NaN
     assert doc["direction"] == "min" and doc["objective"] == bench.OBJ
     m = doc["starts"]["lr-100x-high"]["methods"]
     assert set(m) == set(bench.METHODS)
-    assert m["autopilot"]["repeats"] == [{"seed": 0, "best": 0.7, "steps": 600, "runs": 3, "runs_to_tpe_best": 2}]
-    assert m["tpe"]["repeats"][0]["runs_to_tpe_best"] == 3
+    assert m["autopilot"]["repeats"] == [{"seed": 0, "best": 0.7, "steps": 600, "runs": 3, "runs_to_tpe_best": 2,
+                                          "compute_steps": 600, "compute_to_tpe_best": 400}]
+    assert m["tpe"]["repeats"][0]["runs_to_tpe_best"] == 3 and m["tpe"]["repeats"][0]["compute_to_tpe_best"] == 600
+    assert m["random"]["repeats"][0]["compute_to_tpe_best"] is None
     assert m["random"]["repeats"][0]["best"] is None and m["random"]["repeats"][0]["runs_to_tpe_best"] is None
     assert m["hand"]["repeats"][0]["runs_to_tpe_best"] is None
     text = bench.table(doc, _args())
@@ -242,7 +244,7 @@ def test_goal_lines_judge_the_fixed_goal_per_start():
     """Mean best <= TPE's in every start; from a pathological start also the median runs to TPE's best <= half of
     TPE's runs (never counts as infinity); the healthy starts are judged on the mean only."""
     rep = lambda best, values, seed=0: {"best": best, "steps": 600, "runs": len(values), "values": values,  # noqa: E731
-                                        "seed": seed}
+                                        "seed": seed, "run_steps": [200] * len(values)}
     tpe = [rep(0.8, [2.0, 1.0, 0.9, 0.8]), rep(0.8, [2.0, 0.8, 0.9, 0.9], seed=1)]
     results = {"seed": {"autopilot": [rep(0.81, [0.9, 0.81]), rep(0.79, [0.9, 0.79], seed=1)], "tpe": tpe},
                "lr-100x-high": {"autopilot": [rep(0.7, [0.7, 0.9]), rep(0.75, [0.9, 0.75], seed=1)], "tpe": tpe},
