@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from train_helpers import tiny_config, write_config
 
 from dpot.config import load_train_config
 from dpot.ot.alignment import DomainFeatures
 from dpot.ot.loss import OTAlignmentLoss
-from dpot.policy.diffusion import diffusion_loss_with_features
+from dpot.policy.diffusion import DiffusionHook, diffusion_loss_with_features
 
 
 def _policy_and_batch(toy_data, tmp_path, **over):
@@ -68,3 +69,29 @@ def test_ot_gradient_reaches_encoder_and_changes_it(toy_data, tmp_path):
     before = [p.detach().clone() for p in enc.parameters()]
     torch.optim.SGD(enc.parameters(), lr=1.0).step()
     assert any(not torch.equal(a, p) for a, p in zip(before, enc.parameters()))
+
+
+@pytest.mark.parametrize("separate", [False, True])
+def test_each_camera_gets_its_own_encoder_output(toy_data, tmp_path, separate):
+    """The features kept by the hooks on LeRobot's own conditioning pass are, per camera, what that camera's encoder
+    gives for that camera's images (one shared encoder, or one per camera), and the loss is still LeRobot's."""
+    cfg, policy, batch = _policy_and_batch(toy_data, tmp_path,
+                                           policy={**tiny_config(toy_data)["policy"],
+                                                   "use_separate_rgb_encoder_per_camera": separate})
+    policy.eval()
+    torch.manual_seed(5)
+    ref, _ = policy.forward(dict(batch))
+    torch.manual_seed(5)
+    eps = torch.randn(batch["action"].shape)
+    t = torch.randint(0, policy.config.num_train_timesteps, (batch["action"].shape[0],)).long()
+    out = diffusion_loss_with_features(policy, batch, noise=eps, timesteps=t)
+    torch.testing.assert_close(out.loss, ref)
+    keys = list(policy.config.image_features)
+    encoders = list(policy.diffusion.rgb_encoder) if separate else [policy.diffusion.rgb_encoder] * len(keys)
+    with torch.no_grad():
+        for key, enc in zip(keys, encoders, strict=True):
+            direct = enc(batch[key].flatten(0, 1)).view(6, 2, -1)
+            torch.testing.assert_close(out.embeds[key.removeprefix("observation.images.")], direct)
+    enc = DiffusionHook().encode(policy, batch)
+    for cam, f in out.embeds.items():
+        torch.testing.assert_close(enc[cam], f)

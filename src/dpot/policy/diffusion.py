@@ -1,9 +1,11 @@
 """The Diffusion Policy hook: diffusion loss + per-camera image embeddings + denoised estimate, ONE forward pass.
 
-LeRobot's ``DiffusionModel.compute_loss`` returns only a scalar; the per-camera encoder outputs exist only inside
-``_prepare_global_conditioning``. :func:`diffusion_loss_with_features` re-implements those ~15 lines with the
-policy's own modules (``rgb_encoder``, ``unet``, ``noise_scheduler``), so the OT loss uses exactly the embeddings
-that condition the U-Net (gradients flow into the encoders) and no second encoder pass is made.
+LeRobot's ``DiffusionModel.compute_loss`` returns only a scalar and draws its own noise and timesteps; the per-camera
+encoder outputs exist only inside ``_prepare_global_conditioning``. :func:`diffusion_loss_with_features` calls that
+method itself (LeRobot's own conditioning: state, every camera's features, the environment state) while forward hooks
+on the model's RGB encoder(s) keep their outputs (:class:`CameraFeatures`), so the OT loss uses exactly the embeddings
+that condition the U-Net (gradients flow into the encoders) and no second encoder pass is made; then the U-Net on
+the trainer's own noise and timesteps, and the loss as ``compute_loss`` forms it, per item as well.
 
 Checked against LeRobot 0.6.1 (`tests/train/test_policy_hook.py` compares with ``DiffusionModel.compute_loss``
 under the same noise and timesteps). :class:`DiffusionHook` is the trainer's entry point (registered for
@@ -23,7 +25,6 @@ from dpot.policy.hooks import PolicyHook, PolicyStepOutput, rank_rows, register_
 
 OBS_STATE = "observation.state"
 OBS_IMAGES = "observation.images"
-OBS_ENV_STATE = "observation.environment_state"
 ACTION = "action"
 
 
@@ -63,15 +64,48 @@ def stack_cameras(batch: dict[str, Tensor], image_keys: list[str], n_obs_steps: 
     return batch
 
 
-def _encode_per_camera(model, images: Tensor) -> list[Tensor]:
-    """Per-camera features ``[B, S, D]`` from ``images`` ``[B, S, n, C, H, W]`` with the model's own encoder(s)."""
-    b, s, n = images.shape[:3]
-    if model.config.use_separate_rgb_encoder_per_camera:
-        per_cam = einops.rearrange(images, "b s n ... -> n (b s) ...")
-        return [enc(x).view(b, s, -1) for enc, x in zip(model.rgb_encoder, per_cam, strict=True)]
-    feats = model.rgb_encoder(einops.rearrange(images, "b s n ... -> (b s n) ..."))
-    feats = einops.rearrange(feats, "(b s n) d -> n b s d", b=b, s=s, n=n)
-    return list(feats)
+class CameraFeatures:
+    """Forward hooks on a ``DiffusionModel``'s RGB encoder(s) that keep their outputs while LeRobot's own
+    ``_prepare_global_conditioning`` runs (``with CameraFeatures(model) as cams: model._prepare_global_conditioning(
+    batch)``); :meth:`per_camera` gives them back per camera. The kept tensors are the ones the conditioning is built
+    from (same autograd graph), in LeRobot's layout: one shared encoder sees ``(b s n)`` images, one encoder per
+    camera sees ``(b s)``."""
+
+    def __init__(self, model):
+        self.model = model
+        self.outs: list[Tensor] = []
+        self.handles: list = []
+
+    def __enter__(self) -> CameraFeatures:
+        m = self.model
+        encoders = m.rgb_encoder if m.config.use_separate_rgb_encoder_per_camera else [m.rgb_encoder]
+        for enc in encoders:
+            self.handles.append(enc.register_forward_hook(lambda _mod, _inp, out: self.outs.append(out)))
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        for h in self.handles:
+            h.remove()
+        return False
+
+    def per_camera(self, b: int, s: int, n: int) -> list[Tensor]:
+        """Per-camera features ``[B, S, D]`` (``b`` items, ``s`` observation steps, ``n`` cameras)."""
+        if self.model.config.use_separate_rgb_encoder_per_camera:
+            return [out.view(b, s, -1) for out in self.outs]
+        (out,) = self.outs
+        return list(einops.rearrange(out, "(b s n) d -> n b s d", b=b, s=s, n=n))
+
+
+def conditioning_with_features(model, batch: dict[str, Tensor], image_keys: list[str]) -> tuple[Tensor, dict]:
+    """``(global_cond [B, S * cond_dim] flattened, {camera: [B, S, D]})`` of a batch already stacked by
+    :func:`stack_cameras`: LeRobot's ``_prepare_global_conditioning`` with the cameras' features kept."""
+    with CameraFeatures(model) as cams:
+        global_cond = model._prepare_global_conditioning(batch)
+    if not image_keys:
+        return global_cond, {}
+    b, s = batch[OBS_STATE].shape[:2]
+    feats = cams.per_camera(b, s, len(image_keys))
+    return global_cond, {k.removeprefix(OBS_IMAGES + "."): f for k, f in zip(image_keys, feats, strict=True)}
 
 
 def diffusion_loss_with_features(
@@ -88,9 +122,10 @@ def diffusion_loss_with_features(
     default to fresh samples from the global RNG exactly as ``compute_loss`` draws them; the trainer passes
     them explicitly (drawn from a per-step generator) so runs are reproducible across resume and process counts.
 
-    global_cond = flatten_{s}([state_s, f_cam1_s, ..., f_camN_s, env_state_s]), identical to
-    ``DiffusionModel._prepare_global_conditioning``; loss = mean((unet(x_t, t, global_cond) - target)^2), masked by
-    ``action_is_pad`` when ``do_mask_loss_for_padding`` (a batch without it raises ValueError, as LeRobot does).
+    global_cond = flatten_{s}([state_s, f_cam1_s, ..., f_camN_s, env_state_s]) from LeRobot's own
+    ``DiffusionModel._prepare_global_conditioning`` (:func:`conditioning_with_features`); loss = mean((unet(x_t, t,
+    global_cond) - target)^2), masked by ``action_is_pad`` when ``do_mask_loss_for_padding`` (a batch without it
+    raises ValueError, as LeRobot does).
     """
     cfg = policy.config
     if cfg.do_mask_loss_for_padding and "action_is_pad" not in batch:
@@ -99,18 +134,8 @@ def diffusion_loss_with_features(
     model = policy.diffusion
     image_keys = list(cfg.image_features) if cfg.image_features else []
     batch = stack_cameras(batch, image_keys, cfg.n_obs_steps)
-    state = batch[OBS_STATE]
-    bsz, n_obs = state.shape[:2]
-    cond = [state]
-    embeds: dict[str, Tensor] = {}
-    if image_keys:
-        feats = _encode_per_camera(model, batch[OBS_IMAGES])
-        for key, f in zip(image_keys, feats, strict=True):
-            embeds[key.removeprefix(OBS_IMAGES + ".")] = f
-        cond.append(torch.cat(feats, dim=-1))
-    if cfg.env_state_feature:
-        cond.append(batch[OBS_ENV_STATE])
-    global_cond = torch.cat(cond, dim=-1).flatten(start_dim=1)
+    bsz = batch[OBS_STATE].shape[0]
+    global_cond, embeds = conditioning_with_features(model, batch, image_keys)
 
     trajectory = batch[ACTION]
     if noise is None:
@@ -167,14 +192,14 @@ class DiffusionHook(PolicyHook):
                                 action=out.action, extras={"x0_hat": out.x0_hat})
 
     def encode(self, policy, batch):
-        """``rgb_encoder`` features ``[B, n_obs_steps, D]`` per camera (:func:`_encode_per_camera`)."""
+        """``rgb_encoder`` features ``[B, n_obs_steps, D]`` per camera, from LeRobot's own conditioning pass
+        (:func:`conditioning_with_features`; the U-Net is not run)."""
         cfg = policy.config
         image_keys = list(cfg.image_features) if cfg.image_features else []
         if not image_keys:
             return {}
-        images = stack_cameras(batch, image_keys, cfg.n_obs_steps)[OBS_IMAGES]
-        feats = _encode_per_camera(policy.diffusion, images)
-        return {k.removeprefix(OBS_IMAGES + "."): f for k, f in zip(image_keys, feats, strict=True)}
+        batch = stack_cameras(batch, image_keys, cfg.n_obs_steps)
+        return conditioning_with_features(policy.diffusion, batch, image_keys)[1]
 
     def log_metrics(self, out):
         l1 = (out["extras"]["x0_hat"].detach().float() - out["action"].detach().float()).abs().mean()
