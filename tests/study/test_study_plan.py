@@ -63,6 +63,15 @@ def test_every_method_gives_a_valid_train_config(preset, tmp_path):
             assert study.needs_pairs()
             assert (loaded.ot.pair_info_path, loaded.ot.resolved_prior(), loaded.ot.pair_batch_size) == \
                 (DATA["pairs"]["path"], "diagonal", 16)
+        if p.methods == "objective":          # the arm's own train settings land in the config the trainer loads
+            lr = loaded.optimizer.lr if loaded.optimizer is not None and not loaded.use_policy_training_preset \
+                else loaded.policy.optimizer_lr
+            assert lr == pytest.approx({"lr-1e-6": 1e-6, "lr-1e-5": 1e-5, "lr-1e-4": 1e-4, "lr-1e-3": 1e-3,
+                                        "lr-3e-3": 3e-3, "lr-3e-2": 3e-2}.get(method.name, 3e-4))
+            assert (loaded.policy.scheduler_name == "constant") == (method.name == "constant-3e-4")
+            assert (loaded.policy.scheduler_warmup_steps == 2000) == (method.name == "warmup-2000")
+            assert (loaded.optimizer is not None and loaded.optimizer.type == "adamw") == (method.name == "adamw-3e-4")
+            assert loaded.ot.lambda_ot == {"faithful-0.1": 0.1, "faithful-1.0": 1.0}.get(method.name, 0.0)
     if p.methods != "v1":
         return
     to = study.job_config(Job(METHODS["target-only"], 0), DATA)

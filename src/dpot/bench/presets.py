@@ -145,6 +145,9 @@ class Method:
     # that it sees 16 target items per step, the co-training arms' target exposure)
     seeds: int | None = None
     batch_size: int | None = None
+    # top-level train-config overrides of this arm (a dict value is merged into the job's section of that name:
+    # {"policy": {"optimizer_lr": 1e-6}}); the objective study's LR / schedule / optimizer variants
+    train: dict = field(default_factory=dict)
 
     def ot_config(self) -> dict:
         """The full ``ot`` section of the run's train config."""
@@ -234,8 +237,43 @@ V4_GPU_METHODS: dict[str, Method] = {m.name: m for m in [
            "co-training, the same data mix, lambda_ot=0 (v3's arm)", base=PAPER_OT),
     V4_METHODS["dp-ot-faithful"],
 ]}
+
+
+def _naive(name: str, help_: str, seeds: int | None = None, **train) -> Method:
+    """An arm of the objective study: v3's naive co-training (PAPER_OT's batches, lambda_ot 0) with ``train``."""
+    return Method(name, "source", "target", {"lambda_ot": 0.0}, 0, help_, base=PAPER_OT, seeds=seeds, train=train)
+
+
+# The objective's predictivity study (issue 32; docs/benchmarks.md, "The objective study: pre-registration"): 12
+# configs on cpu-objective (the cpu-idood data and policy, 1000 steps, a checkpoint every 250 evaluated closed-loop
+# in both target cells): the LR from near-untrained (1e-6, planted) to far too high (3e-2, planted) around the
+# study's 3e-4, a constant schedule, AdamW, a warmup longer than the run and the faithful OT term at two weights;
+# the planted near-untrained arm and the reference arm with 3 seeds (the planted-last criterion is per seed)
+ADAMW = {"type": "adamw", "lr": 3e-4, "betas": [0.95, 0.999], "eps": 1e-8, "weight_decay": 1e-2,
+         "grad_clip_norm": 10.0}
+OBJECTIVE_METHODS: dict[str, Method] = {m.name: m for m in [
+    _naive("lr-3e-4", "the study's own settings (Adam preset, lr 3e-4, cosine, warmup 50): the reference", seeds=3),
+    _naive("lr-1e-6", "planted: LR 300x below the reference, near-untrained at the budget", seeds=3,
+           policy={"optimizer_lr": 1e-6}),
+    _naive("lr-1e-5", "LR 30x below the reference", policy={"optimizer_lr": 1e-5}),
+    _naive("lr-1e-4", "LeRobot's Diffusion preset LR", policy={"optimizer_lr": 1e-4}),
+    _naive("lr-1e-3", "LR 3x above the reference", policy={"optimizer_lr": 1e-3}),
+    _naive("lr-3e-3", "LR 10x above the reference (the top of the autopilot's LR range)",
+           policy={"optimizer_lr": 3e-3}),
+    _naive("lr-3e-2", "planted: LR 100x above the reference", policy={"optimizer_lr": 3e-2}),
+    _naive("constant-3e-4", "the reference LR without warmup or decay", policy={"scheduler_name": "constant"}),
+    _naive("adamw-3e-4", "AdamW (weight decay 1e-2) at the reference LR and schedule",
+           use_policy_training_preset=False, optimizer=ADAMW,
+           scheduler={"type": "diffuser", "name": "cosine", "num_warmup_steps": 50}),
+    _naive("warmup-2000", "planted: a warmup twice the run (the LR never reaches 3e-4)",
+           policy={"scheduler_warmup_steps": 2000}),
+    Method("faithful-0.1", "source", "target", {"pair_info_path": PAIR_FILE_PLACEHOLDER}, 0,
+           "v4's dp-ot-faithful (lambda_ot 0.1)", base=FAITHFUL_OT, seeds=1),
+    Method("faithful-1.0", "source", "target", {"pair_info_path": PAIR_FILE_PLACEHOLDER, "lambda_ot": 1.0}, 0,
+           "dp-ot-faithful with lambda_ot 1.0", base=FAITHFUL_OT, seeds=1),
+]}
 METHOD_TABLES = {"v1": METHODS, "idood": IDOOD_METHODS, "powered": POWERED_METHODS, "task2": TASK2_METHODS,
-                 "act": ACT_METHODS, "v4": V4_METHODS, "v4-gpu": V4_GPU_METHODS}
+                 "act": ACT_METHODS, "v4": V4_METHODS, "v4-gpu": V4_GPU_METHODS, "objective": OBJECTIVE_METHODS}
 
 # The contrasts each method table pre-registers (docs/results.md, "Pre-registration"), arm A − arm B, read in the
 # target cells by dpot.bench.study.contrasts (seed-paired t as the main test, layout-paired as the secondary)
@@ -365,6 +403,21 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            target_region="id", curve_domains=("target_id", "target_ood"), methods="v4-gpu",
            eval_seed=200_000, source_eval_episodes=1),
     CPU_IDOOD,
+    # The objective's predictivity study (issue 32, OBJECTIVE_METHODS): cpu-idood's data and policy on button-press,
+    # 1000 steps with a checkpoint every 250, each checkpoint evaluated in both target cells with 50 episodes on new
+    # layouts (eval_seed 300000), no source cell
+    replace(CPU_IDOOD, name="cpu-objective", steps=1000, save_every=250, eval_episodes=50, curve_episodes=50, seeds=1,
+            methods="objective", eval_seed=300_000, eval_domains=("target_id", "target_ood"),
+            policy=dict(CPU_IDOOD.policy),
+            note="2 CPU cores: 16 jobs, ~13 min training (faithful ~21) + ~9 min evaluation each on one core"),
+    Preset("micro-objective", ("button-press-topdown-v3",), source_episodes=2, target_episodes=2, image_size=32,
+           cameras=("corner4", "gripperPOV"), steps=4, batch_size=4, save_every=2,
+           policy={"down_dims": [16, 32], "horizon": 8, "n_action_steps": 4, "diffusion_step_embed_dim": 32,
+                   "num_inference_steps": 2, "spatial_softmax_num_keypoints": 8, "n_obs_steps": 1},
+           eval_episodes=1, curve_episodes=1, eval_max_steps=12, num_workers=0, eval_workers=1, device="cpu",
+           seeds=1, warmup_steps=1, log_freq=1, note="for tests: cpu-objective's arms at seconds per job",
+           eval_domains=("target_id", "target_ood"), obs="proprio", shift="target-visual", target_region="id",
+           curve_domains=("target_id", "target_ood"), methods="objective", eval_seed=300_000),
     # The powered design (issue 19, docs/results.md "Pre-registration"): cpu-idood's data, policy and budget, new
     # evaluation layouts (eval_seed 200000: seeds never used by a study before), 200 episodes per target cell and
     # 50 for the source cell; per-arm seeds in POWERED_METHODS (7 for the core arms, 3 for the others)
@@ -507,5 +560,6 @@ def parse_methods(text: str | None, table: dict[str, Method] | None = None) -> l
 
 
 __all__ = ["ACT_FORK_OT", "ACT_METHODS", "CONTRASTS", "DATA_SEEDS", "EVAL_CELLS", "EVAL_SEED", "IDOOD_METHODS",
-           "METHODS", "METHOD_TABLES", "OFFICIAL_OT", "PAPER_OT", "POWERED_METHODS", "PRESETS", "SEED_OT",
-           "TASK2_METHODS", "Method", "Preset", "get_preset", "parse_methods", "policy_section", "train_config"]
+           "METHODS", "METHOD_TABLES", "OBJECTIVE_METHODS", "OFFICIAL_OT", "PAPER_OT", "POWERED_METHODS", "PRESETS",
+           "SEED_OT", "TASK2_METHODS", "Method", "Preset", "get_preset", "parse_methods", "policy_section",
+           "train_config"]

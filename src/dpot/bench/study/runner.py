@@ -145,6 +145,8 @@ class Study(StudyDir):
                     "log_freq": p.log_freq, "ot": ot})
         if job.method.batch_size is not None:
             cfg["batch_size"] = job.method.batch_size
+        for key, value in job.method.train.items():   # the arm's own settings (the objective study's variants)
+            cfg[key] = {**cfg[key], **value} if isinstance(value, dict) and isinstance(cfg.get(key), dict) else value
         # the domain probe at step 0 and every checkpoint (eval/domain_probe/<camera>; no effect on training)
         cfg["eval"] = {**cfg.get("eval", {}), "val_fraction": 0.0, "domain_probe_freq": p.save_every}
         return cfg
