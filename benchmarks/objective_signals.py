@@ -230,6 +230,15 @@ def correlate(signal_files: list[Path], studies: list[Path], heldout: str) -> di
             "runs": [r["name"] for r in runs]}
 
 
+def plain(x):
+    """``x`` with every non-finite float replaced by None (the JSON standard has no NaN)."""
+    if isinstance(x, dict):
+        return {k: plain(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [plain(v) for v in x]
+    return None if isinstance(x, float) and not math.isfinite(x) else x
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -262,7 +271,7 @@ def main() -> None:
             dst.write_text(json.dumps(res, indent=1) + "\n")
     else:
         res = correlate([Path(f) for f in a.signal_files], [Path(d) for d in a.study], a.heldout)
-        Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
+        Path(a.out).write_text(json.dumps(plain(res), indent=1, allow_nan=False) + "\n")
         for sig, cells in res["signals"].items():
             print(sig + ": " + "  ".join(f"{cell} rho {v['all_steps']['rho']:+.2f} "
                                          f"[{v['all_steps']['ci95'][0]:+.2f}, {v['all_steps']['ci95'][1]:+.2f}] "

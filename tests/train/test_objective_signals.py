@@ -8,7 +8,7 @@ import math
 import pytest
 from train_helpers import tiny_config, write_config
 
-from benchmarks.objective_signals import correlate, rho_with_interval, run_signals, success_points
+from benchmarks.objective_signals import correlate, plain, rho_with_interval, run_signals, success_points
 from dpot.cli import main as dpot_main
 
 
@@ -49,6 +49,11 @@ def test_a_signal_that_orders_the_successes_has_rho_one_and_the_untrained_weight
     assert early["rho"] == pytest.approx(1.0) and early["n_points"] == 3
     # OOD success differs in rate only through the episodes: 1/20 at step 500 > 1/100 at the end
     assert res["signals"]["offline_l1"]["ood"]["all_steps"]["rho"] < 0
+
+
+def test_a_constant_success_gives_no_rho_and_the_file_stays_plain_json():
+    res = rho_with_interval([("a", 1.0, 0.0), ("b", 2.0, 0.0)], boot=20)
+    assert math.isnan(res["rho"]) and json.loads(json.dumps(plain(res), allow_nan=False))["rho"] is None
 
 
 def test_the_interval_is_a_bootstrap_over_runs():
