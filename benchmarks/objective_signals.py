@@ -230,6 +230,66 @@ def correlate(signal_files: list[Path], studies: list[Path], heldout: str) -> di
             "runs": [r["name"] for r in runs]}
 
 
+MIN_SCORE = 0.3            # the pre-registered bar (docs/benchmarks.md, "The objective study: pre-registration")
+PLANTED_LOW = "lr-1e-6"    # the planted near-untrained arm of OBJECTIVE_METHODS
+
+
+def _arm_seed(name: str) -> tuple[str, int]:
+    m = re.match(r"^(?P<arm>.+)-seed(?P<seed>\d+)$", name)
+    return (m.group("arm"), int(m.group("seed"))) if m else (name, 0)
+
+
+def decide(corr: dict, runs: list[dict], heldout: str) -> dict:
+    """The pre-registered decision (docs/benchmarks.md, "The objective study: pre-registration") on a
+    :func:`correlate` result: ``{"points", "direction", "signals": {name: {"spearman_id", "spearman_ood", ...}},
+    "chosen", "budget_steps", "planted_untrained_last": [one bool per seed], ...}`` (issue 32's schema).
+
+    A (signal, budget) pair scores the smaller of the lower interval ends of its budget-view rho on ID and OOD; the
+    chosen budget is the smallest whose best signal scores >= :data:`MIN_SCORE` (ties: the larger mean rho), else
+    the best-scoring pair (``weak``: true). ``planted_untrained_last[s]``: the :data:`PLANTED_LOW` run of seed s
+    scores worse at that budget than every run of every other arm."""
+    table = corr["signals"]
+    cand = []
+    for sig, cells in table.items():
+        for bud, _ in cells["id"]["at_budget_vs_final"].items():
+            rid, rood = cells["id"]["at_budget_vs_final"][bud], cells["ood"]["at_budget_vs_final"][bud]
+            lows = [rid["ci95"][0], rood["ci95"][0]]
+            if not all(math.isfinite(x) for x in lows):
+                continue
+            cand.append((int(bud), sig, min(lows), (rid["rho"] + rood["rho"]) / 2))
+    good = [c for c in cand if c[2] >= MIN_SCORE]
+    if good:
+        first = min(c[0] for c in good)
+        bud, sig, score, _ = max((c for c in good if c[0] == first), key=lambda c: (c[2], c[3]))
+    elif cand:
+        bud, sig, score, _ = max(cand, key=lambda c: (c[2], c[3], -c[0]))
+    else:
+        bud, sig, score = None, None, None
+    planted, ranks = [], {}
+    if sig is not None:
+        sign = 1.0 if sig == "improvement" else -1.0
+        at = {r["name"]: sign * r["steps"][str(bud)][heldout][sig] for r in runs
+              if str(bud) in r["steps"] and r["steps"][str(bud)][heldout].get(sig) is not None}
+        order = sorted(at, key=lambda n: at[n], reverse=True)            # best first
+        ranks = {n: order.index(n) + 1 for n in order}
+        for name in sorted(n for n in at if _arm_seed(n)[0] == PLANTED_LOW):
+            others = [v for n, v in at.items() if _arm_seed(n)[0] != PLANTED_LOW]
+            planted.append(bool(others) and at[name] < min(others))
+    points = table[SIGNALS[0]]["id"]["all_steps"]["n_points"]
+    return {"points": points, "direction": "max" if sig == "improvement" else "min", "heldout": heldout,
+            "signals": {name: {"spearman_id": c["id"]["all_steps"]["rho"],
+                               "spearman_id_ci95": c["id"]["all_steps"]["ci95"],
+                               "spearman_ood": c["ood"]["all_steps"]["rho"],
+                               "spearman_ood_ci95": c["ood"]["all_steps"]["ci95"],
+                               "final_only": {"id": c["id"]["final_only"], "ood": c["ood"]["final_only"]},
+                               "at_budget_vs_final": {"id": c["id"]["at_budget_vs_final"],
+                                                      "ood": c["ood"]["at_budget_vs_final"]}}
+                        for name, c in table.items()},
+            "chosen": sig, "budget_steps": bud, "score": score, "weak": score is None or score < MIN_SCORE,
+            "planted_untrained_last": planted, "ranks_at_budget": ranks,
+            "untrained_weights_last": corr["untrained_last"], "runs": corr["runs"]}
+
+
 def plain(x):
     """``x`` with every non-finite float replaced by None (the JSON standard has no NaN)."""
     if isinstance(x, dict):
@@ -255,6 +315,8 @@ def main() -> None:
     c.add_argument("--study", nargs="+", required=True)
     c.add_argument("--heldout", default="id")
     c.add_argument("--out", required=True)
+    c.add_argument("--decide", action="store_true",
+                   help="write the pre-registered decision in issue 32's schema (objective.json) instead of the table")
     a = ap.parse_args()
     if a.cmd == "signals":
         heldout = {k: Path(v) for k, v in (h.split("=", 1) for h in a.heldout)}
@@ -270,7 +332,14 @@ def main() -> None:
                               steps=[int(x) for x in a.steps.split(",")] if a.steps else None)
             dst.write_text(json.dumps(res, indent=1) + "\n")
     else:
-        res = correlate([Path(f) for f in a.signal_files], [Path(d) for d in a.study], a.heldout)
+        files = [Path(f) for f in a.signal_files]
+        res = correlate(files, [Path(d) for d in a.study], a.heldout)
+        if a.decide:
+            res = decide(res, [json.loads(f.read_text()) for f in files], a.heldout)
+            Path(a.out).write_text(json.dumps(plain(res), indent=1, allow_nan=False) + "\n")
+            print(f"chosen {res['chosen']} at {res['budget_steps']} steps (score {res['score']}, weak "
+                  f"{res['weak']}); planted near-untrained last per seed: {res['planted_untrained_last']}")
+            return
         Path(a.out).write_text(json.dumps(plain(res), indent=1, allow_nan=False) + "\n")
         for sig, cells in res["signals"].items():
             print(sig + ": " + "  ".join(f"{cell} rho {v['all_steps']['rho']:+.2f} "

@@ -80,3 +80,37 @@ def test_signals_of_a_tiny_run_at_step_0_and_its_checkpoints(toy_data, tmp_path,
     assert res["steps"]["0"]["id"]["improvement"] == 0.0
     assert run_signals(run, {"id": toy_data["tgt"]}, steps=[4], **kw)["steps"]["4"]["id"] == {
         **res["steps"]["4"]["id"], "improvement": None}          # deterministic; no step 0, no improvement
+
+
+def test_the_decision_picks_the_smallest_budget_that_clears_the_bar_and_checks_the_planted_run(tmp_path):
+    """Synthetic objective study: 8 runs of 6 arms; 'denoise_mse' ranks the final success at step 250 already,
+    the offline L1 only at 500 (its step-250 values are shuffled); the planted lr-1e-6 runs score worst."""
+    from benchmarks.objective_signals import decide
+
+    study, files = tmp_path / "study", []
+    arms = [("lr-1e-6", 0), ("lr-1e-6", 1), ("lr-1e-5", 0), ("lr-1e-4", 0), ("lr-3e-4", 0), ("lr-3e-4", 1),
+            ("lr-1e-3", 0), ("lr-3e-2", 0)]
+    success = [0, 1, 10, 20, 30, 28, 25, 5]               # final successes of 50
+    shuffled = [3, 7, 1, 6, 0, 5, 2, 4]
+    for i, ((arm, seed), ok) in enumerate(zip(arms, success, strict=True)):
+        job = f"{arm}-seed{seed}"
+        quality = ok + 0.1 * i                            # breaks the ties
+        steps = {}
+        for s in (0, 250, 500):
+            l1 = 1.0 if s == 0 else (1.0 - quality / 100 if s == 500 else 1.0 - shuffled[i] / 100)
+            dm = 1.2 if s == 0 else 1.2 - quality / 50
+            steps[str(s)] = {"id": {"offline_l1": l1, "offline_l1_fixed": l1, "denoise_mse": dm,
+                                    "improvement": 1.0 - l1}}
+        (tmp_path / f"{job}.json").write_text(json.dumps({"name": job, "seed": seed, "steps": steps}))
+        files.append(tmp_path / f"{job}.json")
+        for cell in ("target_id", "target_ood"):
+            _eval(study, job, cell, 250, ok // 2, 50)
+            _eval(study, job, cell, 500, ok, 50, final=True)
+    corr = correlate(files, [study], "id")
+    res = decide(corr, [json.loads(f.read_text()) for f in files], "id")
+    assert (res["chosen"], res["budget_steps"], res["weak"]) == ("denoise_mse", 250, False)
+    assert res["direction"] == "min" and res["points"] == 16
+    assert res["planted_untrained_last"] == [True, True]
+    assert res["ranks_at_budget"]["lr-3e-4-seed0"] == 1
+    assert set(res["signals"]) == {"offline_l1", "offline_l1_fixed", "denoise_mse", "improvement"}
+    assert res["signals"]["offline_l1"]["at_budget_vs_final"]["id"]["250"]["ci95"][0] < 0.3
