@@ -3,6 +3,11 @@
 
     .venv/bin/python -m benchmarks.objective_signals signals RUN [RUN ...] --heldout NAME=DATASET [...] --out F
     .venv/bin/python -m benchmarks.objective_signals correlate F [F ...] --study DIR [...] --out objective.json
+    .venv/bin/python -m benchmarks.objective_signals all --study DIR --heldout NAME=DATASET [...] --out DIR2
+
+``all`` is the objective study's last step (docs/benchmarks.md, "The objective study: pre-registration"): the
+signals of every finished job of the study ``DIR`` (its done markers) not yet in ``DIR2/signals/``, then
+``DIR2/objective-table.json`` (``correlate``) and ``DIR2/objective.json`` (``--decide``).
 
 ``signals``: for each run, the policy at step 0 (its initial weights, rebuilt from its config and seed as ``dpot
 train`` built them) and at every checkpoint is scored on each held-out dataset (target episodes generated apart
@@ -290,6 +295,28 @@ def decide(corr: dict, runs: list[dict], heldout: str) -> dict:
             "untrained_weights_last": corr["untrained_last"], "runs": corr["runs"]}
 
 
+def run_all(study: Path, heldout: dict[str, Path], out: Path, *, n_batches: int, draws: int,
+            fractions: tuple[float, ...] = (0.1, 0.5, 0.9)) -> dict:
+    """Signals of every finished job of ``study`` (kept: a job's file is computed once), then the table and the
+    pre-registered decision on the ``id`` held-out set (the first given) written under ``out``; returns the
+    decision."""
+    sig_dir = out / "signals"
+    sig_dir.mkdir(parents=True, exist_ok=True)
+    for marker in sorted((study / "done").glob("*.json")):
+        dst = sig_dir / f"{marker.stem}.json"
+        if not dst.exists():
+            res = run_signals(study / "runs" / marker.stem, heldout, n_batches=n_batches, draws=draws,
+                              fractions=list(fractions))
+            dst.write_text(json.dumps(plain(res), indent=1) + "\n")
+    files = sorted(sig_dir.glob("*.json"))
+    name = next(iter(heldout))
+    table = correlate(files, [study], name)
+    (out / "objective-table.json").write_text(json.dumps(plain(table), indent=1, allow_nan=False) + "\n")
+    res = decide(table, [json.loads(f.read_text()) for f in files], name)
+    (out / "objective.json").write_text(json.dumps(plain(res), indent=1, allow_nan=False) + "\n")
+    return res
+
+
 def plain(x):
     """``x`` with every non-finite float replaced by None (the JSON standard has no NaN)."""
     if isinstance(x, dict):
@@ -317,7 +344,17 @@ def main() -> None:
     c.add_argument("--out", required=True)
     c.add_argument("--decide", action="store_true",
                    help="write the pre-registered decision in issue 32's schema (objective.json) instead of the table")
+    al = sub.add_parser("all")
+    al.add_argument("--study", required=True)
+    al.add_argument("--heldout", nargs="+", required=True)
+    al.add_argument("--out", required=True)
+    al.add_argument("--batches", type=int, default=4)
+    al.add_argument("--draws", type=int, default=2)
     a = ap.parse_args()
+    if a.cmd == "all":
+        run_all(Path(a.study), {k: Path(v) for k, v in (h.split("=", 1) for h in a.heldout)}, Path(a.out),
+                n_batches=a.batches, draws=a.draws)
+        return
     if a.cmd == "signals":
         heldout = {k: Path(v) for k, v in (h.split("=", 1) for h in a.heldout)}
         fractions = [float(x) for x in a.timesteps.split(",")]
