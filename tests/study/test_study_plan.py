@@ -265,3 +265,11 @@ def test_ot_metrics_average_the_late_part_of_the_run(tmp_path):
     assert m["train/ot_cost/img_top"] == 1.0 and m["train/ot_embed_spread/top"] == 3.0
     assert "train/lr" not in m
     assert "error" in ot_metrics(tmp_path / "missing")
+
+
+def test_a_cpu_study_without_omp_num_threads_on_a_small_machine_is_warned():
+    from dpot.bench.study.cli import thread_advice
+
+    assert "OMP_NUM_THREADS=1" in thread_advice({}, 2, "cpu")
+    assert thread_advice({"OMP_NUM_THREADS": "1"}, 2, "cpu") is None
+    assert thread_advice({}, 16, "cpu") is None and thread_advice({}, 2, "cuda") is None

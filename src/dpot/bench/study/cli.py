@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from dpot import rundir
-from dpot.bench.presets import parse_methods
+from dpot.bench.presets import get_preset, parse_methods
 from dpot.bench.study.plan import plan_jobs
 from dpot.bench.study.rendering import pct
 from dpot.bench.study.runner import make_study, run_study
@@ -30,6 +31,17 @@ def add_arguments(p) -> None:
     p.add_argument("--plan", action="store_true", help="print the jobs and their state; run nothing")
 
 
+def thread_advice(env: dict, cpus: int | None, device: str | None) -> str | None:
+    """The warning a CPU study prints when ``OMP_NUM_THREADS`` is unset on a small machine (None otherwise): each
+    training and evaluation process then runs torch on every core, and two sittings side by side oversubscribe them
+    (steps 4-8x slower on 2 cores, measured in session 14)."""
+    if "OMP_NUM_THREADS" in env or (device or "cpu") != "cpu" or (cpus or 1) > 4:
+        return None
+    return (f"dpot bench study: OMP_NUM_THREADS is not set, so torch uses all {cpus or 1} cores in every training "
+            "and evaluation process; with two sittings side by side set OMP_NUM_THREADS=1 for each (steps were 4-8x "
+            "slower without it on 2 cores)")
+
+
 def run_cli(args) -> int:
     """``dpot bench study`` with parsed ``args``; returns the exit code."""
     if args.plan:
@@ -50,6 +62,9 @@ def run_cli(args) -> int:
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("dpot.bench.study").setLevel(logging.INFO)
+    advice = thread_advice(dict(os.environ), os.cpu_count(), args.device or get_preset(args.preset).device)
+    if advice:
+        logging.getLogger("dpot.bench.study").warning(advice)
     res = run_study(args.preset, task=args.task, root=args.dir, seeds=args.seeds, only=args.only,
                     max_jobs=args.max_jobs, device=args.device, eval_workers=args.eval_workers, shift=args.shift)
     for name, m in res["methods"].items():
