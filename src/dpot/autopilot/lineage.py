@@ -63,7 +63,6 @@ def nodes(search) -> list[dict]:
             "title": r.title, "findings": r.findings, "budget": r.budget,
             "parent_best": r.parent_best, "regression": r.regression,
             "trained_steps": sum(x.record.trained_steps or 0 for x in es),
-            "note": r.note,
             "rungs": [{"budget": x.record.budget, "objective": x.record.objective}
                       for x in es if x.record.objective is not None],
             "retry_of": r.retry_of, "seconds": r.seconds, "worker": r.worker,
