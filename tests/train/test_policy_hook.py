@@ -30,15 +30,20 @@ def _policy_and_batch(toy_data, tmp_path, **over):
     return cfg, policy, batch
 
 
-def test_hook_matches_lerobot_loss(toy_data, tmp_path):
-    _, policy, batch = _policy_and_batch(toy_data, tmp_path)
+def _ours_and_lerobots(policy, batch, seed: int):
+    """(our hook's output, LeRobot's loss) in eval mode with the noise and timesteps LeRobot draws after ``seed``."""
     policy.eval()  # no random crop; deterministic
-    torch.manual_seed(123)
+    torch.manual_seed(seed)
     ref, _ = policy.forward(dict(batch))
-    torch.manual_seed(123)
+    torch.manual_seed(seed)
     eps = torch.randn(batch["action"].shape)
     t = torch.randint(0, policy.config.num_train_timesteps, (batch["action"].shape[0],)).long()
-    out = diffusion_loss_with_features(policy, batch, noise=eps, timesteps=t)
+    return diffusion_loss_with_features(policy, batch, noise=eps, timesteps=t), ref, eps, t
+
+
+def test_hook_matches_lerobot_loss(toy_data, tmp_path):
+    _, policy, batch = _policy_and_batch(toy_data, tmp_path)
+    out, ref, eps, t = _ours_and_lerobots(policy, batch, 123)
     torch.testing.assert_close(out.loss, ref)
     assert set(out.embeds) == {"top", "wrist"}
     assert out.embeds["top"].shape == (6, 2, 64)   # [B, n_obs_steps, D]
@@ -78,13 +83,7 @@ def test_each_camera_gets_its_own_encoder_output(toy_data, tmp_path, separate):
     cfg, policy, batch = _policy_and_batch(toy_data, tmp_path,
                                            policy={**tiny_config(toy_data)["policy"],
                                                    "use_separate_rgb_encoder_per_camera": separate})
-    policy.eval()
-    torch.manual_seed(5)
-    ref, _ = policy.forward(dict(batch))
-    torch.manual_seed(5)
-    eps = torch.randn(batch["action"].shape)
-    t = torch.randint(0, policy.config.num_train_timesteps, (batch["action"].shape[0],)).long()
-    out = diffusion_loss_with_features(policy, batch, noise=eps, timesteps=t)
+    out, ref, _, _ = _ours_and_lerobots(policy, batch, 5)
     torch.testing.assert_close(out.loss, ref)
     keys = list(policy.config.image_features)
     encoders = list(policy.diffusion.rgb_encoder) if separate else [policy.diffusion.rgb_encoder] * len(keys)
