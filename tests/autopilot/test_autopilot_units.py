@@ -214,7 +214,6 @@ def test_trained_steps_count_what_a_segment_really_trained():
     assert trained_steps(rows, 0, 6) == 3            # stopped at step 3 of 6
     assert trained_steps(rows, 2, 6) == 1            # a rung resumed from step 2
     assert trained_steps(rows, 0, 2) == 2            # logged past the budget: capped
-    assert trained_steps(rows, 0, 6, trained=False) == 0   # only read back after a crash
     assert trained_steps([], 4, 8) == 0
 
 

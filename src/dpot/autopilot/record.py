@@ -74,7 +74,7 @@ class TrialRecord:
     ``parent_objective``, ``parent_best``, ``regression``, ``objective_noise`` (the per-point noise sd of the
     objective's series, :func:`dpot.analysis.noise.noise_sd`; None with fewer than 3 points), ``trained_steps``
     (the steps this segment really trained, from ``prev_budget`` to the last logged step: less than the budget when
-    pruned; 0 when only read back), ``findings`` (report rule ids), ``decision``, ``seconds``, ``note``.
+    pruned), ``findings`` (report rule ids), ``decision``, ``seconds``, ``note``.
     """
 
     name: str

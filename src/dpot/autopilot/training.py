@@ -119,8 +119,7 @@ class TrialRunner:
                     return "pruned"
             return None
 
-        launched = not rundir.is_finished(run_dir, budget)
-        if not launched:
+        if rundir.is_finished(run_dir, budget):
             reason = poll() or ""           # trained before a crash: only read it
         else:                               # resumes from its checkpoint, if any
             launch = launch_train(cfg_path, run_dir, log_path, name=name, launcher=self.s.launcher, poll=poll,
@@ -166,7 +165,7 @@ class TrialRunner:
             self.planner.enqueue_retry(r)
         r.objective = TrialRecord.objective_attr(objective)
         r.parent_objective, r.parent_best, r.regression = parent_obj, parent_best, regression
-        r.objective_noise, r.trained_steps = own_noise, trained_steps(rows, prev_budget, budget, trained=launched)
+        r.objective_noise, r.trained_steps = own_noise, trained_steps(rows, prev_budget, budget)
         r.findings, r.decision, r.seconds, r.note = findings, decision, round(time.time() - t0, 1), note[:500]
         TrialStore.write(trial, r, ("objective", "parent_objective", "parent_best", "regression", "objective_noise",
                                     "trained_steps", "findings", "decision", "seconds", "note"))
@@ -206,12 +205,11 @@ def _log_tail(path: Path) -> str:
     return (errs or lines or ["(empty log)"])[-1][:300]
 
 
-def trained_steps(rows: list[dict], prev_budget: int, budget: int, trained: bool = True) -> int:
+def trained_steps(rows: list[dict], prev_budget: int, budget: int) -> int:
     """The steps a segment trained from ``prev_budget`` towards ``budget``: its last logged step (capped at
-    ``budget``) minus ``prev_budget``; 0 when nothing was trained in this sitting (``trained=False``: read back) or
-    nothing past ``prev_budget`` was logged. A pruned run counts only what it trained."""
-    if not trained:
-        return 0
+    ``budget``) minus ``prev_budget`` (0 when nothing past ``prev_budget`` was logged). A pruned run counts only what
+    it trained; a run read back after its worker died counts what that worker trained (its trial had no results
+    yet, so nothing is counted twice)."""
     last = max((int(r["step"]) for r in rows if isinstance(r.get("step"), int)), default=prev_budget)
     return max(0, min(last, budget) - prev_budget)
 
