@@ -98,8 +98,10 @@ from dpot.rundir import LINEAGE_FILE
 
 if __package__:  # imported as benchmarks.autopilot (the tests, python -m benchmarks.autopilot)
     from .markdown_section import write_section
+    from .objective_signals import spearman
 else:  # run as python benchmarks/autopilot.py: benchmarks/ is sys.path[0]
     from markdown_section import write_section
+    from objective_signals import spearman
 
 REPO = Path(__file__).resolve().parents[1]
 PARENT = "## Autopilot (dpot autopilot)"
@@ -605,13 +607,6 @@ def run_repeat(start: str, rep: int, src: Path, tgt: Path, work: Path, a) -> dic
         if method in a.methods:
             out[method] = cached(work / f"{method}.result.json", fn)
     return out
-
-
-def spearman(x: list[float], y: list[float]) -> float:
-    """Spearman's rank correlation of two equal-length lists (SciPy's, average ranks for ties)."""
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(x, y).statistic)
 
 
 def rank_stability(src: Path, tgt: Path, a, n: int, out: Path) -> dict:
