@@ -4,11 +4,11 @@ import json
 import logging
 import subprocess
 import sys
-from pathlib import Path
 
 import draccus
 import pytest
 
+from benchmarks.config_load import by_parse
 from dpot.config import (
     EmbedFeatureConfig,
     LabelFeatureConfig,
@@ -56,27 +56,6 @@ def test_saved_config_loads_back_identically(tmp_path):
     assert json.loads(out.read_text())["ot"]["tau_tgt"] == 0.02
 
 
-def _draccus_parse(path, overrides):
-    """The oracle: draccus' own parser on the cleaned JSON, read from a file (what load_train_config called before
-    session 15; benchmarks/config_load.py times the two)."""
-    import tempfile
-
-    import draccus
-
-    from dpot.config import DpotTrainConfig, read_raw_config, validate_config
-    from dpot.config.check import check_tree
-    from dpot.config.load import _apply_policy_defaults
-
-    raw = read_raw_config(json.loads(path.read_text()))
-    check_tree("", raw, DpotTrainConfig)
-    _apply_policy_defaults(raw, overrides)
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "c.json").write_text(json.dumps(raw))
-        cfg = draccus.parse(DpotTrainConfig, config_path=str(Path(tmp) / "c.json"), args=list(overrides))
-    validate_config(cfg)
-    return cfg
-
-
 @pytest.mark.parametrize("policy", [BASE["policy"], {"type": "act", "chunk_size": 8, "n_action_steps": 8}])
 @pytest.mark.parametrize("overrides", [
     [],
@@ -90,9 +69,10 @@ def _draccus_parse(path, overrides):
 ])
 def test_overrides_merge_as_draccus_parse_merges_them(tmp_path, policy, overrides):
     """load_train_config merges --a.b=c into the file's JSON itself and decodes (no temp file, no argparse parser):
-    the resolved config equals draccus.parse's on the same cleaned file and arguments, types included."""
+    the resolved config equals draccus.parse's on the same cleaned file and arguments, types included (the oracle,
+    benchmarks/config_load.py's by_parse, is the load path before session 15)."""
     path = _write(tmp_path, {**BASE, "policy": policy})
-    ours, oracle = load_train_config(path, overrides), _draccus_parse(path, overrides)
+    ours, oracle = load_train_config(path, overrides), by_parse(path, overrides)
     assert config_to_dict(ours) == config_to_dict(oracle)
     assert type(ours.policy) is type(oracle.policy) and type(ours.optimizer) is type(oracle.optimizer)
     assert [type(f) for f in ours.ot.features] == [type(f) for f in oracle.ot.features]
@@ -262,3 +242,14 @@ def test_train_help_lists_every_dpot_key_with_its_default():
     assert "use_learned_embed=true" in lines['"type": "embed"'] and 'key="action"' in lines['"type": "label"']
     assert "term_name=null" in lines['"type": "embed"'] and "term_name=null" in lines['"type": "label"']
     assert "--steps=" not in text  # LeRobot's own keys are referred to, not repeated
+
+
+def test_the_package_exports_each_module_s_public_names():
+    """dpot.config's lazy table names exactly what each of its modules declares public."""
+    import importlib
+
+    import dpot.config as package
+
+    for module, names in package._HOME.items():
+        assert set(names) == set(importlib.import_module(module).__all__), module
+        assert all(getattr(package, n) is getattr(importlib.import_module(module), n) for n in names)
