@@ -50,9 +50,10 @@ CELLS = ("target_id", "target_ood")
 # ----------------------------------------------------------------------------------------------------- signals
 
 
-def _heldout_batches(cfg, parts, root: Path, name: str, n_batches: int, seed: int) -> list[dict]:
-    """``n_batches`` raw (uint8) batches of every episode of the held-out dataset at ``root``, drawn as the
-    trainer draws its validation batches (:func:`dpot.data.cotrain.val_batches`) with ``seed``."""
+def _heldout_batches(cfg, parts, root: Path, name: str, n_batches: int, seeds: tuple[int, ...]) -> dict[int, list]:
+    """Seed -> ``n_batches`` raw (uint8) batches of every episode of the held-out dataset at ``root``, drawn as the
+    trainer draws its validation batches (:func:`dpot.data.cotrain.val_batches`) with that seed; the dataset is
+    opened once."""
     import torch
 
     from dpot.data.cotrain import EpisodeTable, val_batches
@@ -64,9 +65,12 @@ def _heldout_batches(cfg, parts, root: Path, name: str, n_batches: int, seed: in
     inputs = check_inputs(held)
     dataset, _, _ = open_cotrain_dataset(held, inputs, parts)
     table = EpisodeTable.from_meta(inputs.tgt_meta)
-    sampler = val_batches(table, n_batches=n_batches, batch_size=cfg.batch_size, seed=seed)
+    out = {}
     with dataset.without_transforms():
-        return list(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=0))
+        for seed in seeds:
+            sampler = val_batches(table, n_batches=n_batches, batch_size=cfg.batch_size, seed=seed)
+            out[seed] = list(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=0))
+    return out
 
 
 def _denoise_mse(policy, batches: list[dict], prepare, fractions: list[float]) -> float:
@@ -110,8 +114,10 @@ def run_signals(run: Path, heldout: dict[str, Path], *, n_batches: int, draws: i
     parts = build_policy(cfg, check_inputs(cfg))     # step 0: the run's initial weights, its preprocessor
     prepare = functools.partial(prepare_eval_batch, preprocessor=parts.preprocessor, image_keys=parts.image_keys)
     hook = get_hook(cfg.policy.type)
-    sets = {name: {"run": _heldout_batches(cfg, parts, root, name, n_batches, seed),
-                   "fixed": _heldout_batches(cfg, parts, root, name, n_batches, 0)} for name, root in heldout.items()}
+    sets = {}
+    for name, root in heldout.items():
+        by_seed = _heldout_batches(cfg, parts, root, name, n_batches, (seed, 0))
+        sets[name] = {"run": by_seed[seed], "fixed": by_seed[0]}
     steps = steps if steps is not None else [0] + [s for s in rundir.checkpoint_steps(run) if s > 0]
     out: dict = {}
     for step in steps:
@@ -256,7 +262,7 @@ def decide(corr: dict, runs: list[dict], heldout: str) -> dict:
     table = corr["signals"]
     cand = []
     for sig, cells in table.items():
-        for bud, _ in cells["id"]["at_budget_vs_final"].items():
+        for bud in cells["id"]["at_budget_vs_final"]:
             rid, rood = cells["id"]["at_budget_vs_final"][bud], cells["ood"]["at_budget_vs_final"][bud]
             lows = [rid["ci95"][0], rood["ci95"][0]]
             if not all(math.isfinite(x) for x in lows):
