@@ -32,6 +32,20 @@ SGD = {"use_policy_training_preset": False, "optimizer": {"type": "sgd", "lr": 0
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
 
+def _run_process_group(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """``subprocess.run`` in a new session; past ``timeout`` the whole group is killed (the launcher *and* its
+    ranks: killing the launcher alone leaves a hung rank behind) and the test fails saying so."""
+    proc = subprocess.Popen(argv, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"`accelerate launch` did not exit within {timeout} s (a rank hung); stdout tail:\n{out[-2000:]}")
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
 def _free_port() -> int:
     """A TCP port free on loopback right now (so parallel CI jobs never collide on a fixed port)."""
     with socket.socket() as sock:
@@ -100,10 +114,10 @@ def test_two_processes_match_one_with_the_same_global_batch(toy_data, tmp_path, 
     cfg2 = write_config(tmp_path / "two.json", make_config(toy_data, batch_size=2, steps=3, **SGD))
     assert dpot_main(["train", f"--config_path={cfg1}", f"--output_dir={one}"]) == 0
     accel = Path(sys.executable).with_name("accelerate")
-    r2 = subprocess.run([str(accel), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-                         "-m", "dpot.train", f"--config_path={cfg2}", f"--output_dir={two}"],
-                        env=ENV, capture_output=True, text=True, timeout=400)
+    r2 = _run_process_group([str(accel), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                             "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+                             str(_free_port()), "-m", "dpot.train", f"--config_path={cfg2}", f"--output_dir={two}"],
+                            timeout=240)
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert "2 process(es)" in r2.stdout
     step_json = json.loads((two / "checkpoints" / "last" / "training_state" / "training_step.json").read_text())

@@ -275,8 +275,21 @@ def train(cfg, *, accelerator=None) -> Path:
     if run.main:
         log.info("dpot train: done (%d steps). metrics: %s  %s", step, rundir.metrics_path(run.out_dir),
                  _checkpoint_note(run.out_dir))
-    run.accelerator.end_training()
+    release_process_groups(run)
     return run.out_dir
+
+
+def release_process_groups(run: TrainRun) -> None:
+    """Free what holds the process groups (the DDP wrapper's reducer, the OT gather group), then destroy them.
+
+    The order matters: a DDP reducer freed *after* ``destroy_process_group`` runs ``~ProcessGroupGloo`` on a
+    destroyed group, which now and then deadlocks on its mutex (a 2-process CPU run trained, saved, printed
+    ``done`` and never exited: tests/train/test_resume_and_ddp.py, 2026-12-07, stack from py-spy). So the references
+    go first, through :meth:`accelerate.Accelerator.free_memory` (its own lists of prepared objects) and our own
+    fields, then ``end_training`` destroys the groups with nothing left that points at them."""
+    run.step_module = run.optimizer = run.gather_group = None
+    run.accelerator.free_memory()        # drops the prepared model/optimizer lists and runs gc.collect()
+    run.accelerator.end_training()       # trackers finished, every process group destroyed
 
 
 def _checkpoint_note(out_dir: Path) -> str:
@@ -297,4 +310,5 @@ def _reduce(accelerator, metrics: dict[str, float]) -> dict[str, float]:
     return {k: v / accelerator.num_processes for k, v in zip(keys, vals.tolist(), strict=True)}
 
 
-__all__ = ["train", "train_step", "domain_features", "log_window", "evaluate", "log_domain_probe", "save"]
+__all__ = ["train", "train_step", "domain_features", "log_window", "evaluate", "log_domain_probe", "save",
+           "release_process_groups"]
