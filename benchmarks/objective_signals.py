@@ -165,13 +165,33 @@ def success_points(study: Path) -> dict[tuple[str, int, str], tuple[int, int]]:
     return out
 
 
+def average_ranks(values):
+    """Ranks 1..n of ``values``, ties sharing their mean rank (``scipy.stats.rankdata``'s "average" method, in
+    plain numpy: the bootstrap below calls it ~10^5 times and scipy's checks cost most of its time)."""
+    import numpy as np
+
+    a = np.asarray(values, dtype=float)
+    order = np.argsort(a, kind="mergesort")
+    s = a[order]
+    new_group = np.r_[True, s[1:] != s[:-1]]
+    group = new_group.cumsum()                            # 1..k: the tie group of each sorted value
+    bounds = np.r_[np.nonzero(new_group)[0], len(a)]      # group g holds sorted positions bounds[g-1] .. bounds[g]-1
+    ranks = np.empty(len(a))
+    ranks[order] = 0.5 * (bounds[group - 1] + 1 + bounds[group])
+    return ranks
+
+
 def spearman(x: list[float], y: list[float]) -> float:
-    """Spearman's rho (average ranks for ties); nan when either side is constant."""
-    from scipy.stats import spearmanr
+    """Spearman's rho: the Pearson correlation of the :func:`average_ranks`, the statistic
+    ``scipy.stats.spearmanr`` returns (tests/autopilot/test_benchmark_starts.py holds it to scipy); nan when either
+    side is constant."""
+    import numpy as np
 
     if len(set(x)) < 2 or len(set(y)) < 2:
         return math.nan
-    return float(spearmanr(x, y).statistic)
+    rx, ry = average_ranks(x), average_ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    return float(np.dot(rx, ry) / math.sqrt(np.dot(rx, rx) * np.dot(ry, ry)))
 
 
 def rho_with_interval(points: list[tuple[str, float, float]], boot: int = 2000, seed: int = 0) -> dict:

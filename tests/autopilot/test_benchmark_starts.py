@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import autopilot as bench
@@ -369,6 +370,11 @@ def test_spearman_matches_scipy_with_ties():
     y = [1.0, 0.7, 0.9, 1.1, 0.6, 0.7]
     assert bench.spearman(x, y) == pytest.approx(spearmanr(x, y).statistic)
     assert bench.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    rng = np.random.default_rng(0)
+    for _ in range(50):                                   # many ties (integers) and none (floats)
+        x, y = rng.integers(0, 5, 12).tolist(), rng.normal(size=12).tolist()
+        assert bench.spearman(x, y) == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
+        assert bench.spearman(y, x) == pytest.approx(spearmanr(y, x).statistic, abs=1e-12)
 
 
 def _finished(run: Path, cfg: dict, value: float, steps: int = 300) -> None:
