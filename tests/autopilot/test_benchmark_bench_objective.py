@@ -1,5 +1,7 @@
-"""benchmarks/autopilot.py with ``--objective bench:<task>``: every method's runs are scored by the closed-loop
-success of their final checkpoint (the autopilot's own cache in each run), and the results JSON maximises it."""
+"""``--objective bench:<task>``: each run's checkpoint is evaluated closed-loop in the target domain of the dpot
+bench simulator (``dpot bench eval``); the success rate is the objective (max), kept in the run directory. Checked
+through benchmarks/autopilot.py, whose grid runs the autopilot itself: every method's runs are scored from that
+cache in each run, and the results JSON maximises it."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from aphelpers import lineage
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,3 +50,9 @@ def test_the_grid_with_a_closed_loop_objective(tmp_path):
     assert tpe.joinpath("t0").is_symlink() and tpe.joinpath("t0").resolve() == base.resolve()   # trained once
     assert any(p.startswith("seed/rep0/autopilot/") for p in caches)
     assert "closed-loop success of the final checkpoint, 1 target-domain episodes" in res.stdout
+    # the autopilot's own objective: the cached closed-loop result of its run's final checkpoint, maximised
+    result = json.loads((base / f"bench_{TASK}_000006.json").read_text())
+    assert result["episodes"] == 1 and result["task"] == TASK and result["domain"] == "target"
+    search = lineage(base.parents[1])
+    assert search["objective"] == f"bench:{TASK}:max"
+    assert search["nodes"][0]["objective"] == pytest.approx(result["success_rate"])
