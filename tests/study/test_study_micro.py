@@ -1,5 +1,6 @@
-"""``dpot bench study --preset micro|micro-idood`` end to end: datasets, two methods, evaluations, results; resume
-after an interruption (a finished job is never redone, a job killed mid-training continues from its checkpoint).
+"""``dpot bench study --preset micro|micro-idood`` end to end: datasets, two methods, evaluations, results; and (on
+micro-idood, the protocol the studies use now) resume after an interruption (a finished job is never redone, a job
+killed mid-training continues from its checkpoint).
 ``micro-idood`` is the ``cpu-idood`` protocol (4-d state, target data in the id half, target_id / target_ood /
 source cells) at a tiny budget."""
 
@@ -38,10 +39,56 @@ def _study_cmd(root: Path, preset: str, methods: str) -> list[str]:
             "--dir", str(root)]
 
 
+def _check_cells(root: Path, preset: str, job: str) -> None:
+    """The job's final evaluations (one per cell, each in its domain and region) and its curve evaluations."""
+    _, cells, curve_cells = CASES[preset]
+    done = json.loads((root / "done" / f"{job}.json").read_text())
+    assert [p["step"] for p in done["curve"]] == [2, 4]                # intermediate checkpoint + final
+    assert set(done["evals"]) == set(cells)
+    for cell in curve_cells:
+        curve_eval = json.loads((root / "evals" / f"{job}-{cell}-step000002.json").read_text())
+        assert (curve_eval["step"], curve_eval["train_seed"], curve_eval["seed"]) == (2, 0, 100_000)
+        assert len(curve_eval["episode_success"]) == curve_eval["episodes"] == 1
+        assert curve_eval["cell"] == cell
+    for cell in cells:
+        ev = json.loads((root / "evals" / f"{job}-{cell}.json").read_text())
+        assert ev["region"] == {"target_id": "id", "target_ood": "ood"}.get(cell, "all")
+        assert ev["obs"] == ("proprio" if preset == "micro-idood" else "full")
+        assert (ev["domain"] == "source") == (cell == "source")
+
+
+def _check_results(root: Path, methods: str, first: str) -> None:
+    """results.json pools each method's episodes, records OT metrics per run; the page and curves are written."""
+    results = json.loads((root / "results.json").read_text())
+    assert list(results["methods"]) == methods.split(",")
+    for m in results["methods"].values():
+        for d in m["domains"].values():
+            assert d["episodes"] == 1 and 0 <= d["ci95"][0] <= d["success_rate"] <= d["ci95"][1] <= 1
+    assert results["methods"]["target-only"]["runs"][first]["train/ot_loss"] == 0.0
+    page = (root / "results.md").read_text()
+    assert "| target-only | 1 |" in page and "ot_pi_sum" in page
+    assert (root / "curves.png").stat().st_size > 1000
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", list(CASES))
-def test_micro_study_end_to_end_and_resume(tmp_path, preset):
-    methods, cells, curve_cells = CASES[preset]
+def test_micro_study_in_one_sitting(tmp_path):
+    """The cpu-small protocol (full observation, target / source cells) end to end; resuming is the next test's."""
+    methods = CASES["micro"][0]
+    A, B = (f"{m}-seed0" for m in methods.split(","))
+    root = tmp_path / "study"
+    res = run_study("micro", root=root, only=methods, progress=False)
+    assert res["jobs_done"] == sorted([A, B])
+    for job in (A, B):
+        _check_cells(root, "micro", job)
+    done_b = json.loads((root / "done" / f"{B}.json").read_text())
+    assert done_b["train"] == "fresh" and done_b["ot"]["train/ot_pi_sum"] > 0
+    _check_results(root, methods, A)
+
+
+@pytest.mark.slow
+def test_micro_idood_study_end_to_end_and_resume(tmp_path):
+    preset = "micro-idood"
+    methods = CASES[preset][0]
     A, B = (f"{m}-seed0" for m in methods.split(","))
     root = tmp_path / "study"
     # sitting 1: one job only
@@ -49,22 +96,9 @@ def test_micro_study_end_to_end_and_resume(tmp_path, preset):
     assert res["jobs_done"] == [A]
     assert not (root / "runs" / B).exists()
     a_before = _mtimes(root, A)
-    done_a = json.loads((root / "done" / f"{A}.json").read_text())
-    assert [p["step"] for p in done_a["curve"]] == [2, 4]          # intermediate checkpoint + final
-    assert set(done_a["evals"]) == set(cells)
-    for cell in curve_cells:
-        curve_eval = json.loads((root / "evals" / f"{A}-{cell}-step000002.json").read_text())
-        assert (curve_eval["step"], curve_eval["train_seed"], curve_eval["seed"]) == (2, 0, 100_000)
-        assert len(curve_eval["episode_success"]) == curve_eval["episodes"] == 1
-        assert curve_eval["cell"] == cell
-    for cell in cells:                                                  # each cell in its domain and region
-        ev = json.loads((root / "evals" / f"{A}-{cell}.json").read_text())
-        assert ev["region"] == {"target_id": "id", "target_ood": "ood"}.get(cell, "all")
-        assert ev["obs"] == ("proprio" if preset == "micro-idood" else "full")
-        assert (ev["domain"] == "source") == (cell == "source")
-    if preset == "micro-idood":                                         # target demos only in the id half
-        meta = json.loads((root / "data" / "button-press-topdown-v3_target" / "meta" / "dpot_bench.json").read_text())
-        assert {e["region"] for e in meta["episodes"]} == {"id"} and meta["settings"]["spec"]["name"] == "target-visual"
+    _check_cells(root, preset, A)
+    meta = json.loads((root / "data" / "button-press-topdown-v3_target" / "meta" / "dpot_bench.json").read_text())
+    assert {e["region"] for e in meta["episodes"]} == {"id"} and meta["settings"]["spec"]["name"] == "target-visual"
 
     # sitting 2: killed while job B trains (after its first checkpoint, before its last)
     proc = subprocess.Popen(_study_cmd(root, preset, methods), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -97,17 +131,8 @@ def test_micro_study_end_to_end_and_resume(tmp_path, preset):
     done_b = json.loads((root / "done" / f"{B}.json").read_text())
     assert done_b["train"] == "resumed"
     assert done_b["ot"]["train/ot_pi_sum"] > 0 and "train/ot_pi_diag" in done_b["ot"]
-
-    # results: both methods, pooled over episodes, OT metrics per run, page and curves written
-    results = json.loads((root / "results.json").read_text())
-    assert list(results["methods"]) == methods.split(",")
-    for m in results["methods"].values():
-        for d in m["domains"].values():
-            assert d["episodes"] == 1 and 0 <= d["ci95"][0] <= d["success_rate"] <= d["ci95"][1] <= 1
-    assert results["methods"]["target-only"]["runs"][A]["train/ot_loss"] == 0.0
-    page = (root / "results.md").read_text()
-    assert "| target-only | 1 |" in page and "ot_pi_sum" in page
-    assert (root / "curves.png").stat().st_size > 1000
+    _check_cells(root, preset, B)
+    _check_results(root, methods, A)
 
     # sitting 4: nothing left to do, nothing rewritten
     b_before = _mtimes(root, B)
