@@ -10,8 +10,9 @@ export TOKENIZERS_PARALLELISM ?= false
 .PHONY: setup demo check test bench clean
 
 RUFF := .venv/bin/ruff check src tests benchmarks scripts
-# one unit of work per test file (or per group sharing a session fixture: tests/conftest.py) on each of 2 workers
-XDIST := -n 2 --dist loadgroup
+# one unit of work per test file (or per group sharing a session fixture: tests/conftest.py) on each of 2 workers,
+# handed out in the order tests/conftest.py sets (the units with slow tests first)
+XDIST := -n 2 --dist loadgroup --no-loadscope-reorder
 TESTENV := OMP_NUM_THREADS=1   # one thread per worker: 2 workers on 2 cores
 
 setup:

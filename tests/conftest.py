@@ -2,7 +2,11 @@
 (``make test``: ``-n 2 --dist loadgroup``) every test file is one unit of work, so a module-scoped fixture (a
 trained run, a generated dataset) is built once. Files that share an expensive session fixture form one unit:
 the analysis tests on the real and generated runs (trained / generated once per session), and the bench tests on
-the generated MetaWorld dataset."""
+the generated MetaWorld dataset.
+
+Units holding a slow test are handed out first (longest-first balancing: ``make test`` passes
+``--no-loadscope-reorder``, so xdist keeps this order instead of putting the many-test files first); the fast
+files come last and fill in whichever worker frees first."""
 
 from __future__ import annotations
 
@@ -24,3 +28,11 @@ def pytest_collection_modifyitems(config, items):
         if item.get_closest_marker("xdist_group") is None:
             shared = sorted({SHARED_FIXTURES[n] for n in names if n in SHARED_FIXTURES})
             item.add_marker(pytest.mark.xdist_group(shared[0] if shared else item.nodeid.split("::")[0]))
+    slow_units = {_unit(item) for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: _unit(item) not in slow_units)     # stable: collection order within each half
+
+
+def _unit(item) -> str:
+    """The xdist unit of work an item belongs to: its xdist_group's name."""
+    mark = item.get_closest_marker("xdist_group")
+    return mark.args[0] if mark.args else mark.kwargs["name"]
