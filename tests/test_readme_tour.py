@@ -25,7 +25,7 @@ SMALLER = {
     "bench generate": ["--episodes", "3"],
     "train": ["--steps=4", "--batch_size=4", "--num_workers=0", "--log_freq=1", "--save_freq=2", "--eval_freq=2",
               "--eval.n_batches=1"],
-    "autopilot": ["--iterations", "1", "--candidates", "1", "--steps", "2"],
+    "autopilot": ["--iterations", "0", "--steps", "2"],      # the base run: iterations are tests/autopilot's
     "bench eval": ["--episodes", "1", "--workers", "1"],
     "probe": ["--frames", "16"],
 }
