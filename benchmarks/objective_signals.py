@@ -154,14 +154,16 @@ def run_signals(run: Path, heldout: dict[str, Path], *, n_batches: int, draws: i
 def success_points(study: Path) -> dict[tuple[str, int, str], tuple[int, int]]:
     """``(job, step, cell) -> (successes, episodes)`` from a study's ``evals/``; the final evaluation (no step in
     its name) at the job's ``step`` field."""
+    from dpot.bench.study.layout import parse_eval_file
+
     out = {}
     for f in sorted((study / "evals").glob("*.json")):
-        m = re.match(r"^(?P<job>.+)-(?P<cell>target_id|target_ood)(?:-step(?P<step>\d+))?$", f.stem)
-        if m is None:
+        parsed = parse_eval_file(f.name)
+        if parsed is None or parsed[1] not in CELLS:
             continue
+        job, cell, step = parsed
         e = json.loads(f.read_text())
-        step = int(m.group("step")) if m.group("step") else int(e.get("step") or 0)
-        out[(m.group("job"), step, m.group("cell"))] = (int(e["successes"]), int(e["episodes"]))
+        out[(job, int(e.get("step") or 0) if step is None else step, cell)] = (int(e["successes"]), int(e["episodes"]))
     return out
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from dpot.bench.study.contrasts import contrast, seed_rates, t_summary
+from dpot.bench.study.layout import eval_file
 from dpot.metrics_log import read_metrics
 
 TASKS = {"button-press": "button-press-topdown-v3", "drawer-open": "drawer-open-v3"}
@@ -43,7 +44,7 @@ def evals(task: str, arm: str, cell: str) -> dict[int, str]:
     d = SOURCES.get((task, arm))
     out = {}
     for s in SEEDS:
-        f = ROOT / d / "evals" / f"{arm}-seed{s}-{cell}.json" if d else None
+        f = ROOT / d / "evals" / eval_file(f"{arm}-seed{s}", cell) if d else None
         if f is not None and f.is_file():
             out[s] = json.loads(f.read_text())["episode_success"]
     return out

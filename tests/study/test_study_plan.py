@@ -9,6 +9,7 @@ import pytest
 from dpot.bench.evaluate import newcombe_interval, wilson_interval
 from dpot.bench.presets import IDOOD_METHODS, METHODS, PAPER_OT, PRESETS, SEED_OT, parse_methods
 from dpot.bench.study import Job, Study, aggregate, plan_jobs, render_markdown
+from dpot.bench.study.layout import eval_file, parse_eval_file
 from dpot.config import load_train_config
 from dpot.errors import UserError
 
@@ -273,3 +274,15 @@ def test_a_cpu_study_without_omp_num_threads_on_a_small_machine_is_warned():
     assert "OMP_NUM_THREADS=1" in thread_advice({}, 2, "cpu")
     assert thread_advice({"OMP_NUM_THREADS": "1"}, 2, "cpu") is None
     assert thread_advice({}, 16, "cpu") is None and thread_advice({}, 2, "cuda") is None
+
+
+@pytest.mark.parametrize("job,cell,step", [("target-only-seed0", "target", None),
+                                           ("target-only-seed0", "target_id", 500),
+                                           ("naive-cotrain-seed3", "target_ood", None),
+                                           ("dp-ot-seed1", "source", 1500)])
+def test_eval_file_names_parse_back(job, cell, step):
+    """The evaluation file names the runner writes (StudyDir.eval_path, the curve points) and the name the readers
+    parse (objective_signals, scripts/v4_results.py) are one pair; a cell's prefix never swallows a longer cell."""
+    name = eval_file(job, cell, step)
+    assert parse_eval_file(name) == (job, cell, step)
+    assert parse_eval_file("study.json") is None and parse_eval_file(f"{job}-target_idx.json") is None

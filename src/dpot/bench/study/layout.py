@@ -8,6 +8,7 @@ need, so that neither imports the other: :class:`StudyDir` (the paths; :class:`~
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from dpot import rundir
@@ -17,6 +18,22 @@ from dpot.bench.study.plan import Job
 from dpot.errors import UserError
 
 CURVE_FILE = "{job}-{cell}-step{step:06d}.json"
+EVAL_FILE = "{job}-{cell}.json"
+_EVAL_NAME = re.compile(r"^(?P<job>.+)-(?P<cell>" + "|".join(sorted(EVAL_CELLS, key=len, reverse=True))
+                        + r")(?:-step(?P<step>\d+))?\.json$")
+
+
+def eval_file(job_id: str, cell: str, step: int | None = None) -> str:
+    """The name of a job's evaluation in ``cell``: :data:`EVAL_FILE` (the final checkpoint's) or, with ``step``,
+    :data:`CURVE_FILE` (a curve point's)."""
+    return (EVAL_FILE if step is None else CURVE_FILE).format(job=job_id, cell=cell, step=step)
+
+
+def parse_eval_file(name: str) -> tuple[str, str, int | None] | None:
+    """``(job id, cell, step or None)`` of an evaluation file's name (the inverse of :func:`eval_file`); None for
+    a name that is not one."""
+    m = _EVAL_NAME.match(name)
+    return (m["job"], m["cell"], int(m["step"]) if m["step"] else None) if m else None
 
 
 def write_json(path: Path, obj) -> Path:
@@ -36,7 +53,7 @@ class StudyDir:
         return self.root / "runs" / job.id
 
     def eval_path(self, job: Job, domain: str) -> Path:
-        return self.root / "evals" / f"{job.id}-{domain}.json"
+        return self.root / "evals" / eval_file(job.id, domain)
 
     def done_path(self, job: Job) -> Path:
         return self.root / "done" / f"{job.id}.json"
@@ -59,4 +76,4 @@ class StudyDir:
         return "source" if role == "source" else self.preset.shift
 
 
-__all__ = ["CURVE_FILE", "StudyDir", "write_json"]
+__all__ = ["CURVE_FILE", "EVAL_FILE", "StudyDir", "eval_file", "parse_eval_file", "write_json"]

@@ -26,7 +26,7 @@ from dpot.bench.presets import (
     policy_section,
     train_config,
 )
-from dpot.bench.study.layout import CURVE_FILE, StudyDir, write_json
+from dpot.bench.study.layout import StudyDir, eval_file, write_json
 from dpot.bench.study.plan import Job, plan_jobs
 from dpot.bench.study.results import ot_metrics, write_results
 from dpot.errors import UserError
@@ -197,7 +197,7 @@ class Study(StudyDir):
             if step >= self.preset.steps:
                 continue
             ckpt = rundir.checkpoint_dir(self.run_dir(job), step, self.preset.steps)
-            path = self.root / "evals" / CURVE_FILE.format(job=job.id, cell=cell, step=step)
+            path = self.root / "evals" / eval_file(job.id, cell, step)
             r = self.evaluate(job, ckpt, cell, self.preset.curve_episodes, path)
             out.append({"step": step, "successes": r["successes"], "episodes": r["episodes"]})
         return out
