@@ -22,8 +22,8 @@ import pytest
 from dpot.bench.study import run_study
 from dpot.cli import main as dpot_main
 
-# preset -> (the two methods, evaluation cells, curve cells)
-CASES = {"micro": ("target-only,dp-ot", ("target", "source"), ("target",)),
+# preset -> (the methods run, evaluation cells, curve cells)
+CASES = {"micro": ("dp-ot", ("target", "source"), ("target",)),
          "micro-idood": ("target-only,dp-ot-paper", ("target_id", "target_ood", "source"), ("target_id", "target_ood"))}
 
 
@@ -76,13 +76,15 @@ def _check_results(root: Path, methods: str) -> None:
 def test_micro_study_in_one_sitting(tmp_path):
     """The cpu-small protocol (full observation, target / source cells) end to end on its OT arm, in one sitting;
     two arms and resuming are the next test's."""
+    methods = CASES["micro"][0]
+    job = f"{methods}-seed0"
     root = tmp_path / "study"
-    res = run_study("micro", root=root, only="dp-ot", progress=False)
-    assert res["jobs_done"] == ["dp-ot-seed0"]
-    _check_cells(root, "micro", "dp-ot-seed0")
-    done = json.loads((root / "done" / "dp-ot-seed0.json").read_text())
+    res = run_study("micro", root=root, only=methods, progress=False)
+    assert res["jobs_done"] == [job]
+    _check_cells(root, "micro", job)
+    done = json.loads((root / "done" / f"{job}.json").read_text())
     assert done["train"] == "fresh" and done["ot"]["train/ot_pi_sum"] > 0
-    _check_results(root, "dp-ot")
+    _check_results(root, methods)
 
 
 @pytest.mark.slow
