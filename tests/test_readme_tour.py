@@ -9,11 +9,12 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+import dpotproc  # tests/: the commands run in processes forked from a pre-imported interpreter
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -72,7 +73,7 @@ def test_the_tour_runs_as_written(tmp_path):
         argv = runnable(command)
         if argv is None:
             continue
-        res = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        res = dpotproc.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert res.returncode == 0, f"{' '.join(argv)}\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
         ran.append(argv[1])
     assert {"bench", "train", "report", "compare", "propose", "autopilot"} <= set(ran)

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+import dpotproc  # tests/
+
 VENV_BIN = Path(sys.executable).parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true", "WANDB_MODE": "offline",
        "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
@@ -41,7 +43,7 @@ def lerobot_train(ds_root: Path, out: Path, *extra: str) -> subprocess.Popen:
            "--wandb.disable_artifact=true", f"--output_dir={out}", "--dataset.eval_split=0.25",
            "--max_eval_samples=8", *extra]
     log = open(str(out) + ".log", "w")
-    return subprocess.Popen(cmd, env=ENV, stdout=log, stderr=subprocess.STDOUT)
+    return dpotproc.Popen(cmd, env=ENV, stdout=log, stderr=subprocess.STDOUT)
 
 
 def dpot_config(src_root: Path, tgt_root: Path, out: Path, **top) -> dict:
@@ -61,8 +63,8 @@ def dpot_train(cfg: dict, cfg_path: Path) -> subprocess.Popen:
     """Start a real ``dpot train --config_path`` run."""
     cfg_path.write_text(json.dumps(cfg))
     log = open(str(cfg_path) + ".log", "w")
-    return subprocess.Popen([str(VENV_BIN / "dpot"), "train", f"--config_path={cfg_path}"], env=ENV, stdout=log,
-                            stderr=subprocess.STDOUT)
+    return dpotproc.Popen([str(VENV_BIN / "dpot"), "train", f"--config_path={cfg_path}"], env=ENV, stdout=log,
+                          stderr=subprocess.STDOUT)
 
 
 def resolved_config(cfg: dict, tmp: Path) -> dict:
@@ -202,8 +204,8 @@ def generate_dpot_run(out: Path, src_root: Path, tgt_root: Path, config: dict, *
 
 def dpot_cli(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess:
     """Run the ``dpot`` console script; returns the completed process (text)."""
-    return subprocess.run([str(VENV_BIN / "dpot"), *args], capture_output=True, text=True, cwd=cwd,
-                          env={**ENV, **(env or {})}, timeout=300)
+    return dpotproc.run([str(VENV_BIN / "dpot"), *args], capture_output=True, text=True, cwd=cwd,
+                        env={**ENV, **(env or {})}, timeout=300)
 
 
 def read_json(p: Path):

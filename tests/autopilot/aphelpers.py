@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dpotproc  # tests/
 from dpot.rundir import LINEAGE_FILE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,14 +39,14 @@ def autopilot_cmd(*args: str) -> list[str]:
 
 def run_autopilot(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     """Run ``dpot autopilot ARGS`` to its end."""
-    return subprocess.run(autopilot_cmd(*args), capture_output=True, text=True, env=ENV, timeout=timeout)
+    return dpotproc.run(autopilot_cmd(*args), capture_output=True, text=True, env=ENV, timeout=timeout)
 
 
 def start_autopilot(*args: str, log: Path) -> subprocess.Popen:
     """Start ``dpot autopilot ARGS`` in the background (own session; output to ``log``)."""
     fh = open(log, "w")  # noqa: SIM115 - closed with the process by the caller's wait
-    return subprocess.Popen(autopilot_cmd(*args), stdout=fh, stderr=subprocess.STDOUT, env=ENV,
-                            start_new_session=True)
+    return dpotproc.Popen(autopilot_cmd(*args), stdout=fh, stderr=subprocess.STDOUT, env=ENV,
+                          start_new_session=True)
 
 
 def lineage(out: Path) -> dict:

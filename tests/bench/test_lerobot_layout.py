@@ -103,17 +103,17 @@ def test_lerobot_layout_data_trains_and_runs_in_dpot_eval_and_lerobot_eval(lr_da
 
 @pytest.mark.slow
 def test_dpot_bench_eval_runs_a_lerobot_train_act_policy_on_lerobot_layout_data(lr_data, tmp_path):
-    import subprocess
-
     from train_helpers import TINY_ACT
+
+    import dpotproc  # tests/
 
     out = tmp_path / "lt"
     flags = [f"--policy.{k}={'null' if v is None else str(v).lower() if isinstance(v, bool) else v}"
              for k, v in TINY_ACT.items()]
-    r = subprocess.run([str(Path(sys.executable).with_name("lerobot-train")), "--dataset.repo_id=local/lr",
-                        f"--dataset.root={lr_data}", *flags, "--batch_size=2", "--steps=1", "--save_freq=1",
-                        "--num_workers=0", "--wandb.enable=false", "--env_eval_freq=0", f"--output_dir={out}"],
-                       capture_output=True, text=True, timeout=600)
+    r = dpotproc.run([str(Path(sys.executable).with_name("lerobot-train")), "--dataset.repo_id=local/lr",
+                      f"--dataset.root={lr_data}", *flags, "--batch_size=2", "--steps=1", "--save_freq=1",
+                      "--num_workers=0", "--wandb.enable=false", "--env_eval_freq=0", f"--output_dir={out}"],
+                     capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     res = tmp_path / "eval.json"
     assert dpot_main(["bench", "eval", "--policy", str(out / "checkpoints" / "last" / "pretrained_model"),

@@ -19,6 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 
+import dpotproc  # tests/
 from dpot.bench.study import run_study
 from dpot.cli import main as dpot_main
 
@@ -103,8 +104,8 @@ def test_micro_idood_study_end_to_end_and_resume(tmp_path):
     assert {e["region"] for e in meta["episodes"]} == {"id"} and meta["settings"]["spec"]["name"] == "target-visual"
 
     # sitting 2: killed while job B trains (after its first checkpoint, before its last)
-    proc = subprocess.Popen(_study_cmd(root, preset, methods), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = dpotproc.Popen(_study_cmd(root, preset, methods), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          start_new_session=True)
     first = root / "runs" / B / "checkpoints" / "000002"
     deadline = time.time() + 300
     try:

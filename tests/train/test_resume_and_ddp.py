@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 from train_helpers import read_metrics, tiny_act_config, tiny_config, write_config
 
+import dpotproc  # tests/
 from dpot.cli import main as dpot_main
 
 pytestmark = pytest.mark.slow  # trains for real (make check leaves it to make test)
@@ -84,7 +85,7 @@ def test_resume_after_sigkill_is_exact(toy_data, tmp_path, make_config):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "dpot.train", f"--config_path={write_config(tmp_path / 'b.json', cfg)}",
            f"--output_dir={out}"]
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = dpotproc.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not (out / "checkpoints" / "000002").is_dir():
         assert proc.poll() is None, "training exited before the first checkpoint"
@@ -93,8 +94,8 @@ def test_resume_after_sigkill_is_exact(toy_data, tmp_path, make_config):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "checkpoints" / "000006").exists(), "killed too late to test resume"
-    resumed = subprocess.run([sys.executable, "-m", "dpot.train", f"--config_path={out / 'train_config.json'}",
-                              "--resume=true"], env=ENV, capture_output=True, text=True, timeout=300)
+    resumed = dpotproc.run([sys.executable, "-m", "dpot.train", f"--config_path={out / 'train_config.json'}",
+                            "--resume=true"], env=ENV, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a, b = _weights(ref), _weights(out)
     assert a.keys() == b.keys()
