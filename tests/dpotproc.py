@@ -40,7 +40,7 @@ from pathlib import Path
 PRELOAD = ["torch", "torchvision.models", "lerobot.policies.factory", "lerobot.datasets.lerobot_dataset",
            "lerobot.policies.diffusion.modeling_diffusion", "lerobot.policies.act.modeling_act",
            "lerobot.scripts.lerobot_train", "dpot.cli", "dpot.train.loop", "dpot.train.build", "dpot.analysis.cli",
-           "dpot.analysis.plots", "dpot.autopilot.cli", "dpot.bench.cli"]
+           "dpot.analysis.plots", "dpot.autopilot.cli", "dpot.bench.cli", "wandb"]
 # read by torch / huggingface / MuJoCo / Python itself when their modules are imported (or when the interpreter
 # starts): a command that sets any of them differently from the server is run as a real subprocess
 IMPORT_TIME_ENV = ("PYTHONPATH", "PYTHONHASHSEED", "PYTHONWARNINGS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
