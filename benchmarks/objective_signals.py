@@ -345,6 +345,32 @@ def run_all(study: Path, heldout: dict[str, Path], out: Path, *, n_batches: int,
     return res
 
 
+# the signals `dpot report` speaks of: dpot's own offline eval (eval/offline_eval/avg_loss) and the closest measured
+# signal to lerobot-train's held-out loss (the diffusion loss on held-out frames)
+REPORTED = {"offline_l1": "eval/offline_eval/avg_loss", "denoise_mse": "held-out diffusion loss"}
+
+
+def predictivity(signals_root: Path, studies: list[Path], heldout: str = "id") -> dict:
+    """What ``dpot report`` prints beside the offline eval curve (``src/dpot/analysis/predictivity.json``): for each
+    task (``<signals_root>/<task>/*.json``, success from the studies whose study.json names that task), the
+    all-checkpoints and final-checkpoint rho (:func:`correlate`) of the :data:`REPORTED` signals with target-ID and
+    target-OOD success, the runs and the arms they come from. Deterministic (the bootstrap is seeded)."""
+    by_task: dict[str, list[Path]] = {}
+    for st in studies:
+        by_task.setdefault(json.loads((st / "study.json").read_text())["task"], []).append(st)
+    tasks = {}
+    for task, sts in sorted(by_task.items()):
+        files = sorted((signals_root / task).glob("*.json"))
+        if not files:
+            continue
+        corr = correlate(files, sts, heldout)
+        tasks[task] = {"runs": len(corr["runs"]), "arms": sorted({_arm_seed(n)[0] for n in corr["runs"]}),
+                       "signals": {sig: {cell: {view: corr["signals"][sig][cell][view]
+                                                for view in ("all_steps", "final_only")}
+                                         for cell in ("id", "ood")} for sig in REPORTED}}
+    return {"heldout": heldout, "signals": REPORTED, "tasks": tasks}
+
+
 def plain(x):
     """``x`` with every non-finite float replaced by None (the JSON standard has no NaN)."""
     if isinstance(x, dict):
@@ -372,6 +398,10 @@ def main() -> None:
     c.add_argument("--out", required=True)
     c.add_argument("--decide", action="store_true",
                    help="write the pre-registered decision in issue 32's schema (objective.json) instead of the table")
+    pr = sub.add_parser("predictivity", help="the file dpot report reads (src/dpot/analysis/predictivity.json)")
+    pr.add_argument("--signals-root", required=True, help="folder of <task>/<run>.json signal files")
+    pr.add_argument("--study", nargs="+", required=True)
+    pr.add_argument("--out", required=True)
     al = sub.add_parser("all")
     al.add_argument("--study", required=True)
     al.add_argument("--heldout", nargs="+", required=True)
@@ -379,6 +409,11 @@ def main() -> None:
     al.add_argument("--batches", type=int, default=4)
     al.add_argument("--draws", type=int, default=2)
     a = ap.parse_args()
+    if a.cmd == "predictivity":
+        res = predictivity(Path(a.signals_root), [Path(d) for d in a.study])
+        Path(a.out).write_text(json.dumps(plain(res), indent=1, allow_nan=False) + "\n")
+        print(f"wrote {a.out}: " + ", ".join(f"{t} ({v['runs']} runs)" for t, v in res["tasks"].items()))
+        return
     if a.cmd == "all":
         run_all(Path(a.study), {k: Path(v) for k, v in (h.split("=", 1) for h in a.heldout)}, Path(a.out),
                 n_batches=a.batches, draws=a.draws)

@@ -27,6 +27,7 @@ from pathlib import Path
 from dpot import launch, rundir
 from dpot import metric_names as mn
 from dpot.errors import UserError
+from dpot.metric_names import EVAL_LOSS
 from dpot.metrics_log import read_metrics
 
 TASK = "button-press-topdown-v3"
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None, command: str = "demo") -> int:
     except Exception as err:  # noqa: BLE001 - the report is a bonus; the run is done
         warnings.warn(f"report failed: {type(err).__name__}: {err}", stacklevel=2)
     rows = read_metrics(run_dir)
-    evals = [r["eval/offline_eval/avg_loss"] for r in rows if "eval/offline_eval/avg_loss" in r]
+    evals = [r[EVAL_LOSS] for r in rows if EVAL_LOSS in r]
     print(f"demo: data={kind} ({t_data:.0f} s), training {cfg.steps} steps in {t_train:.0f} s, "
           f"total {time.perf_counter() - t0:.0f} s")
     if evals:

@@ -42,6 +42,9 @@ def test_markdown_golden_structure_en_and_zh(gen_runs, tmp_path):
     en = (tmp_path / "en" / "report.md").read_text()
     assert re.search(r"- train/loss: [\d.]+ → [\d.]+ \([-+][\d.]+%\), best [\d.]+@\d+", en)
     assert "**[warn] ot_weak**" in en and "pi_diag_median=" in en
+    # beside the eval loss: how well it predicted success on the benchmark (dpot/analysis/predictivity.json)
+    assert "- Does the eval loss predict success? On dpot's MetaWorld benchmark" in en and "button-press: ID" in en
+    assert "评估损失能否预测成功率" in zh
 
 
 def test_report_json_and_default_out_dir(gen_runs, tmp_path):
@@ -53,6 +56,7 @@ def test_report_json_and_default_out_dir(gen_runs, tmp_path):
     assert {"run", "summaries", "findings", "proposals", "throughput", "not_logged"} <= set(data)
     assert data["summaries"]["train/ot_pi_sum"]["last"] < 0.05
     assert (run / "report.md").exists() and (run / "report.html").exists() and (run / "curves.png").exists()
+    assert '<p class="predictivity">Does the eval loss predict success?' in (run / "report.html").read_text()
     assert not list(run.glob(".*.tmp"))
 
 

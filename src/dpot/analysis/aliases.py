@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from dpot import metric_names as mn
-from dpot.metric_names import train
+from dpot.metric_names import EVAL_LOSS, train
 
 # Canonical key -> (short label, direction: "min" | "max" | None when neither is "better").
 CANONICAL: dict[str, tuple[str, str | None]] = {
@@ -31,7 +31,7 @@ CANONICAL: dict[str, tuple[str, str | None]] = {
     train(mn.OT_SINKHORN_ITERS): ("Sinkhorn iterations", None),
     train(mn.OT_SINKHORN_MAXED): ("Sinkhorn solves at max_iters", "min"),
     train(mn.OT_SINKHORN_MARGINAL_ERR): ("Sinkhorn marginal error", "min"),
-    "eval/offline_eval/avg_loss": ("eval loss", "min"),
+    EVAL_LOSS: ("eval loss", "min"),
     "eval/offline_eval/eval_s": ("eval s", "min"),
 }
 # per-term costs: the batch mean of w_k C_k (the fork's ot_cost/<term>) and the plan-weighted sum pi * w_k C_k
@@ -40,12 +40,12 @@ COST_PREFIXES = (MEAN_COST_PREFIX, PLAN_COST_PREFIX)
 
 # Explicit aliases (lower-cased). Anything else goes through the generic rules in ``canonical_key``.
 ALIASES: dict[str, str] = {
-    "eval/avg_loss": "eval/offline_eval/avg_loss",
-    "eval/eval_loss": "eval/offline_eval/avg_loss",          # plain lerobot-train held-out loss
-    "eval/offline_eval/l1": "eval/offline_eval/avg_loss",
-    "offline_eval/avg_loss": "eval/offline_eval/avg_loss",
-    "eval_loss": "eval/offline_eval/avg_loss",
-    "avg_loss": "eval/offline_eval/avg_loss",
+    "eval/avg_loss": EVAL_LOSS,
+    "eval/eval_loss": EVAL_LOSS,          # plain lerobot-train held-out loss
+    "eval/offline_eval/l1": EVAL_LOSS,
+    "offline_eval/avg_loss": EVAL_LOSS,
+    "eval_loss": EVAL_LOSS,
+    "avg_loss": EVAL_LOSS,
     "eval/eval_s": "eval/offline_eval/eval_s",
     "eval_s": "eval/offline_eval/eval_s",
     "train/l1": "train/l1_loss",

@@ -10,9 +10,9 @@ from dpot import metric_names as mn
 from dpot.analysis import cfgkeys
 from dpot.analysis.aliases import direction
 from dpot.analysis.render_md import fmt, seen_keys
+from dpot.metric_names import EVAL_LOSS
 
-EVAL_KEY = "eval/offline_eval/avg_loss"
-KEY_METRICS = ["train/loss", EVAL_KEY, "train/l1_loss", "train/grad_norm",
+KEY_METRICS = ["train/loss", EVAL_LOSS, "train/l1_loss", "train/grad_norm",
                *(mn.train(n) for n in (mn.OT_PI_SUM, mn.OT_PI_DIAG, mn.OT_LOSS)), "train/update_s"]
 _IGNORED = ("output_dir", "job_name", "wandb.run_id", "wandb.notes", "checkpoint_path", "resume")
 
@@ -98,7 +98,7 @@ def compare(analyses, rules) -> dict:
         else:
             how = "recorded parent"
         for j in parents:
-            pa, ch = analyses[j].summaries.get(EVAL_KEY), a.summaries.get(EVAL_KEY)
+            pa, ch = analyses[j].summaries.get(EVAL_LOSS), a.summaries.get(EVAL_LOSS)
             if pa is None or ch is None or pa.best is None or ch.best is None:
                 checks.append({"child": a.run.run_id, "parent": analyses[j].run.run_id, "how": how,
                                "status": "unchecked: eval loss not logged in both"})

@@ -13,11 +13,11 @@ over the one late window of :mod:`dpot.analysis.windows`.
 from __future__ import annotations
 
 from dpot.analysis import cfgkeys, rules_dynamics, rules_optim, rules_ot
-from dpot.analysis.rule_base import EVAL_KEY, SEVERITIES, Finding, Rule, RuleContext, term_kind
+from dpot.analysis.rule_base import SEVERITIES, Finding, Rule, RuleContext, term_kind
 from dpot.analysis.rules_ot import coupling_band, coupling_key
 from dpot.analysis.steps import is_bounded, person_step
 
-__all__ = ["EVAL_KEY", "RULES", "SEVERITIES", "Finding", "Rule", "RuleContext", "bound_steps", "build_rules",
+__all__ = ["RULES", "SEVERITIES", "Finding", "Rule", "RuleContext", "bound_steps", "build_rules",
            "coupling_band", "coupling_key", "diagnose", "term_kind"]
 
 # every rule by its rules.toml table, in report order (within a severity): the families' orders, one after another

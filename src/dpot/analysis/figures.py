@@ -17,10 +17,9 @@ from dpot.analysis import cfgkeys, noise
 from dpot.analysis.aliases import cost_prefix, label
 from dpot.analysis.diagnose import coupling_band
 from dpot.analysis.plans import PlanSnapshot
-from dpot.metric_names import train
+from dpot.metric_names import EVAL_LOSS, train
 
 MAX_POINTS = 2500
-EVAL_KEY = "eval/offline_eval/avg_loss"
 BAND_COLOR = "rgba(0,160,0,0.15)"
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
           "#17becf"]
@@ -76,18 +75,18 @@ def _best_marker(s, name: str, color: str = "#d62728") -> dict:
 
 def fig_losses(run, summaries) -> dict | None:
     """train/loss, train/l1_loss and the eval loss on one axis (log switch), the best value of each marked."""
-    keys = [k for k in ("train/loss", "train/l1_loss", EVAL_KEY) if run.history.get(k)]
+    keys = [k for k in ("train/loss", "train/l1_loss", EVAL_LOSS) if run.history.get(k)]
     if not keys:
         return None
     data = []
     for k in keys:
-        data.append(_line(label(k), run.history[k], markers=k == EVAL_KEY and len(run.history[k]) < 60))
+        data.append(_line(label(k), run.history[k], markers=k == EVAL_LOSS and len(run.history[k]) < 60))
         s = summaries.get(k)
         if s is not None and s.best is not None:
             data.append(_best_marker(s, label(k)))
     lay = _layout("losses", "loss", updatemenus=_scale_switch(False))
     lay["shapes"] = []
-    for name, w, half in noise.verdict_bands([(st, v) for st, v in run.history.get(EVAL_KEY, []) if math.isfinite(v)]):
+    for name, w, half in noise.verdict_bands([(st, v) for st, v in run.history.get(EVAL_LOSS, []) if math.isfinite(v)]):
         # the windows the overfitting / rollback verdicts compare: each window's mean, ±2 sd of that mean shaded
         lay["shapes"].append({"type": "rect", "xref": "x", "yref": "y", "x0": w.start, "x1": w.end,
                               "y0": w.mean - half, "y1": w.mean + half, "fillcolor": BAND_COLOR,

@@ -8,6 +8,8 @@ import math
 
 import matplotlib
 
+from dpot.metric_names import EVAL_LOSS
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -17,8 +19,7 @@ from dpot.analysis.diagnose import coupling_band  # noqa: E402
 from dpot.analysis.figures import ot_mass_keys  # noqa: E402
 from dpot.analysis.probe_reading import probe_series  # noqa: E402
 
-EVAL_KEY = "eval/offline_eval/avg_loss"
-CURVES = ["train/loss", "train/l1_loss", EVAL_KEY, "train/grad_norm", "train/lr"]
+CURVES = ["train/loss", "train/l1_loss", EVAL_LOSS, "train/grad_norm", "train/lr"]
 
 
 def _png(fig) -> bytes:
@@ -47,7 +48,7 @@ def plot_curves(run, summaries) -> bytes | None:
             ax.scatter([s.best_step], [s.best], color="red", zorder=3)
             ax.annotate(f"best {s.best:.4g}@{s.best_step}", (s.best_step, s.best), textcoords="offset points",
                         xytext=(5, 5), color="red", fontsize=8)
-        if key == EVAL_KEY:   # the windows the verdicts compare: mean and ±2 sd of the mean
+        if key == EVAL_LOSS:   # the windows the verdicts compare: mean and ±2 sd of the mean
             for name, w, half in noise.verdict_bands(list(zip(x, y))):
                 ax.fill_between([w.start, w.end], w.mean - half, w.mean + half, color="green", alpha=0.15)
                 ax.plot([w.start, w.end], [w.mean, w.mean], color="green", lw=2, label=name)

@@ -18,6 +18,7 @@ from dpot.analysis import cfgkeys
 from dpot.analysis.diagnose import coupling_key
 from dpot.analysis.steps import steps_to
 from dpot.atomic import write_text
+from dpot.metric_names import EVAL_LOSS
 from dpot.rundir import LINEAGE_FILE
 
 # The OT block a proposal adds to a parent without one (a plain LeRobot run): dpot's OTConfig defaults with the OT
@@ -213,7 +214,7 @@ def build_proposals(run, findings, rules: dict, parent_spec: str) -> list[Propos
     """The next configs for ``run``: (rollback,) a = optimisation/hygiene, b = a + OT changes, c = a longer."""
     base, notes = _base_config(run)
     it = _iteration(run)
-    eval_key = "eval/offline_eval/avg_loss"
+    eval_key = EVAL_LOSS
     reg = rules.get("rollback", {}).get("max_regression", 0.10)
     triggers = [f"{eval_key}: late-window mean > {1 + reg:.2f} × the parent's ({run.run_id}) and beyond the two runs' "
                 "noise → roll back to the parent config",
@@ -278,7 +279,7 @@ def build_proposals(run, findings, rules: dict, parent_spec: str) -> list[Propos
 def _primary_trend(run) -> float | None:
     from dpot.analysis.summary import summarize_metric
 
-    for key in ("eval/offline_eval/avg_loss", "train/loss"):
+    for key in (EVAL_LOSS, "train/loss"):
         series = run.history.get(key, [])
         if len(series) >= 4:
             return summarize_metric(key, series).trend_pct

@@ -21,8 +21,10 @@ from pathlib import Path
 from dpot import metric_names as mn
 from dpot.analysis import cfgkeys
 from dpot.analysis.i18n import finding_text, prose, t
+from dpot.analysis.predictivity import predictivity_line
 from dpot.analysis.render_md import CORE, OPTIONAL_OT_KEYS, OT_KEYS, appendix_ot, fmt, has_ot, seen_keys
 from dpot.analysis.summary import span_text
+from dpot.metric_names import EVAL_LOSS
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:0;color:#222;background:#fff}
 main{max-width:1500px;margin:0 auto;padding:12px 20px}
@@ -93,7 +95,7 @@ def run_line(a) -> str:
     steps = cfgkeys.get(run.config, cfgkeys.STEPS)
     parts = [f"<b>{_e(run.run_id)}</b>", _e(run.kind), _e(cfgkeys.policy_type(run.config) or "policy n/a"),
              f"step {run.last_step}" + (f" of {steps}" if steps else "")]
-    ev = s.get("eval/offline_eval/avg_loss") or s.get("train/loss")
+    ev = s.get(EVAL_LOSS) or s.get("train/loss")
     if ev:
         txt = f"{ev.key} {span_text(ev, fmt)}" + (f" ({ev.change_pct:+.1f}%)" if ev.change_pct is not None else "")
         if ev.best is not None:
@@ -185,6 +187,8 @@ def render_report_html(a, figs: dict[str, dict], lang: str = "en") -> str:
     body = [f"<h1>{_e(t(lang, 'title', run_id=run.run_id))}</h1>", verdict_html(a, lang),
             f"<h2>{_e(t(lang, 'plots'))}</h2>",
             _plots(figs) if figs else "<p>no metric to plot</p>",
+            *[f'<p class="predictivity">{_e(line.removeprefix("- "))}</p>'
+              for line in [predictivity_line(run.config, lang) if EVAL_LOSS in a.summaries else None] if line],
             f"<h2>{_e(t(lang, 'curves'))}</h2>", summary_table(a, lang),
             f"<p>{_e(t(lang, 'throughput'))}: {_e(tp_txt)}</p>",
             f"<details open><summary>{_e(t(lang, 'risks'))} — {_e(t(lang, 'evidence'))}</summary>"

@@ -11,13 +11,14 @@ from dpot.analysis import cfgkeys
 from dpot.analysis.aliases import COST_PREFIXES
 from dpot.analysis.diagnose import coupling_band, coupling_key
 from dpot.analysis.i18n import finding_text, prose, t
+from dpot.analysis.predictivity import predictivity_line
 from dpot.analysis.probe_reading import probe_lines
 from dpot.analysis.summary import span_text
 from dpot.analysis.windows import LATE_FRAC, MIN_POINTS, late_window
-from dpot.metric_names import train
+from dpot.metric_names import EVAL_LOSS, train
 from dpot.rundir import CONFIG_FILE
 
-CORE = ["train/loss", "train/l1_loss", "train/grad_norm", "eval/offline_eval/avg_loss", "train/lr"]
+CORE = ["train/loss", "train/l1_loss", "train/grad_norm", EVAL_LOSS, "train/lr"]
 PRIOR_TEXT = {"diagonal": "c = I/N on the partner pairs: the fork's heuristic, plan on the DTW partners",
               "temporal": "dpot's soft prior exp(-|t_i - t_j| / prior_sigma)", "none": "reference a b^T"}
 COST_NORM_TEXT = {"none": "plain squared distances, as the fork", "dim": "squared distance / feature count",
@@ -172,7 +173,7 @@ def _assessment(a, lang) -> list[str]:
     ids = {f.id: f for f in a.findings}
     s = a.summaries
     out = []
-    ev = s.get("eval/offline_eval/avg_loss") or s.get("train/loss")
+    ev = s.get(EVAL_LOSS) or s.get("train/loss")
     if ev:
         conv = f"{ev.key} {fmt(ev.first)} → {fmt(ev.last)}"
         if ev.change_pct is not None:
@@ -180,6 +181,8 @@ def _assessment(a, lang) -> list[str]:
         conv += "; diminishing returns" if "plateau" in ids else (
             "; still improving" if (ev.trend_pct or 0) < -1 else "; flat over the last window")
         out.append(f"- {t(lang, 'convergence')}: {conv}")
+        if ev.key == EVAL_LOSS:
+            out += [line for line in [predictivity_line(a.run.config, lang)] if line]
     if "instability" in ids:
         out.append(f"- {t(lang, 'stability')}: {finding_text(lang, ids['instability'])}")
     elif "train/grad_norm" in s:
@@ -248,7 +251,7 @@ def render_markdown(a, lang: str = "en", proposal_paths: dict | None = None, plo
         monitors += [m for m in p.monitors if m not in monitors]
     for f in a.findings:
         monitors += [m for m in f.monitors if m not in monitors]
-    monitors = monitors or ["train/loss", "eval/offline_eval/avg_loss"]
+    monitors = monitors or ["train/loss", EVAL_LOSS]
     L += ["", f"## {t(lang, 'monitors')}"] + [f"- {m}" + ("" if m in run.history else
                                                       f" — {t(lang, 'not_logged', seen='…')}") for m in monitors]
     L += ["", f"## {t(lang, 'rollback')}"]

@@ -23,7 +23,6 @@ from dpot.analysis.summary import MetricSummary
 from dpot.analysis.windows import LATE_FRAC, MIN_POINTS, late_window
 
 SEVERITIES = ("info", "warn", "alarm")
-EVAL_KEY = "eval/offline_eval/avg_loss"
 
 
 @dataclass

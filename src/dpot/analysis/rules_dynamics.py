@@ -11,8 +11,9 @@ import math
 from statistics import median, pstdev
 
 from dpot.analysis import cfgkeys, noise
-from dpot.analysis.rule_base import EVAL_KEY, Rule, rounded
+from dpot.analysis.rule_base import Rule, rounded
 from dpot.analysis.windows import window_size
+from dpot.metric_names import EVAL_LOSS
 
 
 class Instability(Rule):
@@ -101,10 +102,10 @@ class Overfitting(Rule):
     checkpoint is the one to keep). Rolled back as any candidate (``[rollback] max_regression``)."""
 
     id = "overfitting"
-    monitors = (EVAL_KEY, "train/loss")
+    monitors = (EVAL_LOSS, "train/loss")
 
     def check(self, ctx):
-        ev_s, loss = ctx.series(EVAL_KEY), ctx.series("train/loss")
+        ev_s, loss = ctx.series(EVAL_LOSS), ctx.series("train/loss")
         if len(ev_s) < self.thr["min_points"] or len(loss) < self.thr["min_points"]:
             return None
         cmp = noise.rise_since_best(ev_s, ctx.frac, ctx.min_points, self.thr["alpha"])
@@ -170,7 +171,7 @@ class Plateau(Rule):
 
     def check(self, ctx):
         min_points = self.thr["min_points"]
-        key = EVAL_KEY if len(ctx.run.history.get(EVAL_KEY, [])) >= min_points else "train/loss"
+        key = EVAL_LOSS if len(ctx.run.history.get(EVAL_LOSS, [])) >= min_points else "train/loss"
         series = ctx.series(key)
         if len(series) < min_points:
             return None
@@ -199,15 +200,15 @@ class Rollback(Rule):
 
     id = "rollback"
     group = "rollback"
-    monitors = (EVAL_KEY,)
+    monitors = (EVAL_LOSS,)
 
     def check(self, ctx):
         parent = ctx.parent_run
         if parent is None:
             return None
-        mine, theirs = ctx.series(EVAL_KEY), ctx.series(EVAL_KEY, parent)
+        mine, theirs = ctx.series(EVAL_LOSS), ctx.series(EVAL_LOSS, parent)
         if not mine or not theirs:
-            return self.finding("info", {"parent": parent.run_id, "metric": EVAL_KEY, "child_logged": bool(mine),
+            return self.finding("info", {"parent": parent.run_id, "metric": EVAL_LOSS, "child_logged": bool(mine),
                                          "parent_logged": bool(theirs)}, id="rollback_unchecked")
         child, par = noise.Window.of(ctx.late(mine)), noise.Window.of(ctx.late(theirs))
         cmp = noise.compare(par, child, noise.noise_sd([v for _, v in theirs]), alpha=self.thr["alpha"],

@@ -12,8 +12,8 @@ from statistics import median
 from dpot import metric_names as mn
 from dpot.analysis import cfgkeys
 from dpot.analysis.aliases import MEAN_COST_PREFIX, cost_prefix
-from dpot.analysis.rule_base import EVAL_KEY, Rule, rounded, term_kind
-from dpot.metric_names import train
+from dpot.analysis.rule_base import Rule, rounded, term_kind
+from dpot.metric_names import EVAL_LOSS, train
 
 PI_SUM, PI_DIAG, PI_DIAG_FRAC = train(mn.OT_PI_SUM), train(mn.OT_PI_DIAG), train(mn.OT_PI_DIAG_FRAC)
 OT_LOSS, SKIPPED = train(mn.OT_LOSS), train(mn.OT_SKIPPED)
@@ -41,7 +41,7 @@ class OtWeak(Rule):
 
     id = "ot_weak"
     group = "ot"
-    monitors = (PI_DIAG, PI_SUM, EVAL_KEY)
+    monitors = (PI_DIAG, PI_SUM, EVAL_LOSS)
 
     def check(self, ctx):
         ot = cfgkeys.ot_settings(ctx.run.config)
@@ -125,7 +125,7 @@ class OtStrong(Rule):
 
     id = "ot_strong"
     group = "ot"
-    monitors = (PI_DIAG, EVAL_KEY, "train/l1_loss")
+    monitors = (PI_DIAG, EVAL_LOSS, "train/l1_loss")
 
     def check(self, ctx):
         ot = cfgkeys.ot_settings(ctx.run.config)

@@ -8,6 +8,7 @@ from statistics import median
 
 from dpot.analysis.aliases import direction
 from dpot.analysis.windows import window_size
+from dpot.metric_names import EVAL_LOSS
 
 
 @dataclass
@@ -115,7 +116,7 @@ def _wall_clock_eval_share(history, times, step_s) -> float | None:
     median gap of the other steps (or the logged update+data time when every step has an eval), summed, over
     the wall time (the final step, with its checkpoint, is left out).
     """
-    evals = {s for s, _ in history.get("eval/offline_eval/avg_loss", [])}
+    evals = {s for s, _ in history.get(EVAL_LOSS, [])}
     if len(times) < 4 or not evals:
         return None
     gaps = {s: (t2 - t1) / max(1, s2 - s) for (s, t1), (s2, t2) in zip(times, times[1:])}

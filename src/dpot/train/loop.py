@@ -38,6 +38,7 @@ import torch
 
 from dpot import metric_names as mn
 from dpot import rundir
+from dpot.metric_names import EVAL_LOSS
 from dpot.ot.alignment import DomainFeatures
 from dpot.train import checkpoint as ckpt_mod
 from dpot.train.batches import RAW_PREFIX, prepare_batch, prepare_eval_batch
@@ -166,7 +167,7 @@ def evaluate(run: TrainRun, step: int) -> dict[str, float]:
     """Offline evaluation on the held-out target batches (main process), logged at ``step``."""
     res = run.evaluator(run.policy)
     run.sinks.log(step, res)
-    log.info("step %d: eval/offline_eval/avg_loss=%.4f (%.1fs)", step, res["eval/offline_eval/avg_loss"],
+    log.info("step %d: eval/offline_eval/avg_loss=%.4f (%.1fs)", step, res[EVAL_LOSS],
              res["eval/offline_eval/eval_s"])
     return res
 

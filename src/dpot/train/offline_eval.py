@@ -15,6 +15,8 @@ import time
 
 import torch
 
+from dpot.metric_names import EVAL_LOSS
+
 
 class OfflineEvaluator:
     """Holds the fixed held-out batches (raw, uint8 images) and scores a policy on them."""
@@ -42,5 +44,5 @@ class OfflineEvaluator:
                 count += gt.shape[0]
         if was_training:
             policy.train()
-        return {"eval/offline_eval/avg_loss": total / max(count, 1),
+        return {EVAL_LOSS: total / max(count, 1),
                 "eval/offline_eval/eval_s": time.perf_counter() - t0}
