@@ -28,13 +28,12 @@ from __future__ import annotations
 import atexit
 import contextlib
 import multiprocessing
-import multiprocessing.util  # noqa: F401 - registers its atexit hook (joining children) before _kill_leftovers
+import multiprocessing.util
 import os
 import signal
 import subprocess
 import sys
 import tempfile
-import weakref
 from pathlib import Path
 
 PRELOAD = ["torch", "torchvision.models", "lerobot.policies.factory", "lerobot.datasets.lerobot_dataset",
@@ -51,15 +50,20 @@ ENABLED = os.environ.get("DPOT_TEST_FORKSERVER", "1") != "0"
 
 _ctx = None
 _server_env: dict[str, str] | None = None
-_live: weakref.WeakSet = weakref.WeakSet()
+_live: set = set()          # the forked commands not yet seen to end (multiprocessing.Process objects)
 
 
-@atexit.register
 def _kill_leftovers() -> None:
-    """At the worker's exit, end the commands a test left running (multiprocessing would wait for them)."""
+    """At the worker's exit, end the commands a test left running: multiprocessing's exit hook joins every child
+    after running its finalizers of priority >= 0 (this is one), and would wait for them forever."""
     for proc in list(_live):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        if proc.is_alive():
+            for kill in (os.killpg, os.kill):       # its session's group (what it started), then itself: a command
+                with contextlib.suppress(ProcessLookupError, PermissionError):   # not yet in its own session
+                    kill(proc.pid, signal.SIGKILL)
+
+
+multiprocessing.util.Finalize(None, _kill_leftovers, exitpriority=100)
 
 
 def _context():
@@ -152,13 +156,13 @@ class Popen:
         self._proc.start()
         self.pid = self._proc.pid
         self.returncode = None
-        _live.add(self)
+        _live.add(self._proc)
         return self
 
     def poll(self):
         if self.returncode is None and not self._proc.is_alive():
             self.returncode = self._proc.exitcode
-            _live.discard(self)
+            _live.discard(self._proc)
         return self.returncode
 
     def wait(self, timeout=None):

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,22 @@ def test_what_it_does_not_run_goes_to_subprocess(tmp_path, monkeypatch):
     monkeypatch.setattr(dpotproc, "ENABLED", False)
     p = dpotproc.Popen([*DPOT, "--help"], stdout=subprocess.DEVNULL)
     assert isinstance(p, subprocess.Popen) and p.wait(120) == 0
+
+
+def test_a_command_left_running_does_not_hold_the_worker_at_exit(tmp_path):
+    """A test that leaves a forked command running (blocked on a fifo) must not hang its pytest worker at exit:
+    multiprocessing joins its children there, so dpotproc kills what is still running first."""
+    (tmp_path / "run").mkdir()
+    os.mkfifo(tmp_path / "run" / "metrics.jsonl")
+    code = ("import sys, dpotproc; dpotproc.ENABLED = True; dpotproc.PRELOAD[:] = ['dpot.cli']; "
+            f"p = dpotproc.Popen([sys.executable, '-m', 'dpot', 'report', {str(tmp_path / 'run')!r}]); "
+            "assert isinstance(p, dpotproc.Popen); print(p.pid, flush=True)")
+    tests_dir = str(Path(__file__).resolve().parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (tests_dir, os.environ.get("PYTHONPATH")) if p)}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    status = Path(f"/proc/{int(r.stdout.split()[0])}/status")
+    deadline = time.time() + 30
+    while status.exists() and "\tZ" not in status.read_text().split("State:")[1].splitlines()[0]:
+        assert time.time() < deadline, "the forked command outlived its worker"
+        time.sleep(0.1)
