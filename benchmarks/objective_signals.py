@@ -216,15 +216,16 @@ def rho_with_interval(points: list[tuple[str, float, float]], boot: int = 2000, 
     return {"rho": rho, "ci95": [lo, hi], "n_points": len(points), "n_runs": len(runs)}
 
 
-def correlate(signal_files: list[Path], studies: list[Path], heldout: str) -> dict:
-    """The predictivity table (the module docstring) of every signal on held-out set ``heldout``."""
+def correlate(signal_files: list[Path], studies: list[Path], heldout: str, signals=SIGNALS) -> dict:
+    """The predictivity table (the module docstring) of ``signals`` (default every signal) on held-out set
+    ``heldout``."""
     runs = [json.loads(f.read_text()) for f in signal_files]
     evals: dict = {}
     for study in studies:
         evals.update(success_points(study))
     table: dict = {}
     planted: dict = {}
-    for sig in SIGNALS:
+    for sig in signals:
         sign = 1.0 if sig == "improvement" else -1.0     # every signal read as "higher = better policy"
         entry = {}
         for cell in CELLS:
@@ -363,7 +364,7 @@ def predictivity(signals_root: Path, studies: list[Path], heldout: str = "id") -
         files = sorted((signals_root / task).glob("*.json"))
         if not files:
             continue
-        corr = correlate(files, sts, heldout)
+        corr = correlate(files, sts, heldout, signals=tuple(REPORTED))
         tasks[task] = {"runs": len(corr["runs"]), "arms": sorted({_arm_seed(n)[0] for n in corr["runs"]}),
                        "signals": {sig: {cell: {view: corr["signals"][sig][cell][view]
                                                 for view in ("all_steps", "final_only")}

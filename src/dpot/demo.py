@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None, command: str = "demo") -> int:
     print(f"demo: data={kind} ({t_data:.0f} s), training {cfg.steps} steps in {t_train:.0f} s, "
           f"total {time.perf_counter() - t0:.0f} s")
     if evals:
-        print(f"demo: eval/offline_eval/avg_loss {evals[0]:.4f} -> {evals[-1]:.4f}")
+        print(f"demo: {EVAL_LOSS} {evals[0]:.4f} -> {evals[-1]:.4f}")
     print(solver_line(rows, cfg.ot.max_iters))
     print(f"demo: metrics    {rundir.metrics_path(run_dir)}")
     model = rundir.last_link(run_dir) / rundir.MODEL_DIR

@@ -214,14 +214,13 @@ def build_proposals(run, findings, rules: dict, parent_spec: str) -> list[Propos
     """The next configs for ``run``: (rollback,) a = optimisation/hygiene, b = a + OT changes, c = a longer."""
     base, notes = _base_config(run)
     it = _iteration(run)
-    eval_key = EVAL_LOSS
     reg = rules.get("rollback", {}).get("max_regression", 0.10)
-    triggers = [f"{eval_key}: late-window mean > {1 + reg:.2f} × the parent's ({run.run_id}) and beyond the two runs' "
+    triggers = [f"{EVAL_LOSS}: late-window mean > {1 + reg:.2f} × the parent's ({run.run_id}) and beyond the two runs' "
                 "noise → roll back to the parent config",
                 "train/grad_norm spikes or train/loss oscillation → halve the LR and retry",
                 f"{coupling_key(cfgkeys.ot_settings(run.config))[0]} > "
                 f"{rules.get('ot_strong', {}).get('max_pi_diag', 0.4)} sustained → lower ot.lambda_ot or raise ot.reg"]
-    core = ["train/loss", "train/l1_loss", eval_key]
+    core = ["train/loss", "train/l1_loss", EVAL_LOSS]
     out: list[Proposal] = []
     letters = iter("abcdefgh")
 
@@ -240,7 +239,7 @@ def build_proposals(run, findings, rules: dict, parent_spec: str) -> list[Propos
         ev = rb[0].evidence
         add("rollback", f"rollback: revert {len(rb[0].changes)} changed keys to parent {ev['parent']}'s values",
             f"eval loss {ev['child_eval']} is {ev['regression_pct']}% worse than parent "
-            f"{ev['parent']} ({ev['parent_eval']}): revert the changed keys", rb[0].changes, [eval_key], ["rollback"])
+            f"{ev['parent']} ({ev['parent_eval']}): revert the changed keys", rb[0].changes, [EVAL_LOSS], ["rollback"])
     optim, mon_a, ids_a, tg_a = _merge(findings, {"optim"})
     dom = [f for f in findings if f.id == "cost_dominance"]
     for f in dom:           # balancing cost terms is low risk: part of proposal a
@@ -272,7 +271,7 @@ def build_proposals(run, findings, rules: dict, parent_spec: str) -> list[Propos
         add("longer", f"longer training: steps {steps} → {steps * 2}" + (" (on top of a)" if optim else ""),
             f"steps: {steps} → {steps * 2}: {why}"
             + (f" (on top of a: {_describe(optim, run.config, tg_a, mf)})" if optim else ""),
-            longer, [eval_key], ids_a, tg_a)
+            longer, [EVAL_LOSS], ids_a, tg_a)
     return out
 
 

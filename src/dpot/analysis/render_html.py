@@ -22,7 +22,16 @@ from dpot import metric_names as mn
 from dpot.analysis import cfgkeys
 from dpot.analysis.i18n import finding_text, prose, t
 from dpot.analysis.predictivity import predictivity_line
-from dpot.analysis.render_md import CORE, OPTIONAL_OT_KEYS, OT_KEYS, appendix_ot, fmt, has_ot, seen_keys
+from dpot.analysis.render_md import (
+    CORE,
+    OPTIONAL_OT_KEYS,
+    OT_KEYS,
+    appendix_ot,
+    fmt,
+    has_ot,
+    rollback_triggers,
+    seen_keys,
+)
 from dpot.analysis.summary import span_text
 from dpot.metric_names import EVAL_LOSS
 
@@ -173,8 +182,7 @@ def render_report_html(a, figs: dict[str, dict], lang: str = "en") -> str:
     ev_rows = "".join(f"<li><b>[{_e(f.severity)}] {_e(f.id)}</b> — {_e(finding_text(lang, f))}<br><small>"
                       f"{_e(json.dumps(f.evidence, ensure_ascii=False, default=str))}</small></li>"
                       for f in a.findings)
-    trig = a.proposals[0].rollback_triggers if a.proposals else [
-        f"eval/offline_eval/avg_loss > {1 + a.rules['rollback']['max_regression']:.2f} × this run's best → roll back"]
+    trig = rollback_triggers(a)
     flat = cfgkeys.flatten(run.config)
     cfg = {k: flat[k] for k in ("batch_size", "steps", "seed", "use_policy_training_preset", "policy.type",
                                 "policy.optimizer_lr", "optimizer.type", "optimizer.lr", "scheduler.type",

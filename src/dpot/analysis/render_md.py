@@ -201,6 +201,13 @@ def _assessment(a, lang) -> list[str]:
     return out
 
 
+def rollback_triggers(a) -> list[str]:
+    """The run's rollback triggers: its first proposal's, else the eval loss against this run's best."""
+    if a.proposals:
+        return a.proposals[0].rollback_triggers
+    return [f"{EVAL_LOSS} > {1 + a.rules['rollback']['max_regression']:.2f} × this run's best → roll back"]
+
+
 def render_markdown(a, lang: str = "en", proposal_paths: dict | None = None, plots: list[str] | None = None) -> str:
     """The report of one analysis, in the seed's sections (``plots``: PNG file names next to it, linked at the
     end)."""
@@ -255,9 +262,7 @@ def render_markdown(a, lang: str = "en", proposal_paths: dict | None = None, plo
     L += ["", f"## {t(lang, 'monitors')}"] + [f"- {m}" + ("" if m in run.history else
                                                       f" — {t(lang, 'not_logged', seen='…')}") for m in monitors]
     L += ["", f"## {t(lang, 'rollback')}"]
-    trig = a.proposals[0].rollback_triggers if a.proposals else [
-        f"eval/offline_eval/avg_loss > {1 + a.rules['rollback']['max_regression']:.2f} × this run's best → roll back"]
-    L += [f"- {prose(lang, x)}" for x in trig]
+    L += [f"- {prose(lang, x)}" for x in rollback_triggers(a)]
     if a.parent is not None:
         rb = [f for f in a.findings if f.id in ("rollback", "rollback_unchecked")]
         L.append(f"- {t(lang, 'rollback_check')} vs parent {a.parent.run_id}: "

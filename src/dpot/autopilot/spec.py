@@ -16,8 +16,9 @@ from pathlib import Path
 from dpot import rundir
 from dpot.analysis import cfgkeys
 from dpot.errors import UserError
+from dpot.metric_names import EVAL_LOSS
 
-DEFAULT_OBJECTIVE = "eval/offline_eval/avg_loss:min"
+DEFAULT_OBJECTIVE = f"{EVAL_LOSS}:min"
 SPEC_FILE = "autopilot.json"
 SPEC_VERSION = 1
 

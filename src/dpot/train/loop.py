@@ -167,7 +167,7 @@ def evaluate(run: TrainRun, step: int) -> dict[str, float]:
     """Offline evaluation on the held-out target batches (main process), logged at ``step``."""
     res = run.evaluator(run.policy)
     run.sinks.log(step, res)
-    log.info("step %d: eval/offline_eval/avg_loss=%.4f (%.1fs)", step, res[EVAL_LOSS],
+    log.info("step %d: %s=%.4f (%.1fs)", step, EVAL_LOSS, res[EVAL_LOSS],
              res["eval/offline_eval/eval_s"])
     return res
 
