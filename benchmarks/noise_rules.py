@@ -24,8 +24,8 @@ import numpy as np
 from dpot.analysis.diagnose import RULES, RuleContext
 from dpot.analysis.readers import Run
 from dpot.analysis.rules import default_rules
+from dpot.metric_names import EVAL_LOSS as EVAL
 
-EVAL = "eval/offline_eval/avg_loss"
 CONFIG = {"steps": 5000, "policy": {"type": "diffusion"}, "optimizer": {"type": "adamw", "lr": 1e-4,
                                                                         "weight_decay": 1e-4}}
 

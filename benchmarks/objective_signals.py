@@ -42,6 +42,8 @@ import re
 import time
 from pathlib import Path
 
+from dpot.metric_names import EVAL_LOSS
+
 REPO = Path(__file__).resolve().parents[1]
 SIGNALS = ("offline_l1", "offline_l1_fixed", "denoise_mse", "improvement")
 CELLS = ("target_id", "target_ood")
@@ -133,8 +135,8 @@ def run_signals(run: Path, heldout: dict[str, Path], *, n_batches: int, draws: i
             l1 = OfflineEvaluator(b["run"], prepare, seed=seed, predict=hook.predict_chunk)(policy)
             fixed = [OfflineEvaluator(b["fixed"], prepare, seed=1000 + k, predict=hook.predict_chunk)(policy)
                      for k in range(draws)]
-            out[step][name] = {"offline_l1": l1["eval/offline_eval/avg_loss"],
-                               "offline_l1_fixed": sum(f["eval/offline_eval/avg_loss"] for f in fixed) / draws,
+            out[step][name] = {"offline_l1": l1[EVAL_LOSS],
+                               "offline_l1_fixed": sum(f[EVAL_LOSS] for f in fixed) / draws,
                                "denoise_mse": _denoise_mse(policy, b["fixed"], prepare, fractions)}
         print(f"{run.name} step {step}: " + "  ".join(
             f"{n} " + " ".join(f"{k}={v:.4f}" for k, v in s.items()) for n, s in out[step].items())
@@ -348,7 +350,7 @@ def run_all(study: Path, heldout: dict[str, Path], out: Path, *, n_batches: int,
 
 # the signals `dpot report` speaks of: dpot's own offline eval (eval/offline_eval/avg_loss) and the closest measured
 # signal to lerobot-train's held-out loss (the diffusion loss on held-out frames)
-REPORTED = {"offline_l1": "eval/offline_eval/avg_loss", "denoise_mse": "held-out diffusion loss"}
+REPORTED = {"offline_l1": EVAL_LOSS, "denoise_mse": "held-out diffusion loss"}
 
 
 def predictivity(signals_root: Path, studies: list[Path], heldout: str = "id") -> dict:

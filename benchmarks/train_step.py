@@ -36,6 +36,8 @@ import threading
 import time
 from pathlib import Path
 
+from dpot.metric_names import EVAL_S
+
 if __package__:  # imported as benchmarks.train_step (the tests, python -m benchmarks.train_step)
     from .markdown_section import write_section
 else:  # run as python benchmarks/train_step.py: benchmarks/ is sys.path[0]
@@ -143,9 +145,9 @@ def _dpot_run(tmp: Path, name: str, src: Path, tgt: Path, args, lambda_ot: float
         raise SystemExit(f"dpot train failed:\n{text[-3000:]}")
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if "train/update_s" in r][args.warmup:]
-    evals = [r["eval/offline_eval/eval_s"] for r in rows if "eval/offline_eval/eval_s" in r]
+    evals = [r[EVAL_S] for r in rows if EVAL_S in r]
     # log lines of steps warmup+1..steps, minus the eval steps' lines (their gap holds the eval)
-    step_wall = _step_walls(times, args.warmup, {r["step"] for r in rows if "eval/offline_eval/eval_s" in r})
+    step_wall = _step_walls(times, args.warmup, {r["step"] for r in rows if EVAL_S in r})
     return {"update_s": [r["train/update_s"] for r in train], "data_s": [r["train/dataloading_s"] for r in train],
             "eval_s": evals, "wall_s": wall, "step_wall_s": step_wall}
 

@@ -30,7 +30,8 @@ Every name above starts with ``ot_`` (:data:`OT_PREFIX`); the per-term cost fami
 
 Evaluation: ``eval/offline_eval/avg_loss`` (:data:`EVAL_LOSS`) is the held-out offline eval loss (dpot: the L1 of a
 sampled action chunk, :mod:`dpot.train.offline_eval`; lerobot-train's held-out loss and the seed report's names are
-read under it, :mod:`dpot.analysis.aliases`). ``eval/domain_probe/<camera>`` (:func:`probe`) is the held-out
+read under it, :mod:`dpot.analysis.aliases`), and ``eval/offline_eval/eval_s`` (:data:`EVAL_S`) its seconds.
+``eval/domain_probe/<camera>`` (:func:`probe`) is the held-out
 accuracy of a linear sim-vs-real classifier on the camera's image features (:mod:`dpot.train.domain_probe`; 0.5 =
 the domains cannot be told apart), with its 95 % interval's ends under ``<key>_lo`` / ``<key>_hi``.
 
@@ -46,10 +47,11 @@ __all__ = ["TRAIN", "OT_PREFIX", "OT_LOSS", "OT_LOSS_SCALED", "OT_PI_SUM", "OT_P
            "COST_STEM", "COST", "COST_PLAN",
            "LEGACY_COST_MEAN", "EMBED_SPREAD", "IMAGE_TERM", "LABEL_TERM", "cost_key", "cost_plan_key",
            "embed_spread_key", "image_term", "label_term", "term_camera", "kind_by_name", "train", "is_legacy",
-           "upgrade_legacy", "PROBE", "probe", "EVAL_LOSS"]
+           "upgrade_legacy", "PROBE", "probe", "EVAL_LOSS", "EVAL_S"]
 
 TRAIN = "train/"
 EVAL_LOSS = "eval/offline_eval/avg_loss"
+EVAL_S = "eval/offline_eval/eval_s"
 OT_PREFIX = "ot_"              # what every OT-term name starts with
 OT_LOSS = "ot_loss"
 OT_LOSS_SCALED = "ot_loss_scaled"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from dpot import metric_names as mn
-from dpot.metric_names import EVAL_LOSS, train
+from dpot.metric_names import EVAL_LOSS, EVAL_S, train
 
 # Canonical key -> (short label, direction: "min" | "max" | None when neither is "better").
 CANONICAL: dict[str, tuple[str, str | None]] = {
@@ -32,7 +32,7 @@ CANONICAL: dict[str, tuple[str, str | None]] = {
     train(mn.OT_SINKHORN_MAXED): ("Sinkhorn solves at max_iters", "min"),
     train(mn.OT_SINKHORN_MARGINAL_ERR): ("Sinkhorn marginal error", "min"),
     EVAL_LOSS: ("eval loss", "min"),
-    "eval/offline_eval/eval_s": ("eval s", "min"),
+    EVAL_S: ("eval s", "min"),
 }
 # per-term costs: the batch mean of w_k C_k (the fork's ot_cost/<term>) and the plan-weighted sum pi * w_k C_k
 MEAN_COST_PREFIX, PLAN_COST_PREFIX = train(mn.COST), train(mn.COST_PLAN)
@@ -46,8 +46,8 @@ ALIASES: dict[str, str] = {
     "offline_eval/avg_loss": EVAL_LOSS,
     "eval_loss": EVAL_LOSS,
     "avg_loss": EVAL_LOSS,
-    "eval/eval_s": "eval/offline_eval/eval_s",
-    "eval_s": "eval/offline_eval/eval_s",
+    "eval/eval_s": EVAL_S,
+    "eval_s": EVAL_S,
     "train/l1": "train/l1_loss",
     "l1": "train/l1_loss",
     train(mn.OT_PREFIX + mn.OT_LOSS): train(mn.OT_LOSS),    # the seed's doubled prefix (train/ot_ot_loss)

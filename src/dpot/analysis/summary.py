@@ -8,7 +8,7 @@ from statistics import median
 
 from dpot.analysis.aliases import direction
 from dpot.analysis.windows import window_size
-from dpot.metric_names import EVAL_LOSS
+from dpot.metric_names import EVAL_LOSS, EVAL_S
 
 
 @dataclass
@@ -139,7 +139,7 @@ def throughput(history: dict, config: dict, times: list | None = None) -> dict:
     up = _median_of(history, "train/update_s")
     dl = _median_of(history, "train/dataloading_s")
     out = {"update_s": up, "dataloading_s": dl, "data_share": None, "eval_share": None,
-           "eval_s": _median_of(history, "eval/offline_eval/eval_s"), "first_update_s": None,
+           "eval_s": _median_of(history, EVAL_S), "first_update_s": None,
            "first_dataloading_s": None}
     for k, name in (("train/update_s", "first_update_s"), ("train/dataloading_s", "first_dataloading_s")):
         if history.get(k):

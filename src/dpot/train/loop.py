@@ -38,7 +38,7 @@ import torch
 
 from dpot import metric_names as mn
 from dpot import rundir
-from dpot.metric_names import EVAL_LOSS
+from dpot.metric_names import EVAL_LOSS, EVAL_S
 from dpot.ot.alignment import DomainFeatures
 from dpot.train import checkpoint as ckpt_mod
 from dpot.train.batches import RAW_PREFIX, prepare_batch, prepare_eval_batch
@@ -168,7 +168,7 @@ def evaluate(run: TrainRun, step: int) -> dict[str, float]:
     res = run.evaluator(run.policy)
     run.sinks.log(step, res)
     log.info("step %d: %s=%.4f (%.1fs)", step, EVAL_LOSS, res[EVAL_LOSS],
-             res["eval/offline_eval/eval_s"])
+             res[EVAL_S])
     return res
 
 

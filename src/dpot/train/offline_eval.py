@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from dpot.metric_names import EVAL_LOSS
+from dpot.metric_names import EVAL_LOSS, EVAL_S
 
 
 class OfflineEvaluator:
@@ -45,4 +45,4 @@ class OfflineEvaluator:
         if was_training:
             policy.train()
         return {EVAL_LOSS: total / max(count, 1),
-                "eval/offline_eval/eval_s": time.perf_counter() - t0}
+                EVAL_S: time.perf_counter() - t0}
