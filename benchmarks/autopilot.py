@@ -38,13 +38,14 @@ that can succeed at all: ``--policy study`` trains the ``cpu-idood-powered`` stu
 tiny CPU one (at 100 steps the tiny policy succeeds in 0 of 10 episodes).
 Result per start and method (``results.json``, :func:`results_doc`): ``{"direction": "min"|"max", "objective": ...,
 "optuna_version": ..., "starts": {start: {"methods": {method: {"space": [param names], "repeats": [{"seed", "best",
-"steps", "runs", "runs_to_tpe_best", "compute_steps", "compute_to_tpe_best", "sampler_seed"}]}}}}}`` (``space``
-and ``sampler_seed``: the searching methods, in results that recorded them; each method's ``<method>.result.json``
-also keeps every run's drawn params and trained steps); ``runs_to_tpe_best``: the runs a method needed to match
-TPE's final best in that repeat (None if never, :func:`runs_to_match`); ``compute_steps`` (= ``steps``): the steps
-its runs really trained (a run the autopilot stopped early counts what it trained); ``compute_to_tpe_best``: the
-steps trained until it matched TPE's final best (None if never, or for a result that did not record its runs'
-steps); the table gives the mean ± std of ``best`` and the median of ``runs_to_tpe_best``.
+"steps", "runs", "runs_to_tpe_best", "compute_steps", "compute_to_tpe_best", "sampler_seed"}]}}}}}`` (``space`` and
+``sampler_seed``: the searching methods, in results that recorded them; the autopilot's also records its
+``strategy``, ``--strategy``: ``both`` by default, ``prior`` for the diagnoses as the sampler's prior; each method's
+``<method>.result.json`` also keeps every run's drawn params and trained steps); ``runs_to_tpe_best``: the runs a
+method needed to match TPE's final best in that repeat (None if never, :func:`runs_to_match`); ``compute_steps`` (=
+``steps``): the steps its runs really trained (a run the autopilot stopped early counts what it trained);
+``compute_to_tpe_best``: the steps trained until it matched TPE's final best (None if never, or for a result that
+did not record its runs' steps); the table gives the mean ± std of ``best`` and the median of ``runs_to_tpe_best``.
 Without ``--source/--target`` it writes toy datasets (``dpot.data.toy``, 8-dim actions: the seed's label cost
 slices action dims 0-8) to the out dir.
 Below the table, :func:`best_runs` lists where each repeat's best came from (the autopilot's best node and its
@@ -90,9 +91,11 @@ from pathlib import Path
 from dpot.atomic import write_text
 from dpot.autopilot import tools
 from dpot.autopilot.record import shown_state
+from dpot.autopilot.sampling import STRATEGIES
 from dpot.autopilot.spec import Objective, parse_objective
 from dpot.errors import UserError
 from dpot.launch import child_env
+from dpot.metric_names import EVAL_LOSS
 from dpot.metrics_log import read_metrics
 from dpot.rundir import LINEAGE_FILE
 
@@ -109,7 +112,7 @@ SECTION = "### The grid: best objective per start and method"
 CLOSED_LOOP_SECTION = "### The closed-loop grid: best target success per start and method"
 STARTS = ("seed", "healthy", "lr-100x-high", "lr-100x-low-flat", "warmup-longer-than-run", "label-dominated")
 METHODS = ("autopilot", "tpe", "random", "hand")
-OBJ = "eval/offline_eval/avg_loss"
+OBJ = EVAL_LOSS
 DEFAULT_OBJECTIVE = parse_objective(OBJ)
 ENV = child_env()                         # the environment dpot's own launcher gives its children
 POLICY_SIZES = ("cpu", "study")
@@ -280,7 +283,9 @@ def results_doc(results: dict, objective: Objective = DEFAULT_OBJECTIVE) -> dict
                 if r.get("optuna_version"):
                     versions.add(r["optuna_version"])
             space = next((r["space"] for r in reps if r.get("space")), None)
-            out[method] = {**({"space": space} if space is not None else {}), "repeats": rows}
+            strategy = next((r["strategy"] for r in reps if r.get("strategy")), None)
+            out[method] = {**({"space": space} if space is not None else {}),
+                           **({"strategy": strategy} if strategy is not None else {}), "repeats": rows}
         starts[start] = {"methods": out}
     return {"direction": objective.direction, "objective": objective.key,
             "optuna_version": ", ".join(sorted(versions)) or None, "starts": starts}
@@ -438,7 +443,7 @@ def run_autopilot(base: dict, work: Path, a, seed: int) -> dict:
     rc = _dpot("autopilot", "--config_path", str(path), "--out", str(out), "--iterations", str(a.iterations),
                "--candidates", str(a.candidates), "--steps", str(a.steps), "--patience", "0", "--quiet",
                "--objective", a.objective.key, "--bench_episodes", str(a.bench_episodes),
-               "--bench_max_steps", str(a.bench_max_steps), "--seed", str(seed),
+               "--bench_max_steps", str(a.bench_max_steps), "--seed", str(seed), "--strategy", a.strategy,
                log=work / "autopilot.log")
     if rc != 0:
         raise SystemExit(f"autopilot failed (exit {rc}): see {work / 'autopilot.log'}")
@@ -451,7 +456,7 @@ def run_autopilot(base: dict, work: Path, a, seed: int) -> dict:
     best = (min(vals) if a.objective.direction == "min" else max(vals)) if vals else float("nan")
     return {"best": best, "steps": sum(run_steps), "runs": len(lin["nodes"]), "values": order,
             "run_steps": run_steps, "wall_s": time.time() - t0,
-            "space": space.names(search_space(search_config(base))), "sampler_seed": seed,
+            "space": space.names(search_space(search_config(base))), "sampler_seed": seed, "strategy": a.strategy,
             "optuna_version": optuna_version()}
 
 
@@ -770,6 +775,8 @@ def main() -> int:
                    help="tiny budget: 6 steps, 1 iteration x 1 candidate, 1 repeat, starts seed and lr-100x-high")
     p.add_argument("--steps", type=int, default=300, help="training steps per run")
     p.add_argument("--iterations", type=int, default=3)
+    p.add_argument("--strategy", choices=STRATEGIES, default="both",
+                   help="the autopilot's --strategy (default both; prior: the diagnoses as the sampler's prior)")
     p.add_argument("--candidates", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--first-repeat", type=int, default=0, metavar="K",

@@ -233,9 +233,11 @@ def test_results_doc_records_the_space_the_sampler_seeds_and_optunas_version():
     rep = lambda seed, **kw: {"best": 0.8, "steps": 600, "runs": 2, "values": [0.9, 0.8], "seed": seed, **kw}  # noqa: E731
     names = ["lr", "lr.constant", "ot.lambda_ot", "ot.reg", "optimizer.type", "optimizer.weight_decay"]
     new = dict(space=names, sampler_seed=3, optuna_version="5.1.0")
-    doc = bench.results_doc({"seed": {"autopilot": [rep(3, **new)], "tpe": [rep(3, **new)], "hand": [rep(3)]}})
+    doc = bench.results_doc({"seed": {"autopilot": [rep(3, **new, strategy="prior")], "tpe": [rep(3, **new)],
+                                      "hand": [rep(3)]}})
     assert doc["optuna_version"] == "5.1.0"
     m = doc["starts"]["seed"]["methods"]
+    assert m["autopilot"]["strategy"] == "prior" and "strategy" not in m["tpe"]
     assert m["autopilot"]["space"] == m["tpe"]["space"] == names and "space" not in m["hand"]
     assert m["tpe"]["repeats"][0]["sampler_seed"] == 3 and "sampler_seed" not in m["hand"]["repeats"][0]
     assert bench.results_doc({"seed": {"tpe": [rep(0)]}})["optuna_version"] is None

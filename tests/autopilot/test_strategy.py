@@ -227,6 +227,42 @@ def test_bad_strategy_or_sampler_is_one_line_exit_2(tmp_path, capsys, flag):
     assert err.startswith("error:") and flag.split("=")[0] in err and not (tmp_path / "o").exists()
 
 
+LONG_WARMUP = {**BASE, "scheduler": {"type": "diffuser", "name": "cosine", "num_warmup_steps": 20}}
+
+
+def test_prior_samples_around_the_parent_with_its_fixes_and_never_forces_a_rule_run(tmp_path, monkeypatch):
+    """``--strategy prior``: the diagnoses are the sampler's prior. A fix outside the searched space (the warmup cut
+    of ``schedule_mismatch``) is applied to every sampled config; a proposal about the space's own values (``lr_low``:
+    the LR; ``ot_weak``: lambda) is no run of its own: the LR is drawn where no LR rule fires."""
+    s = _search(tmp_path, strategy="prior")
+    said = []
+    s.planner.say = said.append
+    cut = {**LONG_WARMUP, "scheduler": {**LONG_WARMUP["scheduler"], "num_warmup_steps": 1}}
+    props = [({"name": "lr_low", "title": "raise lr", "changes": {"optimizer.lr": 1e-4}, "findings": ["lr_low"]},
+              {**LONG_WARMUP, "optimizer": {"lr": 1e-4}}),
+             ({"name": "schedule_mismatch", "title": "cut the warmup", "findings": ["schedule_mismatch"],
+               "changes": {"scheduler.num_warmup_steps": 1}}, cut),
+             ({"name": "ot_weak", "title": "raise lambda", "changes": {"ot.lambda_ot": 0.4}, "findings": ["ot_weak"]},
+              {**LONG_WARMUP, "ot": {"lambda_ot": 0.4, "reg": 0.02}})]
+    monkeypatch.setattr(tools, "propose", lambda run_dir, out, rules: props)
+    s.planner.enqueue_base(LONG_WARMUP)
+    _train_all(s, _loss)
+    assert s.planner.propose_next(1, "base", s.records()) == "base"
+    recs = sorted((r for r in s.records() if r.iteration == 1), key=lambda r: r.name)
+    assert len(recs) == 2
+    for r in recs:
+        cfg = s.planner.config_of(r.name)
+        assert r.diagnoses == [sampling.SAMPLED, "schedule_mismatch"] and r.title.endswith("+ fixes: schedule_mismatch")
+        assert 1e-4 <= cfg["optimizer"]["lr"] <= 3e-3 and cfg["optimizer"]["lr"] != 1e-4   # drawn, not lr_low's
+        if cfg["scheduler"]["name"] != "constant":                   # a drawn constant LR has no warmup at all
+            assert cfg["scheduler"]["num_warmup_steps"] == 1
+        assert 0.1 / 4 <= cfg["ot"]["lambda_ot"] <= 0.4              # drawn around the parent's 0.1
+    assert any("with its diagnoses' fixes (schedule_mismatch: scheduler.num_warmup_steps)" in x for x in said)
+    centre, fixes = s.planner.fixes_of("base")
+    assert fixes == ["schedule_mismatch"]                           # only the fix outside the space
+    assert centre == {**s.planner.config_of("base"), "scheduler": cut["scheduler"]}
+
+
 @pytest.mark.slow
 def test_a_sampled_iteration_end_to_end(toy, tmp_path):
     """Tiny trainings: the base run, then one sampled candidate (``--strategy both`` with every rule off, so

@@ -68,7 +68,7 @@ class Planner:
         explore: try one-step exploration moves once the diagnoses are spent (``--no_explore`` turns it off;
             ``rules`` strategy only).
         say: prints a progress line.
-        strategy: ``rules`` | ``sampler`` | ``both`` (:data:`~dpot.autopilot.sampling.STRATEGIES`).
+        strategy: ``rules`` | ``sampler`` | ``both`` | ``prior`` (:data:`~dpot.autopilot.sampling.STRATEGIES`).
         sampler: the model-based sampler (one of :data:`dpot.autopilot.sampling.SAMPLERS`: ``tpe`` | ``gp``).
         seed: the search's ``--seed`` (:func:`dpot.autopilot.sampling.sampler_seed`; None = the old fixed draws).
     """
@@ -188,9 +188,14 @@ class Planner:
         fallback run (:meth:`fallback_parents`) that has something; when no run's diagnoses are left, sampled
         configs around ``parent`` (strategy ``both``) or one-step exploration moves (:func:`explore_moves`) around
         the same runs in the same order (strategy ``rules``, unless ``explore`` is off). Strategy ``sampler``:
-        sampled configs around the base run only. Returns the run used, None when none."""
+        sampled configs around the base run only. Strategy ``prior``: sampled configs around ``parent`` with its
+        diagnoses' fixes outside the searched space applied (:meth:`fixes_of`), no rule-proposed run. Returns the
+        run used, None when none."""
         if self.strategy == "sampler":
             return BASE_RUN if self.sample_around(it, BASE_RUN, records) else None
+        if self.strategy == "prior":
+            centre, fixes = self.fixes_of(parent)
+            return parent if self.sample_around(it, parent, records, centre=centre, fixes=fixes) else None
         for run in self.fallback_parents(parent, records):
             if self.propose(it, run, records):
                 if run != parent:
@@ -230,6 +235,41 @@ class Planner:
             cands = [c for c in cands if not only_ot_changes(c.keys or [])]
         return self.enqueue_candidates(it, parent, cands, records)
 
+    def fixes_of(self, parent: str) -> tuple[dict, list[str]]:
+        """Strategy ``prior``: ``parent``'s config with its diagnoses' fixes that lie outside the searched space,
+        and the rule ids applied.
+
+        A proposal of ``dpot propose`` on ``parent`` is applied when it leaves the space's values
+        (:func:`~dpot.autopilot.space.config_params`) and the budget as they are: a warmup cut to fit the run
+        (``schedule_mismatch``), cost weights (``cost_dominance``), the OT marginals, the workers. Proposals are
+        applied in their order; a key an earlier one set is kept. A diagnosis about the space's own values
+        (``lr_low``, ``lr_high``, ``ot_weak``, ...) is no run of its own: the LR is drawn only where neither LR rule
+        fires (:func:`dpot.autopilot.space.distributions`) and the sampler draws ``ot.lambda_ot`` / ``ot.reg``.
+        OT-only fixes are left out when the OT term is a negligible share of ``parent``'s loss."""
+        cfg = self.config_of(parent)
+        try:
+            props = tools.propose(self.dirs.run_dir(parent), self.dirs.proposals_dir(parent), self.rules)
+        except (RuntimeError, ValueError) as err:
+            self.say(f"autopilot: dpot propose {parent} failed: {err}; sampling around it unchanged")
+            return cfg, []
+        own = config_params(cfg)
+        negligible = self.negligible_ot_share(parent) is not None
+        done: set[str] = set()
+        applied: list[str] = []
+        for prop, new_cfg in props:
+            keys = [k for k in (prop.get("changes") or {}) if k not in done]
+            if not keys or cfgkeys.STEPS in keys or config_params(new_cfg) != own or (
+                    negligible and only_ot_changes(keys)):
+                continue
+            for key in keys:
+                cfg = cfgkeys.set_(cfg, key, cfgkeys.get(new_cfg, key))
+            done.update(keys)
+            applied += [f for f in prop.get("findings") or [prop.get("name")] if f and f not in applied]
+        if applied:
+            self.say(f"autopilot: sampling around {parent} with its diagnoses' fixes ({', '.join(applied)}: "
+                     f"{', '.join(sorted(done))})")
+        return cfg, applied
+
     def negligible_ot_share(self, run: str) -> float | None:
         """The OT term's share of ``run``'s training loss (:func:`~dpot.autopilot.decisions.ot_share`) when it is
         below :data:`~dpot.autopilot.decisions.OT_NEGLIGIBLE`; None otherwise (or when the run logs no OT term)."""
@@ -239,17 +279,20 @@ class Planner:
             return None
         return share if share is not None and share < OT_NEGLIGIBLE else None
 
-    def sample_around(self, it: int, parent: str, records: list[TrialRecord], tries: int = 20) -> bool:
+    def sample_around(self, it: int, parent: str, records: list[TrialRecord], tries: int = 20,
+                      centre: dict | None = None, fixes: list[str] | tuple = ()) -> bool:
         """Enqueue up to K configs drawn by the model-based sampler around ``parent`` (:mod:`.sampling`), told
-        about every finished trial; a draw equal to a tried config is drawn again (at most ``tries`` draws)."""
+        about every finished trial; a draw equal to a tried config is drawn again (at most ``tries`` draws).
+        ``centre``: the config drawn around instead of ``parent``'s (strategy ``prior``: :meth:`fixes_of`), whose
+        ``fixes`` (rule ids) each candidate lists after :data:`~dpot.autopilot.sampling.SAMPLED`."""
         from dpot.analysis.rules import load_rules
 
-        parent_cfg = self.config_of(parent)
+        parent_cfg = self.config_of(parent) if centre is None else centre
         space = sampling.sample_space(parent_cfg, load_rules(self.rules),
                                       ot_negligible=self.negligible_ot_share(parent) is not None)
         if not space:
             return False
-        tried = {r.digest for r in records} | {spec.config_digest(parent_cfg)}
+        tried = {r.digest for r in records} | {spec.config_digest(self.config_of(parent))}
         cands: list[Candidate] = []
         for i in range(tries):
             params = sampling.draw(self.store.study, self.store.storage, self.sampler, space,
@@ -260,8 +303,8 @@ class Planner:
             if digest in tried:
                 continue
             tried.add(digest)
-            title = "sampler: " + sampling.params_text(params)
-            cands.append(Candidate(f"sampled_{i}", title, [sampling.SAMPLED], cfg, None))
+            title = "sampler: " + sampling.params_text(params) + (f" + fixes: {', '.join(fixes)}" if fixes else "")
+            cands.append(Candidate(f"sampled_{i}", title, [sampling.SAMPLED, *fixes], cfg, None))
             if len(cands) >= self.candidates:
                 break
         return self.enqueue_candidates(it, parent, cands, records, check_inert=False)

@@ -2,7 +2,7 @@
 
     dpot autopilot --config_path BASE.json --out DIR [--iterations N] [--candidates K] [--steps S]
                    [--objective METRIC[:min|max]] [--storage URL] [--launcher TEMPLATE] [--rules PATH]
-                   [--strategy rules|sampler|both] [--sampler tpe|gp]
+                   [--strategy rules|sampler|both|prior] [--sampler tpe|gp]
 
 Rerun the same command to continue a stopped or killed search; start it several times (same arguments) to have
 several workers share it (SQLite under DIR on one machine; --storage postgresql://... across machines).
@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 
 from dpot import rundir
+from dpot.autopilot.sampling import STRATEGIES
 from dpot.errors import UserErrorParser
 
 
@@ -59,12 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no_explore", dest="explore", action="store_false",
                    help="stop when the diagnoses are spent instead of trying one-step moves (lr, lambda_ot, "
                         "reg x2 and /2)")
-    p.add_argument("--strategy", choices=("rules", "sampler", "both"), default="both",
+    p.add_argument("--strategy", choices=STRATEGIES, default="both",
                    help="how candidates are found: 'both' (default) acts on the diagnoses first, then samples around "
                         "the best kept run with a model-based sampler told about every finished run; 'rules' only "
-                        "diagnoses (then --no_explore's one-step moves); 'sampler' only samples around the base config")
+                        "diagnoses (then --no_explore's one-step moves); 'sampler' only samples around the base "
+                        "config; 'prior' samples around the best kept run with its diagnoses as the prior (the LR "
+                        "where no LR rule fires; fixes outside the searched space, e.g. a warmup cut, applied)")
     p.add_argument("--sampler", choices=("tpe", "gp"), default="tpe",
-                   help="the model-based Optuna sampler of --strategy both|sampler (default tpe)")
+                   help="the model-based Optuna sampler of --strategy both|sampler|prior (default tpe)")
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the sampler's draws: searches with different seeds draw differently, the same "
                         "command draws the same (default: none, the fixed draws of earlier versions)")

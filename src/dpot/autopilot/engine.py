@@ -262,7 +262,7 @@ class Search:
             if self.planner.propose_next(it + 1, parent, records) is not None:
                 return "work"
             what = {"rules": "diagnoses" + (" or exploration moves" if self.s.explore else ""),
-                    "both": "diagnoses or sampler", "sampler": "sampler"}[self.s.strategy]
+                    "both": "diagnoses or sampler", "sampler": "sampler", "prior": "sampler"}[self.s.strategy]
             reason = f"nothing new proposed ({what}) for {parent} or any other kept run"
         store.set_stop(reason, it if reason.endswith("iteration(s) done") else None)
         return "done"

@@ -1,6 +1,8 @@
 """The model-based search step: an Optuna sampler (TPE by default) proposes configs around a parent run.
 
-Used when the diagnoses have nothing left (``--strategy both``) or instead of them (``--strategy sampler``). The
+Used when the diagnoses have nothing left (``--strategy both``), instead of them (``--strategy sampler``), or with
+the diagnoses as its prior (``--strategy prior``: the LR range is where no LR rule fires, the other fixes are
+applied to the config sampled around, :meth:`dpot.autopilot.candidates.Planner.fixes_of`). The
 sampler is told about every finished run of the study, rule-proposed or sampled: every trial records its values
 of the search space (:func:`~dpot.autopilot.space.config_params`) as Optuna params with the same distribution kind
 and log flag (:mod:`.training` suggests them on the claimed trial, :func:`record_params`), and Optuna's samplers
@@ -27,7 +29,7 @@ __all__ = ["SAMPLERS", "STRATEGIES", "SAMPLED", "sample_space", "apply_params", 
            "sampler_seed", "make_sampler", "draw"]
 
 SAMPLERS = ("tpe", "gp")      # CMA-ES needs the cmaes package, which dpot does not depend on
-STRATEGIES = ("rules", "sampler", "both")
+STRATEGIES = ("rules", "sampler", "both", "prior")
 SAMPLED = "sampler"            # the ``diagnoses`` entry of a sampled candidate (the lineage's "why")
 
 #: ``{param name: optuna distribution}`` the sampler draws from around a parent config (the shared space)
