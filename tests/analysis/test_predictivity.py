@@ -33,15 +33,21 @@ def test_the_line_reads_the_signal_of_the_runs_eval_loss():
     bp = data["tasks"]["button-press-topdown-v3"]
     dpot_line = predictivity_line({"ot": {}, "source_dataset": {}}, data=data)
     lerobot_line = predictivity_line({"policy": {"type": "diffusion"}}, data=data)
-    assert "the offline eval loss" in dpot_line and "diffusion loss" in lerobot_line
+    assert "a lower offline eval loss" in dpot_line and "a lower held-out diffusion loss" in lerobot_line
     rho = bp["signals"]["offline_l1"]["ood"]["all_steps"]
     assert f"OOD {rho['rho']:+.2f} [{rho['ci95'][0]:+.2f}, {rho['ci95'][1]:+.2f}]" in dpot_line
     rho = bp["signals"]["denoise_mse"]["id"]["all_steps"]
     assert f"ID {rho['rho']:+.2f} [{rho['ci95'][0]:+.2f}, {rho['ci95'][1]:+.2f}]" in lerobot_line
     assert f"({bp['runs']} runs, {3 * bp['runs']} checkpoints)" in dpot_line
-    # fewer than 3 arms measured: the line says ranking configs is not measured
-    assert "not measured yet" in dpot_line
+    # a task with fewer than 3 configs measured says nothing about ranking them; with 3 the line gives the
+    # final-checkpoint rho across them (the ranking at one budget), and no task measured so: "not measured yet"
+    few = {"tasks": {k: {**v, "arms": ["a"]} for k, v in data["tasks"].items()}}
+    line = predictivity_line({"ot": {}}, data=few)
+    assert "not measured yet" in line and "final checkpoint" not in line
     many = {"tasks": {k: {**v, "arms": ["a", "b", "c"]} for k, v in data["tasks"].items()}}
-    assert "not measured yet" not in predictivity_line({"ot": {}}, data=many)
+    line = predictivity_line({"ot": {}}, data=many)
+    assert "not measured yet" not in line and line.count("across its runs of 3 configs at the final checkpoint: ") == 2
+    fin = bp["signals"]["offline_l1"]["ood"]["final_only"]
+    assert f"OOD {fin['rho']:+.2f} [{fin['ci95'][0]:+.2f}, {fin['ci95'][1]:+.2f}]" in line
     assert "评估损失能否预测成功率" in predictivity_line({"ot": {}}, "zh", data=data)
     assert predictivity_line({"ot": {}}, data={"tasks": {}}) is None

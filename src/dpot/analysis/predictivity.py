@@ -44,23 +44,29 @@ def predictivity_line(config: dict | None, lang: str = "en", data: dict | None =
         return None
     cfg = config or {}
     signal = "offline_l1" if ("ot" in cfg or "source_dataset" in cfg) else "denoise_mse"
-    parts, arms = [], set()
+    parts, ranked = [], False
     for task, v in data["tasks"].items():
         cells = v["signals"][signal]
-        arms |= set(v["arms"])
-        parts.append(f"{TASK_NAMES.get(task, task)}: ID {_rho(cells['id']['all_steps'])}, OOD "
-                     f"{_rho(cells['ood']['all_steps'])} ({v['runs']} runs, {cells['id']['all_steps']['n_points']} "
-                     "checkpoints)")
-    ranked = len(arms) >= CONFIGS_FOR_RANKING
+        text = (f"{TASK_NAMES.get(task, task)}: ID {_rho(cells['id']['all_steps'])}, OOD "
+                f"{_rho(cells['ood']['all_steps'])} ({v['runs']} runs, {cells['id']['all_steps']['n_points']} "
+                "checkpoints")
+        if len(v["arms"]) >= CONFIGS_FOR_RANKING:      # runs of several configs: their ranking at one budget
+            ranked = True
+            k = len(v["arms"])
+            final = (f"{k} 个配置的运行在最终检查点" if lang == "zh"
+                     else f"across its runs of {k} configs at the final checkpoint")
+            text += f"; {final}: ID {_rho(cells['id']['final_only'])}, OOD {_rho(cells['ood']['final_only'])}"
+        parts.append(text + ")")
     if lang == "zh":
         what = "离线评估损失" if signal == "offline_l1" else "留出集扩散损失（最接近的已测信号）"
-        tail = ("" if ranked else "；这主要反映训练进度，它能否在同一步数下给不同配置排序尚未测量。"
-                "请把更低的评估损失读作训练进展，而不是更高的成功率")
+        tail = ("。跨检查点的 rho 主要反映训练进度；给运行排序请看最终检查点的 rho" if ranked else
+                "；这主要反映训练进度，它能否在同一步数下给不同配置排序尚未测量。请把更低的评估损失读作训练进展，而不是更高的成功率")
         return (f"- 评估损失能否预测成功率：在 dpot 的 MetaWorld 基准上，更低的{what}与更高闭环成功率的一致程度"
                 f"（跨检查点的 Spearman rho，+1 = 顺序相同；95% 区间；docs/benchmarks.md）— " + "；".join(parts) + tail)
-    what = ("the offline eval loss" if signal == "offline_l1"
-            else "the held-out diffusion loss (the closest measured signal to this run's eval loss)")
-    tail = ("" if ranked else "; over checkpoints this mostly tracks training progress, and how well it ranks "
+    what = ("offline eval loss" if signal == "offline_l1"
+            else "held-out diffusion loss (the closest measured signal to this run's eval loss)")
+    tail = ("; over checkpoints rho mostly tracks training progress: to rank runs, read the final-checkpoint rho"
+            if ranked else "; over checkpoints this mostly tracks training progress, and how well it ranks "
             "different configs at one budget is not measured yet: read a lower eval loss as progress, not as more "
             "success")
     return (f"- Does the eval loss predict success? On dpot's MetaWorld benchmark, how well a lower {what} went with "

@@ -192,11 +192,11 @@ def render_report_html(a, figs: dict[str, dict], lang: str = "en") -> str:
     cfg_rows = "".join(f"<tr><td><code>{_e(k)}</code></td><td>{_e(json.dumps(v))}</td></tr>" for k, v in cfg.items())
     tp = a.throughput
     tp_txt = ", ".join(f"{k}={fmt(v)}" for k, v in tp.items() if v is not None and not isinstance(v, str))
+    pred = predictivity_line(run.config, lang) if EVAL_LOSS in a.summaries else None
     body = [f"<h1>{_e(t(lang, 'title', run_id=run.run_id))}</h1>", verdict_html(a, lang),
             f"<h2>{_e(t(lang, 'plots'))}</h2>",
             _plots(figs) if figs else "<p>no metric to plot</p>",
-            *[f'<p class="predictivity">{_e(line.removeprefix("- "))}</p>'
-              for line in [predictivity_line(run.config, lang) if EVAL_LOSS in a.summaries else None] if line],
+            *([f'<p class="predictivity">{_e(pred.removeprefix("- "))}</p>'] if pred else []),
             f"<h2>{_e(t(lang, 'curves'))}</h2>", summary_table(a, lang),
             f"<p>{_e(t(lang, 'throughput'))}: {_e(tp_txt)}</p>",
             f"<details open><summary>{_e(t(lang, 'risks'))} — {_e(t(lang, 'evidence'))}</summary>"

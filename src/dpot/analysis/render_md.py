@@ -181,8 +181,9 @@ def _assessment(a, lang) -> list[str]:
         conv += "; diminishing returns" if "plateau" in ids else (
             "; still improving" if (ev.trend_pct or 0) < -1 else "; flat over the last window")
         out.append(f"- {t(lang, 'convergence')}: {conv}")
-        if ev.key == EVAL_LOSS:
-            out += [line for line in [predictivity_line(a.run.config, lang)] if line]
+        pred = predictivity_line(a.run.config, lang) if ev.key == EVAL_LOSS else None
+        if pred:
+            out.append(pred)
     if "instability" in ids:
         out.append(f"- {t(lang, 'stability')}: {finding_text(lang, ids['instability'])}")
     elif "train/grad_norm" in s:
