@@ -68,6 +68,10 @@ def _check_results(root: Path, methods: str) -> None:
     for name, m in results["methods"].items():                     # the OT metrics of each run, 0 without OT
         (run,) = m["runs"].values()
         assert (run["train/ot_loss"] == 0.0) == (name == "target-only")
+    from dpot.bench.fingerprint import dataset_fingerprint
+    fps = results["data_sha256"]                                   # what the runs trained on, byte for byte
+    assert fps == {role: dataset_fingerprint(root / "data" / f"{results['task']}_{role}") for role in fps}
+    assert set(fps) == {"source", "target"} and all(f["frames"] and f["images"] for f in fps.values())
     page = (root / "results.md").read_text()
     assert f"| {methods.split(',')[0]} | 1 |" in page and "ot_pi_sum" in page
     assert (root / "curves.png").stat().st_size > 1000

@@ -97,6 +97,19 @@ def _versions() -> dict:
     return out
 
 
+def _data_fingerprints(study: StudyDir) -> dict:
+    """The study's generated datasets' fingerprints by role (:func:`dpot.bench.fingerprint.dataset_fingerprint`);
+    a dataset not on disk (a kept study without its data) is left out."""
+    from dpot.bench.fingerprint import dataset_fingerprint
+
+    out = {}
+    for role in ("source", "target"):
+        root = study.root / "data" / f"{study.task}_{role}"
+        if root.is_dir():
+            out[role] = dataset_fingerprint(root)
+    return out
+
+
 def registered_contrasts(study: StudyDir, markers: list[dict]) -> list[dict]:
     """The preset's pre-registered contrasts (:data:`dpot.bench.presets.CONTRASTS`) in its target cells, from the
     evaluation JSONs' per-episode outcomes: first at the first ``FIRST_SEEDS`` seeds (the primary analysis), then,
@@ -144,6 +157,7 @@ def write_results(study: StudyDir) -> dict:
                "curve_cell": p.curve_domains[0] if p.curve_domains else None, "eval_seed": p.eval_seed,
                "source_eval_episodes": p.cell_episodes("source"),
                "jobs_done": sorted(m["job"] for m in markers), "versions": _versions(),
+               "data_sha256": _data_fingerprints(study),
                "methods": aggregate(markers, list(p.method_table))}
     results["contrasts"] = registered_contrasts(study, markers)
     write_json(study.root / "results.json", results)
