@@ -34,6 +34,7 @@ SOURCES = {("button-press", "dp-ot-faithful"): "cpu-idood-v4-button-press",
            ("button-press", "naive-cotrain"): "cpu-idood-powered",
            ("drawer-open", "naive-cotrain"): "cpu-idood-task2",
            ("drawer-open", "dp-ot-official"): "cpu-idood-task2"}
+RETRAIN = "v4-naive-retrain"     # v3's button-press naive runs retrained for their probe (scripts/v4_retrain_check.py)
 SEEDS = range(5)
 CELLS = ("target_ood", "target_id", "source")
 PROBE_STEPS = (0, 500, 1000, 1500)
@@ -54,6 +55,21 @@ def run_dir(task: str, arm: str, seed: int) -> Path | None:
     d = SOURCES.get((task, arm))
     p = ROOT / d / "runs" / f"{arm}-seed{seed}" if d else None
     return p if p is not None and (p / "metrics.jsonl").is_file() else None
+
+
+def probe_run(task: str, arm: str, seed: int) -> tuple[Path | None, bool]:
+    """The run whose log holds the arm's probe, and whether it is the evaluated run itself: the study's own run
+    (True), or for v3's button-press naive runs (no checkpoints kept) their rerun from the saved config under
+    ``RETRAIN`` (scripts/v4_retrain_check.py), which is the evaluated run only when its log equals v3's (``same``);
+    otherwise it is a rerun of the same config and seed, used for P1 and never paired with v3's success (P2)."""
+    if (task, arm) == ("button-press", "naive-cotrain"):
+        check = ROOT / RETRAIN / "check.json"
+        ok = json.loads(check.read_text()) if check.is_file() else {}
+        run = ROOT / RETRAIN / "runs" / f"{arm}-seed{seed}"
+        if f"{arm}-seed{seed}" not in ok or not (run / "metrics.jsonl").is_file():
+            return None, False
+        return run, bool(ok[f"{arm}-seed{seed}"].get("same"))
+    return run_dir(task, arm, seed), True
 
 
 def probes(run: Path) -> dict[int, dict[str, float]]:
@@ -116,15 +132,18 @@ def compute() -> dict:
             if run is not None:
                 out["diagonal"][f"{task}:{s}"] = diagonal_check(run)
     # probes
-    table = {}
+    table, reruns = {}, []
     for task in TASKS:
         for arm in ("dp-ot-faithful", "naive-cotrain", "dp-ot-official"):
             for s in SEEDS:
-                run = run_dir(task, arm, s)
+                run, evaluated = probe_run(task, arm, s)
                 p = probes(run) if run is not None else {}
                 if p:
                     table[f"{task}:{arm}:{s}"] = {str(k): v for k, v in sorted(p.items())}
+                    if not evaluated:
+                        reruns.append(f"{task}:{arm}:{s}")
     out["probe"]["runs"] = table
+    out["probe"]["reruns"] = reruns       # probed on a rerun of the config, not on the evaluated run: P1 only
     last = str(max(PROBE_STEPS))
     p1 = {}
     for task in TASKS:
@@ -140,7 +159,7 @@ def compute() -> dict:
         for key, per in table.items():
             t, arm, s = key.split(":")
             ood = evals(t, arm, "target_ood").get(int(s))
-            if t == task and last in per and ood:
+            if t == task and last in per and ood and key not in reruns:
                 xs.append(statistics.fmean(per[last].values()))
                 ys.append(seed_rates({0: ood})[0])
         p2[task] = spearman_with_ci(xs, ys)
@@ -181,7 +200,8 @@ def render(res: dict) -> str:
     lines += ["", "Probe (held-out sim-vs-real accuracy per camera; steps " +
               ", ".join(map(str, PROBE_STEPS)) + "):", ""]
     for k, per in res["probe"]["runs"].items():
-        lines.append(f"- {k}: " + "; ".join(f"{st}: " + ", ".join(f"{c} {v:.3f}" for c, v in cams.items())
+        rerun = " (a rerun of the config: probed, not the evaluated run)" if k in res["probe"].get("reruns", []) else ""
+        lines.append(f"- {k}{rerun}: " + "; ".join(f"{st}: " + ", ".join(f"{c} {v:.3f}" for c, v in cams.items())
                                            for st, cams in per.items()))
     for cam, s in res["probe"]["P1_faithful_minus_naive_at_last_step"].items():
         interval = "–" if s["ci95"] is None else f"[{s['ci95'][0]:+.3f}, {s['ci95'][1]:+.3f}]"
