@@ -6,11 +6,20 @@ the generated MetaWorld dataset.
 
 Units holding a slow test are handed out first (longest-first balancing: ``make test`` passes
 ``--no-loadscope-reorder``, so xdist keeps this order instead of putting the many-test files first); the fast
-files come last and fill in whichever worker frees first."""
+files come last and fill in whichever worker frees first.
+
+The trainings and dpot commands that dpot itself launches in a test are forked from a process that has imported
+dpot (``dpot.launch.SPAWN``, tests/dpotproc.py), as the tests' own dpot commands are."""
 
 from __future__ import annotations
 
 import pytest
+
+import dpotproc  # tests/
+
+
+def pytest_configure(config):
+    dpotproc.use_for_launches()
 
 # session fixture -> the xdist group of every test that uses it (directly or through another fixture)
 SHARED_FIXTURES = {"real_runs": "analysis-runs", "gen_runs": "analysis-runs", "gen_base": "analysis-runs",

@@ -20,7 +20,19 @@ What differs from a fresh interpreter, and the guard for each:
 * the console scripts themselves (``.venv/bin/dpot``) are not executed: the tests of bad input, exit codes and
   console-script behaviour keep ``subprocess`` (tests/test_config.py, tests/train/test_bad_input*.py, ...).
 
-``DPOT_TEST_FORKSERVER=0`` runs every command as a real subprocess (the same tests, the slow way).
+The commands dpot itself starts (the autopilot's and the study's trainings, the autopilot's ``dpot report |
+propose | bench eval``) go through ``dpot.launch.SPAWN``, which :func:`use_for_launches` points at this module
+(tests/conftest.py, in each worker) and every forked command points at it too: a ``python -m dpot ...`` command
+that dpot launches, from a pytest worker or from a forked command (an autopilot or a study sitting run by a test),
+is forked from the worker's server. What differs from a real process: the launcher's ``preexec_fn`` (SIGKILL when
+its parent dies) runs in the child, whose parent is the server, not the launcher, so a launcher killed alone
+leaves its training running; and the child's command line in ``/proc`` is the server's, which
+``dpot.launch.kill_leftover``'s scan does not match. A test that kills a launcher and goes on sets
+``DPOT_TEST_FORKED_LAUNCHES=0`` in that launcher's environment; the scan's own tests start real processes
+(tests/test_launch.py). A ``--launcher`` template (``bash -c``) is a real process.
+
+``DPOT_TEST_FORKSERVER=0`` runs every command as a real subprocess (the same tests, the slow way); in a command's
+environment it makes that command's own launches real subprocesses.
 """
 
 from __future__ import annotations
@@ -28,12 +40,14 @@ from __future__ import annotations
 import atexit
 import contextlib
 import multiprocessing
+import multiprocessing.forkserver
 import multiprocessing.util
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import types
 from pathlib import Path
 
 PRELOAD = ["torch", "torchvision.models", "lerobot.policies.factory", "lerobot.datasets.lerobot_dataset",
@@ -47,6 +61,7 @@ IMPORT_TIME_ENV = ("PYTHONPATH", "PYTHONHASHSEED", "PYTHONWARNINGS", "OMP_NUM_TH
                    "HF_DATASETS_OFFLINE", "HF_HUB_CACHE", "TRANSFORMERS_OFFLINE", "MUJOCO_GL", "PYOPENGL_PLATFORM",
                    "TORCH_HOME", "XDG_CACHE_HOME", "HOME")
 ENABLED = os.environ.get("DPOT_TEST_FORKSERVER", "1") != "0"
+LAUNCHES = ENABLED and os.environ.get("DPOT_TEST_FORKED_LAUNCHES", "1") != "0"   # 0: dpot's launches real processes
 
 _ctx = None
 _server_env: dict[str, str] | None = None
@@ -105,7 +120,10 @@ def _same_import_env(env: dict[str, str]) -> bool:
     return True
 
 
-def _child(kind: str, args: list[str], argv0: str, cwd: str, env: dict[str, str], out: str, err: str) -> None:
+def _child(kind: str, args: list[str], argv0: str, cwd: str, env: dict[str, str], out: str, err: str,
+           preexec_fn=None) -> None:
+    if preexec_fn is not None:
+        preexec_fn()
     os.setsid()
     os.chdir(cwd)
     os.environ.clear()
@@ -119,6 +137,13 @@ def _child(kind: str, args: list[str], argv0: str, cwd: str, env: dict[str, str]
     sys.stderr = open(2, "w", closefd=False, buffering=1)  # noqa: SIM115
     signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.argv = [argv0, *args]
+    if env.get("DPOT_TEST_FORKSERVER", "1") != "0" and env.get("DPOT_TEST_FORKED_LAUNCHES", "1") != "0":
+        server = multiprocessing.forkserver._forkserver
+        if server._forkserver_address is not None and server._forkserver_pid is None:
+            # a child of the server knows its address and holds its "alive" pipe: ask it, rather than start a
+            # server of its own (multiprocessing would: only the process that started a server reuses it)
+            server.ensure_running = lambda: None
+        use_for_launches()
     try:
         if kind == "dpot":
             from dpot.cli import main
@@ -140,19 +165,20 @@ class Popen:
     docstring). ``stdout``: None, DEVNULL, or an open file whose ``name`` is a path (appended to); ``stderr``: the
     same, or STDOUT."""
 
-    def __new__(cls, args, *, env=None, cwd=None, stdout=None, stderr=None, start_new_session=False, **kw):
+    def __new__(cls, args, *, env=None, cwd=None, stdout=None, stderr=None, start_new_session=False,
+                preexec_fn=None, **kw):
         env = dict(os.environ if env is None else env)
         entry = _entry(list(args)) if ENABLED and not kw else None
         if entry is None or not _same_import_env(env) or not _file_target(stdout) or not (
                 stderr == subprocess.STDOUT or _file_target(stderr)):
             return subprocess.Popen(args, env=env, cwd=cwd, stdout=stdout, stderr=stderr,
-                                    start_new_session=start_new_session, **kw)
+                                    start_new_session=start_new_session, preexec_fn=preexec_fn, **kw)
         self = super().__new__(cls)
         out = _target_path(stdout)
         err = out if stderr == subprocess.STDOUT else _target_path(stderr)
         self.args = list(args)
         self._proc = _context().Process(target=_child, args=(*entry, str(args[0]), str(cwd or os.getcwd()), env,
-                                                             out, err), daemon=False)
+                                                             out, err, preexec_fn), daemon=False)
         self._proc.start()
         self.pid = self._proc.pid
         self.returncode = None
@@ -223,3 +249,18 @@ def run(args, *, env=None, cwd=None, timeout=None, capture_output=False, text=Fa
     if check:
         res.check_returncode()
     return res
+
+
+#: ``dpot.launch.SPAWN`` for the suite (:func:`use_for_launches`)
+SPAWNER = types.SimpleNamespace(Popen=Popen, run=run)
+
+
+def use_for_launches() -> None:
+    """Point ``dpot.launch.SPAWN`` at :data:`SPAWNER` (unless ``DPOT_TEST_FORKSERVER=0`` or
+    ``DPOT_TEST_FORKED_LAUNCHES=0``, which keeps only dpot's own launches real processes: the measurement's
+    baseline, benchmarks/forkserver_speed.py): the trainings and dpot commands that dpot itself starts in this
+    process are forked too (see the module docstring)."""
+    if LAUNCHES:
+        import dpot.launch
+
+        dpot.launch.SPAWN = SPAWNER

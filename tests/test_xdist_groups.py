@@ -38,6 +38,7 @@ def test_each_conftest_group_runs_on_one_worker(tmp_path):
     suite = tmp_path / "suite"
     suite.mkdir()
     shutil.copy(CONFTEST, suite / "conftest.py")
+    shutil.copy(CONFTEST.with_name("dpotproc.py"), suite / "dpotproc.py")     # the conftest imports it
     with open(suite / "conftest.py", "a") as f:
         f.write(SHARED)
     out = tmp_path / "where.txt"

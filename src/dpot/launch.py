@@ -26,9 +26,17 @@ from dpot.errors import UserError
 from dpot.rundir import checkpoint_steps
 
 __all__ = [
-    "CHILD_ENV", "PLACEHOLDERS", "PROCESS_ENV", "Launch", "check_launcher", "child_env", "dpot_cmd", "kill_leftover",
-    "launch_train", "set_env_defaults", "train_command",
+    "CHILD_ENV", "PLACEHOLDERS", "PROCESS_ENV", "SPAWN", "Launch", "check_launcher", "child_env", "dpot_cmd",
+    "kill_leftover", "launch_train", "run_dpot", "set_env_defaults", "train_command",
 ]
+
+#: What starts dpot's own child processes: :func:`launch_train`'s trainings (``SPAWN.Popen``) and :func:`run_dpot`'s
+#: ``dpot report | propose | bench eval`` calls (``SPAWN.run``); ``subprocess`` itself. The one seam for a caller
+#: that starts ``python -m dpot ...`` command lines another way with the same contract (exit code, output to the
+#: given file or captured, its own session, ``preexec_fn`` run in the child): the test suite forks them from a
+#: process that has already imported dpot (tests/dpotproc.py), since importing torch and LeRobot is most of a tiny
+#: run's time.
+SPAWN = subprocess
 
 # ---------------------------------------------------------------- environment
 
@@ -63,7 +71,7 @@ def child_env() -> dict:
     return env
 
 
-# ---------------------------------------------------------------- launching a training
+# ---------------------------------------------------------------- launching a training and other dpot commands
 
 PLACEHOLDERS = ("cmd", "args", "name", "run_dir", "python")
 
@@ -71,6 +79,12 @@ PLACEHOLDERS = ("cmd", "args", "name", "run_dir", "python")
 def dpot_cmd(*args: str) -> list[str]:
     """``python -m dpot <args>`` with this interpreter."""
     return [sys.executable, "-m", "dpot", *args]
+
+
+def run_dpot(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``python -m dpot <args>`` in a child process with :func:`child_env`, its output captured as text; waits at
+    most ``timeout`` s (``subprocess.TimeoutExpired``)."""
+    return SPAWN.run(dpot_cmd(*args), capture_output=True, text=True, env=child_env(), timeout=timeout)
 
 
 def check_launcher(template: str | None) -> None:
@@ -172,8 +186,8 @@ def _run_monitored(cmd: list[str], log: Path, poll: Callable[[], str | None], in
     with open(log, "a", encoding="utf-8") as fh:
         fh.write(f"\n{header}\n")
         fh.flush()
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=child_env(), start_new_session=True,
-                                preexec_fn=_die_with_parent)
+        proc = SPAWN.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=child_env(), start_new_session=True,
+                           preexec_fn=_die_with_parent)
         pgid_file.write_text(str(proc.pid))
         reason = ""
         try:

@@ -109,7 +109,8 @@ def test_micro_idood_study_end_to_end_and_resume(tmp_path):
 
     # sitting 2: killed while job B trains (after its first checkpoint, before its last)
     proc = dpotproc.Popen(_study_cmd(root, preset, methods), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                          start_new_session=True)
+                          start_new_session=True,     # its training a real child: killed with the sitting
+                          env={**os.environ, "DPOT_TEST_FORKED_LAUNCHES": "0"})
     first = root / "runs" / B / "checkpoints" / "000002"
     deadline = time.time() + 300
     try:

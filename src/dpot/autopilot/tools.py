@@ -7,15 +7,14 @@ normal dpot run directory that ``dpot report/compare`` (and a person) can read.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 from dpot import rundir
-from dpot.launch import child_env, dpot_cmd
+from dpot.launch import run_dpot
 
 
 def _run_cli(args: list[str], what: str, timeout: float = 900) -> str:
-    res = subprocess.run(dpot_cmd(*args), capture_output=True, text=True, env=child_env(), timeout=timeout)
+    res = run_dpot(*args, timeout=timeout)
     if res.returncode != 0:
         tail = (res.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise RuntimeError(f"{what} failed (exit {res.returncode}): {tail}")
