@@ -293,6 +293,7 @@ def evaluate_policy(policy_path: str | Path, task: str, domain="target", episode
                 bar.update(counter.value - bar.n)
             records = [r for part in pending.get() for r in part]
             bar.update(counter.value - bar.n)
+    bar.refresh()       # the final count drawn even when the last episodes ended within tqdm's redraw interval
     bar.close()
     records.sort(key=lambda r: r["seed"])
     n_ok = sum(r["success"] for r in records)
