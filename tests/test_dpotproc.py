@@ -119,3 +119,24 @@ def test_a_command_left_running_does_not_hold_the_worker_at_exit(tmp_path):
     while status.exists() and "\tZ" not in status.read_text().split("State:")[1].splitlines()[0]:
         assert time.time() < deadline, "the forked command outlived its worker"
         time.sleep(0.1)
+
+
+@pytest.mark.skipif(not dpotproc.LAUNCHES, reason="DPOT_TEST_FORKSERVER=0 / DPOT_TEST_FORKED_LAUNCHES=0: all real")
+def test_dpots_own_launches_are_forked_and_keep_the_contract(tmp_path):
+    """conftest points dpot.launch.SPAWN at the forked runner: a ``python -m dpot`` launch is forked (its Popen is
+    dpotproc's) and runs the preexec_fn in the child; run_dpot captures the command's output as text; a command
+    dpot launches through a shell (a --launcher template) stays a real process."""
+    from dpot import launch
+
+    assert launch.SPAWN is dpotproc.SPAWNER
+    mark = tmp_path / "preexec"
+    with open(tmp_path / "log", "w") as fh:
+        p = launch.SPAWN.Popen(launch.dpot_cmd("--help"), stdout=fh, stderr=subprocess.STDOUT,
+                               env=launch.child_env(), start_new_session=True, preexec_fn=mark.touch)
+        assert isinstance(p, dpotproc.Popen) and p.wait(120) == 0
+    assert mark.exists() and "usage" in (tmp_path / "log").read_text().lower()
+    res = launch.run_dpot("--help", timeout=120)
+    assert res.returncode == 0 and isinstance(res.stdout, str) and "usage" in res.stdout.lower()
+    shell = launch.SPAWN.Popen(["bash", "-c", "exit 3"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                               env=launch.child_env(), start_new_session=True, preexec_fn=None)
+    assert isinstance(shell, subprocess.Popen) and shell.wait(60) == 3
